@@ -1,0 +1,45 @@
+"""The Doitong API client, usable without Airflow: a sans-IO core with sync and async shells."""
+
+from __future__ import annotations
+
+from airflow_provider_doitong.client.async_client import AsyncDoitongClient
+from airflow_provider_doitong.client.errors import (
+    DoitongBadRequest,
+    DoitongConnectionError,
+    DoitongError,
+    DoitongInsufficientCredits,
+    DoitongJobFailed,
+    DoitongNotFound,
+    DoitongProtocolError,
+    DoitongRateLimited,
+    DoitongServerError,
+    DoitongTimeout,
+    DoitongUnauthorized,
+    DoitongValidationError,
+)
+from airflow_provider_doitong.client.models import Account, ImageRequest, Job
+from airflow_provider_doitong.client.retry import RetryPolicy
+from airflow_provider_doitong.client.sync_client import DoitongClient
+from airflow_provider_doitong.contract import JobStatus
+
+__all__ = [
+    "Account",
+    "AsyncDoitongClient",
+    "DoitongBadRequest",
+    "DoitongClient",
+    "DoitongConnectionError",
+    "DoitongError",
+    "DoitongInsufficientCredits",
+    "DoitongJobFailed",
+    "DoitongNotFound",
+    "DoitongProtocolError",
+    "DoitongRateLimited",
+    "DoitongServerError",
+    "DoitongTimeout",
+    "DoitongUnauthorized",
+    "DoitongValidationError",
+    "ImageRequest",
+    "Job",
+    "JobStatus",
+    "RetryPolicy",
+]

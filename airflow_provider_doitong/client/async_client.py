@@ -1,0 +1,153 @@
+"""The asynchronous client: a thin ``httpx`` shell over the sans-IO core, for triggers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying
+
+from airflow_provider_doitong.client import protocol
+from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
+from airflow_provider_doitong.client.errors import DoitongConnectionError
+from airflow_provider_doitong.client.models import Account, ImageRequest, Job
+from airflow_provider_doitong.client.protocol import MAX_JOBS_PER_QUERY, ApiRequest, ApiResponse
+from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
+from airflow_provider_doitong.client.waiting import next_step
+
+log = logging.getLogger(__name__)
+
+
+def _connection_error(exc: httpx.TransportError, what: str) -> DoitongConnectionError:
+    """Whether an ``httpx`` failure can have reached the API; never echoes the request."""
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    reason = "could not connect" if never_sent else "no answer"
+    return DoitongConnectionError(f"Doitong {what}: {reason} ({type(exc).__name__})", request_sent=not never_sent)
+
+
+class AsyncDoitongClient(ClientBase):
+    """Talks to the Doitong API over one ``httpx.AsyncClient``, for the client's whole life.
+
+    See :class:`~airflow_provider_doitong.client.base.ClientBase` for the parameters;
+    ``max_connections`` bounds the pool.
+    """
+
+    def __init__(self, *, max_connections: int = 20, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._http = httpx.AsyncClient(
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncDoitongClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send_once(self, request: ApiRequest) -> ApiResponse:
+        try:
+            resp = await self._http.request(
+                request.method, self.url_for(request), json=request.json_body, headers=self.headers_for(request)
+            )
+        except httpx.TransportError as exc:
+            raise _connection_error(exc, request.what) from None
+        answer = protocol.interpret(
+            request, status=resp.status_code, headers=resp.headers, content=resp.content, now=self.clock()
+        )
+        self.last_rate_limit = answer.rate_limit
+        return answer
+
+    async def send(self, request: ApiRequest, *, retry_policy: RetryPolicy | None = None) -> ApiResponse:
+        """Send a request under the retry policy.
+
+        :param request: built by :mod:`~airflow_provider_doitong.client.protocol`.
+        :param retry_policy: overrides the client's policy for this call.
+        """
+        policy = retry_policy or self.retry_policy
+        async for attempt in AsyncRetrying(
+            **retry_args(policy, safe_to_resend=request.safe_to_resend, clock=self.clock)
+        ):
+            with attempt:
+                return await self._send_once(request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def submit(self, request: ImageRequest, *, retry_policy: RetryPolicy | None = None) -> Job:
+        """Submit one image; resent only where no job can have been created.
+
+        :param request: the image.
+        :param retry_policy: overrides the client's policy for this call.
+        """
+        answer = await self.send(
+            protocol.build_submit(request, transport=self.transport), retry_policy=retry_policy
+        )
+        return protocol.parse_job(answer.body)
+
+    async def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job | None]:
+        """Read many jobs, :data:`MAX_JOBS_PER_QUERY` per aliased GraphQL request.
+
+        :param job_ids: the jobs; an unknown one maps to ``None``.
+        """
+        ids = list(dict.fromkeys(job_ids))
+        found: dict[str, Job | None] = {}
+        for start in range(0, len(ids), MAX_JOBS_PER_QUERY):
+            request = protocol.build_jobs_query(ids[start : start + MAX_JOBS_PER_QUERY])
+            found.update(protocol.parse_jobs((await self.send(request)).body, request.job_ids))
+        return found
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """Read one job; ``None`` if the API does not know it.
+
+        :param job_id: the job.
+        """
+        return (await self.get_jobs([job_id]))[job_id]
+
+    async def get_account(self) -> Account:
+        """[A] The account's plan and credit balance."""
+        answer = await self.send(protocol.build_account(transport=self.transport))
+        return protocol.parse_account(answer.body)
+
+    async def download(self, url: str) -> bytes:
+        """Fetch a finished job's image. No API key is sent: [A] output URLs need no auth.
+
+        :param url: the job's ``url``.
+        """
+        request = ApiRequest(method="GET", path="", auth="rest", kind="download", what="image download")
+        async for attempt in AsyncRetrying(
+            **retry_args(self.retry_policy, safe_to_resend=True, clock=self.clock)
+        ):
+            with attempt:
+                try:
+                    resp = await self._http.get(url, headers={"User-Agent": USER_AGENT})
+                except httpx.TransportError as exc:
+                    raise _connection_error(exc, request.what) from None
+                protocol.interpret_download(request, status=resp.status_code, content=resp.content)
+                return resp.content
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def wait_for_job(
+        self, job_id: str, *, poll_interval: float = 5.0, deadline: float | None = None
+    ) -> Job:
+        """Poll until the job completes; raise if it fails, vanishes or passes the deadline.
+
+        :param job_id: the job.
+        :param poll_interval: seconds between polls (stretched to stay within the plan's rate).
+        :param deadline: a Unix time to give up at.
+        """
+        while True:
+            job = await self.get_job(job_id)
+            step = next_step(
+                job_id, job, now=self.clock(), deadline=deadline, poll_interval=poll_interval,
+                rate_limit=self.last_rate_limit,
+            )
+            if step.error is not None:
+                raise step.error
+            if step.job is not None:
+                return step.job
+            await asyncio.sleep(step.sleep)

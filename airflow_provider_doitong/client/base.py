@@ -1,0 +1,86 @@
+"""What the sync and async clients share: configuration, URLs and headers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from airflow_provider_doitong import __version__, contract
+from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
+from airflow_provider_doitong.client.retry import RetryPolicy
+
+USER_AGENT = f"airflow-provider-doitong/{__version__}"
+
+
+def normalize_base_url(host: str | None, *, schema: str | None = None, port: int | None = None) -> str:
+    """The API's base URL from an Airflow connection's host, schema and port.
+
+    ``host`` may be a full URL (``http://127.0.0.1:8765``) or a bare host name, in which case
+    ``schema`` (``http``/``https``, default ``https``) and ``port`` complete it.
+
+    :param host: the host or base URL; empty for the default.
+    :param schema: the URL scheme for a bare host.
+    :param port: the port for a bare host.
+    """
+    if not host:
+        return contract.DEFAULT_BASE_URL
+    host = host.strip().rstrip("/")
+    if "://" not in host:
+        scheme = schema if schema in ("http", "https") else "https"
+        host = f"{scheme}://{host}" + (f":{port}" if port else "")
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the Doitong base URL must be http(s)://host[:port], got {host!r}")
+    if port and parts.port is None:
+        host = f"{host}:{port}"
+    return host
+
+
+class ClientBase:
+    """Settings shared by :class:`DoitongClient` and :class:`AsyncDoitongClient`.
+
+    :param api_key: the Doitong API key (kept out of ``repr`` and messages).
+    :param base_url: the API's base URL.
+    :param transport: submit through ``graphql`` or ``rest``.
+    :param timeout: seconds for each HTTP request.
+    :param retry_policy: the retry policy.
+    :param clock: the source of the current Unix time.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = contract.DEFAULT_BASE_URL,
+        transport: str = "graphql",
+        timeout: float = 30.0,
+        retry_policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not api_key:
+            raise ValueError("a Doitong API key is required")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        self._api_key = api_key
+        self.base_url = normalize_base_url(base_url)
+        self.transport = transport
+        self.timeout = timeout
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.clock = clock
+        self.last_rate_limit = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, transport={self.transport!r})"
+
+    def url_for(self, request: ApiRequest) -> str:
+        """:param request: the request."""
+        return self.base_url + request.path
+
+    def headers_for(self, request: ApiRequest) -> dict[str, str]:
+        """:param request: the request."""
+        return {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            **auth_headers(request.auth, self._api_key),
+        }

@@ -1,0 +1,192 @@
+"""The request, job and account models: validated against the contract, free of I/O."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_provider_doitong import contract
+from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongValidationError
+from airflow_provider_doitong.contract import JobStatus
+
+
+def _side(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            text = str(value).strip()
+            if not text.isdigit():
+                raise ValueError(text)
+            value = int(text)
+        except (TypeError, ValueError):
+            raise DoitongValidationError(
+                f"{name} must be an integer, got {value!r}", field=name
+            ) from None
+    if not contract.MIN_SIDE <= value <= contract.MAX_SIDE or value % contract.SIDE_MULTIPLE:
+        raise DoitongValidationError(
+            f"{name} must be a multiple of {contract.SIDE_MULTIPLE} from {contract.MIN_SIDE} to "
+            f"{contract.MAX_SIDE}, got {value}",
+            field=name,
+        )
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageRequest:
+    """One image to generate, checked against the contract when built.
+
+    :param provider: ``flux-krea`` or ``flux-dev``.
+    :param prompt: the text, 1 to 2,000 characters once trimmed.
+    :param width: pixels, a multiple of 16 from 256 to 4096.
+    :param height: pixels, likewise.
+    :param quality: ``standard`` or ``high``.
+    :param version: the model version; [A] it equals the provider, and defaults to it.
+    :param webhook_url: where Doitong POSTs the finished job, if anywhere.
+    :raises DoitongValidationError: naming the field, for any value the contract refuses.
+    """
+
+    provider: str
+    prompt: str
+    width: int = contract.DEFAULT_WIDTH
+    height: int = contract.DEFAULT_HEIGHT
+    quality: str = contract.DEFAULT_QUALITY
+    version: str | None = None
+    webhook_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.provider not in contract.PROVIDERS:
+            raise DoitongValidationError(
+                f"provider must be one of {', '.join(contract.PROVIDERS)}, got {self.provider!r}",
+                field="provider",
+            )
+        if not isinstance(self.prompt, str):
+            raise DoitongValidationError("prompt must be a string", field="prompt")
+        prompt = self.prompt.strip()
+        if len(prompt) < contract.PROMPT_MIN_CHARS:
+            raise DoitongValidationError("prompt is empty", field="prompt")
+        if len(prompt) > contract.PROMPT_MAX_CHARS:
+            raise DoitongValidationError(
+                f"prompt has {len(prompt)} characters after trimming; the limit is "
+                f"{contract.PROMPT_MAX_CHARS}",
+                field="prompt",
+            )
+        object.__setattr__(self, "prompt", prompt)
+        object.__setattr__(self, "width", _side("width", self.width))
+        object.__setattr__(self, "height", _side("height", self.height))
+        if self.quality not in contract.QUALITIES:
+            raise DoitongValidationError(
+                f"quality must be one of {', '.join(contract.QUALITIES)}, got {self.quality!r}",
+                field="quality",
+            )
+        if self.version in (None, ""):
+            object.__setattr__(self, "version", self.provider)
+        elif self.version != self.provider:
+            raise DoitongValidationError(
+                f"version must equal the provider {self.provider!r}, got {self.version!r}", field="version"
+            )
+        if self.webhook_url is not None and not str(self.webhook_url).startswith(("http://", "https://")):
+            raise DoitongValidationError(
+                f"webhook_url must be an http(s) URL, got {self.webhook_url!r}", field="webhook_url"
+            )
+
+    @property
+    def estimated_credits(self) -> int:
+        """[A] What the job should cost; the charged ``creditCost`` is the truth."""
+        return contract.credit_cost(
+            provider=self.provider, width=self.width, height=self.height, quality=self.quality
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A job as the API reports it.
+
+    :param id: the job id.
+    :param status: its lifecycle state.
+    :param raw_status: the status string as sent.
+    :param url: the output URL, once completed.
+    :param error_code: for a failed job, its ``error.code``.
+    :param error_message: for a failed job, its ``error.message``.
+    """
+
+    id: str
+    status: JobStatus
+    raw_status: str
+    provider: str | None = None
+    url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    credit_cost: int | None = None
+    created_at: str | None = None
+    completed_at: str | None = None
+    duration: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_api(cls, data: Any) -> Job:
+        """Read a job object from any of the API's answers.
+
+        :param data: the job object (the one under ``data``).
+        :raises DoitongProtocolError: if it is not a job.
+        """
+        if not isinstance(data, dict) or not data.get("id"):
+            raise DoitongProtocolError(f"expected a job object with an id, got {type(data).__name__}")
+        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        raw_status = str(data.get("status") or "")
+        return cls(
+            id=str(data["id"]),
+            status=JobStatus.parse(raw_status),
+            raw_status=raw_status,
+            provider=data.get("provider") or data.get("service"),
+            url=data.get("url"),
+            width=data.get("width") or metadata.get("width"),
+            height=data.get("height") or metadata.get("height"),
+            credit_cost=data.get("creditCost"),
+            created_at=data.get("createdAt"),
+            completed_at=data.get("completedAt"),
+            duration=data.get("duration") if data.get("duration") is not None else metadata.get("duration"),
+            error_code=error.get("code"),
+            error_message=error.get("message"),
+            metadata=dict(metadata),
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values, e.g. for trigger events and XCom."""
+        out = asdict(self)
+        out["status"] = self.status.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Inverse of :meth:`to_dict`.
+
+        :param data: a dict made by :meth:`to_dict`.
+        """
+        values = dict(data)
+        values["status"] = JobStatus(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Account:
+    """[A] The account behind a key.
+
+    :param plan: the plan name.
+    :param credits: the credit balance.
+    """
+
+    plan: str
+    credits: int
+
+    @classmethod
+    def from_api(cls, data: Any) -> Account:
+        """:param data: the ``account`` object."""
+        if not isinstance(data, dict) or "credits" not in data:
+            raise DoitongProtocolError("expected an account object with credits")
+        return cls(plan=str(data.get("plan") or ""), credits=int(data["credits"]))

@@ -1,0 +1,267 @@
+"""Sans-IO protocol: build the API's requests and read its answers, as pure functions.
+
+The sync and async clients only move bytes; every decision about what to send and what an
+answer means is made here, once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from airflow_provider_doitong import contract
+from airflow_provider_doitong.client.errors import DoitongProtocolError, classify
+from airflow_provider_doitong.client.models import Account, ImageRequest, Job
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+
+Transport = Literal["graphql", "rest"]
+TRANSPORTS: tuple[str, ...] = ("graphql", "rest")
+#: How many jobs one aliased GraphQL status request reads at most.
+MAX_JOBS_PER_QUERY = 100
+
+GENERATE_MUTATION = (
+    "mutation Generate($input: GenerateInput!) { generate(input: $input) { %s } }" % contract.JOB_FIELDS
+)
+ACCOUNT_QUERY = "query Account { account { plan credits } }"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiRequest:
+    """One request to the API, before any I/O.
+
+    :param method: ``GET`` or ``POST``.
+    :param path: the path under the base URL.
+    :param auth: which auth header to send (``graphql``: bearer; ``rest``: ``X-API-Key``).
+    :param kind: ``submit``, ``status`` or ``account``.
+    :param what: a few words for messages.
+    :param json_body: the JSON body, if any.
+    :param job_ids: for status requests, the jobs asked for, in alias order.
+    """
+
+    method: str
+    path: str
+    auth: Transport
+    kind: str
+    what: str
+    json_body: dict[str, Any] | None = None
+    job_ids: tuple[str, ...] = field(default=())
+
+    @property
+    def safe_to_resend(self) -> bool:
+        """Whether sending this again can never create a second job."""
+        return self.kind != "submit"
+
+
+def auth_headers(auth: Transport, api_key: str) -> dict[str, str]:
+    """The auth header for a request; never logged.
+
+    :param auth: ``graphql`` or ``rest``.
+    :param api_key: the key.
+    """
+    if auth == "rest":
+        return {contract.REST_AUTH_HEADER: api_key}
+    return {contract.GRAPHQL_AUTH_HEADER: f"{contract.GRAPHQL_AUTH_SCHEME} {api_key}"}
+
+
+def _check_transport(transport: str) -> None:
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+
+
+def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiRequest:
+    """The submission of one image.
+
+    :param request: a validated :class:`ImageRequest`.
+    :param transport: ``graphql`` (the ``generate`` mutation) or ``rest`` (``POST /v1/text_to_image``).
+    """
+    _check_transport(transport)
+    if transport == "rest":
+        body: dict[str, Any] = {
+            "service": request.provider,
+            "prompt": request.prompt,
+            "width": request.width,
+            "height": request.height,
+            "version": request.version,
+            "quality": request.quality,
+        }
+        if request.webhook_url:
+            body["webhookUrl"] = request.webhook_url
+        return ApiRequest(
+            method="POST", path=contract.REST_SUBMIT_PATH, auth="rest", kind="submit",
+            what="submission", json_body=body,
+        )
+    gql_input: dict[str, Any] = {
+        "type": contract.GENERATION_TYPE,
+        "provider": request.provider,
+        "input": {"text": request.prompt},
+        "options": {
+            "width": request.width,
+            "height": request.height,
+            "version": request.version,
+            "quality": request.quality,
+        },
+    }
+    if request.webhook_url:
+        gql_input["webhookUrl"] = request.webhook_url
+    return ApiRequest(
+        method="POST", path=contract.GRAPHQL_PATH, auth="graphql", kind="submit", what="submission",
+        json_body={"query": GENERATE_MUTATION, "variables": {"input": gql_input}, "operationName": "Generate"},
+    )
+
+
+def build_jobs_query(job_ids: Iterable[str]) -> ApiRequest:
+    """One GraphQL request reading many jobs, one alias each (``j0``, ``j1``, ...).
+
+    :param job_ids: the ids, at most :data:`MAX_JOBS_PER_QUERY`.
+    """
+    ids = tuple(dict.fromkeys(str(i) for i in job_ids))
+    if not ids or len(ids) > MAX_JOBS_PER_QUERY:
+        raise ValueError(f"between 1 and {MAX_JOBS_PER_QUERY} job ids per query, got {len(ids)}")
+    params = ", ".join(f"$id{n}: ID!" for n in range(len(ids)))
+    fields = " ".join(f"j{n}: job(id: $id{n}) {{ {contract.JOB_FIELDS} }}" for n in range(len(ids)))
+    return ApiRequest(
+        method="POST", path=contract.GRAPHQL_PATH, auth="graphql", kind="status",
+        what="job status" if len(ids) == 1 else f"status of {len(ids)} jobs",
+        json_body={
+            "query": f"query Jobs({params}) {{ {fields} }}",
+            "variables": {f"id{n}": job_id for n, job_id in enumerate(ids)},
+            "operationName": "Jobs",
+        },
+        job_ids=ids,
+    )
+
+
+def build_job_rest(job_id: str) -> ApiRequest:
+    """[A] ``GET /v1/jobs/{id}``.
+
+    :param job_id: the job.
+    """
+    return ApiRequest(
+        method="GET", path=contract.REST_JOB_PATH.format(job_id=job_id), auth="rest", kind="status",
+        what="job status", job_ids=(job_id,),
+    )
+
+
+def build_account(*, transport: str = "graphql") -> ApiRequest:
+    """[A] The account query: plan and credit balance.
+
+    :param transport: ``graphql`` or ``rest``.
+    """
+    _check_transport(transport)
+    if transport == "rest":
+        return ApiRequest(
+            method="GET", path=contract.REST_ACCOUNT_PATH, auth="rest", kind="account", what="account"
+        )
+    return ApiRequest(
+        method="POST", path=contract.GRAPHQL_PATH, auth="graphql", kind="account", what="account",
+        json_body={"query": ACCOUNT_QUERY, "operationName": "Account"},
+    )
+
+
+def decode_body(content: bytes) -> Any:
+    """The JSON in a body, or ``None`` when it is empty or not JSON.
+
+    :param content: the raw body.
+    """
+    if not content:
+        return None
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """A decoded answer that is not an error.
+
+    :param body: the decoded JSON.
+    :param rate_limit: what its headers said.
+    """
+
+    body: dict[str, Any]
+    rate_limit: RateLimitInfo
+
+
+def interpret(
+    request: ApiRequest, *, status: int, headers: Mapping[str, str], content: bytes, now: float
+) -> ApiResponse:
+    """Judge one answer: return it decoded, or raise the error it means.
+
+    :param request: what was sent.
+    :param status: the HTTP status.
+    :param headers: the answer's headers (case-insensitive mapping).
+    :param content: the raw body.
+    :param now: the current Unix time.
+    :raises DoitongError: the classified error.
+    """
+    rate_limit = RateLimitInfo.from_headers(headers, now=now)
+    body = decode_body(content)
+    error = classify(
+        status=status, body=body, retry_at=rate_limit.resume_at, what=request.what,
+        partial_ok=len(request.job_ids) > 1,
+    )
+    if error is not None:
+        raise error
+    if not isinstance(body, dict):
+        raise DoitongProtocolError(
+            f"Doitong {request.what}: the answer is not a JSON object", status=status
+        )
+    return ApiResponse(body=body, rate_limit=rate_limit)
+
+
+def one_object_under_data(body: dict[str, Any]) -> Any:
+    """The one object under ``data``, whatever its key is spelled (``generateimage``, ``generate``...).
+
+    :param body: a decoded answer.
+    """
+    data = body.get("data")
+    if not isinstance(data, dict) or len(data) != 1:
+        raise DoitongProtocolError("expected exactly one object under 'data'")
+    return next(iter(data.values()))
+
+
+def parse_job(body: dict[str, Any]) -> Job:
+    """A submission's or a single status request's job.
+
+    :param body: a decoded answer.
+    """
+    return Job.from_api(one_object_under_data(body))
+
+
+def parse_jobs(body: dict[str, Any], job_ids: tuple[str, ...]) -> dict[str, Job | None]:
+    """The jobs of an aliased status request; ``None`` for an id the API does not know.
+
+    :param body: a decoded answer.
+    :param job_ids: the ids in alias order.
+    """
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise DoitongProtocolError("expected 'data' in a job status answer")
+    found: dict[str, Job | None] = {}
+    for n, job_id in enumerate(job_ids):
+        value = data.get(f"j{n}")
+        found[job_id] = Job.from_api(value) if value is not None else None
+    return found
+
+
+def parse_account(body: dict[str, Any]) -> Account:
+    """:param body: a decoded account answer."""
+    return Account.from_api(one_object_under_data(body))
+
+
+def interpret_download(request: ApiRequest, *, status: int, content: bytes) -> None:
+    """Judge an image download; raise the error a failed one means.
+
+    :param request: the download request (for its name).
+    :param status: the HTTP status.
+    :param content: the body.
+    """
+    if status >= 400:
+        error = classify(status=status, body=decode_body(content), what=request.what)
+        if error is not None:
+            raise error
+    if not content:
+        raise DoitongProtocolError(f"Doitong {request.what}: empty body", status=status)

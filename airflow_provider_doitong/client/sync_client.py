@@ -1,0 +1,157 @@
+"""The synchronous client: a thin ``requests`` + ``tenacity`` shell over the sans-IO core."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import requests
+from tenacity import Retrying
+
+from airflow_provider_doitong.client import protocol
+from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
+from airflow_provider_doitong.client.errors import DoitongConnectionError
+from airflow_provider_doitong.client.models import Account, ImageRequest, Job
+from airflow_provider_doitong.client.protocol import MAX_JOBS_PER_QUERY, ApiRequest, ApiResponse
+from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
+from airflow_provider_doitong.client.waiting import next_step
+
+log = logging.getLogger(__name__)
+
+
+def _connection_error(exc: requests.RequestException, what: str) -> DoitongConnectionError:
+    """Whether a ``requests`` failure can have reached the API; never echoes the request."""
+    never_sent = isinstance(exc, requests.ConnectTimeout) or (
+        isinstance(exc, requests.ConnectionError) and "NewConnectionError" in repr(exc.args[:1])
+    )
+    reason = "could not connect" if never_sent else "no answer"
+    return DoitongConnectionError(f"Doitong {what}: {reason} ({type(exc).__name__})", request_sent=not never_sent)
+
+
+class DoitongClient(ClientBase):
+    """Talks to the Doitong API over one ``requests.Session``.
+
+    See :class:`~airflow_provider_doitong.client.base.ClientBase` for the parameters; ``session``
+    may be given to share a connection pool.
+    """
+
+    def __init__(self, *, session: requests.Session | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._session = session or requests.Session()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> DoitongClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send_once(self, request: ApiRequest) -> ApiResponse:
+        try:
+            resp = self._session.request(
+                request.method,
+                self.url_for(request),
+                json=request.json_body,
+                headers=self.headers_for(request),
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise _connection_error(exc, request.what) from None
+        answer = protocol.interpret(
+            request, status=resp.status_code, headers=resp.headers, content=resp.content, now=self.clock()
+        )
+        self.last_rate_limit = answer.rate_limit
+        return answer
+
+    def send(self, request: ApiRequest, *, retry_policy: RetryPolicy | None = None) -> ApiResponse:
+        """Send a request under the retry policy.
+
+        :param request: built by :mod:`~airflow_provider_doitong.client.protocol`.
+        :param retry_policy: overrides the client's policy for this call.
+        """
+        policy = retry_policy or self.retry_policy
+        for attempt in Retrying(**retry_args(policy, safe_to_resend=request.safe_to_resend, clock=self.clock)):
+            with attempt:
+                return self._send_once(request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def submit(self, request: ImageRequest, *, retry_policy: RetryPolicy | None = None) -> Job:
+        """Submit one image; resent only where no job can have been created.
+
+        :param request: the image.
+        :param retry_policy: overrides the client's policy for this call.
+        """
+        answer = self.send(protocol.build_submit(request, transport=self.transport), retry_policy=retry_policy)
+        return protocol.parse_job(answer.body)
+
+    def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job | None]:
+        """Read many jobs, :data:`MAX_JOBS_PER_QUERY` per aliased GraphQL request.
+
+        :param job_ids: the jobs; an unknown one maps to ``None``.
+        """
+        ids = list(dict.fromkeys(job_ids))
+        found: dict[str, Job | None] = {}
+        for start in range(0, len(ids), MAX_JOBS_PER_QUERY):
+            request = protocol.build_jobs_query(ids[start : start + MAX_JOBS_PER_QUERY])
+            found.update(protocol.parse_jobs(self.send(request).body, request.job_ids))
+        return found
+
+    def get_job(self, job_id: str) -> Job | None:
+        """Read one job; ``None`` if the API does not know it.
+
+        :param job_id: the job.
+        """
+        return self.get_jobs([job_id])[job_id]
+
+    def get_account(self) -> Account:
+        """[A] The account's plan and credit balance."""
+        return protocol.parse_account(self.send(protocol.build_account(transport=self.transport)).body)
+
+    def download(self, url: str) -> bytes:
+        """Fetch a finished job's image. No API key is sent: [A] output URLs need no auth.
+
+        :param url: the job's ``url``.
+        """
+        request = ApiRequest(method="GET", path="", auth="rest", kind="download", what="image download")
+
+        def _get() -> bytes:
+            try:
+                resp = self._session.get(url, timeout=self.timeout, headers={"User-Agent": USER_AGENT})
+            except requests.RequestException as exc:
+                raise _connection_error(exc, request.what) from None
+            protocol.interpret_download(request, status=resp.status_code, content=resp.content)
+            return resp.content
+
+        for attempt in Retrying(**retry_args(self.retry_policy, safe_to_resend=True, clock=self.clock)):
+            with attempt:
+                return _get()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def wait_for_job(
+        self, job_id: str, *, poll_interval: float = 5.0, deadline: float | None = None
+    ) -> Job:
+        """Poll until the job completes; raise if it fails, vanishes or passes the deadline.
+
+        :param job_id: the job.
+        :param poll_interval: seconds between polls (stretched to stay within the plan's rate).
+        :param deadline: a Unix time to give up at.
+        """
+        last_status = None
+        while True:
+            job = self.get_job(job_id)
+            if job is not None and job.raw_status != last_status:
+                log.info("Doitong job %s is %s", job_id, job.raw_status)
+                last_status = job.raw_status
+            step = next_step(
+                job_id, job, now=self.clock(), deadline=deadline, poll_interval=poll_interval,
+                rate_limit=self.last_rate_limit,
+            )
+            if step.error is not None:
+                raise step.error
+            if step.job is not None:
+                return step.job
+            time.sleep(step.sleep)

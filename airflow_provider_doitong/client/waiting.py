@@ -1,0 +1,72 @@
+"""Deciding, as a pure function, what a wait for a job does next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airflow_provider_doitong.client.errors import DoitongJobFailed, DoitongNotFound, DoitongTimeout
+from airflow_provider_doitong.client.models import Job
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+from airflow_provider_doitong.contract import JobStatus
+
+
+@dataclass(frozen=True)
+class WaitStep:
+    """What to do next: finish with :attr:`job`, raise :attr:`error`, or sleep :attr:`sleep` seconds.
+
+    :param job: the completed job.
+    :param error: the reason the wait ends without a result.
+    :param sleep: seconds until the next poll.
+    """
+
+    job: Job | None = None
+    error: Exception | None = None
+    sleep: float = 0.0
+
+
+def job_failed_error(job: Job) -> DoitongJobFailed:
+    """The error a failed job ends a wait with.
+
+    :param job: the failed job.
+    """
+    detail = job.error_message or "no reason given"
+    code = f" ({job.error_code})" if job.error_code else ""
+    return DoitongJobFailed(f"Doitong job {job.id} failed{code}: {detail}", code=job.error_code, job=job)
+
+
+def next_step(
+    job_id: str,
+    job: Job | None,
+    *,
+    now: float,
+    deadline: float | None,
+    poll_interval: float,
+    rate_limit: RateLimitInfo | None = None,
+) -> WaitStep:
+    """Judge one poll of a job.
+
+    :param job_id: the job waited for.
+    :param job: what the poll read; ``None`` if the API does not know the job.
+    :param now: the current Unix time.
+    :param deadline: the Unix time the wait gives up at, if any.
+    :param poll_interval: the wait between polls.
+    :param rate_limit: the last rate-limit headers seen, to pace polls within the plan.
+    """
+    if job is None:
+        return WaitStep(error=DoitongNotFound(f"Doitong job {job_id} does not exist", status=404))
+    if job.status is JobStatus.COMPLETED:
+        return WaitStep(job=job)
+    if job.status is JobStatus.FAILED:
+        return WaitStep(error=job_failed_error(job))
+    if deadline is not None and now >= deadline:
+        return WaitStep(
+            error=DoitongTimeout(
+                f"Doitong job {job_id} is still {job.raw_status or 'running'} at the deadline; "
+                "it keeps running at Doitong (the API has no cancel)",
+                job=job,
+            )
+        )
+    sleep = rate_limit.pace_delay(now=now, min_interval=poll_interval) if rate_limit else poll_interval
+    if deadline is not None:
+        sleep = min(sleep, max(0.0, deadline - now))
+    return WaitStep(sleep=sleep)
