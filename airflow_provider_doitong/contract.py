@@ -190,3 +190,10 @@ JOB_FIELDS = (
     "id status type provider url width height metadata creditCost webhookUrl duration "
     "error { code message } createdAt completedAt"
 )
+
+# --- Emulator-facing additions --------------------------------------------------------------
+#: The path of a job's output, relative to the output host (``https://cdn.doitong.com`` on the real
+#: service, the emulator's own base URL locally).
+OUTPUT_PATH = "/outputs/{job_id}.jpg"
+#: [A] the ``error.code`` of a job that failed during generation.
+JOB_FAILED_ERROR_CODE = "GENERATION_FAILED"
