@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Set up and run the project from a fresh clone: ``python3 dev.py demo`` or ``python3 dev.py test``.
+
+It needs nothing but Python 3.10+: it makes ``.venv`` beside this file, installs the project there
+from its own files (``pyproject.toml`` and ``constraints.txt``), and runs the command inside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".doitong-installed"
+
+COMMANDS = {
+    "demo": [str(ROOT / "example_dags" / "run_demo.py")],
+    "test": ["-m", "pytest", "-p", "no:cacheprovider", "tests"],
+    "bench": [str(ROOT / "benchmarks" / "run.py")],
+    "emulator": ["-m", "airflow_provider_doitong.emulator"],
+}
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        path = ROOT / name
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create ``.venv`` and install the project into it, unless it is already up to date."""
+    if sys.version_info < (3, 10):
+        sys.exit("Python 3.10 or newer is needed")
+    if not PYTHON.exists():
+        print(f"Creating {VENV} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    fingerprint = _fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint:
+        return
+    print("Installing the project and its dependencies (first run only) ...", flush=True)
+    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    constraints = ["-c", str(ROOT / "constraints.txt")] if (ROOT / "constraints.txt").exists() else []
+    subprocess.run([*pip, *constraints, "-e", f"{ROOT}[bench]"], check=True)
+    STAMP.write_text(fingerprint)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__)
+        print("commands:", ", ".join(COMMANDS))
+        return 2
+    ensure_venv()
+    command = [str(PYTHON), *COMMANDS[argv[0]], *argv[1:]]
+    return subprocess.run(command, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,284 @@
+"""FluxGenerateOperator and DoitongJobSensor in real Airflow (``dag.test()``) against the emulator."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import pendulum
+import pytest
+from PIL import Image
+
+from airflow.sdk import DAG
+from airflow_provider_doitong.client import DoitongClient, ImageRequest
+from airflow_provider_doitong.emulator import EmulatorAccount, FaultConfig
+from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+from airflow_provider_doitong.sensors.doitong import DoitongJobSensor
+from tests.conftest import conn_json, run_dag, task_states, xcom_value
+
+_ids = itertools.count()
+RESULT_KEYS = {
+    "job_id", "status", "url", "width", "height", "credit_cost", "provider", "prompt", "output_path",
+    "created_at", "completed_at",
+}
+
+
+def make_dag(**op_kwargs: Any) -> DAG:
+    with DAG(
+        f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False
+    ) as dag:
+        FluxGenerateOperator(task_id="generate", poll_interval=0.1, **op_kwargs)
+    return dag
+
+
+def submissions(emu: Any) -> int:
+    return int(emu.stats()["requests"].get("submit", 0))
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_happy_path_stores_the_image(doitong_conn: Any, tmp_path: Any, deferrable: bool) -> None:
+    dag = make_dag(
+        prompt="a lighthouse at dawn", width=512, height=768, quality="high",
+        deferrable=deferrable, output_path=f"{tmp_path}/",
+    )
+    run = run_dag(dag)
+    assert task_states(run) == {"generate": "success"}
+    result = xcom_value(run, "generate")
+    assert set(result) == RESULT_KEYS
+    assert result["status"] == "completed" and result["prompt"] == "a lighthouse at dawn"
+    assert result["credit_cost"] == 20 and (result["width"], result["height"]) == (512, 768)
+    assert result["output_path"] == str(tmp_path / f"{result['job_id']}.jpg")
+    with Image.open(result["output_path"]) as img:
+        assert img.size == (512, 768)
+    assert xcom_value(run, "generate", key="doitong_image_url") == result["url"]
+    stats = doitong_conn.stats()
+    assert stats["submissions_by_prompt"] == {"a lighthouse at dawn": 1}
+
+
+def test_templated_prompt_file_and_output_file(doitong_conn: Any, tmp_path: Any) -> None:
+    (tmp_path / "prompt.txt").write_text("a fox in the snow on {{ ds }}")
+    with DAG(
+        f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1),
+        template_searchpath=[str(tmp_path)],
+    ) as dag:
+        FluxGenerateOperator(
+            task_id="generate", prompt="prompt.txt", width=256, height=256, poll_interval=0.1,
+            output_path=str(tmp_path / "out" / "{{ ds }}.jpg"),
+        )
+    run = run_dag(dag, logical_date=pendulum.datetime(2025, 3, 4, tz="UTC"))
+    result = xcom_value(run, "generate")
+    assert result["prompt"] == "a fox in the snow on 2025-03-04"
+    assert result["output_path"] == str(tmp_path / "out" / "2025-03-04.jpg")
+    assert (tmp_path / "out" / "2025-03-04.jpg").stat().st_size > 0
+
+
+def test_mapped_prompts_each_submitted_once(doitong_conn: Any, tmp_path: Any) -> None:
+    prompts = [f"prompt number {n}" for n in range(6)]
+    with DAG(f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
+        FluxGenerateOperator.partial(
+            task_id="generate", width=256, height=256, deferrable=True, poll_interval=0.1,
+            output_path=f"{tmp_path}/",
+        ).expand(prompt=prompts)
+    run = run_dag(dag)
+    assert set(task_states(run).values()) == {"success"}
+    assert doitong_conn.stats()["submissions_by_prompt"] == {p: 1 for p in prompts}
+    files = sorted(p.name for p in tmp_path.glob("*.jpg"))
+    assert len(files) == len(prompts)
+
+
+BAD_INPUTS = [
+    pytest.param({"prompt": "   "}, "prompt is empty", id="empty-prompt"),
+    pytest.param({"prompt": "x" * 2001}, "2000", id="long-prompt"),
+    pytest.param({"prompt": "ok", "width": 13}, "width must be a multiple of 16", id="width-13"),
+    pytest.param({"prompt": "ok", "provider": "flux-pro"}, "provider must be one of", id="provider"),
+    pytest.param({"prompt": "ok", "quality": "ultra"}, "quality must be one of", id="quality"),
+    pytest.param({"prompt": "ok", "provider": "flux-dev", "max_credits": 20}, "over max_credits=20", id="budget"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD_INPUTS)
+def test_bad_input_fails_before_any_request(
+    doitong_conn: Any, kwargs: dict[str, Any], message: str, capfd: Any
+) -> None:
+    run = run_dag(make_dag(retries=2, **kwargs))
+    assert task_states(run) == {"generate": "failed"}
+    assert message in capfd.readouterr().out
+    stats = doitong_conn.stats()
+    assert sum(stats["requests"].values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("conn", "message"),
+    [
+        pytest.param(None, "is not defined", id="missing-connection"),
+        pytest.param({"conn_type": "doitong", "host": "http://127.0.0.1:9"}, "has no API key", id="no-key"),
+    ],
+)
+def test_bad_connection_fails_before_any_request(
+    emulator: Any, monkeypatch: Any, conn: dict[str, Any] | None, message: str, capfd: Any
+) -> None:
+    if conn is not None:
+        monkeypatch.setenv("AIRFLOW_CONN_DOITONG_DEFAULT", json.dumps(conn))
+    run = run_dag(make_dag(prompt="ok", retries=2))
+    assert task_states(run) == {"generate": "failed"}
+    assert message in capfd.readouterr().out
+
+
+def test_wrong_key_fails_once_without_retry(emulator: Any, monkeypatch: Any, capfd: Any) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DOITONG_DEFAULT",
+        json.dumps({"conn_type": "doitong", "host": emulator.base_url, "password": "not-a-real-key"}),
+    )
+    run = run_dag(make_dag(prompt="ok", retries=2))
+    assert task_states(run) == {"generate": "failed"}
+    assert emulator.stats()["requests"]["submit"] == 1
+    out = capfd.readouterr().out
+    assert "UNAUTHENTICATED" in out and "not-a-real-key" not in out
+
+
+def test_insufficient_credits_fails_with_the_numbers(emulator: Any, monkeypatch: Any, capfd: Any) -> None:
+    _use_account(emulator, monkeypatch, plan="pro", credits=5)
+    run = run_dag(make_dag(prompt="ok", retries=2))
+    assert task_states(run) == {"generate": "failed"}
+    assert "needs 10, the account has 5" in capfd.readouterr().out
+    assert emulator.stats()["requests"]["submit"] == 1
+
+
+def _fill(emu: Any, n: int, api_key: str | None = None) -> None:
+    with DoitongClient(base_url=emu.base_url, api_key=api_key or emu.api_key) as client:
+        for i in range(n):
+            client.submit(ImageRequest(provider="flux-krea", prompt=f"filler {i}", width=256, height=256))
+
+
+def _use_account(emu: Any, monkeypatch: Any, **account: Any) -> str:
+    key = f"key-{next(_ids)}-0123456789"
+    emu.add_account(EmulatorAccount(api_key=key, name=key[:12], **{"credits": 10_000, **account}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DOITONG_DEFAULT", json.dumps({"conn_type": "doitong", "host": emu.base_url, "password": key})
+    )
+    return key
+
+
+@pytest.fixture
+def slow_emulator() -> Any:
+    """A 12-second rate-limit window and 8-second jobs: long enough to outlast ``dag.test()``'s start."""
+    from airflow_provider_doitong.emulator import DoitongEmulator
+
+    with DoitongEmulator(plan="pro", time_scale=0.2, job_seconds=40, credits=100_000) as emu:
+        yield emu
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_rate_limited_submission_waits_for_the_reset(
+    slow_emulator: Any, monkeypatch: Any, deferrable: bool
+) -> None:
+    emu = slow_emulator
+    key = _use_account(emu, monkeypatch, plan="pro", requests_per_minute=3)
+    with DoitongClient(base_url=emu.base_url, api_key=key) as client:
+        for _ in range(3):  # the window's 3 requests, used up
+            client.get_account()
+    run = run_dag(make_dag(prompt="after the reset", width=256, height=256, deferrable=deferrable, timeout=120))
+    assert task_states(run) == {"generate": "success"}
+    stats = emu.stats()
+    assert stats["http_429"] >= 1
+    assert stats["submissions_by_prompt"]["after the reset"] == 1
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_concurrency_limit_waits_for_a_free_slot(slow_emulator: Any, monkeypatch: Any, deferrable: bool) -> None:
+    emu = slow_emulator
+    key = _use_account(emu, monkeypatch, plan="pro", concurrent_jobs=2)
+    _fill(emu, 2, key)  # both slots busy for 8 s
+    run = run_dag(make_dag(prompt="the third", width=256, height=256, deferrable=deferrable, timeout=120))
+    assert task_states(run) == {"generate": "success"}
+    assert emu.stats()["http_429"] >= 1
+    assert emu.stats()["submissions_by_prompt"]["the third"] == 1
+
+
+def test_daily_limit_fails_clearly(emulator: Any, monkeypatch: Any, capfd: Any) -> None:
+    key = _use_account(emulator, monkeypatch, plan="free", daily_limit=1)
+    _fill(emulator, 1, key)
+    run = run_dag(make_dag(prompt="one too many", retries=2))
+    assert task_states(run) == {"generate": "failed"}
+    assert "daily limit is reached" in capfd.readouterr().out
+    assert emulator.stats()["submissions_by_prompt"].get("one too many", 0) == 0
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_failed_job_fails_the_task_with_its_error(doitong_conn: Any, deferrable: bool, capfd: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0, seed=1))
+    run = run_dag(make_dag(prompt="doomed", width=256, height=256, deferrable=deferrable))
+    assert task_states(run) == {"generate": "failed"}
+    assert "failed" in capfd.readouterr().out
+    assert doitong_conn.stats()["credits"]["default"] == 100_000  # refunded
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_job_that_never_finishes_hits_the_deadline(doitong_conn: Any, deferrable: bool, capfd: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=1))
+    run = run_dag(make_dag(prompt="forever", width=256, height=256, deferrable=deferrable, timeout=1.5))
+    assert task_states(run) == {"generate": "failed"}
+    assert "deadline" in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_retry_reattaches_to_the_submitted_job(doitong_conn: Any, tmp_path: Any, deferrable: bool) -> None:
+    # Each try gives up 0.05 s into the 0.4 s job; every retry must find the same job (running, then
+    # completed), never submit again.
+    dag = make_dag(
+        prompt="patience", width=256, height=256, deferrable=deferrable, timeout=0.05,
+        retries=20, retry_delay=0, output_path=f"{tmp_path}/",
+    )
+    run = run_dag(dag)
+    assert task_states(run) == {"generate": "success"}
+    assert doitong_conn.stats()["submissions_by_prompt"] == {"patience": 1}
+    assert run.get_task_instances()[0].try_number > 1
+    result = xcom_value(run, "generate")
+    assert (tmp_path / f"{result['job_id']}.jpg").exists()
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
+def test_submit_then_sense(doitong_conn: Any, mode: str) -> None:
+    with DAG(f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
+        submit = FluxGenerateOperator(
+            task_id="submit", prompt="sensed", width=256, height=256, wait_for_completion=False
+        )
+        sense = DoitongJobSensor(
+            task_id="sense", job_id="{{ ti.xcom_pull('submit')['job_id'] }}", poke_interval=0.1,
+            poll_interval=0.1, timeout=30, deferrable=mode == "deferrable",
+            mode="reschedule" if mode == "reschedule" else "poke",
+        )
+        submit >> sense
+    run = run_dag(dag)
+    assert task_states(run) == {"submit": "success", "sense": "success"}
+    submitted = xcom_value(run, "submit")
+    assert submitted["status"] in ("queued", "processing") and submitted["output_path"] is None
+    sensed = xcom_value(run, "sense")
+    assert sensed["id"] == submitted["job_id"] and sensed["status"] == "completed"
+
+
+def test_sensor_fails_with_the_jobs_error(doitong_conn: Any, capfd: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0, seed=3))
+    with DAG(f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
+        submit = FluxGenerateOperator(task_id="submit", prompt="x", width=256, height=256, wait_for_completion=False)
+        sense = DoitongJobSensor(
+            task_id="sense", job_id="{{ ti.xcom_pull('submit')['job_id'] }}", poll_interval=0.1,
+            timeout=30, deferrable=True,
+        )
+        submit >> sense
+    run = run_dag(dag)
+    assert task_states(run) == {"submit": "success", "sense": "failed"}
+    assert "GENERATION_FAILED" in capfd.readouterr().out
+
+
+def test_secrets_never_reach_logs_or_xcom(doitong_conn: Any, tmp_path: Any, capfd: Any) -> None:
+    run = run_dag(make_dag(prompt="secretless", width=256, height=256, deferrable=True, output_path=f"{tmp_path}/"))
+    out = capfd.readouterr()
+    text = out.out + out.err + json.dumps(xcom_value(run, "generate"))
+    assert "Submitted Doitong job" in text
+    assert doitong_conn.api_key not in text and doitong_conn.webhook_secret not in text
+
+
+def test_connection_json_has_the_emulator(emulator: Any) -> None:
+    assert json.loads(conn_json(emulator))["host"] == emulator.base_url

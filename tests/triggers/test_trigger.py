@@ -1,0 +1,143 @@
+"""DoitongJobTrigger and its shared poller, run for real against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_doitong import events
+from airflow_provider_doitong.client import DoitongClient, ImageRequest
+from airflow_provider_doitong.emulator import FaultConfig
+from airflow_provider_doitong.triggers import poller as poller_module
+from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
+
+
+def submit(emu: Any, prompt: str = "a trigger test") -> str:
+    with DoitongClient(base_url=emu.base_url, api_key=emu.api_key) as client:
+        return client.submit(ImageRequest(provider="flux-krea", prompt=prompt, width=256, height=256)).id
+
+
+def first_event(trigger: DoitongJobTrigger) -> dict[str, Any]:
+    async def _run() -> dict[str, Any]:
+        event = await trigger.run().asend(None)
+        return event.payload
+
+    return asyncio.run(_run())
+
+
+def test_serialize_is_plain_json_without_secrets() -> None:
+    trigger = DoitongJobTrigger(job_id="abc", doitong_conn_id="my_conn", poll_interval=2, deadline=1700000000.5)
+    assert trigger.serialize() == (
+        "airflow_provider_doitong.triggers.doitong.DoitongJobTrigger",
+        {"job_id": "abc", "doitong_conn_id": "my_conn", "poll_interval": 2.0, "deadline": 1700000000.5},
+    )
+    classpath, kwargs = trigger.serialize()
+    assert DoitongJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_completed_job_gives_a_success_event(doitong_conn: Any) -> None:
+    job_id = submit(doitong_conn)
+    payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05))
+    status, got_id, job, _ = events.read_event(payload)
+    assert (status, got_id) == ("success", job_id)
+    assert job is not None and job.status.value == "completed" and job.url
+
+
+def test_failed_job_gives_a_failed_event(doitong_conn: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0, seed=2))
+    job_id = submit(doitong_conn)
+    payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05))
+    assert payload["status"] == "failed" and "GENERATION_FAILED" in payload["message"]
+    assert payload["job"]["error_code"] == "GENERATION_FAILED"
+
+
+def test_unknown_job_gives_not_found(doitong_conn: Any) -> None:
+    payload = first_event(DoitongJobTrigger(job_id="no-such-job", poll_interval=0.05))
+    assert payload["status"] == "not_found"
+
+
+def test_deadline_gives_timeout(doitong_conn: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=2))
+    job_id = submit(doitong_conn)
+    payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05, deadline=time.time() + 0.5))
+    assert payload["status"] == "timeout" and payload["job"]["status"] == "processing"
+
+
+def test_persistent_server_errors_end_with_an_error_event(doitong_conn: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(poller_module.JobPoller, "__init__", _fast_poller_init)
+    job_id = submit(doitong_conn)
+    doitong_conn.set_faults(FaultConfig(error_500_rate=1.0, seed=2))
+    payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05))
+    assert payload["status"] == "error" and "500" in payload["message"]
+
+
+_original_init = poller_module.JobPoller.__init__
+
+
+def _fast_poller_init(self: Any, **kwargs: Any) -> None:
+    from airflow_provider_doitong.client import RetryPolicy
+
+    _original_init(self, **{**kwargs, "max_consecutive_errors": 3, "retry_policy": RetryPolicy(backoff_base=0.01)})
+
+
+def test_many_triggers_share_one_poller(doitong_conn: Any) -> None:
+    """Twenty waiting triggers cost one status request per interval, not twenty."""
+    emu = doitong_conn
+    job_ids = [submit(emu, f"shared {n}") for n in range(20)]
+    before = emu.stats()["requests"].get("status", 0)
+
+    async def _all() -> list[dict[str, Any]]:
+        triggers = [DoitongJobTrigger(job_id=j, poll_interval=0.05) for j in job_ids]
+        return [e.payload for e in await asyncio.gather(*(t.run().asend(None) for t in triggers))]
+
+    started = time.monotonic()
+    payloads = asyncio.run(_all())
+    elapsed = time.monotonic() - started
+    assert [p["status"] for p in payloads] == ["success"] * len(job_ids)
+    status_requests = emu.stats()["requests"]["status"] - before
+    # One request per poll cycle for all jobs together: at most one per interval, plus slack.
+    assert status_requests <= elapsed / 0.05 + 2
+    assert status_requests < len(job_ids) * 2
+
+
+def test_cancelled_trigger_leaves_the_poller_and_the_last_one_stops_it(doitong_conn: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=2))
+    a, b = submit(doitong_conn, "a"), submit(doitong_conn, "b")
+
+    async def _scenario() -> None:
+        loop = asyncio.get_running_loop()
+        t1 = asyncio.create_task(DoitongJobTrigger(job_id=a, poll_interval=0.05).run().asend(None))
+        t2 = asyncio.create_task(DoitongJobTrigger(job_id=b, poll_interval=0.05).run().asend(None))
+        await asyncio.sleep(0.3)
+        poller = poller_module._REGISTRY[loop]["doitong_default"]
+        assert poller.watching == 2
+        t1.cancel()
+        await asyncio.gather(t1, return_exceptions=True)
+        assert poller.watching == 1 and not poller._task.done()
+        t2.cancel()
+        await asyncio.gather(t2, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        assert poller.watching == 0 and poller._task.done()
+        assert "doitong_default" not in poller_module._REGISTRY.get(loop, {})
+
+    asyncio.run(_scenario())
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        "success",
+        {"status": "success"},
+        {"status": "weird", "job_id": "a", "job": None, "message": ""},
+        {"status": "success", "job_id": "a", "job": None, "message": ""},
+        {"status": "success", "job_id": "a", "job": {"id": "a"}, "message": "", "extra": 1},
+        {"status": "success", "job_id": "a", "job": "pickled", "message": ""},
+    ],
+)
+def test_events_outside_the_allow_list_are_refused(event: Any) -> None:
+    with pytest.raises(events.InvalidTriggerEvent):
+        events.read_event(event)
