@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -43,6 +43,7 @@ class DoitongJobTrigger(BaseTrigger):
         self.doitong_conn_id = doitong_conn_id
         self.poll_interval = float(poll_interval)
         self.deadline = float(deadline) if deadline is not None else None
+        self._updates: AsyncGenerator[Job, None] | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -61,7 +62,7 @@ class DoitongJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
         poller = get_poller(self.doitong_conn_id, self._client_factory)
-        updates = poller.watch(self.job_id, poll_interval=self.poll_interval)
+        updates = self._updates = poller.watch(self.job_id, poll_interval=self.poll_interval)
         last: Job | None = None
         try:
             while True:
@@ -93,8 +94,14 @@ class DoitongJobTrigger(BaseTrigger):
                     status=events.FAILED, job_id=self.job_id, job=last, message=str(failure)
                 )
         finally:
-            await updates.aclose()
+            await self.cleanup()
         yield TriggerEvent(event)
+
+    async def cleanup(self) -> None:
+        """Leave the shared poller (the last trigger out stops it and closes its client)."""
+        updates, self._updates = self._updates, None
+        if updates is not None:
+            await updates.aclose()
 
     async def on_kill(self) -> None:
         self.log.warning(

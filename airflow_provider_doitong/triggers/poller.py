@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job
@@ -64,7 +64,7 @@ class JobPoller:
         """How many jobs are being watched."""
         return len(self._watchers)
 
-    async def watch(self, job_id: str, *, poll_interval: float) -> AsyncIterator[Job]:
+    async def watch(self, job_id: str, *, poll_interval: float) -> AsyncGenerator[Job, None]:
         """Yield the job each time its status changes, ending after a terminal status.
 
         The first poll of a newly watched job comes with the poller's next cycle.

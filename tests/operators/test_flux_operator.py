@@ -282,3 +282,18 @@ def test_secrets_never_reach_logs_or_xcom(doitong_conn: Any, tmp_path: Any, capf
 
 def test_connection_json_has_the_emulator(emulator: Any) -> None:
     assert json.loads(conn_json(emulator))["host"] == emulator.base_url
+
+
+def test_outlet_asset_event_carries_the_result(doitong_conn: Any, tmp_path: Any) -> None:
+    from airflow.models.asset import AssetEvent
+    from airflow.sdk import Asset
+    from airflow.utils.session import create_session
+
+    images = Asset(f"doitong_test_images_{next(_ids)}")
+    dag = make_dag(prompt="an asset", width=256, height=256, outlets=[images], output_path=f"{tmp_path}/")
+    run = run_dag(dag)
+    assert task_states(run) == {"generate": "success"}
+    with create_session() as session:
+        events_ = [e for e in session.query(AssetEvent).all() if e.asset.name == images.name]
+        assert len(events_) == 1
+        assert events_[0].extra == xcom_value(run, "generate")
