@@ -76,7 +76,8 @@ class WebhookDispatcher:
             for attempt in range(config.webhook_attempts):
                 if attempt:
                     await asyncio.sleep(config.webhook_backoff_s * config.time_scale * 2 ** (attempt - 1))
-                self.state.webhook_attempted(delivery.job_id)
+                if not self.state.webhook_attempted(delivery.job_id):
+                    return
                 try:
                     response = await self._client.post(
                         delivery.url, content=delivery.body, headers=delivery.headers

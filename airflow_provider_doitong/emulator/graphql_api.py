@@ -252,7 +252,8 @@ def run(payload: Any, *, state: EmulatorState, account: AccountState) -> GraphQL
     """Execute one GraphQL request for an authenticated account.
 
     The HTTP status is 200 whenever ``data`` holds something; when ``data`` is null (a refused
-    mutation, bad variables) it is the first error's status (400, 402, 429, ...).
+    mutation, bad variables) it is the first error's status (400, 402, 429, ...). An unexpected
+    error in a resolver makes it 500.
 
     :param payload: the decoded JSON body (``query``, ``variables``, ``operationName``).
     :param state: the emulator's state.
@@ -285,6 +286,10 @@ def _answer(result: ExecutionResult, document: DocumentNode | None) -> GraphQLAn
     body: dict[str, Any] = {"errors": [item[0] for item in formatted]}
     if result.data is not None:
         body["data"] = result.data
+    internal = HTTP_STATUS_BY_CODE[ErrorCode.INTERNAL_SERVER_ERROR]
+    if any(status == internal for _, status, _ in formatted):
+        return GraphQLAnswer(body, internal, {})
+    if result.data is not None:
         return GraphQLAnswer(body, 200, {})
     _, status, headers = formatted[0]
     return GraphQLAnswer(body, status, dict(headers))

@@ -406,16 +406,19 @@ class EmulatorState:
                 deliveries.append(WebhookDelivery(job.id, job.webhook_url, body, headers))
             return deliveries
 
-    def webhook_attempted(self, job_id: str) -> None:
+    def webhook_attempted(self, job_id: str) -> bool:
         """Count one delivery attempt.
 
         :param job_id: the job.
+        :return: ``False`` when the job is gone (after a reset): the delivery should stop.
         """
         with self.lock:
-            self.stats.webhook_attempts += 1
             job = self.jobs.get(job_id)
-            if job is not None:
-                job.webhook_attempts += 1
+            if job is None:
+                return False
+            self.stats.webhook_attempts += 1
+            job.webhook_attempts += 1
+            return True
 
     def webhook_finished(self, job_id: str, *, delivered: bool | None) -> None:
         """Record a delivery's end.
