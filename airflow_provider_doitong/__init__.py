@@ -11,7 +11,8 @@ _INTEGRATION = "Doitong"
 
 def get_provider_info() -> dict[str, Any]:
     """What Airflow's providers manager reads; imports nothing heavy."""
-    from airflow_provider_doitong.contract import DEFAULT_BASE_URL, PLANS
+    from airflow_provider_doitong.connection import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
+    from airflow_provider_doitong.contract import DEFAULT_BASE_URL
 
     return {
         "package-name": "airflow-provider-doitong",
@@ -42,34 +43,9 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "hook-class-name": "airflow_provider_doitong.hooks.doitong.DoitongHook",
                 "hook-name": "Doitong",
-                "connection-type": "doitong",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["login", "schema", "port"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {"host": DEFAULT_BASE_URL, "password": "your Doitong API key"},
-                },
-                "conn-fields": {
-                    "plan": {
-                        "label": "Plan",
-                        "description": "The account's plan; sets the default concurrency and request pacing.",
-                        "schema": {"type": ["string", "null"], "enum": [*PLANS, None], "default": "pro"},
-                    },
-                    "transport": {
-                        "label": "Transport",
-                        "description": "Submit jobs through GraphQL or the REST endpoint.",
-                        "schema": {"type": ["string", "null"], "enum": ["graphql", "rest", None], "default": "graphql"},
-                    },
-                    "webhook_secret": {
-                        "label": "Webhook secret",
-                        "description": "Verifies X-Doitong-Signature on webhook deliveries.",
-                        "schema": {"type": ["string", "null"], "format": "password"},
-                    },
-                    "timeout": {
-                        "label": "Timeout (seconds)",
-                        "description": "Timeout of each HTTP request to the API.",
-                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
-                    },
-                },
+                "connection-type": CONN_TYPE,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
             }
         ],
     }

@@ -126,7 +126,7 @@ def settings_from_fields(
             f"connection {conn_id!r}: transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}"
         )
     try:
-        timeout = float(extras.get("timeout") or DEFAULT_TIMEOUT)
+        timeout = float(extras.get("timeout", DEFAULT_TIMEOUT))
         base_url = normalize_base_url(host, schema=schema, port=port)
     except ValueError as exc:
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None

@@ -124,7 +124,7 @@ class AsyncDoitongClient(ClientBase):
         ):
             with attempt:
                 try:
-                    resp = await self._http.get(url, headers={"User-Agent": USER_AGENT})
+                    resp = await self._http.get(url, headers={"User-Agent": USER_AGENT}, follow_redirects=True)
                 except httpx.TransportError as exc:
                     raise _connection_error(exc, request.what) from None
                 protocol.interpret_download(request, status=resp.status_code, content=resp.content)
@@ -140,8 +140,12 @@ class AsyncDoitongClient(ClientBase):
         :param poll_interval: seconds between polls (stretched to stay within the plan's rate).
         :param deadline: a Unix time to give up at.
         """
+        last_status = None
         while True:
             job = await self.get_job(job_id)
+            if job is not None and job.raw_status != last_status:
+                log.info("Doitong job %s is %s", job_id, job.raw_status)
+                last_status = job.raw_status
             step = next_step(
                 job_id, job, now=self.clock(), deadline=deadline, poll_interval=poll_interval,
                 rate_limit=self.last_rate_limit,

@@ -187,11 +187,14 @@ def classify(
     :param body: the decoded JSON body (``None`` if it was not JSON).
     :param retry_at: for a 429, when to retry (from :mod:`~airflow_provider_doitong.client.ratelimit`).
     :param what: a few words naming the request, for messages.
-    :param partial_ok: a 2xx GraphQL answer whose ``data`` is all null is not an error as a whole
-        (each aliased field is judged on its own).
+    :param partial_ok: a 2xx GraphQL answer whose ``data`` is all null because every field it asked
+        for is ``NOT_FOUND`` is not an error as a whole (each aliased field is judged on its own);
+        any other error code still fails the answer.
     """
     found = first_error(body)
-    if status < 400 and (partial_ok or not found or not _data_is_empty(body)):
+    if status < 400 and (
+        not found or not _data_is_empty(body) or (partial_ok and _only_not_found(body))
+    ):
         return None
     message, extensions = found if found else (f"{what} failed", {})
     code = extensions.get("code")
@@ -209,3 +212,13 @@ def _data_is_empty(body: dict[str, Any]) -> bool:
     if not isinstance(data, dict):
         return True
     return all(value is None for value in data.values())
+
+
+def _only_not_found(body: dict[str, Any]) -> bool:
+    errors = body.get("errors")
+    return isinstance(errors, list) and all(
+        isinstance(err, dict)
+        and isinstance(err.get("extensions"), dict)
+        and err["extensions"].get("code") == ErrorCode.NOT_FOUND.value
+        for err in errors
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongValidationError
@@ -28,6 +29,16 @@ def _side(name: str, value: Any) -> int:
             field=name,
         )
     return value
+
+
+def _is_http_url(value: Any) -> bool:
+    if not isinstance(value, str) or value != value.strip():
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +94,7 @@ class ImageRequest:
             raise DoitongValidationError(
                 f"version must equal the provider {self.provider!r}, got {self.version!r}", field="version"
             )
-        if self.webhook_url is not None and not str(self.webhook_url).startswith(("http://", "https://")):
+        if self.webhook_url is not None and not _is_http_url(self.webhook_url):
             raise DoitongValidationError(
                 f"webhook_url must be an http(s) URL, got {self.webhook_url!r}", field="webhook_url"
             )

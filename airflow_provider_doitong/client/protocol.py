@@ -201,7 +201,7 @@ def interpret(
     body = decode_body(content)
     error = classify(
         status=status, body=body, retry_at=rate_limit.resume_at, what=request.what,
-        partial_ok=len(request.job_ids) > 1,
+        partial_ok=request.kind == "status",
     )
     if error is not None:
         raise error

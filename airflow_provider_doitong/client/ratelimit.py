@@ -6,8 +6,10 @@ a Unix time when it is large, as seconds-until when it is small, and as an HTTP 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from airflow_provider_doitong.contract import (
@@ -36,10 +38,13 @@ def parse_time_value(value: str | None, *, now: float) -> float | None:
         number = float(text)
     except ValueError:
         try:
-            return parsedate_to_datetime(text).timestamp()
+            moment = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             return None
-    if number != number or number < 0:  # NaN or negative
+        if moment.tzinfo is None:  # "-0000" or no zone: HTTP dates are always UTC
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    if not math.isfinite(number) or number < 0:
         return None
     return number if number > _EPOCH_THRESHOLD else now + number
 
@@ -47,7 +52,7 @@ def parse_time_value(value: str | None, *, now: float) -> float | None:
 def _int(value: str | None) -> int | None:
     try:
         return int(float(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import requests
+import urllib3
 from tenacity import Retrying
 
 from airflow_provider_doitong.client import protocol
@@ -21,11 +22,24 @@ from airflow_provider_doitong.client.waiting import next_step
 log = logging.getLogger(__name__)
 
 
+#: urllib3 failures that happen before any byte of the request is sent: refused connections and DNS
+#: failures (``NewConnectionError``, ``NameResolutionError``) and connect timeouts all derive from it.
+_NEVER_SENT_REASONS = (urllib3.exceptions.ConnectTimeoutError,)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError):
+        return False
+    cause: object = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, _NEVER_SENT_REASONS)
+
+
 def _connection_error(exc: requests.RequestException, what: str) -> DoitongConnectionError:
     """Whether a ``requests`` failure can have reached the API; never echoes the request."""
-    never_sent = isinstance(exc, requests.ConnectTimeout) or (
-        isinstance(exc, requests.ConnectionError) and "NewConnectionError" in repr(exc.args[:1])
-    )
+    never_sent = _never_sent(exc)
     reason = "could not connect" if never_sent else "no answer"
     return DoitongConnectionError(f"Doitong {what}: {reason} ({type(exc).__name__})", request_sent=not never_sent)
 
