@@ -37,8 +37,8 @@ class DoitongHook(BaseHook):
 
     def __init__(
         self,
-        doitong_conn_id: str = DEFAULT_CONN_ID,
         *,
+        doitong_conn_id: str = DEFAULT_CONN_ID,
         retry_policy: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> None:
