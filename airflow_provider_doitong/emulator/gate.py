@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 ADMIN_PREFIX = "/_emulator/"
 OUTPUTS_PREFIX = "/outputs/"
 JOB_PATH_PREFIX = "/v1/jobs/"
+#: Emulated seconds an injected 429 asks the client to wait.
+INJECTED_RETRY_AFTER_SECONDS = 1.0
 #: The ASGI scope key holding the :class:`RequestInfo` of an API request.
 SCOPE_KEY = "doitong.request"
 
@@ -191,16 +193,13 @@ class ApiGate:
 
     async def _rate_limited(self, scope: Scope, send: Send) -> None:
         state = self.state
+        retry_after = state.retry_after(INJECTED_RETRY_AFTER_SECONDS * state.config.time_scale)
+        headers = {RETRY_AFTER_HEADER: retry_after}
         account = state.authenticate(_api_key(scope))
-        seconds = state.config.time_scale
-        headers = {RETRY_AFTER_HEADER: state.retry_after(seconds)}
         if account is not None:
             headers.update(state.peek(account, exhausted=True).headers)
-        body = error_body_bytes(
-            ErrorCode.RATE_LIMITED, "Rate limit exceeded, please retry later", retryAfter=float(
-                headers[RETRY_AFTER_HEADER]
-            )
-        )
+        message = "Rate limit exceeded, please retry later"
+        body = error_body_bytes(ErrorCode.RATE_LIMITED, message, retryAfter=float(retry_after))
         await send_json(send, 429, body, headers)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> int:

@@ -48,3 +48,28 @@ def test_pytest_plugin_fixture(doitong_emulator):
     )
     assert response.json()["data"]["account"]["plan"] == "pro"
     assert doitong_emulator.state.config.time_scale == 0.02
+
+
+def test_state_file_in_process(tmp_path, make_api):
+    state_file = tmp_path / "emulator-state.json"
+    with DoitongEmulator(time_scale=0.02, job_seconds=5, state_file=state_file) as first:
+        job_id = make_api(first).submit_id(prompt="persisted")
+    with DoitongEmulator(time_scale=0.02, job_seconds=5, state_file=state_file) as second:
+        client = make_api(second)
+        assert client.wait(job_id)["metadata"]["prompt"] == "persisted"
+        assert client.credits() == 100_000 - 10
+        assert second.stats()["jobs"]["total"] == 1
+
+
+def test_webhook_due_while_stopped_is_sent_after_start(make_api, receiver):
+    import time
+
+    with DoitongEmulator(time_scale=0.02, job_seconds=25) as emu:
+        job_id = make_api(emu).submit_id(webhookUrl=receiver.url)
+        emu.stop()
+        time.sleep(0.6)
+        assert receiver.deliveries == []
+        assert emu.job(job_id)["status"] == "completed"
+        emu.start()
+        receiver.wait_for(1)
+        assert receiver.payloads()[0]["id"] == job_id

@@ -73,7 +73,7 @@ def test_account(api):
 
 
 def test_queue_seconds_makes_jobs_queued_first(make_api):
-    with DoitongEmulator(time_scale=0.02, job_seconds=5, queue_seconds=5) as emu:
+    with DoitongEmulator(time_scale=0.02, job_seconds=10, queue_seconds=10) as emu:
         client = make_api(emu)
         submitted = client.submit().json()["data"]["generateimage"]
         assert submitted["status"] == "queued"

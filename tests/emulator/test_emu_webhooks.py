@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 from airflow_provider_doitong.contract import SIGNATURE_HEADER
 from airflow_provider_doitong.emulator import DoitongEmulator, EmulatorAccount, FaultConfig
 from airflow_provider_doitong.webhooks import verify_signature
+
+def _webhook_stats(emu, delivered: int, timeout: float = 5.0) -> dict:
+    """The webhook counters once ``delivered`` deliveries were acknowledged (the receiver answers
+    before the emulator has read the answer)."""
+    deadline = time.monotonic() + timeout
+    while (stats := emu.stats()["webhooks"])["delivered"] < delivered:
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.01)
+    return stats
+
 
 PAYLOAD_KEYS = {"id", "status", "url", "service", "createdAt", "completedAt", "metadata"}
 
@@ -26,8 +39,7 @@ def test_completed_job_posts_a_signed_payload(emu, api, receiver):
     assert payload["createdAt"] == job["createdAt"]
     assert payload["completedAt"] == job["completedAt"]
     assert payload["metadata"] == {"duration": job["duration"], "width": 512, "height": 768}
-    stats = emu.stats()["webhooks"]
-    assert stats == {"attempts": 1, "delivered": 1, "failed": 0}
+    assert _webhook_stats(emu, 1) == {"attempts": 1, "delivered": 1, "failed": 0}
 
 
 def test_failed_job_posts_failed(emu, api, receiver):
@@ -55,19 +67,15 @@ def test_failing_receiver_gets_retries_until_success(emu, api, receiver):
     assert receiver.answered == [503, 503, 200]
     assert {p["id"] for p in receiver.payloads()} == {job_id}
     assert len({body for body, _ in receiver.deliveries}) == 1
-    assert emu.stats()["webhooks"] == {"attempts": 3, "delivered": 1, "failed": 0}
+    assert _webhook_stats(emu, 1) == {"attempts": 3, "delivered": 1, "failed": 0}
 
 
 def test_unreachable_receiver_is_given_up_after_the_attempts(make_api):
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with DoitongEmulator(time_scale=0.01, job_seconds=1, webhook_attempts=3) as emu:
         make_api(emu).submit_id(webhookUrl=f"http://127.0.0.1:{port}/hook")
-        import time
-
         deadline = time.monotonic() + 5
         while emu.stats()["webhooks"]["failed"] == 0:
             assert time.monotonic() < deadline
