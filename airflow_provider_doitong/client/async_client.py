@@ -14,9 +14,9 @@ from airflow_provider_doitong.client import protocol
 from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
 from airflow_provider_doitong.client.errors import DoitongConnectionError
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
-from airflow_provider_doitong.client.protocol import MAX_JOBS_PER_QUERY, ApiRequest, ApiResponse
+from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
-from airflow_provider_doitong.client.waiting import next_step
+from airflow_provider_doitong.client.waiting import JobWait
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,12 @@ class AsyncDoitongClient(ClientBase):
         return protocol.parse_job(answer.body)
 
     async def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job | None]:
-        """Read many jobs, :data:`MAX_JOBS_PER_QUERY` per aliased GraphQL request.
+        """Read many jobs, :data:`~airflow_provider_doitong.client.protocol.MAX_JOBS_PER_QUERY` per aliased GraphQL request.
 
         :param job_ids: the jobs; an unknown one maps to ``None``.
         """
-        ids = list(dict.fromkeys(job_ids))
         found: dict[str, Job | None] = {}
-        for start in range(0, len(ids), MAX_JOBS_PER_QUERY):
-            request = protocol.build_jobs_query(ids[start : start + MAX_JOBS_PER_QUERY])
+        for request in protocol.build_jobs_queries(job_ids):
             found.update(protocol.parse_jobs((await self.send(request)).body, request.job_ids))
         return found
 
@@ -118,7 +116,7 @@ class AsyncDoitongClient(ClientBase):
 
         :param url: the job's ``url``.
         """
-        request = ApiRequest(method="GET", path="", auth="rest", kind="download", what="image download")
+        request = protocol.DOWNLOAD_REQUEST
         async for attempt in AsyncRetrying(
             **retry_args(self.retry_policy, safe_to_resend=True, clock=self.clock)
         ):
@@ -140,18 +138,9 @@ class AsyncDoitongClient(ClientBase):
         :param poll_interval: seconds between polls (stretched to stay within the plan's rate).
         :param deadline: a Unix time to give up at.
         """
-        last_status = None
+        wait = JobWait(job_id=job_id, poll_interval=poll_interval, deadline=deadline, clock=self.clock)
         while True:
-            job = await self.get_job(job_id)
-            if job is not None and job.raw_status != last_status:
-                log.info("Doitong job %s is %s", job_id, job.raw_status)
-                last_status = job.raw_status
-            step = next_step(
-                job_id, job, now=self.clock(), deadline=deadline, poll_interval=poll_interval,
-                rate_limit=self.last_rate_limit,
-            )
-            if step.error is not None:
-                raise step.error
-            if step.job is not None:
-                return step.job
+            step = wait.observe(await self.get_job(job_id), rate_limit=self.last_rate_limit)
+            if step.done:
+                return step.result()
             await asyncio.sleep(step.sleep)

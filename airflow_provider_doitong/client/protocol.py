@@ -22,7 +22,7 @@ TRANSPORTS: tuple[str, ...] = ("graphql", "rest")
 MAX_JOBS_PER_QUERY = 100
 
 GENERATE_MUTATION = (
-    "mutation Generate($input: GenerateInput!) { generate(input: $input) { %s } }" % contract.JOB_FIELDS
+    f"mutation Generate($input: GenerateInput!) {{ generate(input: $input) {{ {contract.JOB_FIELDS} }} }}"
 )
 ACCOUNT_QUERY = "query Account { account { plan credits } }"
 
@@ -133,6 +133,15 @@ def build_jobs_query(job_ids: Iterable[str]) -> ApiRequest:
     )
 
 
+def build_jobs_queries(job_ids: Iterable[str]) -> list[ApiRequest]:
+    """The aliased status requests that read every job, :data:`MAX_JOBS_PER_QUERY` at a time.
+
+    :param job_ids: the ids (duplicates are read once).
+    """
+    ids = list(dict.fromkeys(str(i) for i in job_ids))
+    return [build_jobs_query(ids[n : n + MAX_JOBS_PER_QUERY]) for n in range(0, len(ids), MAX_JOBS_PER_QUERY)]
+
+
 def build_job_rest(job_id: str) -> ApiRequest:
     """[A] ``GET /v1/jobs/{id}``.
 
@@ -158,6 +167,10 @@ def build_account(*, transport: str = "graphql") -> ApiRequest:
         method="POST", path=contract.GRAPHQL_PATH, auth="graphql", kind="account", what="account",
         json_body={"query": ACCOUNT_QUERY, "operationName": "Account"},
     )
+
+
+#: An output download: no auth header is sent ([A] output URLs need none).
+DOWNLOAD_REQUEST = ApiRequest(method="GET", path="", auth="rest", kind="download", what="image download")
 
 
 def decode_body(content: bytes) -> Any:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from airflow_provider_doitong.client.errors import DoitongJobFailed, DoitongNotFound, DoitongTimeout
 from airflow_provider_doitong.client.models import Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.contract import JobStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,17 @@ class WaitStep:
     job: Job | None = None
     error: Exception | None = None
     sleep: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.job is not None or self.error is not None
+
+    def result(self) -> Job:
+        """The completed job, or raise why the wait ended without one."""
+        if self.error is not None:
+            raise self.error
+        assert self.job is not None
+        return self.job
 
 
 def job_failed_error(job: Job) -> DoitongJobFailed:
@@ -70,3 +86,37 @@ def next_step(
     if deadline is not None:
         sleep = min(sleep, max(0.0, deadline - now))
     return WaitStep(sleep=sleep)
+
+
+@dataclass
+class JobWait:
+    """One wait for a job, shared by the sync and async clients: judges polls, logs status changes.
+
+    :param job_id: the job.
+    :param poll_interval: the wait between polls.
+    :param deadline: the Unix time the wait gives up at, if any.
+    :param clock: the source of the current Unix time.
+    """
+
+    job_id: str
+    poll_interval: float
+    deadline: float | None = None
+    clock: Callable[[], float] = time.time
+    started: float = field(default_factory=time.monotonic)
+    last_status: str | None = None
+
+    def observe(self, job: Job | None, *, rate_limit: RateLimitInfo | None = None) -> WaitStep:
+        """Judge one poll's answer.
+
+        :param job: what the poll read (``None``: the API does not know the job).
+        :param rate_limit: the last rate-limit headers seen.
+        """
+        if job is not None and job.raw_status != self.last_status:
+            self.last_status = job.raw_status
+            log.info(
+                "Doitong job %s is %s (%.1fs waited)", self.job_id, job.raw_status, time.monotonic() - self.started
+            )
+        return next_step(
+            self.job_id, job, now=self.clock(), deadline=self.deadline, poll_interval=self.poll_interval,
+            rate_limit=rate_limit,
+        )
