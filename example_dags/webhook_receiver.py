@@ -1,0 +1,301 @@
+"""A small receiver for Doitong webhook deliveries (stdlib only, besides the provider).
+
+Every delivery is checked before anything else: the ``X-Doitong-Signature`` header must be the
+HMAC-SHA256 of the raw body under the account's webhook secret (compared in constant time), or the
+delivery is refused with 401. The signature scheme has no timestamp, so replays cannot be rejected by
+age: deliveries are deduplicated on the job ``id`` instead. A redelivered id is acknowledged with 200
+(so Doitong stops retrying) but not processed again. Each verified delivery is appended to a JSONL
+file, whose ids are read back on start, so the deduplication survives a restart.
+
+Run it::
+
+    python example_dags/webhook_receiver.py --port 8799 --secret "$DOITONG_WEBHOOK_SECRET"
+
+and give the ``doitong_webhook`` DAG ``webhook_url=http://<this host>:8799/doitong/webhook``. In
+Python (tests, notebooks)::
+
+    with WebhookReceiver(secret=secret, record_file="deliveries.jsonl") as receiver:
+        ...  # receiver.url, receiver.wait_for(1), receiver.deliveries
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, verify_signature
+
+log = logging.getLogger("doitong.webhook_receiver")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8799
+DEFAULT_PATH = "/doitong/webhook"
+DEFAULT_RECORD_FILE = "webhook_deliveries.jsonl"
+SECRET_ENV = "DOITONG_WEBHOOK_SECRET"
+#: The largest body accepted; a Doitong delivery is well under a kilobyte.
+MAX_BODY_BYTES = 1 << 20
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+
+
+class WebhookReceiver:
+    """Verifies, deduplicates and records Doitong webhook deliveries over HTTP.
+
+    :param secret: the account's webhook secret.
+    :param host: the interface to listen on.
+    :param port: the port; 0 picks a free one.
+    :param path: the URL path deliveries are POSTed to.
+    :param record_file: the JSONL file verified deliveries are appended to (``None``: memory only).
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: str,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        path: str = DEFAULT_PATH,
+        record_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if not secret:
+            raise ValueError("a webhook secret is required")
+        self._secret = secret
+        self.host = host
+        self.port = port
+        self.path = path if path.startswith("/") else f"/{path}"
+        self.record_file = Path(record_file) if record_file is not None else None
+        self.counts = {ACCEPTED: 0, DUPLICATE: 0, "rejected": 0, "invalid": 0}
+        self._deliveries: list[dict[str, Any]] = []
+        self._seen: set[str] = set()
+        self._lock = threading.Condition()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._load_seen()
+
+    # --- state ----------------------------------------------------------------------------
+    def _load_seen(self) -> None:
+        if self.record_file is None or not self.record_file.exists():
+            return
+        with self.record_file.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    job_id = json.loads(line).get("job_id")
+                except (ValueError, AttributeError):
+                    continue
+                if job_id:
+                    self._seen.add(str(job_id))
+        log.info("Read %d delivered job ids from %s", len(self._seen), self.record_file)
+
+    @property
+    def deliveries(self) -> list[dict[str, Any]]:
+        """The deliveries verified and processed by this receiver, oldest first."""
+        with self._lock:
+            return list(self._deliveries)
+
+    @property
+    def url(self) -> str:
+        """Where to send deliveries: ``http://HOST:PORT/PATH``."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}{self.path}"
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> bool:
+        """Wait until at least ``count`` deliveries were processed.
+
+        :param count: how many.
+        :param timeout: seconds to wait at most.
+        :return: whether they arrived in time.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._deliveries) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            return True
+
+    # --- one delivery ---------------------------------------------------------------------
+    def handle(self, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
+        """Judge and process one delivery.
+
+        :param body: the raw request body, exactly as received.
+        :param signature: the ``X-Doitong-Signature`` header, or ``None``.
+        :return: the HTTP status and a JSON answer.
+        """
+        if not verify_signature(body, signature, self._secret):
+            with self._lock:
+                self.counts["rejected"] += 1
+            log.warning("Rejected a delivery with a missing or wrong signature (%d bytes)", len(body))
+            return HTTPStatus.UNAUTHORIZED, {"error": "invalid signature"}
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        job_id = payload.get("id") if isinstance(payload, dict) else None
+        if not job_id or not isinstance(job_id, str):
+            with self._lock:
+                self.counts["invalid"] += 1
+            log.warning("Refused a signed delivery that is not a job (%d bytes)", len(body))
+            return HTTPStatus.BAD_REQUEST, {"error": "expected a JSON job object with an id"}
+        with self._lock:
+            if job_id in self._seen:
+                self.counts[DUPLICATE] += 1
+                log.info("Job %s was already delivered; acknowledged, not processed again", job_id)
+                return HTTPStatus.OK, {"status": DUPLICATE, "id": job_id}
+            record = self._record(job_id, payload)
+            self._seen.add(job_id)
+            self._deliveries.append(record)
+            self.counts[ACCEPTED] += 1
+            self._lock.notify_all()
+        log.info("Job %s delivered: %s %s", job_id, payload.get("status"), payload.get("url") or "")
+        return HTTPStatus.OK, {"status": ACCEPTED, "id": job_id}
+
+    def _record(self, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        record = {
+            "received_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "job_id": job_id,
+            "status": payload.get("status"),
+            "url": payload.get("url"),
+            "service": payload.get("service"),
+            "completed_at": payload.get("completedAt"),
+            "payload": payload,
+        }
+        if self.record_file is not None:
+            self.record_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.record_file.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        return record
+
+    # --- HTTP -------------------------------------------------------------------------------
+    def _make_server(self) -> ThreadingHTTPServer:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "DoitongWebhookReceiver/1.0"
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/healthz":
+                    self._answer(HTTPStatus.OK, {"ok": True})
+                else:
+                    self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                if self.path.split("?", 1)[0] != receiver.path:
+                    self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                    return
+                length_header = self.headers.get("Content-Length")
+                if length_header is None or not length_header.isdigit():
+                    self._answer(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+                    return
+                length = int(length_header)
+                if length > MAX_BODY_BYTES:
+                    self.close_connection = True
+                    self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+                    return
+                body = self.rfile.read(length)
+                status, answer = receiver.handle(body, self.headers.get(SIGNATURE_HEADER))
+                self._answer(status, answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s - " + format, self.address_string(), *args)
+
+        server = ThreadingHTTPServer((self.host, self.port), Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        return server
+
+    def start(self) -> WebhookReceiver:
+        """Serve from a background thread."""
+        if self._server is None:
+            self._server = self._make_server()
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name=f"doitong-webhooks-{self.port}", daemon=True
+            )
+            self._thread.start()
+            log.info("Receiving Doitong webhooks on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted."""
+        server = self._make_server()
+        log.info("Receiving Doitong webhooks on %s", self.url)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the receiver until Ctrl-C.
+
+    :param argv: the command-line arguments.
+    """
+    parser = argparse.ArgumentParser(description="Receive, verify and record Doitong webhook deliveries.")
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--path", default=DEFAULT_PATH)
+    parser.add_argument(
+        "--secret", default=os.environ.get(SECRET_ENV), help=f"the webhook secret (default: ${SECRET_ENV})"
+    )
+    parser.add_argument(
+        "--record", default=DEFAULT_RECORD_FILE, help="the JSONL file deliveries are appended to"
+    )
+    args = parser.parse_args(argv)
+    if not args.secret:
+        parser.error(f"--secret (or ${SECRET_ENV}) is required")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    receiver = WebhookReceiver(
+        secret=args.secret, host=args.host, port=args.port, path=args.path, record_file=args.record
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        receiver.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Every example DAG file parses in a ``DagBag``, cheaply, with the documented shape."""
+
+from __future__ import annotations
+
+import builtins
+import pathlib
+import time
+from typing import Any
+
+import pytest
+
+from tests.examples._helpers import EXAMPLES, load_example
+
+EXPECTED_DAG_IDS = {
+    "doitong_daily_prompt_batch",
+    "doitong_asset_consumer",
+    "doitong_submit_then_sense",
+    "doitong_webhook",
+}
+
+
+@pytest.fixture(scope="module")
+def bag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(EXAMPLES))
+
+
+def test_every_example_imports(bag: Any) -> None:
+    assert bag.import_errors == {}
+    assert set(bag.dags) == EXPECTED_DAG_IDS
+
+
+def test_receiver_and_demo_are_not_parsed_as_dag_files(bag: Any) -> None:
+    parsed = {stat.file.rsplit("/", 1)[-1] for stat in bag.dagbag_stats}
+    assert parsed == {f"{dag_id}.py" for dag_id in EXPECTED_DAG_IDS}
+    ignore = (EXAMPLES / ".airflowignore").read_text().split()
+    assert {"webhook_receiver.py", "run_demo.py"} <= set(ignore)
+
+
+def test_daily_batch_shape(bag: Any) -> None:
+    dag = bag.dags["doitong_daily_prompt_batch"]
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert dag.schedule == "@daily"
+    assert set(dag.params) >= {
+        "prompts_file", "output_root", "provider", "width", "height", "quality", "budget_credits",
+        "doitong_conn_id",
+    }
+    assert dag.params["budget_credits"] is None
+    generate = dag.get_task("generate")
+    assert generate.partial_kwargs["pool"] == "doitong"
+    assert generate.partial_kwargs["retries"] == 2
+    assert generate.partial_kwargs["deferrable"] is True
+    assert dag.get_task("check_budget").downstream_task_ids == {"generate", "write_contact_sheet"}
+    outlets = dag.get_task("write_contact_sheet").outlets
+    assert [asset.name for asset in outlets] == ["doitong_daily_images"]
+
+
+def test_consumer_is_scheduled_on_the_batch_asset(bag: Any) -> None:
+    batch = load_example("doitong_daily_prompt_batch")
+    consumer = load_example("doitong_asset_consumer")
+    assert consumer.DAILY_IMAGES == batch.DAILY_IMAGES
+    assert batch.DOITONG_POOL == "doitong"
+    dag = bag.dags["doitong_asset_consumer"]
+    assert [asset.name for asset in dag.schedule] == ["doitong_daily_images"]
+
+
+def test_output_root_default_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOITONG_OUTPUT_ROOT", "/srv/doitong")
+    assert load_example("doitong_daily_prompt_batch").dag.params["output_root"] == "/srv/doitong"
+    monkeypatch.delenv("DOITONG_OUTPUT_ROOT")
+    assert load_example("doitong_daily_prompt_batch").dag.params["output_root"] == "~/doitong-images"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_DAG_IDS))
+def test_parsing_reads_no_files(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_example(name)  # warm the provider and Airflow imports
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"file I/O while parsing {name}: {args[:1]}")
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setattr(pathlib.Path, "read_text", refuse)
+    monkeypatch.setattr(pathlib.Path, "read_bytes", refuse)
+    started = time.perf_counter()
+    module = load_example(name)
+    assert time.perf_counter() - started < 1.0
+    assert module.dag.dag_id == name
