@@ -30,7 +30,7 @@ from airflow_provider_doitong.client import (
 from airflow_provider_doitong.client.retry import backoff
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.links import IMAGE_URL_XCOM_KEY, DoitongImageLink
+from airflow_provider_doitong.links import DoitongImageLink
 from airflow_provider_doitong.storage import resolve_output_path, write_image
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
@@ -148,6 +148,8 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         self._deadline: float | None = None
         self._jobs: dict[str, Job] = {}
         self._result: dict[str, Any] | None = None
+        #: The finished image's URL, for the "Doitong image" link.
+        self.image_url: str | None = None
 
     # --- set-up: everything checked before any request -----------------------------------
     @cached_property
@@ -224,6 +226,13 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             return self._finish(job, context)
         finally:
             self._close()
+
+    def on_kill(self) -> None:
+        job_ids = ", ".join(self._jobs) or "none submitted yet"
+        self.log.warning(
+            "Killed while waiting; the API has no cancel, so Doitong jobs keep running and are charged (%s)",
+            job_ids,
+        )
 
     def _close(self) -> None:
         if "client" in self.__dict__:
@@ -338,8 +347,7 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
             if self.output_path:
                 output = self._store(job)
-            if job.url:
-                context["ti"].xcom_push(key=IMAGE_URL_XCOM_KEY, value=job.url)
+            self.image_url = job.url
         result = job_result(job, prompt=self._request.prompt, output_path=output)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):

@@ -51,7 +51,7 @@ def test_happy_path_stores_the_image(doitong_conn: Any, tmp_path: Any, deferrabl
     assert result["output_path"] == str(tmp_path / f"{result['job_id']}.jpg")
     with Image.open(result["output_path"]) as img:
         assert img.size == (512, 768)
-    assert xcom_value(run, "generate", key="doitong_image_url") == result["url"]
+    assert xcom_value(run, "generate", key="_link_DoitongImageLink") == result["url"]
     stats = doitong_conn.stats()
     assert stats["submissions_by_prompt"] == {"a lighthouse at dawn": 1}
 
