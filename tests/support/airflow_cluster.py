@@ -22,6 +22,17 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 
 
+def _unix(value: object) -> float | None:
+    if value is None:
+        return None
+    from datetime import datetime, timezone
+
+    moment = datetime.fromisoformat(str(value).replace(" ", "T"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -197,6 +208,62 @@ class AirflowCluster:
             "select count(*) from task_instance where task_id = ? and state = ?", (task_id, state)
         )
         return int(rows[0][0])
+
+    def task_instances(self, run_id: str) -> list[dict[str, object]]:
+        """Every task instance of a run: id, task_id, map_index, state, try_number, start and end (Unix)."""
+        rows = self.query(
+            "select id, task_id, map_index, state, try_number, start_date, end_date from task_instance "
+            "where run_id = ?",
+            (run_id,),
+        )
+        keys = ("id", "task_id", "map_index", "state", "try_number", "start", "end")
+        return [
+            {**dict(zip(keys, row)), "start": _unix(row[5]), "end": _unix(row[6])} for row in rows
+        ]
+
+    def run_times(self, run_id: str) -> tuple[float | None, float | None]:
+        """A run's start and end as Unix times (``None`` while unknown)."""
+        rows = self.query("select start_date, end_date from dag_run where run_id = ?", (run_id,))
+        return (_unix(rows[0][0]), _unix(rows[0][1])) if rows else (None, None)
+
+    def task_state_value(self, run_id: str, task_id: str, map_index: int, key: str) -> str | None:
+        """A value a task kept in its task state store (e.g. a resumable job's external id), raw."""
+        rows = self.query(
+            "select value from task_state_store where run_id = ? and task_id = ? and map_index = ? and key = ?",
+            (run_id, task_id, map_index, key),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def task_pids(self, run_id: str, task_id: str, map_index: int = -1) -> list[int]:
+        """Processes running a task instance now (its task runner's title names the instance id)."""
+        import psutil
+
+        rows = self.query(
+            "select id from task_instance where run_id = ? and task_id = ? and map_index = ?",
+            (run_id, task_id, map_index),
+        )
+        if not rows:
+            return []
+        marker = f"airflow worker -- {rows[0][0]}"
+        pids = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or ())
+            if marker in cmdline:
+                pids.append(proc.pid)
+        return pids
+
+    def component_pids(self, name: str) -> list[int]:
+        """A running component's process and all its descendants."""
+        import psutil
+
+        proc = self.procs.get(name)
+        if proc is None:
+            return []
+        try:
+            root = psutil.Process(proc.pid)
+            return [root.pid, *(child.pid for child in root.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
 
     def task_logs(self) -> str:
         """Every task log and component log of the cluster, as one text."""

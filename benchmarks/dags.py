@@ -1,0 +1,121 @@
+"""The two DAG files the batch benchmark runs: this provider, and what a user writes without it."""
+
+from __future__ import annotations
+
+import textwrap
+
+OURS_DAG_ID = "doitong_bench_ours"
+BASELINE_DAG_ID = "doitong_bench_baseline"
+HTTP_CONN_ID = "doitong_http"
+
+OURS = textwrap.dedent(
+    '''
+    from __future__ import annotations
+
+    from datetime import timedelta
+
+    import pendulum
+
+    from airflow.sdk import DAG, task
+    from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+
+    with DAG(
+        "%(dag_id)s", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False,
+        max_active_tasks=512, max_active_runs=1,
+    ):
+
+        @task
+        def prompts(dag_run=None):
+            return dag_run.conf["prompts"]
+
+        FluxGenerateOperator.partial(
+            task_id="generate", width=%(size)d, height=%(size)d, deferrable=True,
+            poll_interval=%(poll_interval)r, output_path="{{ dag_run.conf['output'] }}/", pool="doitong",
+            retries=2, retry_delay=timedelta(seconds=%(retry_delay)r),
+        ).expand(prompt=prompts())
+    '''
+)
+
+BASELINE = textwrap.dedent(
+    '''
+    from __future__ import annotations
+
+    import json
+    from datetime import timedelta
+    from pathlib import Path
+
+    import pendulum
+    import requests
+
+    from airflow.providers.http.operators.http import HttpOperator
+    from airflow.providers.http.sensors.http import HttpSensor
+    from airflow.sdk import DAG, PokeReturnValue, task, task_group
+    from airflow.sdk.exceptions import AirflowFailException
+
+
+    def job_done(response):
+        job = response.json()["data"]["job"]
+        if job["status"] == "failed":
+            raise AirflowFailException(f"Doitong job {job['id']} failed: {job.get('error')}")
+        return PokeReturnValue(is_done=job["status"] == "completed", xcom_value=job.get("url"))
+
+
+    with DAG(
+        "%(dag_id)s", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False,
+        max_active_tasks=512, max_active_runs=1,
+        default_args={
+            "retries": 3, "retry_delay": timedelta(seconds=%(retry_delay)r), "retry_exponential_backoff": True,
+            "weight_rule": "upstream",
+        },
+    ):
+
+        @task
+        def bodies(dag_run=None):
+            return [
+                json.dumps({"service": "flux-krea", "prompt": p, "width": %(size)d, "height": %(size)d})
+                for p in dag_run.conf["prompts"]
+            ]
+
+        @task
+        def download(url, dag_run=None):
+            out = Path(dag_run.conf["output"])
+            out.mkdir(parents=True, exist_ok=True)
+            response = requests.get(url, timeout=30)
+            response.raise_for_status()
+            (out / url.rsplit("/", 1)[-1]).write_bytes(response.content)
+
+        @task_group
+        def image(body):
+            submit = HttpOperator(
+                task_id="submit", http_conn_id="%(conn_id)s", method="POST", endpoint="v1/text_to_image",
+                data=body, headers={"Content-Type": "application/json"},
+                response_filter=lambda r: r.json()["data"]["generateimage"]["id"], pool="doitong",
+            )
+            wait = HttpSensor(
+                task_id="wait", http_conn_id="%(conn_id)s",
+                endpoint="v1/jobs/{{ ti.xcom_pull(task_ids='image.submit', map_indexes=ti.map_index) }}",
+                response_check=job_done, response_error_codes_allowlist=["404", "429"],
+                poke_interval=%(poke_interval)r, deferrable=True, pool="doitong",
+            )
+            submit >> wait
+            download(wait.output)
+
+        image.expand(body=bodies())
+    '''
+)
+
+
+def ours_dag(*, poll_interval: float, retry_delay: float, size: int) -> str:
+    """The provider's DAG: one mapped ``FluxGenerateOperator``, deferrable, in the ``doitong`` pool."""
+    return OURS % {"dag_id": OURS_DAG_ID, "poll_interval": poll_interval, "retry_delay": retry_delay, "size": size}
+
+
+def baseline_dag(*, poke_interval: float, retry_delay: float, size: int) -> str:
+    """The HTTP-provider DAG: submit (REST), ``HttpSensor(deferrable=True)`` on the job, then download."""
+    return BASELINE % {
+        "dag_id": BASELINE_DAG_ID,
+        "conn_id": HTTP_CONN_ID,
+        "poke_interval": poke_interval,
+        "retry_delay": retry_delay,
+        "size": size,
+    }

@@ -1,0 +1,184 @@
+"""The result document (JSON layout), the goals, and the Markdown tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GOALS = (
+    ("batch.ratio", "batch makespan / plan lower bound", "<= 1.15"),
+    ("batch.tasks_failed_by_429", "429s that failed a task", "== 0"),
+    ("batch.duplicate_submissions", "duplicate submissions", "== 0"),
+    ("batch.missing_files", "missing files", "== 0"),
+    ("batch.status_requests_per_job", "status requests per job", "< 1"),
+    ("batch_vs_baseline.total_requests_baseline_over_ours", "baseline / ours total requests", ">= 10"),
+    ("triggerer.peak_rss_mb", "1,000 waits: peak RSS (MB)", "< 300"),
+    ("triggerer.loop_lag_max_s", "1,000 waits: worst event-loop stall (s)", "<= 0.2"),
+    ("parse.operator_added_ms", "operator import added to a parse (ms)", "< 100"),
+)
+
+
+def lookup(doc: dict[str, Any], dotted: str) -> Any:
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _met(value: Any, rule: str) -> bool | None:
+    if value is None:
+        return None
+    op, _, target = rule.partition(" ")
+    bound = float(target)
+    return {
+        "<=": value <= bound, "<": value < bound, ">=": value >= bound, "==": value == bound,
+    }[op]
+
+
+def evaluate_goals(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"key": key, "goal": label, "target": rule, "measured": lookup(doc, key), "met": _met(lookup(doc, key), rule)}
+        for key, label, rule in GOALS
+    ]
+
+
+def assemble(
+    *, meta: dict[str, Any], batch: dict[str, Any] | None, triggerer: dict[str, Any] | None,
+    parse: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """``batch`` is this provider's side (headline keys at its top), ``baseline`` the HTTP provider's."""
+    doc: dict[str, Any] = {"meta": meta}
+    if batch is not None:
+        doc["batch"] = {**batch["ours"], "settings": batch["settings"]}
+        doc["baseline"] = batch["baseline"]
+        doc["batch_vs_baseline"] = batch["vs_baseline"]
+    if triggerer is not None:
+        ours = triggerer["ours"]
+        doc["triggerer"] = {
+            "peak_rss_mb": ours["peak_rss_mb"],
+            "cpu_s": ours["cpu_during_waits_s"],
+            "requests_per_minute": ours["requests_per_minute"],
+            "loop_lag_max_s": ours["loop_lag_max_s"],
+            **triggerer,
+        }
+    if parse is not None:
+        doc["parse"] = parse
+    doc["goals"] = evaluate_goals(doc)
+    return doc
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _ratio(a: Any, b: Any, digits: int = 2) -> str:
+    if a is None or not b:
+        return "n/a"
+    return f"{a / b:.{digits}f}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    out: list[str] = []
+    meta = doc["meta"]
+    out.append(f"Run: {meta['started']} ({meta['profile']}), {meta['cpus']} CPUs, took {meta['duration_s']:.0f}s.\n")
+    if "batch" in doc:
+        ours, base, s = doc["batch"], doc["baseline"], doc["batch"]["settings"]
+        out.append(
+            f"### Batch: {ours['prompts']} prompts, {s['plan']} plan ({s['concurrency']} concurrent jobs, "
+            f"{s['requests_per_window']} requests/min), time scale {s['time_scale']}, jobs of "
+            f"{s['job_seconds']:.0f} emulated s = {s['job_real_seconds']:.0f} s real, poll_interval "
+            f"{s['poll_interval']} s; baseline pokes every {s['baseline_poke_real_seconds']:.2f} s real\n"
+        )
+        out.append("| figure | ours | baseline | ours / baseline |")
+        out.append("|---|---:|---:|---:|")
+        rows = (
+            ("makespan (s)", "makespan_s", 1),
+            ("lower bound (s)", "lower_bound_s", 1),
+            ("makespan / lower bound", "ratio", 3),
+            ("total requests", "total_requests", 0),
+            ("status requests", "status_requests", 0),
+            ("status requests per job", "status_requests_per_job", 2),
+            ("429s received", "http_429", 0),
+            ("tasks failed by a 429", "tasks_failed_by_429", 0),
+            ("failed tasks", "failed_tasks", 0),
+            ("retried tasks", "retried_tasks", 0),
+            ("duplicate submissions", "duplicate_submissions", 0),
+            ("missing files", "missing_files", 0),
+        )
+        for label, key, digits in rows:
+            a, b = ours.get(key), base.get(key)
+            ratio = _ratio(a, b) if key not in ("lower_bound_s",) else "1.00"
+            out.append(f"| {label} | {_f(a, digits)} | {_f(b, digits)} | {ratio} |")
+        ph, bph = ours["phases_s"], base["phases_s"]
+
+        def med(p: dict[str, Any], key: str) -> str:
+            return _f((p.get(key) or {}).get("median"), 1)
+
+        out.append(
+            f"| job done -> image stored, median (s) | {med(ph, 'completion_to_stored')} | "
+            f"{med(bph, 'completion_to_stored')} | |"
+        )
+        out.append(
+            f"| slot hand-over (task end -> next submission), median (s) | {med(ph, 'slot_handover')} | "
+            f"{med(bph, 'slot_handover')} | |"
+        )
+        out.append(
+            f"| idle plan slot per job (s) | {_f(ph.get('slot_idle_per_job'))} | "
+            f"{_f(bph.get('slot_idle_per_job'))} | |"
+        )
+        out.append("")
+    if "triggerer" in doc:
+        t = doc["triggerer"]
+        ours, http = t["ours"], t["http_sensor_trigger"]
+        st = t["settings"]
+        out.append(
+            f"### Triggerer: {st['waits']:,} concurrent waits in one process, jobs of ~{st['job_seconds']:.0f} s, "
+            f"poll every {st['poll']} s (emulator limits lifted)\n"
+        )
+        out.append("| figure | DoitongJobTrigger | HttpSensorTrigger |")
+        out.append("|---|---:|---:|")
+        for label, key, digits in (
+            ("peak RSS (MB)", "peak_rss_mb", 0),
+            ("RSS after imports (MB)", "rss_after_imports_mb", 0),
+            ("CPU during the waits (s)", "cpu_during_waits_s", 1),
+            ("wall time until the last event (s)", "wall_s", 1),
+            ("requests per minute", "requests_per_minute", 0),
+            ("worst event-loop stall (s)", "loop_lag_max_s", 3),
+            ("stalls over 0.2 s", "loop_stalls_over_0_2s", 0),
+            ("events fired", "fired", 0),
+        ):
+            out.append(f"| {label} | {_f(ours.get(key), digits)} | {_f(http.get(key), digits)} |")
+        je = t.get("http_sensor_trigger_on_job_endpoint") or {}
+        if je:
+            out.append(
+                f"\n`HttpSensorTrigger` on `/v1/jobs/{{id}}` fired after {je['fired_after_s']:.3f} s while the job "
+                f"was `{je['job_status_when_fired']}` (it fires on any non-404 answer), so the waits above poll "
+                "the output URL `/outputs/{id}.jpg`, which answers 404 until the job completes.\n"
+            )
+        out.append("")
+    if "parse" in doc:
+        p = doc["parse"]
+        out.append(f"### Parse: fresh process per parse, {p['repetitions']} repetitions, medians\n")
+        out.append("| file | parse (ms) | added (ms) | modules added | DAGs |")
+        out.append("|---|---:|---:|---:|---|")
+        for name, r in p["files"].items():
+            dags = ", ".join(r["dag_ids"]) or ("import error" if r["import_errors"] else "none")
+            out.append(
+                f"| {name} | {_f(r['parse_ms_median'])} | {_f(r['added_ms'])} | {_f(r['modules_added'])} | {dags} |"
+            )
+        out.append("")
+    out.append("### Goals\n")
+    out.append("| goal | target | measured | met |")
+    out.append("|---|---|---:|---|")
+    for g in doc["goals"]:
+        out.append(f"| {g['goal']} | {g['target']} | {_f(g['measured'], 3)} | {_f(g['met'])} |")
+    return "\n".join(out) + "\n"

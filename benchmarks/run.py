@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Run the benchmarks: ``python benchmarks/run.py [--quick] [--json PATH] [--only batch,triggerer,parse]``.
+
+Writes a JSON document (layout in ``benchmarks/README.md``), a Markdown table (printed and saved beside
+the JSON) and a PNG of requests per second over the batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.batch import BatchSettings, run_batch  # noqa: E402
+from benchmarks.parse import run_parse  # noqa: E402
+from benchmarks.plot import plot_requests  # noqa: E402
+from benchmarks.report import assemble, markdown  # noqa: E402
+from benchmarks.triggerer import TriggererSettings, run_triggerer  # noqa: E402
+
+SECTIONS = ("batch", "triggerer", "parse")
+PROFILES = {
+    "quick": {
+        "batch": BatchSettings(prompts=30, time_scale=0.25, job_seconds=80.0, poll_interval=4.0),
+        "triggerer": TriggererSettings(waits=1000, job_seconds=30.0, poll=2.0),
+        "parse_repetitions": 7,
+    },
+    "full": {
+        "batch": BatchSettings(prompts=200, time_scale=0.25, job_seconds=280.0, poll_interval=9.0),
+        "triggerer": TriggererSettings(waits=1000, job_seconds=60.0, poll=2.0),
+        "parse_repetitions": 25,
+    },
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the short profile (under 5 minutes)")
+    parser.add_argument("--json", type=Path, help="where to write the JSON (default: benchmarks/results/)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run, comma-separated")
+    parser.add_argument("--prompts", type=int, help="batch size N")
+    parser.add_argument("--time-scale", type=float, help="emulator time scale")
+    parser.add_argument("--job-seconds", type=float, help="emulated seconds per job")
+    parser.add_argument("--poll-interval", type=float, help="the operator's poll_interval (real seconds)")
+    parser.add_argument("--waits", type=int, help="concurrent waits in the triggerer section")
+    parser.add_argument("--repetitions", type=int, help="parse repetitions")
+    parser.add_argument("--keep", type=Path, help="keep the batch's Airflow home and images here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    profile_name = "quick" if args.quick else "full"
+    profile = PROFILES[profile_name]
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        print(f"unknown section(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    batch_settings: BatchSettings = profile["batch"]
+    overrides = {
+        "prompts": args.prompts, "time_scale": args.time_scale, "job_seconds": args.job_seconds,
+        "poll_interval": args.poll_interval,
+    }
+    batch_settings = BatchSettings(
+        **{**batch_settings.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
+    )
+    trig_settings: TriggererSettings = profile["triggerer"]
+    if args.waits:
+        trig_settings = TriggererSettings(**{**trig_settings.__dict__, "waits": args.waits})
+    repetitions = args.repetitions or profile["parse_repetitions"]
+
+    started = time.time()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    json_path = args.json or ROOT / "benchmarks" / "results" / f"bench-{profile_name}-{stamp}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def say(message: str) -> None:
+        print(f"[{time.time() - started:6.0f}s] {message}", flush=True)
+
+    batch = triggerer = parse = None
+    if "parse" in sections:
+        parse = run_parse(repetitions=repetitions, say=say)
+    if "triggerer" in sections:
+        triggerer = run_triggerer(trig_settings, say=say)
+    if "batch" in sections:
+        batch = run_batch(batch_settings, say=say, keep=args.keep)
+    meta = {
+        "started": datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds"),
+        "profile": profile_name,
+        "sections": sections,
+        "cpus": os.cpu_count(),
+        "duration_s": time.time() - started,
+        "python": sys.version.split()[0],
+    }
+    doc = assemble(meta=meta, batch=batch, triggerer=triggerer, parse=parse)
+    if batch is not None:
+        png = plot_requests(batch, json_path.with_suffix(".png"))
+        doc["meta"]["plot"] = str(png)
+    json_path.write_text(json.dumps(doc, indent=1, default=str))
+    table = markdown(doc)
+    json_path.with_suffix(".md").write_text(table)
+    print()
+    print(table)
+    print(f"JSON: {json_path}\nMarkdown: {json_path.with_suffix('.md')}")
+    if batch is not None:
+        print(f"Plot: {doc['meta']['plot']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
