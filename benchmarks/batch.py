@@ -153,16 +153,6 @@ def collect(
 RATE_LIMIT_MARKERS = re.compile(r"\b429\b|RATE_LIMITED|CONCURRENCY_LIMIT|Too Many Requests|rate[ -]limit", re.I)
 
 
-def attempt_log(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str, map_index: int, attempt: int) -> str:
-    """One attempt's task log (empty if absent)."""
-    base = cluster.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
-    folder = base / f"map_index={map_index}" if map_index >= 0 else base
-    texts = []
-    for path in sorted(folder.glob(f"attempt={attempt}.log*")):
-        texts.append(path.read_text(errors="replace"))
-    return "\n".join(texts)
-
-
 def failed_by_429(cluster: AirflowCluster, dag_id: str, run_id: str, tis: list[dict[str, Any]]) -> int:
     """Task instances with a failed attempt whose log names a 429."""
     count = 0
@@ -171,7 +161,7 @@ def failed_by_429(cluster: AirflowCluster, dag_id: str, run_id: str, tis: list[d
         last_failed = ti["state"] in ("failed", "up_for_retry")
         attempts = range(1, tries + 1 if last_failed else tries)
         for attempt in attempts:
-            text = attempt_log(cluster, dag_id, run_id, str(ti["task_id"]), int(ti["map_index"]), attempt)
+            text = cluster.attempt_log(dag_id, run_id, str(ti["task_id"]), int(ti["map_index"]), attempt)
             failed_lines = [line for line in text.splitlines() if "error" in line.lower()]
             if any(RATE_LIMIT_MARKERS.search(line) for line in failed_lines):
                 count += 1

@@ -234,8 +234,11 @@ class AirflowCluster:
         )
         return str(rows[0][0]) if rows else None
 
-    def task_pids(self, run_id: str, task_id: str, map_index: int = -1) -> list[int]:
-        """Processes running a task instance now (its task runner's title names the instance id)."""
+    def task_pids(self, run_id: str, task_id: str, map_index: int = -1, *, supervisor: bool = False) -> list[int]:
+        """Processes running a task instance now, found by their process titles.
+
+        :param supervisor: the LocalExecutor worker supervising the task, instead of the task's own process.
+        """
         import psutil
 
         rows = self.query(
@@ -244,11 +247,17 @@ class AirflowCluster:
         )
         if not rows:
             return []
-        marker = f"airflow worker -- {rows[0][0]}"
+        import uuid
+
+        ti_id = str(uuid.UUID(str(rows[0][0])))
         pids = []
         for proc in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or ())
-            if marker in cmdline:
+            title = " ".join(proc.info.get("cmdline") or ()).strip()
+            if not (title.startswith("airflow worker -- ") and title.endswith(ti_id)):
+                continue
+            is_supervisor = "LocalExecutor" in title
+            is_task = not is_supervisor
+            if (is_supervisor if supervisor else is_task):
                 pids.append(proc.pid)
         return pids
 
@@ -264,6 +273,19 @@ class AirflowCluster:
             return [root.pid, *(child.pid for child in root.children(recursive=True))]
         except psutil.NoSuchProcess:
             return []
+
+    def attempt_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, attempt: int = 1) -> str:
+        """One attempt's task log, with its trigger logs (empty if there is none)."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if map_index >= 0:
+            folder = folder / f"map_index={map_index}"
+        parts = []
+        for path in sorted(folder.glob(f"attempt={attempt}.log*")):
+            try:
+                parts.append(path.read_text(errors="replace"))
+            except OSError:
+                continue
+        return "\n".join(parts)
 
     def task_logs(self) -> str:
         """Every task log and component log of the cluster, as one text."""

@@ -1,0 +1,105 @@
+"""One emulator and one real Airflow (scheduler, triggerer, LocalExecutor) for the whole fault suite."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_doitong.emulator import DoitongEmulator
+from tests.support.airflow_cluster import AirflowCluster
+
+TIME_SCALE = 0.1
+JOB_SECONDS = 60  # 6 s of real time each
+POLL_INTERVAL = 0.5
+STUCK_TIMEOUT_S = 20
+
+DAG_TEMPLATE = textwrap.dedent(
+    '''
+    from __future__ import annotations
+
+    from datetime import timedelta
+
+    import pendulum
+
+    from airflow.sdk import DAG, task
+    from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+
+    with DAG("%(dag_id)s", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False,
+             max_active_tasks=64):
+
+        @task
+        def prompts(dag_run=None):
+            return dag_run.conf["prompts"]
+
+        FluxGenerateOperator.partial(
+            task_id="generate", width=256, height=256, deferrable=%(deferrable)s, poll_interval=%(poll)r,
+            timeout=%(timeout)r, output_path="{{ dag_run.conf['output'] }}/", pool="doitong",
+            retries=%(retries)d, retry_delay=timedelta(seconds=1),
+        ).expand(prompt=prompts())
+    '''
+)
+
+#: dag_id -> (deferrable, retries, timeout)
+DAGS = {
+    "doitong_faults": (True, 3, 300.0),
+    "doitong_faults_no_retry": (True, 0, float(STUCK_TIMEOUT_S)),
+    "doitong_faults_in_worker": (False, 2, 300.0),
+}
+
+
+@pytest.fixture(scope="package")
+def fault_emulator() -> Iterator[DoitongEmulator]:
+    with DoitongEmulator(
+        plan="pro",
+        time_scale=TIME_SCALE,
+        job_seconds=JOB_SECONDS,
+        credits=1_000_000,
+        api_key=f"sk-fault-{secrets.token_hex(12)}",
+        webhook_secret=f"whsec-fault-{secrets.token_hex(12)}",
+    ) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="package")
+def fault_cluster(
+    fault_emulator: DoitongEmulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowCluster]:
+    root = tmp_path_factory.mktemp("faults")
+    dags = root / "dags"
+    dags.mkdir()
+    for dag_id, (deferrable, retries, timeout) in DAGS.items():
+        (dags / f"{dag_id}.py").write_text(
+            DAG_TEMPLATE
+            % {
+                "dag_id": dag_id,
+                "deferrable": deferrable,
+                "poll": POLL_INTERVAL,
+                "timeout": timeout,
+                "retries": retries,
+            }
+        )
+    conn = {
+        "conn_type": "doitong",
+        "host": fault_emulator.base_url,
+        "password": fault_emulator.api_key,
+        "extra": {"webhook_secret": fault_emulator.webhook_secret},
+    }
+    env = {
+        "AIRFLOW_CONN_DOITONG_DEFAULT": json.dumps(conn),
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
+    }
+    with AirflowCluster(home=root / "airflow", dags_folder=dags, env=env) as cluster:
+        cluster.create_pool("doitong", 10)
+        for dag_id in DAGS:
+            cluster.wait_for_dag(dag_id)
+        yield cluster
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    return tmp_path / "images"
