@@ -2,7 +2,8 @@
 
 However many Doitong triggers wait in a triggerer process, each connection gets one poller, which
 reads all their jobs with one aliased GraphQL request per interval, paced by the plan's
-``X-RateLimit-*`` headers. Status requests per minute then depend on the interval, not on the
+``X-RateLimit-*`` headers. It also learns how long jobs take and polls just after a job is due, so
+a finished image is seen within a fraction of a second, not up to a whole interval later. Status requests per minute then depend on the interval, not on the
 number of waiting tasks. A trigger that leaves (done or cancelled) unregisters; the last one out
 stops the poller and closes its client.
 """
@@ -12,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import statistics
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job
 from airflow_provider_doitong.client.retry import RetryPolicy, backoff
@@ -25,6 +29,61 @@ log = logging.getLogger(__name__)
 #: Share of the rate-limit window's remaining requests the poller may use; the rest is left for
 #: submissions from workers on the same account.
 STATUS_SHARE = 0.5
+#: The shortest gap between two polls, whatever is due.
+MIN_POLL_GAP = 0.25
+#: How long after a job's expected completion the poll that checks it comes.
+DUE_MARGIN = 0.1
+#: How many recent job durations the poller keeps to expect the next completions.
+DURATION_SAMPLES = 50
+
+
+def parse_api_time(value: str | None) -> float | None:
+    """An API timestamp (ISO 8601, ``Z`` or an offset) as a Unix time, or ``None``.
+
+    :param value: e.g. ``2024-01-01T00:00:00Z``.
+    """
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def next_poll_delay(
+    *,
+    now: float,
+    last_poll_at: float,
+    interval: float,
+    created_at: Iterable[float],
+    typical_duration: float | None,
+) -> float:
+    """When to poll next: at the latest after ``interval``, earlier when a job is due to finish.
+
+    A job is expected to finish ``typical_duration`` after it was created; the poller looks just
+    after the earliest such moment still ahead of its last poll, so a finished job is seen at once
+    without polling more often than jobs finish.
+
+    :param now: the current Unix time.
+    :param last_poll_at: the Unix time of the last poll.
+    :param interval: the longest wait (the watchers' poll interval, stretched by rate-limit pacing).
+    :param created_at: when each pending job was created.
+    :param typical_duration: the recent median job duration, if any job has finished yet.
+    """
+    delay = interval
+    if typical_duration is not None:
+        due = [c + typical_duration + DUE_MARGIN for c in created_at if c + typical_duration > last_poll_at]
+        if due:
+            delay = min(delay, max(MIN_POLL_GAP, min(due) - now))
+    return max(0.0, delay)
+
+
+def _job_duration(job: Job) -> float | None:
+    start, end = parse_api_time(job.created_at), parse_api_time(job.completed_at)
+    if start is not None and end is not None and end >= start:
+        return end - start
+    return None
 
 
 @dataclass
@@ -58,6 +117,10 @@ class JobPoller:
         self._task: asyncio.Task[None] | None = None
         self.max_consecutive_errors = max_consecutive_errors
         self.retry_policy = retry_policy or RetryPolicy()
+        self._created_at: dict[str, float] = {}
+        # Shared by every poller of the connection in this process, so what one learned outlives it.
+        self._durations = _DURATIONS.setdefault(key, deque(maxlen=DURATION_SAMPLES))
+        self._last_poll_at = 0.0
 
     @property
     def watching(self) -> int:
@@ -108,24 +171,47 @@ class JobPoller:
                 self._task.cancel()
 
     def _interval(self) -> float:
+        now = time.time()
         wanted = min(w.poll_interval for ws in self._watchers.values() for w in ws)
         rate_limit = self._client.last_rate_limit if self._client else None
-        if rate_limit is None or rate_limit.remaining is None:
-            return wanted
-        usable = dataclasses.replace(rate_limit, remaining=int(rate_limit.remaining * STATUS_SHARE))
-        return usable.pace_delay(now=time.time(), min_interval=wanted)
+        floor = MIN_POLL_GAP
+        if rate_limit is not None and rate_limit.remaining is not None:
+            usable = dataclasses.replace(rate_limit, remaining=int(rate_limit.remaining * STATUS_SHARE))
+            wanted = usable.pace_delay(now=now, min_interval=wanted)
+            floor = usable.pace_delay(now=now, min_interval=MIN_POLL_GAP)
+        delay = next_poll_delay(
+            now=now,
+            last_poll_at=self._last_poll_at,
+            interval=wanted,
+            created_at=[self._created_at[j] for j in self._watchers if j in self._created_at],
+            typical_duration=statistics.median(self._durations) if self._durations else None,
+        )
+        return max(delay, min(floor, wanted))
 
     async def _poll_once(self) -> None:
         assert self._client is not None
         ids = list(self._watchers)
+        self._last_poll_at = time.time()
         jobs = await self._client.get_jobs(ids)
         for job_id, job in jobs.items():
+            if job is not None:
+                self._learn(job_id, job)
             for watcher in list(self._watchers.get(job_id, [])):
                 if job is None:
                     watcher.queue.put_nowait(None)
                 elif job.raw_status != watcher.last_status or job.is_terminal:
                     watcher.last_status = job.raw_status
                     watcher.queue.put_nowait(job)
+
+    def _learn(self, job_id: str, job: Job) -> None:
+        created = parse_api_time(job.created_at)
+        if created is not None:
+            self._created_at[job_id] = created
+        if job.is_terminal:
+            self._created_at.pop(job_id, None)
+            duration = _job_duration(job)
+            if duration is not None and job.status.value == "completed":
+                self._durations.append(duration)
 
     async def _run(self) -> None:
         failures = 0
@@ -160,6 +246,9 @@ class JobPoller:
             if client is not None:
                 await asyncio.shield(client.aclose())
 
+
+#: Recent job durations per connection, kept for the life of the triggerer process.
+_DURATIONS: dict[str, deque[float]] = {}
 
 _REGISTRY: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, JobPoller]] = (
     weakref.WeakKeyDictionary()

@@ -141,3 +141,25 @@ def test_cancelled_trigger_leaves_the_poller_and_the_last_one_stops_it(doitong_c
 def test_events_outside_the_allow_list_are_refused(event: Any) -> None:
     with pytest.raises(events.InvalidTriggerEvent):
         events.read_event(event)
+
+
+def test_what_the_poller_learns_outlives_it(doitong_conn: Any) -> None:
+    """Job durations learned by one poller serve the next one on the same connection."""
+    poller_module._DURATIONS.pop("doitong_default", None)
+    first = first_event(DoitongJobTrigger(job_id=submit(doitong_conn, "first"), poll_interval=0.05))
+    assert first["status"] == "success"
+    learned = list(poller_module._DURATIONS["doitong_default"])
+    assert len(learned) == 1 and 0.2 < learned[0] < 5  # the emulator's 0.4 s job, by its own clock
+
+    async def _second() -> float | None:
+        job_id = submit(doitong_conn, "second")
+        trigger = DoitongJobTrigger(job_id=job_id, poll_interval=30.0)
+        task = asyncio.ensure_future(trigger.run().asend(None))
+        await asyncio.sleep(0.1)
+        poller = poller_module._REGISTRY[asyncio.get_running_loop()]["doitong_default"]
+        delay = poller._interval()
+        await task
+        return delay
+
+    # With a 30 s interval, the new poller still looks right after the second job is due.
+    assert asyncio.run(_second()) < 5.0
