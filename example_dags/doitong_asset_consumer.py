@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pendulum
-
 from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
 from airflow_provider_doitong.storage import write_image
 
 log = logging.getLogger(__name__)

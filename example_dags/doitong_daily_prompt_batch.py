@@ -33,7 +33,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pendulum
-
 from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
 from airflow.sdk.exceptions import (
     AirflowException,
@@ -41,6 +40,7 @@ from airflow.sdk.exceptions import (
     AirflowNotFoundException,
     AirflowSkipException,
 )
+
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client import (
     DoitongError,

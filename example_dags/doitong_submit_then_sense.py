@@ -12,8 +12,8 @@ separately retried step.
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import DAG, Param
+
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator

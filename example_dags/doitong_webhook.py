@@ -21,9 +21,9 @@ import os
 from typing import Any
 
 import pendulum
-
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
+
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 

@@ -260,9 +260,9 @@ def run(args: argparse.Namespace) -> int:
 
     with captured_output(log_file, tee=args.verbose) as console:
         import pendulum
-
         from airflow.dag_processing.dagbag import DagBag
         from airflow.models.pool import Pool
+
         from airflow_provider_doitong.emulator import DoitongEmulator
 
         Pool.create_or_update_pool(POOL_NAME, POOL_SLOTS, "Doitong concurrent jobs", True)

@@ -31,8 +31,8 @@ from airflow_provider_doitong.client import (
     ImageRequest,
     JobStatus,
     RetryPolicy,
+    protocol,
 )
-from airflow_provider_doitong.client import protocol
 from airflow_provider_doitong.emulator import DoitongEmulator, FaultConfig
 
 from .doitong_support import (

@@ -9,6 +9,7 @@ from airflow_provider_doitong.contract import SIGNATURE_HEADER
 from airflow_provider_doitong.emulator import DoitongEmulator, EmulatorAccount, FaultConfig
 from airflow_provider_doitong.webhooks import verify_signature
 
+
 def _webhook_stats(emu, delivered: int, timeout: float = 5.0) -> dict:
     """The webhook counters once ``delivered`` deliveries were acknowledged (the receiver answers
     before the emulator has read the answer)."""

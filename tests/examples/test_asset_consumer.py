@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from airflow.sdk.exceptions import AirflowFailException
+
 from airflow_provider_doitong.emulator.images import render_jpeg
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import load_example
@@ -94,9 +94,8 @@ def test_the_batch_event_triggers_publication(
     consumer: Any, doitong_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import airflow.models.dagrun as dagrun_module
-    from sqlalchemy import select
-
     from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
 
     batch = load_example("doitong_daily_prompt_batch")
     produced = run_dag(

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from PIL import Image
 
-from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_doitong.emulator import EmulatorAccount
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import DEFAULT_PROMPTS, load_example, prompts_in, submissions
@@ -25,10 +25,9 @@ def batch() -> Any:
 
 
 def _asset_events(run_id: str) -> list[Any]:
-    from sqlalchemy import select
-
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         rows = session.scalars(

@@ -8,9 +8,9 @@ from typing import Any
 
 import pendulum
 import pytest
+from airflow.sdk import DAG
 from PIL import Image
 
-from airflow.sdk import DAG
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
 from airflow_provider_doitong.emulator import EmulatorAccount, FaultConfig
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
