@@ -33,6 +33,8 @@ STATUS_SHARE = 0.5
 MIN_POLL_GAP = 0.25
 #: How long after a job's expected completion the poll that checks it comes.
 DUE_MARGIN = 0.1
+#: Jobs due within this many seconds of the earliest are checked by one poll, after the last of them.
+DUE_WINDOW = 2.0
 #: How many recent job durations the poller keeps to expect the next completions.
 DURATION_SAMPLES = 50
 
@@ -62,8 +64,9 @@ def next_poll_delay(
     """When to poll next: at the latest after ``interval``, earlier when a job is due to finish.
 
     A job is expected to finish ``typical_duration`` after it was created; the poller looks just
-    after the earliest such moment still ahead of its last poll, so a finished job is seen at once
-    without polling more often than jobs finish.
+    after the earliest such moment still ahead of its last poll (or after the last of the jobs due
+    within :data:`DUE_WINDOW` of it, so one poll sees a whole wave), so a finished job is seen at
+    once without polling more often than jobs finish.
 
     :param now: the current Unix time.
     :param last_poll_at: the Unix time of the last poll.
@@ -73,9 +76,10 @@ def next_poll_delay(
     """
     delay = interval
     if typical_duration is not None:
-        due = [c + typical_duration + DUE_MARGIN for c in created_at if c + typical_duration > last_poll_at]
+        due = sorted(c + typical_duration + DUE_MARGIN for c in created_at if c + typical_duration > last_poll_at)
         if due:
-            delay = min(delay, max(MIN_POLL_GAP, min(due) - now))
+            group_end = max(d for d in due if d <= due[0] + DUE_WINDOW)
+            delay = min(delay, max(MIN_POLL_GAP, group_end - now))
     return max(0.0, delay)
 
 

@@ -21,6 +21,7 @@ NOW = 1_000.0
         pytest.param([990.0], None, NOW, 5.0, id="no-duration-yet"),
         pytest.param([990.0], 12.0, NOW, 2.0 + DUE_MARGIN, id="due-in-2s"),
         pytest.param([990.0, 995.0], 12.0, NOW, 2.0 + DUE_MARGIN, id="earliest-due-wins"),
+        pytest.param([990.0, 991.5], 12.0, NOW, 3.5 + DUE_MARGIN, id="one-poll-for-a-wave"),
         pytest.param([999.0], 30.0, NOW, 5.0, id="due-after-the-interval"),
         pytest.param([985.0], 12.0, NOW, 5.0, id="overdue-already-polled"),
         pytest.param([985.0], 12.0, 996.0, MIN_POLL_GAP, id="overdue-not-yet-polled"),
