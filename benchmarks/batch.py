@@ -279,8 +279,14 @@ def _run_one(
     return result
 
 
-def run_batch(settings: BatchSettings, *, say: Callable[[str], None] = print, keep: Path | None = None) -> dict[str, Any]:
-    """Run both sides, ours first, each on its own fresh emulator, in one Airflow."""
+def run_batch(
+    settings: BatchSettings,
+    *,
+    say: Callable[[str], None] = print,
+    keep: Path | None = None,
+    sides: tuple[str, ...] = ("ours", "baseline"),
+) -> dict[str, Any]:
+    """Run both sides (or those in ``sides``), ours first, each on its own fresh emulator, in one Airflow."""
     prompts = make_prompts(settings.prompts)
     tmp = tempfile.TemporaryDirectory(prefix="doitong-bench-")
     work = Path(keep or tmp.name)
@@ -314,21 +320,26 @@ def run_batch(settings: BatchSettings, *, say: Callable[[str], None] = print, ke
                 cluster.create_pool("doitong", settings.concurrency)
                 cluster.wait_for_dag(dags.OURS_DAG_ID)
                 cluster.wait_for_dag(dags.BASELINE_DAG_ID)
-                ours = _run_one(
-                    cluster, ours_emu, name="ours", dag_id=dags.OURS_DAG_ID, settings=settings,
-                    prompts=prompts, work=work, final_task="generate", timeout=timeout, say=say,
-                )
-                baseline = _run_one(
-                    cluster, base_emu, name="baseline", dag_id=dags.BASELINE_DAG_ID, settings=settings,
-                    prompts=prompts, work=work, final_task="image.download", timeout=timeout, say=say,
-                )
+                ours = baseline = None
+                if "ours" in sides:
+                    ours = _run_one(
+                        cluster, ours_emu, name="ours", dag_id=dags.OURS_DAG_ID, settings=settings,
+                        prompts=prompts, work=work, final_task="generate", timeout=timeout, say=say,
+                    )
+                if "baseline" in sides:
+                    baseline = _run_one(
+                        cluster, base_emu, name="baseline", dag_id=dags.BASELINE_DAG_ID, settings=settings,
+                        prompts=prompts, work=work, final_task="image.download", timeout=timeout, say=say,
+                    )
                 seen = dict(cluster.states_seen)
-        baseline["wait_tasks_ever_deferred"] = sum(
-            "deferred" in states for key, states in seen.items() if key.startswith("image.wait[")
-        )
-        ours["tasks_ever_deferred"] = sum(
-            "deferred" in states for key, states in seen.items() if key.startswith("generate[")
-        )
+        if baseline is not None:
+            baseline["wait_tasks_ever_deferred"] = sum(
+                "deferred" in states for key, states in seen.items() if key.startswith("image.wait[")
+            )
+        if ours is not None:
+            ours["tasks_ever_deferred"] = sum(
+                "deferred" in states for key, states in seen.items() if key.startswith("generate[")
+            )
     finally:
         if keep is None:
             tmp.cleanup()
@@ -344,7 +355,7 @@ def run_batch(settings: BatchSettings, *, say: Callable[[str], None] = print, ke
         },
         "ours": ours,
         "baseline": baseline,
-        "vs_baseline": comparison(ours, baseline),
+        "vs_baseline": comparison(ours, baseline) if ours and baseline else None,
     }
 
 

@@ -151,7 +151,7 @@ def run_parse(*, repetitions: int, say: Callable[[str], None] = print) -> dict[s
             samples[by_path[row["file"]]].append(row)
         breakdown = import_breakdown(env)
         say("parse: cold interpreters")
-        cold = cold_imports(max(3, repetitions // 3), env)
+        cold = cold_imports(max(2, repetitions // 3), env)
     base = _median(samples["baseline (airflow.sdk only)"], "parse_ms")
     results: dict[str, Any] = {}
     for name, runs in samples.items():

@@ -25,6 +25,8 @@ def plot_requests(batch: dict[str, Any], path: Path) -> Path:
     limit = settings["requests_per_window"] / settings["window_real_seconds"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     for name, colour in (("baseline", "tab:red"), ("ours", "tab:blue")):
+        if batch[name] is None:
+            continue
         timeline = batch[name]["timeline"]
         total = _total(timeline)
         xs = [i * timeline["bin_s"] for i in range(len(total))]
@@ -35,12 +37,13 @@ def plot_requests(batch: dict[str, Any], path: Path) -> Path:
             top.fill_between(xs, limited, step="post", color=colour, alpha=0.25)
     top.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"plan rate ({limit:.1f}/s)")
     top.set_ylabel("requests / s")
+    any_side = batch["ours"] or batch["baseline"]
     top.set_title(
-        f"{batch['ours']['prompts']} prompts, {settings['plan']} plan, jobs of {settings['job_real_seconds']:.0f}s "
+        f"{any_side['prompts']} prompts, {settings['plan']} plan, jobs of {settings['job_real_seconds']:.0f}s "
         f"(shaded: 429s)"
     )
     top.legend(loc="upper right", fontsize=8)
-    ours = batch["ours"]["timeline"]
+    ours = (batch["ours"] or {}).get("timeline") or {"kinds": {}, "bin_s": 1.0}
     for kind, values in sorted(ours["kinds"].items()):
         xs = [i * ours["bin_s"] for i in range(len(values))]
         bottom.step(xs, values, where="post", label=f"ours: {kind}", linewidth=1)

@@ -50,9 +50,12 @@ def assemble(
     """``batch`` is this provider's side (headline keys at its top), ``baseline`` the HTTP provider's."""
     doc: dict[str, Any] = {"meta": meta}
     if batch is not None:
-        doc["batch"] = {**batch["ours"], "settings": batch["settings"]}
-        doc["baseline"] = batch["baseline"]
-        doc["batch_vs_baseline"] = batch["vs_baseline"]
+        if batch["ours"] is not None:
+            doc["batch"] = {**batch["ours"], "settings": batch["settings"]}
+        if batch["baseline"] is not None:
+            doc["baseline"] = {**batch["baseline"], "settings": batch["settings"]}
+        if batch["vs_baseline"] is not None:
+            doc["batch_vs_baseline"] = batch["vs_baseline"]
     if triggerer is not None:
         ours = triggerer["ours"]
         doc["triggerer"] = {
@@ -89,11 +92,18 @@ def _ratio(a: Any, b: Any, digits: int = 2) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     out: list[str] = []
     meta = doc["meta"]
-    out.append(f"Run: {meta['started']} ({meta['profile']}), {meta['cpus']} CPUs, took {meta['duration_s']:.0f}s.\n")
-    if "batch" in doc:
-        ours, base, s = doc["batch"], doc["baseline"], doc["batch"]["settings"]
+    commit = str(meta.get("git_commit") or "")[:10] or "unknown"
+    dirty = " + uncommitted provider changes" if meta.get("provider_uncommitted_changes") else ""
+    out.append(
+        f"Run: {meta['started']} ({meta['profile']}), {meta['cpus']} CPUs, took {meta['duration_s']:.0f}s; "
+        f"commit {commit}{dirty}.\n"
+    )
+    if "batch" in doc or "baseline" in doc:
+        empty: dict[str, Any] = {"phases_s": {}}
+        ours, base = doc.get("batch", empty), doc.get("baseline", empty)
+        s = (doc.get("batch") or doc["baseline"])["settings"]
         out.append(
-            f"### Batch: {ours['prompts']} prompts, {s['plan']} plan ({s['concurrency']} concurrent jobs, "
+            f"### Batch: {(doc.get('batch') or doc['baseline'])['prompts']} prompts, {s['plan']} plan ({s['concurrency']} concurrent jobs, "
             f"{s['requests_per_window']} requests/min), time scale {s['time_scale']}, jobs of "
             f"{s['job_seconds']:.0f} emulated s = {s['job_real_seconds']:.0f} s real, poll_interval "
             f"{s['poll_interval']} s; baseline pokes every {s['baseline_poke_real_seconds']:.2f} s real\n"

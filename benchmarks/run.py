@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -22,14 +23,14 @@ if str(ROOT) not in sys.path:
 from benchmarks.batch import BatchSettings, run_batch  # noqa: E402
 from benchmarks.parse import run_parse  # noqa: E402
 from benchmarks.plot import plot_requests  # noqa: E402
-from benchmarks.report import assemble, markdown  # noqa: E402
+from benchmarks.report import assemble, evaluate_goals, markdown  # noqa: E402
 from benchmarks.triggerer import TriggererSettings, run_triggerer  # noqa: E402
 
 SECTIONS = ("batch", "triggerer", "parse")
 PROFILES = {
     "quick": {
-        "batch": BatchSettings(prompts=30, time_scale=0.25, job_seconds=80.0, poll_interval=4.0),
-        "triggerer": TriggererSettings(waits=1000, job_seconds=30.0, poll=2.0),
+        "batch": BatchSettings(prompts=30, time_scale=0.25, job_seconds=64.0, poll_interval=3.2),
+        "triggerer": TriggererSettings(waits=1000, job_seconds=20.0, poll=2.0),
         "parse_repetitions": 7,
     },
     "full": {
@@ -38,6 +39,23 @@ PROFILES = {
         "parse_repetitions": 25,
     },
 }
+
+
+def git_state() -> dict[str, object]:
+    """The commit benchmarked, and whether the provider's files differed from it."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "provider_uncommitted_changes": bool(git("status", "--porcelain", "--", "airflow_provider_doitong")),
+    }
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -51,12 +69,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, help="the operator's poll_interval (real seconds)")
     parser.add_argument("--waits", type=int, help="concurrent waits in the triggerer section")
     parser.add_argument("--repetitions", type=int, help="parse repetitions")
+    parser.add_argument("--sides", default="ours,baseline", help="batch sides to run: ours, baseline or both")
     parser.add_argument("--keep", type=Path, help="keep the batch's Airflow home and images here")
+    parser.add_argument("--render", type=Path, help="print the Markdown of an earlier JSON result and exit")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.render:
+        doc = json.loads(args.render.read_text())
+        doc["goals"] = evaluate_goals(doc)
+        print(markdown(doc))
+        return 0
     profile_name = "quick" if args.quick else "full"
     profile = PROFILES[profile_name]
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -91,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if "triggerer" in sections:
         triggerer = run_triggerer(trig_settings, say=say)
     if "batch" in sections:
-        batch = run_batch(batch_settings, say=say, keep=args.keep)
+        sides = tuple(side.strip() for side in args.sides.split(",") if side.strip())
+        batch = run_batch(batch_settings, say=say, keep=args.keep, sides=sides)
     meta = {
         "started": datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds"),
         "profile": profile_name,
@@ -99,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "duration_s": time.time() - started,
         "python": sys.version.split()[0],
+        **git_state(),
     }
     doc = assemble(meta=meta, batch=batch, triggerer=triggerer, parse=parse)
     if batch is not None:

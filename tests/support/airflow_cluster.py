@@ -22,7 +22,8 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 
 
-def _unix(value: object) -> float | None:
+def unix_time(value: object) -> float | None:
+    """A database timestamp (naive means UTC) as a Unix time."""
     if value is None:
         return None
     from datetime import datetime, timezone
@@ -218,13 +219,13 @@ class AirflowCluster:
         )
         keys = ("id", "task_id", "map_index", "state", "try_number", "start", "end")
         return [
-            {**dict(zip(keys, row)), "start": _unix(row[5]), "end": _unix(row[6])} for row in rows
+            {**dict(zip(keys, row)), "start": unix_time(row[5]), "end": unix_time(row[6])} for row in rows
         ]
 
     def run_times(self, run_id: str) -> tuple[float | None, float | None]:
         """A run's start and end as Unix times (``None`` while unknown)."""
         rows = self.query("select start_date, end_date from dag_run where run_id = ?", (run_id,))
-        return (_unix(rows[0][0]), _unix(rows[0][1])) if rows else (None, None)
+        return (unix_time(rows[0][0]), unix_time(rows[0][1])) if rows else (None, None)
 
     def task_state_value(self, run_id: str, task_id: str, map_index: int, key: str) -> str | None:
         """A value a task kept in its task state store (e.g. a resumable job's external id), raw."""
