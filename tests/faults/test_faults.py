@@ -24,7 +24,7 @@ from tests.faults.scenario import (
     seed_with,
     wait_until,
 )
-from tests.support.airflow_cluster import AirflowCluster
+from tests.support.airflow_cluster import AirflowCluster, unix_time
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -172,6 +172,44 @@ def test_worker_sigkill_after_submission_reattaches(
     assert int(ti["try_number"]) == 2, ti
     (job,) = outcome.jobs_of(killed["prompt"])
     assert json.loads(killed["stored"]) == job["id"]
+    with fault_emulator.state.lock:
+        created = fault_emulator.state.jobs[job["id"]].created_at
+    (updated,) = fault_cluster.query(
+        "select updated_at from task_state_store where run_id = ? and task_id = 'generate' and map_index = ?",
+        (outcome.run_id, killed["index"]),
+    )[0]
+    stored_after = unix_time(updated) - created
+    print(f"[worker_sigkill] job id stored {stored_after * 1000:.0f} ms after the emulator created the job")
+    assert 0 <= stored_after < 5
     retry_log = outcome.ti_log(killed["index"], attempt=2)
     assert f"Found Doitong job {job['id']} from an earlier try" in retry_log, retry_log[-2000:]
     assert "Submitted Doitong job" not in retry_log
+
+
+OUTAGE_S = 90
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a transient API outage while tasks wait fails them: the shared poller hands every trigger the "
+    "connection error after 5 failed polls (~25 s) and each retry's reattach read fails at once, so all "
+    "retries are spent while the jobs complete, charged, at Doitong (see benchmarks/README.md)",
+)
+def test_api_outage_while_waiting(
+    fault_cluster: AirflowCluster, fault_emulator: DoitongEmulator, output_dir: Path
+) -> None:
+    def outage(run_id: str, prompts: list[str]) -> None:
+        _when_deferred(fault_cluster, run_id, 3)
+        fault_emulator.stop()
+        try:
+            time.sleep(OUTAGE_S)
+        finally:
+            fault_emulator.start()
+
+    outcome = run_scenario(
+        fault_cluster, fault_emulator, name="api_outage", dag_id="doitong_faults", output=output_dir,
+        during=outage, prompts=PROMPTS,
+    )
+    assert_invariants(outcome, fault_emulator)
+    assert_each_prompt_submitted_once(outcome)
+    assert_all_succeeded(outcome)
