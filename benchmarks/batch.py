@@ -225,7 +225,7 @@ def _phases(
     submits = sorted(j.created_at for j in jobs)
     ends = sorted(end_by_index.values())
     c = settings.concurrency
-    handover = [s - e for s, e in zip(submits[c:], ends) if s >= e]
+    handover = [s - e for s, e in zip(submits[c:], ends, strict=False) if s >= e]
     idle = None
     if first_submit is not None and ends:
         span = max(ends) - first_submit

@@ -16,7 +16,7 @@ def _total(timeline: dict[str, Any]) -> list[int]:
     series = list(timeline["kinds"].values())
     if not series:
         return []
-    return [sum(values) for values in zip(*series)]
+    return [sum(values) for values in zip(*series, strict=True)]
 
 
 def plot_requests(batch: dict[str, Any], path: Path) -> Path:

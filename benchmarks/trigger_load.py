@@ -103,7 +103,7 @@ async def _main(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
         "ticks": len(lags),
         "worst_lags": [
             {"lag_s": round(lag, 4), "at_s": round(t - started, 2)}
-            for lag, t in sorted(zip(lags, at), reverse=True)[:5]
+            for lag, t in sorted(zip(lags, at, strict=True), reverse=True)[:5]
         ],
         "cpu_during_waits_s": (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
     }

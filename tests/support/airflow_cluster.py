@@ -219,7 +219,7 @@ class AirflowCluster:
         )
         keys = ("id", "task_id", "map_index", "state", "try_number", "start", "end")
         return [
-            {**dict(zip(keys, row)), "start": unix_time(row[5]), "end": unix_time(row[6])} for row in rows
+            {**dict(zip(keys, row, strict=True)), "start": unix_time(row[5]), "end": unix_time(row[6])} for row in rows
         ]
 
     def run_times(self, run_id: str) -> tuple[float | None, float | None]:
