@@ -22,15 +22,15 @@ STAMP = VENV / ".doitong-installed"
 
 COMMANDS = {
     "demo": [str(ROOT / "example_dags" / "run_demo.py")],
-    "test": ["-m", "pytest", "-p", "no:cacheprovider", "tests"],
+    "test": ["-m", "pytest", "-p", "no:cacheprovider"],
     "bench": [str(ROOT / "benchmarks" / "run.py")],
-    "emulator": ["-m", "airflow_provider_doitong.emulator"],
+    "emulator": ["-m", "doitong_emulator"],
 }
 
 
 def _fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "constraints.txt"):
+    for name in ("pyproject.toml", "emulator/pyproject.toml", "constraints.txt"):
         path = ROOT / name
         if path.exists():
             digest.update(path.read_bytes())
@@ -51,7 +51,8 @@ def ensure_venv() -> None:
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     constraints = ["-c", str(ROOT / "constraints.txt")] if (ROOT / "constraints.txt").exists() else []
-    subprocess.run([*pip, *constraints, "-e", f"{ROOT}[bench]"], check=True)
+    # The provider with its test and benchmark extras, and the emulator, its own distribution.
+    subprocess.run([*pip, *constraints, "-e", f"{ROOT}[bench]", "-e", str(ROOT / "emulator")], check=True)
     STAMP.write_text(fingerprint)
 
 

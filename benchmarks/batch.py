@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_doitong.contract import PLANS, RATE_LIMIT_WINDOW_SECONDS
-from airflow_provider_doitong.emulator import DoitongEmulator
+from doitong_emulator import DoitongEmulator
 from benchmarks import dags
 from tests.support.airflow_cluster import AirflowCluster
 

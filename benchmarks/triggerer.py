@@ -16,8 +16,8 @@ from typing import Any
 
 import psutil
 
-from airflow_provider_doitong.emulator import UNLIMITED, DoitongEmulator
-from airflow_provider_doitong.emulator.jobs import JobRequest
+from doitong_emulator import UNLIMITED, DoitongEmulator
+from doitong_emulator.jobs import JobRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_CONN_ID = "doitong_http"

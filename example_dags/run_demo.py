@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         from airflow.dag_processing.dagbag import DagBag
         from airflow.models.pool import Pool
 
-        from airflow_provider_doitong.emulator import DoitongEmulator
+        from doitong_emulator import DoitongEmulator
 
         Pool.create_or_update_pool(POOL_NAME, POOL_SLOTS, "Doitong concurrent jobs", True)
         say(f"  Pool            {POOL_NAME}: {POOL_SLOTS} slots, deferred tasks included", stream=console)

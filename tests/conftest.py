@@ -49,7 +49,7 @@ def airflow_home() -> Path:
 @pytest.fixture
 def emulator() -> Iterator[object]:
     """A fresh Doitong emulator on loopback: pro plan, 20 s jobs at a 0.02 time scale (0.4 s)."""
-    from airflow_provider_doitong.emulator import DoitongEmulator
+    from doitong_emulator import DoitongEmulator
 
     with DoitongEmulator(plan="pro", time_scale=0.02, job_seconds=20, credits=100_000) as emu:
         yield emu

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import importlib
 import json
 import os
@@ -143,3 +145,17 @@ def test_declared_hook_modules_import() -> None:
     hook = getattr(importlib.import_module(module_name), class_name)
     assert hook.conn_type == "doitong" and hook.conn_name_attr == "doitong_conn_id"
     assert hook.default_conn_name == "doitong_default"
+
+
+def test_the_provider_distribution_carries_no_emulator() -> None:
+    """Installing the provider alone brings no emulator dependency, command or pytest plugin."""
+    from importlib.metadata import distribution
+
+    dist = distribution("airflow-provider-doitong")
+    assert {ep.group for ep in dist.entry_points} == {"apache_airflow_provider"}
+    required = [r.lower() for r in dist.requires or [] if "extra ==" not in r]
+    for name in ("starlette", "uvicorn", "graphql-core", "pillow", "doitong-emulator"):
+        assert not [r for r in required if r.startswith(name)], required
+    import airflow_provider_doitong
+
+    assert not (Path(airflow_provider_doitong.__file__).parent / "emulator").exists()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong.emulator import DoitongEmulator, EmulatorAccount, FaultConfig
+from doitong_emulator import DoitongEmulator, EmulatorAccount, FaultConfig
 
 from .doitong_support import FAST, JOB_SECONDS, SPECIAL_ACCOUNTS, TIME_SCALE, Api, AsyncApi, MakeApi, SyncApi
 

@@ -33,7 +33,7 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
     protocol,
 )
-from airflow_provider_doitong.emulator import DoitongEmulator, FaultConfig
+from doitong_emulator import DoitongEmulator, FaultConfig
 
 from .doitong_support import (
     FAST,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong.emulator import DoitongEmulator
+from doitong_emulator import DoitongEmulator
 from tests.support.airflow_cluster import AirflowCluster
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_doitong.emulator.images import render_jpeg
+from doitong_emulator.images import render_jpeg
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import load_example
 

@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from PIL import Image
 
-from airflow_provider_doitong.emulator import EmulatorAccount
+from doitong_emulator import EmulatorAccount
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import DEFAULT_PROMPTS, load_example, prompts_in, submissions
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_doitong.emulator import DoitongEmulator
+from doitong_emulator import DoitongEmulator
 from tests.support.airflow_cluster import AirflowCluster
 
 TIME_SCALE = 0.1

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_doitong.emulator import DoitongEmulator, FaultConfig
+from doitong_emulator import DoitongEmulator, FaultConfig
 from tests.support.airflow_cluster import AirflowCluster
 
 TERMINAL = frozenset({"success", "failed", "skipped", "upstream_failed"})

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong.emulator import DoitongEmulator, FaultConfig
+from doitong_emulator import DoitongEmulator, FaultConfig
 from tests.faults.scenario import (
     assert_all_succeeded,
     assert_each_prompt_submitted_once,

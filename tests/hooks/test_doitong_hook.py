@@ -20,7 +20,7 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
 )
 from airflow_provider_doitong.connection import DoitongConnectionInvalid
-from airflow_provider_doitong.emulator import EmulatorAccount, FaultConfig
+from doitong_emulator import EmulatorAccount, FaultConfig
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 
 CONN_ID = "doitong_hooktest"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.client import DoitongError, ImageRequest, RetryPolicy
-from airflow_provider_doitong.emulator import EmulatorAccount, FaultConfig
+from doitong_emulator import EmulatorAccount, FaultConfig
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 
 KEY = "dk_live_S3CR3T_4f9a8b7c6d5e"

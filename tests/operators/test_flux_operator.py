@@ -12,7 +12,7 @@ from airflow.sdk import DAG
 from PIL import Image
 
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
-from airflow_provider_doitong.emulator import EmulatorAccount, FaultConfig
+from doitong_emulator import EmulatorAccount, FaultConfig
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.sensors.doitong import DoitongJobSensor
 from tests.conftest import conn_json, run_dag, task_states, xcom_value
@@ -163,7 +163,7 @@ def _use_account(emu: Any, monkeypatch: Any, **account: Any) -> str:
 @pytest.fixture
 def slow_emulator() -> Any:
     """A 12-second rate-limit window and 8-second jobs: long enough to outlast ``dag.test()``'s start."""
-    from airflow_provider_doitong.emulator import DoitongEmulator
+    from doitong_emulator import DoitongEmulator
 
     with DoitongEmulator(plan="pro", time_scale=0.2, job_seconds=40, credits=100_000) as emu:
         yield emu

@@ -10,7 +10,7 @@ import pytest
 
 from airflow_provider_doitong import events
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
-from airflow_provider_doitong.emulator import FaultConfig
+from doitong_emulator import FaultConfig
 from airflow_provider_doitong.triggers import poller as poller_module
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 

@@ -1,0 +1,121 @@
+"""The ``doitong-emulator`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from airflow_provider_doitong.contract import PLANS
+from doitong_emulator.accounts import (
+    DEFAULT_API_KEY,
+    DEFAULT_CREDITS,
+    DEFAULT_PLAN,
+    DEFAULT_WEBHOOK_SECRET,
+)
+from doitong_emulator.faults import FaultConfig
+from doitong_emulator.server import DoitongEmulator
+
+log = logging.getLogger("doitong_emulator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="doitong-emulator", description="Serve a local emulation of the Doitong image API."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--public-url", help="base URL put in job urls, if not http://HOST:PORT")
+    account = parser.add_argument_group("account")
+    account.add_argument("--api-key", default=DEFAULT_API_KEY, help="the API key clients must send")
+    account.add_argument("--plan", default=DEFAULT_PLAN, choices=sorted(PLANS))
+    account.add_argument("--credits", type=int, default=DEFAULT_CREDITS, help="starting credit balance")
+    account.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET, help="signs webhook deliveries")
+    timing = parser.add_argument_group("timing")
+    timing.add_argument("--time-scale", type=float, default=1.0, help="multiplies every emulated duration")
+    timing.add_argument("--job-seconds", type=float, default=20.0, help="emulated processing time per job")
+    timing.add_argument("--job-seconds-spread", type=float, default=0.0, help="± spread of processing time")
+    timing.add_argument("--queue-seconds", type=float, default=0.0, help="emulated time jobs stay queued")
+    timing.add_argument("--seed", type=int, help="seed for job durations and faults")
+    limits = parser.add_argument_group("limit overrides (default: the plan's; -1 = unlimited)")
+    limits.add_argument("--requests-per-minute", type=int)
+    limits.add_argument("--concurrent-jobs", type=int)
+    limits.add_argument("--daily-limit", type=int)
+    faults = parser.add_argument_group("faults")
+    faults.add_argument("--error-500-rate", type=float, default=0.0, help="share of API requests answered 500")
+    faults.add_argument("--error-429-rate", type=float, default=0.0, help="share answered 429 RATE_LIMITED")
+    faults.add_argument("--drop-rate", type=float, default=0.0, help="share whose connection is dropped")
+    faults.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
+    faults.add_argument("--fail-job-rate", type=float, default=0.0, help="share of jobs that fail")
+    faults.add_argument("--stuck-job-rate", type=float, default=0.0, help="share of jobs that never finish")
+    parser.add_argument("--state-file", help="load state from this file at start, save it on shutdown")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return parser
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    log.debug("Signal %d received after shutdown", signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator in the foreground until SIGINT or SIGTERM.
+
+    :param argv: command-line arguments (``sys.argv[1:]`` by default).
+    :return: the exit status.
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        faults = FaultConfig(
+            error_500_rate=args.error_500_rate,
+            error_429_rate=args.error_429_rate,
+            drop_rate=args.drop_rate,
+            latency_s=args.latency,
+            fail_job_rate=args.fail_job_rate,
+            stuck_job_rate=args.stuck_job_rate,
+            seed=args.seed,
+        )
+        emulator = DoitongEmulator(
+            host=args.host,
+            port=args.port,
+            plan=args.plan,
+            api_key=args.api_key,
+            credits=args.credits,
+            webhook_secret=args.webhook_secret,
+            time_scale=args.time_scale,
+            job_seconds=args.job_seconds,
+            job_seconds_spread=args.job_seconds_spread,
+            queue_seconds=args.queue_seconds,
+            seed=args.seed,
+            faults=faults,
+            requests_per_minute=args.requests_per_minute,
+            concurrent_jobs=args.concurrent_jobs,
+            daily_limit=args.daily_limit,
+            public_url=args.public_url,
+            state_file=args.state_file,
+        )
+    except (ValueError, OSError) as error:
+        print(f"doitong-emulator: {error}", file=sys.stderr)
+        return 2
+
+    def ready(base_url: str) -> None:
+        line = f"Doitong emulator listening on {base_url} (plan {args.plan})"
+        print(line, flush=True)
+        log.info("%s", line)
+
+    # uvicorn re-raises the signal that stopped it once it has shut down; these handlers make
+    # that a clean exit after the state was saved.
+    signal.signal(signal.SIGTERM, _ignore)
+    signal.signal(signal.SIGINT, _ignore)
+    try:
+        emulator.serve_forever(on_ready=ready)
+    except OSError as error:
+        print(f"doitong-emulator: {error}", file=sys.stderr)
+        return 1
+    log.info("Doitong emulator stopped")
+    return 0

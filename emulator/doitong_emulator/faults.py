@@ -1,0 +1,172 @@
+"""Injected faults: errors, dropped connections, latency, failed and stuck jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import struct
+import threading
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from doitong_emulator.jobs import OUTCOME_COMPLETED, OUTCOME_FAILED, OUTCOME_STUCK
+
+log = logging.getLogger(__name__)
+
+#: Request faults :meth:`FaultInjector.draw_request` can return.
+FAULT_DROP = "drop"
+FAULT_500 = "error_500"
+FAULT_429 = "error_429"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultConfig:
+    """What goes wrong, and how often. Faults apply to API endpoints only.
+
+    Each API request draws one number: below ``drop_rate`` its connection is closed without an
+    answer, in the next ``error_500_rate`` it gets a 500, in the next ``error_429_rate`` a 429
+    ``RATE_LIMITED``. Each new job draws once more: in ``fail_job_rate`` it fails (and is
+    refunded), in the next ``stuck_job_rate`` it never finishes.
+
+    :param error_500_rate: share of API requests answered 500 ``INTERNAL_SERVER_ERROR``.
+    :param error_429_rate: share answered 429 ``RATE_LIMITED`` (with rate-limit headers).
+    :param drop_rate: share whose TCP connection is closed without any answer.
+    :param latency_s: seconds added to every API request.
+    :param fail_job_rate: share of new jobs that end ``failed``.
+    :param stuck_job_rate: share of new jobs that stay ``processing`` forever.
+    :param seed: seeds the draws, for reproducible runs.
+    """
+
+    error_500_rate: float = 0.0
+    error_429_rate: float = 0.0
+    drop_rate: float = 0.0
+    latency_s: float = 0.0
+    fail_job_rate: float = 0.0
+    stuck_job_rate: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("error_500_rate", "error_429_rate", "drop_rate", "fail_job_rate", "stuck_job_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.error_500_rate + self.error_429_rate + self.drop_rate > 1.0 + 1e-9:
+            raise ValueError("error_500_rate + error_429_rate + drop_rate must not exceed 1")
+        if self.fail_job_rate + self.stuck_job_rate > 1.0 + 1e-9:
+            raise ValueError("fail_job_rate + stuck_job_rate must not exceed 1")
+        if self.latency_s < 0:
+            raise ValueError("latency_s must not be negative")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FaultConfig:
+        """Build from a JSON object; unknown keys are refused.
+
+        :param data: the fields, as in :meth:`to_dict`.
+        :raises ValueError: for an unknown key or a bad value.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown fault option(s): {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "seed":
+                kwargs[key] = None if value is None else int(value)
+            else:
+                kwargs[key] = float(value)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
+        return asdict(self)
+
+
+class FaultInjector:
+    """Draws faults from a seeded generator; thread-safe.
+
+    :param config: the fault configuration.
+    """
+
+    def __init__(self, *, config: FaultConfig | None = None) -> None:
+        self._lock = threading.Lock()
+        self.config = config or FaultConfig()
+        self._rng = random.Random(self.config.seed)
+
+    def configure(self, config: FaultConfig) -> None:
+        """Switch to a new configuration and re-seed.
+
+        :param config: the new configuration.
+        """
+        with self._lock:
+            self.config = config
+            self._rng = random.Random(config.seed)
+
+    def reseed(self) -> None:
+        """Restart the draws from the configured seed."""
+        self.configure(self.config)
+
+    def draw_request(self) -> str | None:
+        """The fault for one API request: :data:`FAULT_DROP`, :data:`FAULT_500`, :data:`FAULT_429` or ``None``."""
+        config = self.config
+        if not (config.drop_rate or config.error_500_rate or config.error_429_rate):
+            return None
+        with self._lock:
+            draw = self._rng.random()
+        if draw < config.drop_rate:
+            return FAULT_DROP
+        if draw < config.drop_rate + config.error_500_rate:
+            return FAULT_500
+        if draw < config.drop_rate + config.error_500_rate + config.error_429_rate:
+            return FAULT_429
+        return None
+
+    def draw_job_outcome(self) -> str:
+        """The outcome of a new job: completed, failed or stuck."""
+        config = self.config
+        if not (config.fail_job_rate or config.stuck_job_rate):
+            return OUTCOME_COMPLETED
+        with self._lock:
+            draw = self._rng.random()
+        if draw < config.fail_job_rate:
+            return OUTCOME_FAILED
+        if draw < config.fail_job_rate + config.stuck_job_rate:
+            return OUTCOME_STUCK
+        return OUTCOME_COMPLETED
+
+
+def _find_transport(*callables: Any) -> Any:
+    for func in callables:
+        owner = getattr(func, "__self__", None)
+        transport = getattr(owner, "transport", None)
+        if transport is not None:
+            return owner, transport
+    return None, None
+
+
+async def drop_connection(receive: Any, send: Any) -> bool:
+    """Close the client's TCP connection at once, without any HTTP answer.
+
+    Under uvicorn, ``receive`` and ``send`` are bound methods of the connection's request cycle,
+    which holds the transport. The socket is set to linger zero so the close is a reset, the
+    transport is aborted, and the cycle is marked disconnected so the server sends nothing more.
+
+    :param receive: the raw ASGI ``receive`` of the server.
+    :param send: the raw ASGI ``send`` of the server.
+    :return: ``True`` if the connection was dropped, ``False`` if no transport could be found.
+    """
+    cycle, transport = _find_transport(send, receive)
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except (OSError, AttributeError, TypeError):
+            log.debug("Could not set SO_LINGER before dropping a connection")
+    if hasattr(cycle, "disconnected"):
+        cycle.disconnected = True
+    transport.abort()
+    await asyncio.sleep(0)
+    return True
