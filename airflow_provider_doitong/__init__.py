@@ -36,7 +36,10 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_doitong.sensors.doitong"]}
         ],
         "triggers": [
-            {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_doitong.triggers.doitong"]}
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_doitong.triggers.doitong"],
+            }
         ],
         "extra-links": ["airflow_provider_doitong.links.DoitongImageLink"],
         "connection-types": [

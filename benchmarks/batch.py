@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_doitong.contract import PLANS, RATE_LIMIT_WINDOW_SECONDS
-from doitong_emulator import DoitongEmulator
 from benchmarks import dags
+from doitong_emulator import DoitongEmulator
 from tests.support.airflow_cluster import AirflowCluster
 
 
@@ -79,8 +79,11 @@ def make_prompts(n: int) -> list[str]:
 
 def new_emulator(settings: BatchSettings) -> DoitongEmulator:
     return DoitongEmulator(
-        plan=settings.plan, time_scale=settings.time_scale, job_seconds=settings.job_seconds,
-        credits=10_000_000, seed=settings.seed,
+        plan=settings.plan,
+        time_scale=settings.time_scale,
+        job_seconds=settings.job_seconds,
+        credits=10_000_000,
+        seed=settings.seed,
     )
 
 
@@ -150,7 +153,9 @@ def collect(
     }
 
 
-RATE_LIMIT_MARKERS = re.compile(r"\b429\b|RATE_LIMITED|CONCURRENCY_LIMIT|Too Many Requests|rate[ -]limit", re.I)
+RATE_LIMIT_MARKERS = re.compile(
+    r"\b429\b|RATE_LIMITED|CONCURRENCY_LIMIT|Too Many Requests|rate[ -]limit", re.I
+)
 
 
 def failed_by_429(cluster: AirflowCluster, dag_id: str, run_id: str, tis: list[dict[str, Any]]) -> int:
@@ -272,8 +277,16 @@ def _run_one(
     state = cluster.wait_for_run(run_id, timeout=timeout)
     time.sleep(1)
     result = collect(
-        name=name, dag_id=dag_id, settings=settings, emu=emu, cluster=cluster, run_id=run_id, run_state=state,
-        prompts=prompts, output=output, final_task=final_task,
+        name=name,
+        dag_id=dag_id,
+        settings=settings,
+        emu=emu,
+        cluster=cluster,
+        run_id=run_id,
+        run_state=state,
+        prompts=prompts,
+        output=output,
+        final_task=final_task,
     )
     say(f"batch/{name}: {state} in {time.time() - started:.0f}s, makespan {result['makespan_s']}")
     return result
@@ -310,7 +323,10 @@ def run_batch(
                 ),
                 f"AIRFLOW_CONN_{dags.HTTP_CONN_ID.upper()}": json.dumps(
                     {
-                        "conn_type": "http", "host": "127.0.0.1", "port": base_emu.port, "schema": "http",
+                        "conn_type": "http",
+                        "host": "127.0.0.1",
+                        "port": base_emu.port,
+                        "schema": "http",
                         "extra": {"X-API-Key": base_emu.api_key},
                     }
                 ),
@@ -323,13 +339,29 @@ def run_batch(
                 ours = baseline = None
                 if "ours" in sides:
                     ours = _run_one(
-                        cluster, ours_emu, name="ours", dag_id=dags.OURS_DAG_ID, settings=settings,
-                        prompts=prompts, work=work, final_task="generate", timeout=timeout, say=say,
+                        cluster,
+                        ours_emu,
+                        name="ours",
+                        dag_id=dags.OURS_DAG_ID,
+                        settings=settings,
+                        prompts=prompts,
+                        work=work,
+                        final_task="generate",
+                        timeout=timeout,
+                        say=say,
                     )
                 if "baseline" in sides:
                     baseline = _run_one(
-                        cluster, base_emu, name="baseline", dag_id=dags.BASELINE_DAG_ID, settings=settings,
-                        prompts=prompts, work=work, final_task="image.download", timeout=timeout, say=say,
+                        cluster,
+                        base_emu,
+                        name="baseline",
+                        dag_id=dags.BASELINE_DAG_ID,
+                        settings=settings,
+                        prompts=prompts,
+                        work=work,
+                        final_task="image.download",
+                        timeout=timeout,
+                        say=say,
                     )
                 seen = dict(cluster.states_seen)
         if baseline is not None:

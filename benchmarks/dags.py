@@ -9,7 +9,7 @@ BASELINE_DAG_ID = "doitong_bench_baseline"
 HTTP_CONN_ID = "doitong_http"
 
 OURS = textwrap.dedent(
-    '''
+    """
     from __future__ import annotations
 
     from datetime import timedelta
@@ -33,11 +33,11 @@ OURS = textwrap.dedent(
             poll_interval=%(poll_interval)r, output_path="{{ dag_run.conf['output'] }}/", pool="doitong",
             retries=2, retry_delay=timedelta(seconds=%(retry_delay)r),
         ).expand(prompt=prompts())
-    '''
+    """
 )
 
 BASELINE = textwrap.dedent(
-    '''
+    """
     from __future__ import annotations
 
     import json
@@ -101,13 +101,18 @@ BASELINE = textwrap.dedent(
             download(wait.output)
 
         image.expand(body=bodies())
-    '''
+    """
 )
 
 
 def ours_dag(*, poll_interval: float, retry_delay: float, size: int) -> str:
     """The provider's DAG: one mapped ``FluxGenerateOperator``, deferrable, in the ``doitong`` pool."""
-    return OURS % {"dag_id": OURS_DAG_ID, "poll_interval": poll_interval, "retry_delay": retry_delay, "size": size}
+    return OURS % {
+        "dag_id": OURS_DAG_ID,
+        "poll_interval": poll_interval,
+        "retry_delay": retry_delay,
+        "size": size,
+    }
 
 
 def baseline_dag(*, poke_interval: float, retry_delay: float, size: int) -> str:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_dags"
 
 BASELINE_FILE = textwrap.dedent(
-    '''
+    """
     from __future__ import annotations
 
     import pendulum
@@ -33,11 +33,11 @@ BASELINE_FILE = textwrap.dedent(
             return "hello"
 
         hello()
-    '''
+    """
 )
 
 OPERATOR_FILE = textwrap.dedent(
-    '''
+    """
     from __future__ import annotations
 
     import pendulum
@@ -52,7 +52,7 @@ OPERATOR_FILE = textwrap.dedent(
             return "hello"
 
         hello() >> FluxGenerateOperator(task_id="generate", prompt="a lighthouse at dawn", deferrable=True)
-    '''
+    """
 )
 
 
@@ -74,7 +74,11 @@ def _is_dag_file(path: Path, ignored: list[re.Pattern[str]]) -> bool:
 def _probe(paths: list[Path], repetitions: int, env: dict[str, str]) -> list[dict[str, Any]]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.parse_probe", "--repetitions", str(repetitions), *map(str, paths)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 and not rows:
@@ -109,7 +113,11 @@ def import_breakdown(env: dict[str, str], top: int = 10) -> list[dict[str, Any]]
         "sys.stderr.write('MARK\\n'); sys.stderr.flush()\nimport airflow_provider_doitong.operators.flux\n"
     )
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-X", "importtime", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     lines = out.stderr.split("MARK\n", 1)[-1].splitlines()
@@ -118,7 +126,9 @@ def import_breakdown(env: dict[str, str], top: int = 10) -> list[dict[str, Any]]
         match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
         if match and len(match.group(3)) <= 5:
             depth = (len(match.group(3)) - 1) // 2
-            rows.append({"module": match.group(4), "depth": depth, "cumulative_ms": int(match.group(2)) / 1000})
+            rows.append(
+                {"module": match.group(4), "depth": depth, "cumulative_ms": int(match.group(2)) / 1000}
+            )
     return sorted(rows, key=lambda r: r["cumulative_ms"], reverse=True)[:top]
 
 
@@ -133,7 +143,10 @@ def run_parse(*, repetitions: int, say: Callable[[str], None] = print) -> dict[s
             "PYTHONPATH": str(ROOT),
         }
         files: dict[str, Path] = {}
-        for name, text in (("baseline (airflow.sdk only)", BASELINE_FILE), ("operator module", OPERATOR_FILE)):
+        for name, text in (
+            ("baseline (airflow.sdk only)", BASELINE_FILE),
+            ("operator module", OPERATOR_FILE),
+        ):
             path = work / f"{name.split()[0]}.py"
             path.write_text(text)
             files[name] = path

@@ -32,19 +32,31 @@ def _met(value: Any, rule: str) -> bool | None:
     op, _, target = rule.partition(" ")
     bound = float(target)
     return {
-        "<=": value <= bound, "<": value < bound, ">=": value >= bound, "==": value == bound,
+        "<=": value <= bound,
+        "<": value < bound,
+        ">=": value >= bound,
+        "==": value == bound,
     }[op]
 
 
 def evaluate_goals(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        {"key": key, "goal": label, "target": rule, "measured": lookup(doc, key), "met": _met(lookup(doc, key), rule)}
+        {
+            "key": key,
+            "goal": label,
+            "target": rule,
+            "measured": lookup(doc, key),
+            "met": _met(lookup(doc, key), rule),
+        }
         for key, label, rule in GOALS
     ]
 
 
 def assemble(
-    *, meta: dict[str, Any], batch: dict[str, Any] | None, triggerer: dict[str, Any] | None,
+    *,
+    meta: dict[str, Any],
+    batch: dict[str, Any] | None,
+    triggerer: dict[str, Any] | None,
     parse: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """``batch`` is this provider's side (headline keys at its top), ``baseline`` the HTTP provider's."""

@@ -59,7 +59,9 @@ def git_state() -> dict[str, object]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="the short profile (under 5 minutes)")
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: benchmarks/results/)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run, comma-separated")
@@ -91,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     batch_settings: BatchSettings = profile["batch"]
     overrides = {
-        "prompts": args.prompts, "time_scale": args.time_scale, "job_seconds": args.job_seconds,
+        "prompts": args.prompts,
+        "time_scale": args.time_scale,
+        "job_seconds": args.job_seconds,
         "poll_interval": args.poll_interval,
     }
     batch_settings = BatchSettings(

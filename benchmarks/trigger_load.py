@@ -83,7 +83,9 @@ async def _main(args: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
     await ticker
     cpu_after = psutil.Process().cpu_times()
     errors = Counter(
-        type(task.exception()).__name__ for task in done if not task.cancelled() and task.exception() is not None
+        type(task.exception()).__name__
+        for task in done
+        if not task.cancelled() and task.exception() is not None
     )
     ordered = sorted(lags)
     return {

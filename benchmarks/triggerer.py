@@ -42,7 +42,12 @@ def _submit_jobs(emu: DoitongEmulator, count: int) -> list[str]:
     ids = []
     for n in range(count):
         request = JobRequest(
-            provider="flux-krea", prompt=f"wait {n}", width=256, height=256, quality="standard", webhook_url=None
+            provider="flux-krea",
+            prompt=f"wait {n}",
+            width=256,
+            height=256,
+            quality="standard",
+            webhook_url=None,
         )
         ids.append(emu.state.submit(account, request).id)
     return ids
@@ -65,9 +70,15 @@ class _Sampler(threading.Thread):
 
 def _one(kind: str, settings: TriggererSettings, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
     emu = DoitongEmulator(
-        plan="pro", time_scale=1.0, job_seconds=settings.job_seconds,
-        job_seconds_spread=settings.job_seconds * 0.1, credits=10**9, seed=11,
-        requests_per_minute=UNLIMITED, concurrent_jobs=UNLIMITED, daily_limit=UNLIMITED,
+        plan="pro",
+        time_scale=1.0,
+        job_seconds=settings.job_seconds,
+        job_seconds_spread=settings.job_seconds * 0.1,
+        credits=10**9,
+        seed=11,
+        requests_per_minute=UNLIMITED,
+        concurrent_jobs=UNLIMITED,
+        daily_limit=UNLIMITED,
     )
     with emu:
         env = {
@@ -79,8 +90,13 @@ def _one(kind: str, settings: TriggererSettings, work: Path, say: Callable[[str]
                 {"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key}
             ),
             f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(
-                {"conn_type": "http", "host": "127.0.0.1", "port": emu.port, "schema": "http",
-                 "extra": {"X-API-Key": emu.api_key}}
+                {
+                    "conn_type": "http",
+                    "host": "127.0.0.1",
+                    "port": emu.port,
+                    "schema": "http",
+                    "extra": {"X-API-Key": emu.api_key},
+                }
             ),
             "PYTHONPATH": str(ROOT),
         }
@@ -90,9 +106,27 @@ def _one(kind: str, settings: TriggererSettings, work: Path, say: Callable[[str]
         max_seconds = settings.job_seconds * 3 + 60
         with open(log_file, "wb") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.trigger_load", "--kind", kind, "--poll", str(settings.poll),
-                 "--max-seconds", str(max_seconds), "--conn-id", HTTP_CONN_ID, "--result", str(result_file)],
-                cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.trigger_load",
+                    "--kind",
+                    kind,
+                    "--poll",
+                    str(settings.poll),
+                    "--max-seconds",
+                    str(max_seconds),
+                    "--conn-id",
+                    HTTP_CONN_ID,
+                    "--result",
+                    str(result_file),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
             )
             assert child.stdin is not None and child.stdout is not None
             sampler = _Sampler(child.pid)
@@ -169,8 +203,13 @@ def http_sensor_trigger_on_job_endpoint(work: Path) -> dict[str, Any]:
             **os.environ,
             "AIRFLOW_HOME": str(work / "airflow"),
             f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(
-                {"conn_type": "http", "host": "127.0.0.1", "port": emu.port, "schema": "http",
-                 "extra": {"X-API-Key": emu.api_key}}
+                {
+                    "conn_type": "http",
+                    "host": "127.0.0.1",
+                    "port": emu.port,
+                    "schema": "http",
+                    "extra": {"X-API-Key": emu.api_key},
+                }
             ),
         }
         out = subprocess.run(
@@ -189,7 +228,10 @@ def run_triggerer(settings: TriggererSettings, *, say: Callable[[str], None] = p
         http = _one("http", settings, work, say)
         on_job_endpoint = http_sensor_trigger_on_job_endpoint(work)
     return {
-        "settings": {**asdict(settings), "emulator_limits": "requests/minute, concurrent jobs, daily: unlimited"},
+        "settings": {
+            **asdict(settings),
+            "emulator_limits": "requests/minute, concurrent jobs, daily: unlimited",
+        },
         "ours": ours,
         "http_sensor_trigger": http,
         "http_sensor_trigger_on_job_endpoint": on_job_endpoint,

@@ -105,7 +105,11 @@ def publish_day(
     write_image(target / PUBLICATION_RECORD, json.dumps(record, indent=2).encode("utf-8"))
     log.info(
         "Published %d images of %s (%s credits) from %s to %s",
-        record["image_count"], day, record["credits_spent"], record["source_folder"], record["folder"],
+        record["image_count"],
+        day,
+        record["credits_spent"],
+        record["source_folder"],
+        record["folder"],
     )
     return record
 

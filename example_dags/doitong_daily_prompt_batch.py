@@ -320,7 +320,7 @@ def render_contact_sheet(manifest: dict[str, Any]) -> str:
             f'  <figcaption>\n    <p class="prompt">{esc(image["prompt"] or "")}</p>\n'
             f'    <p class="meta">job <code>{esc(str(image["job_id"]))}</code>'
             f" &middot; {esc(credits)} credits"
-            f' &middot; {esc(str(image["width"]))}&times;{esc(str(image["height"]))}</p>\n'
+            f" &middot; {esc(str(image['width']))}&times;{esc(str(image['height']))}</p>\n"
             "  </figcaption>\n</figure>"
         )
     day = esc(str(manifest["date"]))
@@ -362,10 +362,20 @@ with DAG(
             description="Images go to <output_root>/<date>/: a local folder or an object-storage URI.",
         ),
         "provider": Param("flux-krea", type="string", enum=list(contract.PROVIDERS)),
-        "width": Param(contract.DEFAULT_WIDTH, type="integer", minimum=contract.MIN_SIDE,
-                       maximum=contract.MAX_SIDE, multipleOf=contract.SIDE_MULTIPLE),
-        "height": Param(contract.DEFAULT_HEIGHT, type="integer", minimum=contract.MIN_SIDE,
-                        maximum=contract.MAX_SIDE, multipleOf=contract.SIDE_MULTIPLE),
+        "width": Param(
+            contract.DEFAULT_WIDTH,
+            type="integer",
+            minimum=contract.MIN_SIDE,
+            maximum=contract.MAX_SIDE,
+            multipleOf=contract.SIDE_MULTIPLE,
+        ),
+        "height": Param(
+            contract.DEFAULT_HEIGHT,
+            type="integer",
+            minimum=contract.MIN_SIDE,
+            maximum=contract.MAX_SIDE,
+            multipleOf=contract.SIDE_MULTIPLE,
+        ),
         "quality": Param(contract.DEFAULT_QUALITY, type="string", enum=list(contract.QUALITIES)),
         "budget_credits": Param(
             None, type=["null", "integer"], minimum=0, description="The most the day's batch may spend."
@@ -420,12 +430,20 @@ with DAG(
         folder = storage_path(params["output_root"]) / day
         log.info(
             "%d images estimated at %d credits; the %s account has %d%s; images go to %s",
-            len(requests), estimate, plan, balance,
-            f" (budget {budget})" if budget is not None else "", display_path(folder),
+            len(requests),
+            estimate,
+            plan,
+            balance,
+            f" (budget {budget})" if budget is not None else "",
+            display_path(folder),
         )
         ti = context["ti"]
-        for key, value in (("folder", display_path(folder)), ("day", day), ("estimate", estimate),
-                           ("balance", balance)):
+        for key, value in (
+            ("folder", display_path(folder)),
+            ("day", day),
+            ("estimate", estimate),
+            ("balance", balance),
+        ):
             ti.xcom_push(key=key, value=value)
         return [
             {
@@ -475,7 +493,11 @@ with DAG(
         outlet_events[DAILY_IMAGES].extra = extra
         log.info(
             "Wrote %s and %s: %d images, %d credits spent (estimated %d)",
-            extra["manifest"], extra["contact_sheet"], extra["image_count"], extra["credits_spent"], estimate,
+            extra["manifest"],
+            extra["contact_sheet"],
+            extra["image_count"],
+            extra["credits_spent"],
+            estimate,
         )
         return extra
 

@@ -35,10 +35,20 @@ with DAG(
             minLength=1,
             maxLength=contract.PROMPT_MAX_CHARS,
         ),
-        "width": Param(768, type="integer", minimum=contract.MIN_SIDE, maximum=contract.MAX_SIDE,
-                       multipleOf=contract.SIDE_MULTIPLE),
-        "height": Param(768, type="integer", minimum=contract.MIN_SIDE, maximum=contract.MAX_SIDE,
-                        multipleOf=contract.SIDE_MULTIPLE),
+        "width": Param(
+            768,
+            type="integer",
+            minimum=contract.MIN_SIDE,
+            maximum=contract.MAX_SIDE,
+            multipleOf=contract.SIDE_MULTIPLE,
+        ),
+        "height": Param(
+            768,
+            type="integer",
+            minimum=contract.MIN_SIDE,
+            maximum=contract.MAX_SIDE,
+            multipleOf=contract.SIDE_MULTIPLE,
+        ),
     },
 ) as dag:
     submit = FluxGenerateOperator(

@@ -56,10 +56,20 @@ with DAG(
             pattern="^https?://",
             description="Where Doitong POSTs each finished job.",
         ),
-        "width": Param(768, type="integer", minimum=contract.MIN_SIDE, maximum=contract.MAX_SIDE,
-                       multipleOf=contract.SIDE_MULTIPLE),
-        "height": Param(768, type="integer", minimum=contract.MIN_SIDE, maximum=contract.MAX_SIDE,
-                        multipleOf=contract.SIDE_MULTIPLE),
+        "width": Param(
+            768,
+            type="integer",
+            minimum=contract.MIN_SIDE,
+            maximum=contract.MAX_SIDE,
+            multipleOf=contract.SIDE_MULTIPLE,
+        ),
+        "height": Param(
+            768,
+            type="integer",
+            minimum=contract.MIN_SIDE,
+            maximum=contract.MAX_SIDE,
+            multipleOf=contract.SIDE_MULTIPLE,
+        ),
     },
 ) as dag:
 
@@ -84,8 +94,12 @@ with DAG(
         """
         assert params is not None
         job_ids = [job["job_id"] for job in jobs]
-        log.info("Submitted %d jobs; Doitong will POST each to %s: %s", len(job_ids), params["webhook_url"],
-                 ", ".join(job_ids))
+        log.info(
+            "Submitted %d jobs; Doitong will POST each to %s: %s",
+            len(job_ids),
+            params["webhook_url"],
+            ", ".join(job_ids),
+        )
         return job_ids
 
     submitted = FluxGenerateOperator.partial(

@@ -82,7 +82,8 @@ def isolate_environment(home: Path) -> dict[str, str]:
     """
     for name in list(os.environ):
         if name.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")) or name in (
-            "AIRFLOW_HOME", "AIRFLOW_CONFIG",
+            "AIRFLOW_HOME",
+            "AIRFLOW_CONFIG",
         ):
             del os.environ[name]
     os.environ.update(
@@ -353,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         "--output", default=os.environ.get(OUTPUT_ENV) or str(ROOT / "output"), help="where the images go"
     )
     parser.add_argument(
-        "--home", default=os.environ.get(HOME_ENV) or str(ROOT / ".demo"),
+        "--home",
+        default=os.environ.get(HOME_ENV) or str(ROOT / ".demo"),
         help="the demo's folder: its Airflow home and its log",
     )
     parser.add_argument("--verbose", action="store_true", help="show Airflow's logs on the console too")

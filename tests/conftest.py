@@ -69,7 +69,9 @@ def conn_json(emu: object, **extra: object) -> str:
 @pytest.fixture
 def doitong_conn(emulator: object, monkeypatch: pytest.MonkeyPatch) -> object:
     """``doitong_default`` pointing at the emulator, as an environment-variable connection."""
-    monkeypatch.setenv("AIRFLOW_CONN_DOITONG_DEFAULT", conn_json(emulator, webhook_secret=emulator.webhook_secret))  # type: ignore[attr-defined]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DOITONG_DEFAULT", conn_json(emulator, webhook_secret=emulator.webhook_secret)
+    )  # type: ignore[attr-defined]
     return emulator
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import importlib
 import json
 import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,7 +96,12 @@ def test_connection_form_fields_are_loaded(providers_manager: Any, field: str) -
 def test_connection_form_defaults(providers_manager: Any) -> None:
     widgets = providers_manager.connection_form_widgets
     assert widgets["extra__doitong__plan"].field["value"] == "pro"
-    assert set(widgets["extra__doitong__plan"].field["schema"]["enum"]) >= {"free", "starter", "pro", "enterprise"}
+    assert set(widgets["extra__doitong__plan"].field["schema"]["enum"]) >= {
+        "free",
+        "starter",
+        "pro",
+        "enterprise",
+    }
     assert widgets["extra__doitong__transport"].field["value"] == "graphql"
 
 

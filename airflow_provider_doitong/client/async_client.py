@@ -25,7 +25,9 @@ def _connection_error(exc: httpx.TransportError, what: str) -> DoitongConnection
     """Whether an ``httpx`` failure can have reached the API; never echoes the request."""
     never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     reason = "could not connect" if never_sent else "no answer"
-    return DoitongConnectionError(f"Doitong {what}: {reason} ({type(exc).__name__})", request_sent=not never_sent)
+    return DoitongConnectionError(
+        f"Doitong {what}: {reason} ({type(exc).__name__})", request_sent=not never_sent
+    )
 
 
 class AsyncDoitongClient(ClientBase):
@@ -54,7 +56,10 @@ class AsyncDoitongClient(ClientBase):
     async def _send_once(self, request: ApiRequest) -> ApiResponse:
         try:
             resp = await self._http.request(
-                request.method, self.url_for(request), json=request.json_body, headers=self.headers_for(request)
+                request.method,
+                self.url_for(request),
+                json=request.json_body,
+                headers=self.headers_for(request),
             )
         except httpx.TransportError as exc:
             raise _connection_error(exc, request.what) from None
@@ -122,7 +127,9 @@ class AsyncDoitongClient(ClientBase):
         ):
             with attempt:
                 try:
-                    resp = await self._http.get(url, headers={"User-Agent": USER_AGENT}, follow_redirects=True)
+                    resp = await self._http.get(
+                        url, headers={"User-Agent": USER_AGENT}, follow_redirects=True
+                    )
                 except httpx.TransportError as exc:
                     raise _connection_error(exc, request.what) from None
                 protocol.interpret_download(request, status=resp.status_code, content=resp.content)

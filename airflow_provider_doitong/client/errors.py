@@ -192,9 +192,7 @@ def classify(
         any other error code still fails the answer.
     """
     found = first_error(body)
-    if status < 400 and (
-        not found or not _data_is_empty(body) or (partial_ok and _only_not_found(body))
-    ):
+    if status < 400 and (not found or not _data_is_empty(body) or (partial_ok and _only_not_found(body))):
         return None
     message, extensions = found if found else (f"{what} failed", {})
     code = extensions.get("code")

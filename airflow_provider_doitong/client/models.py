@@ -19,9 +19,7 @@ def _side(name: str, value: Any) -> int:
                 raise ValueError(text)
             value = int(text)
         except (TypeError, ValueError):
-            raise DoitongValidationError(
-                f"{name} must be an integer, got {value!r}", field=name
-            ) from None
+            raise DoitongValidationError(f"{name} must be an integer, got {value!r}", field=name) from None
     if not contract.MIN_SIDE <= value <= contract.MAX_SIDE or value % contract.SIDE_MULTIPLE:
         raise DoitongValidationError(
             f"{name} must be a multiple of {contract.SIDE_MULTIPLE} from {contract.MIN_SIDE} to "

@@ -89,8 +89,12 @@ def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiReq
         if request.webhook_url:
             body["webhookUrl"] = request.webhook_url
         return ApiRequest(
-            method="POST", path=contract.REST_SUBMIT_PATH, auth="rest", kind="submit",
-            what="submission", json_body=body,
+            method="POST",
+            path=contract.REST_SUBMIT_PATH,
+            auth="rest",
+            kind="submit",
+            what="submission",
+            json_body=body,
         )
     gql_input: dict[str, Any] = {
         "type": contract.GENERATION_TYPE,
@@ -106,8 +110,16 @@ def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiReq
     if request.webhook_url:
         gql_input["webhookUrl"] = request.webhook_url
     return ApiRequest(
-        method="POST", path=contract.GRAPHQL_PATH, auth="graphql", kind="submit", what="submission",
-        json_body={"query": GENERATE_MUTATION, "variables": {"input": gql_input}, "operationName": "Generate"},
+        method="POST",
+        path=contract.GRAPHQL_PATH,
+        auth="graphql",
+        kind="submit",
+        what="submission",
+        json_body={
+            "query": GENERATE_MUTATION,
+            "variables": {"input": gql_input},
+            "operationName": "Generate",
+        },
     )
 
 
@@ -122,7 +134,10 @@ def build_jobs_query(job_ids: Iterable[str]) -> ApiRequest:
     params = ", ".join(f"$id{n}: ID!" for n in range(len(ids)))
     fields = " ".join(f"j{n}: job(id: $id{n}) {{ {contract.JOB_FIELDS} }}" for n in range(len(ids)))
     return ApiRequest(
-        method="POST", path=contract.GRAPHQL_PATH, auth="graphql", kind="status",
+        method="POST",
+        path=contract.GRAPHQL_PATH,
+        auth="graphql",
+        kind="status",
         what="job status" if len(ids) == 1 else f"status of {len(ids)} jobs",
         json_body={
             "query": f"query Jobs({params}) {{ {fields} }}",
@@ -148,8 +163,12 @@ def build_job_rest(job_id: str) -> ApiRequest:
     :param job_id: the job.
     """
     return ApiRequest(
-        method="GET", path=contract.REST_JOB_PATH.format(job_id=job_id), auth="rest", kind="status",
-        what="job status", job_ids=(job_id,),
+        method="GET",
+        path=contract.REST_JOB_PATH.format(job_id=job_id),
+        auth="rest",
+        kind="status",
+        what="job status",
+        job_ids=(job_id,),
     )
 
 
@@ -164,7 +183,11 @@ def build_account(*, transport: str = "graphql") -> ApiRequest:
             method="GET", path=contract.REST_ACCOUNT_PATH, auth="rest", kind="account", what="account"
         )
     return ApiRequest(
-        method="POST", path=contract.GRAPHQL_PATH, auth="graphql", kind="account", what="account",
+        method="POST",
+        path=contract.GRAPHQL_PATH,
+        auth="graphql",
+        kind="account",
+        what="account",
         json_body={"query": ACCOUNT_QUERY, "operationName": "Account"},
     )
 
@@ -213,15 +236,16 @@ def interpret(
     rate_limit = RateLimitInfo.from_headers(headers, now=now)
     body = decode_body(content)
     error = classify(
-        status=status, body=body, retry_at=rate_limit.resume_at, what=request.what,
+        status=status,
+        body=body,
+        retry_at=rate_limit.resume_at,
+        what=request.what,
         partial_ok=request.kind == "status",
     )
     if error is not None:
         raise error
     if not isinstance(body, dict):
-        raise DoitongProtocolError(
-            f"Doitong {request.what}: the answer is not a JSON object", status=status
-        )
+        raise DoitongProtocolError(f"Doitong {request.what}: the answer is not a JSON object", status=status)
     return ApiResponse(body=body, rate_limit=rate_limit)
 
 

@@ -41,7 +41,9 @@ def _connection_error(exc: requests.RequestException, what: str) -> DoitongConne
     """Whether a ``requests`` failure can have reached the API; never echoes the request."""
     never_sent = _never_sent(exc)
     reason = "could not connect" if never_sent else "no answer"
-    return DoitongConnectionError(f"Doitong {what}: {reason} ({type(exc).__name__})", request_sent=not never_sent)
+    return DoitongConnectionError(
+        f"Doitong {what}: {reason} ({type(exc).__name__})", request_sent=not never_sent
+    )
 
 
 class DoitongClient(ClientBase):
@@ -88,7 +90,9 @@ class DoitongClient(ClientBase):
         :param retry_policy: overrides the client's policy for this call.
         """
         policy = retry_policy or self.retry_policy
-        for attempt in Retrying(**retry_args(policy, safe_to_resend=request.safe_to_resend, clock=self.clock)):
+        for attempt in Retrying(
+            **retry_args(policy, safe_to_resend=request.safe_to_resend, clock=self.clock)
+        ):
             with attempt:
                 return self._send_once(request)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -99,7 +103,9 @@ class DoitongClient(ClientBase):
         :param request: the image.
         :param retry_policy: overrides the client's policy for this call.
         """
-        answer = self.send(protocol.build_submit(request, transport=self.transport), retry_policy=retry_policy)
+        answer = self.send(
+            protocol.build_submit(request, transport=self.transport), retry_policy=retry_policy
+        )
         return protocol.parse_job(answer.body)
 
     def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job | None]:
@@ -143,9 +149,7 @@ class DoitongClient(ClientBase):
                 return _get()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def wait_for_job(
-        self, job_id: str, *, poll_interval: float = 5.0, deadline: float | None = None
-    ) -> Job:
+    def wait_for_job(self, job_id: str, *, poll_interval: float = 5.0, deadline: float | None = None) -> Job:
         """Poll until the job completes; raise if it fails, vanishes or passes the deadline.
 
         :param job_id: the job.

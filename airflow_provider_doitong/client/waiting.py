@@ -114,9 +114,16 @@ class JobWait:
         if job is not None and job.raw_status != self.last_status:
             self.last_status = job.raw_status
             log.info(
-                "Doitong job %s is %s (%.1fs waited)", self.job_id, job.raw_status, time.monotonic() - self.started
+                "Doitong job %s is %s (%.1fs waited)",
+                self.job_id,
+                job.raw_status,
+                time.monotonic() - self.started,
             )
         return next_step(
-            self.job_id, job, now=self.clock(), deadline=self.deadline, poll_interval=self.poll_interval,
+            self.job_id,
+            job,
+            now=self.clock(),
+            deadline=self.deadline,
+            poll_interval=self.poll_interval,
             rate_limit=rate_limit,
         )

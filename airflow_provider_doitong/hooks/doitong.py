@@ -114,5 +114,7 @@ class DoitongHook(BaseHook):
             ) as client:
                 account = client.get_account()
         except Exception as exc:
-            return False, str(exc) if isinstance(exc, DoitongError | ValueError) else f"{type(exc).__name__}: {exc}"
+            return False, str(exc) if isinstance(
+                exc, DoitongError | ValueError
+            ) else f"{type(exc).__name__}: {exc}"
         return True, f"Connected to Doitong: plan {account.plan}, {account.credits} credits"

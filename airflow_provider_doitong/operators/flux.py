@@ -97,7 +97,14 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "prompt", "provider", "width", "height", "quality", "version", "webhook_url", "output_path",
+        "prompt",
+        "provider",
+        "width",
+        "height",
+        "quality",
+        "version",
+        "webhook_url",
+        "output_path",
     )
     template_ext: Sequence[str] = (".txt",)
     template_fields_renderers = {"prompt": "md"}
@@ -184,7 +191,9 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         try:
             return self.hook.settings
         except AirflowNotFoundException:
-            raise AirflowFailException(f"The Doitong connection {self.doitong_conn_id!r} is not defined") from None
+            raise AirflowFailException(
+                f"The Doitong connection {self.doitong_conn_id!r} is not defined"
+            ) from None
         except DoitongConnectionInvalid as exc:
             raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
 
@@ -264,7 +273,12 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         self._jobs[job.id] = job
         self.log.info(
             "Submitted Doitong job %s (%s, %dx%d, %s; estimated %d credits)",
-            job.id, request.provider, request.width, request.height, request.quality, request.estimated_credits,
+            job.id,
+            request.provider,
+            request.width,
+            request.height,
+            request.quality,
+            request.estimated_credits,
         )
         return job.id
 
@@ -277,7 +291,9 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         now = time.time()
         resume_at = exc.retry_at if exc.retry_at is not None else now + backoff(RetryPolicy(), attempt)
         if self._deadline is not None and resume_at > self._deadline:
-            raise AirflowException(f"Doitong is rate limiting past the task's deadline: {exc.message}") from None
+            raise AirflowException(
+                f"Doitong is rate limiting past the task's deadline: {exc.message}"
+            ) from None
         self.log.warning("Doitong refused the submission (%s); retrying at %s", exc.code, _iso(resume_at))
         if self.deferrable:
             self.defer(
@@ -306,7 +322,9 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         if not self.wait_for_completion:
             return self._finish(self._jobs.get(job_id) or self._read_job(job_id), context)
         if self.deferrable:
-            backstop = None if self._deadline is None else timedelta(seconds=self._deadline - time.time() + 60)
+            backstop = (
+                None if self._deadline is None else timedelta(seconds=self._deadline - time.time() + 60)
+            )
             self.defer(
                 trigger=DoitongJobTrigger(
                     job_id=job_id,

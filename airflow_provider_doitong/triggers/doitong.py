@@ -69,13 +69,18 @@ class DoitongJobTrigger(BaseTrigger):
                 timeout = None if self.deadline is None else max(0.0, self.deadline - time.time())
                 last = await asyncio.wait_for(anext(updates), timeout)
                 self.log.info(
-                    "Doitong job %s is %s (%.1fs waited)", self.job_id, last.raw_status, time.monotonic() - started
+                    "Doitong job %s is %s (%.1fs waited)",
+                    self.job_id,
+                    last.raw_status,
+                    time.monotonic() - started,
                 )
                 if last.is_terminal:
                     break
         except (TimeoutError, asyncio.TimeoutError):
             event = events.make_event(
-                status=events.TIMEOUT, job_id=self.job_id, job=last,
+                status=events.TIMEOUT,
+                job_id=self.job_id,
+                job=last,
                 message=f"Doitong job {self.job_id} did not finish by its deadline; it keeps running at Doitong",
             )
         except DoitongNotFound as exc:
@@ -85,7 +90,9 @@ class DoitongJobTrigger(BaseTrigger):
         else:
             if last.status.value == "completed":
                 event = events.make_event(
-                    status=events.SUCCESS, job_id=self.job_id, job=last,
+                    status=events.SUCCESS,
+                    job_id=self.job_id,
+                    job=last,
                     message=f"Doitong job {self.job_id} completed",
                 )
             else:

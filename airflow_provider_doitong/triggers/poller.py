@@ -76,7 +76,9 @@ def next_poll_delay(
     """
     delay = interval
     if typical_duration is not None:
-        due = sorted(c + typical_duration + DUE_MARGIN for c in created_at if c + typical_duration > last_poll_at)
+        due = sorted(
+            c + typical_duration + DUE_MARGIN for c in created_at if c + typical_duration > last_poll_at
+        )
         if due:
             group_end = max(d for d in due if d <= due[0] + DUE_WINDOW)
             delay = min(delay, max(MIN_POLL_GAP, group_end - now))
@@ -159,7 +161,9 @@ class JobPoller:
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"doitong-poller-{self.key}")
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"doitong-poller-{self.key}"
+            )
 
     def _unregister(self, job_id: str, watcher: _Watcher) -> None:
         watchers = self._watchers.get(job_id, [])

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--concurrent-jobs", type=int)
     limits.add_argument("--daily-limit", type=int)
     faults = parser.add_argument_group("faults")
-    faults.add_argument("--error-500-rate", type=float, default=0.0, help="share of API requests answered 500")
+    faults.add_argument(
+        "--error-500-rate", type=float, default=0.0, help="share of API requests answered 500"
+    )
     faults.add_argument("--error-429-rate", type=float, default=0.0, help="share answered 429 RATE_LIMITED")
     faults.add_argument("--drop-rate", type=float, default=0.0, help="share whose connection is dropped")
     faults.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
@@ -68,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: the exit status.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         faults = FaultConfig(

@@ -84,14 +84,20 @@ class WebhookDispatcher:
                     )
                 except httpx.HTTPError as error:
                     log.info(
-                        "Webhook for job %s, attempt %d: %s", delivery.job_id, attempt + 1, type(error).__name__
+                        "Webhook for job %s, attempt %d: %s",
+                        delivery.job_id,
+                        attempt + 1,
+                        type(error).__name__,
                     )
                     continue
                 if response.is_success:
                     self.state.webhook_finished(delivery.job_id, delivered=True)
                     return
                 log.info(
-                    "Webhook for job %s, attempt %d: HTTP %d", delivery.job_id, attempt + 1, response.status_code
+                    "Webhook for job %s, attempt %d: HTTP %d",
+                    delivery.job_id,
+                    attempt + 1,
+                    response.status_code,
                 )
             log.warning(
                 "Giving up the webhook for job %s after %d attempts", delivery.job_id, config.webhook_attempts

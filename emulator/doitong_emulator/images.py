@@ -25,7 +25,9 @@ def _draw(seed: int, width: int, height: int) -> Image.Image:
     w, h = max(8, round(width * scale)), max(8, round(height * scale))
     mask = Image.linear_gradient("L").rotate(rng.uniform(0, 360), resample=Image.BILINEAR, expand=False)
     mask = mask.resize((w, h), Image.BILINEAR)
-    image = Image.composite(Image.new("RGB", (w, h), _colour(rng)), Image.new("RGB", (w, h), _colour(rng)), mask)
+    image = Image.composite(
+        Image.new("RGB", (w, h), _colour(rng)), Image.new("RGB", (w, h), _colour(rng)), mask
+    )
     draw = ImageDraw.Draw(image)
     for _ in range(rng.randint(5, 12)):
         x0, y0 = rng.randrange(w), rng.randrange(h)

@@ -24,6 +24,7 @@ from airflow_provider_doitong.contract import (
     JobStatus,
     credit_cost,
 )
+from airflow_provider_doitong.webhooks import sign_payload
 from doitong_emulator.accounts import (
     AccountState,
     EmulatorAccount,
@@ -45,7 +46,6 @@ from doitong_emulator.limits import (
     next_utc_midnight,
 )
 from doitong_emulator.stats import KINDS, Stats
-from airflow_provider_doitong.webhooks import sign_payload
 
 log = logging.getLogger(__name__)
 

@@ -143,4 +143,3 @@ def from_generate_input(data: Mapping[str, Any]) -> JobRequest:
         "webhook_url": data.get("webhookUrl"),
     }
     return validate(values, GENERATE_FIELDS)
-

@@ -17,7 +17,10 @@ def test_graphql_takes_the_bearer_header(emu, api):
     )
     assert wrong_header.status_code == 401
     wrong_scheme = requests.post(
-        f"{emu.base_url}/graphql", json={"query": QUERY}, headers={"Authorization": f"Basic {emu.api_key}"}, timeout=5
+        f"{emu.base_url}/graphql",
+        json={"query": QUERY},
+        headers={"Authorization": f"Basic {emu.api_key}"},
+        timeout=5,
     )
     assert wrong_scheme.status_code == 401
 
@@ -79,7 +82,9 @@ def test_credits_are_debited_with_the_contract_price(api):
         ("flux-krea", 2048, 1024, "high"),
         ("flux-dev", 512, 512, "standard"),
     ]:
-        job = api.submit(service=provider, width=width, height=height, quality=quality).json()["data"]["generateimage"]
+        job = api.submit(service=provider, width=width, height=height, quality=quality).json()["data"][
+            "generateimage"
+        ]
         cost = credit_cost(provider=provider, width=width, height=height, quality=quality)
         assert job["creditCost"] == cost
         expected -= cost
@@ -96,7 +101,11 @@ def test_insufficient_credits_is_402_with_the_numbers(make_api):
             "errors": [
                 {
                     "message": "Insufficient credits for this operation",
-                    "extensions": {"code": "INSUFFICIENT_CREDITS", "creditsRequired": 20, "creditsAvailable": 5},
+                    "extensions": {
+                        "code": "INSUFFICIENT_CREDITS",
+                        "creditsRequired": 20,
+                        "creditsAvailable": 5,
+                    },
                 }
             ]
         }

@@ -46,7 +46,9 @@ class Cli:
                 match = re.search(r"listening on (http://\S+)", line)
                 if match:
                     return match.group(1)
-                assert line, f"the emulator exited: {self.process.stderr.read() if self.process.stderr else ''}"
+                assert line, (
+                    f"the emulator exited: {self.process.stderr.read() if self.process.stderr else ''}"
+                )
         raise AssertionError("no base URL line")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -77,8 +79,20 @@ def run_cli() -> Iterator:
 
 def test_cli_serves_and_stops_cleanly(run_cli):
     port = _free_port()
-    cli = run_cli("--port", str(port), "--api-key", "cli-key", "--plan", "starter", "--credits", "500",
-                  "--time-scale", "0.02", "--job-seconds", "5")
+    cli = run_cli(
+        "--port",
+        str(port),
+        "--api-key",
+        "cli-key",
+        "--plan",
+        "starter",
+        "--credits",
+        "500",
+        "--time-scale",
+        "0.02",
+        "--job-seconds",
+        "5",
+    )
     base_url = cli.base_url()
     assert base_url == f"http://127.0.0.1:{port}"
     response = requests.get(f"{base_url}/v1/account", headers={"X-API-Key": "cli-key"}, timeout=5)
@@ -90,12 +104,24 @@ def test_cli_serves_and_stops_cleanly(run_cli):
 def test_cli_state_file_keeps_jobs_across_restarts(run_cli, tmp_path: Path):
     state_file = tmp_path / "state.json"
     port = _free_port()
-    args = ("--port", str(port), "--time-scale", "0.02", "--job-seconds", "5", "--state-file", str(state_file))
+    args = (
+        "--port",
+        str(port),
+        "--time-scale",
+        "0.02",
+        "--job-seconds",
+        "5",
+        "--state-file",
+        str(state_file),
+    )
     first = run_cli(*args)
     base_url = first.base_url()
     headers = {"X-API-Key": "emulator-key"}
     submitted = requests.post(
-        f"{base_url}/v1/text_to_image", json={"service": "flux-dev", "prompt": "kept"}, headers=headers, timeout=5
+        f"{base_url}/v1/text_to_image",
+        json={"service": "flux-dev", "prompt": "kept"},
+        headers=headers,
+        timeout=5,
     ).json()["data"]["generateimage"]
     assert first.stop(signal.SIGINT) == 0
     assert state_file.exists()
@@ -103,21 +129,49 @@ def test_cli_state_file_keeps_jobs_across_restarts(run_cli, tmp_path: Path):
 
     second = run_cli(*args)
     assert second.base_url() == base_url
-    job = requests.get(f"{base_url}/v1/jobs/{submitted['id']}", headers=headers, timeout=5).json()["data"]["job"]
+    job = requests.get(f"{base_url}/v1/jobs/{submitted['id']}", headers=headers, timeout=5).json()["data"][
+        "job"
+    ]
     assert job["status"] == "completed"
     assert job["createdAt"] == submitted["createdAt"]
     account = requests.get(f"{base_url}/v1/account", headers=headers, timeout=5).json()["data"]["account"]
     assert account["credits"] == 100_000 - 50
-    assert requests.get(f"{base_url}/_emulator/stats", timeout=5).json()["submissions_by_prompt"] == {"kept": 1}
+    assert requests.get(f"{base_url}/_emulator/stats", timeout=5).json()["submissions_by_prompt"] == {
+        "kept": 1
+    }
     assert second.stop() == 0
 
 
 def test_cli_options_parse():
     args = build_parser().parse_args(
-        ["--error-500-rate", "0.1", "--error-429-rate", "0.2", "--drop-rate", "0.05", "--latency", "0.5",
-         "--fail-job-rate", "0.1", "--stuck-job-rate", "0.01", "--seed", "4", "--requests-per-minute", "600",
-         "--concurrent-jobs", "20", "--daily-limit", "-1", "--queue-seconds", "2", "--job-seconds-spread", "3",
-         "--webhook-secret", "s"]
+        [
+            "--error-500-rate",
+            "0.1",
+            "--error-429-rate",
+            "0.2",
+            "--drop-rate",
+            "0.05",
+            "--latency",
+            "0.5",
+            "--fail-job-rate",
+            "0.1",
+            "--stuck-job-rate",
+            "0.01",
+            "--seed",
+            "4",
+            "--requests-per-minute",
+            "600",
+            "--concurrent-jobs",
+            "20",
+            "--daily-limit",
+            "-1",
+            "--queue-seconds",
+            "2",
+            "--job-seconds-spread",
+            "3",
+            "--webhook-secret",
+            "s",
+        ]
     )
     assert (args.error_500_rate, args.drop_rate, args.latency, args.seed) == (0.1, 0.05, 0.5, 4)
     assert (args.requests_per_minute, args.concurrent_jobs, args.daily_limit) == (600, 20, -1)

@@ -80,8 +80,20 @@ def test_job_query_with_variables(api):
     job = api.gql(query, {"id": job_id}, "Job").json()["data"]["job"]
     assert job["id"] == job_id
     assert set(job) == {
-        "id", "status", "type", "provider", "url", "width", "height", "metadata", "creditCost",
-        "webhookUrl", "duration", "error", "createdAt", "completedAt",
+        "id",
+        "status",
+        "type",
+        "provider",
+        "url",
+        "width",
+        "height",
+        "metadata",
+        "creditCost",
+        "webhookUrl",
+        "duration",
+        "error",
+        "createdAt",
+        "completedAt",
     }
 
 
@@ -150,7 +162,15 @@ def test_syntax_and_validation_errors_are_bad_requests(api):
 def test_malformed_bodies_are_bad_requests(emu, api):
     url = f"{emu.base_url}/graphql"
     headers = {"Authorization": f"Bearer {emu.api_key}", "Content-Type": "application/json"}
-    for raw in (b"{not json", b"[1, 2]", b'"text"', b"{}", b'{"query": 5}', b'{"query": "{ account { plan } }", "variables": [1]}', b""):
+    for raw in (
+        b"{not json",
+        b"[1, 2]",
+        b'"text"',
+        b"{}",
+        b'{"query": 5}',
+        b'{"query": "{ account { plan } }", "variables": [1]}',
+        b"",
+    ):
         response = requests.post(url, data=raw, headers=headers, timeout=5)
         assert response.status_code == 400, raw
         assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", raw

@@ -15,16 +15,20 @@ def _emulator_threads() -> set[str]:
 
 def test_several_emulators_at_once_and_no_leaked_threads():
     before = _emulator_threads()
-    with DoitongEmulator(api_key="one", credits=10, time_scale=0.02, job_seconds=5) as first, DoitongEmulator(
-        api_key="two", credits=20, plan="free", time_scale=0.02, job_seconds=5
-    ) as second:
+    with (
+        DoitongEmulator(api_key="one", credits=10, time_scale=0.02, job_seconds=5) as first,
+        DoitongEmulator(api_key="two", credits=20, plan="free", time_scale=0.02, job_seconds=5) as second,
+    ):
         assert first.port != second.port
         assert len(_emulator_threads() - before) == 2
         one = requests.get(f"{first.base_url}/v1/account", headers={"X-API-Key": "one"}, timeout=5).json()
         two = requests.get(f"{second.base_url}/v1/account", headers={"X-API-Key": "two"}, timeout=5).json()
         assert one["data"]["account"] == {"plan": "pro", "credits": 10}
         assert two["data"]["account"] == {"plan": "free", "credits": 20}
-        assert requests.get(f"{first.base_url}/v1/account", headers={"X-API-Key": "two"}, timeout=5).status_code == 401
+        assert (
+            requests.get(f"{first.base_url}/v1/account", headers={"X-API-Key": "two"}, timeout=5).status_code
+            == 401
+        )
     assert _emulator_threads() == before
 
 

@@ -32,7 +32,9 @@ def _submit(emu: DoitongEmulator) -> str:
 async def _raw_polls(emu: DoitongEmulator, request: bytes, count: int) -> list[tuple[int, bytes]]:
     """Open ``count`` connections, then send one request on each at once, then read every answer."""
     address = urlsplit(emu.base_url)
-    streams = await asyncio.gather(*(asyncio.open_connection(address.hostname, address.port) for _ in range(count)))
+    streams = await asyncio.gather(
+        *(asyncio.open_connection(address.hostname, address.port) for _ in range(count))
+    )
     for _, writer in streams:
         writer.write(request)
     await asyncio.gather(*(writer.drain() for _, writer in streams))
@@ -69,7 +71,9 @@ def test_thousand_simultaneous_rest_polls(busy):
 def test_thousand_simultaneous_graphql_polls(busy):
     job_id = _submit(busy)
     host = urlsplit(busy.base_url).netloc
-    body = json.dumps({"query": "query J($id: ID!) { job(id: $id) { id status } }", "variables": {"id": job_id}})
+    body = json.dumps(
+        {"query": "query J($id: ID!) { job(id: $id) { id status } }", "variables": {"id": job_id}}
+    )
     request = (
         f"POST /graphql HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {busy.api_key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
@@ -87,7 +91,9 @@ def test_thousand_concurrent_polls_over_httpx_connections(busy):
         # spread over twenty clients: the server still sees 1,000 concurrent connections.
         limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
         clients = [
-            httpx.AsyncClient(base_url=busy.base_url, headers={"X-API-Key": busy.api_key}, limits=limits, timeout=60)
+            httpx.AsyncClient(
+                base_url=busy.base_url, headers={"X-API-Key": busy.api_key}, limits=limits, timeout=60
+            )
             for _ in range(POLLS // 50)
         ]
         try:

@@ -11,7 +11,12 @@ from doitong_emulator import DoitongEmulator
 
 def test_submit_answers_under_lowercase_generateimage(api):
     response = api.submit(
-        service="flux-krea", prompt="a boat", width=512, height=512, version="flux-krea", webhookUrl="https://example.test/cb"
+        service="flux-krea",
+        prompt="a boat",
+        width=512,
+        height=512,
+        version="flux-krea",
+        webhookUrl="https://example.test/cb",
     )
     assert response.status_code == 200
     data = response.json()["data"]
@@ -43,7 +48,11 @@ def test_job_status_lifecycle(api):
     assert done["url"].startswith(api.base_url)
     assert done["completedAt"].endswith("Z")
     assert done["metadata"] == {
-        "duration": done["duration"], "width": 768, "height": 512, "prompt": "lifecycle", "quality": "standard"
+        "duration": done["duration"],
+        "width": 768,
+        "height": 512,
+        "prompt": "lifecycle",
+        "quality": "standard",
     }
     assert 0.05 <= done["duration"] <= 0.2
     assert done["error"] is None

@@ -6,8 +6,8 @@ import socket
 import time
 
 from airflow_provider_doitong.contract import SIGNATURE_HEADER
-from doitong_emulator import DoitongEmulator, EmulatorAccount, FaultConfig
 from airflow_provider_doitong.webhooks import verify_signature
+from doitong_emulator import DoitongEmulator, EmulatorAccount, FaultConfig
 
 
 def _webhook_stats(emu, delivered: int, timeout: float = 5.0) -> dict:

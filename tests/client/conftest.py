@@ -48,5 +48,3 @@ def make_api(request: pytest.FixtureRequest, shared_emulator: DoitongEmulator) -
     yield make
     for api in made:
         api.close()
-
-

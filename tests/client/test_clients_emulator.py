@@ -345,7 +345,9 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_connection_refused_on_submission_is_retried(make_api: MakeApi, caplog: pytest.LogCaptureFixture) -> None:
+def test_connection_refused_on_submission_is_retried(
+    make_api: MakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="airflow_provider_doitong")
     api = make_api(base_url=f"http://127.0.0.1:{_closed_port()}")
     with pytest.raises(DoitongConnectionError) as info:

@@ -39,12 +39,16 @@ def _pool_failure(reason: Exception) -> u3.MaxRetryError:
             id="connect-timeout",
         ),
         pytest.param(
-            requests.ConnectionError(u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))),
+            requests.ConnectionError(
+                u3.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
+            ),
             True,
             id="reset-after-send",
         ),
         pytest.param(
-            requests.ConnectionError(_pool_failure(u3.ProtocolError("Connection aborted."))), True, id="aborted"
+            requests.ConnectionError(_pool_failure(u3.ProtocolError("Connection aborted."))),
+            True,
+            id="aborted",
         ),
         pytest.param(requests.ReadTimeout("read timed out"), True, id="read-timeout"),
         pytest.param(requests.exceptions.ChunkedEncodingError("truncated"), True, id="truncated-body"),
@@ -54,7 +58,9 @@ def _pool_failure(reason: Exception) -> u3.MaxRetryError:
 def test_requests_failures(exc: requests.RequestException, request_sent: bool) -> None:
     error = sync_client._connection_error(exc, "submission")
     assert error.request_sent is request_sent
-    assert str(error).startswith("Doitong submission: " + ("no answer" if request_sent else "could not connect"))
+    assert str(error).startswith(
+        "Doitong submission: " + ("no answer" if request_sent else "could not connect")
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,7 +78,9 @@ def test_requests_failures(exc: requests.RequestException, request_sent: bool) -
 def test_httpx_failures(exc: httpx.TransportError, request_sent: bool) -> None:
     error = async_client._connection_error(exc, "submission")
     assert error.request_sent is request_sent
-    assert str(error).startswith("Doitong submission: " + ("no answer" if request_sent else "could not connect"))
+    assert str(error).startswith(
+        "Doitong submission: " + ("no answer" if request_sent else "could not connect")
+    )
 
 
 @pytest.mark.parametrize("transport", ["requests", "httpx"])

@@ -34,7 +34,9 @@ def _body(code: str | None, message: str = "boom", data: Any = ..., **extensions
 @pytest.mark.parametrize(
     ("status", "body", "error_type", "code"),
     [
-        pytest.param(400, _body("BAD_USER_INPUT", field="width"), DoitongBadRequest, "BAD_USER_INPUT", id="400"),
+        pytest.param(
+            400, _body("BAD_USER_INPUT", field="width"), DoitongBadRequest, "BAD_USER_INPUT", id="400"
+        ),
         pytest.param(401, _body("UNAUTHENTICATED"), DoitongUnauthorized, "UNAUTHENTICATED", id="401"),
         pytest.param(401, None, DoitongUnauthorized, None, id="401-no-body"),
         pytest.param(
@@ -46,7 +48,9 @@ def _body(code: str | None, message: str = "boom", data: Any = ..., **extensions
         ),
         pytest.param(404, _body("NOT_FOUND"), DoitongNotFound, "NOT_FOUND", id="404"),
         pytest.param(429, _body("RATE_LIMITED"), DoitongRateLimited, "RATE_LIMITED", id="429-rate"),
-        pytest.param(429, _body("CONCURRENCY_LIMIT"), DoitongRateLimited, "CONCURRENCY_LIMIT", id="429-concurrency"),
+        pytest.param(
+            429, _body("CONCURRENCY_LIMIT"), DoitongRateLimited, "CONCURRENCY_LIMIT", id="429-concurrency"
+        ),
         pytest.param(429, _body("DAILY_LIMIT"), DoitongRateLimited, "DAILY_LIMIT", id="429-daily"),
         pytest.param(
             500, _body("INTERNAL_SERVER_ERROR"), DoitongServerError, "INTERNAL_SERVER_ERROR", id="500"
@@ -56,10 +60,18 @@ def _body(code: str | None, message: str = "boom", data: Any = ..., **extensions
         pytest.param(403, _body("FORBIDDEN"), DoitongError, "FORBIDDEN", id="403-unknown"),
         pytest.param(405, _body("BAD_USER_INPUT"), DoitongBadRequest, "BAD_USER_INPUT", id="405-by-code"),
         pytest.param(
-            200, _body("NOT_FOUND", data={"job": None}), DoitongNotFound, "NOT_FOUND", id="200-errors-null-data"
+            200,
+            _body("NOT_FOUND", data={"job": None}),
+            DoitongNotFound,
+            "NOT_FOUND",
+            id="200-errors-null-data",
         ),
         pytest.param(
-            200, _body("UNAUTHENTICATED", data=None), DoitongUnauthorized, "UNAUTHENTICATED", id="200-errors-data-null"
+            200,
+            _body("UNAUTHENTICATED", data=None),
+            DoitongUnauthorized,
+            "UNAUTHENTICATED",
+            id="200-errors-data-null",
         ),
         pytest.param(200, _body("WEIRD"), DoitongProtocolError, "WEIRD", id="200-errors-unknown-code"),
     ],
@@ -74,9 +86,7 @@ def test_classify_errors(status: int, body: Any, error_type: type[DoitongError],
 
 
 def test_classify_402_exposes_credits() -> None:
-    error = classify(
-        status=402, body=_body("INSUFFICIENT_CREDITS", creditsRequired=100, creditsAvailable=50)
-    )
+    error = classify(status=402, body=_body("INSUFFICIENT_CREDITS", creditsRequired=100, creditsAvailable=50))
     assert isinstance(error, DoitongInsufficientCredits)
     assert (error.credits_required, error.credits_available) == (100, 50)
 
@@ -95,9 +105,7 @@ def test_classify_429_carries_retry_at() -> None:
     [
         pytest.param(200, {"data": {"generate": {"id": "a"}}}, False, id="plain-success"),
         pytest.param(201, {"data": {"generate": {"id": "a"}}}, False, id="201"),
-        pytest.param(
-            200, _body("NOT_FOUND", data={"j0": {"id": "a"}, "j1": None}), False, id="partial-data"
-        ),
+        pytest.param(200, _body("NOT_FOUND", data={"j0": {"id": "a"}, "j1": None}), False, id="partial-data"),
         pytest.param(200, _body("NOT_FOUND", data={"j0": None, "j1": None}), True, id="all-unknown-aliases"),
         pytest.param(200, None, False, id="non-json-2xx-left-to-caller"),
         pytest.param(200, {"errors": []}, False, id="empty-errors-list"),

@@ -72,8 +72,12 @@ HTML_502 = (502, b"<html><body>Bad Gateway</body></html>", "text/html")
 @pytest.mark.parametrize(
     ("stub", "call", "error_type", "attempts"),
     [
-        pytest.param(HTML_200, "get_job", DoitongProtocolError, FAST.max_attempts, id="html-200-read-retried"),
-        pytest.param(HTML_200, "get_account", DoitongProtocolError, FAST.max_attempts, id="html-200-account-retried"),
+        pytest.param(
+            HTML_200, "get_job", DoitongProtocolError, FAST.max_attempts, id="html-200-read-retried"
+        ),
+        pytest.param(
+            HTML_200, "get_account", DoitongProtocolError, FAST.max_attempts, id="html-200-account-retried"
+        ),
         pytest.param(HTML_200, "submit", DoitongProtocolError, 1, id="html-200-submission-once"),
         pytest.param(TRUNCATED_200, "submit", DoitongProtocolError, 1, id="truncated-json-submission-once"),
         pytest.param(HTML_502, "get_job", DoitongServerError, FAST.max_attempts, id="html-502-read-retried"),

@@ -61,7 +61,9 @@ def test_image_request_refuses(overrides: dict[str, Any], field: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        pytest.param({}, {"width": 1024, "height": 1024, "quality": "standard", "version": "flux-krea"}, id="defaults"),
+        pytest.param(
+            {}, {"width": 1024, "height": 1024, "quality": "standard", "version": "flux-krea"}, id="defaults"
+        ),
         pytest.param({"prompt": "  a cat  "}, {"prompt": "a cat"}, id="prompt-trimmed"),
         pytest.param({"prompt": "x" * 2000}, {"prompt": "x" * 2000}, id="2000-chars"),
         pytest.param({"prompt": "x"}, {"prompt": "x"}, id="1-char"),
@@ -76,7 +78,11 @@ def test_image_request_refuses(overrides: dict[str, Any], field: str) -> None:
             {"webhook_url": "https://hooks.example.com/doitong"},
             id="webhook-https",
         ),
-        pytest.param({"webhook_url": "http://127.0.0.1:9/x"}, {"webhook_url": "http://127.0.0.1:9/x"}, id="webhook-http"),
+        pytest.param(
+            {"webhook_url": "http://127.0.0.1:9/x"},
+            {"webhook_url": "http://127.0.0.1:9/x"},
+            id="webhook-http",
+        ),
     ],
 )
 def test_image_request_accepts(overrides: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -31,7 +31,10 @@ def _validate(body: dict[str, Any]) -> None:
     document = graphql.parse(body["query"])
     assert graphql.validate(SCHEMA, document) == []
     result = graphql.execute_sync(
-        SCHEMA, document, variable_values=body.get("variables"), operation_name=body.get("operationName"),
+        SCHEMA,
+        document,
+        variable_values=body.get("variables"),
+        operation_name=body.get("operationName"),
         root_value={"job": lambda *_a, **_k: None, "account": None, "generate": None},
     )
     # Only resolver-level errors (no data behind the schema) may remain, never variable or type errors.
@@ -81,7 +84,9 @@ def test_graphql_submit_with_webhook() -> None:
     ("webhook", "expected_extra"),
     [(None, {}), ("https://example.com/h", {"webhookUrl": "https://example.com/h"})],
 )
-def test_rest_submit_body_is_the_documented_parameter_table(webhook: str | None, expected_extra: dict[str, str]) -> None:
+def test_rest_submit_body_is_the_documented_parameter_table(
+    webhook: str | None, expected_extra: dict[str, str]
+) -> None:
     request = ImageRequest(provider="flux-krea", prompt=" cat ", width=512, height=512, webhook_url=webhook)
     req = protocol.build_submit(request, transport="rest")
     assert (req.method, req.path, req.auth, req.kind) == ("POST", "/v1/text_to_image", "rest", "submit")
@@ -139,13 +144,22 @@ def test_jobs_query_at_max() -> None:
 
 def test_rest_job_and_account_requests() -> None:
     job = protocol.build_job_rest("abc")
-    assert (job.method, job.path, job.auth, job.kind, job.json_body) == ("GET", "/v1/jobs/abc", "rest", "status", None)
+    assert (job.method, job.path, job.auth, job.kind, job.json_body) == (
+        "GET",
+        "/v1/jobs/abc",
+        "rest",
+        "status",
+        None,
+    )
     assert job.safe_to_resend
     rest = protocol.build_account(transport="rest")
     assert (rest.method, rest.path, rest.auth, rest.json_body) == ("GET", "/v1/account", "rest", None)
     gql = protocol.build_account()
     assert (gql.method, gql.path, gql.auth) == ("POST", "/graphql", "graphql")
-    assert gql.json_body == {"query": "query Account { account { plan credits } }", "operationName": "Account"}
+    assert gql.json_body == {
+        "query": "query Account { account { plan credits } }",
+        "operationName": "Account",
+    }
     assert gql.safe_to_resend and rest.safe_to_resend
     _validate(gql.json_body)
 
@@ -190,7 +204,12 @@ def test_parse_job_of_the_documented_answer() -> None:
         }
     }
     job = protocol.parse_job(body)
-    assert (job.id, job.status, job.url, job.created_at) == ("abc123", JobStatus.PROCESSING, None, "2024-01-01T00:00:00Z")
+    assert (job.id, job.status, job.url, job.created_at) == (
+        "abc123",
+        JobStatus.PROCESSING,
+        None,
+        "2024-01-01T00:00:00Z",
+    )
 
 
 def test_parse_jobs_with_aliases_and_nulls() -> None:
@@ -231,13 +250,17 @@ def test_decode_body(content: bytes, expected: Any) -> None:
 
 def _interpret(req: protocol.ApiRequest, status: int, body: Any, **headers: str) -> protocol.ApiResponse:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return protocol.interpret(req, status=status, headers=CaseInsensitiveDict(headers), content=content, now=NOW)
+    return protocol.interpret(
+        req, status=status, headers=CaseInsensitiveDict(headers), content=content, now=NOW
+    )
 
 
 def test_interpret_success_keeps_rate_limit() -> None:
     req = protocol.build_account()
     answer = _interpret(
-        req, 200, {"data": {"account": {"plan": "pro", "credits": 5}}},
+        req,
+        200,
+        {"data": {"account": {"plan": "pro", "credits": 5}}},
         **{"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "59", "X-RateLimit-Reset": str(int(NOW + 60))},
     )
     assert answer.body["data"]["account"]["credits"] == 5
@@ -248,7 +271,12 @@ def test_interpret_success_keeps_rate_limit() -> None:
 def test_interpret_429_takes_retry_time_from_headers() -> None:
     body = {"errors": [{"message": "slow down", "extensions": {"code": "RATE_LIMITED"}}]}
     with pytest.raises(DoitongRateLimited) as info:
-        _interpret(protocol.build_account(), 429, body, **{"Retry-After": "2", "X-RateLimit-Reset": str(int(NOW + 50))})
+        _interpret(
+            protocol.build_account(),
+            429,
+            body,
+            **{"Retry-After": "2", "X-RateLimit-Reset": str(int(NOW + 50))},
+        )
     assert info.value.retry_at == NOW + 2
     with pytest.raises(DoitongRateLimited) as info:
         _interpret(protocol.build_account(), 429, body, **{"X-RateLimit-Reset": str(int(NOW + 50))})
@@ -262,7 +290,11 @@ def test_interpret_429_takes_retry_time_from_headers() -> None:
         (200, b"[]", DoitongProtocolError),
         (200, b"", DoitongProtocolError),
         (502, b"<html>Bad Gateway</html>", DoitongServerError),
-        (401, b'{"errors": [{"message": "invalid key", "extensions": {"code": "UNAUTHENTICATED"}}]}', DoitongUnauthorized),
+        (
+            401,
+            b'{"errors": [{"message": "invalid key", "extensions": {"code": "UNAUTHENTICATED"}}]}',
+            DoitongUnauthorized,
+        ),
     ],
 )
 def test_interpret_errors(status: int, content: bytes, error_type: type[Exception]) -> None:

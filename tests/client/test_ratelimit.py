@@ -48,7 +48,9 @@ def test_parse_time_value(value: str | None, expected: float | None) -> None:
     ids=["gmt", "plus-zero", "minus-zero", "no-zone"],
 )
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata"])
-def test_http_dates_are_utc_whatever_the_local_zone(value: str, tz: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_dates_are_utc_whatever_the_local_zone(
+    value: str, tz: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TZ", tz)
     time.tzset()
     try:
@@ -70,28 +72,52 @@ def _check_parse(value: str | None, expected: float | None) -> None:
     ("headers", "limit", "remaining", "reset_at", "retry_at", "resume_at"),
     [
         pytest.param(
-            {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW + 20))},
-            60, 0, NOW + 20, None, NOW + 20,
+            {
+                "X-RateLimit-Limit": "60",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(int(NOW + 20)),
+            },
+            60,
+            0,
+            NOW + 20,
+            None,
+            NOW + 20,
             id="reset-unix",
         ),
         pytest.param(
             {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "7", "x-ratelimit-reset": "15"},
-            60, 7, NOW + 15, None, NOW + 15,
+            60,
+            7,
+            NOW + 15,
+            None,
+            NOW + 15,
             id="lowercase-reset-seconds-until",
         ),
         pytest.param(
             {"X-RateLimit-Reset": str(int(NOW + 20)), "Retry-After": "3"},
-            None, None, NOW + 20, NOW + 3, NOW + 3,
+            None,
+            None,
+            NOW + 20,
+            NOW + 3,
+            NOW + 3,
             id="retry-after-seconds-wins",
         ),
         pytest.param(
             {"X-RateLimit-Reset": "garbage", "Retry-After": HTTP_DATE},
-            None, None, None, NOW + 90, NOW + 90,
+            None,
+            None,
+            None,
+            NOW + 90,
+            NOW + 90,
             id="retry-after-http-date",
         ),
         pytest.param(
             {"X-RateLimit-Limit": "abc", "X-RateLimit-Remaining": "inf", "X-RateLimit-Reset": "inf"},
-            None, None, None, None, None,
+            None,
+            None,
+            None,
+            None,
+            None,
             id="garbage-everywhere",
         ),
         pytest.param({"X-RateLimit-Remaining": "5.0"}, None, 5, None, None, None, id="float-remaining"),
@@ -125,5 +151,7 @@ def test_rate_limit_info_from_headers(
     ],
 )
 def test_pace_delay(remaining: int | None, reset_in: float, min_interval: float, expected: float) -> None:
-    info = RateLimitInfo(limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None, observed_at=NOW)
+    info = RateLimitInfo(
+        limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None, observed_at=NOW
+    )
     assert info.pace_delay(now=NOW, min_interval=min_interval) == pytest.approx(expected)

@@ -86,7 +86,9 @@ def test_is_retryable(
 @pytest.mark.parametrize("safe_to_resend", [True, False])
 def test_rate_limit_waiting_can_be_disabled(safe_to_resend: bool) -> None:
     policy = RetryPolicy(max_rate_limit_wait=0)
-    assert not is_retryable(_rate_limited(retry_in=0.1), safe_to_resend=safe_to_resend, policy=policy, now=NOW)
+    assert not is_retryable(
+        _rate_limited(retry_in=0.1), safe_to_resend=safe_to_resend, policy=policy, now=NOW
+    )
 
 
 def test_rate_limit_wait() -> None:
@@ -100,7 +102,8 @@ def test_backoff_full_jitter_bounds(attempt: int) -> None:
     ceiling = min(POLICY.backoff_max, POLICY.backoff_base * 2 ** (attempt - 1))
     rng = random.Random(attempt)
     waits = [
-        compute_wait(DoitongServerError("x"), attempt=attempt, policy=POLICY, now=NOW, rng=rng) for _ in range(500)
+        compute_wait(DoitongServerError("x"), attempt=attempt, policy=POLICY, now=NOW, rng=rng)
+        for _ in range(500)
     ]
     assert all(0.0 <= w <= ceiling for w in waits)
     # Full jitter spreads over the whole range, not a band near the ceiling.
@@ -128,7 +131,8 @@ def test_compute_wait_on_429_waits_for_the_reset(retry_in: float) -> None:
 def test_compute_wait_on_429_without_reset_backs_off() -> None:
     rng = random.Random(3)
     waits = [
-        compute_wait(_rate_limited(retry_in=None), attempt=2, policy=POLICY, now=NOW, rng=rng) for _ in range(100)
+        compute_wait(_rate_limited(retry_in=None), attempt=2, policy=POLICY, now=NOW, rng=rng)
+        for _ in range(100)
     ]
     assert all(0.0 <= w <= 1.0 for w in waits)
 
@@ -171,7 +175,9 @@ def test_tenacity_sync_and_async_apply_the_same_policy(
     call, calls = _raising(errors)
 
     def run_sync() -> str:
-        for attempt in Retrying(sleep=fake_sleep, **retry_args(policy, safe_to_resend=safe_to_resend, clock=lambda: NOW)):
+        for attempt in Retrying(
+            sleep=fake_sleep, **retry_args(policy, safe_to_resend=safe_to_resend, clock=lambda: NOW)
+        ):
             with attempt:
                 return call()
         raise AssertionError("unreachable")

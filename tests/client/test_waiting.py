@@ -22,7 +22,10 @@ def _job(status: str, **kwargs: object) -> Job:
     [
         pytest.param(_job("completed", url="https://cdn/x.jpg"), None, "job", 0.0, id="completed"),
         pytest.param(
-            _job("failed", error={"code": "GENERATION_FAILED", "message": "nsfw"}), None, DoitongJobFailed, 0.0,
+            _job("failed", error={"code": "GENERATION_FAILED", "message": "nsfw"}),
+            None,
+            DoitongJobFailed,
+            0.0,
             id="failed",
         ),
         pytest.param(None, None, DoitongNotFound, 0.0, id="unknown-job"),
@@ -66,6 +69,8 @@ def test_timeout_says_the_job_keeps_running() -> None:
     [(0, 20.0, 20.0), (4, 20.0, 5.0), (50, 20.0, 1.0), (None, 20.0, 1.0)],
 )
 def test_polls_are_paced_by_the_rate_limit(remaining: int | None, reset_in: float, expected: float) -> None:
-    rate = RateLimitInfo(limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None, observed_at=NOW)
+    rate = RateLimitInfo(
+        limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None, observed_at=NOW
+    )
     step = next_step("j", _job("processing"), now=NOW, deadline=None, poll_interval=1.0, rate_limit=rate)
     assert step.sleep == pytest.approx(expected)

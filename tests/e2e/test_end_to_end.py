@@ -27,7 +27,7 @@ TIME_SCALE = 0.25
 JOB_SECONDS = 20  # 5 s of real time each
 
 DAG_FILE = textwrap.dedent(
-    '''
+    """
     from __future__ import annotations
 
     import pendulum
@@ -46,7 +46,7 @@ DAG_FILE = textwrap.dedent(
             task_id="generate", width=256, height=256, deferrable=True, poll_interval=%(poll)s,
             output_path="{{ dag_run.conf['output'] }}/", pool="doitong", retries=2, retry_delay=1,
         ).expand(prompt=prompts())
-    '''
+    """
 )
 
 

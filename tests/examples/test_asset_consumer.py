@@ -37,16 +37,29 @@ def make_day(tmp_path: Path, day: str = "2025-03-04") -> dict[str, Any]:
     for n, prompt in enumerate(["a fox in the snow", "a lighthouse at dawn"]):
         job_id = f"job{n}"
         (folder / f"{job_id}.jpg").write_bytes(render_jpeg(job_id, prompt, 256, 256))
-        results.append({"job_id": job_id, "prompt": prompt, "credit_cost": 10, "width": 256, "height": 256,
-                        "output_path": str(folder / f"{job_id}.jpg"), "provider": "flux-krea"})
+        results.append(
+            {
+                "job_id": job_id,
+                "prompt": prompt,
+                "credit_cost": 10,
+                "width": 256,
+                "height": 256,
+                "output_path": str(folder / f"{job_id}.jpg"),
+                "provider": "flux-krea",
+            }
+        )
     manifest = batch.build_manifest(
         results, day=day, dag_id="doitong_daily_prompt_batch", run_id="r1", estimate=20
     )
     (folder / "manifest.json").write_text(json.dumps(manifest))
     (folder / "index.html").write_text(batch.render_contact_sheet(manifest))
     return {
-        "date": day, "folder": str(folder), "manifest": str(folder / "manifest.json"),
-        "contact_sheet": str(folder / "index.html"), "image_count": 2, "credits_spent": 20,
+        "date": day,
+        "folder": str(folder),
+        "manifest": str(folder / "manifest.json"),
+        "contact_sheet": str(folder / "index.html"),
+        "image_count": 2,
+        "credits_spent": 20,
         "credits_estimated": 20,
     }
 
@@ -57,7 +70,11 @@ def test_publish_day_copies_and_records(consumer: Any, tmp_path: Path) -> None:
     target = tmp_path / "images" / "published" / "2025-03-04"
     assert record["folder"] == str(target)
     assert sorted(p.name for p in target.iterdir()) == [
-        "index.html", "job0.jpg", "job1.jpg", "manifest.json", "publication.json"
+        "index.html",
+        "job0.jpg",
+        "job1.jpg",
+        "manifest.json",
+        "publication.json",
     ]
     for name in ("job0.jpg", "job1.jpg", "manifest.json", "index.html"):
         assert (target / name).read_bytes() == (Path(extra["folder"]) / name).read_bytes()
@@ -100,8 +117,11 @@ def test_the_batch_event_triggers_publication(
     batch = load_example("doitong_daily_prompt_batch")
     produced = run_dag(
         batch.dag,
-        run_conf={"prompts_file": ["a fox in the snow", "a lighthouse at dawn"], "output_root": str(tmp_path),
-                  "poll_interval": 0.1},
+        run_conf={
+            "prompts_file": ["a fox in the snow", "a lighthouse at dawn"],
+            "output_root": str(tmp_path),
+            "poll_interval": 0.1,
+        },
     )
     assert set(task_states(produced).values()) == {"success"}
     extra = xcom_value(produced, "write_contact_sheet")

@@ -93,8 +93,13 @@ def test_the_days_prompts_become_a_manifest_and_a_contact_sheet(
 def test_prompts_from_the_run_conf_and_the_settings(batch: Any, doitong_conn: Any, tmp_path: Path) -> None:
     prompts = ["  a fox in the snow ", "# not a prompt", "", "a lighthouse at dawn", "a fox in the snow"]
     conf = {
-        "prompts_file": prompts, "output_root": str(tmp_path), "width": 512, "height": 768,
-        "quality": "high", "budget_credits": 40, **FAST,
+        "prompts_file": prompts,
+        "output_root": str(tmp_path),
+        "width": 512,
+        "height": 768,
+        "quality": "high",
+        "budget_credits": 40,
+        **FAST,
     }
     run = run_dag(batch.dag, run_conf=conf)
     assert set(task_states(run).values()) == {"success"}
@@ -109,21 +114,29 @@ def test_prompts_from_the_run_conf_and_the_settings(batch: Any, doitong_conn: An
     ("conf", "credits", "message"),
     [
         pytest.param(
-            {"budget_credits": 50}, 100_000,
+            {"budget_credits": 50},
+            100_000,
             "Over budget: 8 images are estimated at 80 credits, over budget_credits=50 "
             "(the account balance is 100000)",
             id="budget",
         ),
         pytest.param(
-            {}, 75,
+            {},
+            75,
             "Not enough Doitong credits: 8 images are estimated at 80 credits, the account balance is 75",
             id="balance",
         ),
     ],
 )
 def test_budget_check_fails_before_any_submission(
-    batch: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: Any,
-    conf: dict[str, Any], credits: int, message: str,
+    batch: Any,
+    emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: Any,
+    conf: dict[str, Any],
+    credits: int,
+    message: str,
 ) -> None:
     emulator.add_account(EmulatorAccount(api_key="budget-key-0123456789", name="budget", credits=credits))
     monkeypatch.setenv(
@@ -183,9 +196,21 @@ def test_load_prompts_rules(batch: Any, tmp_path: Path) -> None:
 
 def test_contact_sheet_escapes_prompts(batch: Any) -> None:
     manifest = {
-        "date": "2025-01-02", "run_id": "r", "image_count": 1, "credits_spent": 10,
-        "images": [{"prompt": '<script>alert("x")</script> & co', "job_id": "j1", "credits": 10,
-                    "file": "a b.jpg", "sha256": "0", "width": 256, "height": 256}],
+        "date": "2025-01-02",
+        "run_id": "r",
+        "image_count": 1,
+        "credits_spent": 10,
+        "images": [
+            {
+                "prompt": '<script>alert("x")</script> & co',
+                "job_id": "j1",
+                "credits": 10,
+                "file": "a b.jpg",
+                "sha256": "0",
+                "width": 256,
+                "height": 256,
+            }
+        ],
     }
     sheet = batch.render_contact_sheet(manifest)
     assert "<script>" not in sheet and "&lt;script&gt;" in sheet

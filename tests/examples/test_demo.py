@@ -21,7 +21,11 @@ def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env.update({"DOITONG_DEMO_OUTPUT": str(tmp_path / "output"), "DOITONG_DEMO_HOME": str(tmp_path / "demo")})
     python = str(VENV_PYTHON if VENV_PYTHON.exists() else sys.executable)
     return subprocess.run(
-        [python, str(EXAMPLES / "run_demo.py"), *args], cwd=REPO, env=env, capture_output=True, text=True,
+        [python, str(EXAMPLES / "run_demo.py"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 

@@ -43,7 +43,13 @@ def test_daily_batch_shape(bag: Any) -> None:
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert dag.schedule == "@daily"
     assert set(dag.params) >= {
-        "prompts_file", "output_root", "provider", "width", "height", "quality", "budget_credits",
+        "prompts_file",
+        "output_root",
+        "provider",
+        "width",
+        "height",
+        "quality",
+        "budget_credits",
         "doitong_conn_id",
     }
     assert dag.params["budget_credits"] is None

@@ -41,8 +41,12 @@ def post(url: str, body: bytes, signature: str | None) -> tuple[int, dict[str, A
 
 def job_body(job_id: str) -> bytes:
     payload = {
-        "id": job_id, "status": "completed", "url": f"https://cdn.doitong.com/outputs/{job_id}.jpg",
-        "service": "flux-krea", "createdAt": "2025-01-01T00:00:00Z", "completedAt": "2025-01-01T00:00:20Z",
+        "id": job_id,
+        "status": "completed",
+        "url": f"https://cdn.doitong.com/outputs/{job_id}.jpg",
+        "service": "flux-krea",
+        "createdAt": "2025-01-01T00:00:00Z",
+        "completedAt": "2025-01-01T00:00:20Z",
         "metadata": {"duration": 20.0, "width": 1024, "height": 1024},
     }
     return json.dumps(payload, separators=(",", ":")).encode()
@@ -102,9 +106,19 @@ def test_receiver_runs_from_the_command_line(tmp_path: Path) -> None:
     port = _free_port()
     record_file = tmp_path / "cli.jsonl"
     process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "webhook_receiver.py"), "--port", str(port), "--secret", SECRET,
-         "--record", str(record_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(EXAMPLES / "webhook_receiver.py"),
+            "--port",
+            str(port),
+            "--secret",
+            SECRET,
+            "--record",
+            str(record_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -131,7 +145,10 @@ def test_receiver_cli_needs_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DOITONG_WEBHOOK_SECRET"}
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "webhook_receiver.py"), "--port", "0"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert done.returncode == 2 and "--secret" in done.stderr
 
@@ -162,7 +179,8 @@ def test_webhook_dag_delivers_each_job_once(receiver_module: Any, doitong_conn: 
         delivered = receiver.deliveries[0]["payload"]
         body = json.dumps(delivered).encode()
         assert post(receiver.url, body, sign_payload(body, emu.webhook_secret)) == (
-            200, {"status": "duplicate", "id": delivered["id"]}
+            200,
+            {"status": "duplicate", "id": delivered["id"]},
         )
         forged = json.dumps({**delivered, "id": "forged-job"}).encode()
         assert post(receiver.url, forged, sign_payload(forged, "not-the-secret"))[0] == 401

@@ -19,7 +19,7 @@ POLL_INTERVAL = 0.5
 STUCK_TIMEOUT_S = 20
 
 DAG_TEMPLATE = textwrap.dedent(
-    '''
+    """
     from __future__ import annotations
 
     from datetime import timedelta
@@ -41,7 +41,7 @@ DAG_TEMPLATE = textwrap.dedent(
             timeout=%(timeout)r, output_path="{{ dag_run.conf['output'] }}/", pool="doitong",
             retries=%(retries)d, retry_delay=timedelta(seconds=1),
         ).expand(prompt=prompts())
-    '''
+    """
 )
 
 #: dag_id -> (deferrable, retries, timeout)

@@ -90,17 +90,25 @@ def run_scenario(
     finally:
         emu.set_faults(FaultConfig())
     seconds = time.time() - started
-    tis = {
-        int(ti["map_index"]): ti for ti in cluster.task_instances(run_id) if ti["task_id"] == "generate"
-    }
+    tis = {int(ti["map_index"]): ti for ti in cluster.task_instances(run_id) if ti["task_id"] == "generate"}
     with emu.state.lock:
         job_ids = list(emu.state.jobs)
     jobs = [emu.job(job_id) or {} for job_id in job_ids]
     jobs = [{"id": j["id"], "status": j["status"], "prompt": _prompt(emu, j["id"])} for j in jobs if j]
     outcome = Outcome(
-        dag_id=dag_id, run_id=run_id, state=state, prompts=texts, output=output, tis=tis, stats=emu.stats(),
-        jobs=jobs, files={p.stem for p in output.glob("*.jpg")}, logs=cluster.task_logs(), cluster=cluster,
-        seconds=seconds, during=extra,
+        dag_id=dag_id,
+        run_id=run_id,
+        state=state,
+        prompts=texts,
+        output=output,
+        tis=tis,
+        stats=emu.stats(),
+        jobs=jobs,
+        files={p.stem for p in output.glob("*.jpg")},
+        logs=cluster.task_logs(),
+        cluster=cluster,
+        seconds=seconds,
+        during=extra,
     )
     print(f"\n[{name}] {outcome.summary()}")
     return outcome

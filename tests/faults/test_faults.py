@@ -43,8 +43,13 @@ def test_network_fault(
     name: str, fault_cluster: AirflowCluster, fault_emulator: DoitongEmulator, output_dir: Path
 ) -> None:
     outcome = run_scenario(
-        fault_cluster, fault_emulator, name=name, dag_id="doitong_faults", output=output_dir,
-        faults=NETWORK_FAULTS[name], prompts=PROMPTS,
+        fault_cluster,
+        fault_emulator,
+        name=name,
+        dag_id="doitong_faults",
+        output=output_dir,
+        faults=NETWORK_FAULTS[name],
+        prompts=PROMPTS,
     )
     assert_invariants(outcome, fault_emulator)
     assert_all_succeeded(outcome)
@@ -62,8 +67,13 @@ def test_failed_jobs_fail_their_tasks_with_the_reason(
 ) -> None:
     seed = seed_with(0.5, hits=2, draws=PROMPTS)
     outcome = run_scenario(
-        fault_cluster, fault_emulator, name="failed_jobs", dag_id="doitong_faults_no_retry", output=output_dir,
-        faults=FaultConfig(fail_job_rate=0.5, seed=seed), prompts=PROMPTS,
+        fault_cluster,
+        fault_emulator,
+        name="failed_jobs",
+        dag_id="doitong_faults_no_retry",
+        output=output_dir,
+        faults=FaultConfig(fail_job_rate=0.5, seed=seed),
+        prompts=PROMPTS,
     )
     assert_invariants(outcome, fault_emulator)
     assert_each_prompt_submitted_once(outcome)
@@ -85,8 +95,13 @@ def test_stuck_jobs_fail_at_the_deadline(
 ) -> None:
     seed = seed_with(0.4, hits=2, draws=PROMPTS)
     outcome = run_scenario(
-        fault_cluster, fault_emulator, name="stuck_jobs", dag_id="doitong_faults_no_retry", output=output_dir,
-        faults=FaultConfig(stuck_job_rate=0.4, seed=seed), prompts=PROMPTS,
+        fault_cluster,
+        fault_emulator,
+        name="stuck_jobs",
+        dag_id="doitong_faults_no_retry",
+        output=output_dir,
+        faults=FaultConfig(stuck_job_rate=0.4, seed=seed),
+        prompts=PROMPTS,
     )
     assert_invariants(outcome, fault_emulator)
     assert_each_prompt_submitted_once(outcome)
@@ -102,7 +117,10 @@ def test_stuck_jobs_fail_at_the_deadline(
 def _when_deferred(cluster: AirflowCluster, run_id: str, count: int) -> None:
     def deferred() -> bool:
         states = cluster.task_states(run_id)
-        return sum(1 for key, state in states.items() if key.startswith("generate[") and state == "deferred") >= count
+        return (
+            sum(1 for key, state in states.items() if key.startswith("generate[") and state == "deferred")
+            >= count
+        )
 
     wait_until(deferred, timeout=120, what=f"{count} deferred tasks")
 
@@ -115,8 +133,13 @@ def test_emulator_restart_mid_batch(
         fault_emulator.restart()
 
     outcome = run_scenario(
-        fault_cluster, fault_emulator, name="emulator_restart", dag_id="doitong_faults", output=output_dir,
-        during=restart, prompts=PROMPTS,
+        fault_cluster,
+        fault_emulator,
+        name="emulator_restart",
+        dag_id="doitong_faults",
+        output=output_dir,
+        during=restart,
+        prompts=PROMPTS,
     )
     assert_invariants(outcome, fault_emulator)
     assert_all_succeeded(outcome)
@@ -133,8 +156,13 @@ def test_triggerer_sigkill_mid_batch(
         fault_cluster.start_component("triggerer")
 
     outcome = run_scenario(
-        fault_cluster, fault_emulator, name="triggerer_sigkill", dag_id="doitong_faults", output=output_dir,
-        during=kill_triggerer, prompts=PROMPTS,
+        fault_cluster,
+        fault_emulator,
+        name="triggerer_sigkill",
+        dag_id="doitong_faults",
+        output=output_dir,
+        during=kill_triggerer,
+        prompts=PROMPTS,
     )
     assert_invariants(outcome, fault_emulator)
     assert_all_succeeded(outcome)
@@ -152,7 +180,8 @@ def test_worker_sigkill_after_submission_reattaches(
         index = prompts.index(prompt)
         stored = wait_until(
             lambda: fault_cluster.task_state_value(run_id, "generate", index, "doitong_job_id"),
-            timeout=15, what="the job id in the task state store",
+            timeout=15,
+            what="the job id in the task state store",
         )
         (pid,) = wait_until(
             lambda: fault_cluster.task_pids(run_id, "generate", index), timeout=10, what="the task's process"
@@ -161,8 +190,13 @@ def test_worker_sigkill_after_submission_reattaches(
         return {"index": index, "prompt": prompt, "stored": stored, "pid": pid}
 
     outcome = run_scenario(
-        fault_cluster, fault_emulator, name="worker_sigkill", dag_id="doitong_faults_in_worker", output=output_dir,
-        during=kill_worker, prompts=PROMPTS,
+        fault_cluster,
+        fault_emulator,
+        name="worker_sigkill",
+        dag_id="doitong_faults_in_worker",
+        output=output_dir,
+        during=kill_worker,
+        prompts=PROMPTS,
     )
     assert_invariants(outcome, fault_emulator)
     assert_all_succeeded(outcome)
@@ -207,8 +241,13 @@ def test_api_outage_while_waiting(
             fault_emulator.start()
 
     outcome = run_scenario(
-        fault_cluster, fault_emulator, name="api_outage", dag_id="doitong_faults", output=output_dir,
-        during=outage, prompts=PROMPTS,
+        fault_cluster,
+        fault_emulator,
+        name="api_outage",
+        dag_id="doitong_faults",
+        output=output_dir,
+        during=outage,
+        prompts=PROMPTS,
     )
     assert_invariants(outcome, fault_emulator)
     assert_each_prompt_submitted_once(outcome)

@@ -40,16 +40,26 @@ def _settings(**fields: Any) -> ConnectionSettings:
         pytest.param({"extra__doitong__plan": "starter"}, "starter", "graphql", None, 30.0, id="prefixed"),
         pytest.param(
             json.dumps({"extra__doitong__transport": "rest", "extra__doitong__webhook_secret": SECRET}),
-            "pro", "rest", SECRET, 30.0,
+            "pro",
+            "rest",
+            SECRET,
+            30.0,
             id="prefixed-json-string",
         ),
         pytest.param(
             {"plan": "ENTERPRISE", "transport": "REST", "timeout": "12.5", "webhook_secret": SECRET},
-            "enterprise", "rest", SECRET, 12.5,
+            "enterprise",
+            "rest",
+            SECRET,
+            12.5,
             id="case-and-string-number",
         ),
         pytest.param(
-            {"extra__doitong__plan": "", "extra__doitong__timeout": None}, "pro", "graphql", None, 30.0,
+            {"extra__doitong__plan": "", "extra__doitong__timeout": None},
+            "pro",
+            "graphql",
+            None,
+            30.0,
             id="empty-form-values-mean-default",
         ),
     ],
@@ -70,13 +80,21 @@ def test_extras(extra: Any, plan: str, transport: str, secret: str | None, timeo
     [
         pytest.param({"password": None}, "has no API key", id="no-key"),
         pytest.param({"password": "   "}, "has no API key", id="blank-key"),
-        pytest.param({"extra": {"plan": "platinum"}}, "plan must be one of free, starter, pro, enterprise", id="bad-plan"),
+        pytest.param(
+            {"extra": {"plan": "platinum"}},
+            "plan must be one of free, starter, pro, enterprise",
+            id="bad-plan",
+        ),
         pytest.param({"extra": {"extra__doitong__plan": "gold"}}, "got 'gold'", id="bad-prefixed-plan"),
-        pytest.param({"extra": {"transport": "grpc"}}, "transport must be one of graphql, rest", id="bad-transport"),
+        pytest.param(
+            {"extra": {"transport": "grpc"}}, "transport must be one of graphql, rest", id="bad-transport"
+        ),
         pytest.param({"extra": {"timeout": "soon"}}, "doitong_test", id="bad-timeout"),
         pytest.param({"extra": {"timeout": -3}}, "timeout must be positive", id="negative-timeout"),
         pytest.param({"extra": {"timeout": 0}}, "timeout must be positive", id="zero-timeout"),
-        pytest.param({"extra": {"extra__doitong__timeout": "0"}}, "timeout must be positive", id="zero-timeout-text"),
+        pytest.param(
+            {"extra": {"extra__doitong__timeout": "0"}}, "timeout must be positive", id="zero-timeout-text"
+        ),
         pytest.param({"extra": "{not json"}, "extra is not JSON", id="bad-extra-json"),
         pytest.param({"host": "ftp://files.example.com"}, "http(s)://host[:port]", id="bad-scheme"),
     ],

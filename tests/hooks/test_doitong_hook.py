@@ -20,8 +20,8 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
 )
 from airflow_provider_doitong.connection import DoitongConnectionInvalid
-from doitong_emulator import EmulatorAccount, FaultConfig
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from doitong_emulator import EmulatorAccount, FaultConfig
 
 CONN_ID = "doitong_hooktest"
 ENV = f"AIRFLOW_CONN_{CONN_ID.upper()}"
@@ -61,7 +61,13 @@ CONNECTION_FORMS: dict[str, tuple[Callable[[Any], str], str, str]] = {
     ),
     "json-bare-host-schema-port": (
         lambda emu: json.dumps(
-            {"conn_type": "doitong", "host": "127.0.0.1", "schema": "http", "port": _port(emu), "password": ODD_KEY}
+            {
+                "conn_type": "doitong",
+                "host": "127.0.0.1",
+                "schema": "http",
+                "port": _port(emu),
+                "password": ODD_KEY,
+            }
         ),
         "pro",
         "graphql",
@@ -116,7 +122,9 @@ def test_connection_forms(odd_key_emulator: Any, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.filterwarnings("ignore:ProvidersManager.hooks is deprecated")
-@pytest.mark.parametrize("connection_class", ["airflow.models.connection", "airflow.sdk.definitions.connection"])
+@pytest.mark.parametrize(
+    "connection_class", ["airflow.models.connection", "airflow.sdk.definitions.connection"]
+)
 @pytest.mark.parametrize(
     ("host", "schema", "port"),
     [("{base_url}", None, None), ("127.0.0.1", "http", "{port}")],
@@ -190,7 +198,9 @@ def test_default_retry_policy(doitong_conn: Any) -> None:
     ("conn", "message"),
     [
         pytest.param({"host": "http://127.0.0.1:1"}, "has no API key", id="missing-key"),
-        pytest.param({"password": "k-123456", "extra": {"plan": "platinum"}}, "plan must be one of", id="bad-plan"),
+        pytest.param(
+            {"password": "k-123456", "extra": {"plan": "platinum"}}, "plan must be one of", id="bad-plan"
+        ),
         pytest.param(
             {"password": "k-123456", "extra": {"extra__doitong__transport": "soap"}},
             "transport must be one of",
@@ -249,7 +259,9 @@ def test_test_connection_fails_in_one_request(
 
 
 def test_get_conn_surfaces_unauthorized(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV, json.dumps({"conn_type": "doitong", "host": emulator.base_url, "password": "nope-nope"}))
+    monkeypatch.setenv(
+        ENV, json.dumps({"conn_type": "doitong", "host": emulator.base_url, "password": "nope-nope"})
+    )
     with DoitongHook(doitong_conn_id=CONN_ID).get_conn() as client, pytest.raises(DoitongUnauthorized):
         client.get_account()
     assert [e["status"] for e in emulator.request_log()] == [401]

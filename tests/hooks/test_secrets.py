@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.client import DoitongError, ImageRequest, RetryPolicy
-from doitong_emulator import EmulatorAccount, FaultConfig
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from doitong_emulator import EmulatorAccount, FaultConfig
 
 KEY = "dk_live_S3CR3T_4f9a8b7c6d5e"
 WRONG_KEY = "dk_live_WR0NG_9e8d7c6b5a4f"
@@ -25,7 +25,12 @@ POLICY = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.02)
 
 
 def _set_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, emu: Any, key: str) -> None:
-    value = {"conn_type": "doitong", "host": emu.base_url, "password": key, "extra": {"webhook_secret": SECRET}}
+    value = {
+        "conn_type": "doitong",
+        "host": emu.base_url,
+        "password": key,
+        "extra": {"webhook_secret": SECRET},
+    }
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
 
 
@@ -44,7 +49,9 @@ def test_no_secret_leaks_across_failing_and_succeeding_runs(
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    emulator.add_account(EmulatorAccount(api_key=KEY, webhook_secret=SECRET, plan="pro", credits=1_000, name="s"))
+    emulator.add_account(
+        EmulatorAccount(api_key=KEY, webhook_secret=SECRET, plan="pro", credits=1_000, name="s")
+    )
     _set_conn(monkeypatch, GOOD, emulator, KEY)
     _set_conn(monkeypatch, BAD, emulator, WRONG_KEY)
     caplog.set_level(logging.DEBUG)
@@ -79,7 +86,9 @@ def test_no_secret_leaks_across_failing_and_succeeding_runs(
     emulator.set_faults(FaultConfig(drop_rate=1.0))
     with good.get_conn() as client:
         _expect_error(errors, client.get_account)
-    retry_warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "retrying" in r.getMessage()]
+    retry_warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "retrying" in r.getMessage()
+    ]
     assert len(retry_warnings) == 2 * (POLICY.max_attempts - 1)  # the logs were captured
 
     # 3. Success: submit, wait, download, account, connection test.
@@ -112,7 +121,9 @@ def test_no_secret_leaks_across_failing_and_succeeding_runs(
         assert secret not in haystack
 
 
-def test_hook_registers_both_secrets_with_airflows_masker(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hook_registers_both_secrets_with_airflows_masker(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     masker = pytest.importorskip("airflow.sdk._shared.secrets_masker")
     emulator.add_account(EmulatorAccount(api_key=KEY, webhook_secret=SECRET, plan="pro", name="s"))
     _set_conn(monkeypatch, GOOD, emulator, KEY)

@@ -12,15 +12,24 @@ from airflow.sdk import DAG
 from PIL import Image
 
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
-from doitong_emulator import EmulatorAccount, FaultConfig
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.sensors.doitong import DoitongJobSensor
+from doitong_emulator import EmulatorAccount, FaultConfig
 from tests.conftest import conn_json, run_dag, task_states, xcom_value
 
 _ids = itertools.count()
 RESULT_KEYS = {
-    "job_id", "status", "url", "width", "height", "credit_cost", "provider", "prompt", "output_path",
-    "created_at", "completed_at",
+    "job_id",
+    "status",
+    "url",
+    "width",
+    "height",
+    "credit_cost",
+    "provider",
+    "prompt",
+    "output_path",
+    "created_at",
+    "completed_at",
 }
 
 
@@ -39,8 +48,12 @@ def submissions(emu: Any) -> int:
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 def test_happy_path_stores_the_image(doitong_conn: Any, tmp_path: Any, deferrable: bool) -> None:
     dag = make_dag(
-        prompt="a lighthouse at dawn", width=512, height=768, quality="high",
-        deferrable=deferrable, output_path=f"{tmp_path}/",
+        prompt="a lighthouse at dawn",
+        width=512,
+        height=768,
+        quality="high",
+        deferrable=deferrable,
+        output_path=f"{tmp_path}/",
     )
     run = run_dag(dag)
     assert task_states(run) == {"generate": "success"}
@@ -59,11 +72,17 @@ def test_happy_path_stores_the_image(doitong_conn: Any, tmp_path: Any, deferrabl
 def test_templated_prompt_file_and_output_file(doitong_conn: Any, tmp_path: Any) -> None:
     (tmp_path / "prompt.txt").write_text("a fox in the snow on {{ ds }}")
     with DAG(
-        f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1),
+        f"doitong_op_{next(_ids)}",
+        schedule=None,
+        start_date=pendulum.datetime(2025, 1, 1),
         template_searchpath=[str(tmp_path)],
     ) as dag:
         FluxGenerateOperator(
-            task_id="generate", prompt="prompt.txt", width=256, height=256, poll_interval=0.1,
+            task_id="generate",
+            prompt="prompt.txt",
+            width=256,
+            height=256,
+            poll_interval=0.1,
             output_path=str(tmp_path / "out" / "{{ ds }}.jpg"),
         )
     run = run_dag(dag, logical_date=pendulum.datetime(2025, 3, 4, tz="UTC"))
@@ -77,7 +96,11 @@ def test_mapped_prompts_each_submitted_once(doitong_conn: Any, tmp_path: Any) ->
     prompts = [f"prompt number {n}" for n in range(6)]
     with DAG(f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
         FluxGenerateOperator.partial(
-            task_id="generate", width=256, height=256, deferrable=True, poll_interval=0.1,
+            task_id="generate",
+            width=256,
+            height=256,
+            deferrable=True,
+            poll_interval=0.1,
             output_path=f"{tmp_path}/",
         ).expand(prompt=prompts)
     run = run_dag(dag)
@@ -93,7 +116,9 @@ BAD_INPUTS = [
     pytest.param({"prompt": "ok", "width": 13}, "width must be a multiple of 16", id="width-13"),
     pytest.param({"prompt": "ok", "provider": "flux-pro"}, "provider must be one of", id="provider"),
     pytest.param({"prompt": "ok", "quality": "ultra"}, "quality must be one of", id="quality"),
-    pytest.param({"prompt": "ok", "provider": "flux-dev", "max_credits": 20}, "over max_credits=20", id="budget"),
+    pytest.param(
+        {"prompt": "ok", "provider": "flux-dev", "max_credits": 20}, "over max_credits=20", id="budget"
+    ),
 ]
 
 
@@ -155,7 +180,8 @@ def _use_account(emu: Any, monkeypatch: Any, **account: Any) -> str:
     key = f"key-{next(_ids)}-0123456789"
     emu.add_account(EmulatorAccount(api_key=key, name=key[:12], **{"credits": 10_000, **account}))
     monkeypatch.setenv(
-        "AIRFLOW_CONN_DOITONG_DEFAULT", json.dumps({"conn_type": "doitong", "host": emu.base_url, "password": key})
+        "AIRFLOW_CONN_DOITONG_DEFAULT",
+        json.dumps({"conn_type": "doitong", "host": emu.base_url, "password": key}),
     )
     return key
 
@@ -178,7 +204,9 @@ def test_rate_limited_submission_waits_for_the_reset(
     with DoitongClient(base_url=emu.base_url, api_key=key) as client:
         for _ in range(3):  # the window's 3 requests, used up
             client.get_account()
-    run = run_dag(make_dag(prompt="after the reset", width=256, height=256, deferrable=deferrable, timeout=120))
+    run = run_dag(
+        make_dag(prompt="after the reset", width=256, height=256, deferrable=deferrable, timeout=120)
+    )
     assert task_states(run) == {"generate": "success"}
     stats = emu.stats()
     assert stats["http_429"] >= 1
@@ -186,7 +214,9 @@ def test_rate_limited_submission_waits_for_the_reset(
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
-def test_concurrency_limit_waits_for_a_free_slot(slow_emulator: Any, monkeypatch: Any, deferrable: bool) -> None:
+def test_concurrency_limit_waits_for_a_free_slot(
+    slow_emulator: Any, monkeypatch: Any, deferrable: bool
+) -> None:
     emu = slow_emulator
     key = _use_account(emu, monkeypatch, plan="pro", concurrent_jobs=2)
     _fill(emu, 2, key)  # both slots busy for 8 s
@@ -227,8 +257,14 @@ def test_retry_reattaches_to_the_submitted_job(doitong_conn: Any, tmp_path: Any,
     # Each try gives up 0.05 s into the 0.4 s job; every retry must find the same job (running, then
     # completed), never submit again.
     dag = make_dag(
-        prompt="patience", width=256, height=256, deferrable=deferrable, timeout=0.05,
-        retries=20, retry_delay=0, output_path=f"{tmp_path}/",
+        prompt="patience",
+        width=256,
+        height=256,
+        deferrable=deferrable,
+        timeout=0.05,
+        retries=20,
+        retry_delay=0,
+        output_path=f"{tmp_path}/",
     )
     run = run_dag(dag)
     assert task_states(run) == {"generate": "success"}
@@ -245,8 +281,12 @@ def test_submit_then_sense(doitong_conn: Any, mode: str) -> None:
             task_id="submit", prompt="sensed", width=256, height=256, wait_for_completion=False
         )
         sense = DoitongJobSensor(
-            task_id="sense", job_id="{{ ti.xcom_pull('submit')['job_id'] }}", poke_interval=0.1,
-            poll_interval=0.1, timeout=30, deferrable=mode == "deferrable",
+            task_id="sense",
+            job_id="{{ ti.xcom_pull('submit')['job_id'] }}",
+            poke_interval=0.1,
+            poll_interval=0.1,
+            timeout=30,
+            deferrable=mode == "deferrable",
             mode="reschedule" if mode == "reschedule" else "poke",
         )
         submit >> sense
@@ -261,10 +301,15 @@ def test_submit_then_sense(doitong_conn: Any, mode: str) -> None:
 def test_sensor_fails_with_the_jobs_error(doitong_conn: Any, capfd: Any) -> None:
     doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0, seed=3))
     with DAG(f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
-        submit = FluxGenerateOperator(task_id="submit", prompt="x", width=256, height=256, wait_for_completion=False)
+        submit = FluxGenerateOperator(
+            task_id="submit", prompt="x", width=256, height=256, wait_for_completion=False
+        )
         sense = DoitongJobSensor(
-            task_id="sense", job_id="{{ ti.xcom_pull('submit')['job_id'] }}", poll_interval=0.1,
-            timeout=30, deferrable=True,
+            task_id="sense",
+            job_id="{{ ti.xcom_pull('submit')['job_id'] }}",
+            poll_interval=0.1,
+            timeout=30,
+            deferrable=True,
         )
         submit >> sense
     run = run_dag(dag)
@@ -273,7 +318,9 @@ def test_sensor_fails_with_the_jobs_error(doitong_conn: Any, capfd: Any) -> None
 
 
 def test_secrets_never_reach_logs_or_xcom(doitong_conn: Any, tmp_path: Any, capfd: Any) -> None:
-    run = run_dag(make_dag(prompt="secretless", width=256, height=256, deferrable=True, output_path=f"{tmp_path}/"))
+    run = run_dag(
+        make_dag(prompt="secretless", width=256, height=256, deferrable=True, output_path=f"{tmp_path}/")
+    )
     out = capfd.readouterr()
     text = out.out + out.err + json.dumps(xcom_value(run, "generate"))
     assert "Submitted Doitong job" in text

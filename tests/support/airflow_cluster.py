@@ -84,7 +84,11 @@ class AirflowCluster:
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command in this cluster's environment."""
         return subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env, check=check, capture_output=True, text=True
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            check=check,
+            capture_output=True,
+            text=True,
         )
 
     def start(self, components: Iterable[str] = COMPONENTS) -> AirflowCluster:
@@ -103,7 +107,10 @@ class AirflowCluster:
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the process
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "airflow", *args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -128,7 +135,7 @@ class AirflowCluster:
             except ProcessLookupError:
                 pass
         deadline = time.time() + 20
-        for name, proc in list(self.procs.items()):
+        for proc in list(self.procs.values()):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
@@ -160,7 +167,9 @@ class AirflowCluster:
     def _watch_states(self) -> None:
         while not self._watch_stop.wait(0.5):
             try:
-                rows = self.query("select task_id, map_index, state from task_instance where state is not null")
+                rows = self.query(
+                    "select task_id, map_index, state from task_instance where state is not null"
+                )
             except sqlite3.Error:
                 continue
             for task_id, map_index, state in rows:
@@ -219,7 +228,8 @@ class AirflowCluster:
         )
         keys = ("id", "task_id", "map_index", "state", "try_number", "start", "end")
         return [
-            {**dict(zip(keys, row, strict=True)), "start": unix_time(row[5]), "end": unix_time(row[6])} for row in rows
+            {**dict(zip(keys, row, strict=True)), "start": unix_time(row[5]), "end": unix_time(row[6])}
+            for row in rows
         ]
 
     def run_times(self, run_id: str) -> tuple[float | None, float | None]:
@@ -235,7 +245,9 @@ class AirflowCluster:
         )
         return str(rows[0][0]) if rows else None
 
-    def task_pids(self, run_id: str, task_id: str, map_index: int = -1, *, supervisor: bool = False) -> list[int]:
+    def task_pids(
+        self, run_id: str, task_id: str, map_index: int = -1, *, supervisor: bool = False
+    ) -> list[int]:
         """Processes running a task instance now, found by their process titles.
 
         :param supervisor: the LocalExecutor worker supervising the task, instead of the task's own process.
@@ -258,7 +270,7 @@ class AirflowCluster:
                 continue
             is_supervisor = "LocalExecutor" in title
             is_task = not is_supervisor
-            if (is_supervisor if supervisor else is_task):
+            if is_supervisor if supervisor else is_task:
                 pids.append(proc.pid)
         return pids
 
@@ -275,7 +287,9 @@ class AirflowCluster:
         except psutil.NoSuchProcess:
             return []
 
-    def attempt_log(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, attempt: int = 1) -> str:
+    def attempt_log(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, attempt: int = 1
+    ) -> str:
         """One attempt's task log, with its trigger logs (empty if there is none)."""
         folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         if map_index >= 0:

@@ -10,9 +10,9 @@ import pytest
 
 from airflow_provider_doitong import events
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
-from doitong_emulator import FaultConfig
 from airflow_provider_doitong.triggers import poller as poller_module
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
+from doitong_emulator import FaultConfig
 
 
 def submit(emu: Any, prompt: str = "a trigger test") -> str:
@@ -29,7 +29,9 @@ def first_event(trigger: DoitongJobTrigger) -> dict[str, Any]:
 
 
 def test_serialize_is_plain_json_without_secrets() -> None:
-    trigger = DoitongJobTrigger(job_id="abc", doitong_conn_id="my_conn", poll_interval=2, deadline=1700000000.5)
+    trigger = DoitongJobTrigger(
+        job_id="abc", doitong_conn_id="my_conn", poll_interval=2, deadline=1700000000.5
+    )
     assert trigger.serialize() == (
         "airflow_provider_doitong.triggers.doitong.DoitongJobTrigger",
         {"job_id": "abc", "doitong_conn_id": "my_conn", "poll_interval": 2.0, "deadline": 1700000000.5},
@@ -80,7 +82,9 @@ _original_init = poller_module.JobPoller.__init__
 def _fast_poller_init(self: Any, **kwargs: Any) -> None:
     from airflow_provider_doitong.client import RetryPolicy
 
-    _original_init(self, **{**kwargs, "max_consecutive_errors": 3, "retry_policy": RetryPolicy(backoff_base=0.01)})
+    _original_init(
+        self, **{**kwargs, "max_consecutive_errors": 3, "retry_policy": RetryPolicy(backoff_base=0.01)}
+    )
 
 
 def test_many_triggers_share_one_poller(doitong_conn: Any) -> None:
