@@ -74,6 +74,26 @@ def job_failed_error(job: Job) -> DoitongJobFailed:
     return DoitongJobFailed(f"Doitong job {job.id} failed{code}: {detail}", code=job.error_code, job=job)
 
 
+def timeout_error(job_id: str, job: Job | None, *, cause: BaseException | None = None) -> DoitongTimeout:
+    """The error a wait ends with at its deadline.
+
+    :param job: the job as last read, if any poll answered.
+    :param cause: the last failed poll's error, if the API was unavailable at the end.
+    """
+    if cause is not None:
+        return DoitongTimeout(
+            f"Doitong job {job_id} did not finish by its deadline: the API did not answer ({cause}); "
+            "the job may still be running at Doitong",
+            job=job,
+        )
+    state = f"still {job.raw_status}" if job is not None else "no status read yet"
+    return DoitongTimeout(
+        f"Doitong job {job_id} did not finish by its deadline ({state}); it keeps running at Doitong "
+        "(the API has no cancel)",
+        job=job,
+    )
+
+
 def next_step(
     job_id: str,
     job: Job | None,
@@ -99,13 +119,7 @@ def next_step(
     if job.status is JobStatus.FAILED:
         return WaitStep(error=job_failed_error(job))
     if deadline is not None and now >= deadline:
-        return WaitStep(
-            error=DoitongTimeout(
-                f"Doitong job {job_id} is still {job.raw_status or 'running'} at the deadline; "
-                "it keeps running at Doitong (the API has no cancel)",
-                job=job,
-            )
-        )
+        return WaitStep(error=timeout_error(job_id, job))
     sleep = rate_limit.pace_delay(now=now, min_interval=poll_interval) if rate_limit else poll_interval
     if deadline is not None:
         sleep = min(sleep, max(0.0, deadline - now))
@@ -121,6 +135,7 @@ def after_poll_error(
     now: float,
     deadline: float | None,
     policy: RetryPolicy,
+    max_odd_errors: int = MAX_ODD_ERRORS,
     rng: random.Random | None = None,
 ) -> WaitStep:
     """Judge a poll that raised ``error``.
@@ -128,7 +143,7 @@ def after_poll_error(
     - 401: re-read the connection once (``reauth``); a second 401 in a row ends the wait.
     - 5xx, no answer, 429: the API is unavailable, not the job: back off (a 429 no sooner than
       its reset) and poll again, until the deadline, which ends the wait with :class:`DoitongTimeout`.
-    - Answers that break the contract: back off, up to :data:`MAX_ODD_ERRORS` in a row.
+    - Answers that break the contract: back off, up to ``max_odd_errors`` in a row.
     - Anything else (400, 402, 404...) ends the wait.
 
     :param failures: failed polls in a row, this one included.
@@ -139,15 +154,10 @@ def after_poll_error(
     if isinstance(error, DoitongUnauthorized):
         return WaitStep(error=error) if reauthed else WaitStep(reauth=True)
     transient = is_transient(error)
-    if not transient and not (isinstance(error, DoitongProtocolError) and failures < MAX_ODD_ERRORS):
+    if not transient and not (isinstance(error, DoitongProtocolError) and failures < max_odd_errors):
         return WaitStep(error=error)
     if deadline is not None and now >= deadline:
-        return WaitStep(
-            error=DoitongTimeout(
-                f"Doitong job {job_id}: the API did not answer by the deadline ({error}); the job may "
-                "still be running at Doitong"
-            )
-        )
+        return WaitStep(error=timeout_error(job_id, None, cause=error))
     sleep = compute_wait(error, attempt=failures, policy=policy, now=now, rng=rng)
     if deadline is not None:
         sleep = min(sleep, max(0.0, deadline - now))
