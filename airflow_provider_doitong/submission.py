@@ -5,6 +5,8 @@ image keeps its own record in the task state store, under :data:`STATE_KEY`:
 
 - ``submitting`` before the POST (no job id yet): if the try dies before the answer, the next try
   knows a job *may* exist and was charged;
+- ``refused`` when the answer proved no job was made (a 429, a connection never made), with how
+  many refusals came in a row, so the backoff keeps growing across deferrals and restarts;
 - ``submitted`` with the job id, as soon as the answer came;
 - ``stored`` once the image is stored and the try is about to succeed.
 
@@ -45,8 +47,13 @@ ON_AMBIGUOUS = ("fail", "resubmit")
 
 class RecordState(str, enum.Enum):
     SUBMITTING = "submitting"
+    REFUSED = "refused"
     SUBMITTED = "submitted"
     STORED = "stored"
+
+
+#: States that carry no job id.
+_WITHOUT_JOB = frozenset({RecordState.SUBMITTING, RecordState.REFUSED})
 
 
 class Action(str, enum.Enum):
@@ -87,12 +94,14 @@ class Record:
 
     :param job_id: the job, once the submission's answer came.
     :param at: the Unix time of the last change.
+    :param refusals: for ``refused``, the refusals in a row so far.
     """
 
     state: RecordState
     fingerprint: str
     job_id: str | None = None
     at: float = 0.0
+    refusals: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +109,7 @@ class Record:
             "fingerprint": self.fingerprint,
             "job_id": self.job_id,
             "at": self.at,
+            "refusals": self.refusals,
         }
 
     @classmethod
@@ -114,11 +124,15 @@ class Record:
         fp, job_id = value.get("fingerprint"), value.get("job_id")
         if not isinstance(fp, str) or not (job_id is None or isinstance(job_id, str)):
             return None
-        if (job_id is None) != (state is RecordState.SUBMITTING):
+        if (job_id is None) != (state in _WITHOUT_JOB):
             return None
-        at = value.get("at")
+        at, refusals = value.get("at"), value.get("refusals", 0)
         return cls(
-            state=state, fingerprint=fp, job_id=job_id, at=float(at) if isinstance(at, int | float) else 0.0
+            state=state,
+            fingerprint=fp,
+            job_id=job_id,
+            at=float(at) if isinstance(at, int | float) else 0.0,
+            refusals=refusals if isinstance(refusals, int) and refusals > 0 else 0,
         )
 
 
@@ -127,12 +141,14 @@ class Step:
     """What a try does next, and why (for the task log).
 
     :param job: the job as read back, for :attr:`Action.WAIT` and :attr:`Action.FINISH`.
+    :param refusals: for :attr:`Action.SUBMIT`, the refusals in a row before this try.
     """
 
     action: Action
     reason: str
     job_id: str | None = None
     job: Job | None = None
+    refusals: int = 0
 
 
 def plan(stored: Any, *, fingerprint: str, on_clear: str) -> Step:
@@ -156,6 +172,12 @@ def plan(stored: Any, *, fingerprint: str, on_clear: str) -> Step:
         )
     if record.state is RecordState.SUBMITTING:
         return Step(Action.AMBIGUOUS, "an earlier try sent this request and never got the answer")
+    if record.state is RecordState.REFUSED:
+        return Step(
+            Action.SUBMIT,
+            f"refused {record.refusals} times in a row so far (no job)",
+            refusals=record.refusals,
+        )
     if record.state is RecordState.STORED and on_clear == "regenerate":
         return Step(
             Action.SUBMIT,

@@ -57,11 +57,17 @@ class SubmitOnceMixin:
             return None
         return store.get(submission.STATE_KEY)
 
-    def _save_record(self, context: Context, state: RecordState, job_id: str | None = None) -> None:
+    def _save_record(
+        self, context: Context, state: RecordState, job_id: str | None = None, *, refusals: int = 0
+    ) -> None:
         store = context.get("task_state_store")
         if store is not None:
             record = Record(
-                state=state, fingerprint=submission.fingerprint(self._request), job_id=job_id, at=time.time()
+                state=state,
+                fingerprint=submission.fingerprint(self._request),
+                job_id=job_id,
+                at=time.time(),
+                refusals=refusals,
             )
             store.set(submission.STATE_KEY, record.to_json())
 
@@ -120,15 +126,17 @@ class SubmitOnceMixin:
             except DoitongError as exc:
                 if submission.may_have_created_job(exc):
                     raise airflow_error(exc, doing="Doitong submission failed, a job may exist") from None
-                self._forget_record(context)
                 waitable = isinstance(exc, DoitongConnectionError) or (
                     isinstance(exc, DoitongRateLimited)
                     and (not exc.is_daily_limit or self.on_daily_limit == "wait")
                 )
                 if not waitable:
+                    self._forget_record(context)
                     raise airflow_error(
                         exc, on_daily_limit=self.on_daily_limit, doing="Doitong submission failed"
                     ) from None
+                # No job exists; the count outlives a deferral even where its kwargs are lost.
+                self._save_record(context, RecordState.REFUSED, refusals=attempt)
                 self._wait_before_resubmitting(exc, attempt)
         self._save_record(context, RecordState.SUBMITTED, job.id)
         self._jobs[job.id] = job

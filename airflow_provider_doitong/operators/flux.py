@@ -268,7 +268,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     def _run(self, context: Context, attempt: int) -> Any:
         step = self._resume_step(context)
         if step.action is Action.SUBMIT:
-            job = self._submit(context, attempt)
+            job = self._submit(context, max(attempt, step.refusals))
             return self._wait(job.id, context, job)
         assert step.job_id is not None
         if step.job is not None:

@@ -254,10 +254,26 @@ def test_refusals_that_prove_no_job_are_waited_out_with_a_growing_floor(
     store = FakeStore()
     result = _operator(client, timeout=3600).execute({"task_state_store": store})
     assert len(client.submitted) == 7 and result["job_id"] == "new-7"
-    assert store.history.count("deleted") == 6  # each refusal proved no job: the marker goes
+    # Each refusal proved no job: the marker gives way to the count of refusals so far.
+    assert store.history.count("refused") == 6 and "deleted" not in store.history
     if isinstance(refusal, DoitongRateLimited):
         # Never sooner than the exponential floor, whatever the reset said: 0.5, 1, 2, 4, 8, 16 s.
         assert all(s >= 0.5 * 2**n - 0.01 for n, s in enumerate(_no_sleeping)), _no_sleeping
+
+
+def test_the_refusal_count_survives_in_the_record_when_deferral_kwargs_are_lost() -> None:
+    """``dag.test()`` resumes with the trigger's event only; the record still knows the count."""
+    store = FakeStore()
+    op = _operator(FakeClient(submit_errors=[_429(retry_in=-30.0)] * 2), deferrable=True)
+    for expected in (1, 2):
+        with pytest.raises(TaskDeferred) as info:
+            op.execute({"task_state_store": store})  # no attempt kwarg, as dag.test() resumes
+        assert info.value.kwargs["attempt"] == expected
+        assert store.value["state"] == "refused" and store.value["refusals"] == expected
+    with pytest.raises(TaskDeferred) as info:  # submitted: now it waits in the triggerer
+        op.execute({"task_state_store": store})
+    assert info.value.method_name == "execute_complete"
+    assert store.value["state"] == "submitted" and store.value["job_id"] == "new-3"
 
 
 def test_deferrable_refusals_carry_their_count_across_deferrals() -> None:
