@@ -16,12 +16,14 @@ from airflow_provider_doitong import contract, events
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongClient,
+    DoitongDownloadTooLarge,
     DoitongError,
     DoitongInsufficientCredits,
     DoitongJobFailed,
     DoitongRateLimited,
     DoitongTimeout,
     DoitongUnauthorized,
+    DoitongUntrustedOutput,
     DoitongValidationError,
     ImageRequest,
     Job,
@@ -31,7 +33,7 @@ from airflow_provider_doitong.client.retry import backoff
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
-from airflow_provider_doitong.storage import resolve_output_path, write_image
+from airflow_provider_doitong.storage import UnsafeOutputPath, shown, store_image
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
@@ -91,7 +93,8 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;
         the job keeps running at Doitong past it.
     :param output_path: where to store the image (templated): a local path or an
-        ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``.
+        ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``, the
+        extension from the image's bytes and an unsafe job id mapped to a safe name.
     :param max_credits: refuse to submit when the estimated cost exceeds this.
     :param on_daily_limit: on 429 ``DAILY_LIMIT``, ``fail`` at once or ``wait`` for the reset.
     """
@@ -374,15 +377,24 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         return result
 
     def _store(self, job: Job) -> str:
+        """Download the image (an allowed host, a capped body, a whole image) and write it.
+
+        A refused host or an over-large body fails the task without retries (the same answer would
+        come again); anything else fails the try.
+        """
         if not job.url:
             raise AirflowException(f"Doitong job {job.id} completed without an output URL")
-        path = resolve_output_path(str(self.output_path), job_id=job.id, url=job.url)
         try:
             data = self.client.download(job.url)
+        except (DoitongUntrustedOutput, DoitongDownloadTooLarge) as exc:
+            raise AirflowFailException(f"Not storing the image of Doitong job {job.id}: {exc}") from None
         except DoitongError as exc:
             raise AirflowException(f"Downloading the image of Doitong job {job.id} failed: {exc}") from None
-        write_image(path, data)
-        where = path.path if path.protocol in ("", "file", "local") else str(path)
+        try:
+            path = store_image(str(self.output_path), job.id, data)
+        except UnsafeOutputPath as exc:
+            raise AirflowFailException(f"Not storing the image of Doitong job {job.id}: {exc}") from None
+        where = shown(path)
         self.log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job.id, len(data), where)
         return where
 
