@@ -85,15 +85,17 @@ def new_job(
     outcome: str,
     config: EmulatorConfig,
     rng: random.Random,
+    job_id: str | None = None,
 ) -> Job:
-    """The job a submission becomes: its id, timeline and (drawn) outcome."""
+    """The job a submission becomes: its id (``job_id``, or 20 random hex digits), timeline and
+    (drawn) outcome."""
     seconds = config.job_seconds
     if config.job_seconds_spread:
         seconds += rng.uniform(-config.job_seconds_spread, config.job_seconds_spread)
     started = now + config.queue_seconds * config.time_scale
     finish = None if outcome == OUTCOME_STUCK else started + max(seconds, 0.0) * config.time_scale
     job = Job(
-        id=uuid.uuid4().hex[:20],
+        id=job_id or uuid.uuid4().hex[:20],
         account=account.name,
         provider=request.provider,
         prompt=request.prompt,

@@ -45,7 +45,11 @@ class WebhookOutbox:
         return bool(self._queue)
 
     def take(
-        self, *, jobs: Mapping[str, Job], account_of: Callable[[str], AccountState | None], base_url: str
+        self,
+        *,
+        jobs: Mapping[str, Job],
+        account_of: Callable[[str], AccountState | None],
+        output_url: Callable[[Job], str],
     ) -> list[WebhookDelivery]:
         """Prepare every queued delivery and mark it as being sent."""
         deliveries = []
@@ -56,7 +60,7 @@ class WebhookOutbox:
             account = account_of(job.account)
             if account is None:
                 continue
-            body = json.dumps(job.webhook_payload(base_url=base_url), separators=(",", ":")).encode()
+            body = json.dumps(job.webhook_payload(output_url=output_url(job)), separators=(",", ":")).encode()
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": "doitong-emulator",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_doitong.contract import REFUND_FAILED_JOBS, JobStatus
-from doitong_emulator import admission, persistence
+from doitong_emulator import admission, outputs, persistence
 from doitong_emulator.accounts import AccountState, EmulatorAccount
 from doitong_emulator.config import EmulatorConfig
 from doitong_emulator.faults import FaultInjector
@@ -61,6 +61,7 @@ class EmulatorState:
         self.outbox = WebhookOutbox()
         self._active_total = 0
         self.stats = Stats()
+        self.downloads = outputs.DownloadLedger()
         self._rng = random.Random(config.seed)
         for account in accounts:
             self.add_account(account)
@@ -126,6 +127,7 @@ class EmulatorState:
                 cost=cost,
                 now=now,
                 outcome=self.faults.draw_job_outcome(),
+                job_id=outputs.new_job_id(self.faults.config),
                 config=self.config,
                 rng=self._rng,
             )
@@ -171,7 +173,11 @@ class EmulatorState:
 
     def job_json(self, job: Job, *, at_submission: bool = False) -> dict[str, Any]:
         """A job as the API shows it now (``at_submission``: as just created)."""
-        return job.to_json(base_url=self.base_url, now=self.clock(), at_submission=at_submission)
+        return job.to_json(output_url=self.output_url(job), now=self.clock(), at_submission=at_submission)
+
+    def output_url(self, job: Job) -> str:
+        """Where a job's output is served (another host or suffix under the hostile options)."""
+        return outputs.output_url(job.id, base_url=self.base_url, config=self.faults.config)
 
     def output_job(self, job_id: str) -> Job | None:
         """The job whose output may be downloaded now: completed and not expired."""
@@ -218,7 +224,7 @@ class EmulatorState:
     def take_webhooks(self) -> list[WebhookDelivery]:
         """Prepare every pending webhook delivery and mark it as being sent."""
         with self.lock:
-            return self.outbox.take(jobs=self.jobs, account_of=self.registry.get, base_url=self.base_url)
+            return self.outbox.take(jobs=self.jobs, account_of=self.registry.get, output_url=self.output_url)
 
     def webhook_attempted(self, job_id: str) -> bool:
         """Count one delivery attempt; ``False`` when the job is gone (after a reset): stop."""
@@ -258,7 +264,7 @@ class EmulatorState:
                 jobs=self.jobs,
                 active_total=self._active_total,
                 now=now,
-            )
+            ) | {"downloads": outputs.ledger_snapshot(self.downloads)}
 
     def request_log(self) -> list[dict[str, Any]]:
         """Every API request as ``{"t", "kind", "status"}``."""
@@ -273,6 +279,7 @@ class EmulatorState:
             self.outbox.clear()
             self._active_total = 0
             self.stats = Stats()
+            self.downloads.reset()
             for account in self.accounts:
                 account.reset()
             self._rng = random.Random(self.config.seed)
