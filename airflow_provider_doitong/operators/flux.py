@@ -16,14 +16,12 @@ from airflow_provider_doitong import contract, events
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongClient,
-    DoitongDownloadTooLarge,
     DoitongError,
     DoitongInsufficientCredits,
     DoitongJobFailed,
     DoitongRateLimited,
     DoitongTimeout,
     DoitongUnauthorized,
-    DoitongUntrustedOutput,
     DoitongValidationError,
     ImageRequest,
     Job,
@@ -33,7 +31,7 @@ from airflow_provider_doitong.client.retry import backoff
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
-from airflow_provider_doitong.storage import UnsafeOutputPath, shown, store_image
+from airflow_provider_doitong.operators.outputs import fetch_and_store, link_url
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
@@ -368,7 +366,7 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
             if self.output_path:
                 output = self._store(job)
-            self.image_url = job.url
+            self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
         result = job_result(job, prompt=self._request.prompt, output_path=output)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
@@ -377,26 +375,10 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         return result
 
     def _store(self, job: Job) -> str:
-        """Download the image (an allowed host, a capped body, a whole image) and write it.
-
-        A refused host or an over-large body fails the task without retries (the same answer would
-        come again); anything else fails the try.
-        """
-        if not job.url:
-            raise AirflowException(f"Doitong job {job.id} completed without an output URL")
-        try:
-            data = self.client.download(job.url)
-        except (DoitongUntrustedOutput, DoitongDownloadTooLarge) as exc:
-            raise AirflowFailException(f"Not storing the image of Doitong job {job.id}: {exc}") from None
-        except DoitongError as exc:
-            raise AirflowException(f"Downloading the image of Doitong job {job.id} failed: {exc}") from None
-        try:
-            path = store_image(str(self.output_path), job.id, data)
-        except UnsafeOutputPath as exc:
-            raise AirflowFailException(f"Not storing the image of Doitong job {job.id}: {exc}") from None
-        where = shown(path)
-        self.log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job.id, len(data), where)
-        return where
+        """Download the image (checked by the client) and write it (see :mod:`.outputs`)."""
+        return fetch_and_store(
+            self.client, job_id=job.id, url=job.url, location=str(self.output_path), log=self.log
+        )
 
 
 def _iso(unix_time: float) -> str:

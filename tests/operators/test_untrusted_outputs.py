@@ -143,3 +143,12 @@ def test_an_endless_body_fails_at_the_cap(
     assert run.get_task_instances()[0].try_number == 1
     assert "larger than 1048576 bytes" in capfd.readouterr().out
     assert files_under(tmp_path) == set()
+
+
+def test_no_image_link_to_an_unlisted_host(doitong_conn: Any, recorder: Recorder) -> None:
+    doitong_conn.set_faults(FaultConfig(output_base_url=recorder.base_url))
+    run = run_dag(make_dag(prompt="not stored"))
+    assert task_states(run) == {"generate": "success"}
+    assert xcom_value(run, "generate")["url"].startswith(recorder.base_url)  # the answer, as data
+    assert xcom_value(run, "generate", key="_link_DoitongImageLink") == ""
+    assert recorder.seen == []
