@@ -61,6 +61,7 @@ def _read_body(resp: requests.Response, steps: Download) -> None:
             if not chunk or not steps.feed(chunk):
                 return
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+        steps.remaining()  # a read that timed out at the time limit is the time limit
         raise DoitongConnectionError(
             f"Doitong {WHAT}: the body was cut off ({type(exc).__name__})", request_sent=True
         ) from None
@@ -182,6 +183,7 @@ class DoitongClient(ClientBase):
                     timeout=(read_timeout, read_timeout),
                 )
             except requests.RequestException as exc:
+                steps.remaining()
                 raise _connection_error(exc, WHAT) from None
             with resp:
                 target = steps.answer(resp.status_code, resp.headers)
