@@ -36,7 +36,10 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "transport": {
         "label": "Transport",
-        "description": "Submit jobs through GraphQL or the REST endpoint.",
+        "description": (
+            "How jobs are submitted: graphql (the generate mutation), graphql-image (the generateImage "
+            "mutation) or rest (POST /v1/text_to_image)."
+        ),
         "schema": {"type": ["string", "null"], "enum": [*TRANSPORTS, None], "default": "graphql"},
     },
     "webhook_secret": {
@@ -82,7 +85,7 @@ class ConnectionSettings:
     :param base_url: the API's base URL.
     :param api_key: the API key (never logged).
     :param plan: the plan name.
-    :param transport: ``graphql`` or ``rest``.
+    :param transport: ``graphql``, ``graphql-image`` or ``rest`` (how jobs are submitted).
     :param webhook_secret: the webhook secret, if set (never logged).
     :param timeout: seconds per HTTP request.
     :param allowed_download_hosts: hosts added to the API's own and the vendor's CDN for downloads.

@@ -248,10 +248,11 @@ class EmulatorState:
         return bool(self.outbox)
 
     # --- counters -------------------------------------------------------------------------
-    def record_request(self, t: float, kind: str, status: int) -> None:
-        """Count one API request (``status`` 0 when dropped; ``kind`` from ``stats.KINDS``)."""
+    def record_request(self, t: float, kind: str, status: int, *, form: str | None = None) -> None:
+        """Count one API request (``status`` 0 when dropped; ``kind`` from ``stats.KINDS``; ``form``:
+        how it was sent, the GraphQL field or ``rest``, for the log)."""
         with self.lock:
-            self.stats.record_request(t, kind, status)
+            self.stats.record_request(t, kind, status, form=form)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters as ``GET /_emulator/stats`` shows them."""
@@ -267,7 +268,7 @@ class EmulatorState:
             ) | {"downloads": outputs.ledger_snapshot(self.downloads)}
 
     def request_log(self) -> list[dict[str, Any]]:
-        """Every API request as ``{"t", "kind", "status"}``."""
+        """Every API request as ``{"t", "kind", "status", "form"}``."""
         with self.lock:
             return self.stats.request_log()
 
