@@ -25,6 +25,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from airflow_provider_doitong.client.errors import (
     DoitongBadRequest,
     DoitongConnectionError,
+    DoitongDownloadTooLarge,
     DoitongError,
     DoitongInsufficientCredits,
     DoitongJobFailed,
@@ -34,6 +35,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongServerError,
     DoitongTimeout,
     DoitongUnauthorized,
+    DoitongUntrustedOutput,
     DoitongValidationError,
 )
 
@@ -68,6 +70,9 @@ _TABLE: tuple[tuple[type[BaseException], Answer, Answer], ...] = (
     (DoitongBadRequest, Answer.FAIL, Answer.FAIL),
     (DoitongUnauthorized, Answer.FAIL, Answer.FAIL),
     (DoitongInsufficientCredits, Answer.FAIL, Answer.FAIL),
+    # A download the policy refuses would be refused again: an unlisted host, an over-large body.
+    (DoitongUntrustedOutput, Answer.FAIL, Answer.FAIL),
+    (DoitongDownloadTooLarge, Answer.FAIL, Answer.FAIL),
     (DoitongJobFailed, Answer.RETRY, Answer.FAIL),
     (DoitongNotFound, Answer.RETRY, Answer.FAIL),
     (DoitongTimeout, Answer.RETRY, Answer.FAIL),

@@ -167,4 +167,5 @@ def test_deadline_error_names_the_outage() -> None:
     wait = JobWait(job_id="j", poll_interval=1.0, deadline=NOW - 1, clock=lambda: NOW, policy=POLICY)
     error = wait.observe_error(_REFUSED).error
     assert isinstance(error, DoitongTimeout)
-    assert "did not answer by the deadline" in str(error) and "could not connect" in str(error)
+    assert "did not finish by its deadline: the API did not answer" in str(error)
+    assert "could not connect" in str(error)

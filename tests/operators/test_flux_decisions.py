@@ -25,6 +25,7 @@ from airflow_provider_doitong.client import (
     ImageRequest,
     Job,
 )
+from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.operators import flux
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 
@@ -65,6 +66,7 @@ class FakeClient:
         self.jobs = dict(jobs or {})
         self.submit_errors = list(submit_errors)
         self.submitted: list[ImageRequest] = []
+        self.download_policy = DownloadPolicy.for_api("https://api.doitong.com")
         self.reads: list[str] = []
         self.waits: list[str] = []
 

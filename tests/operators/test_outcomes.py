@@ -6,8 +6,11 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from airflow_provider_doitong.client.errors import (
+    DoitongBadImage,
     DoitongBadRequest,
     DoitongConnectionError,
+    DoitongDownloadTimeout,
+    DoitongDownloadTooLarge,
     DoitongError,
     DoitongInsufficientCredits,
     DoitongJobFailed,
@@ -17,6 +20,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongServerError,
     DoitongTimeout,
     DoitongUnauthorized,
+    DoitongUntrustedOutput,
     DoitongValidationError,
 )
 from airflow_provider_doitong.outcomes import Answer, Role, airflow_error, answer_for, describe
@@ -45,6 +49,10 @@ TABLE: list[tuple[str, DoitongError, Answer, Answer]] = [
     ("refused", DoitongConnectionError("refused", request_sent=False), R, R),
     ("dropped", DoitongConnectionError("dropped", request_sent=True), R, R),
     ("malformed", DoitongProtocolError("not JSON", status=200), R, R),
+    ("untrusted-output-host", DoitongUntrustedOutput("elsewhere.example is not allowed"), F, F),
+    ("download-too-large", DoitongDownloadTooLarge("over 64 MiB"), F, F),
+    ("not-an-image", DoitongBadImage("an HTML page"), R, R),
+    ("download-time-limit", DoitongDownloadTimeout("60 s"), R, R),
     ("other", DoitongError("?"), R, R),
 ]
 
