@@ -21,7 +21,9 @@ def _set(cluster: AirflowCluster, name: str, value: str) -> None:
 
 
 def _clear_and_wait(cluster: AirflowCluster, run_id: str) -> str:
-    cluster.airflow("tasks", "clear", CLEAR_DAG_ID, "--task-regex", "^generate$", "--yes")
+    """Clear the run's one task (``tasks clear`` selects runs by logical date; a triggered run has none)."""
+    cluster.airflow("dags", "clear", CLEAR_DAG_ID, "--run-id", run_id, "--yes")
+    assert cluster.run_state(run_id) != "success", "the clear did not reset the run"
     return cluster.wait_for_run(run_id, timeout=180)
 
 
@@ -54,13 +56,13 @@ def test_a_cleared_task_submits_a_changed_prompt_once_and_reuses_an_unchanged_on
     _set(fault_cluster, "doitong_clear_prompt", "a blue kite over the dunes")
     assert _clear_and_wait(fault_cluster, run_id) == "success"
     second = _record(fault_cluster, run_id)
-    assert second["job_id"] != first["job_id"] and second["state"] == "stored"
+    log = _log(fault_cluster, run_id, 2)
+    assert second["job_id"] != first["job_id"] and second["state"] == "stored", (second, log[-3000:])
     assert emu.stats()["submissions_by_prompt"] == {
         "a red kite over the dunes": 1,
         "a blue kite over the dunes": 1,
     }
     assert {p.stem for p in output.iterdir()} == {first["job_id"], second["job_id"]}
-    log = _log(fault_cluster, run_id, 2)
     assert "the request changed since job" in log and "Submitted Doitong job" in log, log[-3000:]
 
     # Cleared again with the same request, its file gone: the paid image is fetched again, no charge.
