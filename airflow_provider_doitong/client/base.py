@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_doitong import __version__, contract
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 
 USER_AGENT = f"airflow-provider-doitong/{__version__}"
@@ -68,7 +69,8 @@ class ClientBase:
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
         self.clock = clock
-        self.last_rate_limit = None
+        #: What the rate-limit headers of the last answer said.
+        self.last_rate_limit: RateLimitInfo | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, transport={self.transport!r})"

@@ -65,7 +65,9 @@ def rate_limit_wait(error: DoitongRateLimited, *, now: float) -> float | None:
     return max(0.0, error.retry_at - now)
 
 
-def is_retryable(error: BaseException, *, safe_to_resend: bool, policy: RetryPolicy, now: float) -> bool:
+def is_retryable(
+    error: BaseException | None, *, safe_to_resend: bool, policy: RetryPolicy, now: float
+) -> bool:
     """Whether another attempt may help, and cannot create a job twice.
 
     A submission is resent only where it cannot have created a job: a 429 (refused before any job
@@ -89,7 +91,12 @@ def is_retryable(error: BaseException, *, safe_to_resend: bool, policy: RetryPol
 
 
 def compute_wait(
-    error: BaseException, *, attempt: int, policy: RetryPolicy, now: float, rng: random.Random | None = None
+    error: BaseException | None,
+    *,
+    attempt: int,
+    policy: RetryPolicy,
+    now: float,
+    rng: random.Random | None = None,
 ) -> float:
     """How long to wait before the next attempt.
 
