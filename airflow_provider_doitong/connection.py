@@ -23,7 +23,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "plan": {
         "label": "Plan",
-        "description": "The account's plan (free, starter, pro, enterprise); sets default pacing.",
+        "description": "The account's plan, for reference: requests are paced by rate-limit headers.",
         "schema": {"type": ["string", "null"], "enum": [*PLANS, None], "default": "pro"},
     },
     "transport": {
