@@ -87,6 +87,8 @@ def main(argv: list[str]) -> int:
         print("commands:", ", ".join(COMMANDS))
         return 2
     ensure_venv()
+    # mkdocs-material prints a banner about its successor on every build unless this is set.
+    os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
     if argv[0] == "check":
         return run_checks()
     args = argv[1:] or (["serve"] if argv[0] == "docs" else [])

@@ -1,0 +1,58 @@
+"""MkDocs hooks: parts of the site that come from the repository itself, so they cannot go stale.
+
+- Files kept elsewhere in the repository (the benchmarks' plot) are published without a copy.
+- ``<!-- connection-extras -->`` in a page becomes the table of the ``doitong`` connection's
+  extras, read from ``airflow_provider_doitong.connection.CONN_FIELDS`` (what the UI form shows).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Repository files published as they are, under the docs path given.
+EXTERNAL_FILES = {
+    "benchmarks/requests_per_second.png": "benchmarks/requests_per_second.png",
+}
+CONNECTION_EXTRAS_MARKER = "<!-- connection-extras -->"
+
+
+def on_files(files: Files, config: Any) -> Files:
+    for source, dest in EXTERNAL_FILES.items():
+        files.append(File.generated(config, dest, abs_src_path=str(ROOT / source)))
+    return files
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def connection_extras_table() -> str:
+    """The connection's extras as a Markdown table: name, type, default, the form's description."""
+    from airflow_provider_doitong.connection import CONN_FIELDS
+
+    rows = ["| extra | form label | type | default | description |", "|---|---|---|---|---|"]
+    for name, field in CONN_FIELDS.items():
+        schema = field.get("schema", {})
+        types = [t for t in schema.get("type", []) if t != "null"]
+        if schema.get("format") == "password":
+            types.append("secret")
+        choices = [c for c in schema.get("enum", []) if c is not None]
+        kind = " or ".join(f"`{c}`" for c in choices) if choices else ", ".join(types)
+        default = f"`{json.dumps(schema['default'])}`" if "default" in schema else ""
+        rows.append(
+            f"| `{name}` | {_cell(field.get('label', ''))} | {_cell(kind)} | {_cell(default)} | "
+            f"{_cell(field.get('description', ''))} |"
+        )
+    return "\n".join(rows)
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    if CONNECTION_EXTRAS_MARKER in markdown:
+        markdown = markdown.replace(CONNECTION_EXTRAS_MARKER, connection_extras_table())
+    return markdown
