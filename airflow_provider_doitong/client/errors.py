@@ -20,8 +20,6 @@ class DoitongError(Exception):
     :param job: the job the error is about, if any.
     """
 
-    retryable_by_default = False
-
     def __init__(
         self,
         message: str,

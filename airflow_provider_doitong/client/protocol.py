@@ -157,21 +157,6 @@ def build_jobs_queries(job_ids: Iterable[str]) -> list[ApiRequest]:
     return [build_jobs_query(ids[n : n + MAX_JOBS_PER_QUERY]) for n in range(0, len(ids), MAX_JOBS_PER_QUERY)]
 
 
-def build_job_rest(job_id: str) -> ApiRequest:
-    """[A] ``GET /v1/jobs/{id}``.
-
-    :param job_id: the job.
-    """
-    return ApiRequest(
-        method="GET",
-        path=contract.REST_JOB_PATH.format(job_id=job_id),
-        auth="rest",
-        kind="status",
-        what="job status",
-        job_ids=(job_id,),
-    )
-
-
 def build_account(*, transport: str = "graphql") -> ApiRequest:
     """[A] The account query: plan and credit balance.
 
