@@ -50,14 +50,12 @@ class DoitongConnectionInvalid(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectionSettings:
-    """A ``doitong`` connection, read and checked.
+    """A ``doitong`` connection, read and checked. Its ``repr`` leaves out both secrets.
 
-    :param conn_id: the connection id.
-    :param base_url: the API's base URL.
-    :param api_key: the API key (never logged).
-    :param plan: the plan name.
-    :param transport: ``graphql`` or ``rest``.
-    :param webhook_secret: the webhook secret, if set (never logged).
+    :param api_key: never logged.
+    :param plan: one of the contract's plans, for reference; nothing is paced by it.
+    :param transport: how jobs are submitted, ``graphql`` or ``rest``.
+    :param webhook_secret: ``None`` when unset; never logged.
     :param timeout: seconds per HTTP request.
     """
 
@@ -101,12 +99,12 @@ def settings_from_fields(
 
     Extras may be plain (``plan``) or prefixed as the UI stores them (``extra__doitong__plan``).
 
-    :param conn_id: the connection id, for messages.
+    :param conn_id: named in error messages.
     :param host: base URL or bare host.
     :param schema: ``http`` or ``https`` for a bare host.
     :param port: port for a bare host.
-    :param password: the API key.
-    :param extra: the extra JSON (str or dict).
+    :param password: the API key (else an ``api_key`` extra).
+    :param extra: the extra JSON, as a string or already a dict.
     :raises DoitongConnectionInvalid: naming what is wrong, never echoing a secret.
     """
     raw = _extra_dict(extra)

@@ -118,8 +118,8 @@ class ImageRequest:
 class Job:
     """A job as the API reports it.
 
-    :param id: the job id.
-    :param status: its lifecycle state.
+    :param status: the status read through :meth:`JobStatus.parse`: one the client does not know is
+        ``UNKNOWN``, still running.
     :param raw_status: the status string as sent.
     :param url: the output URL, once completed.
     :param error_code: for a failed job, its ``error.code``.
@@ -182,10 +182,7 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        """Inverse of :meth:`to_dict`.
-
-        :param data: a dict made by :meth:`to_dict`.
-        """
+        """Inverse of :meth:`to_dict`."""
         values = dict(data)
         values["status"] = JobStatus(values["status"])
         return cls(**values)
@@ -193,18 +190,17 @@ class Job:
 
 @dataclass(frozen=True, kw_only=True)
 class Account:
-    """[A] The account behind a key.
-
-    :param plan: the plan name.
-    :param credits: the credit balance.
-    """
+    """[A] The account behind a key: its plan's name and its credit balance."""
 
     plan: str
     credits: int
 
     @classmethod
     def from_api(cls, data: Any) -> Account:
-        """:param data: the ``account`` object."""
+        """Read the ``account`` object of an answer.
+
+        :raises DoitongProtocolError: if it has no ``credits``.
+        """
         if not isinstance(data, dict) or "credits" not in data:
             raise DoitongProtocolError("expected an account object with credits")
         return cls(plan=str(data.get("plan") or ""), credits=int(data["credits"]))
