@@ -14,8 +14,9 @@ from dataclasses import dataclass
 DEFAULT_BASE_URL = "https://api.doitong.com"
 GRAPHQL_PATH = "/graphql"
 REST_SUBMIT_PATH = "/v1/text_to_image"
-#: [A] REST job status and account endpoints.
+#: [A] A job's status over REST (the client reads jobs through GraphQL; the emulator serves both).
 REST_JOB_PATH = "/v1/jobs/{job_id}"
+#: [A] The account over REST.
 REST_ACCOUNT_PATH = "/v1/account"
 GRAPHQL_AUTH_HEADER = "Authorization"
 GRAPHQL_AUTH_SCHEME = "Bearer"
