@@ -65,9 +65,7 @@ def rate_limit_wait(error: DoitongRateLimited, *, now: float) -> float | None:
     return max(0.0, error.retry_at - now)
 
 
-def is_retryable(
-    error: BaseException | None, *, safe_to_resend: bool, policy: RetryPolicy, now: float
-) -> bool:
+def is_retryable(error: BaseException, *, safe_to_resend: bool, policy: RetryPolicy, now: float) -> bool:
     """Whether another attempt may help, and cannot create a job twice.
 
     A submission is resent only where it cannot have created a job: a 429 (refused before any job
@@ -133,7 +131,9 @@ def retry_args(
         if state.outcome is None or not state.outcome.failed:
             return False
         error = state.outcome.exception()
-        return is_retryable(error, safe_to_resend=safe_to_resend, policy=policy, now=clock())
+        return error is not None and is_retryable(
+            error, safe_to_resend=safe_to_resend, policy=policy, now=clock()
+        )
 
     def _wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
