@@ -43,9 +43,12 @@ class ClientBase:
     :param api_key: the Doitong API key (kept out of ``repr`` and messages).
     :param transport: submit through ``graphql`` or ``rest``; status reads always use GraphQL.
     :param timeout: seconds for each HTTP request.
-    :param retry_policy: by default, :class:`RetryPolicy`'s defaults.
-    :param clock: the source of the current Unix time (tests pass a fake one).
+    :param retry_policy: the retry policy.
+    :param clock: the source of the current Unix time.
     """
+
+    #: What the rate-limit headers of the last answer said.
+    last_rate_limit: RateLimitInfo | None
 
     def __init__(
         self,
@@ -67,8 +70,7 @@ class ClientBase:
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
         self.clock = clock
-        #: What the rate-limit headers of the last answer said.
-        self.last_rate_limit: RateLimitInfo | None = None
+        self.last_rate_limit = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, transport={self.transport!r})"

@@ -31,10 +31,12 @@ ACCOUNT_QUERY = "query Account { account { plan credits } }"
 class ApiRequest:
     """One request to the API, before any I/O.
 
+    :param method: ``GET`` or ``POST``.
     :param path: the path under the base URL.
     :param auth: which auth header to send (``graphql``: bearer; ``rest``: ``X-API-Key``).
-    :param kind: ``submit``, ``status``, ``account`` or ``download``; only a ``submit`` can create a job.
-    :param what: a few words naming the request in messages.
+    :param kind: ``submit``, ``status`` or ``account``.
+    :param what: a few words for messages.
+    :param json_body: the JSON body, if any.
     :param job_ids: for status requests, the jobs asked for, in alias order.
     """
 
@@ -53,7 +55,11 @@ class ApiRequest:
 
 
 def auth_headers(auth: Transport, api_key: str) -> dict[str, str]:
-    """The auth header for a request: a bearer token for GraphQL, ``X-API-Key`` for REST. Never logged."""
+    """The auth header for a request; never logged.
+
+    :param auth: ``graphql`` or ``rest``.
+    :param api_key: the key.
+    """
     if auth == "rest":
         return {contract.REST_AUTH_HEADER: api_key}
     return {contract.GRAPHQL_AUTH_HEADER: f"{contract.GRAPHQL_AUTH_SCHEME} {api_key}"}
@@ -151,6 +157,21 @@ def build_jobs_queries(job_ids: Iterable[str]) -> list[ApiRequest]:
     return [build_jobs_query(ids[n : n + MAX_JOBS_PER_QUERY]) for n in range(0, len(ids), MAX_JOBS_PER_QUERY)]
 
 
+def build_job_rest(job_id: str) -> ApiRequest:
+    """[A] ``GET /v1/jobs/{id}``.
+
+    :param job_id: the job.
+    """
+    return ApiRequest(
+        method="GET",
+        path=contract.REST_JOB_PATH.format(job_id=job_id),
+        auth="rest",
+        kind="status",
+        what="job status",
+        job_ids=(job_id,),
+    )
+
+
 def build_account(*, transport: str = "graphql") -> ApiRequest:
     """[A] The account query: plan and credit balance.
 
@@ -176,7 +197,10 @@ DOWNLOAD_REQUEST = ApiRequest(method="GET", path="", auth="rest", kind="download
 
 
 def decode_body(content: bytes) -> Any:
-    """The JSON in a body, or ``None`` when it is empty or not JSON."""
+    """The JSON in a body, or ``None`` when it is empty or not JSON.
+
+    :param content: the raw body.
+    """
     if not content:
         return None
     try:
@@ -187,7 +211,11 @@ def decode_body(content: bytes) -> Any:
 
 @dataclass(frozen=True)
 class ApiResponse:
-    """A decoded answer that is not an error, and what its rate-limit headers said."""
+    """A decoded answer that is not an error.
+
+    :param body: the decoded JSON.
+    :param rate_limit: what its headers said.
+    """
 
     body: dict[str, Any]
     rate_limit: RateLimitInfo
@@ -198,9 +226,11 @@ def interpret(
 ) -> ApiResponse:
     """Judge one answer: return it decoded, or raise the error it means.
 
-    :param request: what was sent; its ``kind`` decides whether a partial GraphQL answer is an error.
-    :param headers: the answer's headers, a case-insensitive mapping.
-    :param now: the current Unix time, to turn a relative rate-limit reset into a Unix time.
+    :param request: what was sent.
+    :param status: the HTTP status.
+    :param headers: the answer's headers (case-insensitive mapping).
+    :param content: the raw body.
+    :param now: the current Unix time.
     :raises DoitongError: the classified error.
     """
     rate_limit = RateLimitInfo.from_headers(headers, now=now)
@@ -220,7 +250,10 @@ def interpret(
 
 
 def one_object_under_data(body: dict[str, Any]) -> Any:
-    """The one object under ``data``, whatever its key is spelled (``generateimage``, ``generate``...)."""
+    """The one object under ``data``, whatever its key is spelled (``generateimage``, ``generate``...).
+
+    :param body: a decoded answer.
+    """
     data = body.get("data")
     if not isinstance(data, dict) or len(data) != 1:
         raise DoitongProtocolError("expected exactly one object under 'data'")
@@ -228,14 +261,18 @@ def one_object_under_data(body: dict[str, Any]) -> Any:
 
 
 def parse_job(body: dict[str, Any]) -> Job:
-    """A submission's or a single status request's job."""
+    """A submission's or a single status request's job.
+
+    :param body: a decoded answer.
+    """
     return Job.from_api(one_object_under_data(body))
 
 
 def parse_jobs(body: dict[str, Any], job_ids: tuple[str, ...]) -> dict[str, Job | None]:
     """The jobs of an aliased status request; ``None`` for an id the API does not know.
 
-    :param job_ids: the ids in alias order (``j0``, ``j1``, ...), as the request asked for them.
+    :param body: a decoded answer.
+    :param job_ids: the ids in alias order.
     """
     data = body.get("data")
     if not isinstance(data, dict):
@@ -248,14 +285,16 @@ def parse_jobs(body: dict[str, Any], job_ids: tuple[str, ...]) -> dict[str, Job 
 
 
 def parse_account(body: dict[str, Any]) -> Account:
-    """The account of an account answer."""
+    """:param body: a decoded account answer."""
     return Account.from_api(one_object_under_data(body))
 
 
 def interpret_download(request: ApiRequest, *, status: int, content: bytes) -> None:
-    """Judge an image download; raise the error a failed one (or an empty body) means.
+    """Judge an image download; raise the error a failed one means.
 
-    :param request: the download request, named in messages.
+    :param request: the download request (for its name).
+    :param status: the HTTP status.
+    :param content: the body.
     """
     if status >= 400:
         error = classify(status=status, body=decode_body(content), what=request.what)

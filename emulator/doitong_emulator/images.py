@@ -46,8 +46,10 @@ def _draw(seed: int, width: int, height: int) -> Image.Image:
 def render_jpeg(job_id: str, prompt: str, width: int, height: int) -> bytes:
     """The JPEG of a job: exactly ``width`` x ``height``, the same bytes every time.
 
-    :param job_id: part of the seed.
-    :param prompt: part of the seed.
+    :param job_id: the job id (part of the seed).
+    :param prompt: the prompt (part of the seed).
+    :param width: width in pixels.
+    :param height: height in pixels.
     """
     digest = hashlib.sha256(f"{job_id}\n{prompt}".encode()).digest()
     image = _draw(int.from_bytes(digest[:8], "big"), width, height)
