@@ -23,12 +23,12 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".doitong-installed"
 
 COMMANDS = {
+    "check": [],
+    "docs": ["-m", "mkdocs"],
     "demo": [str(ROOT / "example_dags" / "run_demo.py")],
     "test": ["-m", "pytest", "-p", "no:cacheprovider"],
     "bench": [str(ROOT / "benchmarks" / "run.py")],
     "emulator": ["-m", "doitong_emulator"],
-    "docs": ["-m", "mkdocs"],
-    "check": [],
 }
 
 #: What ``check`` runs, in order; every one runs, and ``check`` fails if any failed.

@@ -50,12 +50,14 @@ class DoitongConnectionInvalid(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectionSettings:
-    """A ``doitong`` connection, read and checked. Its ``repr`` leaves out both secrets.
+    """A ``doitong`` connection, read and checked.
 
-    :param api_key: never logged.
-    :param plan: one of the contract's plans, for reference; nothing is paced by it.
-    :param transport: how jobs are submitted, ``graphql`` or ``rest``.
-    :param webhook_secret: ``None`` when unset; never logged.
+    :param conn_id: the connection id.
+    :param base_url: the API's base URL.
+    :param api_key: the API key (never logged).
+    :param plan: the plan name.
+    :param transport: ``graphql`` or ``rest``.
+    :param webhook_secret: the webhook secret, if set (never logged).
     :param timeout: seconds per HTTP request.
     """
 

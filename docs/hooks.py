@@ -3,6 +3,7 @@
 - Files kept elsewhere in the repository (the benchmarks' plot) are published without a copy.
 - ``<!-- connection-extras -->`` in a page becomes the table of the ``doitong`` connection's
   extras, read from ``airflow_provider_doitong.connection.CONN_FIELDS`` (what the UI form shows).
+- ``<!-- changelog -->`` becomes ``CHANGELOG.md``, or a line saying there is none yet.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ EXTERNAL_FILES = {
     "benchmarks/requests_per_second.png": "benchmarks/requests_per_second.png",
 }
 CONNECTION_EXTRAS_MARKER = "<!-- connection-extras -->"
+CHANGELOG_MARKER = "<!-- changelog -->"
+CHANGELOG = ROOT / "CHANGELOG.md"
 
 
 def on_files(files: Files, config: Any) -> Files:
@@ -52,7 +55,15 @@ def connection_extras_table() -> str:
     return "\n".join(rows)
 
 
+def changelog() -> str:
+    if CHANGELOG.exists():
+        return CHANGELOG.read_text(encoding="utf-8")
+    return "# Changelog\n\nNo release has been made yet; `CHANGELOG.md` will list the changes of each one.\n"
+
+
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     if CONNECTION_EXTRAS_MARKER in markdown:
         markdown = markdown.replace(CONNECTION_EXTRAS_MARKER, connection_extras_table())
+    if CHANGELOG_MARKER in markdown:
+        markdown = markdown.replace(CHANGELOG_MARKER, changelog())
     return markdown

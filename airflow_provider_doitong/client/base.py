@@ -41,7 +41,8 @@ class ClientBase:
     """Settings shared by :class:`DoitongClient` and :class:`AsyncDoitongClient`.
 
     :param api_key: the Doitong API key (kept out of ``repr`` and messages).
-    :param transport: submit through ``graphql`` or ``rest``; status reads always use GraphQL.
+    :param base_url: the API's base URL.
+    :param transport: submit through ``graphql`` or ``rest``.
     :param timeout: seconds for each HTTP request.
     :param retry_policy: the retry policy.
     :param clock: the source of the current Unix time.
