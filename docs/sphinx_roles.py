@@ -14,7 +14,11 @@ from typing import Any
 
 from griffe import Docstring, Extension, GriffeLoader, Object
 
-ROLE = re.compile(r":(?:class|func|meth|attr|data|mod|exc|obj):`(?P<short>~?)(?P<target>[\w.]+)`")
+#: ``:role:`target```, ``:role:`~a.b.target``` (shown as ``target``) or ``:role:`title <target>```.
+ROLE = re.compile(
+    r":(?:class|func|meth|attr|data|const|mod|exc|obj):"
+    r"`(?:(?P<title>[^`<]+?)\s*<(?P<titled>[\w.]+)>|(?P<short>~?)(?P<target>[\w.]+))`"
+)
 
 
 def _identifier(obj: Object, target: str) -> str:
@@ -29,8 +33,11 @@ def _identifier(obj: Object, target: str) -> str:
 
 
 def _link(obj: Object, match: re.Match[str]) -> str:
-    target = match["target"]
-    title = target.rsplit(".", 1)[-1] if match["short"] else target
+    if match["titled"]:
+        target, title = match["titled"], match["title"]
+    else:
+        target = match["target"]
+        title = target.rsplit(".", 1)[-1] if match["short"] else target
     identifier = html.escape(_identifier(obj, target))
     return f'<autoref identifier="{identifier}" optional><code>{html.escape(title)}</code></autoref>'
 
