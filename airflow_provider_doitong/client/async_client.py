@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,8 @@ from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
 from airflow_provider_doitong.client.waiting import JobWait
+
+log = logging.getLogger(__name__)
 
 
 def _connection_error(exc: httpx.TransportError, what: str) -> DoitongConnectionError:
