@@ -15,7 +15,7 @@ def image_side(name: str, value: object) -> int:
     """A width or height as the contract allows it; a templated value may arrive as a digit string.
 
     :param name: ``width`` or ``height``, named in the error.
-    :raises DoitongValidationError: for anything else than a multiple of 16 from 256 to 4096.
+    :raises DoitongValidationError: for anything but a multiple of 16 from 256 to 4096.
     """
     if isinstance(value, int) and not isinstance(value, bool):
         side = value
