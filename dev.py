@@ -2,9 +2,7 @@
 """Set up and run the project from a fresh clone: ``python3 dev.py demo`` or ``python3 dev.py test``.
 
 It needs nothing but Python 3.10+: it makes ``.venv`` beside this file, installs the project there
-from its own files (``pyproject.toml``, ``emulator/``, ``docs/requirements.txt`` and
-``constraints.txt``), and runs the command inside it. ``check`` runs the linters, the type checker
-and a strict docs build; ``docs`` serves the docs site (``docs build`` builds it into ``site/``).
+from its own files (``pyproject.toml`` and ``constraints.txt``), and runs the command inside it.
 """
 
 from __future__ import annotations
@@ -31,18 +29,21 @@ COMMANDS = {
     "emulator": ["-m", "doitong_emulator"],
 }
 
-#: What ``check`` runs, in order; every one runs, and ``check`` fails if any failed.
+#: What ``check`` runs, in order: every one runs, and ``check`` fails if any failed. ``docs`` serves
+#: the docs site (``docs build`` builds it into ``site/``).
 CHECKS: list[tuple[str, list[str]]] = [
     ("ruff check", ["-m", "ruff", "check", "."]),
     ("ruff format --check", ["-m", "ruff", "format", "--check", "."]),
     ("mypy", ["-m", "mypy"]),
     ("mkdocs build --strict", ["-m", "mkdocs", "build", "--strict", "--quiet"]),
 ]
+#: The tools of ``check`` and ``docs``: the provider's ``lint`` extra and the docs site's requirements.
+CHECK_TOOLS = ("pyproject.toml", "docs/requirements.txt", "constraints.txt")
 
 
 def _fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "emulator/pyproject.toml", "docs/requirements.txt", "constraints.txt"):
+    for name in ("pyproject.toml", "emulator/pyproject.toml", "constraints.txt"):
         path = ROOT / name
         if path.exists():
             digest.update(path.read_bytes())
@@ -63,21 +64,8 @@ def ensure_venv() -> None:
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     constraints = ["-c", str(ROOT / "constraints.txt")] if (ROOT / "constraints.txt").exists() else []
-    # The provider with its test, benchmark and lint extras, the emulator (its own distribution)
-    # and the docs site's tools.
-    subprocess.run(
-        [
-            *pip,
-            *constraints,
-            "-e",
-            f"{ROOT}[bench,lint]",
-            "-e",
-            str(ROOT / "emulator"),
-            "-r",
-            str(ROOT / "docs" / "requirements.txt"),
-        ],
-        check=True,
-    )
+    # The provider with its test and benchmark extras, and the emulator, its own distribution.
+    subprocess.run([*pip, *constraints, "-e", f"{ROOT}[bench]", "-e", str(ROOT / "emulator")], check=True)
     STAMP.write_text(fingerprint)
 
 
@@ -87,8 +75,10 @@ def main(argv: list[str]) -> int:
         print("commands:", ", ".join(COMMANDS))
         return 2
     ensure_venv()
-    # mkdocs-material prints a banner about its successor on every build unless this is set.
-    os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
+    if argv[0] in ("check", "docs"):
+        ensure_check_tools()
+        # mkdocs-material prints a banner about its successor on every build unless this is set.
+        os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
     if argv[0] == "check":
         return run_checks()
     args = argv[1:] or (["serve"] if argv[0] == "docs" else [])
@@ -96,8 +86,26 @@ def main(argv: list[str]) -> int:
     return subprocess.run(command, cwd=ROOT).returncode
 
 
+def ensure_check_tools() -> None:
+    """Install what ``check`` and ``docs`` run into ``.venv``, unless it is already up to date."""
+    stamp = VENV / ".doitong-check-tools"
+    digest = hashlib.sha256()
+    for name in CHECK_TOOLS:
+        path = ROOT / name
+        if path.exists():
+            digest.update(path.read_bytes())
+    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return
+    print("Installing the linters, the type checker and the docs tools (first run only) ...", flush=True)
+    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    constraints = ["-c", str(ROOT / "constraints.txt")] if (ROOT / "constraints.txt").exists() else []
+    requirements = ["-e", f"{ROOT}[lint]", "-r", str(ROOT / "docs" / "requirements.txt")]
+    subprocess.run([*pip, *constraints, *requirements], check=True)
+    stamp.write_text(digest.hexdigest())
+
+
 def run_checks() -> int:
-    """Run every check in :data:`CHECKS` and print which failed."""
+    """Run every check in :data:`CHECKS` and say which failed."""
     failed = []
     for name, args in CHECKS:
         print(f"--- {name}", flush=True)
