@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client.errors import DoitongProtocolError, classify
@@ -186,7 +187,8 @@ def build_job_rest(job_id: str) -> ApiRequest:
     """
     return ApiRequest(
         method="GET",
-        path=contract.REST_JOB_PATH.format(job_id=job_id),
+        # The id is data: quoted whole, so a '/' or '..' in it cannot reach another path.
+        path=contract.REST_JOB_PATH.format(job_id=quote(job_id, safe="")),
         auth="rest",
         kind="status",
         what="job status",
@@ -212,10 +214,6 @@ def build_account(*, transport: str = "graphql") -> ApiRequest:
         what="account",
         json_body={"query": ACCOUNT_QUERY, "operationName": "Account"},
     )
-
-
-#: An output download: no auth header is sent ([A] output URLs need none).
-DOWNLOAD_REQUEST = ApiRequest(method="GET", path="", auth="rest", kind="download", what="image download")
 
 
 def decode_body(content: bytes) -> Any:
@@ -255,6 +253,8 @@ def interpret(
     :param now: the current Unix time.
     :raises DoitongError: the classified error.
     """
+    if 300 <= status < 400:
+        raise redirect_refused(request, status=status, location=headers.get("Location"))
     rate_limit = RateLimitInfo.from_headers(headers, now=now)
     body = decode_body(content)
     error = classify(
@@ -269,6 +269,23 @@ def interpret(
     if not isinstance(body, dict):
         raise DoitongProtocolError(f"Doitong {request.what}: the answer is not a JSON object", status=status)
     return ApiResponse(body=body, rate_limit=rate_limit)
+
+
+def redirect_refused(request: ApiRequest, *, status: int, location: str | None) -> DoitongProtocolError:
+    """The error for an API answer that redirects: API calls never follow one (the key would go along).
+
+    The message names where it pointed (its host only: a URL may carry tokens).
+    """
+    try:
+        host = urlsplit(location or "").hostname or ""
+    except ValueError:
+        host = ""
+    where = f" to host {host!r}" if host else ""
+    return DoitongProtocolError(
+        f"Doitong {request.what}: the API answered with a redirect{where}; API calls never follow "
+        "redirects (the API key stays with the API's own host)",
+        status=status,
+    )
 
 
 def one_object_under_data(body: dict[str, Any]) -> Any:
@@ -309,18 +326,3 @@ def parse_jobs(body: dict[str, Any], job_ids: tuple[str, ...]) -> dict[str, Job 
 def parse_account(body: dict[str, Any]) -> Account:
     """:param body: a decoded account answer."""
     return Account.from_api(one_object_under_data(body))
-
-
-def interpret_download(request: ApiRequest, *, status: int, content: bytes) -> None:
-    """Judge an image download; raise the error a failed one means.
-
-    :param request: the download request (for its name).
-    :param status: the HTTP status.
-    :param content: the body.
-    """
-    if status >= 400:
-        error = classify(status=status, body=decode_body(content), what=request.what)
-        if error is not None:
-            raise error
-    if not content:
-        raise DoitongProtocolError(f"Doitong {request.what}: empty body", status=status)
