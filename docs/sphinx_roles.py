@@ -23,10 +23,11 @@ ROLE = re.compile(
 
 def _identifier(obj: Object, target: str) -> str:
     """The full path of ``target`` as seen from ``obj``'s scope, or ``target`` itself."""
+    head, dot, rest = target.partition(".")
     scope: Object | None = obj
     while scope is not None:
         try:
-            return scope.resolve(target)
+            return scope.resolve(head) + dot + rest
         except Exception:  # NameResolutionError, or anything else an odd name raises
             scope = scope.parent
     return target
