@@ -79,14 +79,12 @@ class DoitongConnectionInvalid(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectionSettings:
-    """A ``doitong`` connection, read and checked.
+    """A ``doitong`` connection, read and checked. Its ``repr`` leaves out both secrets.
 
-    :param conn_id: the connection id.
-    :param base_url: the API's base URL.
-    :param api_key: the API key (never logged).
-    :param plan: the plan name.
+    :param api_key: never logged.
+    :param plan: one of the contract's plans, for reference; nothing is paced by it.
     :param transport: ``graphql``, ``graphql-image`` or ``rest`` (how jobs are submitted).
-    :param webhook_secret: the webhook secret, if set (never logged).
+    :param webhook_secret: ``None`` when unset; never logged.
     :param timeout: seconds per HTTP request.
     :param allowed_download_hosts: hosts added to the API's own and the vendor's CDN for downloads.
     :param max_download_bytes: the largest output read.

@@ -42,11 +42,11 @@ class ClientBase:
     """Settings shared by :class:`DoitongClient` and :class:`AsyncDoitongClient`.
 
     :param api_key: the Doitong API key (kept out of ``repr`` and messages).
-    :param base_url: the API's base URL.
-    :param transport: submit through ``graphql``, ``graphql-image`` or ``rest``.
+    :param transport: submit through ``graphql``, ``graphql-image`` or ``rest``; status reads always
+        use GraphQL.
     :param timeout: seconds for each HTTP request.
-    :param retry_policy: the retry policy.
-    :param clock: the source of the current Unix time.
+    :param retry_policy: by default, :class:`RetryPolicy`'s defaults.
+    :param clock: the source of the current Unix time (tests pass a fake one).
     :param download_policy: where outputs may be downloaded from, and how much is read; by default
         the API's own host and the vendor's CDN (``contract.DEFAULT_DOWNLOAD_HOSTS``), 64 MiB, 300 s.
     """
