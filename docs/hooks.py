@@ -4,11 +4,14 @@
 - ``<!-- connection-extras -->`` in a page becomes the table of the ``doitong`` connection's
   extras, read from ``airflow_provider_doitong.connection.CONN_FIELDS`` (what the UI form shows).
 - ``<!-- changelog -->`` becomes ``CHANGELOG.md``, or a line saying there is none yet.
+- ``<!-- readme: HEADING -->`` becomes the body of the README's section of that heading (the
+  README's tables stay the one place they are written; links to its own anchors become plain text).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,8 @@ EXTERNAL_FILES = {
 CONNECTION_EXTRAS_MARKER = "<!-- connection-extras -->"
 CHANGELOG_MARKER = "<!-- changelog -->"
 CHANGELOG = ROOT / "CHANGELOG.md"
+README = ROOT / "README.md"
+README_SECTION = re.compile(r"<!-- readme: (?P<heading>.+?) -->")
 
 
 def on_files(files: Files, config: Any) -> Files:
@@ -61,9 +66,31 @@ def changelog() -> str:
     return "# Changelog\n\nNo release has been made yet; `CHANGELOG.md` will list the changes of each one.\n"
 
 
+def readme_section(heading: str) -> str:
+    """The body of the README's section ``heading``, up to the next heading of its level or above."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    starts = [
+        n for n, line in enumerate(lines) if line.startswith("#") and line.lstrip("#").strip() == heading
+    ]
+    if not starts:
+        raise ValueError(f"README.md has no section {heading!r}")
+    start = starts[0]
+    level = len(lines[start]) - len(lines[start].lstrip("#"))
+    body: list[str] = []
+    in_code = False
+    for line in lines[start + 1 :]:
+        in_code = in_code != line.startswith("```")
+        next_level = len(line) - len(line.lstrip("#"))
+        if not in_code and next_level and next_level <= level and line[next_level : next_level + 1] == " ":
+            break
+        body.append(line)
+    # Links to the README's own anchors have nothing to point at here.
+    return re.sub(r"\[([^\]]+)\]\(#[^)]*\)", r"\1", "\n".join(body)).strip() + "\n"
+
+
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     if CONNECTION_EXTRAS_MARKER in markdown:
         markdown = markdown.replace(CONNECTION_EXTRAS_MARKER, connection_extras_table())
     if CHANGELOG_MARKER in markdown:
         markdown = markdown.replace(CHANGELOG_MARKER, changelog())
-    return markdown
+    return README_SECTION.sub(lambda match: readme_section(match["heading"]), markdown)
