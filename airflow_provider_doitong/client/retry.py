@@ -155,7 +155,9 @@ def retry_args(
         if state.outcome is None or not state.outcome.failed:
             return False
         error = state.outcome.exception()
-        return is_retryable(error, safe_to_resend=safe_to_resend, policy=policy, now=clock())
+        return error is not None and is_retryable(
+            error, safe_to_resend=safe_to_resend, policy=policy, now=clock()
+        )
 
     def _wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

@@ -19,6 +19,7 @@ from airflow_provider_doitong.client import (
     ImageRequest,
     Job,
 )
+from airflow_provider_doitong.client.models import image_side
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
@@ -182,8 +183,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             request = ImageRequest(
                 provider=self.provider,
                 prompt=self.prompt,
-                width=self.width,
-                height=self.height,
+                width=image_side("width", self.width),
+                height=image_side("height", self.height),
                 quality=self.quality,
                 version=self.version or None,
                 webhook_url=self.webhook_url or None,
