@@ -45,7 +45,7 @@ class RetryPolicy:
 
 def backoff_ceiling(policy: RetryPolicy, attempt: int) -> float:
     """The exponential ceiling after ``attempt`` failed attempts (from 1): ``base * 2**(attempt-1)``, capped."""
-    return min(policy.backoff_max, policy.backoff_base * 2 ** max(0, attempt - 1))
+    return min(policy.backoff_max, policy.backoff_base * float(2 ** max(0, attempt - 1)))
 
 
 def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Any
 
@@ -9,9 +10,12 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 try:  # Airflow 3.3+: masking from a coroutine must not block on the supervisor's channel
-    from airflow.sdk.log import amask_secret
-except ImportError:  # pragma: no cover - older Airflow
-    amask_secret = None
+    from airflow.sdk.log import amask_secret as _amask_secret
+except ImportError:  # pragma: no cover - Airflow before 3.3
+    _amask_secret = None  # type: ignore[assignment]
+
+#: Airflow's async variant of ``mask_secret``, where it has one.
+amask_secret: Callable[[str], Awaitable[None]] | None = _amask_secret
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
 from airflow_provider_doitong.connection import (

@@ -38,7 +38,11 @@ class SubmitOnceMixin:
     """Needs, from the operator: ``client``, ``_request``, ``_deadline``, ``_jobs``, ``deferrable``,
     ``on_clear``, ``on_ambiguous_submission``, ``on_daily_limit``, ``log`` and ``defer``."""
 
-    client: DoitongClient
+    if TYPE_CHECKING:
+
+        @property
+        def client(self) -> DoitongClient: ...
+
     _request: ImageRequest
     _deadline: float | None
     _jobs: dict[str, Job]
