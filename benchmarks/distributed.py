@@ -270,12 +270,16 @@ def run_distributed(
                     scenarios[name] = run_scenario(
                         name, settings=settings, cluster=cluster, emu=emu, s3=s3, timeout=timeout, say=say
                     )
-                leaks = secrets_in_logs(cluster, {"api_key": api_key, "aws_secret_key": S3Server.secret_key})
+                leaks, scanned = secrets_in_logs(
+                    cluster, {"api_key": api_key, "aws_secret_key": S3Server.secret_key}
+                )
                 server_version = cluster.query("show server_version")[0][0]
     finally:
         if keep is None:
             tmp.cleanup()
-    return summarise(settings, scenarios, leaks=leaks, database=f"PostgreSQL {server_version}")
+    result = summarise(settings, scenarios, leaks=leaks, database=f"PostgreSQL {server_version}")
+    result["logs_scanned"] = scanned
+    return result
 
 
 def summarise(

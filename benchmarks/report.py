@@ -252,13 +252,15 @@ def distributed_markdown(d: dict[str, Any]) -> list[str]:
     peaks = [runs[n]["rate_limit"] for n in names]
     out.append(
         "| busiest rate-limit window (requests / limit) | "
-        + " | ".join(f"{p['peak_in_fixed_window']} / {p['limit_per_window']}" for p in peaks)
+        + " | ".join(f"{p.get('peak_in_fixed_window', 'n/a')} / {p['limit_per_window']}" for p in peaks)
         + " |"
     )
     killed = [runs[n].get("killed") or {} for n in names]
     out.append("| killed | " + " | ".join(k.get("component", "") for k in killed) + " |")
-    leaks = d["secrets_in_logs"]
+    leaks, scanned = d["secrets_in_logs"], d.get("logs_scanned") or {}
+    found = ", ".join(f"{k}: {len(v)} files" for k, v in leaks.items()) or "none"
     out.append(
-        f"\nSecrets found in logs: {', '.join(f'{k}: {len(v)} files' for k, v in leaks.items()) or 'none'}.\n"
+        f"\nSecrets in logs: {found} ({scanned.get('files', 0)} log files, "
+        f"{scanned.get('bytes', 0):,} characters searched).\n"
     )
     return out
