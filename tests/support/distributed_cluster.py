@@ -37,6 +37,9 @@ class DistributedCluster(AirflowCluster):
     :param heartbeat_timeout: seconds without a task heartbeat after which the scheduler fails the
         task instance (``[scheduler] task_instance_heartbeat_timeout``), so a killed worker's tasks
         are retried soon.
+    :param queued_timeout: seconds a task instance may stay queued before the scheduler queues it
+        again (``[scheduler] task_queued_timeout``, checked every 10 s here): a task a killed worker
+        had received but not started stays queued until then, its Celery message unacknowledged.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class DistributedCluster(AirflowCluster):
         worker_concurrency: int = 8,
         triggerers: int = 2,
         heartbeat_timeout: int = 20,
+        queued_timeout: int = 90,
     ) -> None:
         self.database_url = database_url
         self.worker_names = tuple(f"worker-{n}" for n in range(1, workers + 1))
@@ -67,6 +71,8 @@ class DistributedCluster(AirflowCluster):
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database_url}",
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(heartbeat_timeout),
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(queued_timeout),
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
                 **(env or {}),
             },
