@@ -77,7 +77,7 @@ def bucket_check(s3: S3Server, prefix: str, jobs: list[dict[str, Any]]) -> dict[
     wrong_paths = sorted(
         job_id
         for job_id, entry in listed.items()
-        if not str(entry.get("output_path") or "").endswith(f"{prefix}/{job_id}.jpg")
+        if f"{prefix}/{job_id}." not in str(entry.get("output_path") or "")
     )
     return {
         "objects": len(objects),
