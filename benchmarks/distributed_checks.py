@@ -148,7 +148,7 @@ def collect(
         if j["status"] == "completed" and j["id"] not in storage["missing_in_bucket"]
     }
     submits = sorted(e["t"] for e in log if e["kind"] == "submit" and e["status"] == 200)
-    ends = [ti["end"] for ti in generate if ti["end"] is not None]
+    ends = [float(str(ti["end"])) for ti in generate if ti["end"] is not None]
     makespan = (max(ends) - submits[0]) if submits and ends else None
     bound = lower_bound(settings)
     kinds = Counter(e["kind"] for e in log)
@@ -162,7 +162,7 @@ def collect(
         "failed_tasks": len(failed),
         "failed_task_ids": sorted(f"{ti['task_id']}[{ti['map_index']}]" for ti in failed),
         "unfinished_tasks": len(unfinished),
-        "retried_tasks": sum(1 for ti in generate if int(ti["try_number"] or 0) > 1),
+        "retried_tasks": sum(1 for ti in generate if int(str(ti["try_number"] or 0)) > 1),
         "tasks_failed_by_429": failed_by_429(cluster, dag_id, run_id, generate),
         "duplicate_submissions": sum(c - 1 for c in by_prompt.values() if c > 1),
         "unsubmitted_prompts": len(set(prompts) - set(by_prompt)),

@@ -159,7 +159,7 @@ class DistributedCluster(AirflowCluster):
         rows = self.query(
             "select triggerer_id, count(*) from trigger where triggerer_id is not null group by triggerer_id"
         )
-        return {str(job_id): int(count) for job_id, count in rows}
+        return {str(job_id): int(str(count)) for job_id, count in rows}
 
     def worker_task_pids(self, name: str) -> list[int]:
         """A worker's pool processes supervising a task now (titled with the task's id, with the task's
