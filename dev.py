@@ -6,6 +6,11 @@ checks them (``twine check``, metadata, contents); see ``tools/package.py``.
 
 It needs nothing but Python 3.10+: it makes ``.venv`` beside this file, installs the project there
 from its own files (``pyproject.toml`` and ``constraints.txt``), and runs the command inside it.
+
+``python3 dev.py distributed [--quick] [--json PATH]`` runs the batch on a distributed Airflow
+(CeleryExecutor, Redis, PostgreSQL, two workers, two triggerers, S3 via moto) from its own venv,
+``.venv-distributed`` (the ``distributed`` extra; ``constraints-distributed.txt`` over
+``constraints.txt``); it installs Redis and PostgreSQL with apt-get when they are missing.
 """
 
 from __future__ import annotations
@@ -73,10 +78,52 @@ def ensure_venv() -> None:
     STAMP.write_text(fingerprint)
 
 
+DIST_VENV = ROOT / ".venv-distributed"
+DIST_PYTHON = (
+    DIST_VENV / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+)
+
+
+def _package_name(line: str) -> str:
+    return line.split("==", 1)[0].strip().lower().replace("_", "-")
+
+
+def ensure_distributed_venv() -> None:
+    """Create ``.venv-distributed`` with the ``distributed`` extra, unless it is already up to date.
+
+    Its constraints are ``constraints.txt`` with each package pinned in ``constraints-distributed.txt``
+    replaced by that pin (written to the venv, since pip cannot override a constraint).
+    """
+    overrides = (ROOT / "constraints-distributed.txt").read_text().splitlines()
+    pinned = {_package_name(line) for line in overrides if "==" in line}
+    base = (ROOT / "constraints.txt").read_text().splitlines()
+    merged = [line for line in base if "==" not in line or _package_name(line) not in pinned] + overrides
+    stamp = DIST_VENV / ".doitong-installed"
+    fingerprint = hashlib.sha256("\n".join([_fingerprint(), *merged]).encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        return
+    if not DIST_PYTHON.exists():
+        print(f"Creating {DIST_VENV} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(DIST_VENV)
+    print("Installing the project with its distributed extra (first run only) ...", flush=True)
+    constraints = DIST_VENV / "constraints.txt"
+    constraints.write_text("\n".join(merged) + "\n")
+    pip = [str(DIST_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run(
+        [*pip, "-c", str(constraints), "-e", f"{ROOT}[distributed]", "-e", str(ROOT / "emulator")], check=True
+    )
+    stamp.write_text(fingerprint)
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "distributed":
+        ensure_distributed_venv()
+        command = [str(DIST_PYTHON), str(ROOT / "benchmarks" / "run.py"), "--only", "distributed", *argv[1:]]
+        return subprocess.run(command, cwd=ROOT).returncode
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
-        print("commands:", ", ".join(COMMANDS))
+        print("commands:", ", ".join([*COMMANDS, "distributed"]))
         return 2
     ensure_venv()
     if argv[0] in ("check", "docs"):

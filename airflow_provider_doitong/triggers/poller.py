@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import statistics
 import time
 import weakref
@@ -28,13 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job, JobStatus
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.waiting import WaitStep, after_poll_error
 
 log = logging.getLogger(__name__)
 
-#: Share of the rate-limit window's remaining requests the poller may use; the rest is left for
-#: submissions from workers on the same account.
+#: Share of each rate-limit window the status polls may use; the rest of the window's limit is kept
+#: for submissions from workers on the same account (see :func:`status_budget`).
 STATUS_SHARE = 0.5
 #: The shortest gap between two polls, whatever is due.
 MIN_POLL_GAP = 0.25
@@ -90,6 +92,22 @@ def next_poll_delay(
             group_end = max(d for d in due if d <= due[0] + DUE_WINDOW)
             delay = min(delay, max(MIN_POLL_GAP, group_end - now))
     return max(0.0, delay)
+
+
+def status_budget(rate_limit: RateLimitInfo) -> int:
+    """How many of the window's remaining requests the status polls may still use.
+
+    The rate-limit headers are account-wide, so every poller (one per connection per triggerer)
+    reads the same ``remaining``. Keeping a fixed part of the window's *limit* for submissions holds
+    however many triggerers poll: once the window is down to that reserve, all of them wait for the
+    reset. (A share of what *remains* does not: two pollers each taking half of it use it all.)
+
+    :param rate_limit: the last answer's headers, with ``remaining`` known.
+    """
+    remaining = rate_limit.remaining or 0
+    if rate_limit.limit is None:
+        return int(remaining * STATUS_SHARE)
+    return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE)))
 
 
 def _job_duration(job: Job) -> float | None:
@@ -206,7 +224,7 @@ class JobPoller:
         rate_limit = self._client.last_rate_limit if self._client else None
         floor = MIN_POLL_GAP
         if rate_limit is not None and rate_limit.remaining is not None:
-            usable = dataclasses.replace(rate_limit, remaining=int(rate_limit.remaining * STATUS_SHARE))
+            usable = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit))
             wanted = usable.pace_delay(now=now, min_interval=wanted)
             floor = usable.pace_delay(now=now, min_interval=MIN_POLL_GAP)
         delay = next_poll_delay(
