@@ -44,13 +44,13 @@ from airflow.sdk.exceptions import (
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client import (
     DoitongError,
-    DoitongUnauthorized,
     DoitongValidationError,
     ImageRequest,
 )
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+from airflow_provider_doitong.outcomes import airflow_error
 from airflow_provider_doitong.storage import write_image
 
 log = logging.getLogger(__name__)
@@ -200,10 +200,8 @@ def read_balance(conn_id: str) -> tuple[str, int]:
         raise AirflowFailException(f"The Doitong connection {conn_id!r} is not defined") from None
     except DoitongConnectionInvalid as exc:
         raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
-    except DoitongUnauthorized as exc:
-        raise AirflowFailException(str(exc)) from None
-    except DoitongError as exc:
-        raise AirflowException(f"Reading the Doitong account failed: {exc}") from None
+    except DoitongError as exc:  # a refused key is final, an unavailable API worth a retry
+        raise airflow_error(exc, doing="Reading the Doitong account failed") from None
     return account.plan, account.credits
 
 

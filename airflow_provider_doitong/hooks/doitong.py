@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
+
+try:  # Airflow 3.3+: masking from a coroutine must not block on the supervisor's channel
+    from airflow.sdk.log import amask_secret as _amask_secret
+except ImportError:  # pragma: no cover - Airflow before 3.3
+    _amask_secret = None  # type: ignore[assignment]
+
+#: Airflow's async variant of ``mask_secret``, where it has one.
+amask_secret: Callable[[str], Awaitable[None]] | None = _amask_secret
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
 from airflow_provider_doitong.connection import (
@@ -15,6 +24,7 @@ from airflow_provider_doitong.connection import (
     DEFAULT_CONN_ID,
     UI_FIELD_BEHAVIOUR,
     ConnectionSettings,
+    DoitongConnectionInvalid,
     settings_from_fields,
 )
 
@@ -60,8 +70,12 @@ class DoitongHook(BaseHook):
         """The connection's extra fields, as declared in ``get_provider_info()``."""
         return CONN_FIELDS
 
-    def _settings(self, conn: Any) -> ConnectionSettings:
-        settings = settings_from_fields(
+    def _read(self, conn: Any) -> ConnectionSettings:
+        if conn.conn_type != CONN_TYPE:
+            raise DoitongConnectionInvalid(
+                f"connection {self.doitong_conn_id!r} is of type {conn.conn_type!r}, not {CONN_TYPE!r}"
+            )
+        return settings_from_fields(
             conn_id=self.doitong_conn_id,
             host=conn.host,
             schema=conn.schema,
@@ -69,19 +83,33 @@ class DoitongHook(BaseHook):
             password=conn.password,
             extra=conn.extra_dejson,
         )
-        mask_secret(settings.api_key)
-        if settings.webhook_secret:
-            mask_secret(settings.webhook_secret)
-        return settings
+
+    @staticmethod
+    def _secrets(settings: ConnectionSettings) -> list[str]:
+        return [s for s in (settings.api_key, settings.webhook_secret) if s]
 
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection, read and checked (sync: use :meth:`aget_settings` in a trigger)."""
-        return self._settings(self.get_connection(self.doitong_conn_id))
+        settings = self._read(self.get_connection(self.doitong_conn_id))
+        for secret in self._secrets(settings):
+            mask_secret(secret)
+        return settings
+
+    def reread_settings(self) -> ConnectionSettings:
+        """The connection read again, not from this hook's cache (e.g. after a key rotation)."""
+        self.__dict__.pop("settings", None)
+        return self.settings
 
     async def aget_settings(self) -> ConnectionSettings:
-        """The connection, read without blocking the event loop."""
-        return self._settings(await self.aget_connection(self.doitong_conn_id))
+        """The connection, read without blocking the event loop (fresh on every call)."""
+        settings = self._read(await self.aget_connection(self.doitong_conn_id))
+        for secret in self._secrets(settings):
+            if amask_secret is not None:
+                await amask_secret(secret)
+            else:
+                mask_secret(secret)
+        return settings
 
     def _client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:
         return {
