@@ -5,9 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
-
+from airflow_provider_doitong._compat import BaseHook, aextra, aget_connection, amask_secret, mask_secret
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
 from airflow_provider_doitong.connection import (
     CONN_FIELDS,
@@ -60,28 +58,38 @@ class DoitongHook(BaseHook):
         """The connection's extra fields, as declared in ``get_provider_info()``."""
         return CONN_FIELDS
 
-    def _settings(self, conn: Any) -> ConnectionSettings:
-        settings = settings_from_fields(
+    def _settings(self, conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
+        return settings_from_fields(
             conn_id=self.doitong_conn_id,
             host=conn.host,
             schema=conn.schema,
             port=conn.port,
             password=conn.password,
-            extra=conn.extra_dejson,
+            extra=extra,
         )
-        mask_secret(settings.api_key)
-        if settings.webhook_secret:
-            mask_secret(settings.webhook_secret)
-        return settings
 
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection, read and checked (sync: use :meth:`aget_settings` in a trigger)."""
-        return self._settings(self.get_connection(self.doitong_conn_id))
+        conn = self.get_connection(self.doitong_conn_id)
+        settings = self._settings(conn, conn.extra_dejson)
+        for secret in (settings.api_key, settings.webhook_secret):
+            if secret:
+                mask_secret(secret)
+        return settings
 
     async def aget_settings(self) -> ConnectionSettings:
-        """The connection, read without blocking the event loop."""
-        return self._settings(await self.aget_connection(self.doitong_conn_id))
+        """The connection, read and its secrets masked without blocking the event loop.
+
+        The triggerer's loop must not wait on the supervisor: the compat layer picks the safe call
+        for each Airflow release.
+        """
+        conn = await aget_connection(self, self.doitong_conn_id)
+        settings = self._settings(conn, await aextra(conn))
+        for secret in (settings.api_key, settings.webhook_secret):
+            if secret:
+                await amask_secret(secret)
+        return settings
 
     def _client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:
         return {

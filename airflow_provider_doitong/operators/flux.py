@@ -9,10 +9,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-from airflow.sdk import Asset, BaseOperator, ResumableJobMixin, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, events
+from airflow_provider_doitong._compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+    ResumableJobMixin,
+    conf,
+)
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongClient,
