@@ -18,6 +18,9 @@ What differs, and what this provider does about it:
   task whose deferred wait failed replays that failure instead of starting afresh; the README says so.
 * ``airflow.sdk.BaseHook`` arrived in 3.1, ``airflow.sdk.conf`` in 3.2, and
   ``AirflowFailException``/``AirflowNotFoundException`` in ``airflow.sdk.exceptions`` in 3.2.
+* The connection form: 3.2 and later read its extra fields from the declarative ``conn-fields`` of
+  ``get_provider_info()``; 3.0 and 3.1 only from a hook's ``get_connection_form_widgets()``, which
+  :func:`connection_form_widgets` builds from the same declaration.
 * A trigger runs on the triggerer's event loop, where a blocking call to the supervisor (reading a
   connection, telling it a secret to mask) fails on 3.0 and 3.1: their triggerer bridges it with
   ``async_to_sync``, which refuses the loop's own thread. ``BaseHook.aget_connection`` arrived in
@@ -78,6 +81,7 @@ __all__ = [
     "aget_connection",
     "amask_secret",
     "conf",
+    "connection_form_widgets",
     "mask_secret",
 ]
 
@@ -106,3 +110,37 @@ async def amask_secret(secret: str) -> None:
         await asyncio.to_thread(mask_secret, secret)
     else:
         await sdk_amask_secret(secret)
+
+
+def connection_form_widgets(conn_fields: dict[str, Any]) -> dict[str, Any]:
+    """The connection form's extra fields as WTForms fields, for Airflow 3.0 and 3.1.
+
+    ``conn_fields`` is the ``conn-fields`` declaration of ``get_provider_info()``, which 3.2 and
+    later read instead (they never call a hook's ``get_connection_form_widgets()`` when it exists).
+    3.0 and 3.1's UI stands in mocks for the imports below, so neither FAB nor WTForms needs to be
+    installed, and knows four field classes: a choice is a text field with ``any_of``, a number a
+    text field (the hook parses it), a secret a password field.
+    """
+    from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import PasswordField, StringField
+    from wtforms.validators import Optional, any_of
+
+    widgets = {}
+    for name, field in conn_fields.items():
+        schema = field["schema"]
+        validators: list[Any] = [Optional()]
+        if "enum" in schema:
+            validators.append(any_of([value for value in schema["enum"] if value is not None]))
+        secret = schema.get("format") == "password"
+        default = schema.get("default")
+        if isinstance(default, int | float):
+            default = f"{default:g}"  # a number is typed as text in these releases' form
+        widgets[name] = (PasswordField if secret else StringField)(
+            lazy_gettext(field["label"]),
+            widget=BS3PasswordFieldWidget() if secret else BS3TextFieldWidget(),
+            validators=validators,
+            description=field["description"],
+            default=default,
+        )
+    return widgets

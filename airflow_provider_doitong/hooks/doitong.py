@@ -5,7 +5,14 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from airflow_provider_doitong._compat import BaseHook, aextra, aget_connection, amask_secret, mask_secret
+from airflow_provider_doitong._compat import (
+    BaseHook,
+    aextra,
+    aget_connection,
+    amask_secret,
+    connection_form_widgets,
+    mask_secret,
+)
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
 from airflow_provider_doitong.connection import (
     CONN_FIELDS,
@@ -52,6 +59,11 @@ class DoitongHook(BaseHook):
             "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
             "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
         }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields for Airflow 3.0 and 3.1 (later ones read ``conn-fields``)."""
+        return connection_form_widgets(CONN_FIELDS)
 
     @classmethod
     def conn_fields(cls) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from PIL import Image
 
 from airflow_provider_doitong import _compat
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
+from airflow_provider_doitong.connection import CONN_FIELDS
+from airflow_provider_doitong.contract import PLANS
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 from tests.conftest import run_dag, task_states, xcom_value
@@ -97,6 +99,52 @@ def test_only_the_compat_module_knows_release_differences() -> None:
         if path.name != "_compat.py" and (names := _version_dependent_imports(path))
     }
     assert offenders == {}
+
+
+#: Prints the ``doitong`` entry of what the UI's connection form is built from, as JSON. Airflow 3.0's
+#: UI builds forms only where FAB is installed (any provider's); from 3.1 it stands in mocks for FAB
+#: and WTForms where they are missing, and with ``stand-ins`` this does the same on 3.0.
+_UI_FORM = """
+import importlib.util, json, sys
+from unittest.mock import MagicMock
+missing = {top for top in ("wtforms", "flask_babel", "flask_appbuilder") if not importlib.util.find_spec(top)}
+for name in ("wtforms", "wtforms.fields", "wtforms.fields.simple", "wtforms.validators", "flask_babel",
+             "flask_appbuilder", "flask_appbuilder.fieldwidgets"):
+    if sys.argv[1:] == ["stand-ins"] and name.split(".")[0] in missing:
+        sys.modules[name] = MagicMock()
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+meta = {m.connection_type: m for m in HookMetaService.hook_meta_data()}["doitong"]
+print("FORM=" + json.dumps(meta.model_dump(mode="json"), default=str))
+"""
+
+
+def test_connection_form_as_the_ui_shows_it(airflow_home: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _UI_FORM, "stand-ins" if AIRFLOW < Version("3.1") else "-"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    form = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("FORM="))[5:])
+    standard = form["standard_fields"]
+    assert (standard["host"]["title"], standard["password"]["title"]) == ("Base URL", "API key")
+    assert standard["login"]["hidden"] and standard["port"]["hidden"] and not standard["password"]["hidden"]
+    extra = form["extra_fields"]
+    assert set(extra) == set(CONN_FIELDS)
+    assert {name: field["schema"]["title"] for name, field in extra.items()} == {
+        name: field["label"] for name, field in CONN_FIELDS.items()
+    }
+    assert extra["plan"]["value"] == "pro" and set(extra["plan"]["schema"]["enum"]) >= set(PLANS)
+    assert extra["transport"]["value"] == "graphql"
+    assert extra["webhook_secret"]["schema"]["format"] == "password"
+    assert float(extra["timeout"]["value"]) == 30
 
 
 def test_durable_argument_is_accepted_everywhere() -> None:
