@@ -28,7 +28,10 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "transport": {
         "label": "Transport",
-        "description": "Submit jobs through GraphQL or the REST endpoint.",
+        "description": (
+            "How jobs are submitted: graphql (the generate mutation), graphql-image (the generateImage "
+            "mutation) or rest (POST /v1/text_to_image)."
+        ),
         "schema": {"type": ["string", "null"], "enum": [*TRANSPORTS, None], "default": "graphql"},
     },
     "webhook_secret": {
@@ -56,7 +59,7 @@ class ConnectionSettings:
     :param base_url: the API's base URL.
     :param api_key: the API key (never logged).
     :param plan: the plan name.
-    :param transport: ``graphql`` or ``rest``.
+    :param transport: ``graphql``, ``graphql-image`` or ``rest`` (how jobs are submitted).
     :param webhook_secret: the webhook secret, if set (never logged).
     :param timeout: seconds per HTTP request.
     """

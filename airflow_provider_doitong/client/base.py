@@ -42,7 +42,7 @@ class ClientBase:
 
     :param api_key: the Doitong API key (kept out of ``repr`` and messages).
     :param base_url: the API's base URL.
-    :param transport: submit through ``graphql`` or ``rest``.
+    :param transport: submit through ``graphql``, ``graphql-image`` or ``rest``.
     :param timeout: seconds for each HTTP request.
     :param retry_policy: the retry policy.
     :param clock: the source of the current Unix time.

@@ -16,13 +16,23 @@ from airflow_provider_doitong.client.errors import DoitongProtocolError, classif
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
-Transport = Literal["graphql", "rest"]
-TRANSPORTS: tuple[str, ...] = ("graphql", "rest")
+#: How a submission is sent: the ``generate`` mutation, the ``generateImage`` mutation, or the REST
+#: endpoint. The three are documented; the connection's ``transport`` extra picks one.
+Transport = Literal["graphql", "graphql-image", "rest"]
+TRANSPORTS: tuple[str, ...] = ("graphql", "graphql-image", "rest")
+#: Which auth header a request carries: ``graphql`` (bearer) for anything sent to ``/graphql``.
+Auth = Literal["graphql", "rest"]
 #: How many jobs one aliased GraphQL status request reads at most.
 MAX_JOBS_PER_QUERY = 100
 
 GENERATE_MUTATION = (
     f"mutation Generate($input: GenerateInput!) {{ generate(input: $input) {{ {contract.JOB_FIELDS} }} }}"
+)
+#: The vendor's example asks only ``id url width height``; the client asks for every job field it reads
+#: (a submission's status is ``processing``, its ``creditCost`` the charge).
+GENERATE_IMAGE_MUTATION = (
+    "mutation GenerateImage($input: ImageGenerationInput!) "
+    f"{{ generateImage(input: $input) {{ {contract.JOB_FIELDS} }} }}"
 )
 ACCOUNT_QUERY = "query Account { account { plan credits } }"
 
@@ -42,7 +52,7 @@ class ApiRequest:
 
     method: str
     path: str
-    auth: Transport
+    auth: Auth
     kind: str
     what: str
     json_body: dict[str, Any] | None = None
@@ -54,7 +64,7 @@ class ApiRequest:
         return self.kind != "submit"
 
 
-def auth_headers(auth: Transport, api_key: str) -> dict[str, str]:
+def auth_headers(auth: Auth, api_key: str) -> dict[str, str]:
     """The auth header for a request; never logged.
 
     :param auth: ``graphql`` or ``rest``.
@@ -70,32 +80,23 @@ def _check_transport(transport: str) -> None:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
 
 
-def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiRequest:
-    """The submission of one image.
+def _image_fields(request: ImageRequest) -> dict[str, Any]:
+    """The flat ``ImageGenerationInput`` shared by the REST body and ``generateImage``."""
+    fields: dict[str, Any] = {
+        "service": request.provider,
+        "prompt": request.prompt,
+        "width": request.width,
+        "height": request.height,
+        "version": request.version,
+        "quality": request.quality,
+    }
+    if request.webhook_url:
+        fields["webhookUrl"] = request.webhook_url
+    return fields
 
-    :param request: a validated :class:`ImageRequest`.
-    :param transport: ``graphql`` (the ``generate`` mutation) or ``rest`` (``POST /v1/text_to_image``).
-    """
-    _check_transport(transport)
-    if transport == "rest":
-        body: dict[str, Any] = {
-            "service": request.provider,
-            "prompt": request.prompt,
-            "width": request.width,
-            "height": request.height,
-            "version": request.version,
-            "quality": request.quality,
-        }
-        if request.webhook_url:
-            body["webhookUrl"] = request.webhook_url
-        return ApiRequest(
-            method="POST",
-            path=contract.REST_SUBMIT_PATH,
-            auth="rest",
-            kind="submit",
-            what="submission",
-            json_body=body,
-        )
+
+def _generate_input(request: ImageRequest) -> dict[str, Any]:
+    """The nested ``GenerateInput`` of the ``generate`` mutation."""
     gql_input: dict[str, Any] = {
         "type": contract.GENERATION_TYPE,
         "provider": request.provider,
@@ -109,17 +110,38 @@ def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiReq
     }
     if request.webhook_url:
         gql_input["webhookUrl"] = request.webhook_url
+    return gql_input
+
+
+def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiRequest:
+    """The submission of one image, in the documented form ``transport`` names.
+
+    :param request: a validated :class:`ImageRequest`.
+    :param transport: ``graphql`` (the ``generate`` mutation), ``graphql-image`` (the
+        ``generateImage`` mutation) or ``rest`` (``POST /v1/text_to_image``). All three create the
+        same job; the answer is read the same way (:func:`parse_job`).
+    """
+    _check_transport(transport)
+    if transport == "rest":
+        return ApiRequest(
+            method="POST",
+            path=contract.REST_SUBMIT_PATH,
+            auth="rest",
+            kind="submit",
+            what="submission",
+            json_body=_image_fields(request),
+        )
+    if transport == "graphql-image":
+        query, variables, operation = GENERATE_IMAGE_MUTATION, _image_fields(request), "GenerateImage"
+    else:
+        query, variables, operation = GENERATE_MUTATION, _generate_input(request), "Generate"
     return ApiRequest(
         method="POST",
         path=contract.GRAPHQL_PATH,
         auth="graphql",
         kind="submit",
         what="submission",
-        json_body={
-            "query": GENERATE_MUTATION,
-            "variables": {"input": gql_input},
-            "operationName": "Generate",
-        },
+        json_body={"query": query, "variables": {"input": variables}, "operationName": operation},
     )
 
 
@@ -173,9 +195,9 @@ def build_job_rest(job_id: str) -> ApiRequest:
 
 
 def build_account(*, transport: str = "graphql") -> ApiRequest:
-    """[A] The account query: plan and credit balance.
+    """[A] The account query: plan and credit balance (both GraphQL transports ask ``/graphql``).
 
-    :param transport: ``graphql`` or ``rest``.
+    :param transport: ``graphql``, ``graphql-image`` or ``rest``.
     """
     _check_transport(transport)
     if transport == "rest":

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong import contract, events
+from airflow_provider_doitong import contract, events, lineage
 from airflow_provider_doitong._compat import (
     AirflowException,
     AirflowFailException,
@@ -241,6 +241,20 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             return self._finish(job, context)
         finally:
             self._close()
+
+    # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The stored image as an output, the prompt template file as an input, a ``doitong`` run facet."""
+        return lineage.generate_operator_lineage(self)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """As on completion, with no image output and no credits (nothing was stored)."""
+        return lineage.generate_operator_lineage(self, failed=True)
+
+    def resolve_template_files(self) -> None:
+        # Keep the prompt template file's name for lineage before Airflow replaces it with the text.
+        self.prompt_file = lineage.template_file(self, "prompt")
+        super().resolve_template_files()
 
     def on_kill(self) -> None:
         job_ids = ", ".join(self._jobs) or "none submitted yet"

@@ -445,15 +445,16 @@ class EmulatorState:
         return bool(self._webhooks)
 
     # --- counters -------------------------------------------------------------------------
-    def record_request(self, t: float, kind: str, status: int) -> None:
+    def record_request(self, t: float, kind: str, status: int, *, form: str | None = None) -> None:
         """Count one API request.
 
         :param t: its arrival time.
         :param kind: its kind (see :data:`~doitong_emulator.stats.KINDS`).
         :param status: the HTTP status answered (0 when dropped).
+        :param form: how it was sent (the GraphQL field, or ``rest``), for the log.
         """
         with self.lock:
-            self.stats.record_request(t, kind, status)
+            self.stats.record_request(t, kind, status, form=form)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters as ``GET /_emulator/stats`` shows them."""
@@ -494,7 +495,7 @@ class EmulatorState:
             }
 
     def request_log(self) -> list[dict[str, Any]]:
-        """Every API request as ``{"t", "kind", "status"}``."""
+        """Every API request as ``{"t", "kind", "status", "form"}``."""
         with self.lock:
             return self.stats.request_log()
 
