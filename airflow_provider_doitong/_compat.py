@@ -31,7 +31,6 @@ What differs, and what this provider does about it:
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
@@ -102,12 +101,17 @@ async def aextra(conn: Connection) -> dict[str, Any]:
 async def amask_secret(secret: str) -> None:
     """Mask a secret from an event loop: the SDK's async masking where it exists, else in a thread.
 
-    A worker thread may block on the supervisor's lock; the event loop's own thread must not.
+    The thread is asgiref's, as for common-compat's: 3.0 and 3.1's triggerer reaches the supervisor
+    through ``async_to_sync``, which from such a thread runs the call on the triggerer's own loop.
+    From a plain thread it would start a second loop reading the same socket, and the triggerer's
+    replies would come out of order.
     """
     try:
         from airflow.sdk.log import amask_secret as sdk_amask_secret
     except ImportError:
-        await asyncio.to_thread(mask_secret, secret)
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(mask_secret)(secret)
     else:
         await sdk_amask_secret(secret)
 
