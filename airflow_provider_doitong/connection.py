@@ -7,8 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.client.base import normalize_base_url
+from airflow_provider_doitong.client.downloads import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    MAX_BYTES_EXTRA,
+    TIMEOUT_EXTRA,
+    DownloadPolicy,
+)
 from airflow_provider_doitong.client.protocol import TRANSPORTS
-from airflow_provider_doitong.contract import DEFAULT_BASE_URL, PLANS
+from airflow_provider_doitong.client.safety import ALLOWED_HOSTS_EXTRA, parse_host_list
+from airflow_provider_doitong.contract import DEFAULT_BASE_URL, DEFAULT_DOWNLOAD_HOSTS, PLANS
 
 CONN_TYPE = "doitong"
 DEFAULT_CONN_ID = "doitong_default"
@@ -23,7 +31,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "plan": {
         "label": "Plan",
-        "description": "The account's plan (free, starter, pro, enterprise); sets default pacing.",
+        "description": "The account's plan, for reference: requests are paced by rate-limit headers.",
         "schema": {"type": ["string", "null"], "enum": [*PLANS, None], "default": "pro"},
     },
     "transport": {
@@ -44,6 +52,24 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "Timeout of each HTTP request to the API.",
         "schema": {"type": ["number", "null"], "minimum": 1, "default": DEFAULT_TIMEOUT},
     },
+    ALLOWED_HOSTS_EXTRA: {
+        "label": "Allowed download hosts",
+        "description": (
+            "Hosts output images may be downloaded from besides the API's own host and "
+            f"{', '.join(DEFAULT_DOWNLOAD_HOSTS)}: comma-separated, e.g. cdn.example.com, *.example.net."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
+    MAX_BYTES_EXTRA: {
+        "label": "Largest download (bytes)",
+        "description": "A larger output fails the task instead of being read.",
+        "schema": {"type": ["integer", "null"], "minimum": 1, "default": DEFAULT_MAX_DOWNLOAD_BYTES},
+    },
+    TIMEOUT_EXTRA: {
+        "label": "Download time limit (seconds)",
+        "description": "The longest one image download may take in all.",
+        "schema": {"type": ["number", "null"], "minimum": 1, "default": DEFAULT_DOWNLOAD_TIMEOUT},
+    },
 }
 
 
@@ -53,15 +79,16 @@ class DoitongConnectionInvalid(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectionSettings:
-    """A ``doitong`` connection, read and checked.
+    """A ``doitong`` connection, read and checked. Its ``repr`` leaves out both secrets.
 
-    :param conn_id: the connection id.
-    :param base_url: the API's base URL.
-    :param api_key: the API key (never logged).
-    :param plan: the plan name.
+    :param api_key: never logged.
+    :param plan: one of the contract's plans, for reference; nothing is paced by it.
     :param transport: ``graphql``, ``graphql-image`` or ``rest`` (how jobs are submitted).
-    :param webhook_secret: the webhook secret, if set (never logged).
+    :param webhook_secret: ``None`` when unset; never logged.
     :param timeout: seconds per HTTP request.
+    :param allowed_download_hosts: hosts added to the API's own and the vendor's CDN for downloads.
+    :param max_download_bytes: the largest output read.
+    :param download_timeout: seconds one download may take in all.
     """
 
     conn_id: str
@@ -71,6 +98,18 @@ class ConnectionSettings:
     transport: str
     webhook_secret: str | None
     timeout: float
+    allowed_download_hosts: tuple[str, ...] = ()
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+
+    def download_policy(self) -> DownloadPolicy:
+        """Where this connection's outputs may be downloaded from, and how much is read."""
+        return DownloadPolicy.for_api(
+            self.base_url,
+            extra_hosts=self.allowed_download_hosts,
+            max_bytes=self.max_download_bytes,
+            time_limit=self.download_timeout,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -104,12 +143,12 @@ def settings_from_fields(
 
     Extras may be plain (``plan``) or prefixed as the UI stores them (``extra__doitong__plan``).
 
-    :param conn_id: the connection id, for messages.
+    :param conn_id: named in error messages.
     :param host: base URL or bare host.
     :param schema: ``http`` or ``https`` for a bare host.
     :param port: port for a bare host.
-    :param password: the API key.
-    :param extra: the extra JSON (str or dict).
+    :param password: the API key (else an ``api_key`` extra).
+    :param extra: the extra JSON, as a string or already a dict.
     :raises DoitongConnectionInvalid: naming what is wrong, never echoing a secret.
     """
     raw = _extra_dict(extra)
@@ -135,6 +174,7 @@ def settings_from_fields(
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None
     if timeout <= 0:
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: timeout must be positive")
+    downloads = _download_extras(conn_id, extras)
     return ConnectionSettings(
         conn_id=conn_id,
         base_url=base_url,
@@ -143,4 +183,31 @@ def settings_from_fields(
         transport=transport,
         webhook_secret=extras.get("webhook_secret"),
         timeout=timeout,
+        **downloads,
     )
+
+
+def _download_extras(conn_id: str, extras: dict[str, Any]) -> dict[str, Any]:
+    """The download extras, checked: hosts, byte cap, time limit."""
+    try:
+        hosts = parse_host_list(extras.get(ALLOWED_HOSTS_EXTRA))
+    except ValueError as exc:
+        raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None
+    values: dict[str, float] = {}
+    for key, default, cast in (
+        (MAX_BYTES_EXTRA, DEFAULT_MAX_DOWNLOAD_BYTES, int),
+        (TIMEOUT_EXTRA, DEFAULT_DOWNLOAD_TIMEOUT, float),
+    ):
+        try:
+            values[key] = cast(extras.get(key, default))
+        except (TypeError, ValueError):
+            values[key] = 0
+        if values[key] <= 0:
+            raise DoitongConnectionInvalid(
+                f"connection {conn_id!r}: {key} must be a positive number, got {extras.get(key)!r}"
+            )
+    return {
+        "allowed_download_hosts": hosts,
+        "max_download_bytes": int(values[MAX_BYTES_EXTRA]),
+        "download_timeout": float(values[TIMEOUT_EXTRA]),
+    }

@@ -33,11 +33,12 @@ from airflow_provider_doitong.client import (
     Job,
     RetryPolicy,
 )
+from airflow_provider_doitong.client.models import image_side
 from airflow_provider_doitong.client.retry import backoff
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
-from airflow_provider_doitong.storage import resolve_output_path, write_image
+from airflow_provider_doitong.operators.outputs import fetch_and_store, link_url
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
@@ -97,7 +98,8 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;
         the job keeps running at Doitong past it.
     :param output_path: where to store the image (templated): a local path or an
-        ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``.
+        ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``, the
+        extension from the image's bytes and an unsafe job id mapped to a safe name.
     :param max_credits: refuse to submit when the estimated cost exceeds this.
     :param on_daily_limit: on 429 ``DAILY_LIMIT``, ``fail`` at once or ``wait`` for the reset.
     """
@@ -178,8 +180,8 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             request = ImageRequest(
                 provider=self.provider,
                 prompt=self.prompt,
-                width=self.width,
-                height=self.height,
+                width=image_side("width", self.width),
+                height=image_side("height", self.height),
                 quality=self.quality,
                 version=self.version or None,
                 webhook_url=self.webhook_url or None,
@@ -337,7 +339,9 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
     def is_job_succeeded(self, status: str) -> bool:
         return contract.JobStatus.parse(status) is contract.JobStatus.COMPLETED
 
-    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
+    # Returns the result: the mixin returns what this returns when it reattaches to a running job
+    # (its annotation says None).
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:  # type: ignore[override]
         job_id = str(external_id)
         if not self.wait_for_completion:
             return self._finish(self._jobs.get(job_id) or self._read_job(job_id), context)
@@ -385,7 +389,7 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
             if self.output_path:
                 output = self._store(job)
-            self.image_url = job.url
+            self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
         result = job_result(job, prompt=self._request.prompt, output_path=output)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
@@ -394,17 +398,10 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         return result
 
     def _store(self, job: Job) -> str:
-        if not job.url:
-            raise AirflowException(f"Doitong job {job.id} completed without an output URL")
-        path = resolve_output_path(str(self.output_path), job_id=job.id, url=job.url)
-        try:
-            data = self.client.download(job.url)
-        except DoitongError as exc:
-            raise AirflowException(f"Downloading the image of Doitong job {job.id} failed: {exc}") from None
-        write_image(path, data)
-        where = path.path if path.protocol in ("", "file", "local") else str(path)
-        self.log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job.id, len(data), where)
-        return where
+        """Download the image (checked by the client) and write it (see :mod:`.outputs`)."""
+        return fetch_and_store(
+            self.client, job_id=job.id, url=job.url, location=str(self.output_path), log=self.log
+        )
 
 
 def _iso(unix_time: float) -> str:
