@@ -125,10 +125,14 @@ def connection_form_widgets(conn_fields: dict[str, Any]) -> dict[str, Any]:
     installed, and knows four field classes: a choice is a text field with ``any_of``, a number a
     text field (the hook parses it), a secret a password field.
     """
-    from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
-    from flask_babel import lazy_gettext
-    from wtforms import PasswordField, StringField
-    from wtforms.validators import Optional, any_of
+    # FAB and WTForms: 3.1's UI stands in mocks where they are missing; 3.0's needs them installed.
+    from flask_appbuilder.fieldwidgets import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        BS3PasswordFieldWidget,
+        BS3TextFieldWidget,
+    )
+    from flask_babel import lazy_gettext  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    from wtforms import PasswordField, StringField  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    from wtforms.validators import Optional, any_of  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     widgets = {}
     for name, field in conn_fields.items():
