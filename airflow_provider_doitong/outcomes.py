@@ -20,8 +20,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
-
+from airflow_provider_doitong._compat import AirflowException, AirflowFailException, AirflowSkipException
 from airflow_provider_doitong.client.errors import (
     DoitongBadRequest,
     DoitongConnectionError,

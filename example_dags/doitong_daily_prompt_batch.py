@@ -33,13 +33,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pendulum
-from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
-from airflow.sdk.exceptions import (
+from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
     AirflowNotFoundException,
     AirflowSkipException,
 )
+from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client import (

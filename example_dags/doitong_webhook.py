@@ -21,8 +21,8 @@ import os
 from typing import Any
 
 import pendulum
+from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator

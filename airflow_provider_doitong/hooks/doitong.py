@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
-
-try:  # Airflow 3.3+: masking from a coroutine must not block on the supervisor's channel
-    from airflow.sdk.log import amask_secret as _amask_secret
-except ImportError:  # pragma: no cover - Airflow before 3.3
-    _amask_secret = None  # type: ignore[assignment]
-
-#: Airflow's async variant of ``mask_secret``, where it has one.
-amask_secret: Callable[[str], Awaitable[None]] | None = _amask_secret
-
+from airflow_provider_doitong._compat import (
+    BaseHook,
+    aextra,
+    aget_connection,
+    amask_secret,
+    connection_form_widgets,
+    mask_secret,
+)
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
 from airflow_provider_doitong.connection import (
     CONN_FIELDS,
@@ -66,11 +62,16 @@ class DoitongHook(BaseHook):
         }
 
     @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields for Airflow 3.0 and 3.1 (later ones read ``conn-fields``)."""
+        return connection_form_widgets(CONN_FIELDS)
+
+    @classmethod
     def conn_fields(cls) -> dict[str, Any]:
         """The connection's extra fields, as declared in ``get_provider_info()``."""
         return CONN_FIELDS
 
-    def _read(self, conn: Any) -> ConnectionSettings:
+    def _read(self, conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
         if conn.conn_type != CONN_TYPE:
             raise DoitongConnectionInvalid(
                 f"connection {self.doitong_conn_id!r} is of type {conn.conn_type!r}, not {CONN_TYPE!r}"
@@ -81,7 +82,7 @@ class DoitongHook(BaseHook):
             schema=conn.schema,
             port=conn.port,
             password=conn.password,
-            extra=conn.extra_dejson,
+            extra=extra,
         )
 
     @staticmethod
@@ -91,7 +92,8 @@ class DoitongHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection, read and checked (sync: use :meth:`aget_settings` in a trigger)."""
-        settings = self._read(self.get_connection(self.doitong_conn_id))
+        conn = self.get_connection(self.doitong_conn_id)
+        settings = self._read(conn, conn.extra_dejson)
         for secret in self._secrets(settings):
             mask_secret(secret)
         return settings
@@ -102,13 +104,15 @@ class DoitongHook(BaseHook):
         return self.settings
 
     async def aget_settings(self) -> ConnectionSettings:
-        """The connection, read without blocking the event loop (fresh on every call)."""
-        settings = self._read(await self.aget_connection(self.doitong_conn_id))
+        """The connection, read fresh on every call, its secrets masked without blocking the event loop.
+
+        The triggerer's loop must not wait on the supervisor: the compat layer picks the safe call
+        for each Airflow release.
+        """
+        conn = await aget_connection(self, self.doitong_conn_id)
+        settings = self._read(conn, await aextra(conn))
         for secret in self._secrets(settings):
-            if amask_secret is not None:
-                await amask_secret(secret)
-            else:
-                mask_secret(secret)
+            await amask_secret(secret)
         return settings
 
     def _client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_doitong import submission
+from airflow_provider_doitong._compat import AirflowException, AirflowFailException
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongConnectionError,

@@ -8,10 +8,15 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, events, lineage, submission
+from airflow_provider_doitong._compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+    conf,
+)
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_doitong import events
+from airflow_provider_doitong._compat import AirflowException, conf
 from airflow_provider_doitong.client import DoitongError
 from airflow_provider_doitong.client.waiting import JobWait
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
