@@ -1,0 +1,446 @@
+"""The batch's shell: carries out the planner's steps with a client, the ledger and the output folder.
+
+Every decision is the :class:`~airflow_provider_doitong.batch.planner.Planner`'s; this module only
+moves bytes and records what happened, in the order that keeps the batch durable: an item is
+``submitting`` in the ledger before its POST, ``running`` with its job id right after the answer
+(flushed before the next request), and ``stored`` with the file's SHA-256 once the image is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.ledger import ItemState, Ledger
+from airflow_provider_doitong.batch.planner import Action, Planner, View
+from airflow_provider_doitong.batch.progress import credits_spent, eta_seconds, progress_line
+from airflow_provider_doitong.batch.storing import NotAnImage, store_image
+from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
+from airflow_provider_doitong.client import (
+    DoitongClient,
+    DoitongError,
+    DoitongRateLimited,
+    DoitongUnauthorized,
+    Job,
+    JobStatus,
+    RetryPolicy,
+)
+from airflow_provider_doitong.client.retry import backoff
+
+log = logging.getLogger(__name__)
+
+#: What to do with an item whose submission may have created a job that was never recorded.
+UNCONFIRMED_POLICIES = ("resubmit", "fail")
+#: Seconds between two progress lines.
+PROGRESS_SECONDS = 30.0
+#: Downloads of one image tried before its item fails.
+STORE_ATTEMPTS = 3
+#: 429s are the planner's to wait for, not the client's to sleep through.
+SUBMIT_POLICY = RetryPolicy(max_rate_limit_wait=0)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The batch stopped: everything is done, or ``reason`` says why not."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Defer:
+    """A deferrable batch should wait in the triggerer until ``wake_at`` or until one of ``job_ids`` ends."""
+
+    wake_at: float
+    job_ids: list[str]
+
+
+class BatchRunner:
+    """Runs a batch's items through the planner's steps.
+
+    :param items: the batch's items.
+    :param ledger: their ledger.
+    :param client: a sync client.
+    :param planner: the planner.
+    :param folder: the output folder (an ``ObjectStoragePath``).
+    :param item_retries: failed jobs an item may replace in one task try.
+    :param max_failed_items: failed items past which the batch stops submitting.
+    :param unconfirmed: ``resubmit`` or ``fail`` an item whose submission's answer was lost.
+    :param clock: the Unix time.
+    :param sleep: how to wait.
+    :param logger: where progress goes (the task's logger, so that it reaches the task log).
+    """
+
+    def __init__(
+        self,
+        *,
+        items: Sequence[BatchItem],
+        ledger: Ledger,
+        client: DoitongClient,
+        planner: Planner,
+        folder: Any,
+        item_retries: int,
+        max_failed_items: int,
+        unconfirmed: str = "resubmit",
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        logger: Any = None,
+    ) -> None:
+        self.items = items
+        self.ledger = ledger
+        self.client = client
+        self.planner = planner
+        self.folder = folder
+        self.item_retries = item_retries
+        self.max_failed_items = max_failed_items
+        self.unconfirmed = unconfirmed
+        self.clock = clock
+        self.sleep = sleep
+        self.log = logger or log
+        self.stop_submitting = ""
+        #: Whether stopping for ``stop_submitting`` is worth a task retry (a daily limit resets).
+        self.stop_retryable = True
+        self.fatal = ""
+        self._jobs: dict[str, Job] = {}
+        self._store_failures: dict[int, int] = {}
+        self._poll_failures = 0
+        self._last_progress = clock()
+
+    # --- starting ---------------------------------------------------------------------------
+    def resolve_unconfirmed(self) -> int:
+        """Settle items left ``submitting`` by a crash: their POST may have created a job (not flushed).
+
+        :return: how many there were.
+        """
+        found = self.ledger.in_state(ItemState.SUBMITTING)
+        for index in found:
+            item = self.items[index]
+            message = (
+                f"item {index + 1} ({item.source}) was being submitted when an earlier try stopped; its "
+                "answer was never recorded, so a job may exist and be charged"
+            )
+            self.log.warning("%s", message)
+            self._setback(index, message, unconfirmed=True)
+        return len(found)
+
+    def _setback(self, index: int, message: str, *, unconfirmed: bool = False) -> None:
+        """An item's job failed (or its submission is unconfirmed): submit it again, or fail it for good."""
+        record = self.ledger.records[index]
+        failures = record.failures + 1
+        changes: dict[str, Any] = {"failures": failures, "error": message, "job_id": None}
+        if unconfirmed:
+            changes["unconfirmed"] = record.unconfirmed + 1
+        final = failures > self.item_retries or (unconfirmed and self.unconfirmed == "fail")
+        self.ledger.update(index, state=ItemState.FAILED if final else ItemState.PENDING, **changes)
+        if final:
+            self.log.error("Item %d/%d failed for good: %s", index + 1, len(self.items), message)
+        else:
+            self.log.warning(
+                "Item %d/%d: %s; submitting it again (retry %d of %d)%s",
+                index + 1,
+                len(self.items),
+                message,
+                failures,
+                self.item_retries,
+                ": this may charge it twice" if unconfirmed else "",
+            )
+
+    def view(self) -> View:
+        """What the ledger holds, for the planner."""
+        ledger = self.ledger
+        failed = ledger.count(ItemState.FAILED)
+        stop = self.stop_submitting
+        if not stop and failed > self.max_failed_items:
+            stop = f"{failed} items failed, more than max_failed_items={self.max_failed_items}"
+        running = [ledger.records[i].submitted_at or 0.0 for i in ledger.in_state(ItemState.RUNNING)]
+        return View(
+            pending=ledger.count(ItemState.PENDING),
+            running=running,
+            to_store=ledger.count(ItemState.COMPLETED),
+            stop_submitting=stop,
+            fatal=self.fatal,
+        )
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self, *, defer: Callable[[Any], float | None] | None = None) -> Finished | Defer:
+        """Carry out steps until the batch is done or, when ``defer`` says so, should defer.
+
+        :param defer: given a sleep step, the Unix time a trigger should wake the task at, or
+            ``None`` to sleep in the worker.
+        """
+        while True:
+            step = self.planner.decide(self.view(), self.clock())
+            if step.action is Action.SUBMIT:
+                self.submit(step.count)
+            elif step.action is Action.POLL:
+                self.poll()
+            elif step.action is Action.STORE:
+                self.store(step.seconds)
+            elif step.action is Action.DONE:
+                self.ledger.flush()
+                self.progress(force=True)
+                return Finished(step.reason)
+            else:
+                wake_at = defer(step) if defer is not None else None
+                if wake_at is not None:
+                    self.ledger.flush()
+                    self.progress(force=True)
+                    return Defer(wake_at=wake_at, job_ids=self.running_job_ids())
+                self.sleep(step.seconds)
+            self.progress()
+
+    def running_job_ids(self) -> list[str]:
+        """The job ids of every running item."""
+        return [str(self.ledger.records[i].job_id) for i in self.ledger.in_state(ItemState.RUNNING)]
+
+    # --- submitting -------------------------------------------------------------------------
+    def submit(self, count: int) -> None:
+        """Submit up to ``count`` pending items, recording each job id as soon as it is known.
+
+        :param count: how many.
+        """
+        indices = self.ledger.in_state(ItemState.PENDING)[:count]
+        for index in indices:
+            self.ledger.update(
+                index, state=ItemState.SUBMITTING, attempts=self.ledger.records[index].attempts + 1
+            )
+        self.ledger.flush()
+        for position, index in enumerate(indices):
+            if not self._submit_one(index):
+                for later in indices[position + 1 :]:
+                    self._revert(later)
+                break
+        self.ledger.flush()
+
+    def _revert(self, index: int) -> None:
+        record = self.ledger.records[index]
+        self.ledger.update(index, state=ItemState.PENDING, attempts=max(0, record.attempts - 1))
+
+    def _submit_one(self, index: int) -> bool:
+        request = self.items[index].request
+        try:
+            job = self.client.submit(request, retry_policy=SUBMIT_POLICY)
+        except DoitongError as exc:
+            self.planner.saw_rate_limit(self.client.last_rate_limit)
+            return self._submit_failed(index, exc)
+        now = self.clock()
+        self.planner.saw_rate_limit(self.client.last_rate_limit)
+        record = self.ledger.update(
+            index,
+            state=ItemState.RUNNING,
+            job_id=job.id,
+            job_ids=[*self.ledger.records[index].job_ids, job.id],
+            submitted_at=now,
+            error=None,
+        )
+        self.ledger.flush()
+        self._jobs[job.id] = job
+        self.log.info(
+            "Submitted item %d/%d as Doitong job %s (attempt %d)",
+            index + 1,
+            len(self.items),
+            job.id,
+            record.attempts,
+        )
+        return True
+
+    def _submit_failed(self, index: int, exc: DoitongError) -> bool:
+        """Record a refused or lost submission; whether the next item may still be submitted now."""
+        verdict = judge_submit_error(exc, now=self.clock(), item=index + 1)
+        if verdict.verdict is Verdict.ITEM_FAILED:
+            self.ledger.update(index, state=ItemState.FAILED, error=verdict.message)
+            self.log.error("Item %d failed for good: %s", index + 1, verdict.message)
+            return True
+        if verdict.verdict is Verdict.UNCONFIRMED:
+            self.log.warning(
+                "The submission of item %d may or may not have created a job: %s", index + 1, exc
+            )
+            self._setback(index, verdict.message, unconfirmed=True)
+        else:
+            self._revert(index)
+            self.log.warning("%s", verdict.message)
+        if verdict.verdict is Verdict.STOP:
+            self.stop_submitting, self.stop_retryable = verdict.message, verdict.retryable
+        elif verdict.verdict is Verdict.FATAL:
+            self.fatal = verdict.message
+        if verdict.until is not None:
+            self.planner.refused(until=verdict.until, all_requests=verdict.all_requests)
+        return False
+
+    # --- reading jobs -----------------------------------------------------------------------
+    def poll(self) -> None:
+        """Read every running job in coalesced requests and record what ended."""
+        running = self.ledger.in_state(ItemState.RUNNING)
+        ids = [str(self.ledger.records[i].job_id) for i in running]
+        now = self.clock()
+        try:
+            jobs = self.client.get_jobs(ids)
+        except DoitongError as exc:
+            self._poll_failed(exc, now)
+            return
+        finally:
+            self.planner.saw_rate_limit(self.client.last_rate_limit)
+        self._poll_failures = 0
+        self.planner.polled(now)
+        for index in running:
+            job_id = str(self.ledger.records[index].job_id)
+            self._observe(index, job_id, jobs.get(job_id))
+        self.ledger.flush()
+
+    def _poll_failed(self, exc: DoitongError, now: float) -> None:
+        if isinstance(exc, DoitongUnauthorized):
+            self.fatal = str(exc)
+            return
+        self._poll_failures += 1
+        self.planner.polled(now)
+        if isinstance(exc, DoitongRateLimited) and exc.retry_at is not None:
+            until = exc.retry_at
+        else:
+            until = now + min(self.planner.poll_interval, backoff(RetryPolicy(), self._poll_failures))
+        self.planner.refused(until=until, all_requests=True)
+        self.log.warning(
+            "Reading the running jobs failed (%d in a row; retried): %s", self._poll_failures, exc
+        )
+
+    def _observe(self, index: int, job_id: str, job: Job | None) -> None:
+        if job is None:
+            self._job_failed(index, job_id, "the API does not know this job")
+        elif job.status is JobStatus.COMPLETED:
+            self._jobs[job_id] = job
+            # submission to completion, queueing included (the API's own duration is processing only)
+            turnaround = _server_duration(job)
+            duration = turnaround if turnaround is not None else job.duration
+            self.planner.learn(duration)
+            self.ledger.update(
+                index,
+                state=ItemState.COMPLETED,
+                credits=job.credit_cost,
+                duration=duration,
+                completed_at=job.completed_at,
+            )
+        elif job.status is JobStatus.FAILED:
+            reason = f"{job.error_code or 'failed'}: {job.error_message or 'no reason given'}"
+            self._job_failed(index, job_id, reason)
+
+    def _job_failed(self, index: int, job_id: str, reason: str) -> None:
+        self._setback(index, f"job {job_id} failed ({reason})")
+
+    # --- storing ----------------------------------------------------------------------------
+    def store(self, seconds: float) -> None:
+        """Download and write completed images for up to ``seconds`` (at least one).
+
+        :param seconds: how long before the planner must be asked again.
+        """
+        until = self.clock() + seconds
+        indices = self.ledger.in_state(ItemState.COMPLETED)
+        self._refresh([i for i in indices if str(self.ledger.records[i].job_id) not in self._jobs])
+        for index in indices:
+            self._store_one(index)
+            if self.clock() >= until:
+                break
+        self.ledger.flush()
+
+    def _refresh(self, indices: list[int]) -> None:
+        """Re-read completed jobs whose output URL this process has not seen (after a resume)."""
+        if not indices:
+            return
+        ids = [str(self.ledger.records[i].job_id) for i in indices]
+        try:
+            jobs = self.client.get_jobs(ids)
+        except DoitongError as exc:
+            self.log.warning("Reading completed jobs again failed: %s", exc)
+            return
+        finally:
+            self.planner.saw_rate_limit(self.client.last_rate_limit)
+        for job_id, job in jobs.items():
+            if job is not None:
+                self._jobs[job_id] = job
+
+    def _store_one(self, index: int) -> None:
+        record = self.ledger.records[index]
+        job = self._jobs.get(str(record.job_id))
+        if job is None or not job.url:
+            return self._store_failed(index, "its completed job has no output URL")
+        try:
+            data = self.client.download(job.url)
+        except DoitongError as exc:
+            self._jobs.pop(str(record.job_id), None)
+            return self._store_failed(index, f"the download failed: {exc}")
+        item = self.items[index]
+        try:
+            name = store_image(self.folder, item.stem(len(self.items)), data)
+        except NotAnImage as exc:
+            return self._store_failed(index, str(exc))
+        digest = hashlib.sha256(data).hexdigest()
+        self.ledger.update(
+            index, state=ItemState.STORED, file=name, sha256=digest, bytes=len(data), error=None
+        )
+        stored = self.ledger.count(ItemState.STORED)
+        self.log.info(
+            "[%d/%d] stored %s (job %s, %s credits, %.1fs)",
+            stored,
+            len(self.items),
+            name,
+            record.job_id,
+            "?" if record.credits is None else record.credits,
+            record.duration or 0.0,
+        )
+        return None
+
+    def _store_failed(self, index: int, reason: str) -> None:
+        failures = self._store_failures.get(index, 0) + 1
+        self._store_failures[index] = failures
+        if failures >= STORE_ATTEMPTS:
+            self.ledger.update(index, state=ItemState.FAILED, error=f"not stored: {reason}")
+            self.log.error("Item %d could not be stored: %s", index + 1, reason)
+        else:
+            self.log.warning("Item %d not stored yet (%s); trying again", index + 1, reason)
+
+    # --- progress ---------------------------------------------------------------------------
+    def progress(self, *, force: bool = False) -> None:
+        """Log ``n/N done, k failed, credits spent, ETA`` every :data:`PROGRESS_SECONDS`.
+
+        :param force: log now.
+        """
+        now = self.clock()
+        if not force and now - self._last_progress < PROGRESS_SECONDS:
+            return
+        self._last_progress = now
+        ledger = self.ledger
+        done, failed = ledger.count(ItemState.STORED), ledger.count(ItemState.FAILED)
+        running = ledger.count(ItemState.RUNNING)
+        eta = eta_seconds(
+            remaining=len(self.items) - done - failed,
+            running=running,
+            concurrency=self.planner.limits.concurrency,
+            typical=self.planner.typical_duration,
+        )
+        line = progress_line(
+            done=done,
+            total=len(self.items),
+            failed=failed,
+            running=running,
+            credits=credits_spent(ledger),
+            eta=eta,
+        )
+        self.log.info("%s", line)
+
+
+def _api_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _server_duration(job: Job) -> float | None:
+    start, end = _api_time(job.created_at), _api_time(job.completed_at)
+    return end - start if start is not None and end is not None and end >= start else None
