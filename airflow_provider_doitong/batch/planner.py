@@ -266,21 +266,53 @@ class Planner:
         return "waiting for the rate-limit window"
 
     # --- deferring ------------------------------------------------------------------------
-    @staticmethod
-    def defer_until(step: Step, *, now: float, resume_lead: float, min_defer: float) -> float | None:
-        """When a deferrable batch should be resumed instead of sleeping through ``step``, or ``None``.
+    def _worker_events(self, view: View, now: float) -> list[float]:
+        """When the worker is next needed for something a trigger cannot see coming (a Unix time each)."""
+        events = []
+        typical = self.typical_duration
+        if typical is not None:
+            upcoming = [s + typical + DUE_MARGIN for s in view.running if s + typical > self.last_poll_at]
+            if upcoming:
+                first = min(upcoming)
+                window = min(DUE_WINDOW, POLL_FRACTION * typical)
+                events.append(max(u for u in upcoming if u <= first + window))
+        free = self.limits.concurrency - len(view.running)
+        if view.pending and free > 0 and not view.stop_submitting:
+            ready = max(now, self.submissions_blocked_until)
+            if self.available_requests(now) < 1 + (1 if view.running else 0):
+                ready = max(ready, self._window_reset(now))
+            events.append(ready)
+        if self.deadline is not None:
+            events.append(self.deadline)
+        return events
 
-        Deferring frees the worker slot but a resume costs a task process start (``resume_lead``
-        seconds, measured). It is worth it only when the quiet time (the sleep less the lead) is at
-        least ``min_defer`` (0: always); the trigger then wakes the task ``resume_lead`` seconds
-        before the sleep's end, so it is back just as the next job is due.
+    def defer_until(
+        self, view: View, step: Step, *, now: float, resume_lead: float, min_defer: float
+    ) -> tuple[bool, float | None]:
+        """Whether a deferrable batch should leave the worker instead of sleeping through ``step``.
 
+        A resume costs a task process start, ``resume_lead`` seconds (measured). Deferring is worth
+        it when the quiet time until the worker is next needed (the next jobs' expected end, or the
+        next submission a refusal delays), less the lead, is at least ``min_defer`` (0: always);
+        the trigger then wakes the task ``resume_lead`` seconds early, so it is back just as the
+        jobs are due. A job that ends sooner wakes it too. Before any job has ended (nothing is
+        predicted), the batch defers once its jobs have run ``2 * (resume_lead + min_defer)``:
+        they are long, and the first end wakes it.
+
+        :param view: what the ledger holds.
         :param step: the step about to be slept through.
         :param now: the Unix time.
         :param resume_lead: the measured seconds from a trigger firing to the task running again.
         :param min_defer: the shortest quiet time worth a deferral.
+        :return: ``(defer, wake_at)``; ``wake_at`` ``None`` means only a job's end wakes the task.
         """
-        quiet = max(0.0, step.seconds - resume_lead)
-        if step.action is not Action.SLEEP or quiet < min_defer:
-            return None
-        return now + quiet
+        if step.action is not Action.SLEEP:
+            return False, None
+        events = self._worker_events(view, now)
+        if events:
+            quiet = max(0.0, min(events) - now - resume_lead)
+            return quiet >= min_defer, now + quiet
+        if not view.running:
+            return False, None
+        waited = now - min(view.running)
+        return min_defer == 0 or waited >= 2 * (resume_lead + min_defer), None

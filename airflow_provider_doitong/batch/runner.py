@@ -54,10 +54,23 @@ class Finished:
 
 @dataclass(frozen=True)
 class Defer:
-    """A deferrable batch should wait in the triggerer until ``wake_at`` or until one of ``job_ids`` ends."""
+    """A deferrable batch should wait in the triggerer until ``wake_at`` (``None``: no time) or until one
+    of ``job_ids`` ends."""
 
-    wake_at: float
+    wake_at: float | None
     job_ids: list[str]
+
+
+@dataclass(frozen=True)
+class DeferPolicy:
+    """When a deferrable batch leaves the worker (see :meth:`Planner.defer_until`).
+
+    :param resume_lead: seconds from a trigger firing to the task running again.
+    :param min_defer: the shortest quiet time worth a deferral.
+    """
+
+    resume_lead: float
+    min_defer: float
 
 
 class BatchRunner:
@@ -167,14 +180,14 @@ class BatchRunner:
         )
 
     # --- the loop ---------------------------------------------------------------------------
-    def run(self, *, defer: Callable[[Any], float | None] | None = None) -> Finished | Defer:
-        """Carry out steps until the batch is done or, when ``defer`` says so, should defer.
+    def run(self, *, defer: DeferPolicy | None = None) -> Finished | Defer:
+        """Carry out steps until the batch is done or, with a ``defer`` policy, should defer.
 
-        :param defer: given a sleep step, the Unix time a trigger should wake the task at, or
-            ``None`` to sleep in the worker.
+        :param defer: deferrable mode's policy; ``None`` sleeps in the worker.
         """
         while True:
-            step = self.planner.decide(self.view(), self.clock())
+            view = self.view()
+            step = self.planner.decide(view, self.clock())
             if step.action is Action.SUBMIT:
                 self.submit(step.count)
             elif step.action is Action.POLL:
@@ -186,8 +199,14 @@ class BatchRunner:
                 self.progress(force=True)
                 return Finished(step.reason)
             else:
-                wake_at = defer(step) if defer is not None else None
-                if wake_at is not None:
+                leave, wake_at = (
+                    self.planner.defer_until(
+                        view, step, now=self.clock(), resume_lead=defer.resume_lead, min_defer=defer.min_defer
+                    )
+                    if defer is not None
+                    else (False, None)
+                )
+                if leave:
                     self.ledger.flush()
                     self.progress(force=True)
                     return Defer(wake_at=wake_at, job_ids=self.running_job_ids())
@@ -202,18 +221,16 @@ class BatchRunner:
     def submit(self, count: int) -> None:
         """Submit up to ``count`` pending items, recording each job id as soon as it is known.
 
+        Each item is ``submitting`` in the ledger (flushed) before its own POST, so after a crash only
+        an item whose POST may really have been sent is unconfirmed.
+
         :param count: how many.
         """
-        indices = self.ledger.in_state(ItemState.PENDING)[:count]
-        for index in indices:
-            self.ledger.update(
-                index, state=ItemState.SUBMITTING, attempts=self.ledger.records[index].attempts + 1
-            )
-        self.ledger.flush()
-        for position, index in enumerate(indices):
+        for index in self.ledger.in_state(ItemState.PENDING)[:count]:
+            attempts = self.ledger.records[index].attempts + 1
+            self.ledger.update(index, state=ItemState.SUBMITTING, attempts=attempts)
+            self.ledger.flush()
             if not self._submit_one(index):
-                for later in indices[position + 1 :]:
-                    self._revert(later)
                 break
         self.ledger.flush()
 

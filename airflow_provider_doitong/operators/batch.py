@@ -23,7 +23,7 @@ from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.progress import credits_spent
-from airflow_provider_doitong.batch.runner import UNCONFIRMED_POLICIES, BatchRunner, Defer
+from airflow_provider_doitong.batch.runner import UNCONFIRMED_POLICIES, BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.batch.stores import open_store
 from airflow_provider_doitong.batch.storing import display, output_folder
 from airflow_provider_doitong.client import DoitongError, DoitongUnauthorized
@@ -91,6 +91,7 @@ class FluxBatchOperator(BaseOperator):
         "quality",
         "version",
         "max_credits",
+        "poll_interval",
     )
     template_fields_renderers = {"prompts": "json"}
     ui_color = "#d9c8ff"
@@ -107,12 +108,12 @@ class FluxBatchOperator(BaseOperator):
         quality: str = contract.DEFAULT_QUALITY,
         version: str | None = None,
         doitong_conn_id: str = DEFAULT_CONN_ID,
-        max_credits: int | None = None,
+        max_credits: int | str | None = None,
         concurrency: int | None = None,
         item_retries: int = 2,
         max_failed_items: int = 0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 10.0,
+        poll_interval: float | str = 10.0,
         timeout: float | timedelta | None = None,
         unconfirmed_submissions: str = "resubmit",
         min_defer_seconds: float = 10.0,
@@ -123,11 +124,8 @@ class FluxBatchOperator(BaseOperator):
             raise ValueError("give exactly one of prompts and prompts_file")
         if unconfirmed_submissions not in UNCONFIRMED_POLICIES:
             raise ValueError(f"unconfirmed_submissions must be one of {UNCONFIRMED_POLICIES}")
-        if poll_interval <= 0 or item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
-            raise ValueError(
-                "poll_interval must be positive; item_retries, max_failed_items and "
-                "min_defer_seconds must not be negative"
-            )
+        if item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
+            raise ValueError("item_retries, max_failed_items and min_defer_seconds must not be negative")
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.prompts = prompts
@@ -144,7 +142,7 @@ class FluxBatchOperator(BaseOperator):
         self.item_retries = item_retries
         self.max_failed_items = max_failed_items
         self.deferrable = deferrable
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = poll_interval
         self.timeout = _seconds(timeout)
         self.unconfirmed_submissions = unconfirmed_submissions
         self.min_defer_seconds = float(min_defer_seconds)
@@ -164,7 +162,24 @@ class FluxBatchOperator(BaseOperator):
         except DoitongConnectionInvalid as exc:
             raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
 
+    def _check_numbers(self) -> None:
+        """Read the templated numbers (a template may render them as strings)."""
+        try:
+            self.poll_interval = float(self.poll_interval)
+            budget = self.max_credits
+            if isinstance(budget, str):
+                budget = None if budget.strip() in ("", "None", "null") else int(budget)
+            self.max_credits = None if budget is None else int(budget)
+        except (TypeError, ValueError):
+            raise AirflowFailException(
+                f"poll_interval must be a number and max_credits an integer, got {self.poll_interval!r} "
+                f"and {self.max_credits!r}"
+            ) from None
+        if self.poll_interval <= 0 or (self.max_credits is not None and self.max_credits < 0):
+            raise AirflowFailException("poll_interval must be positive and max_credits not negative")
+
     def _items(self) -> list[batch_items.BatchItem]:
+        self._check_numbers()
         defaults = batch_items.ItemDefaults(
             provider=self.provider,
             width=self.width,
@@ -361,21 +376,18 @@ class FluxBatchOperator(BaseOperator):
         defer = None
         if self.deferrable:
             lead = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD) * 1.25 + 0.5
-
-            def defer(step: Any) -> float | None:
-                return Planner.defer_until(
-                    step, now=time.time(), resume_lead=lead, min_defer=self.min_defer_seconds
-                )
-
+            defer = DeferPolicy(resume_lead=lead, min_defer=self.min_defer_seconds)
         outcome = runner.run(defer=defer)
         ledger.set_meta(durations=list(runner.planner.durations)[-20:])
         ledger.flush()
         self._save_pointer(context, ledger)
         if isinstance(outcome, Defer):
             self.log.info(
-                "Deferring with %d jobs running; the trigger wakes this task in %.1fs at the latest",
+                "Deferring with %d jobs running; the trigger wakes this task %s",
                 len(outcome.job_ids),
-                max(0.0, outcome.wake_at - time.time()),
+                "when one ends"
+                if outcome.wake_at is None
+                else f"in {max(0.0, outcome.wake_at - time.time()):.1f}s, or sooner if one ends",
             )
             deadline = runner.planner.deadline
             self.defer(

@@ -222,3 +222,54 @@ def test_object_storage_output(doitong_conn: Any, tmp_path: Path) -> None:
         data = fs.cat(f"/{bucket}/images/{entry['file']}")
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
     assert fs.ls(f"/{bucket}/images/.doitong/batch_memory", detail=False)  # the ledger is there too
+
+
+class SimulatedCrash(Exception):
+    """Raised in place of a worker dying right after a submission's answer came, before it was recorded."""
+
+
+@pytest.mark.parametrize("policy", ["resubmit", "fail"])
+def test_a_crash_between_post_and_record_is_detected_on_retry(
+    doitong_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: Any, policy: str
+) -> None:
+    from airflow_provider_doitong.batch.ledger import ItemState, Ledger
+
+    original = Ledger.update
+    crashed: list[int] = []
+
+    def update(self: Ledger, index: int, **changes: Any) -> Any:
+        if index == 12 and changes.get("state") is ItemState.RUNNING and not crashed:
+            crashed.append(index)
+            raise SimulatedCrash("the worker died")
+        return original(self, index, **changes)
+
+    monkeypatch.setattr(Ledger, "update", update)
+    folder = tmp_path / "out"
+    dag = batch_dag(
+        f"batch_crash_{policy}",
+        prompts=PROMPTS,
+        output_path=str(folder),
+        retries=1,
+        retry_delay=0,
+        unconfirmed_submissions=policy,
+        max_failed_items=1,
+    )
+    run = run_dag(dag)
+    assert crashed == [12]
+    out = capfd.readouterr().out
+    assert task_states(run) == {"batch": "success"}
+    assert "item 13 (item 13) was being submitted when an earlier try stopped" in out
+    counts = doitong_conn.stats()["submissions_by_prompt"]
+    # items 1-12 were recorded before the crash, and the retry reattached to their jobs
+    assert counts == {p: (2 if n == 12 and policy == "resubmit" else 1) for n, p in enumerate(PROMPTS)}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = manifest["items"][12]
+    assert entry["unconfirmed_submissions"] == 1
+    if policy == "resubmit":
+        assert "this may charge it twice" in out
+        assert entry["status"] == "stored" and len(entry["job_ids"]) == 1  # the lost job id is unknown
+        assert manifest["image_count"] == len(PROMPTS)
+    else:
+        assert entry["status"] == "failed" and "may exist and be charged" in entry["error"]
+        assert manifest["image_count"] == len(PROMPTS) - 1 and manifest["failed_count"] == 1
+    assert manifest_api.verify_manifest(str(folder)) == []
