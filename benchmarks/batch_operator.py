@@ -23,23 +23,25 @@ from tests.support.airflow_cluster import AirflowCluster
 START_MARKER = "::group::Pre Execute"
 
 
-def airflow_cpu_seconds(cluster: AirflowCluster) -> float:
-    """CPU seconds used so far by every Airflow process of the cluster (exited children included).
+def airflow_cpu_seconds(cluster: AirflowCluster) -> dict[str, float]:
+    """CPU seconds used so far by each Airflow component's processes (exited children included).
 
     Each live process counts its own time and the time of the children it has reaped, so a task
-    process that ended is counted once, in its parent.
+    process that ended is counted once, in its parent (the scheduler's executor workers).
     """
     import psutil
 
-    total = 0.0
+    used: dict[str, float] = {}
     for name in list(cluster.procs):
+        total = 0.0
         for pid in cluster.component_pids(name):
             try:
                 cpu = psutil.Process(pid).cpu_times()
             except psutil.Error:
                 continue
             total += cpu.user + cpu.system + cpu.children_user + cpu.children_system
-    return total
+        used[name] = total
+    return used
 
 
 def task_starts(cluster: AirflowCluster, dag_id: str, run_id: str, tis: list[dict[str, Any]]) -> int:
@@ -168,13 +170,16 @@ def run_and_measure(
     conf: dict[str, Any],
     timeout: float,
     say: Callable[[str], None],
-) -> tuple[str, str, float, float]:
-    """Trigger a run and wait for it: its id, final state, wall seconds and Airflow CPU seconds."""
-    cpu_before = airflow_cpu_seconds(cluster)
+) -> tuple[str, str, float, dict[str, float]]:
+    """Trigger a run and wait for it: its id, final state, wall seconds and Airflow CPU seconds by component."""
+    before = airflow_cpu_seconds(cluster)
     started = time.time()
     run_id = cluster.trigger(dag_id, conf)
     state = cluster.wait_for_run(run_id, timeout=timeout)
     time.sleep(1)
-    cpu = airflow_cpu_seconds(cluster) - cpu_before
-    say(f"batch/{dag_id}: {state} in {time.time() - started:.0f}s, Airflow CPU {cpu:.1f}s")
+    after = airflow_cpu_seconds(cluster)
+    cpu = {name: round(after.get(name, 0.0) - before.get(name, 0.0), 2) for name in after}
+    say(
+        f"batch/{dag_id}: {state} in {time.time() - started:.0f}s, Airflow CPU {sum(cpu.values()):.1f}s {cpu}"
+    )
     return run_id, state, time.time() - started, cpu

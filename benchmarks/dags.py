@@ -146,19 +146,29 @@ BATCH = textwrap.dedent(
         FluxBatchOperator(
             task_id="generate", prompts_file="{{ dag_run.conf['prompts_file'] }}",
             output_path="{{ dag_run.conf['output'] }}", width=%(size)d, height=%(size)d,
-            deferrable=%(deferrable)r, poll_interval=%(poll_interval)r, doitong_conn_id="%(conn_id)s",
+            deferrable=%(deferrable)r, poll_interval=%(poll_interval)r, min_defer_seconds=%(min_defer)r,
+            doitong_conn_id="%(conn_id)s",
             retries=2, retry_delay=timedelta(seconds=%(retry_delay)r),
         )
     """
 )
 
 
-def batch_dag(*, dag_id: str, deferrable: bool, poll_interval: float, retry_delay: float, size: int) -> str:
+def batch_dag(
+    *,
+    dag_id: str,
+    deferrable: bool,
+    poll_interval: float,
+    retry_delay: float,
+    size: int,
+    min_defer: float = 10.0,
+) -> str:
     """One ``FluxBatchOperator`` task for the whole batch (its prompts from a file), sync or deferrable."""
     return BATCH % {
         "dag_id": dag_id,
         "deferrable": deferrable,
         "poll_interval": poll_interval,
+        "min_defer": min_defer,
         "retry_delay": retry_delay,
         "size": size,
         "conn_id": BATCH_CONN_IDS[dag_id],

@@ -31,7 +31,12 @@ SECTIONS = ("batch", "scale", "triggerer", "parse")
 PROFILES = {
     "quick": {
         "batch": BatchSettings(
-            prompts=30, time_scale=0.25, job_seconds=64.0, poll_interval=3.2, batch_poll_interval=10.0
+            prompts=30,
+            time_scale=0.25,
+            job_seconds=64.0,
+            poll_interval=3.2,
+            batch_poll_interval=10.0,
+            batch_min_defer=5.0,
         ),
         "scale": BatchSettings(
             prompts=1_200, time_scale=0.02, job_seconds=20.0, poll_interval=3.2, batch_poll_interval=2.0
