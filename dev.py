@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Set up and run the project from a fresh clone: ``python3 dev.py demo`` or ``python3 dev.py test``.
 
+``python3 dev.py package [--outdir DIR]`` builds the provider's and the emulator's wheel and sdist and
+checks them (``twine check``, metadata, contents); see ``tools/package.py``.
+
 It needs nothing but Python 3.10+: it makes ``.venv`` beside this file, installs the project there
 from its own files (``pyproject.toml`` and ``constraints.txt``), and runs the command inside it.
 """
@@ -25,6 +28,7 @@ COMMANDS = {
     "test": ["-m", "pytest", "-p", "no:cacheprovider"],
     "bench": [str(ROOT / "benchmarks" / "run.py")],
     "emulator": ["-m", "doitong_emulator"],
+    "package": [str(ROOT / "tools" / "package.py")],
 }
 
 

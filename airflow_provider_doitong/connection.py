@@ -7,8 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.client.base import normalize_base_url
+from airflow_provider_doitong.client.downloads import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    MAX_BYTES_EXTRA,
+    TIMEOUT_EXTRA,
+    DownloadPolicy,
+)
 from airflow_provider_doitong.client.protocol import TRANSPORTS
-from airflow_provider_doitong.contract import DEFAULT_BASE_URL, PLANS
+from airflow_provider_doitong.client.safety import ALLOWED_HOSTS_EXTRA, parse_host_list
+from airflow_provider_doitong.contract import DEFAULT_BASE_URL, DEFAULT_DOWNLOAD_HOSTS, PLANS
 
 CONN_TYPE = "doitong"
 DEFAULT_CONN_ID = "doitong_default"
@@ -28,7 +36,10 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "transport": {
         "label": "Transport",
-        "description": "Submit jobs through GraphQL or the REST endpoint.",
+        "description": (
+            "How jobs are submitted: graphql (the generate mutation), graphql-image (the generateImage "
+            "mutation) or rest (POST /v1/text_to_image)."
+        ),
         "schema": {"type": ["string", "null"], "enum": [*TRANSPORTS, None], "default": "graphql"},
     },
     "webhook_secret": {
@@ -40,6 +51,24 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Timeout (seconds)",
         "description": "Timeout of each HTTP request to the API.",
         "schema": {"type": ["number", "null"], "minimum": 1, "default": DEFAULT_TIMEOUT},
+    },
+    ALLOWED_HOSTS_EXTRA: {
+        "label": "Allowed download hosts",
+        "description": (
+            "Hosts output images may be downloaded from besides the API's own host and "
+            f"{', '.join(DEFAULT_DOWNLOAD_HOSTS)}: comma-separated, e.g. cdn.example.com, *.example.net."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
+    MAX_BYTES_EXTRA: {
+        "label": "Largest download (bytes)",
+        "description": "A larger output fails the task instead of being read.",
+        "schema": {"type": ["integer", "null"], "minimum": 1, "default": DEFAULT_MAX_DOWNLOAD_BYTES},
+    },
+    TIMEOUT_EXTRA: {
+        "label": "Download time limit (seconds)",
+        "description": "The longest one image download may take in all.",
+        "schema": {"type": ["number", "null"], "minimum": 1, "default": DEFAULT_DOWNLOAD_TIMEOUT},
     },
 }
 
@@ -56,9 +85,12 @@ class ConnectionSettings:
     :param base_url: the API's base URL.
     :param api_key: the API key (never logged).
     :param plan: the plan name.
-    :param transport: ``graphql`` or ``rest``.
+    :param transport: ``graphql``, ``graphql-image`` or ``rest`` (how jobs are submitted).
     :param webhook_secret: the webhook secret, if set (never logged).
     :param timeout: seconds per HTTP request.
+    :param allowed_download_hosts: hosts added to the API's own and the vendor's CDN for downloads.
+    :param max_download_bytes: the largest output read.
+    :param download_timeout: seconds one download may take in all.
     """
 
     conn_id: str
@@ -68,6 +100,18 @@ class ConnectionSettings:
     transport: str
     webhook_secret: str | None
     timeout: float
+    allowed_download_hosts: tuple[str, ...] = ()
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+
+    def download_policy(self) -> DownloadPolicy:
+        """Where this connection's outputs may be downloaded from, and how much is read."""
+        return DownloadPolicy.for_api(
+            self.base_url,
+            extra_hosts=self.allowed_download_hosts,
+            max_bytes=self.max_download_bytes,
+            time_limit=self.download_timeout,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -132,6 +176,7 @@ def settings_from_fields(
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None
     if timeout <= 0:
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: timeout must be positive")
+    downloads = _download_extras(conn_id, extras)
     return ConnectionSettings(
         conn_id=conn_id,
         base_url=base_url,
@@ -140,4 +185,31 @@ def settings_from_fields(
         transport=transport,
         webhook_secret=extras.get("webhook_secret"),
         timeout=timeout,
+        **downloads,
     )
+
+
+def _download_extras(conn_id: str, extras: dict[str, Any]) -> dict[str, Any]:
+    """The download extras, checked: hosts, byte cap, time limit."""
+    try:
+        hosts = parse_host_list(extras.get(ALLOWED_HOSTS_EXTRA))
+    except ValueError as exc:
+        raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None
+    values: dict[str, float] = {}
+    for key, default, cast in (
+        (MAX_BYTES_EXTRA, DEFAULT_MAX_DOWNLOAD_BYTES, int),
+        (TIMEOUT_EXTRA, DEFAULT_DOWNLOAD_TIMEOUT, float),
+    ):
+        try:
+            values[key] = cast(extras.get(key, default))
+        except (TypeError, ValueError):
+            values[key] = 0
+        if values[key] <= 0:
+            raise DoitongConnectionInvalid(
+                f"connection {conn_id!r}: {key} must be a positive number, got {extras.get(key)!r}"
+            )
+    return {
+        "allowed_download_hosts": hosts,
+        "max_download_bytes": int(values[MAX_BYTES_EXTRA]),
+        "download_timeout": float(values[TIMEOUT_EXTRA]),
+    }

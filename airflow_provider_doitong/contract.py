@@ -161,6 +161,9 @@ def credit_cost(*, provider: str, width: int, height: int, quality: str) -> int:
 # --- Outputs and webhooks -------------------------------------------------------------------
 #: [A] result URLs are fetched without auth and may expire after this long.
 OUTPUT_URL_TTL_SECONDS = 24 * 3600
+#: [A] the hosts output URLs are served from besides the API's own: the vendor's CDN
+#: (``cdn.doitong.com`` in the vendor pages) and its siblings. ``*.`` matches any subdomain.
+DEFAULT_DOWNLOAD_HOSTS: tuple[str, ...] = ("*.doitong.com",)
 SIGNATURE_HEADER = "X-Doitong-Signature"
 #: [A] ``sha256=<hex HMAC-SHA256 of the raw body under the account's webhook secret>``.
 SIGNATURE_PREFIX = "sha256="

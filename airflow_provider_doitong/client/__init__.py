@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from airflow_provider_doitong.client.async_client import AsyncDoitongClient
+from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.errors import (
+    DoitongBadImage,
     DoitongBadRequest,
     DoitongConnectionError,
+    DoitongDownloadTimeout,
+    DoitongDownloadTooLarge,
     DoitongError,
     DoitongInsufficientCredits,
     DoitongJobFailed,
@@ -15,6 +19,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongServerError,
     DoitongTimeout,
     DoitongUnauthorized,
+    DoitongUntrustedOutput,
     DoitongValidationError,
 )
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
@@ -25,9 +30,12 @@ from airflow_provider_doitong.contract import JobStatus
 __all__ = [
     "Account",
     "AsyncDoitongClient",
+    "DoitongBadImage",
     "DoitongBadRequest",
     "DoitongClient",
     "DoitongConnectionError",
+    "DoitongDownloadTimeout",
+    "DoitongDownloadTooLarge",
     "DoitongError",
     "DoitongInsufficientCredits",
     "DoitongJobFailed",
@@ -37,7 +45,9 @@ __all__ = [
     "DoitongServerError",
     "DoitongTimeout",
     "DoitongUnauthorized",
+    "DoitongUntrustedOutput",
     "DoitongValidationError",
+    "DownloadPolicy",
     "ImageRequest",
     "Job",
     "JobStatus",

@@ -12,6 +12,7 @@ from tenacity import AsyncRetrying
 
 from airflow_provider_doitong.client import protocol
 from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
+from airflow_provider_doitong.client.downloads import WHAT, Download, request_headers
 from airflow_provider_doitong.client.errors import DoitongConnectionError
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
@@ -41,6 +42,8 @@ class AsyncDoitongClient(ClientBase):
         super().__init__(**kwargs)
         self._http = httpx.AsyncClient(
             timeout=self.timeout,
+            # API answers that redirect are errors; downloads follow redirects one hop at a time.
+            follow_redirects=False,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
@@ -60,6 +63,7 @@ class AsyncDoitongClient(ClientBase):
                 self.url_for(request),
                 json=request.json_body,
                 headers=self.headers_for(request),
+                follow_redirects=False,
             )
         except httpx.TransportError as exc:
             raise _connection_error(exc, request.what) from None
@@ -117,24 +121,43 @@ class AsyncDoitongClient(ClientBase):
         return protocol.parse_account(answer.body)
 
     async def download(self, url: str) -> bytes:
-        """Fetch a finished job's image. No API key is sent: [A] output URLs need no auth.
+        """Fetch a finished job's image, checked: an allowed host, a capped body, a whole image.
+
+        No API key is sent ([A] output URLs need no auth); redirects are followed one by one, each
+        re-checked against the allowed hosts. Bodies that are not images are fetched again under the
+        retry policy; a refused host or an over-large body fails at once.
 
         :param url: the job's ``url``.
+        :raises DoitongUntrustedOutput: for a URL or redirect the download policy refuses.
+        :raises DoitongDownloadTooLarge: for a body over the policy's byte cap.
+        :raises DoitongBadImage: when no attempt brought a whole PNG, JPEG or WebP image.
         """
-        request = protocol.DOWNLOAD_REQUEST
         async for attempt in AsyncRetrying(
             **retry_args(self.retry_policy, safe_to_resend=True, clock=self.clock)
         ):
             with attempt:
+                steps = Download(url, policy=self.download_policy)
                 try:
-                    resp = await self._http.get(
-                        url, headers={"User-Agent": USER_AGENT}, follow_redirects=True
-                    )
-                except httpx.TransportError as exc:
-                    raise _connection_error(exc, request.what) from None
-                protocol.interpret_download(request, status=resp.status_code, content=resp.content)
-                return resp.content
+                    return await asyncio.wait_for(self._fetch(steps), timeout=steps.remaining())
+                except asyncio.TimeoutError:
+                    raise steps.timed_out() from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch(self, steps: Download) -> bytes:
+        target: str | None = steps.url
+        while target is not None:
+            try:
+                async with self._http.stream(
+                    "GET", target, headers=request_headers(USER_AGENT), follow_redirects=False
+                ) as resp:
+                    target = steps.answer(resp.status_code, resp.headers)
+                    if target is None:
+                        async for chunk in resp.aiter_raw():
+                            if not steps.feed(chunk):
+                                break
+            except httpx.TransportError as exc:
+                raise _connection_error(exc, WHAT) from None
+        return steps.result()
 
     async def wait_for_job(
         self, job_id: str, *, poll_interval: float = 5.0, deadline: float | None = None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from airflow_provider_doitong import __version__, contract
+from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
 from airflow_provider_doitong.client.retry import RetryPolicy
 
@@ -42,10 +43,12 @@ class ClientBase:
 
     :param api_key: the Doitong API key (kept out of ``repr`` and messages).
     :param base_url: the API's base URL.
-    :param transport: submit through ``graphql`` or ``rest``.
+    :param transport: submit through ``graphql``, ``graphql-image`` or ``rest``.
     :param timeout: seconds for each HTTP request.
     :param retry_policy: the retry policy.
     :param clock: the source of the current Unix time.
+    :param download_policy: where outputs may be downloaded from, and how much is read; by default
+        the API's own host and the vendor's CDN (``contract.DEFAULT_DOWNLOAD_HOSTS``), 64 MiB, 300 s.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class ClientBase:
         timeout: float = 30.0,
         retry_policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        download_policy: DownloadPolicy | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("a Doitong API key is required")
@@ -68,6 +72,7 @@ class ClientBase:
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
         self.clock = clock
+        self.download_policy = download_policy or DownloadPolicy.for_api(self.base_url)
         self.last_rate_limit = None
 
     def __repr__(self) -> str:

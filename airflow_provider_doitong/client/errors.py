@@ -135,6 +135,35 @@ class DoitongTimeout(DoitongError):
     """A wait for a job passed its deadline; the job keeps running at Doitong."""
 
 
+# --- Downloads: an output URL and its body are untrusted input ---------------------------------
+class DoitongUntrustedOutput(DoitongError):
+    """An output URL (or a redirect on the way to it) that the client refuses to fetch: a host the
+    connection does not allow, a scheme other than https (plain http only to loopback), or
+    credentials in the URL. Nothing was requested from that place; retrying cannot help.
+    """
+
+
+class DoitongDownloadTooLarge(DoitongError):
+    """A download body over the connection's ``max_download_bytes``; reading stopped at the cap.
+    Final: the same output would be as large again.
+    """
+
+
+class DoitongBadImage(DoitongProtocolError):
+    """A download whose body is not a whole PNG, JPEG or WebP image (an HTML or JSON page, an empty
+    or truncated body). A protocol error, so the one retry policy fetches it again a few times.
+    """
+
+
+class DoitongDownloadTimeout(DoitongConnectionError):
+    """A download that did not finish within the connection's ``download_timeout`` (the whole
+    body, not one read). Retried like any connection error on a download.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, request_sent=True)
+
+
 _BY_STATUS: dict[int, type[DoitongError]] = {
     400: DoitongBadRequest,
     401: DoitongUnauthorized,

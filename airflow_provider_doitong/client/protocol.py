@@ -10,19 +10,30 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client.errors import DoitongProtocolError, classify
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
-Transport = Literal["graphql", "rest"]
-TRANSPORTS: tuple[str, ...] = ("graphql", "rest")
+#: How a submission is sent: the ``generate`` mutation, the ``generateImage`` mutation, or the REST
+#: endpoint. The three are documented; the connection's ``transport`` extra picks one.
+Transport = Literal["graphql", "graphql-image", "rest"]
+TRANSPORTS: tuple[str, ...] = ("graphql", "graphql-image", "rest")
+#: Which auth header a request carries: ``graphql`` (bearer) for anything sent to ``/graphql``.
+Auth = Literal["graphql", "rest"]
 #: How many jobs one aliased GraphQL status request reads at most.
 MAX_JOBS_PER_QUERY = 100
 
 GENERATE_MUTATION = (
     f"mutation Generate($input: GenerateInput!) {{ generate(input: $input) {{ {contract.JOB_FIELDS} }} }}"
+)
+#: The vendor's example asks only ``id url width height``; the client asks for every job field it reads
+#: (a submission's status is ``processing``, its ``creditCost`` the charge).
+GENERATE_IMAGE_MUTATION = (
+    "mutation GenerateImage($input: ImageGenerationInput!) "
+    f"{{ generateImage(input: $input) {{ {contract.JOB_FIELDS} }} }}"
 )
 ACCOUNT_QUERY = "query Account { account { plan credits } }"
 
@@ -42,7 +53,7 @@ class ApiRequest:
 
     method: str
     path: str
-    auth: Transport
+    auth: Auth
     kind: str
     what: str
     json_body: dict[str, Any] | None = None
@@ -54,7 +65,7 @@ class ApiRequest:
         return self.kind != "submit"
 
 
-def auth_headers(auth: Transport, api_key: str) -> dict[str, str]:
+def auth_headers(auth: Auth, api_key: str) -> dict[str, str]:
     """The auth header for a request; never logged.
 
     :param auth: ``graphql`` or ``rest``.
@@ -70,32 +81,23 @@ def _check_transport(transport: str) -> None:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
 
 
-def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiRequest:
-    """The submission of one image.
+def _image_fields(request: ImageRequest) -> dict[str, Any]:
+    """The flat ``ImageGenerationInput`` shared by the REST body and ``generateImage``."""
+    fields: dict[str, Any] = {
+        "service": request.provider,
+        "prompt": request.prompt,
+        "width": request.width,
+        "height": request.height,
+        "version": request.version,
+        "quality": request.quality,
+    }
+    if request.webhook_url:
+        fields["webhookUrl"] = request.webhook_url
+    return fields
 
-    :param request: a validated :class:`ImageRequest`.
-    :param transport: ``graphql`` (the ``generate`` mutation) or ``rest`` (``POST /v1/text_to_image``).
-    """
-    _check_transport(transport)
-    if transport == "rest":
-        body: dict[str, Any] = {
-            "service": request.provider,
-            "prompt": request.prompt,
-            "width": request.width,
-            "height": request.height,
-            "version": request.version,
-            "quality": request.quality,
-        }
-        if request.webhook_url:
-            body["webhookUrl"] = request.webhook_url
-        return ApiRequest(
-            method="POST",
-            path=contract.REST_SUBMIT_PATH,
-            auth="rest",
-            kind="submit",
-            what="submission",
-            json_body=body,
-        )
+
+def _generate_input(request: ImageRequest) -> dict[str, Any]:
+    """The nested ``GenerateInput`` of the ``generate`` mutation."""
     gql_input: dict[str, Any] = {
         "type": contract.GENERATION_TYPE,
         "provider": request.provider,
@@ -109,17 +111,38 @@ def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiReq
     }
     if request.webhook_url:
         gql_input["webhookUrl"] = request.webhook_url
+    return gql_input
+
+
+def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiRequest:
+    """The submission of one image, in the documented form ``transport`` names.
+
+    :param request: a validated :class:`ImageRequest`.
+    :param transport: ``graphql`` (the ``generate`` mutation), ``graphql-image`` (the
+        ``generateImage`` mutation) or ``rest`` (``POST /v1/text_to_image``). All three create the
+        same job; the answer is read the same way (:func:`parse_job`).
+    """
+    _check_transport(transport)
+    if transport == "rest":
+        return ApiRequest(
+            method="POST",
+            path=contract.REST_SUBMIT_PATH,
+            auth="rest",
+            kind="submit",
+            what="submission",
+            json_body=_image_fields(request),
+        )
+    if transport == "graphql-image":
+        query, variables, operation = GENERATE_IMAGE_MUTATION, _image_fields(request), "GenerateImage"
+    else:
+        query, variables, operation = GENERATE_MUTATION, _generate_input(request), "Generate"
     return ApiRequest(
         method="POST",
         path=contract.GRAPHQL_PATH,
         auth="graphql",
         kind="submit",
         what="submission",
-        json_body={
-            "query": GENERATE_MUTATION,
-            "variables": {"input": gql_input},
-            "operationName": "Generate",
-        },
+        json_body={"query": query, "variables": {"input": variables}, "operationName": operation},
     )
 
 
@@ -164,7 +187,8 @@ def build_job_rest(job_id: str) -> ApiRequest:
     """
     return ApiRequest(
         method="GET",
-        path=contract.REST_JOB_PATH.format(job_id=job_id),
+        # The id is data: quoted whole, so a '/' or '..' in it cannot reach another path.
+        path=contract.REST_JOB_PATH.format(job_id=quote(job_id, safe="")),
         auth="rest",
         kind="status",
         what="job status",
@@ -173,9 +197,9 @@ def build_job_rest(job_id: str) -> ApiRequest:
 
 
 def build_account(*, transport: str = "graphql") -> ApiRequest:
-    """[A] The account query: plan and credit balance.
+    """[A] The account query: plan and credit balance (both GraphQL transports ask ``/graphql``).
 
-    :param transport: ``graphql`` or ``rest``.
+    :param transport: ``graphql``, ``graphql-image`` or ``rest``.
     """
     _check_transport(transport)
     if transport == "rest":
@@ -190,10 +214,6 @@ def build_account(*, transport: str = "graphql") -> ApiRequest:
         what="account",
         json_body={"query": ACCOUNT_QUERY, "operationName": "Account"},
     )
-
-
-#: An output download: no auth header is sent ([A] output URLs need none).
-DOWNLOAD_REQUEST = ApiRequest(method="GET", path="", auth="rest", kind="download", what="image download")
 
 
 def decode_body(content: bytes) -> Any:
@@ -233,6 +253,8 @@ def interpret(
     :param now: the current Unix time.
     :raises DoitongError: the classified error.
     """
+    if 300 <= status < 400:
+        raise redirect_refused(request, status=status, location=headers.get("Location"))
     rate_limit = RateLimitInfo.from_headers(headers, now=now)
     body = decode_body(content)
     error = classify(
@@ -247,6 +269,23 @@ def interpret(
     if not isinstance(body, dict):
         raise DoitongProtocolError(f"Doitong {request.what}: the answer is not a JSON object", status=status)
     return ApiResponse(body=body, rate_limit=rate_limit)
+
+
+def redirect_refused(request: ApiRequest, *, status: int, location: str | None) -> DoitongProtocolError:
+    """The error for an API answer that redirects: API calls never follow one (the key would go along).
+
+    The message names where it pointed (its host only: a URL may carry tokens).
+    """
+    try:
+        host = urlsplit(location or "").hostname or ""
+    except ValueError:
+        host = ""
+    where = f" to host {host!r}" if host else ""
+    return DoitongProtocolError(
+        f"Doitong {request.what}: the API answered with a redirect{where}; API calls never follow "
+        "redirects (the API key stays with the API's own host)",
+        status=status,
+    )
 
 
 def one_object_under_data(body: dict[str, Any]) -> Any:
@@ -287,18 +326,3 @@ def parse_jobs(body: dict[str, Any], job_ids: tuple[str, ...]) -> dict[str, Job 
 def parse_account(body: dict[str, Any]) -> Account:
     """:param body: a decoded account answer."""
     return Account.from_api(one_object_under_data(body))
-
-
-def interpret_download(request: ApiRequest, *, status: int, content: bytes) -> None:
-    """Judge an image download; raise the error a failed one means.
-
-    :param request: the download request (for its name).
-    :param status: the HTTP status.
-    :param content: the body.
-    """
-    if status >= 400:
-        error = classify(status=status, body=decode_body(content), what=request.what)
-        if error is not None:
-            raise error
-    if not content:
-        raise DoitongProtocolError(f"Doitong {request.what}: empty body", status=status)

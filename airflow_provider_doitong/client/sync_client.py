@@ -13,6 +13,7 @@ from tenacity import Retrying
 
 from airflow_provider_doitong.client import protocol
 from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
+from airflow_provider_doitong.client.downloads import CHUNK_BYTES, WHAT, Download, request_headers
 from airflow_provider_doitong.client.errors import DoitongConnectionError
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
@@ -46,6 +47,26 @@ def _connection_error(exc: requests.RequestException, what: str) -> DoitongConne
     )
 
 
+def _read_body(resp: requests.Response, steps: Download) -> None:
+    """Feed the raw body to ``steps`` a piece at a time (one socket read each, no decoding)."""
+    raw = resp.raw
+    read1 = getattr(raw, "read1", None)
+    try:
+        while True:
+            chunk = (
+                read1(CHUNK_BYTES, decode_content=False)
+                if read1
+                else raw.read(CHUNK_BYTES, decode_content=False)
+            )
+            if not chunk or not steps.feed(chunk):
+                return
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+        steps.remaining()  # a read that timed out at the time limit is the time limit
+        raise DoitongConnectionError(
+            f"Doitong {WHAT}: the body was cut off ({type(exc).__name__})", request_sent=True
+        ) from None
+
+
 class DoitongClient(ClientBase):
     """Talks to the Doitong API over one ``requests.Session``.
 
@@ -74,6 +95,8 @@ class DoitongClient(ClientBase):
                 json=request.json_body,
                 headers=self.headers_for(request),
                 timeout=self.timeout,
+                # A redirect is answered with an error, never followed: the key stays with the API.
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise _connection_error(exc, request.what) from None
@@ -130,24 +153,43 @@ class DoitongClient(ClientBase):
         return protocol.parse_account(self.send(protocol.build_account(transport=self.transport)).body)
 
     def download(self, url: str) -> bytes:
-        """Fetch a finished job's image. No API key is sent: [A] output URLs need no auth.
+        """Fetch a finished job's image, checked: an allowed host, a capped body, a whole image.
+
+        No API key is sent ([A] output URLs need no auth); redirects are followed one by one, each
+        re-checked against the allowed hosts. Bodies that are not images are fetched again under the
+        retry policy; a refused host or an over-large body fails at once.
 
         :param url: the job's ``url``.
+        :raises DoitongUntrustedOutput: for a URL or redirect the download policy refuses.
+        :raises DoitongDownloadTooLarge: for a body over the policy's byte cap.
+        :raises DoitongBadImage: when no attempt brought a whole PNG, JPEG or WebP image.
         """
-        request = protocol.DOWNLOAD_REQUEST
-
-        def _get() -> bytes:
-            try:
-                resp = self._session.get(url, timeout=self.timeout, headers={"User-Agent": USER_AGENT})
-            except requests.RequestException as exc:
-                raise _connection_error(exc, request.what) from None
-            protocol.interpret_download(request, status=resp.status_code, content=resp.content)
-            return resp.content
-
         for attempt in Retrying(**retry_args(self.retry_policy, safe_to_resend=True, clock=self.clock)):
             with attempt:
-                return _get()
+                return self._download_once(url)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _download_once(self, url: str) -> bytes:
+        steps = Download(url, policy=self.download_policy)
+        target: str | None = steps.url
+        while target is not None:
+            read_timeout = min(self.timeout, steps.remaining())
+            try:
+                resp = self._session.get(
+                    target,
+                    headers=request_headers(USER_AGENT),
+                    allow_redirects=False,
+                    stream=True,
+                    timeout=(read_timeout, read_timeout),
+                )
+            except requests.RequestException as exc:
+                steps.remaining()
+                raise _connection_error(exc, WHAT) from None
+            with resp:
+                target = steps.answer(resp.status_code, resp.headers)
+                if target is None:
+                    _read_body(resp, steps)
+        return steps.result()
 
     def wait_for_job(self, job_id: str, *, poll_interval: float = 5.0, deadline: float | None = None) -> Job:
         """Poll until the job completes; raise if it fails, vanishes or passes the deadline.

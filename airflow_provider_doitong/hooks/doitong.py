@@ -90,6 +90,7 @@ class DoitongHook(BaseHook):
             "transport": settings.transport,
             "timeout": settings.timeout,
             "retry_policy": self.retry_policy,
+            "download_policy": settings.download_policy(),
         }
 
     def get_conn(self) -> DoitongClient:

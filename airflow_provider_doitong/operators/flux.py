@@ -12,7 +12,7 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Asset, BaseOperator, ResumableJobMixin, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
-from airflow_provider_doitong import contract, events
+from airflow_provider_doitong import contract, events, lineage
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongClient,
@@ -31,7 +31,7 @@ from airflow_provider_doitong.client.retry import backoff
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
-from airflow_provider_doitong.storage import resolve_output_path, write_image
+from airflow_provider_doitong.operators.outputs import fetch_and_store, link_url
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
@@ -91,7 +91,8 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;
         the job keeps running at Doitong past it.
     :param output_path: where to store the image (templated): a local path or an
-        ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``.
+        ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``, the
+        extension from the image's bytes and an unsafe job id mapped to a safe name.
     :param max_credits: refuse to submit when the estimated cost exceeds this.
     :param on_daily_limit: on 429 ``DAILY_LIMIT``, ``fail`` at once or ``wait`` for the reset.
     """
@@ -236,6 +237,20 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         finally:
             self._close()
 
+    # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The stored image as an output, the prompt template file as an input, a ``doitong`` run facet."""
+        return lineage.generate_operator_lineage(self)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """As on completion, with no image output and no credits (nothing was stored)."""
+        return lineage.generate_operator_lineage(self, failed=True)
+
+    def resolve_template_files(self) -> None:
+        # Keep the prompt template file's name for lineage before Airflow replaces it with the text.
+        self.prompt_file = lineage.template_file(self, "prompt")
+        super().resolve_template_files()
+
     def on_kill(self) -> None:
         job_ids = ", ".join(self._jobs) or "none submitted yet"
         self.log.warning(
@@ -365,7 +380,7 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
             if self.output_path:
                 output = self._store(job)
-            self.image_url = job.url
+            self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
         result = job_result(job, prompt=self._request.prompt, output_path=output)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
@@ -374,17 +389,10 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         return result
 
     def _store(self, job: Job) -> str:
-        if not job.url:
-            raise AirflowException(f"Doitong job {job.id} completed without an output URL")
-        path = resolve_output_path(str(self.output_path), job_id=job.id, url=job.url)
-        try:
-            data = self.client.download(job.url)
-        except DoitongError as exc:
-            raise AirflowException(f"Downloading the image of Doitong job {job.id} failed: {exc}") from None
-        write_image(path, data)
-        where = path.path if path.protocol in ("", "file", "local") else str(path)
-        self.log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job.id, len(data), where)
-        return where
+        """Download the image (checked by the client) and write it (see :mod:`.outputs`)."""
+        return fetch_and_store(
+            self.client, job_id=job.id, url=job.url, location=str(self.output_path), log=self.log
+        )
 
 
 def _iso(unix_time: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,6 @@ from doitong_emulator import graphql_api
 from doitong_emulator.accounts import AccountState
 from doitong_emulator.errors import ApiError, bad_input
 from doitong_emulator.gate import SCOPE_KEY, RequestInfo
-from doitong_emulator.images import render_jpeg
 from doitong_emulator.state import EmulatorState
 from doitong_emulator.validation import from_image_input
 
@@ -149,14 +147,3 @@ async def account_endpoint(request: Request) -> Response:
     """``GET /v1/account``: answers ``{"data": {"account": {"plan", "credits"}}}``."""
     account = _rest_account(request)
     return JSONResponse({"data": {"account": {"plan": account.config.plan, "credits": account.credits}}})
-
-
-@api_endpoint
-async def output_endpoint(request: Request) -> Response:
-    """``GET /outputs/{job_id}.jpg``, without auth: the image of a completed job, else 404."""
-    name: str = request.path_params["name"]
-    job = state_of(request).output_job(name[: -len(".jpg")]) if name.endswith(".jpg") else None
-    if job is None:
-        raise ApiError(ErrorCode.NOT_FOUND, f"No output {name!r}: unknown, not completed or expired")
-    image = await asyncio.to_thread(render_jpeg, job.id, job.prompt, job.width, job.height)
-    return Response(image, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})

@@ -20,7 +20,7 @@ from airflow_provider_doitong.contract import (
     REST_SUBMIT_PATH,
     ErrorCode,
 )
-from doitong_emulator import admin, api
+from doitong_emulator import admin, api, outputs
 from doitong_emulator.delivery import WebhookDispatcher
 from doitong_emulator.errors import ApiError
 from doitong_emulator.gate import ADMIN_PREFIX, OUTPUTS_PREFIX, ApiGate
@@ -65,9 +65,9 @@ def build_app(state: EmulatorState, *, on_shutdown: Callable[[], None] | None = 
     routes = [
         Route(GRAPHQL_PATH, api.graphql_endpoint, methods=["POST"]),
         Route(REST_SUBMIT_PATH, api.submit_endpoint, methods=["POST"]),
-        Route(REST_JOB_PATH.replace("{job_id}", "{job_id:str}"), api.job_endpoint, methods=["GET"]),
+        Route(REST_JOB_PATH.replace("{job_id}", "{job_id:path}"), api.job_endpoint, methods=["GET"]),
         Route(REST_ACCOUNT_PATH, api.account_endpoint, methods=["GET"]),
-        Route(OUTPUTS_PREFIX + "{name:str}", api.output_endpoint, methods=["GET"]),
+        Route(OUTPUTS_PREFIX + "{name:path}", outputs.output_endpoint, methods=["GET"]),
         Route(ADMIN_PREFIX + "health", admin.health, methods=["GET"]),
         Route(ADMIN_PREFIX + "stats", admin.stats, methods=["GET"]),
         Route(ADMIN_PREFIX + "requests", admin.requests_log, methods=["GET"]),

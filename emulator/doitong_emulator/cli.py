@@ -17,6 +17,8 @@ from doitong_emulator.accounts import (
     DEFAULT_WEBHOOK_SECRET,
 )
 from doitong_emulator.faults import FaultConfig
+from doitong_emulator.images import FORMATS
+from doitong_emulator.outputs import BODIES
 from doitong_emulator.server import DoitongEmulator
 
 log = logging.getLogger("doitong_emulator")
@@ -54,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
     faults.add_argument("--fail-job-rate", type=float, default=0.0, help="share of jobs that fail")
     faults.add_argument("--stuck-job-rate", type=float, default=0.0, help="share of jobs that never finish")
+    hostile = parser.add_argument_group("hostile answers (each off by default)")
+    hostile.add_argument("--hostile-job-ids", action="store_true", help="job ids like ../../escape_<hex>")
+    hostile.add_argument("--output-base-url", help="output URLs on this base URL (another host)")
+    hostile.add_argument("--output-suffix", help="output URLs end with this instead of .jpg (e.g. .py)")
+    hostile.add_argument(
+        "--output-format", default="jpeg", choices=sorted(FORMATS), help="image format served"
+    )
+    hostile.add_argument("--download-body", default="image", choices=BODIES, help="what downloads answer")
+    hostile.add_argument(
+        "--download-faults", type=int, default=0, help="only the first N downloads get --download-body"
+    )
+    hostile.add_argument("--download-redirects", type=int, default=0, help="redirects before each download")
+    hostile.add_argument("--redirect-base-url", help="where download redirects point (default: itself)")
     parser.add_argument("--state-file", help="load state from this file at start, save it on shutdown")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
@@ -83,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail_job_rate=args.fail_job_rate,
             stuck_job_rate=args.stuck_job_rate,
             seed=args.seed,
+            hostile_job_ids=args.hostile_job_ids,
+            output_base_url=args.output_base_url,
+            output_suffix=args.output_suffix,
+            output_format=args.output_format,
+            download_body=args.download_body,
+            download_faults=args.download_faults,
+            download_redirects=args.download_redirects,
+            redirect_base_url=args.redirect_base_url,
         )
         emulator = DoitongEmulator(
             host=args.host,

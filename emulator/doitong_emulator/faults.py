@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from doitong_emulator.jobs import OUTCOME_COMPLETED, OUTCOME_FAILED, OUTCOME_STUCK
+from doitong_emulator.outputs import check_hostile_options
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,20 @@ class FaultConfig:
     :param fail_job_rate: share of new jobs that end ``failed``.
     :param stuck_job_rate: share of new jobs that stay ``processing`` forever.
     :param seed: seeds the draws, for reproducible runs.
+
+    Hostile answers (each off by default; they test that clients treat answers as data):
+
+    :param hostile_job_ids: new jobs get ids that are not file names (``../../escape_<hex>``).
+    :param output_base_url: output URLs point at this base URL (another host) instead of the emulator.
+    :param output_suffix: output URLs end with this instead of ``.jpg`` (e.g. ``.py``).
+    :param output_format: the image downloads serve: ``jpeg``, ``png`` or ``webp``, whatever the URL says.
+    :param download_body: what downloads answer with status 200: ``image``, ``html``, ``json``,
+        ``empty``, ``truncated`` (half an image), ``endless`` (an image header, then bytes forever)
+        or ``drip`` (an image header, then a byte every 50 ms forever).
+    :param download_faults: only the first N downloads after this configuration get
+        ``download_body``; later ones get the image (0: every download).
+    :param download_redirects: each download is redirected this many times before its body.
+    :param redirect_base_url: where those redirects point (default: the emulator itself).
     """
 
     error_500_rate: float = 0.0
@@ -46,6 +61,15 @@ class FaultConfig:
     fail_job_rate: float = 0.0
     stuck_job_rate: float = 0.0
     seed: int | None = None
+    # --- hostile answers ---
+    hostile_job_ids: bool = False
+    output_base_url: str | None = None
+    output_suffix: str | None = None
+    output_format: str = "jpeg"
+    download_body: str = "image"
+    download_faults: int = 0
+    download_redirects: int = 0
+    redirect_base_url: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("error_500_rate", "error_429_rate", "drop_rate", "fail_job_rate", "stuck_job_rate"):
@@ -58,6 +82,7 @@ class FaultConfig:
             raise ValueError("fail_job_rate + stuck_job_rate must not exceed 1")
         if self.latency_s < 0:
             raise ValueError("latency_s must not be negative")
+        check_hostile_options(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultConfig:
@@ -70,17 +95,25 @@ class FaultConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown fault option(s): {', '.join(unknown)}")
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key == "seed":
-                kwargs[key] = None if value is None else int(value)
-            else:
-                kwargs[key] = float(value)
-        return cls(**kwargs)
+        kinds = {f.name: str(f.type) for f in fields(cls)}
+        return cls(**{key: _cast(kinds[key], value) for key, value in data.items()})
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-ready dict."""
         return asdict(self)
+
+
+def _cast(kind: str, value: Any) -> Any:
+    """A JSON value as the field's declared type (``float``, ``int | None``, ``bool``, ``str``...)."""
+    if value is None and "None" in kind:
+        return None
+    if kind.startswith("bool"):
+        return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+    if kind.startswith("str"):
+        return str(value)
+    if kind.startswith("int"):
+        return int(value)
+    return float(value)
 
 
 class FaultInjector:

@@ -52,12 +52,15 @@ class RequestInfo:
     :param body: the raw body.
     :param payload: the decoded JSON body (``None`` when absent or invalid).
     :param payload_error: why the body is not JSON, if it is not.
+    :param form: how it was sent, for the request log: the GraphQL field (``generate``,
+        ``generateImage``, ``job``, ``account``) or ``rest``.
     """
 
     kind: str
     body: bytes
     payload: Any
     payload_error: str | None
+    form: str | None = None
 
     @classmethod
     def read(cls, method: str, path: str, body: bytes) -> RequestInfo:
@@ -76,7 +79,11 @@ class RequestInfo:
                     payload = json.loads(body)
                 except (ValueError, UnicodeDecodeError) as error:
                     payload_error = f"the request body is not valid JSON ({error})"
-        return cls(_kind(method, path, payload), body, payload, payload_error)
+        if path == GRAPHQL_PATH and method == "POST":
+            form = graphql_api.form(payload)
+        else:
+            form = "rest" if path.startswith("/v1/") else None
+        return cls(_kind(method, path, payload), body, payload, payload_error, form)
 
 
 def _kind(method: str, path: str, payload: Any) -> str:
@@ -160,7 +167,7 @@ class ApiGate:
             info = RequestInfo(KIND_OTHER, body, None, "the request could not be read")
         scope[SCOPE_KEY] = info
         status = await self._api(scope, receive, send, info)
-        self.state.record_request(started, info.kind, status)
+        self.state.record_request(started, info.kind, status, form=info.form)
 
     async def _api(self, scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> int:
         faults = self.state.faults

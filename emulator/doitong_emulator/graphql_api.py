@@ -22,7 +22,7 @@ from graphql import (
     parse,
     validate,
 )
-from graphql.language import DocumentNode, ListValueNode, ObjectValueNode
+from graphql.language import DocumentNode, ListValueNode, ObjectValueNode, OperationDefinitionNode
 from graphql.utilities import get_operation_ast
 
 from airflow_provider_doitong.contract import HTTP_STATUS_BY_CODE, SDL, ErrorCode
@@ -120,29 +120,49 @@ def _request_parts(payload: Any) -> tuple[str, dict[str, Any] | None, str | None
     return query, variables, operation_name
 
 
+def _operation(payload: Any) -> OperationDefinitionNode | None:
+    try:
+        query, _, operation_name = _request_parts(payload)
+    except ApiError:
+        return None
+    prepared = prepare(query)
+    if prepared.document is None:
+        return None
+    return get_operation_ast(prepared.document, operation_name)
+
+
+def _root_fields(operation: OperationDefinitionNode) -> list[str]:
+    return [sel.name.value for sel in operation.selection_set.selections if isinstance(sel, FieldNode)]
+
+
 def classify(payload: Any) -> str:
     """The request kind of a GraphQL body: ``submit``, ``status``, ``account`` or ``other``.
 
     :param payload: the decoded JSON body.
     """
-    try:
-        query, _, operation_name = _request_parts(payload)
-    except ApiError:
-        return KIND_OTHER
-    prepared = prepare(query)
-    if prepared.document is None:
-        return KIND_OTHER
-    operation = get_operation_ast(prepared.document, operation_name)
+    operation = _operation(payload)
     if operation is None:
         return KIND_OTHER
     if operation.operation is OperationType.MUTATION:
         return KIND_SUBMIT
-    names = {sel.name.value for sel in operation.selection_set.selections if isinstance(sel, FieldNode)}
+    names = set(_root_fields(operation))
     if "job" in names:
         return KIND_STATUS
     if "account" in names:
         return KIND_ACCOUNT
     return KIND_OTHER
+
+
+def form(payload: Any) -> str | None:
+    """Which GraphQL field a body asks for (``generate``, ``generateImage``, ``job``, ``account``), for
+    the request log; several root fields are joined with ``+``; ``None`` for an unreadable body.
+
+    :param payload: the decoded JSON body.
+    """
+    operation = _operation(payload)
+    if operation is None:
+        return None
+    return "+".join(dict.fromkeys(_root_fields(operation))) or None
 
 
 _AT_PATH = re.compile(r"invalid value at \.([\w.\[\]]+):")

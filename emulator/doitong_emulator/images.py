@@ -42,17 +42,26 @@ def _draw(seed: int, width: int, height: int) -> Image.Image:
     return image.resize((width, height), Image.BILINEAR)
 
 
+#: Image formats the emulator can serve, by their ``FaultConfig.output_format`` name.
+FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
 @lru_cache(maxsize=CACHE_SIZE)
-def render_jpeg(job_id: str, prompt: str, width: int, height: int) -> bytes:
-    """The JPEG of a job: exactly ``width`` x ``height``, the same bytes every time.
+def render_image(job_id: str, prompt: str, width: int, height: int, fmt: str = "jpeg") -> bytes:
+    """The image of a job: exactly ``width`` x ``height``, the same bytes every time.
 
     :param job_id: the job id (part of the seed).
     :param prompt: the prompt (part of the seed).
-    :param width: width in pixels.
-    :param height: height in pixels.
+    :param fmt: ``jpeg``, ``png`` or ``webp``.
     """
     digest = hashlib.sha256(f"{job_id}\n{prompt}".encode()).digest()
     image = _draw(int.from_bytes(digest[:8], "big"), width, height)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
+    image.save(buffer, format=FORMATS[fmt], **({"quality": 85} if fmt != "png" else {}))
     return buffer.getvalue()
+
+
+def render_jpeg(job_id: str, prompt: str, width: int, height: int) -> bytes:
+    """The JPEG of a job (see :func:`render_image`)."""
+    return render_image(job_id, prompt, width, height, "jpeg")

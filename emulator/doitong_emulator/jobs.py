@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_doitong.contract import GENERATION_TYPE, OUTPUT_PATH, JobStatus
+from airflow_provider_doitong.contract import GENERATION_TYPE, JobStatus
 
 #: Job outcomes decided at submission.
 OUTCOME_COMPLETED = "completed"
@@ -101,23 +101,16 @@ class Job:
             return JobStatus.PROCESSING
         return JobStatus.FAILED if self.outcome == OUTCOME_FAILED else JobStatus.COMPLETED
 
-    def output_url(self, base_url: str) -> str:
-        """Where the completed image is served.
-
-        :param base_url: the emulator's public base URL.
-        """
-        return base_url.rstrip("/") + OUTPUT_PATH.format(job_id=self.id)
-
     def processing_seconds(self) -> float | None:
         """How long processing took, once the job is terminal."""
         if self.finish_at is None:
             return None
         return round(self.finish_at - self.started_at, 3)
 
-    def to_json(self, *, base_url: str, now: float, at_submission: bool = False) -> dict[str, Any]:
+    def to_json(self, *, output_url: str, now: float, at_submission: bool = False) -> dict[str, Any]:
         """The job as the API shows it.
 
-        :param base_url: the emulator's public base URL (for ``url``).
+        :param output_url: where its output is served (shown once it completed).
         :param now: the Unix time the status is computed at.
         :param at_submission: show the job as just created (``queued`` or ``processing``, no ``url``).
         """
@@ -131,7 +124,7 @@ class Job:
             "status": status.value,
             "type": GENERATION_TYPE,
             "provider": self.provider,
-            "url": self.output_url(base_url) if status is JobStatus.COMPLETED else None,
+            "url": output_url if status is JobStatus.COMPLETED else None,
             "width": self.width,
             "height": self.height,
             "metadata": {
@@ -153,16 +146,16 @@ class Job:
             "completedAt": iso_utc(self.finish_at) if terminal else None,
         }
 
-    def webhook_payload(self, *, base_url: str) -> dict[str, Any]:
+    def webhook_payload(self, *, output_url: str) -> dict[str, Any]:
         """The contract's webhook payload for this (terminal) job.
 
-        :param base_url: the emulator's public base URL (for ``url``).
+        :param output_url: where its output is served.
         """
         status = self.status(self.finish_at if self.finish_at is not None else float("inf"))
         return {
             "id": self.id,
             "status": status.value,
-            "url": self.output_url(base_url) if status is JobStatus.COMPLETED else None,
+            "url": output_url if status is JobStatus.COMPLETED else None,
             "service": self.provider,
             "createdAt": iso_utc(self.created_at),
             "completedAt": iso_utc(self.finish_at),

@@ -37,14 +37,18 @@ class Stats:
     webhook_attempts: int = 0
     webhooks_delivered: int = 0
     webhooks_failed: int = 0
-    log: deque[tuple[float, str, int]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
+    log: deque[tuple[float, str, int, str | None]] = field(
+        default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE)
+    )
 
-    def record_request(self, t: float, kind: str, status: int) -> None:
+    def record_request(self, t: float, kind: str, status: int, *, form: str | None = None) -> None:
         """Count one API request and log it.
 
         :param t: when it arrived (Unix time).
         :param kind: one of :data:`KINDS`.
         :param status: the HTTP status answered, or :data:`STATUS_DROPPED`.
+        :param form: how it was sent: the GraphQL field asked (``generate``, ``generateImage``,
+            ``job``, ``account``), ``rest``, or ``None`` (downloads, unreadable bodies).
         """
         self.requests[kind] += 1
         if status == STATUS_DROPPED:
@@ -53,11 +57,11 @@ class Stats:
             self.http_429 += 1
         elif status >= 500:
             self.http_5xx += 1
-        self.log.append((t, kind, status))
+        self.log.append((t, kind, status, form))
 
     def request_log(self) -> list[dict[str, Any]]:
-        """Every logged request as ``{"t", "kind", "status"}``."""
-        return [{"t": t, "kind": kind, "status": status} for t, kind, status in self.log]
+        """Every logged request as ``{"t", "kind", "status", "form"}``."""
+        return [{"t": t, "kind": kind, "status": status, "form": form} for t, kind, status, form in self.log]
 
     def to_record(self) -> dict[str, Any]:
         """The counters (not the log) as a JSON-ready dict, for the state file."""

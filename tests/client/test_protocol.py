@@ -316,22 +316,3 @@ def test_interpret_submission_with_null_data_is_an_error() -> None:
     body = {"data": None, "errors": [{"message": "no such job", "extensions": {"code": "NOT_FOUND"}}]}
     with pytest.raises(DoitongNotFound):
         _interpret(protocol.build_submit(REQUEST), 200, body)
-
-
-@pytest.mark.parametrize(
-    ("status", "content", "error_type"),
-    [
-        (404, b'{"errors": [{"message": "expired", "extensions": {"code": "NOT_FOUND"}}]}', DoitongNotFound),
-        (500, b"", DoitongServerError),
-        (200, b"", DoitongProtocolError),
-    ],
-)
-def test_interpret_download_errors(status: int, content: bytes, error_type: type[Exception]) -> None:
-    req = protocol.ApiRequest(method="GET", path="", auth="rest", kind="download", what="image download")
-    with pytest.raises(error_type):
-        protocol.interpret_download(req, status=status, content=content)
-
-
-def test_interpret_download_ok() -> None:
-    req = protocol.ApiRequest(method="GET", path="", auth="rest", kind="download", what="image download")
-    assert protocol.interpret_download(req, status=200, content=b"\xff\xd8\xff") is None

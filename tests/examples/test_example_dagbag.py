@@ -17,6 +17,7 @@ EXPECTED_DAG_IDS = {
     "doitong_asset_consumer",
     "doitong_submit_then_sense",
     "doitong_webhook",
+    "doitong_review_and_publish",
 }
 
 

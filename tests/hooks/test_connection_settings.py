@@ -87,7 +87,9 @@ def test_extras(extra: Any, plan: str, transport: str, secret: str | None, timeo
         ),
         pytest.param({"extra": {"extra__doitong__plan": "gold"}}, "got 'gold'", id="bad-prefixed-plan"),
         pytest.param(
-            {"extra": {"transport": "grpc"}}, "transport must be one of graphql, rest", id="bad-transport"
+            {"extra": {"transport": "grpc"}},
+            "transport must be one of graphql, graphql-image, rest",
+            id="bad-transport",
         ),
         pytest.param({"extra": {"timeout": "soon"}}, "doitong_test", id="bad-timeout"),
         pytest.param({"extra": {"timeout": -3}}, "timeout must be positive", id="negative-timeout"),

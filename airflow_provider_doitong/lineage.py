@@ -1,0 +1,257 @@
+"""OpenLineage for the Doitong operators: what a task read and wrote, and what it asked Doitong for.
+
+A task's lineage names the stored image file(s) as outputs (a batch: its output folder and its
+manifest), the prompts file it read as an input when there was one, and a ``doitong`` run facet with
+the model, size, quality, job ids and credits charged.
+
+The provider does not depend on the OpenLineage provider: everything up to :class:`Lineage` is plain
+Python, and only :func:`to_operator_lineage` imports OpenLineage, when the OpenLineage listener calls
+an operator's ``get_openlineage_facets_on_*`` method (so it is installed).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+#: The key of the run facet in OpenLineage events.
+FACET_NAME = "doitong"
+#: Schemes of local files (an ``ObjectStoragePath`` of a local file is ``file://...``).
+_LOCAL_SCHEMES = ("", "file", "local")
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """An OpenLineage dataset name, per the OpenLineage naming conventions.
+
+    :param namespace: ``file`` for a local file, ``<scheme>://<bucket>`` for object storage.
+    :param name: the absolute path of a local file, the key inside the bucket otherwise.
+    """
+
+    namespace: str
+    name: str
+
+
+def dataset_for(location: str) -> DatasetRef:
+    """The dataset a stored file or folder is, from a local path or an object-storage URI.
+
+    ``/data/a.jpg`` and ``file:///data/a.jpg`` are ``file`` + ``/data/a.jpg`` (the naming the
+    common-io provider uses for ``file://`` assets); ``s3://bucket/day/a.jpg`` is ``s3://bucket`` +
+    ``day/a.jpg``. A folder's trailing ``/`` is dropped.
+    """
+    parts = urlsplit(location) if "://" in location else None
+    if parts is None or parts.scheme in _LOCAL_SCHEMES:
+        path = parts.path if parts is not None else location
+        path = os.path.abspath(os.path.expanduser(path))
+        return DatasetRef(namespace="file", name=path)
+    name = parts.path.strip("/")
+    return DatasetRef(namespace=f"{parts.scheme}://{parts.netloc}", name=name or "/")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoitongRun:
+    """What the ``doitong`` run facet says about a task's jobs.
+
+    :param model: ``flux-krea`` or ``flux-dev``.
+    :param width: pixels asked for.
+    :param height: pixels asked for.
+    :param quality: ``standard`` or ``high``.
+    :param job_ids: every Doitong job the task submitted or reattached to, in order.
+    :param credits: credits charged (the jobs' ``creditCost``), ``None`` when not known (a failure).
+    :param images: how many images were stored.
+    """
+
+    model: str | None
+    width: int | None
+    height: int | None
+    quality: str | None
+    job_ids: tuple[str, ...] = ()
+    credits: int | None = None
+    images: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lineage:
+    """A task's lineage before it becomes OpenLineage objects.
+
+    :param inputs: datasets read.
+    :param outputs: datasets written.
+    :param run: the ``doitong`` run facet.
+    """
+
+    inputs: tuple[DatasetRef, ...] = ()
+    outputs: tuple[DatasetRef, ...] = ()
+    run: DoitongRun | None = None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def image_lineage(
+    *,
+    result: Mapping[str, Any] | None,
+    job_ids: Iterable[str],
+    model: str | None,
+    width: Any,
+    height: Any,
+    quality: str | None,
+    prompt_file: str | None = None,
+) -> Lineage:
+    """The lineage of one image task (``FluxGenerateOperator``).
+
+    :param result: the operator's XCom value; ``None`` when the task failed before finishing.
+    :param job_ids: the jobs the task knows of (a failed task may have submitted one).
+    :param width: as asked (templated fields may still be strings; anything non-numeric is dropped).
+    :param prompt_file: the prompt template file the prompt was read from, if any.
+    """
+    ids = list(dict.fromkeys(str(job_id) for job_id in job_ids))
+    stored = (result or {}).get("output_path")
+    if result is not None and result.get("job_id") and str(result["job_id"]) not in ids:
+        ids.append(str(result["job_id"]))
+    run = DoitongRun(
+        model=(result or {}).get("provider") or model,
+        width=_int_or_none((result or {}).get("width") or width),
+        height=_int_or_none((result or {}).get("height") or height),
+        quality=quality,
+        job_ids=tuple(ids),
+        credits=_int_or_none((result or {}).get("credit_cost")) if result is not None else None,
+        images=1 if stored else 0,
+    )
+    return Lineage(
+        inputs=(dataset_for(prompt_file),) if prompt_file else (),
+        outputs=(dataset_for(str(stored)),) if stored else (),
+        run=run,
+    )
+
+
+def batch_lineage(
+    *,
+    folder: str | None,
+    manifest: str | None,
+    prompts_file: str | None,
+    model: str | None,
+    width: Any,
+    height: Any,
+    quality: str | None,
+    job_ids: Sequence[str] = (),
+    credits: int | None = None,
+    images: int = 0,
+) -> Lineage:
+    """The lineage of a batch task: its output folder and manifest, read from its prompts file.
+
+    :param folder: where the images were stored (a local folder or an object-storage URI).
+    :param manifest: the manifest file written beside them.
+    :param prompts_file: the prompts file read, if the prompts came from one (not a list in the conf).
+    :param credits: credits charged in all; ``None`` when not known.
+    :param images: how many images were stored.
+    """
+    outputs = tuple(dataset_for(location) for location in (folder, manifest) if location)
+    return Lineage(
+        inputs=(dataset_for(prompts_file),) if prompts_file else (),
+        outputs=outputs,
+        run=DoitongRun(
+            model=model,
+            width=_int_or_none(width),
+            height=_int_or_none(height),
+            quality=quality,
+            job_ids=tuple(dict.fromkeys(str(job_id) for job_id in job_ids)),
+            credits=credits,
+            images=images,
+        ),
+    )
+
+
+def template_file(operator: Any, field_name: str) -> str | None:
+    """The file a template field names (``prompt="prompts/hero.txt"``), as a full path, or ``None``.
+
+    Called before Airflow replaces the field with the file's text, which loses the file's name.
+    """
+    value = getattr(operator, field_name, None)
+    extensions = tuple(getattr(operator, "template_ext", ()) or ())
+    if not isinstance(value, str) or not extensions or not value.endswith(extensions):
+        return None
+    try:
+        env = operator.get_template_env()
+        filename = env.loader.get_source(env, value)[1] if env.loader is not None else None
+    except Exception:  # a missing template is Airflow's to report, not lineage's
+        return None
+    return os.path.abspath(filename) if filename else None
+
+
+@functools.cache
+def _run_facet_class() -> type:
+    """The ``doitong`` run facet class, built on first use so OpenLineage is imported only then."""
+    from attrs import define
+    from openlineage.client.facet_v2 import RunFacet
+
+    @define
+    class DoitongRunFacet(RunFacet):  # type: ignore[misc]
+        """What the task asked Doitong for, and what it was charged."""
+
+        model: str | None
+        width: int | None
+        height: int | None
+        quality: str | None
+        jobIds: list[str]  # noqa: N815 (OpenLineage facets use camelCase)
+        credits: int | None
+        images: int
+
+        _additional_skip_redact = ["model", "quality", "jobIds"]
+
+    return DoitongRunFacet
+
+
+def run_facet(run: DoitongRun) -> Any:
+    """The OpenLineage run facet of a :class:`DoitongRun` (needs OpenLineage installed)."""
+    return _run_facet_class()(
+        model=run.model,
+        width=run.width,
+        height=run.height,
+        quality=run.quality,
+        jobIds=list(run.job_ids),
+        credits=run.credits,
+        images=run.images,
+    )
+
+
+def to_operator_lineage(lineage: Lineage) -> OperatorLineage:
+    """The ``OperatorLineage`` an operator's ``get_openlineage_facets_on_*`` method returns."""
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from openlineage.client.event_v2 import Dataset
+
+    return OperatorLineage(
+        inputs=[Dataset(namespace=ref.namespace, name=ref.name) for ref in lineage.inputs],
+        outputs=[Dataset(namespace=ref.namespace, name=ref.name) for ref in lineage.outputs],
+        run_facets={FACET_NAME: run_facet(lineage.run)} if lineage.run is not None else {},
+    )
+
+
+def generate_operator_lineage(operator: Any, *, failed: bool = False) -> OperatorLineage:
+    """The lineage of a ``FluxGenerateOperator`` task, from what the operator kept while it ran.
+
+    :param operator: the operator instance that ran (the listener is handed that very instance).
+    :param failed: the task failed: whatever result it holds is not reported as stored.
+    """
+    result = None if failed else getattr(operator, "_result", None)
+    return to_operator_lineage(
+        image_lineage(
+            result=result,
+            job_ids=list(getattr(operator, "_jobs", {}) or {}),
+            model=getattr(operator, "provider", None),
+            width=getattr(operator, "width", None),
+            height=getattr(operator, "height", None),
+            quality=getattr(operator, "quality", None),
+            prompt_file=getattr(operator, "prompt_file", None),
+        )
+    )

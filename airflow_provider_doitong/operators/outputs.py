@@ -1,0 +1,77 @@
+"""Fetching and storing a finished job's image, for every operator that writes one.
+
+The client checks the download (an allowed host, a capped body, a whole image) and
+:func:`~airflow_provider_doitong.storage.store_image` the file (a safe name inside the folder, the
+extension from the bytes, an atomic write); this module turns their refusals into Airflow's answers.
+A refused host, an over-large body or an unsafe path fails the task without retries (the same
+answer would come again); any other download failure fails the try.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_doitong.client import (
+    DoitongClient,
+    DoitongDownloadTooLarge,
+    DoitongError,
+    DoitongUntrustedOutput,
+)
+from airflow_provider_doitong.client.safety import check_download_url
+from airflow_provider_doitong.storage import UnsafeOutputPath, shown, store_image
+
+#: Download errors that no retry can fix.
+FINAL_DOWNLOAD_ERRORS = (DoitongUntrustedOutput, DoitongDownloadTooLarge)
+
+
+def fetch_and_store(
+    client: DoitongClient,
+    *,
+    job_id: str,
+    url: str | None,
+    location: str | ObjectStoragePath,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    name: str | None = None,
+) -> str:
+    """Download a job's image and write it to ``location`` (a folder gets ``<safe name>.<ext>``).
+
+    :param name: the file stem in a folder (default: the job id); made safe either way.
+    :return: where it went, as users write it (a local path or a URI).
+    :raises AirflowFailException: for a refused host, an over-large body or an unsafe path.
+    :raises AirflowException: for any other failure (the try fails; a retry may succeed).
+    """
+    if not url:
+        raise AirflowException(f"Doitong job {job_id} completed without an output URL")
+    try:
+        data = client.download(url)
+    except FINAL_DOWNLOAD_ERRORS as exc:
+        raise AirflowFailException(f"Not storing the image of Doitong job {job_id}: {exc}") from None
+    except DoitongError as exc:
+        raise AirflowException(f"Downloading the image of Doitong job {job_id} failed: {exc}") from None
+    try:
+        path = store_image(location, name if name is not None else job_id, data)
+    except UnsafeOutputPath as exc:
+        raise AirflowFailException(f"Not storing the image of Doitong job {job_id}: {exc}") from None
+    where = shown(path)
+    log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job_id, len(data), where)
+    return where
+
+
+def link_url(
+    client: DoitongClient,
+    *,
+    job_id: str,
+    url: str | None,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> str | None:
+    """An output URL fit for a UI link: only one on an allowed download host, else ``None``."""
+    if not url:
+        return None
+    try:
+        return check_download_url(url, client.download_policy.allowed_hosts)
+    except DoitongUntrustedOutput as exc:
+        log.warning("No image link for Doitong job %s: %s", job_id, exc)
+        return None

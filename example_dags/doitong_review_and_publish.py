@@ -1,0 +1,301 @@
+"""
+### Doitong: a person approves the day's images before they are published
+
+Every day: generate one image per prompt into `<output_root>/drafts/<date>/`, write a contact sheet
+(`index.html`) and `manifest.json` beside them, then **wait for a person**: the `review` task
+(Airflow's human-in-the-loop `ApprovalOperator`, Airflow 3.1+) shows the contact sheet's location
+and the images in Airflow's *Required actions* view. The reviewer chooses
+
+- **Approve**, optionally listing images to leave out (`rejected_images`, file names from the
+  sheet): the other images are copied to `<output_root>/published/<date>/` with a
+  `publication.json` record, and the `doitong_published_images` asset is updated;
+- **Reject**: nothing is published (`publish` is skipped).
+
+With no answer within 20 hours (`REVIEW_TIMEOUT`), the day counts as rejected. The reviewer answers in the UI, or
+through the REST API: `PATCH /api/v2/dags/doitong_review_and_publish/dagRuns/<run_id>/taskInstances/review/-1/hitlDetails`
+with `{"chosen_options": ["Approve"], "params_input": {"rejected_images": ["<job_id>.jpg"]}}`.
+
+On Airflow 3.0 (no human-in-the-loop operators) the DAG still loads, and its one task skips
+with the reason.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from airflow_provider_doitong import contract
+from airflow_provider_doitong.client import DoitongValidationError, ImageRequest
+from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+
+try:  # Human-in-the-loop operators: Airflow 3.1+ with a recent standard provider.
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    HITL_UNAVAILABLE: str | None = None
+except Exception as exc:  # ImportError, or the provider's "needs Airflow 3.1+" exception
+    ApprovalOperator = None  # type: ignore[assignment,misc]
+    HITL_UNAVAILABLE = (
+        "this example needs Airflow's human-in-the-loop operators (Airflow 3.1+ and "
+        f"apache-airflow-providers-standard with operators.hitl): {exc}"
+    )
+
+log = logging.getLogger(__name__)
+
+DAG_ID = "doitong_review_and_publish"
+#: Updated when a day's approved images are published.
+PUBLISHED_IMAGES = Asset(name="doitong_published_images")
+DEFAULT_OUTPUT_ROOT = "~/doitong-images"
+OUTPUT_ROOT_ENV = "DOITONG_OUTPUT_ROOT"
+DEFAULT_PROMPTS = [
+    "A lighthouse on a cliff at dawn, watercolour",
+    "A red fox asleep in fresh snow, soft light",
+    "A paper boat on a rain-soaked street, neon reflections",
+]
+PUBLICATION_RECORD = "publication.json"
+#: How long the review waits; unanswered, the day is rejected (the operator's default answer).
+REVIEW_TIMEOUT = timedelta(hours=20)
+
+
+# --- helpers (called from tasks only) ---------------------------------------------------------
+def storage_path(location: str) -> ObjectStoragePath:
+    """A local path (``~`` expanded) or an object-storage URI as an ``ObjectStoragePath``."""
+    if "://" in location:
+        return ObjectStoragePath(location)
+    return ObjectStoragePath("file://" + os.path.abspath(os.path.expanduser(location)))
+
+
+def shown(path: ObjectStoragePath) -> str:
+    """A plain path for local files, the URI for anything else."""
+    return path.path if path.protocol in ("", "file", "local") else str(path)
+
+
+def write_bytes(path: ObjectStoragePath, data: bytes) -> None:
+    """Write a file, creating its folder where the store has folders."""
+    if path.protocol in ("", "file", "local"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def check_prompts(prompts: Sequence[Any], *, provider: str, width: int, height: int, quality: str) -> None:
+    """Fail before any credit is spent if a prompt is not something Doitong accepts.
+
+    :raises AirflowFailException: naming every invalid prompt.
+    """
+    problems = []
+    for number, prompt in enumerate(prompts, start=1):
+        try:
+            ImageRequest(provider=provider, prompt=prompt, width=width, height=height, quality=quality)
+        except (DoitongValidationError, TypeError) as exc:
+            problems.append(f"prompt {number}: {getattr(exc, 'message', exc)}")
+    if problems:
+        raise AirflowFailException("; ".join(problems) + "; nothing was submitted")
+
+
+def sheet_entries(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One contact-sheet entry per stored image, from the ``FluxGenerateOperator`` results."""
+    entries = []
+    for result in results:
+        if not result.get("output_path"):
+            raise AirflowException(f"Doitong job {result.get('job_id')} stored no image")
+        path = storage_path(str(result["output_path"]))
+        entries.append(
+            {
+                "file": path.name,
+                "path": shown(path),
+                "prompt": result.get("prompt"),
+                "job_id": result.get("job_id"),
+                "credits": result.get("credit_cost"),
+            }
+        )
+    return entries
+
+
+def render_sheet(day: str, entries: Sequence[Mapping[str, Any]]) -> str:
+    """A self-contained HTML contact sheet with relative image links."""
+    esc = html.escape
+    figures = "\n".join(
+        f'<figure><a href="{esc(e["file"])}"><img src="{esc(e["file"])}" width="256"></a>'
+        f"<figcaption><code>{esc(e['file'])}</code><br>{esc(str(e['prompt']))}</figcaption></figure>"
+        for e in entries
+    )
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>For review: {esc(day)}</title>'
+        "<style>body{font:15px system-ui;margin:24px}main{display:flex;flex-wrap:wrap;gap:16px}"
+        "figure{margin:0;width:256px}</style></head>\n"
+        f"<body><h1>For review: {esc(day)}</h1><main>\n{figures}\n</main></body></html>\n"
+    )
+
+
+def review_body(sheet: str, entries: Sequence[Mapping[str, Any]]) -> str:
+    """The Markdown the reviewer reads: where the contact sheet is, and each image's file and prompt."""
+    lines = [
+        f"Contact sheet: `{sheet}`",
+        "",
+        "Approve to publish these images; list any to leave out in *rejected_images* (file names).",
+        "",
+        "| file | prompt |",
+        "|---|---|",
+    ]
+    lines += [f"| `{e['file']}` | {str(e['prompt']).replace('|', '/')} |" for e in entries]
+    return "\n".join(lines)
+
+
+def approved_entries(
+    entries: Sequence[Mapping[str, Any]], rejected: Iterable[str]
+) -> list[Mapping[str, Any]]:
+    """The images the reviewer did not reject.
+
+    :raises AirflowFailException: if a rejected name is not on the sheet (a typo would publish it).
+    """
+    rejected = {str(name).strip() for name in rejected if str(name).strip()}
+    unknown = rejected - {str(e["file"]) for e in entries}
+    if unknown:
+        raise AirflowFailException(
+            f"rejected_images names files that are not on the contact sheet: {sorted(unknown)}; "
+            "nothing was published"
+        )
+    return [e for e in entries if e["file"] not in rejected]
+
+
+def output_root_default() -> str:
+    return os.environ.get(OUTPUT_ROOT_ENV) or DEFAULT_OUTPUT_ROOT
+
+
+# --- the DAG ----------------------------------------------------------------------------------
+with DAG(
+    dag_id=DAG_ID,
+    schedule="@daily",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["doitong", "example", "human-in-the-loop"],
+    doc_md=__doc__,
+    params={
+        "prompts": Param(DEFAULT_PROMPTS, type="array", items={"type": "string"}, minItems=1),
+        "output_root": Param(output_root_default(), type="string", minLength=1),
+        "provider": Param("flux-krea", type="string", enum=list(contract.PROVIDERS)),
+        "width": Param(contract.DEFAULT_WIDTH, type="integer", minimum=contract.MIN_SIDE),
+        "height": Param(contract.DEFAULT_HEIGHT, type="integer", minimum=contract.MIN_SIDE),
+        "quality": Param(contract.DEFAULT_QUALITY, type="string", enum=list(contract.QUALITIES)),
+        "doitong_conn_id": Param(DEFAULT_CONN_ID, type="string", minLength=1),
+        "poll_interval": Param(5.0, type="number", exclusiveMinimum=0),
+    },
+) as dag:
+    if HITL_UNAVAILABLE is not None:
+
+        @task
+        def hitl_unavailable() -> None:
+            """Say why the example cannot run on this Airflow."""
+            raise AirflowSkipException(f"Skipped: {HITL_UNAVAILABLE}")
+
+        hitl_unavailable()
+    else:
+
+        @task
+        def plan(params: dict[str, Any] | None = None, ds: str | None = None) -> list[dict[str, Any]]:
+            """Check every prompt, and name the day's drafts folder; nothing is spent if one is bad."""
+            assert params is not None
+            prompts = list(dict.fromkeys(str(p).strip() for p in params["prompts"] if str(p).strip()))
+            check_prompts(
+                prompts,
+                provider=params["provider"],
+                width=params["width"],
+                height=params["height"],
+                quality=params["quality"],
+            )
+            drafts = storage_path(params["output_root"]) / "drafts" / str(ds)
+            return [
+                {
+                    "prompt": prompt,
+                    "output_path": f"{shown(drafts)}/",
+                    "doitong_conn_id": params["doitong_conn_id"],
+                    "poll_interval": float(params["poll_interval"]),
+                }
+                for prompt in prompts
+            ]
+
+        @task
+        def contact_sheet(
+            results: Iterable[dict[str, Any]], ds: str | None = None, ti: Any = None
+        ) -> dict[str, Any]:
+            """Write ``index.html`` and ``manifest.json`` beside the drafts; push the reviewer's text."""
+            entries = sheet_entries(results)
+            folder = storage_path(entries[0]["path"]).parent
+            sheet = folder / "index.html"
+            write_bytes(sheet, render_sheet(str(ds), entries).encode("utf-8"))
+            manifest = {"date": ds, "images": entries}
+            write_bytes(folder / "manifest.json", json.dumps(manifest, indent=2).encode("utf-8"))
+            ti.xcom_push(key="review_body", value=review_body(shown(sheet), entries))
+            log.info("Contact sheet for review: %s (%d images)", shown(sheet), len(entries))
+            return {"contact_sheet": shown(sheet), "images": entries}
+
+        @task(outlets=[PUBLISHED_IMAGES])
+        def publish(
+            sheet: dict[str, Any],
+            params: dict[str, Any] | None = None,
+            ds: str | None = None,
+            ti: Any = None,
+            outlet_events: Any = None,
+        ) -> dict[str, Any]:
+            """Copy the approved images to ``<output_root>/published/<date>/`` with a record."""
+            assert params is not None
+            answer = ti.xcom_pull(task_ids="review") or {}
+            rejected = (answer.get("params_input") or {}).get("rejected_images") or []
+            approved = approved_entries(sheet["images"], rejected)
+            target = storage_path(params["output_root"]) / "published" / str(ds)
+            for entry in approved:
+                write_bytes(target / entry["file"], storage_path(entry["path"]).read_bytes())
+            record = {
+                "date": ds,
+                "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "approved_by": (answer.get("responded_by_user") or {}).get("name"),
+                "contact_sheet": sheet["contact_sheet"],
+                "images": [{k: e[k] for k in ("file", "prompt", "job_id")} for e in approved],
+                "rejected": sorted(rejected),
+            }
+            write_bytes(target / PUBLICATION_RECORD, json.dumps(record, indent=2).encode("utf-8"))
+            outlet_events[PUBLISHED_IMAGES].extra = {
+                "date": ds,
+                "folder": shown(target),
+                "count": len(approved),
+            }
+            log.info("Published %d of %d images to %s", len(approved), len(sheet["images"]), shown(target))
+            return record
+
+        images = FluxGenerateOperator.partial(
+            task_id="generate",
+            provider="{{ params.provider }}",
+            width="{{ params.width }}",
+            height="{{ params.height }}",
+            quality="{{ params.quality }}",
+            deferrable=True,
+            retries=2,
+            retry_delay=timedelta(seconds=30),
+        ).expand_kwargs(plan())
+        sheet = contact_sheet(images.output)
+        review = ApprovalOperator(
+            task_id="review",
+            subject="Publish the Doitong images of {{ ds }}?",
+            body="{{ ti.xcom_pull(task_ids='contact_sheet', key='review_body') }}",
+            defaults="Reject",
+            response_timeout=REVIEW_TIMEOUT,
+            params={
+                "rejected_images": Param(
+                    [],
+                    type="array",
+                    items={"type": "string"},
+                    description="File names (from the contact sheet) to leave out when approving.",
+                )
+            },
+        )
+        sheet >> review >> publish(sheet)

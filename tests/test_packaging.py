@@ -1,0 +1,224 @@
+"""The releasable package: provider info complete against Airflow's schema, one version, the changelog,
+the distribution's metadata, and the checks ``python3 dev.py package`` runs on built files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import json
+import pkgutil
+import re
+import tarfile
+import zipfile
+from importlib.metadata import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import airflow_provider_doitong
+from airflow_provider_doitong import get_provider_info
+from tests.conftest import REPO
+
+jsonschema = pytest.importorskip("jsonschema")
+PACKAGE = "airflow-provider-doitong"
+
+
+def _airflow_schema(name: str) -> dict[str, Any]:
+    import airflow
+
+    return json.loads((Path(airflow.__file__).parent / name).read_text())
+
+
+def _modules() -> list[Any]:
+    """Every module of the provider package, imported."""
+    prefix = airflow_provider_doitong.__name__ + "."
+    found = [airflow_provider_doitong]
+    for info in pkgutil.walk_packages(airflow_provider_doitong.__path__, prefix):
+        found.append(importlib.import_module(info.name))
+    return found
+
+
+def _classes_defined_in(module: Any, base: str) -> list[type]:
+    """Concrete classes a module defines that derive from a class named ``base``.
+
+    By name, because where Airflow keeps ``BaseHook`` and friends moved between 3.0 and 3.3.
+    """
+    return [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and value.__module__ == module.__name__
+        and any(parent.__name__ == base for parent in value.__mro__[1:])
+        and not inspect.isabstract(value)
+        and not value.__name__.endswith("Mixin")
+    ]
+
+
+def _listed_modules(info: dict[str, Any], key: str) -> set[str]:
+    return {module for entry in info.get(key, []) for module in entry["python-modules"]}
+
+
+# --- provider info ---------------------------------------------------------------------------
+def test_provider_info_is_valid_and_uses_only_known_keys() -> None:
+    info = get_provider_info()
+    runtime = _airflow_schema("provider_info.schema.json")
+    jsonschema.validate(info, runtime)
+    # The runtime schema allows any other key; a misspelt one ("hook" for "hooks") would be ignored.
+    known = set(runtime["properties"]) | set(_airflow_schema("provider.yaml.schema.json")["properties"])
+    assert set(info) <= known, set(info) - known
+    strict = {**runtime, "additionalProperties": False, "properties": {k: {} for k in known}}
+    jsonschema.validate(info, strict)
+
+
+def test_provider_info_names_every_hook_operator_sensor_trigger_and_link() -> None:
+    info = get_provider_info()
+    expected: dict[str, set[str]] = {"hooks": set(), "operators": set(), "sensors": set(), "triggers": set()}
+    links: set[str] = set()
+    hooks_with_conn_type: set[str] = set()
+    for module in _modules():
+        name = module.__name__
+        for cls in _classes_defined_in(module, "BaseHook"):
+            expected["hooks"].add(name)
+            if getattr(cls, "conn_type", None):
+                hooks_with_conn_type.add(f"{name}.{cls.__name__}")
+        for cls in _classes_defined_in(module, "BaseOperator"):
+            is_sensor = any(parent.__name__ == "BaseSensorOperator" for parent in cls.__mro__)
+            expected["sensors" if is_sensor else "operators"].add(name)
+        if _classes_defined_in(module, "BaseTrigger"):
+            expected["triggers"].add(name)
+        links |= {f"{name}.{cls.__name__}" for cls in _classes_defined_in(module, "BaseOperatorLink")}
+    for key, modules in expected.items():
+        assert _listed_modules(info, key) == modules, key
+    assert set(info["extra-links"]) == links
+    assert {entry["hook-class-name"] for entry in info["connection-types"]} == hooks_with_conn_type
+    integrations = {entry["integration-name"] for entry in info["integrations"]}
+    for key in expected:
+        assert {entry["integration-name"] for entry in info[key]} <= integrations
+
+
+def test_the_connection_form_validates_against_airflows_schema() -> None:
+    schema = _airflow_schema("customized_form_field_behaviours.schema.json")
+    from airflow_provider_doitong.hooks.doitong import DoitongHook
+
+    jsonschema.validate(DoitongHook.get_ui_field_behaviour(), schema)
+
+
+# --- one version -------------------------------------------------------------------------------
+def _changelog() -> str:
+    return (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
+def test_the_version_is_the_same_everywhere() -> None:
+    version = airflow_provider_doitong.__version__
+    assert metadata(PACKAGE)["Version"] == version
+    assert get_provider_info()["versions"] == [version]
+    released = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", _changelog(), re.MULTILINE)
+    assert released and released[0] == version
+
+
+def test_the_changelog_keeps_a_changelog() -> None:
+    text = _changelog()
+    headings = re.findall(r"^## \[([^\]]+)\]", text, re.MULTILINE)
+    assert headings[0] == "Unreleased"
+    for heading in headings:
+        assert re.search(rf"^\[{re.escape(heading)}\]: https://", text, re.MULTILINE), heading
+    unreleased = text.split("## [Unreleased]", 1)[1].split("\n## [", 1)[0]
+    for item in ("FluxBatchOperator", "OpenLineage", "graphql-image", "doitong-emulator", "3.0", "3.3"):
+        assert item in unreleased, item
+    assert re.search(r"^### (Added|Changed|Deprecated|Removed|Fixed|Security)$", unreleased, re.MULTILINE)
+
+
+# --- the installed distribution's metadata -----------------------------------------------------
+def test_distribution_metadata() -> None:
+    meta = metadata(PACKAGE)
+    urls = dict(value.split(", ", 1) for value in meta.get_all("Project-URL") or [])
+    assert set(urls) == {"Documentation", "Source", "Changelog", "Issues"}
+    assert all(url.startswith("https://") for url in urls.values())
+    classifiers = set(meta.get_all("Classifier") or [])
+    assert {"Framework :: Apache Airflow", "Framework :: Apache Airflow :: Provider"} <= classifiers
+    versions = {
+        c.rsplit(" :: ", 1)[1]
+        for c in classifiers
+        if re.match(r"Programming Language :: Python :: 3\.\d+$", c)
+    }
+    minimum = meta["Requires-Python"].removeprefix(">=")
+    assert min(versions, key=lambda v: tuple(map(int, v.split(".")))) == minimum
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert not [c for c in classifiers if c.startswith("License ::")]  # PEP 639: the expression only
+    extras = [r for r in meta.get_all("Requires-Dist") or [] if 'extra == "test"' in r]
+    assert any(r.startswith("apache-airflow-providers-openlineage") for r in extras)
+    required = [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
+    assert not any("openlineage" in r for r in required)  # lineage is optional
+
+
+# --- the distribution checks of dev.py package --------------------------------------------------
+def _package_tool() -> Any:
+    spec = importlib.util.spec_from_file_location("doitong_package_tool", REPO / "tools" / "package.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_dists(tmp_path: Path, *, version: str, files: dict[str, str]) -> list[Path]:
+    info = f"airflow_provider_doitong-{version}.dist-info"
+    meta = "\n".join(
+        [
+            "Metadata-Version: 2.4",
+            "Name: airflow-provider-doitong",
+            f"Version: {version}",
+            "License-Expression: Apache-2.0",
+            "Classifier: Framework :: Apache Airflow",
+            "Classifier: Framework :: Apache Airflow :: Provider",
+            *(
+                f"Project-URL: {key}, https://example.org/{key}"
+                for key in ("Documentation", "Source", "Changelog", "Issues")
+            ),
+        ]
+    )
+    wheel = tmp_path / f"airflow_provider_doitong-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"{info}/METADATA", meta + "\n\n")
+        archive.writestr(
+            f"{info}/entry_points.txt",
+            "[apache_airflow_provider]\nprovider_info = airflow_provider_doitong:get_provider_info\n",
+        )
+        for name, text in files.items():
+            archive.writestr(name.replace("{info}", info), text)
+    sdist = tmp_path / f"airflow_provider_doitong-{version}.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        for name in (
+            "LICENSE",
+            "README.md",
+            "pyproject.toml",
+            "CHANGELOG.md",
+            "airflow_provider_doitong/__init__.py",
+        ):
+            data = b"x"
+            member = tarfile.TarInfo(f"airflow_provider_doitong-{version}/{name}")
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    return [wheel, sdist]
+
+
+def test_the_package_checks_pass_good_files_and_name_each_problem(tmp_path: Path) -> None:
+    tool = _package_tool()
+    version = airflow_provider_doitong.__version__
+    good = {
+        "{info}/licenses/LICENSE": "Apache",
+        "airflow_provider_doitong/__init__.py": "",
+        "airflow_provider_doitong/py.typed": "",
+    }
+    (tmp_path / "good").mkdir()
+    files = _fake_dists(tmp_path / "good", version=version, files=good)
+    assert tool.check(REPO, "airflow_provider_doitong", files) == []
+
+    bad = {"airflow_provider_doitong/__init__.py": "", "tests/test_x.py": ""}
+    (tmp_path / "bad").mkdir()
+    files = _fake_dists(tmp_path / "bad", version="9.9.9", files=bad)
+    problems = " | ".join(tool.check(REPO, "airflow_provider_doitong", files))
+    for expected in ("version 9.9.9", "no LICENSE", "py.typed", "expected only airflow_provider_doitong"):
+        assert expected in problems, problems
