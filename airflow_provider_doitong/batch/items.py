@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong import contract
-from airflow_provider_doitong.batch.storing import display, output_folder
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest
+from airflow_provider_doitong.storage import shown, storage_path
 
 #: The keys an item dict may have.
 ITEM_KEYS = frozenset({"prompt", "provider", "width", "height", "quality", "version"})
@@ -236,13 +235,12 @@ def entries_from_list(prompts: Any) -> list[tuple[str, Any]]:
     return [(f"item {number}", raw) for number, raw in enumerate(prompts, start=1)]
 
 
-def load_entries(*, prompts: Any, prompts_file: str | None, base_folder: str | None) -> list[tuple[str, Any]]:
+def load_entries(*, prompts: Any, prompts_file: str | None) -> list[tuple[str, Any]]:
     """The entries of a batch, from ``prompts`` or from ``prompts_file``.
 
     :param prompts: a list of prompts or items; a string is read as a JSON list (a template rendered
         without native objects, e.g. with ``| tojson``).
     :param prompts_file: a local path or an ``ObjectStoragePath`` URI, used when ``prompts`` is ``None``.
-    :param base_folder: the folder a relative local ``prompts_file`` is taken from (the DAG's).
     :raises BatchInputError: if the list or file cannot be read.
     """
     if prompts_file is None:
@@ -255,16 +253,13 @@ def load_entries(*, prompts: Any, prompts_file: str | None, base_folder: str | N
                     "render it with `| tojson`"
                 ) from None
         return entries_from_list(prompts)
-    location = str(prompts_file)
-    if "://" not in location and not os.path.isabs(os.path.expanduser(location)) and base_folder:
-        location = os.path.join(base_folder, location)
-    path = output_folder(location)
+    path = storage_path(str(prompts_file))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise BatchInputError(f"The prompts file {display(path)} does not exist") from None
+        raise BatchInputError(f"The prompts file {shown(path)} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BatchInputError(f"Cannot read the prompts file {display(path)}: {exc}") from None
+        raise BatchInputError(f"Cannot read the prompts file {shown(path)}: {exc}") from None
     return entries_from_text(text, jsonl=path.name.endswith(".jsonl"))
 
 

@@ -27,8 +27,7 @@ from urllib.parse import quote
 
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemRecord, ItemState
-from airflow_provider_doitong.batch.storing import display, output_folder
-from airflow_provider_doitong.storage import write_image
+from airflow_provider_doitong.storage import shown, storage_path, write_image
 
 FORMAT = "doitong-manifest"
 VERSION = 1
@@ -54,7 +53,7 @@ def _file_digest(path: Any) -> tuple[str, int]:
 
 
 def _folder(folder: Any) -> Any:
-    return output_folder(folder) if isinstance(folder, str) else folder
+    return storage_path(folder) if isinstance(folder, str) else folder
 
 
 def entries_from_results(results: Iterable[Mapping[str, Any]], *, folder: Any) -> list[dict[str, Any]]:
@@ -76,11 +75,9 @@ def entries_from_results(results: Iterable[Mapping[str, Any]], *, folder: Any) -
         path = _folder(str(location))
         name = posixpath.relpath(str(path.path), str(base.path)) if path.protocol == base.protocol else ".."
         if name.startswith("..") or "/" in name:
-            raise ManifestError(f"The image {display(path)} is not in the manifest's folder {display(base)}")
+            raise ManifestError(f"The image {shown(path)} is not in the manifest's folder {shown(base)}")
         if not path.exists():
-            raise ManifestError(
-                f"The image of Doitong job {result.get('job_id')} is missing: {display(path)}"
-            )
+            raise ManifestError(f"The image of Doitong job {result.get('job_id')} is missing: {shown(path)}")
         sha256, size = _file_digest(path)
         entries.append(
             {
@@ -254,7 +251,7 @@ def write_manifest(folder: Any, manifest: Mapping[str, Any]) -> dict[str, str]:
     sheet_path = base / CONTACT_SHEET_NAME
     write_image(manifest_path, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
     write_image(sheet_path, render_contact_sheet(manifest).encode("utf-8"))
-    return {"folder": display(base), "manifest": display(manifest_path), "contact_sheet": display(sheet_path)}
+    return {"folder": shown(base), "manifest": shown(manifest_path), "contact_sheet": shown(sheet_path)}
 
 
 def write_batch_manifest(
@@ -308,7 +305,7 @@ def verify_manifest(folder: Any) -> list[str]:
     base = _folder(folder)
     manifest = read_manifest(base)
     if manifest is None:
-        return [f"no {MANIFEST_NAME} in {display(base)}"]
+        return [f"no {MANIFEST_NAME} in {shown(base)}"]
     problems = []
     for entry in manifest.get("items") or []:
         if entry.get("status") != STORED:

@@ -20,7 +20,6 @@ from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Action, Planner, View
 from airflow_provider_doitong.batch.progress import credits_spent, eta_seconds, progress_line
-from airflow_provider_doitong.batch.storing import NotAnImage, store_image
 from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -32,6 +31,8 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
 )
 from airflow_provider_doitong.client.retry import backoff
+from airflow_provider_doitong.operators.outputs import FINAL_DOWNLOAD_ERRORS
+from airflow_provider_doitong.storage import UnsafeOutputPath, store_image
 
 log = logging.getLogger(__name__)
 
@@ -383,24 +384,22 @@ class BatchRunner:
         job = self._jobs.get(str(record.job_id))
         if job is None or not job.url:
             return self._store_failed(index, "its completed job has no output URL")
+        stem = self.items[index].stem(len(self.items))
         try:
             data = self.client.download(job.url)
+            name = store_image(self.folder, stem, data, folder=True).name
+        except (*FINAL_DOWNLOAD_ERRORS, UnsafeOutputPath) as exc:  # the same answer would come again
+            return self._store_failed(index, f"not stored: {exc}", final=True)
         except DoitongError as exc:
-            self._jobs.pop(str(record.job_id), None)
+            self._jobs.pop(str(record.job_id), None)  # read the job again: its URL may have changed
             return self._store_failed(index, f"the download failed: {exc}")
-        item = self.items[index]
-        try:
-            name = store_image(self.folder, item.stem(len(self.items)), data)
-        except NotAnImage as exc:
-            return self._store_failed(index, str(exc))
         digest = hashlib.sha256(data).hexdigest()
         self.ledger.update(
             index, state=ItemState.STORED, file=name, sha256=digest, bytes=len(data), error=None
         )
-        stored = self.ledger.count(ItemState.STORED)
         self.log.info(
             "[%d/%d] stored %s (job %s, %s credits, %.1fs)",
-            stored,
+            self.ledger.count(ItemState.STORED),
             len(self.items),
             name,
             record.job_id,
@@ -409,11 +408,11 @@ class BatchRunner:
         )
         return None
 
-    def _store_failed(self, index: int, reason: str) -> None:
+    def _store_failed(self, index: int, reason: str, *, final: bool = False) -> None:
         failures = self._store_failures.get(index, 0) + 1
         self._store_failures[index] = failures
-        if failures >= STORE_ATTEMPTS:
-            self.ledger.update(index, state=ItemState.FAILED, error=f"not stored: {reason}")
+        if final or failures >= STORE_ATTEMPTS:
+            self.ledger.update(index, state=ItemState.FAILED, error=reason)
             self.log.error("Item %d could not be stored: %s", index + 1, reason)
         else:
             self.log.warning("Item %d not stored yet (%s); trying again", index + 1, reason)

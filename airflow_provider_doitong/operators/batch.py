@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from airflow_provider_doitong import contract
+from airflow_provider_doitong import contract, lineage
 from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
@@ -25,10 +25,10 @@ from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.runner import UNCONFIRMED_POLICIES, BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.batch.stores import open_store
-from airflow_provider_doitong.batch.storing import display, output_folder
 from airflow_provider_doitong.client import DoitongError, DoitongUnauthorized
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.storage import shown, storage_path
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
 
 if TYPE_CHECKING:
@@ -178,6 +178,15 @@ class FluxBatchOperator(BaseOperator):
         if self.poll_interval <= 0 or (self.max_credits is not None and self.max_credits < 0):
             raise AirflowFailException("poll_interval must be positive and max_credits not negative")
 
+    def _prompts_location(self) -> str | None:
+        """The prompts file read, as a full path or URI (``None`` for a list of prompts)."""
+        if self.prompts_file is None:
+            return None
+        location = os.path.expanduser(str(self.prompts_file))
+        if "://" in location or os.path.isabs(location) or not self.has_dag():
+            return location
+        return os.path.join(os.path.dirname(self.dag.fileloc or ""), location)
+
     def _items(self) -> list[batch_items.BatchItem]:
         self._check_numbers()
         defaults = batch_items.ItemDefaults(
@@ -187,11 +196,8 @@ class FluxBatchOperator(BaseOperator):
             quality=self.quality,
             version=self.version,
         )
-        base = os.path.dirname(self.dag.fileloc or "") if self.has_dag() else None
         try:
-            entries = batch_items.load_entries(
-                prompts=self.prompts, prompts_file=self.prompts_file, base_folder=base
-            )
+            entries = batch_items.load_entries(prompts=self.prompts, prompts_file=self._prompts_location())
             found, repeats = batch_items.build_items(entries, defaults)
         except batch_items.BatchInputError as exc:
             raise AirflowFailException(str(exc)) from None
@@ -208,7 +214,7 @@ class FluxBatchOperator(BaseOperator):
         return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
 
     def _open(self, context: Context, found: list[batch_items.BatchItem]) -> tuple[Any, Ledger]:
-        folder = output_folder(str(self.output_path))
+        folder = storage_path(str(self.output_path))
         owner = self._owner(context)
         store = open_store(folder, owner)
         pointer = self._pointer(context)
@@ -245,7 +251,7 @@ class FluxBatchOperator(BaseOperator):
         existing = manifest.read_manifest(folder)
         if existing is not None and existing.get("source") not in ({}, None, owner):
             raise AirflowFailException(
-                f"{display(folder)} holds the batch of {existing.get('source')}; give each run its own "
+                f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
                 "output_path (e.g. .../{{ ds }}/) so that no image is overwritten"
             )
 
@@ -366,7 +372,7 @@ class FluxBatchOperator(BaseOperator):
             estimate,
             to_spend,
             f"; the account has {balance}" if balance is not None else "",
-            display(runner.folder),
+            shown(runner.folder),
         )
 
     def _run(
@@ -415,6 +421,14 @@ class FluxBatchOperator(BaseOperator):
             credits_estimated=ledger.meta.get("credits_estimated"),
         )
         summary["ledger"] = ledger.store.location
+        self._lineage_state = {
+            "folder": summary["folder"],
+            "manifest": summary["manifest"],
+            "job_ids": [job_id for record in ledger for job_id in record.job_ids],
+            "credits": summary["credits_spent"],
+            "images": summary["stored"],
+            "prompts_file": self._prompts_location(),
+        }
         self.log.info(
             "Wrote %s and %s: %d of %d stored, %d failed, %d credits spent",
             summary["manifest"],
@@ -429,6 +443,37 @@ class FluxBatchOperator(BaseOperator):
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = summary
         return summary
+
+    # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------------
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The output folder and manifest, the prompts file read, the jobs and credits."""
+        return self._operator_lineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """As on completion: a failed batch still wrote its manifest and stored what finished."""
+        return self._operator_lineage()
+
+    def _operator_lineage(self) -> Any:
+        state: dict[str, Any] = getattr(self, "_lineage_state", {})
+        prompts_file = self.prompts_file if self.prompts_file is not None else None
+        if prompts_file is not None and "://" not in str(prompts_file) and self.has_dag():
+            prompts_file = os.path.join(
+                os.path.dirname(self.dag.fileloc or ""), os.path.expanduser(str(prompts_file))
+            )
+        return lineage.to_operator_lineage(
+            lineage.batch_lineage(
+                folder=state.get("folder"),
+                manifest=state.get("manifest"),
+                prompts_file=state.get("prompts_file"),
+                model=self.provider,
+                width=self.width,
+                height=self.height,
+                quality=self.quality,
+                job_ids=state.get("job_ids", ()),
+                credits=state.get("credits"),
+                images=state.get("images", 0),
+            )
+        )
 
     def _raise_if_failed(self, runner: BatchRunner, reason: str, summary: dict[str, Any]) -> None:
         if runner.fatal:

@@ -273,3 +273,22 @@ def test_a_crash_between_post_and_record_is_detected_on_retry(
         assert entry["status"] == "failed" and "may exist and be charged" in entry["error"]
         assert manifest["image_count"] == len(PROMPTS) - 1 and manifest["failed_count"] == 1
     assert manifest_api.verify_manifest(str(folder)) == []
+
+
+def test_openlineage_names_the_folder_the_manifest_the_prompts_file_and_the_jobs(tmp_path: Path) -> None:
+    pytest.importorskip("airflow.providers.openlineage")
+    prompts = tmp_path / "p.txt"
+    operator = FluxBatchOperator(task_id="b", prompts_file=str(prompts), output_path=str(tmp_path / "out"))
+    operator._lineage_state = {
+        "folder": str(tmp_path / "out"),
+        "manifest": str(tmp_path / "out" / "manifest.json"),
+        "prompts_file": operator._prompts_location(),
+        "job_ids": ["j1", "j2", "j1"],
+        "credits": 20,
+        "images": 2,
+    }
+    got = operator.get_openlineage_facets_on_complete(None)
+    assert [d.name for d in got.inputs] == [str(prompts)]
+    assert [d.name for d in got.outputs] == [str(tmp_path / "out"), str(tmp_path / "out" / "manifest.json")]
+    facet = got.run_facets["doitong"]
+    assert list(facet.jobIds) == ["j1", "j2"] and facet.credits == 20 and facet.images == 2
