@@ -205,6 +205,11 @@ class Ledger:
                 )
 
     # --- reading --------------------------------------------------------------------------
+    @property
+    def is_new(self) -> bool:
+        """Whether this ledger was started in memory, none having been found in its store."""
+        return not self._persisted
+
     def in_state(self, *states: ItemState) -> list[int]:
         """The indices of items in any of ``states``, in order.
 

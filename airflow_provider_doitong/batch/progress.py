@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from airflow_provider_doitong.batch.ledger import ItemRecord, ItemState
+from airflow_provider_doitong.batch.ledger import ItemRecord, ItemState, Ledger
+from airflow_provider_doitong.batch.planner import Planner
 
 
 def eta_seconds(*, remaining: int, running: int, concurrency: int, typical: float | None) -> float | None:
@@ -56,4 +57,24 @@ def progress_line(
     return (
         f"{done}/{total} done, {failed} failed, {running} running, {credits} credits spent, "
         f"ETA {'unknown' if eta is None else clock_text(eta)}"
+    )
+
+
+def progress_line_of(ledger: Ledger, planner: Planner) -> str:
+    """The progress line of a batch as its ledger and planner stand.
+
+    :param ledger: the batch's ledger.
+    :param planner: its planner (the plan's slots and the typical job duration).
+    """
+    done, failed = ledger.count(ItemState.STORED), ledger.count(ItemState.FAILED)
+    running = ledger.count(ItemState.RUNNING)
+    total = len(ledger.records)
+    eta = eta_seconds(
+        remaining=total - done - failed,
+        running=running,
+        concurrency=planner.limits.concurrency,
+        typical=planner.typical_duration,
+    )
+    return progress_line(
+        done=done, total=total, failed=failed, running=running, credits=credits_spent(ledger), eta=eta
     )

@@ -8,7 +8,6 @@ moves bytes and records what happened, in the order that keeps the batch durable
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +18,8 @@ from typing import Any
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Action, Planner, View
-from airflow_provider_doitong.batch.progress import credits_spent, eta_seconds, progress_line
+from airflow_provider_doitong.batch.progress import progress_line_of
+from airflow_provider_doitong.batch.storer import ImageStorer
 from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -31,8 +31,6 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
 )
 from airflow_provider_doitong.client.retry import backoff
-from airflow_provider_doitong.operators.outputs import FINAL_DOWNLOAD_ERRORS
-from airflow_provider_doitong.storage import UnsafeOutputPath, store_image
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +38,6 @@ log = logging.getLogger(__name__)
 UNCONFIRMED_POLICIES = ("resubmit", "fail")
 #: Seconds between two progress lines.
 PROGRESS_SECONDS = 30.0
-#: Downloads of one image tried before its item fails.
-STORE_ATTEMPTS = 3
 #: 429s are the planner's to wait for, not the client's to sleep through.
 SUBMIT_POLICY = RetryPolicy(max_rate_limit_wait=0)
 
@@ -121,11 +117,46 @@ class BatchRunner:
         self.stop_retryable = True
         self.fatal = ""
         self._jobs: dict[str, Job] = {}
-        self._store_failures: dict[int, int] = {}
+        self.images = ImageStorer(
+            items=items,
+            ledger=ledger,
+            client=client,
+            planner=planner,
+            folder=folder,
+            jobs=self._jobs,
+            log=self.log,
+        )
         self._poll_failures = 0
         self._last_progress = clock()
 
     # --- starting ---------------------------------------------------------------------------
+    def start_try(self, *, try_number: int, deadline: float | None) -> int:
+        """Begin a task try (not flushed): items that failed in an earlier try get another round.
+
+        An item whose job completed but whose image could not be stored is stored again (its job
+        is not paid for twice); other failed items are submitted again (failed jobs are refunded),
+        except those an unconfirmed submission failed under the ``fail`` policy.
+
+        :param try_number: the task's try.
+        :param deadline: the try's deadline (Unix time), if any.
+        :return: how many items got another round.
+        """
+        again = 0
+        if self.ledger.meta.get("try") not in (None, try_number):
+            for record in self.ledger:
+                if record.failures and record.state is not ItemState.FAILED:
+                    self.ledger.update(record.index, failures=0)  # item retries count per try
+            for index in self.ledger.in_state(ItemState.FAILED):
+                record = self.ledger.records[index]
+                if self.unconfirmed == "fail" and record.unconfirmed:
+                    continue
+                state = ItemState.COMPLETED if record.job_id else ItemState.PENDING
+                self.ledger.update(index, state=state, failures=0)
+                again += 1
+        self.ledger.set_meta(**{"try": try_number, "deadline": deadline})
+        self.planner.deadline = deadline
+        return again
+
     def resolve_unconfirmed(self) -> int:
         """Settle items left ``submitting`` by a crash: their POST may have created a job (not flushed).
 
@@ -348,103 +379,23 @@ class BatchRunner:
     def _job_failed(self, index: int, job_id: str, reason: str) -> None:
         self._setback(index, f"job {job_id} failed ({reason})")
 
-    # --- storing ----------------------------------------------------------------------------
+    # --- storing and progress ---------------------------------------------------------------
     def store(self, seconds: float) -> None:
         """Download and write completed images for up to ``seconds`` (at least one).
 
         :param seconds: how long before the planner must be asked again.
         """
-        until = self.clock() + seconds
-        indices = self.ledger.in_state(ItemState.COMPLETED)
-        self._refresh([i for i in indices if str(self.ledger.records[i].job_id) not in self._jobs])
-        for index in indices:
-            self._store_one(index)
-            if self.clock() >= until:
-                break
-        self.ledger.flush()
+        self.images.store(until=self.clock() + seconds)
 
-    def _refresh(self, indices: list[int]) -> None:
-        """Re-read completed jobs whose output URL this process has not seen (after a resume)."""
-        if not indices:
-            return
-        ids = [str(self.ledger.records[i].job_id) for i in indices]
-        try:
-            jobs = self.client.get_jobs(ids)
-        except DoitongError as exc:
-            self.log.warning("Reading completed jobs again failed: %s", exc)
-            return
-        finally:
-            self.planner.saw_rate_limit(self.client.last_rate_limit)
-        for job_id, job in jobs.items():
-            if job is not None:
-                self._jobs[job_id] = job
-
-    def _store_one(self, index: int) -> None:
-        record = self.ledger.records[index]
-        job = self._jobs.get(str(record.job_id))
-        if job is None or not job.url:
-            return self._store_failed(index, "its completed job has no output URL")
-        stem = self.items[index].stem(len(self.items))
-        try:
-            data = self.client.download(job.url)
-            name = store_image(self.folder, stem, data, folder=True).name
-        except (*FINAL_DOWNLOAD_ERRORS, UnsafeOutputPath) as exc:  # the same answer would come again
-            return self._store_failed(index, f"not stored: {exc}", final=True)
-        except DoitongError as exc:
-            self._jobs.pop(str(record.job_id), None)  # read the job again: its URL may have changed
-            return self._store_failed(index, f"the download failed: {exc}")
-        digest = hashlib.sha256(data).hexdigest()
-        self.ledger.update(
-            index, state=ItemState.STORED, file=name, sha256=digest, bytes=len(data), error=None
-        )
-        self.log.info(
-            "[%d/%d] stored %s (job %s, %s credits, %.1fs)",
-            self.ledger.count(ItemState.STORED),
-            len(self.items),
-            name,
-            record.job_id,
-            "?" if record.credits is None else record.credits,
-            record.duration or 0.0,
-        )
-        return None
-
-    def _store_failed(self, index: int, reason: str, *, final: bool = False) -> None:
-        failures = self._store_failures.get(index, 0) + 1
-        self._store_failures[index] = failures
-        if final or failures >= STORE_ATTEMPTS:
-            self.ledger.update(index, state=ItemState.FAILED, error=reason)
-            self.log.error("Item %d could not be stored: %s", index + 1, reason)
-        else:
-            self.log.warning("Item %d not stored yet (%s); trying again", index + 1, reason)
-
-    # --- progress ---------------------------------------------------------------------------
     def progress(self, *, force: bool = False) -> None:
-        """Log ``n/N done, k failed, credits spent, ETA`` every :data:`PROGRESS_SECONDS`.
+        """Log ``n/N done, k failed, credits spent, ETA`` every :data:`PROGRESS_SECONDS` (or now).
 
         :param force: log now.
         """
         now = self.clock()
-        if not force and now - self._last_progress < PROGRESS_SECONDS:
-            return
-        self._last_progress = now
-        ledger = self.ledger
-        done, failed = ledger.count(ItemState.STORED), ledger.count(ItemState.FAILED)
-        running = ledger.count(ItemState.RUNNING)
-        eta = eta_seconds(
-            remaining=len(self.items) - done - failed,
-            running=running,
-            concurrency=self.planner.limits.concurrency,
-            typical=self.planner.typical_duration,
-        )
-        line = progress_line(
-            done=done,
-            total=len(self.items),
-            failed=failed,
-            running=running,
-            credits=credits_spent(ledger),
-            eta=eta,
-        )
-        self.log.info("%s", line)
+        if force or now - self._last_progress >= PROGRESS_SECONDS:
+            self._last_progress = now
+            self.log.info("%s", progress_line_of(self.ledger, self.planner))
 
 
 def _api_time(value: str | None) -> float | None:

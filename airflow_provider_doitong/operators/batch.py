@@ -19,23 +19,19 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_doitong import contract, lineage
 from airflow_provider_doitong.batch import items as batch_items
-from airflow_provider_doitong.batch import manifest
-from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
+from airflow_provider_doitong.batch import manifest, task_state
+from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
-from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.runner import UNCONFIRMED_POLICIES, BatchRunner, Defer, DeferPolicy
-from airflow_provider_doitong.batch.stores import open_store
 from airflow_provider_doitong.client import DoitongError, DoitongUnauthorized
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.storage import shown, storage_path
+from airflow_provider_doitong.storage import shown
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: The task state store key of the batch's pointer to its ledger (Airflow 3.3+).
-STATE_KEY = "doitong_batch"
 #: Seconds from a trigger firing to the task running again, until the batch has measured it.
 DEFAULT_RESUME_LEAD = 5.0
 
@@ -208,53 +204,6 @@ class FluxBatchOperator(BaseOperator):
         return found
 
     # --- the batch's state ---------------------------------------------------------------------
-    @staticmethod
-    def _owner(context: Context) -> dict[str, Any]:
-        ti = context["ti"]
-        return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
-
-    def _open(self, context: Context, found: list[batch_items.BatchItem]) -> tuple[Any, Ledger]:
-        folder = storage_path(str(self.output_path))
-        owner = self._owner(context)
-        store = open_store(folder, owner)
-        pointer = self._pointer(context)
-        if pointer and pointer.get("ledger") not in (None, store.location):
-            raise AirflowFailException(
-                f"output_path changed between tries: an earlier try keeps its ledger at {pointer['ledger']}, "
-                f"this one would use {store.location}; not submitting anything again"
-            )
-        self._check_folder(folder, owner)
-        try:
-            ledger = Ledger.open(store, items=found, owner=owner)
-        except LedgerError as exc:
-            raise AirflowFailException(str(exc)) from None
-        return folder, ledger
-
-    @staticmethod
-    def _pointer(context: Context) -> dict[str, Any] | None:
-        store = context.get("task_state_store")
-        if store is None:
-            return None
-        value = store.get(STATE_KEY)
-        return value if isinstance(value, dict) else None
-
-    def _save_pointer(self, context: Context, ledger: Ledger) -> None:
-        store = context.get("task_state_store")
-        if store is not None:
-            counts = summary_counts(ledger)
-            store.set(
-                STATE_KEY, {"ledger": ledger.store.location, **counts, "credits": credits_spent(ledger)}
-            )
-
-    @staticmethod
-    def _check_folder(folder: Any, owner: dict[str, Any]) -> None:
-        existing = manifest.read_manifest(folder)
-        if existing is not None and existing.get("source") not in ({}, None, owner):
-            raise AirflowFailException(
-                f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
-                "output_path (e.g. .../{{ ds }}/) so that no image is overwritten"
-            )
-
     def _runner(self, folder: Any, ledger: Ledger, found: list[batch_items.BatchItem]) -> BatchRunner:
         plan = contract.PLANS[self._settings().plan]
         concurrency = self.concurrency or plan.concurrent_jobs
@@ -292,13 +241,14 @@ class FluxBatchOperator(BaseOperator):
         )
         if problem:
             raise AirflowFailException(problem)
-        folder, ledger = self._open(context, found)
+        folder, ledger = task_state.open_ledger(context, self.output_path, found)
         runner = self._runner(folder, ledger, found)
         try:
-            self._new_try(context, ledger)
+            self._new_try(context, runner)
             runner.resolve_unconfirmed()
             self._check_balance(runner, found, estimate)
             ledger.flush()  # a batch refused so far has written nothing
+            task_state.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
             return self._run(context, runner, found)
         finally:
@@ -312,7 +262,7 @@ class FluxBatchOperator(BaseOperator):
         except InvalidBatchEvent as exc:
             raise AirflowException(str(exc)) from None
         found = self._items()
-        folder, ledger = self._open(context, found)
+        folder, ledger = task_state.open_ledger(context, self.output_path, found, resuming=True)
         lead = max(0.0, time.time() - fired_at)
         old = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD)
         ledger.set_meta(
@@ -328,21 +278,13 @@ class FluxBatchOperator(BaseOperator):
             runner.client.close()
             ledger.close()
 
-    def _new_try(self, context: Context, ledger: Ledger) -> None:
+    def _new_try(self, context: Context, runner: BatchRunner) -> None:
         try_number = int(getattr(context["ti"], "try_number", 1) or 1)
-        retried = []
-        if ledger.meta.get("try") not in (None, try_number):
-            for index in ledger.in_state(ItemState.FAILED):
-                record = ledger.records[index]
-                if not (self.unconfirmed_submissions == "fail" and record.unconfirmed):
-                    ledger.update(index, state=ItemState.PENDING, failures=0)
-                    retried.append(index)
         deadline = time.time() + self.timeout if self.timeout is not None else None
-        ledger.set_meta(**{"try": try_number, "deadline": deadline})
-        if retried:
-            self.log.warning(
-                "This try gives %d items that failed in an earlier try another round", len(retried)
-            )
+        again = runner.start_try(try_number=try_number, deadline=deadline)
+        if again:
+            self.log.warning("This try gives %d items that failed in an earlier try another round", again)
+        ledger = runner.ledger
         done = ledger.count(ItemState.STORED)
         if done or ledger.count(ItemState.RUNNING, ItemState.COMPLETED, ItemState.SUBMITTING):
             self.log.info(
@@ -386,7 +328,7 @@ class FluxBatchOperator(BaseOperator):
         outcome = runner.run(defer=defer)
         ledger.set_meta(durations=list(runner.planner.durations)[-20:])
         ledger.flush()
-        self._save_pointer(context, ledger)
+        task_state.save_pointer(context, ledger)
         if isinstance(outcome, Defer):
             self.log.info(
                 "Deferring with %d jobs running; the trigger wakes this task %s",
@@ -417,7 +359,7 @@ class FluxBatchOperator(BaseOperator):
             found,
             ledger.records,
             title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
-            source=self._owner(context),
+            source=task_state.owner(context),
             credits_estimated=ledger.meta.get("credits_estimated"),
         )
         summary["ledger"] = ledger.store.location
@@ -438,7 +380,7 @@ class FluxBatchOperator(BaseOperator):
             summary["failed"],
             summary["credits_spent"],
         )
-        self._raise_if_failed(runner, reason, summary)
+        task_state.raise_for_outcome(runner, reason, summary, self.max_failed_items)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = summary
@@ -455,11 +397,6 @@ class FluxBatchOperator(BaseOperator):
 
     def _operator_lineage(self) -> Any:
         state: dict[str, Any] = getattr(self, "_lineage_state", {})
-        prompts_file = self.prompts_file if self.prompts_file is not None else None
-        if prompts_file is not None and "://" not in str(prompts_file) and self.has_dag():
-            prompts_file = os.path.join(
-                os.path.dirname(self.dag.fileloc or ""), os.path.expanduser(str(prompts_file))
-            )
         return lineage.to_operator_lineage(
             lineage.batch_lineage(
                 folder=state.get("folder"),
@@ -474,21 +411,3 @@ class FluxBatchOperator(BaseOperator):
                 images=state.get("images", 0),
             )
         )
-
-    def _raise_if_failed(self, runner: BatchRunner, reason: str, summary: dict[str, Any]) -> None:
-        if runner.fatal:
-            raise AirflowFailException(runner.fatal)
-        running = runner.ledger.count(ItemState.RUNNING, ItemState.COMPLETED)
-        if reason == "deadline":
-            raise AirflowException(
-                f"The batch did not finish by its timeout: {summary['stored']} of {summary['items']} stored; "
-                f"{running} jobs keep running at Doitong and the next try picks them up"
-            )
-        if reason:
-            if runner.stop_submitting and not runner.stop_retryable:
-                raise AirflowFailException(reason)
-            raise AirflowException(f"The batch stopped: {reason} (see {summary['manifest']})")
-        if summary["failed"] > self.max_failed_items:
-            raise AirflowException(
-                f"{summary['failed']} items failed (max_failed_items={self.max_failed_items})"
-            )

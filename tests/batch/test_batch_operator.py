@@ -292,3 +292,18 @@ def test_openlineage_names_the_folder_the_manifest_the_prompts_file_and_the_jobs
     assert [d.name for d in got.outputs] == [str(tmp_path / "out"), str(tmp_path / "out" / "manifest.json")]
     facet = got.run_facets["doitong"]
     assert list(facet.jobIds) == ["j1", "j2"] and facet.credits == 20 and facet.images == 2
+
+
+def test_the_timeout_stops_waiting_and_the_manifest_shows_what_runs(
+    doitong_conn: Any, tmp_path: Path, capfd: Any
+) -> None:
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=4))
+    folder = tmp_path / "out"
+    run = run_dag(batch_dag("batch_timeout", prompts=PROMPTS[:4], output_path=str(folder), timeout=1.5))
+    assert task_states(run) == {"batch": "failed"}
+    out = capfd.readouterr().out
+    assert "did not finish by its timeout: 0 of 4 stored; 4 jobs keep running at Doitong" in out
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [e["status"] for e in manifest["items"]] == ["running"] * 4
+    assert all(e["job_id"] for e in manifest["items"])  # the next try reattaches to these
+    assert doitong_conn.stats()["requests"]["submit"] == 4
