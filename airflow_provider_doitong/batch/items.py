@@ -37,7 +37,6 @@ class BatchItem:
     """One image of a batch.
 
     :param index: its position in the batch, from 0; it names the image file and keys the ledger.
-    :param request: the validated request.
     :param source: where it came from, for messages (``line 12``, ``item 3``).
     """
 
@@ -128,7 +127,7 @@ def parse_jsonl(text: str) -> tuple[list[tuple[str, Any]], list[str]]:
             continue
         try:
             out.append((f"line {number}", json.loads(stripped)))
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             problems.append(f"line {number}: not JSON ({exc.msg})")
     return out, problems
 
@@ -264,10 +263,7 @@ def load_entries(*, prompts: Any, prompts_file: str | None) -> list[tuple[str, A
 
 
 def estimated_credits(items: Iterable[BatchItem]) -> int:
-    """[A] What the items should cost in all.
-
-    :param items: the items.
-    """
+    """[A] What the items should cost in all."""
     return sum(item.request.estimated_credits for item in items)
 
 

@@ -211,10 +211,7 @@ class Ledger:
         return not self._persisted
 
     def in_state(self, *states: ItemState) -> list[int]:
-        """The indices of items in any of ``states``, in order.
-
-        :param states: the states.
-        """
+        """The indices of items in any of ``states``, in order."""
         found: set[int] = set()
         for state in states:
             found |= self._by_state[state]
@@ -242,7 +239,6 @@ class Ledger:
     def update(self, index: int, **changes: Any) -> ItemRecord:
         """Change an item's record in memory and queue the change for :meth:`flush`.
 
-        :param index: the item.
         :param changes: fields of :class:`ItemRecord` (``state`` as an :class:`ItemState`).
         """
         self._apply(index, changes)
@@ -296,10 +292,7 @@ class Ledger:
 
 
 def summary_counts(records: Iterable[ItemRecord]) -> dict[str, int]:
-    """How many items are in each state (every state listed).
-
-    :param records: the records.
-    """
+    """How many items are in each state (every state listed)."""
     counts = {state.value: 0 for state in ItemState}
     for record in records:
         counts[record.state.value] += 1

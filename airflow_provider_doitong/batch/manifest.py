@@ -101,7 +101,6 @@ def entries_from_results(results: Iterable[Mapping[str, Any]], *, folder: Any) -
 def entries_from_ledger(items: Sequence[BatchItem], records: Sequence[ItemRecord]) -> list[dict[str, Any]]:
     """Manifest entries of a ``FluxBatchOperator`` batch: one per item, stored or not.
 
-    :param items: the batch's items.
     :param records: their ledger records, in the same order.
     """
     entries = []
@@ -265,9 +264,6 @@ def write_batch_manifest(
 ) -> dict[str, Any]:
     """Write a ``FluxBatchOperator`` batch's manifest and contact sheet; return its summary.
 
-    :param folder: the output folder.
-    :param items: the batch's items.
-    :param records: their ledger records.
     :param title: the contact sheet's heading.
     :param source: the task instance.
     :param credits_estimated: the estimate checked before submission.

@@ -26,10 +26,7 @@ def eta_seconds(*, remaining: int, running: int, concurrency: int, typical: floa
 
 
 def credits_spent(records: Iterable[ItemRecord]) -> int:
-    """Credits charged for the images completed so far (failed jobs are refunded).
-
-    :param records: the ledger's records.
-    """
+    """Credits charged for the images completed so far (failed jobs are refunded)."""
     return sum(r.credits or 0 for r in records if r.state in (ItemState.COMPLETED, ItemState.STORED))
 
 
@@ -63,7 +60,6 @@ def progress_line(
 def progress_line_of(ledger: Ledger, planner: Planner) -> str:
     """The progress line of a batch as its ledger and planner stand.
 
-    :param ledger: the batch's ledger.
     :param planner: its planner (the plan's slots and the typical job duration).
     """
     done, failed = ledger.count(ItemState.STORED), ledger.count(ItemState.FAILED)

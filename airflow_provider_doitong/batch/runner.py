@@ -73,16 +73,10 @@ class DeferPolicy:
 class BatchRunner:
     """Runs a batch's items through the planner's steps.
 
-    :param items: the batch's items.
-    :param ledger: their ledger.
-    :param client: a sync client.
-    :param planner: the planner.
     :param folder: the output folder (an ``ObjectStoragePath``).
     :param item_retries: failed jobs an item may replace in one task try.
     :param max_failed_items: failed items past which the batch stops submitting.
     :param unconfirmed: ``resubmit`` or ``fail`` an item whose submission's answer was lost.
-    :param clock: the Unix time.
-    :param sleep: how to wait.
     :param logger: where progress goes (the task's logger, so that it reaches the task log).
     """
 

@@ -159,19 +159,19 @@ class FluxBatchOperator(BaseOperator):
             raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
 
     def _check_numbers(self) -> None:
-        """Read the templated numbers (a template may render them as strings)."""
+        """Read the templated numbers (a template may render them as strings) into ``_poll`` and ``_budget``."""
         try:
-            self.poll_interval = float(self.poll_interval)
+            self._poll = float(self.poll_interval)
             budget = self.max_credits
             if isinstance(budget, str):
                 budget = None if budget.strip() in ("", "None", "null") else int(budget)
-            self.max_credits = None if budget is None else int(budget)
+            self._budget = None if budget is None else int(budget)
         except (TypeError, ValueError):
             raise AirflowFailException(
                 f"poll_interval must be a number and max_credits an integer, got {self.poll_interval!r} "
                 f"and {self.max_credits!r}"
             ) from None
-        if self.poll_interval <= 0 or (self.max_credits is not None and self.max_credits < 0):
+        if self._poll <= 0 or (self._budget is not None and self._budget < 0):
             raise AirflowFailException("poll_interval must be positive and max_credits not negative")
 
     def _prompts_location(self) -> str | None:
@@ -214,7 +214,7 @@ class FluxBatchOperator(BaseOperator):
                 requests_per_window=plan.requests_per_minute,
                 window_s=contract.RATE_LIMIT_WINDOW_SECONDS,
             ),
-            poll_interval=self.poll_interval,
+            poll_interval=self._poll,
             deadline=float(deadline) if deadline is not None else None,
             durations=ledger.meta.get("durations") or (),
         )
@@ -237,7 +237,7 @@ class FluxBatchOperator(BaseOperator):
         self._settings()
         estimate = batch_items.estimated_credits(found)
         problem = batch_items.budget_problem(
-            images=len(found), estimate=estimate, to_spend=0, balance=None, max_credits=self.max_credits
+            images=len(found), estimate=estimate, to_spend=0, balance=None, max_credits=self._budget
         )
         if problem:
             raise AirflowFailException(problem)
@@ -342,7 +342,7 @@ class FluxBatchOperator(BaseOperator):
                 trigger=DoitongBatchTrigger(
                     job_ids=outcome.job_ids,
                     doitong_conn_id=self.doitong_conn_id,
-                    poll_interval=self.poll_interval,
+                    poll_interval=self._poll,
                     wake_at=outcome.wake_at,
                     deadline=deadline,
                 ),
