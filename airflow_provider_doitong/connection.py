@@ -31,7 +31,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "plan": {
         "label": "Plan",
-        "description": "The account's plan (free, starter, pro, enterprise); sets default pacing.",
+        "description": "The account's plan, for reference: requests are paced by rate-limit headers.",
         "schema": {"type": ["string", "null"], "enum": [*PLANS, None], "default": "pro"},
     },
     "transport": {
@@ -79,14 +79,12 @@ class DoitongConnectionInvalid(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectionSettings:
-    """A ``doitong`` connection, read and checked.
+    """A ``doitong`` connection, read and checked. Its ``repr`` leaves out both secrets.
 
-    :param conn_id: the connection id.
-    :param base_url: the API's base URL.
-    :param api_key: the API key (never logged).
-    :param plan: the plan name.
+    :param api_key: never logged.
+    :param plan: one of the contract's plans, for reference; nothing is paced by it.
     :param transport: ``graphql``, ``graphql-image`` or ``rest`` (how jobs are submitted).
-    :param webhook_secret: the webhook secret, if set (never logged).
+    :param webhook_secret: ``None`` when unset; never logged.
     :param timeout: seconds per HTTP request.
     :param allowed_download_hosts: hosts added to the API's own and the vendor's CDN for downloads.
     :param max_download_bytes: the largest output read.
@@ -145,12 +143,12 @@ def settings_from_fields(
 
     Extras may be plain (``plan``) or prefixed as the UI stores them (``extra__doitong__plan``).
 
-    :param conn_id: the connection id, for messages.
+    :param conn_id: named in error messages.
     :param host: base URL or bare host.
     :param schema: ``http`` or ``https`` for a bare host.
     :param port: port for a bare host.
-    :param password: the API key.
-    :param extra: the extra JSON (str or dict).
+    :param password: the API key (else an ``api_key`` extra).
+    :param extra: the extra JSON, as a string or already a dict.
     :raises DoitongConnectionInvalid: naming what is wrong, never echoing a secret.
     """
     raw = _extra_dict(extra)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 DEFAULT_BASE_URL = "https://api.doitong.com"
 GRAPHQL_PATH = "/graphql"
 REST_SUBMIT_PATH = "/v1/text_to_image"
-#: [A] REST job status and account endpoints.
+#: [A] A job's status over REST (the client reads jobs through GraphQL; the emulator serves both).
 REST_JOB_PATH = "/v1/jobs/{job_id}"
+#: [A] The account over REST.
 REST_ACCOUNT_PATH = "/v1/account"
 GRAPHQL_AUTH_HEADER = "Authorization"
 GRAPHQL_AUTH_SCHEME = "Bearer"
@@ -51,10 +52,7 @@ class JobStatus(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> JobStatus:
-        """Read a status string; anything unknown is :attr:`UNKNOWN` (still running).
-
-        :param value: the ``status`` field of a job.
-        """
+        """Read a job's ``status`` field, in any case; anything unknown is :attr:`UNKNOWN` (still running)."""
         try:
             return cls(str(value).lower())
         except ValueError:
@@ -108,7 +106,6 @@ RATE_LIMIT_WINDOW_SECONDS = 60.0
 class Plan:
     """A plan's limits. ``None`` means unlimited.
 
-    :param name: the plan's name.
     :param requests_per_minute: authenticated requests allowed per window ([A] all of them count).
     :param concurrent_jobs: jobs queued or processing at once.
     :param daily_limit: submissions per UTC day.
@@ -148,9 +145,7 @@ def credit_cost(*, provider: str, width: int, height: int, quality: str) -> int:
     """[A] The credits one image costs. The charged ``creditCost`` is the truth; this estimates.
 
     :param provider: ``flux-krea`` or ``flux-dev``.
-    :param width: image width in pixels.
-    :param height: image height in pixels.
-    :param quality: ``standard`` or ``high``.
+    :param quality: ``standard`` or ``high``; flux-dev costs the same for both.
     """
     if provider == "flux-dev":
         return FLUX_DEV_PRICE

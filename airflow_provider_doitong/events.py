@@ -24,7 +24,6 @@ def make_event(*, status: str, job_id: str, job: Job | None = None, message: str
     """An event payload of plain JSON values (never a response object, never a secret).
 
     :param status: one of :data:`EVENT_STATUSES`.
-    :param job_id: the job waited for.
     :param job: the job as last read, if any.
     :param message: what happened, for the task log.
     """
@@ -36,7 +35,6 @@ def make_event(*, status: str, job_id: str, job: Job | None = None, message: str
 def read_event(event: Any) -> tuple[str, str, Job | None, str]:
     """Check an event against the allow-list and read it back.
 
-    :param event: what ``execute_complete`` received.
     :returns: ``(status, job_id, job, message)``.
     :raises InvalidTriggerEvent: for anything a Doitong trigger does not send.
     """

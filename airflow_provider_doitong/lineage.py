@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
+    from openlineage.client.event_v2 import Dataset
+    from openlineage.client.facet_v2 import RunFacet
 
 #: The key of the run facet in OpenLineage events.
 FACET_NAME = "doitong"
@@ -196,7 +198,7 @@ def _run_facet_class() -> type:
     from openlineage.client.facet_v2 import RunFacet
 
     @define
-    class DoitongRunFacet(RunFacet):  # type: ignore[misc]
+    class DoitongRunFacet(RunFacet):
         """What the task asked Doitong for, and what it was charged."""
 
         model: str | None
@@ -225,7 +227,7 @@ def run_facet(run: DoitongRun) -> Any:
     )
 
 
-def to_operator_lineage(lineage: Lineage) -> OperatorLineage:
+def to_operator_lineage(lineage: Lineage) -> OperatorLineage[Dataset, RunFacet]:
     """The ``OperatorLineage`` an operator's ``get_openlineage_facets_on_*`` method returns."""
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import Dataset
@@ -237,7 +239,7 @@ def to_operator_lineage(lineage: Lineage) -> OperatorLineage:
     )
 
 
-def generate_operator_lineage(operator: Any, *, failed: bool = False) -> OperatorLineage:
+def generate_operator_lineage(operator: Any, *, failed: bool = False) -> OperatorLineage[Dataset, RunFacet]:
     """The lineage of a ``FluxGenerateOperator`` task, from what the operator kept while it ran.
 
     :param operator: the operator instance that ran (the listener is handed that very instance).

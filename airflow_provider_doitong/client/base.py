@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from airflow_provider_doitong import __version__, contract
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 
 USER_AGENT = f"airflow-provider-doitong/{__version__}"
@@ -20,9 +21,8 @@ def normalize_base_url(host: str | None, *, schema: str | None = None, port: int
     ``host`` may be a full URL (``http://127.0.0.1:8765``) or a bare host name, in which case
     ``schema`` (``http``/``https``, default ``https``) and ``port`` complete it.
 
-    :param host: the host or base URL; empty for the default.
-    :param schema: the URL scheme for a bare host.
-    :param port: the port for a bare host.
+    :param host: the host or base URL; empty for :data:`~airflow_provider_doitong.contract.DEFAULT_BASE_URL`.
+    :raises ValueError: for anything but ``http(s)://host[:port]``.
     """
     if not host:
         return contract.DEFAULT_BASE_URL
@@ -42,14 +42,17 @@ class ClientBase:
     """Settings shared by :class:`DoitongClient` and :class:`AsyncDoitongClient`.
 
     :param api_key: the Doitong API key (kept out of ``repr`` and messages).
-    :param base_url: the API's base URL.
-    :param transport: submit through ``graphql``, ``graphql-image`` or ``rest``.
+    :param transport: submit through ``graphql``, ``graphql-image`` or ``rest``; status reads always
+        use GraphQL.
     :param timeout: seconds for each HTTP request.
-    :param retry_policy: the retry policy.
-    :param clock: the source of the current Unix time.
+    :param retry_policy: by default, :class:`RetryPolicy`'s defaults.
+    :param clock: the source of the current Unix time (tests pass a fake one).
     :param download_policy: where outputs may be downloaded from, and how much is read; by default
         the API's own host and the vendor's CDN (``contract.DEFAULT_DOWNLOAD_HOSTS``), 64 MiB, 300 s.
     """
+
+    #: What the rate-limit headers of the last answer said.
+    last_rate_limit: RateLimitInfo | None
 
     def __init__(
         self,
@@ -79,11 +82,10 @@ class ClientBase:
         return f"{type(self).__name__}(base_url={self.base_url!r}, transport={self.transport!r})"
 
     def url_for(self, request: ApiRequest) -> str:
-        """:param request: the request."""
         return self.base_url + request.path
 
     def headers_for(self, request: ApiRequest) -> dict[str, str]:
-        """:param request: the request."""
+        """JSON, the user agent and the request's auth header (which holds the key: never log it)."""
         return {
             "Accept": "application/json",
             "User-Agent": USER_AGENT,

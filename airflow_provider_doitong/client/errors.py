@@ -20,8 +20,6 @@ class DoitongError(Exception):
     :param job: the job the error is about, if any.
     """
 
-    retryable_by_default = False
-
     def __init__(
         self,
         message: str,
@@ -195,8 +193,8 @@ def first_error(body: Any) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(errors, list) or not errors:
         return None
     err = errors[0] if isinstance(errors[0], dict) else {}
-    extensions = err.get("extensions") if isinstance(err.get("extensions"), dict) else {}
-    return str(err.get("message") or "no message"), dict(extensions)
+    extensions = err.get("extensions")
+    return str(err.get("message") or "no message"), dict(extensions) if isinstance(extensions, dict) else {}
 
 
 def classify(

@@ -11,22 +11,31 @@ from airflow_provider_doitong.client.errors import DoitongProtocolError, Doitong
 from airflow_provider_doitong.contract import JobStatus
 
 
-def _side(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            text = str(value).strip()
-            if not text.isdigit():
-                raise ValueError(text)
-            value = int(text)
-        except (TypeError, ValueError):
-            raise DoitongValidationError(f"{name} must be an integer, got {value!r}", field=name) from None
-    if not contract.MIN_SIDE <= value <= contract.MAX_SIDE or value % contract.SIDE_MULTIPLE:
+def image_side(name: str, value: object) -> int:
+    """A width or height as the contract allows it; a templated value may arrive as a digit string.
+
+    :param name: ``width`` or ``height``, named in the error.
+    :raises DoitongValidationError: for anything but a multiple of 16 from 256 to 4096.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        side = value
+    else:
+        text = str(value).strip()
+        if not text.isdecimal():
+            raise DoitongValidationError(f"{name} must be an integer, got {value!r}", field=name)
+        side = int(text)
+    if not contract.MIN_SIDE <= side <= contract.MAX_SIDE or side % contract.SIDE_MULTIPLE:
         raise DoitongValidationError(
             f"{name} must be a multiple of {contract.SIDE_MULTIPLE} from {contract.MIN_SIDE} to "
-            f"{contract.MAX_SIDE}, got {value}",
+            f"{contract.MAX_SIDE}, got {side}",
             field=name,
         )
-    return value
+    return side
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if the answer put an object there, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def _is_http_url(value: Any) -> bool:
@@ -79,8 +88,8 @@ class ImageRequest:
                 field="prompt",
             )
         object.__setattr__(self, "prompt", prompt)
-        object.__setattr__(self, "width", _side("width", self.width))
-        object.__setattr__(self, "height", _side("height", self.height))
+        object.__setattr__(self, "width", image_side("width", self.width))
+        object.__setattr__(self, "height", image_side("height", self.height))
         if self.quality not in contract.QUALITIES:
             raise DoitongValidationError(
                 f"quality must be one of {', '.join(contract.QUALITIES)}, got {self.quality!r}",
@@ -109,8 +118,8 @@ class ImageRequest:
 class Job:
     """A job as the API reports it.
 
-    :param id: the job id.
-    :param status: its lifecycle state.
+    :param status: the status read through :meth:`JobStatus.parse`: one the client does not know is
+        ``UNKNOWN``, still running.
     :param raw_status: the status string as sent.
     :param url: the output URL, once completed.
     :param error_code: for a failed job, its ``error.code``.
@@ -141,8 +150,8 @@ class Job:
         """
         if not isinstance(data, dict) or not data.get("id"):
             raise DoitongProtocolError(f"expected a job object with an id, got {type(data).__name__}")
-        error = data.get("error") if isinstance(data.get("error"), dict) else {}
-        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        error = _object(data.get("error"))
+        metadata = _object(data.get("metadata"))
         raw_status = str(data.get("status") or "")
         return cls(
             id=str(data["id"]),
@@ -173,10 +182,7 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        """Inverse of :meth:`to_dict`.
-
-        :param data: a dict made by :meth:`to_dict`.
-        """
+        """Inverse of :meth:`to_dict`."""
         values = dict(data)
         values["status"] = JobStatus(values["status"])
         return cls(**values)
@@ -184,18 +190,17 @@ class Job:
 
 @dataclass(frozen=True, kw_only=True)
 class Account:
-    """[A] The account behind a key.
-
-    :param plan: the plan name.
-    :param credits: the credit balance.
-    """
+    """[A] The account behind a key: its plan's name and its credit balance."""
 
     plan: str
     credits: int
 
     @classmethod
     def from_api(cls, data: Any) -> Account:
-        """:param data: the ``account`` object."""
+        """Read the ``account`` object of an answer.
+
+        :raises DoitongProtocolError: if it has no ``credits``.
+        """
         if not isinstance(data, dict) or "credits" not in data:
             raise DoitongProtocolError("expected an account object with credits")
         return cls(plan=str(data.get("plan") or ""), credits=int(data["credits"]))

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client.errors import DoitongProtocolError, classify
@@ -42,12 +42,10 @@ ACCOUNT_QUERY = "query Account { account { plan credits } }"
 class ApiRequest:
     """One request to the API, before any I/O.
 
-    :param method: ``GET`` or ``POST``.
     :param path: the path under the base URL.
     :param auth: which auth header to send (``graphql``: bearer; ``rest``: ``X-API-Key``).
-    :param kind: ``submit``, ``status`` or ``account``.
-    :param what: a few words for messages.
-    :param json_body: the JSON body, if any.
+    :param kind: ``submit``, ``status`` or ``account``; only a ``submit`` can create a job.
+    :param what: a few words naming the request in messages.
     :param job_ids: for status requests, the jobs asked for, in alias order.
     """
 
@@ -66,11 +64,7 @@ class ApiRequest:
 
 
 def auth_headers(auth: Auth, api_key: str) -> dict[str, str]:
-    """The auth header for a request; never logged.
-
-    :param auth: ``graphql`` or ``rest``.
-    :param api_key: the key.
-    """
+    """The auth header for a request: a bearer token for GraphQL, ``X-API-Key`` for REST. Never logged."""
     if auth == "rest":
         return {contract.REST_AUTH_HEADER: api_key}
     return {contract.GRAPHQL_AUTH_HEADER: f"{contract.GRAPHQL_AUTH_SCHEME} {api_key}"}
@@ -180,22 +174,6 @@ def build_jobs_queries(job_ids: Iterable[str]) -> list[ApiRequest]:
     return [build_jobs_query(ids[n : n + MAX_JOBS_PER_QUERY]) for n in range(0, len(ids), MAX_JOBS_PER_QUERY)]
 
 
-def build_job_rest(job_id: str) -> ApiRequest:
-    """[A] ``GET /v1/jobs/{id}``.
-
-    :param job_id: the job.
-    """
-    return ApiRequest(
-        method="GET",
-        # The id is data: quoted whole, so a '/' or '..' in it cannot reach another path.
-        path=contract.REST_JOB_PATH.format(job_id=quote(job_id, safe="")),
-        auth="rest",
-        kind="status",
-        what="job status",
-        job_ids=(job_id,),
-    )
-
-
 def build_account(*, transport: str = "graphql") -> ApiRequest:
     """[A] The account query: plan and credit balance (both GraphQL transports ask ``/graphql``).
 
@@ -217,10 +195,7 @@ def build_account(*, transport: str = "graphql") -> ApiRequest:
 
 
 def decode_body(content: bytes) -> Any:
-    """The JSON in a body, or ``None`` when it is empty or not JSON.
-
-    :param content: the raw body.
-    """
+    """The JSON in a body, or ``None`` when it is empty or not JSON."""
     if not content:
         return None
     try:
@@ -231,11 +206,7 @@ def decode_body(content: bytes) -> Any:
 
 @dataclass(frozen=True)
 class ApiResponse:
-    """A decoded answer that is not an error.
-
-    :param body: the decoded JSON.
-    :param rate_limit: what its headers said.
-    """
+    """A decoded answer that is not an error, and what its rate-limit headers said."""
 
     body: dict[str, Any]
     rate_limit: RateLimitInfo
@@ -246,12 +217,10 @@ def interpret(
 ) -> ApiResponse:
     """Judge one answer: return it decoded, or raise the error it means.
 
-    :param request: what was sent.
-    :param status: the HTTP status.
-    :param headers: the answer's headers (case-insensitive mapping).
-    :param content: the raw body.
-    :param now: the current Unix time.
-    :raises DoitongError: the classified error.
+    :param request: what was sent; its ``kind`` decides whether a partial GraphQL answer is an error.
+    :param headers: the answer's headers, a case-insensitive mapping.
+    :param now: the current Unix time, to turn a relative rate-limit reset into a Unix time.
+    :raises DoitongError: the classified error (a redirect is one: API calls never follow them).
     """
     if 300 <= status < 400:
         raise redirect_refused(request, status=status, location=headers.get("Location"))
@@ -289,10 +258,7 @@ def redirect_refused(request: ApiRequest, *, status: int, location: str | None) 
 
 
 def one_object_under_data(body: dict[str, Any]) -> Any:
-    """The one object under ``data``, whatever its key is spelled (``generateimage``, ``generate``...).
-
-    :param body: a decoded answer.
-    """
+    """The one object under ``data``, whatever its key is spelled (``generateimage``, ``generate``...)."""
     data = body.get("data")
     if not isinstance(data, dict) or len(data) != 1:
         raise DoitongProtocolError("expected exactly one object under 'data'")
@@ -300,18 +266,14 @@ def one_object_under_data(body: dict[str, Any]) -> Any:
 
 
 def parse_job(body: dict[str, Any]) -> Job:
-    """A submission's or a single status request's job.
-
-    :param body: a decoded answer.
-    """
+    """A submission's or a single status request's job."""
     return Job.from_api(one_object_under_data(body))
 
 
 def parse_jobs(body: dict[str, Any], job_ids: tuple[str, ...]) -> dict[str, Job | None]:
     """The jobs of an aliased status request; ``None`` for an id the API does not know.
 
-    :param body: a decoded answer.
-    :param job_ids: the ids in alias order.
+    :param job_ids: the ids in alias order (``j0``, ``j1``, ...), as the request asked for them.
     """
     data = body.get("data")
     if not isinstance(data, dict):
@@ -324,5 +286,5 @@ def parse_jobs(body: dict[str, Any], job_ids: tuple[str, ...]) -> dict[str, Job 
 
 
 def parse_account(body: dict[str, Any]) -> Account:
-    """:param body: a decoded account answer."""
+    """The account of an account answer."""
     return Account.from_api(one_object_under_data(body))

@@ -89,7 +89,12 @@ def is_retryable(error: BaseException, *, safe_to_resend: bool, policy: RetryPol
 
 
 def compute_wait(
-    error: BaseException, *, attempt: int, policy: RetryPolicy, now: float, rng: random.Random | None = None
+    error: BaseException | None,
+    *,
+    attempt: int,
+    policy: RetryPolicy,
+    now: float,
+    rng: random.Random | None = None,
 ) -> float:
     """How long to wait before the next attempt.
 
@@ -126,7 +131,9 @@ def retry_args(
         if state.outcome is None or not state.outcome.failed:
             return False
         error = state.outcome.exception()
-        return is_retryable(error, safe_to_resend=safe_to_resend, policy=policy, now=clock())
+        return error is not None and is_retryable(
+            error, safe_to_resend=safe_to_resend, policy=policy, now=clock()
+        )
 
     def _wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -19,9 +18,6 @@ from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
 from airflow_provider_doitong.client.waiting import JobWait
-
-log = logging.getLogger(__name__)
-
 
 #: urllib3 failures that happen before any byte of the request is sent: refused connections and DNS
 #: failures (``NewConnectionError``, ``NameResolutionError``) and connect timeouts all derive from it.

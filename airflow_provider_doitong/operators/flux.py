@@ -27,6 +27,7 @@ from airflow_provider_doitong.client import (
     Job,
     RetryPolicy,
 )
+from airflow_provider_doitong.client.models import image_side
 from airflow_provider_doitong.client.retry import backoff
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
@@ -173,8 +174,8 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             request = ImageRequest(
                 provider=self.provider,
                 prompt=self.prompt,
-                width=self.width,
-                height=self.height,
+                width=image_side("width", self.width),
+                height=image_side("height", self.height),
                 quality=self.quality,
                 version=self.version or None,
                 webhook_url=self.webhook_url or None,
@@ -332,7 +333,9 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
     def is_job_succeeded(self, status: str) -> bool:
         return contract.JobStatus.parse(status) is contract.JobStatus.COMPLETED
 
-    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
+    # Returns the result: the mixin returns what this returns when it reattaches to a running job
+    # (its annotation says None).
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:  # type: ignore[override]
         job_id = str(external_id)
         if not self.wait_for_completion:
             return self._finish(self._jobs.get(job_id) or self._read_job(job_id), context)

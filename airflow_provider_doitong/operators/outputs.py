@@ -9,7 +9,7 @@ answer would come again); any other download failure fails the try.
 
 from __future__ import annotations
 
-import logging
+from typing import Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -27,13 +27,21 @@ from airflow_provider_doitong.storage import UnsafeOutputPath, shown, store_imag
 FINAL_DOWNLOAD_ERRORS = (DoitongUntrustedOutput, DoitongDownloadTooLarge)
 
 
+class TaskLog(Protocol):
+    """What these functions log through: a task's ``self.log`` or a ``logging.Logger``."""
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
+
+
 def fetch_and_store(
     client: DoitongClient,
     *,
     job_id: str,
     url: str | None,
     location: str | ObjectStoragePath,
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    log: TaskLog,
     name: str | None = None,
 ) -> str:
     """Download a job's image and write it to ``location`` (a folder gets ``<safe name>.<ext>``).
@@ -65,7 +73,7 @@ def link_url(
     *,
     job_id: str,
     url: str | None,
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    log: TaskLog,
 ) -> str | None:
     """An output URL fit for a UI link: only one on an allowed download host, else ``None``."""
     if not url:

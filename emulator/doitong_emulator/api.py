@@ -30,27 +30,20 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def state_of(request: Request) -> EmulatorState:
-    """The emulator state behind a request.
-
-    :param request: the request.
-    """
+    """The emulator state behind a request."""
     return request.app.state.emulator
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The JSON answer for an error.
 
-    :param error: the error.
-    :param headers: headers to add (rate-limit headers).
+    :param headers: headers to add (rate-limit headers); the error's own win.
     """
     return JSONResponse(error.body(), status_code=error.status, headers={**(headers or {}), **error.headers})
 
 
 def api_endpoint(handler: Endpoint) -> Endpoint:
-    """Wrap a handler: errors become JSON answers; rate-limit headers go on every answer.
-
-    :param handler: the endpoint.
-    """
+    """Wrap a handler: errors become JSON answers; rate-limit headers go on every answer."""
 
     @functools.wraps(handler)
     async def wrapper(request: Request) -> Response:

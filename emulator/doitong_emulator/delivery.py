@@ -18,10 +18,7 @@ MIN_TICK_SECONDS = 0.002
 
 
 class WebhookDispatcher:
-    """Runs inside the server's event loop while it serves.
-
-    :param state: the emulator's state.
-    """
+    """Runs inside the server's event loop while it serves."""
 
     def __init__(self, *, state: EmulatorState) -> None:
         self.state = state

@@ -47,8 +47,6 @@ class ApiError(Exception):
 def error_body_bytes(code: ErrorCode, message: str, **extra: Any) -> bytes:
     """Encode a one-error body.
 
-    :param code: the error code.
-    :param message: the message.
     :param extra: more ``extensions`` entries.
     """
     body = {"errors": [{"message": message, "extensions": {"code": code.value, **extra}}]}

@@ -39,11 +39,7 @@ SCHEMA = build_schema(SDL)
 
 @dataclass
 class GraphQLContext:
-    """What resolvers see.
-
-    :param state: the emulator's state.
-    :param account: the caller's account.
-    """
+    """What resolvers see: the emulator's state and the caller's account."""
 
     state: EmulatorState
     account: AccountState
@@ -94,10 +90,7 @@ class PreparedQuery:
 
 @lru_cache(maxsize=512)
 def prepare(query: str) -> PreparedQuery:
-    """Parse and validate a query once; the same text is served from a cache.
-
-    :param query: the query text.
-    """
+    """Parse and validate a query once; the same text is served from a cache."""
     try:
         document = parse(query)
     except GraphQLError as error:
@@ -239,8 +232,6 @@ def _input_error(error: GraphQLError, document: DocumentNode | None) -> dict[str
 class GraphQLAnswer:
     """What the endpoint sends back.
 
-    :param body: the JSON body.
-    :param status: the HTTP status.
     :param headers: extra headers (``Retry-After`` of a refused mutation).
     """
 
@@ -276,8 +267,6 @@ def run(payload: Any, *, state: EmulatorState, account: AccountState) -> GraphQL
     error in a resolver makes it 500.
 
     :param payload: the decoded JSON body (``query``, ``variables``, ``operationName``).
-    :param state: the emulator's state.
-    :param account: the caller's account.
     :raises ApiError: 400 for a malformed request, a syntax or a validation error.
     """
     query, variables, operation_name = _request_parts(payload)

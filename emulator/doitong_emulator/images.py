@@ -51,8 +51,8 @@ MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 def render_image(job_id: str, prompt: str, width: int, height: int, fmt: str = "jpeg") -> bytes:
     """The image of a job: exactly ``width`` x ``height``, the same bytes every time.
 
-    :param job_id: the job id (part of the seed).
-    :param prompt: the prompt (part of the seed).
+    :param job_id: part of the seed.
+    :param prompt: part of the seed.
     :param fmt: ``jpeg``, ``png`` or ``webp``.
     """
     digest = hashlib.sha256(f"{job_id}\n{prompt}".encode()).digest()

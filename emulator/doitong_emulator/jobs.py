@@ -29,11 +29,7 @@ def iso_utc(timestamp: float | None) -> str | None:
 class JobRequest:
     """A validated submission.
 
-    :param provider: ``flux-krea`` or ``flux-dev``.
-    :param prompt: the prompt as the client sent it.
-    :param width: image width in pixels.
-    :param height: image height in pixels.
-    :param quality: ``standard`` or ``high``.
+    :param prompt: as the client sent it (untrimmed).
     :param webhook_url: where to POST the terminal notification, if anywhere.
     """
 
@@ -49,16 +45,7 @@ class JobRequest:
 class Job:
     """One job and its timeline (real Unix times).
 
-    :param id: the job id.
     :param account: the owning account's name.
-    :param provider: the model.
-    :param prompt: the prompt as sent.
-    :param width: image width.
-    :param height: image height.
-    :param quality: the quality tier.
-    :param webhook_url: the notification URL, if any.
-    :param credit_cost: the credits charged.
-    :param created_at: submission time.
     :param started_at: when processing begins (after any queueing).
     :param finish_at: when the job reaches its outcome; ``None`` for a stuck job.
     :param outcome: ``completed``, ``failed`` or ``stuck``.

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_doitong import contract
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongConnectionError,
@@ -214,8 +215,17 @@ def test_402_insufficient_credits(emu: Any, make_api: MakeApi, transport: str) -
 
 
 def test_404_rest_job_status_is_not_retried(emu: Any, make_api: MakeApi) -> None:
+    # The client reads jobs through GraphQL; the REST status endpoint answers an unknown id with 404.
+    request = protocol.ApiRequest(
+        method="GET",
+        path=contract.REST_JOB_PATH.format(job_id="no-such-job"),
+        auth="rest",
+        kind="status",
+        what="job status",
+        job_ids=("no-such-job",),
+    )
     with pytest.raises(DoitongNotFound) as info:
-        make_api().send(protocol.build_job_rest("no-such-job"))
+        make_api().send(request)
     assert info.value.status == 404 and info.value.code == "NOT_FOUND"
     assert statuses(emu, "status") == [404]
 

@@ -260,7 +260,3 @@ def test_an_api_redirect_is_an_error_naming_the_host() -> None:
             now=0,
         )
     assert info.value.status == 307 and "k=1" not in str(info.value)
-
-
-def test_job_ids_in_rest_paths_are_quoted() -> None:
-    assert protocol.build_job_rest("../../account").path == "/v1/jobs/..%2F..%2Faccount"

@@ -142,16 +142,7 @@ def test_jobs_query_at_max() -> None:
     _validate(req.json_body)
 
 
-def test_rest_job_and_account_requests() -> None:
-    job = protocol.build_job_rest("abc")
-    assert (job.method, job.path, job.auth, job.kind, job.json_body) == (
-        "GET",
-        "/v1/jobs/abc",
-        "rest",
-        "status",
-        None,
-    )
-    assert job.safe_to_resend
+def test_rest_account_request() -> None:
     rest = protocol.build_account(transport="rest")
     assert (rest.method, rest.path, rest.auth, rest.json_body) == ("GET", "/v1/account", "rest", None)
     gql = protocol.build_account()

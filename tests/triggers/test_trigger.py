@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from typing import Any
 
@@ -155,15 +156,19 @@ def test_what_the_poller_learns_outlives_it(doitong_conn: Any) -> None:
     learned = list(poller_module._DURATIONS["doitong_default"])
     assert len(learned) == 1 and 0.2 < learned[0] < 5  # the emulator's 0.4 s job, by its own clock
 
-    async def _second() -> float | None:
-        job_id = submit(doitong_conn, "second")
-        trigger = DoitongJobTrigger(job_id=job_id, poll_interval=30.0)
-        task = asyncio.ensure_future(trigger.run().asend(None))
-        await asyncio.sleep(0.1)
-        poller = poller_module._REGISTRY[asyncio.get_running_loop()]["doitong_default"]
-        delay = poller._interval()
-        await task
-        return delay
+    # A new poller of the same connection (as after the last trigger left) starts from what was learned,
+    # so with a 30 s interval it still looks right after a just-created job is due, not 30 s later.
+    async def _unused_factory() -> Any:
+        raise AssertionError("no client is made")
 
-    # With a 30 s interval, the new poller still looks right after the second job is due.
-    assert asyncio.run(_second()) < 5.0
+    second = poller_module.JobPoller(key="doitong_default", client_factory=_unused_factory)
+    assert list(second._durations) == learned
+    now = time.time()
+    delay = poller_module.next_poll_delay(
+        now=now,
+        last_poll_at=now,
+        interval=30.0,
+        created_at=[now],
+        typical_duration=statistics.median(learned),
+    )
+    assert delay < 5.0
