@@ -289,7 +289,8 @@ def read_manifest(folder: Any) -> dict[str, Any] | None:
     path = _folder(folder) / MANIFEST_NAME
     if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    found = json.loads(path.read_text(encoding="utf-8"))
+    return found if isinstance(found, dict) else None
 
 
 def verify_manifest(folder: Any) -> list[str]:

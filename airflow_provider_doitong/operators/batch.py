@@ -179,9 +179,10 @@ class FluxBatchOperator(BaseOperator):
         if self.prompts_file is None:
             return None
         location = os.path.expanduser(str(self.prompts_file))
-        if "://" in location or os.path.isabs(location) or not self.has_dag():
+        dag = self._dag  # None until the operator is in a DAG
+        if "://" in location or os.path.isabs(location) or dag is None:
             return location
-        return os.path.join(os.path.dirname(self.dag.fileloc or ""), location)
+        return os.path.join(os.path.dirname(dag.fileloc or ""), location)
 
     def _items(self) -> list[batch_items.BatchItem]:
         self._check_numbers()
