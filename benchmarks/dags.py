@@ -124,3 +124,52 @@ def baseline_dag(*, poke_interval: float, retry_delay: float, size: int) -> str:
         "retry_delay": retry_delay,
         "size": size,
     }
+
+
+BATCH_DAG_ID = "doitong_bench_batch"
+BATCH_DEFERRABLE_DAG_ID = "doitong_bench_batch_deferrable"
+#: The connections of the batch-operator sides, each to its own emulator.
+BATCH_CONN_IDS = {BATCH_DAG_ID: "doitong_batch", BATCH_DEFERRABLE_DAG_ID: "doitong_batch_deferrable"}
+
+BATCH = textwrap.dedent(
+    """
+    from __future__ import annotations
+
+    from datetime import timedelta
+
+    import pendulum
+
+    from airflow.sdk import DAG
+    from airflow_provider_doitong.operators.batch import FluxBatchOperator
+
+    with DAG("%(dag_id)s", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False, max_active_runs=1):
+        FluxBatchOperator(
+            task_id="generate", prompts_file="{{ dag_run.conf['prompts_file'] }}",
+            output_path="{{ dag_run.conf['output'] }}", width=%(size)d, height=%(size)d,
+            deferrable=%(deferrable)r, poll_interval=%(poll_interval)r, min_defer_seconds=%(min_defer)r,
+            doitong_conn_id="%(conn_id)s",
+            retries=2, retry_delay=timedelta(seconds=%(retry_delay)r),
+        )
+    """
+)
+
+
+def batch_dag(
+    *,
+    dag_id: str,
+    deferrable: bool,
+    poll_interval: float,
+    retry_delay: float,
+    size: int,
+    min_defer: float = 10.0,
+) -> str:
+    """One ``FluxBatchOperator`` task for the whole batch (its prompts from a file), sync or deferrable."""
+    return BATCH % {
+        "dag_id": dag_id,
+        "deferrable": deferrable,
+        "poll_interval": poll_interval,
+        "min_defer": min_defer,
+        "retry_delay": retry_delay,
+        "size": size,
+        "conn_id": BATCH_CONN_IDS[dag_id],
+    }

@@ -1,0 +1,95 @@
+"""What a refused or lost submission means for a batch, decided as a pure function."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from airflow_provider_doitong.client import (
+    DoitongBadRequest,
+    DoitongConnectionError,
+    DoitongError,
+    DoitongInsufficientCredits,
+    DoitongRateLimited,
+    DoitongUnauthorized,
+    RetryPolicy,
+)
+from airflow_provider_doitong.client.retry import backoff
+from airflow_provider_doitong.contract import ErrorCode
+
+
+class Verdict(str, enum.Enum):
+    """The kinds of answer to a failed submission."""
+
+    #: No job was created; submit the item again once ``until`` has passed.
+    LATER = "later"
+    #: No job was created, and no more items may be submitted in this try.
+    STOP = "stop"
+    #: Nothing more can be done (the key was refused).
+    FATAL = "fatal"
+    #: The API refused this item's request for good.
+    ITEM_FAILED = "item_failed"
+    #: The request may have created a job whose answer was lost.
+    UNCONFIRMED = "unconfirmed"
+
+
+@dataclass(frozen=True)
+class SubmitVerdict:
+    """The answer to one failed submission.
+
+    :param verdict: what it means.
+    :param message: for the log and, for ``stop``/``fatal``/``item_failed``, the task's answer.
+    :param until: for ``later`` and ``unconfirmed``, when the next submission may go out.
+    :param all_requests: the whole rate-limit window is spent, so status reads wait too.
+    :param retryable: for ``stop``, whether a later task try can do better (a daily limit resets).
+    """
+
+    verdict: Verdict
+    message: str
+    until: float | None = None
+    all_requests: bool = False
+    retryable: bool = True
+
+
+def judge_submit_error(exc: DoitongError, *, now: float, item: int) -> SubmitVerdict:
+    """Judge a submission the client could not complete.
+
+    :param exc: what the client raised (it never resends a request that may have created a job).
+    :param now: the Unix time.
+    :param item: the item's number (from 1), for messages.
+    """
+    pause = now + backoff(RetryPolicy(), 2)
+    if isinstance(exc, DoitongRateLimited):
+        if exc.is_daily_limit:
+            return SubmitVerdict(Verdict.STOP, f"The Doitong daily limit is reached: {exc.message}")
+        until = exc.retry_at if exc.retry_at is not None else now + backoff(RetryPolicy(), 1)
+        return SubmitVerdict(
+            Verdict.LATER,
+            f"Doitong refused a submission ({exc.code}); the next one waits {until - now:.1f}s",
+            until=until,
+            all_requests=exc.code == ErrorCode.RATE_LIMITED.value,
+        )
+    if isinstance(exc, DoitongInsufficientCredits):
+        return SubmitVerdict(
+            Verdict.STOP,
+            f"Not enough Doitong credits: item {item} needs {exc.credits_required}, the account has "
+            f"{exc.credits_available}",
+            retryable=False,
+        )
+    if isinstance(exc, DoitongUnauthorized):
+        return SubmitVerdict(Verdict.FATAL, str(exc))
+    if isinstance(exc, DoitongBadRequest):
+        return SubmitVerdict(Verdict.ITEM_FAILED, f"refused by the API: {exc.message}")
+    if isinstance(exc, DoitongConnectionError) and not exc.request_sent:
+        return SubmitVerdict(
+            Verdict.LATER,
+            f"Could not reach Doitong to submit item {item}: {exc}",
+            until=pause,
+            all_requests=True,
+        )
+    return SubmitVerdict(
+        Verdict.UNCONFIRMED,
+        f"the submission's answer was lost ({exc})",
+        until=pause,
+        all_requests=True,
+    )
