@@ -9,15 +9,16 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, conf
-from airflow.sdk.exceptions import (
+from airflow.sdk import Asset, BaseOperator
+
+from airflow_provider_doitong import contract, lineage
+from airflow_provider_doitong._compat import (
     AirflowException,
     AirflowFailException,
     AirflowNotFoundException,
     AirflowSkipException,
+    conf,
 )
-
-from airflow_provider_doitong import contract, lineage
 from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.batch import manifest, task_state
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
