@@ -6,15 +6,28 @@ checks them (``twine check``, metadata, contents); see ``tools/package.py``.
 
 It needs nothing but Python 3.10+: it makes ``.venv`` beside this file, installs the project there
 from its own files (``pyproject.toml`` and ``constraints.txt``), and runs the command inside it.
+
+``python3 dev.py distributed [--quick] [--json PATH]`` runs the batch on a distributed Airflow
+(CeleryExecutor, Redis, PostgreSQL, two workers, two triggerers, S3 via moto) from its own venv,
+``.venv-distributed`` (the ``distributed`` extra; ``constraints-distributed.txt`` over
+``constraints.txt``); it installs Redis and PostgreSQL with apt-get when they are missing.
+``python3 dev.py test-compat [3.0 3.1 3.2 3.3] [-- PYTEST-ARGS]`` runs the tests that matter for
+compatibility on each supported Airflow release, in a venv per release under ``.venvs/`` installed
+from that release's pinned constraints (``.ci/constraints/``; the main release, 3.3, is ``.venv``).
+Without releases it runs those other than the main one. A venv is rebuilt when its files change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import time
 import venv
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -45,38 +58,198 @@ CHECKS: list[tuple[str, list[str]]] = [
 CHECK_TOOLS = ("pyproject.toml", "docs/requirements.txt", "constraints.txt")
 
 
-def _fingerprint() -> str:
+#: The supported Airflow releases and the pinned dependency set each is tested with. The main
+#: release runs the whole suite in ``.venv``; ``test-compat`` runs the others in ``.venvs/``.
+MAIN_AIRFLOW = "3.3"
+AIRFLOW_CONSTRAINTS = {
+    "3.0": ".ci/constraints/airflow-3.0.txt",
+    "3.1": ".ci/constraints/airflow-3.1.txt",
+    "3.2": ".ci/constraints/airflow-3.2.txt",
+    "3.3": "constraints.txt",
+}
+#: What ``test-compat`` runs on each release: the provider's parts that touch Airflow (registration
+#: and the connection form, hook, operator and sensor through ``dag.test()``, trigger, example DAGs).
+COMPAT_TESTS = [
+    "tests/compat",
+    "tests/test_provider_registration.py",
+    "tests/hooks",
+    "tests/triggers",
+    "tests/operators/test_flux_operator.py",
+    "tests/examples/test_example_dagbag.py",
+]
+#: Left out of those files: slow tests whose subject has no Airflow in it (client waits and retries,
+#: the poller's schedule, input checks), each covered by a kept sibling and by the main suite.
+COMPAT_DESELECT = [
+    "tests/operators/test_flux_operator.py::test_mapped_prompts_each_submitted_once",  # = tests/compat
+    "tests/operators/test_flux_operator.py::test_rate_limited_submission_waits_for_the_reset[sync]",
+    "tests/operators/test_flux_operator.py::test_concurrency_limit_waits_for_a_free_slot",
+    *(
+        f"tests/operators/test_flux_operator.py::test_bad_input_fails_before_any_request[{case}]"
+        for case in ("long-prompt", "width-13", "provider", "quality", "budget")
+    ),
+    "tests/triggers/test_trigger.py::test_persistent_server_errors_end_with_an_error_event",
+    "tests/triggers/test_trigger.py::test_what_the_poller_learns_outlives_it",
+]
+
+
+def _fingerprint(constraints: str = "constraints.txt") -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "emulator/pyproject.toml", "constraints.txt"):
+    for name in ("pyproject.toml", "emulator/pyproject.toml", constraints):
         path = ROOT / name
         if path.exists():
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def ensure_venv() -> None:
-    """Create ``.venv`` and install the project into it, unless it is already up to date."""
+def _python(venv_dir: Path) -> Path:
+    return (
+        venv_dir / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+    )
+
+
+def _install(
+    venv_dir: Path, constraints: str, extra: str, *, fresh: bool = False, log: Path | None = None
+) -> None:
+    """Create ``venv_dir`` and install the project into it, unless it is already up to date.
+
+    With ``fresh``, an out-of-date venv is removed first, so nothing of an older pinned set stays;
+    with ``log``, pip's output goes to that file instead of the terminal.
+    """
     if sys.version_info < (3, 10):  # noqa: UP036 (dev.py runs under whatever python3 is first)
         sys.exit("Python 3.10 or newer is needed")
-    if not PYTHON.exists():
-        print(f"Creating {VENV} ...", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    fingerprint = _fingerprint()
-    if STAMP.exists() and STAMP.read_text() == fingerprint:
+    python, stamp = _python(venv_dir), venv_dir / ".doitong-installed"
+    fingerprint = _fingerprint(constraints)
+    if stamp.exists() and stamp.read_text() == fingerprint:
         return
-    print("Installing the project and its dependencies (first run only) ...", flush=True)
-    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if fresh and venv_dir.exists():
+        shutil.rmtree(venv_dir)
+    if not python.exists():
+        print(f"Creating {venv_dir} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(venv_dir)
+    print(f"Installing the project and its dependencies into {venv_dir.name} ...", flush=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    pins = ["-c", str(ROOT / constraints)] if (ROOT / constraints).exists() else []
+    with contextlib.ExitStack() as stack:
+        output = {"stdout": stack.enter_context(open(log, "w")), "stderr": subprocess.STDOUT} if log else {}
+        subprocess.run([*pip, "--upgrade", "pip"], check=True, **output)
+        # The provider with its extras, and the emulator, its own distribution.
+        project = ["-e", f"{ROOT}[{extra}]", "-e", str(ROOT / "emulator")]
+        subprocess.run([*pip, *pins, *project], check=True, **output)
+    stamp.write_text(fingerprint)
+
+
+def ensure_venv() -> None:
+    """Create ``.venv`` and install the project into it, unless it is already up to date."""
+    _install(VENV, "constraints.txt", "bench")
+
+
+def compat_venv(release: str) -> Path:
+    """The venv of one Airflow release, installed from its pinned constraints (``.venv`` for the main one).
+
+    pip's output goes to ``.venvs/airflow-<release>.log``.
+    """
+    if release == MAIN_AIRFLOW:
+        ensure_venv()
+        return VENV
+    venv_dir = ROOT / ".venvs" / f"airflow-{release}"
+    venv_dir.parent.mkdir(exist_ok=True)
+    _install(venv_dir, AIRFLOW_CONSTRAINTS[release], "test", fresh=True, log=venv_dir.with_suffix(".log"))
+    return venv_dir
+
+
+def test_compat(argv: list[str]) -> int:
+    """Run :data:`COMPAT_TESTS` on each release named in ``argv`` (default: all but the main one).
+
+    The next release's venv is installed while the tests of one run (the tests mostly wait on the
+    emulator's clock, pip on the network and disk), so the matrix costs about one install.
+    """
+    releases = [arg for arg in argv if arg in AIRFLOW_CONSTRAINTS]
+    rest = [arg for arg in argv if arg not in AIRFLOW_CONSTRAINTS]
+    pytest_args = rest[1:] if rest[:1] == ["--"] else rest
+    releases = releases or [release for release in AIRFLOW_CONSTRAINTS if release != MAIN_AIRFLOW]
+    deselect = [arg for node in COMPAT_DESELECT for arg in ("--deselect", node)]
+    results: list[tuple[str, int, float]] = []
+    with ThreadPoolExecutor(max_workers=1) as installer:
+        venvs = {release: installer.submit(compat_venv, release) for release in releases}
+        for release in releases:
+            started = time.monotonic()
+            try:
+                python = _python(venvs[release].result())
+            except subprocess.CalledProcessError:
+                print(f"Installing Airflow {release} failed; see .venvs/airflow-{release}.log", flush=True)
+                results.append((release, 1, time.monotonic() - started))
+                continue
+            waited = time.monotonic() - started
+            print(
+                f"=== Airflow {release} (waited {waited:.0f}s for its venv): {' '.join(COMPAT_TESTS)}",
+                flush=True,
+            )
+            command = [
+                str(python),
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-x",
+                "-q",
+                *COMPAT_TESTS,
+                *deselect,
+            ]
+            code = subprocess.run([*command, *pytest_args], cwd=ROOT).returncode
+            results.append((release, code, time.monotonic() - started))
+    for release, code, seconds in results:
+        print(f"Airflow {release}: {'passed' if code == 0 else f'FAILED (exit {code})'} in {seconds:.0f}s")
+    return next((code for _, code, _ in results if code != 0), 0)
+
+
+DIST_VENV = ROOT / ".venv-distributed"
+DIST_PYTHON = (
+    DIST_VENV / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+)
+
+
+def _package_name(line: str) -> str:
+    return line.split("==", 1)[0].strip().lower().replace("_", "-")
+
+
+def ensure_distributed_venv() -> None:
+    """Create ``.venv-distributed`` with the ``distributed`` extra, unless it is already up to date.
+
+    Its constraints are ``constraints.txt`` with each package pinned in ``constraints-distributed.txt``
+    replaced by that pin (written to the venv, since pip cannot override a constraint).
+    """
+    overrides = (ROOT / "constraints-distributed.txt").read_text().splitlines()
+    pinned = {_package_name(line) for line in overrides if "==" in line}
+    base = (ROOT / "constraints.txt").read_text().splitlines()
+    merged = [line for line in base if "==" not in line or _package_name(line) not in pinned] + overrides
+    stamp = DIST_VENV / ".doitong-installed"
+    fingerprint = hashlib.sha256("\n".join([_fingerprint(), *merged]).encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        return
+    if not DIST_PYTHON.exists():
+        print(f"Creating {DIST_VENV} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(DIST_VENV)
+    print("Installing the project with its distributed extra (first run only) ...", flush=True)
+    constraints = DIST_VENV / "constraints.txt"
+    constraints.write_text("\n".join(merged) + "\n")
+    pip = [str(DIST_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    constraints = ["-c", str(ROOT / "constraints.txt")] if (ROOT / "constraints.txt").exists() else []
-    # The provider with its test and benchmark extras, and the emulator, its own distribution.
-    subprocess.run([*pip, *constraints, "-e", f"{ROOT}[bench]", "-e", str(ROOT / "emulator")], check=True)
-    STAMP.write_text(fingerprint)
+    subprocess.run(
+        [*pip, "-c", str(constraints), "-e", f"{ROOT}[distributed]", "-e", str(ROOT / "emulator")], check=True
+    )
+    stamp.write_text(fingerprint)
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "distributed":
+        ensure_distributed_venv()
+        command = [str(DIST_PYTHON), str(ROOT / "benchmarks" / "run.py"), "--only", "distributed", *argv[1:]]
+        return subprocess.run(command, cwd=ROOT).returncode
+    if argv[:1] == ["test-compat"]:
+        return test_compat(argv[1:])
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
-        print("commands:", ", ".join(COMMANDS))
+        print("commands:", ", ".join([*COMMANDS, "test-compat", "distributed"]))
         return 2
     ensure_venv()
     if argv[0] in ("check", "docs"):

@@ -14,6 +14,12 @@ GOALS: tuple[tuple[str, ...], ...] = (
     ("triggerer.peak_rss_mb", "triggerer waits: peak RSS (MB)", "< 300"),
     ("triggerer.loop_lag_max_s", "triggerer waits: worst event-loop stall (s)", "<= 0.2"),
     ("parse.operator_added_ms", "operator import added to a parse (ms)", "< 100"),
+    ("distributed.failed_tasks", "distributed: failed tasks (all scenarios)", "== 0"),
+    ("distributed.duplicate_submissions", "distributed: duplicate submissions", "== 0"),
+    ("distributed.missing_files", "distributed: images or manifests missing in S3", "== 0"),
+    ("distributed.tasks_failed_by_429", "distributed: 429s that failed a task", "== 0"),
+    ("distributed.status_requests_per_job", "distributed: status requests per job, worst scenario", "< 1"),
+    ("distributed.secret_leaks", "distributed: log files holding the API key", "== 0"),
     ("batch_operator.ratio", "FluxBatchOperator sync: makespan / bound", "<= 1.05", "quick"),
     ("batch_operator_deferrable.ratio", "FluxBatchOperator deferrable: makespan / bound", "<= 1.10", "quick"),
     ("batch_operator.ratio", "FluxBatchOperator sync: makespan / bound", "<= 1.03", "full"),
@@ -76,6 +82,7 @@ def assemble(
     batch: dict[str, Any] | None,
     triggerer: dict[str, Any] | None,
     parse: dict[str, Any] | None,
+    distributed: dict[str, Any] | None = None,
     scale: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``batch`` is this provider's side (headline keys at its top), ``baseline`` the HTTP provider's."""
@@ -103,6 +110,11 @@ def assemble(
         }
     if parse is not None:
         doc["parse"] = parse
+    if distributed is not None:
+        doc["distributed"] = {
+            **distributed,
+            "secret_leaks": sum(len(files) for files in distributed["secrets_in_logs"].values()),
+        }
     doc["goals"] = evaluate_goals(doc)
     return doc
 
@@ -251,9 +263,57 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| {name} | {_f(r['parse_ms_median'])} | {_f(r['added_ms'])} | {_f(r['modules_added'])} | {dags} |"
             )
         out.append("")
+    if "distributed" in doc:
+        out.extend(distributed_markdown(doc["distributed"]))
     out.append("### Goals\n")
     out.append("| goal | target | measured | met |")
     out.append("|---|---|---:|---|")
     for g in doc["goals"]:
         out.append(f"| {g['goal']} | {g['target']} | {_f(g['measured'], 3)} | {_f(g['met'])} |")
     return "\n".join(out) + "\n"
+
+
+def distributed_markdown(d: dict[str, Any]) -> list[str]:
+    """The distributed run: one column per scenario."""
+    s = d["settings"]
+    out = [
+        f"### Distributed: {d['executor']} ({d['workers']} workers x {s['worker_concurrency']} slots), "
+        f"{d['triggerers']} triggerers, {d['database']}, {d['broker']}, images to {d['storage']}; "
+        f"{d['prompts']} prompts per scenario, {s['plan']} plan, jobs of {s['job_real_seconds']:.0f} s real, "
+        f"poll_interval {s['poll_interval']} s\n"
+    ]
+    runs = d["scenarios"]
+    names = list(runs)
+    out.append("| figure | " + " | ".join(names) + " |")
+    out.append("|---|" + "---:|" * len(names))
+    rows = (
+        ("run state", "run_state", 0),
+        ("makespan (s)", "makespan_s", 1),
+        ("lower bound (s)", "lower_bound_s", 1),
+        ("makespan / lower bound", "ratio", 3),
+        ("failed tasks", "failed_tasks", 0),
+        ("retried tasks", "retried_tasks", 0),
+        ("duplicate submissions", "duplicate_submissions", 0),
+        ("missing images or manifest", "missing_files", 0),
+        ("429s received", "http_429", 0),
+        ("tasks failed by a 429", "tasks_failed_by_429", 0),
+        ("status requests per job", "status_requests_per_job", 2),
+        ("total requests", "total_requests", 0),
+    )
+    for label, key, digits in rows:
+        out.append(f"| {label} | " + " | ".join(_f(runs[n].get(key), digits) for n in names) + " |")
+    peaks = [runs[n]["rate_limit"] for n in names]
+    out.append(
+        "| busiest rate-limit window (requests / limit) | "
+        + " | ".join(f"{p.get('peak_in_fixed_window', 'n/a')} / {p['limit_per_window']}" for p in peaks)
+        + " |"
+    )
+    killed = [runs[n].get("killed") or {} for n in names]
+    out.append("| killed | " + " | ".join(k.get("component", "") for k in killed) + " |")
+    leaks, scanned = d["secrets_in_logs"], d.get("logs_scanned") or {}
+    found = ", ".join(f"{k}: {len(v)} files" for k, v in leaks.items()) or "none"
+    out.append(
+        f"\nSecrets in logs: {found} ({scanned.get('files', 0)} log files, "
+        f"{scanned.get('bytes', 0):,} characters searched).\n"
+    )
+    return out

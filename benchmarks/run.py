@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Run the benchmarks: ``python benchmarks/run.py [--quick] [--json PATH] [--only batch,triggerer,parse]``.
 
+``--only distributed`` runs the batch on a distributed Airflow (CeleryExecutor, Redis, PostgreSQL,
+two workers, two triggerers, S3); it needs the ``distributed`` extra: ``python3 dev.py distributed``.
+
 Writes a JSON document (layout in ``benchmarks/README.md``), a Markdown table (printed and saved beside
 the JSON) and a PNG of requests per second over the batch.
 """
@@ -15,6 +18,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -28,6 +32,8 @@ from benchmarks.scale import run_scale  # noqa: E402
 from benchmarks.triggerer import TriggererSettings, run_triggerer  # noqa: E402
 
 SECTIONS = ("batch", "scale", "triggerer", "parse")
+#: Sections run only when named in ``--only``.
+OPTIONAL_SECTIONS = ("distributed",)
 PROFILES = {
     "quick": {
         "batch": BatchSettings(
@@ -43,6 +49,7 @@ PROFILES = {
         ),
         "triggerer": TriggererSettings(waits=1000, job_seconds=20.0, poll=2.0),
         "parse_repetitions": 7,
+        "distributed": {"prompts": 20, "time_scale": 0.25, "job_seconds": 64.0, "poll_interval": 8.0},
     },
     "full": {
         "batch": BatchSettings(
@@ -53,6 +60,7 @@ PROFILES = {
         ),
         "triggerer": TriggererSettings(waits=1000, job_seconds=60.0, poll=2.0),
         "parse_repetitions": 25,
+        "distributed": {"prompts": 60, "time_scale": 0.25, "job_seconds": 160.0, "poll_interval": 20.0},
     },
 }
 
@@ -102,6 +110,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-mapped-scale", action="store_true", help="skip the mapped form in the scale section"
     )
     parser.add_argument("--keep", type=Path, help="keep the batch's Airflow home and images here")
+    parser.add_argument(
+        "--scenarios",
+        help="distributed scenarios, comma-separated: batch, worker_sigkill, triggerer_sigkill, budget",
+    )
     parser.add_argument("--render", type=Path, help="print the Markdown of an earlier JSON result and exit")
     return parser.parse_args(argv)
 
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     profile_name = "quick" if args.quick else "full"
     profile = PROFILES[profile_name]
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(sections) - set(SECTIONS)
+    unknown = set(sections) - set(SECTIONS) - set(OPTIONAL_SECTIONS)
     if unknown:
         print(f"unknown section(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -153,7 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.time() - started:6.0f}s] {message}", flush=True)
 
-    batch = triggerer = parse = scale = None
+    batch = triggerer = parse = scale = distributed = None
+    if "distributed" in sections:
+        chosen = (
+            {"scenarios": tuple(x.strip() for x in args.scenarios.split(",") if x.strip())}
+            if args.scenarios
+            else {}
+        )
+        distributed = _run_distributed(
+            {**profile["distributed"], **chosen}, overrides, keep=args.keep, say=say
+        )
     if "parse" in sections:
         parse = run_parse(repetitions=repetitions, say=say)
     if "triggerer" in sections:
@@ -177,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         **git_state(),
     }
-    doc = assemble(meta=meta, batch=batch, triggerer=triggerer, parse=parse, scale=scale)
+    doc = assemble(
+        meta=meta, batch=batch, triggerer=triggerer, parse=parse, scale=scale, distributed=distributed
+    )
     if batch is not None:
         png = plot_requests(batch, json_path.with_suffix(".png"))
         doc["meta"]["plot"] = str(png)
@@ -190,6 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     if batch is not None:
         print(f"Plot: {doc['meta']['plot']}")
     return 0
+
+
+def _run_distributed(
+    profile: dict[str, Any], overrides: dict[str, float | None], *, keep: Path | None, say: Any
+) -> dict[str, Any]:
+    try:
+        from benchmarks.distributed import DistributedSettings, run_distributed
+    except ImportError as exc:
+        raise SystemExit(
+            f"{exc}: the distributed section needs its extra; run `python3 dev.py distributed`"
+        ) from None
+    values = {**profile, **{k: v for k, v in overrides.items() if v is not None}}
+    return run_distributed(DistributedSettings(**values), say=say, keep=keep)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pendulum
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_provider_doitong.storage import write_image
 

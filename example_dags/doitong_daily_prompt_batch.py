@@ -22,8 +22,8 @@ import posixpath
 from typing import Any
 
 import pendulum
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.operators.batch import FluxBatchOperator

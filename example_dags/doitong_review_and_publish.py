@@ -30,8 +30,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pendulum
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest

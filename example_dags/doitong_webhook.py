@@ -8,7 +8,7 @@ Run the receiver somewhere Doitong can reach (it verifies `X-Doitong-Signature` 
 webhook secret, deduplicates redeliveries by job id and records each job once):
 
 ```bash
-python example_dags/webhook_receiver.py --port 8799 --secret "$DOITONG_WEBHOOK_SECRET"
+DOITONG_WEBHOOK_SECRET=... python example_dags/webhook_receiver.py --port 8799
 ```
 
 and set the `webhook_url` param (default: `$DOITONG_WEBHOOK_URL`, else the receiver on this host).
@@ -21,8 +21,8 @@ import os
 from typing import Any
 
 import pendulum
+from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator

@@ -7,9 +7,16 @@ age: deliveries are deduplicated on the job ``id`` instead. A redelivered id is 
 (so Doitong stops retrying) but not processed again. Each verified delivery is appended to a JSONL
 file, whose ids are read back on start, so the deduplication survives a restart.
 
+It is meant to face the internet, so it holds out against slow and many clients: every socket has
+a timeout (a client that stops sending is dropped), requests are served by a fixed pool of
+threads, and when every thread is busy and the waiting line is full a new connection gets a 503 at
+once instead of another thread. The secret comes from the environment, never the command line
+(where ``ps`` shows it to every user of the machine).
+
 Run it::
 
-    python example_dags/webhook_receiver.py --port 8799 --secret "$DOITONG_WEBHOOK_SECRET"
+    export DOITONG_WEBHOOK_SECRET=...   # the account's webhook secret
+    python example_dags/webhook_receiver.py --port 8799
 
 and give the ``doitong_webhook`` DAG ``webhook_url=http://<this host>:8799/doitong/webhook``. In
 Python (tests, notebooks)::
@@ -25,13 +32,15 @@ import contextlib
 import json
 import logging
 import os
+import queue
+import socket
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,9 +56,70 @@ DEFAULT_RECORD_FILE = "webhook_deliveries.jsonl"
 SECRET_ENV = "DOITONG_WEBHOOK_SECRET"
 #: The largest body accepted; a Doitong delivery is well under a kilobyte.
 MAX_BODY_BYTES = 1 << 20
+#: Seconds a socket may stay silent (while a request is read or an answer written).
+SOCKET_TIMEOUT_S = 10.0
+#: Threads serving requests, and connections waiting for one; beyond both, a 503 at once.
+WORKERS = 8
+BACKLOG = 32
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
+
+
+class PooledHTTPServer(HTTPServer):
+    """An ``HTTPServer`` whose requests are served by a fixed pool of threads.
+
+    ``ThreadingHTTPServer`` starts a thread per connection, without limit: a flood of connections
+    (or a few slow ones per second) grows the process without bound. Here accepted connections
+    wait in a bounded queue for one of ``workers`` threads; when the queue is full the connection
+    is answered ``503`` from the accepting thread and closed.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, *, workers: int, backlog: int) -> None:
+        super().__init__(address, handler)
+        self._waiting: queue.Queue[tuple[socket.socket, Any] | None] = queue.Queue(maxsize=max(1, backlog))
+        self.refused = 0
+        self._threads = [
+            threading.Thread(target=self._work, name=f"doitong-webhooks-worker-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self._waiting.put_nowait((request, client_address))
+        except queue.Full:
+            self.refused += 1
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            self.shutdown_request(request)
+
+    def _work(self) -> None:
+        while True:
+            item = self._waiting.get()
+            if item is None:
+                return
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in self._threads:
+            with contextlib.suppress(queue.Full):
+                self._waiting.put(None, timeout=1)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
 
 class WebhookReceiver:
@@ -60,6 +130,9 @@ class WebhookReceiver:
     :param port: the port; 0 picks a free one.
     :param path: the URL path deliveries are POSTed to.
     :param record_file: the JSONL file verified deliveries are appended to (``None``: memory only).
+    :param workers: threads serving requests.
+    :param backlog: accepted connections waiting for a thread; beyond it, a 503 at once.
+    :param socket_timeout: seconds a client may stay silent before its connection is dropped.
     """
 
     def __init__(
@@ -70,9 +143,15 @@ class WebhookReceiver:
         port: int = 0,
         path: str = DEFAULT_PATH,
         record_file: str | os.PathLike[str] | None = None,
+        workers: int = WORKERS,
+        backlog: int = BACKLOG,
+        socket_timeout: float = SOCKET_TIMEOUT_S,
     ) -> None:
         if not secret:
             raise ValueError("a webhook secret is required")
+        if workers < 1 or backlog < 0 or socket_timeout <= 0:
+            raise ValueError("workers must be at least 1, backlog not negative, socket_timeout positive")
+        self.workers, self.backlog, self.socket_timeout = workers, backlog, socket_timeout
         self._secret = secret
         self.host = host
         self.port = port
@@ -82,7 +161,7 @@ class WebhookReceiver:
         self._deliveries: list[dict[str, Any]] = []
         self._seen: set[str] = set()
         self._lock = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: PooledHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._load_seen()
 
@@ -183,11 +262,12 @@ class WebhookReceiver:
         return record
 
     # --- HTTP -------------------------------------------------------------------------------
-    def _make_server(self) -> ThreadingHTTPServer:
+    def _make_server(self) -> PooledHTTPServer:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "DoitongWebhookReceiver/1.0"
+            timeout = receiver.socket_timeout  # applied to the connection by StreamRequestHandler
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode("utf-8")
@@ -223,8 +303,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s - " + format, self.address_string(), *args)
 
-        server = ThreadingHTTPServer((self.host, self.port), Handler)
-        server.daemon_threads = True
+        server = PooledHTTPServer((self.host, self.port), Handler, workers=self.workers, backlog=self.backlog)
         self.port = server.server_address[1]
         return server
 
@@ -240,7 +319,7 @@ class WebhookReceiver:
         return self
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving, and the worker threads."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -280,17 +359,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--path", default=DEFAULT_PATH)
     parser.add_argument(
-        "--secret", default=os.environ.get(SECRET_ENV), help=f"the webhook secret (default: ${SECRET_ENV})"
-    )
-    parser.add_argument(
         "--record", default=DEFAULT_RECORD_FILE, help="the JSONL file deliveries are appended to"
     )
+    parser.add_argument("--workers", type=int, default=WORKERS, help="threads serving requests")
+    parser.add_argument("--backlog", type=int, default=BACKLOG, help="connections waiting for a thread")
+    parser.add_argument(
+        "--socket-timeout", type=float, default=SOCKET_TIMEOUT_S, help="seconds of silence allowed"
+    )
+    parser.epilog = f"The webhook secret is read from ${SECRET_ENV}, never from the command line."
     args = parser.parse_args(argv)
-    if not args.secret:
-        parser.error(f"--secret (or ${SECRET_ENV}) is required")
+    secret = os.environ.get(SECRET_ENV)
+    if not secret:
+        parser.error(f"set ${SECRET_ENV} to the account's webhook secret")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     receiver = WebhookReceiver(
-        secret=args.secret, host=args.host, port=args.port, path=args.path, record_file=args.record
+        secret=secret,
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        record_file=args.record,
+        workers=args.workers,
+        backlog=args.backlog,
+        socket_timeout=args.socket_timeout,
     )
     with contextlib.suppress(KeyboardInterrupt):
         receiver.serve_forever()

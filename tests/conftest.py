@@ -84,12 +84,13 @@ def run_dag(dag: object, **kwargs: object) -> object:
     :param kwargs: passed to ``dag.test()``.
     """
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    from tests.airflow_versions import dagbag_module, sync_dag_to_db
 
     DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=str(_HOME / "dags"))
+    bag = dagbag_module().DagBag(dag_folder=str(_HOME / "dags"))
     bag.bag_dag(dag)  # type: ignore[arg-type]
-    sync_bag_to_db(bag, "dags-folder", None)
+    sync_dag_to_db(bag)
     return dag.test(**kwargs)  # type: ignore[attr-defined]
 
 

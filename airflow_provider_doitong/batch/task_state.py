@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
+from airflow_provider_doitong._compat import AirflowException, AirflowFailException
 from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts

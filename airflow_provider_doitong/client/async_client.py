@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -13,7 +13,7 @@ from tenacity import AsyncRetrying
 from airflow_provider_doitong.client import protocol
 from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
 from airflow_provider_doitong.client.downloads import WHAT, Download, request_headers
-from airflow_provider_doitong.client.errors import DoitongConnectionError
+from airflow_provider_doitong.client.errors import DoitongConnectionError, DoitongError
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
@@ -160,17 +160,35 @@ class AsyncDoitongClient(ClientBase):
         return steps.result()
 
     async def wait_for_job(
-        self, job_id: str, *, poll_interval: float = 5.0, deadline: float | None = None
+        self,
+        job_id: str,
+        *,
+        poll_interval: float = 5.0,
+        deadline: float | None = None,
+        refresh_key: Callable[[], Awaitable[str]] | None = None,
     ) -> Job:
         """Poll until the job completes; raise if it fails, vanishes or passes the deadline.
 
-        :param job_id: the job.
-        :param poll_interval: seconds between polls (stretched to stay within the plan's rate).
-        :param deadline: a Unix time to give up at.
+        As :meth:`DoitongClient.wait_for_job <airflow_provider_doitong.client.sync_client.DoitongClient.wait_for_job>`,
+        awaitable; ``refresh_key`` is a coroutine function.
         """
-        wait = JobWait(job_id=job_id, poll_interval=poll_interval, deadline=deadline, clock=self.clock)
+        wait = JobWait(
+            job_id=job_id,
+            poll_interval=poll_interval,
+            deadline=deadline,
+            clock=self.clock,
+            policy=self.retry_policy,
+        )
         while True:
-            step = wait.observe(await self.get_job(job_id), rate_limit=self.last_rate_limit)
+            try:
+                step = wait.observe(await self.get_job(job_id), rate_limit=self.last_rate_limit)
+            except DoitongError as exc:
+                step = wait.observe_error(exc)
+                if step.reauth:
+                    if refresh_key is None:
+                        raise
+                    self.set_api_key(await refresh_key())
+                    continue
             if step.done:
                 return step.result()
             await asyncio.sleep(step.sleep)

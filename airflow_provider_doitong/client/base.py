@@ -78,6 +78,12 @@ class ClientBase:
         self.download_policy = download_policy or DownloadPolicy.for_api(self.base_url)
         self.last_rate_limit = None
 
+    def set_api_key(self, api_key: str) -> None:
+        """Use another key from now on (a rotated one)."""
+        if not api_key:
+            raise ValueError("a Doitong API key is required")
+        self._api_key = api_key
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, transport={self.transport!r})"
 

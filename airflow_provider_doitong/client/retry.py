@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """How hard the client tries.
+    """How hard the client tries, and how a wait for a job backs off while the API is unavailable.
 
-    :param max_attempts: attempts in all, the first included.
+    :param max_attempts: attempts per request in all, the first included.
     :param backoff_base: the first backoff ceiling in seconds; it doubles each attempt.
     :param backoff_max: the largest backoff ceiling.
     :param max_rate_limit_wait: the longest wait for a rate-limit reset; a 429 whose reset is
@@ -43,37 +43,69 @@ class RetryPolicy:
     max_rate_limit_wait: float = 120.0
 
 
-def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: uniform between 0 and ``base * 2**(attempt-1)``, capped.
+def backoff_ceiling(policy: RetryPolicy, attempt: int) -> float:
+    """The exponential ceiling after ``attempt`` failed attempts (from 1): ``base * 2**(attempt-1)``, capped."""
+    return min(policy.backoff_max, policy.backoff_base * float(2 ** max(0, attempt - 1)))
 
-    :param policy: the policy.
+
+def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: uniform between 0 and :func:`backoff_ceiling`.
+
     :param attempt: the attempt that just failed, from 1.
-    :param rng: the random source.
     """
-    ceiling = min(policy.backoff_max, policy.backoff_base * 2 ** max(0, attempt - 1))
-    return (rng or random).uniform(0, ceiling)
+    return (rng or random).uniform(0, backoff_ceiling(policy, attempt))
 
 
 def rate_limit_wait(error: DoitongRateLimited, *, now: float) -> float | None:
-    """Seconds until a refused request may succeed, or ``None`` if the answer did not say.
-
-    :param error: the 429.
-    :param now: the current Unix time.
-    """
+    """Seconds until the reset a 429 named, or ``None`` if the answer did not say (0 if it is past)."""
     if error.retry_at is None:
         return None
     return max(0.0, error.retry_at - now)
+
+
+def rate_limit_resume_at(
+    error: DoitongRateLimited,
+    *,
+    attempt: int,
+    policy: RetryPolicy,
+    now: float,
+    rng: random.Random | None = None,
+) -> float:
+    """When to try again after a 429: never before the reset it named, never sooner than the backoff.
+
+    The wait is bounded below by ``max(reset, now + backoff_ceiling(attempt))``, so a reset that is
+    already past (a stale header, a server clock behind ours) or missing still spaces the attempts
+    out exponentially instead of resending at once. Jitter (up to a second) follows, so callers
+    refused together do not all return together. ``attempt`` counts the 429s in a row, across
+    deferrals.
+
+    :param attempt: the attempt that was refused, from 1.
+    :returns: a Unix time.
+    """
+    floor = now + backoff_ceiling(policy, attempt)
+    resume = floor if error.retry_at is None else max(error.retry_at, floor)
+    return resume + (rng or random).uniform(0, min(1.0, backoff_ceiling(policy, attempt)))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether the API is unavailable rather than refusing: a 5xx, no answer, or a (non-daily) 429.
+
+    A wait for a job rides these out until its deadline: the job keeps running at Doitong whatever
+    the API answers meanwhile.
+    """
+    if isinstance(error, DoitongRateLimited):
+        return not error.is_daily_limit
+    return isinstance(error, DoitongServerError | DoitongConnectionError)
 
 
 def is_retryable(error: BaseException, *, safe_to_resend: bool, policy: RetryPolicy, now: float) -> bool:
     """Whether another attempt may help, and cannot create a job twice.
 
     A submission is resent only where it cannot have created a job: a 429 (refused before any job
-    exists) or a connection never made. 400, 401, 402 and 404 are never retried.
+    exists) or a connection never made. 400, 401, 402 and 404 are never retried. A 429 is waited for
+    only when its reset is within ``policy.max_rate_limit_wait``.
 
-    :param error: what the attempt raised.
     :param safe_to_resend: the request can never create a job (status and account reads).
-    :param policy: the policy.
     :param now: the current Unix time.
     """
     if isinstance(error, DoitongRateLimited):
@@ -96,19 +128,13 @@ def compute_wait(
     now: float,
     rng: random.Random | None = None,
 ) -> float:
-    """How long to wait before the next attempt.
+    """Seconds to wait before the next attempt: :func:`rate_limit_resume_at` for a 429, else :func:`backoff`.
 
-    :param error: what the attempt raised.
     :param attempt: the attempt that failed, from 1.
-    :param policy: the policy.
     :param now: the current Unix time.
-    :param rng: the random source.
     """
     if isinstance(error, DoitongRateLimited):
-        wait = rate_limit_wait(error, now=now)
-        if wait is not None:
-            # A little jitter after the reset, so waiting callers don't all return at once.
-            return wait + (rng or random).uniform(0, min(1.0, policy.backoff_base))
+        return max(0.0, rate_limit_resume_at(error, attempt=attempt, policy=policy, now=now, rng=rng) - now)
     return backoff(policy, attempt, rng)
 
 
@@ -121,10 +147,8 @@ def retry_args(
 ) -> dict[str, Any]:
     """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike.
 
-    :param policy: the policy.
     :param safe_to_resend: the request can never create a job.
     :param clock: the source of the current Unix time.
-    :param rng: the random source for jitter.
     """
 
     def _retry(state: RetryCallState) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import requests
@@ -13,7 +13,7 @@ from tenacity import Retrying
 from airflow_provider_doitong.client import protocol
 from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
 from airflow_provider_doitong.client.downloads import CHUNK_BYTES, WHAT, Download, request_headers
-from airflow_provider_doitong.client.errors import DoitongConnectionError
+from airflow_provider_doitong.client.errors import DoitongConnectionError, DoitongError
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
@@ -187,16 +187,41 @@ class DoitongClient(ClientBase):
                     _read_body(resp, steps)
         return steps.result()
 
-    def wait_for_job(self, job_id: str, *, poll_interval: float = 5.0, deadline: float | None = None) -> Job:
+    def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        poll_interval: float = 5.0,
+        deadline: float | None = None,
+        refresh_key: Callable[[], str] | None = None,
+    ) -> Job:
         """Poll until the job completes; raise if it fails, vanishes or passes the deadline.
 
-        :param job_id: the job.
+        An unavailable API (5xx, no answer, 429) does not end the wait before the deadline: the
+        polls back off and go on (see :func:`~airflow_provider_doitong.client.waiting.after_poll_error`).
+
         :param poll_interval: seconds between polls (stretched to stay within the plan's rate).
         :param deadline: a Unix time to give up at.
+        :param refresh_key: called once when the API refuses the key, for the current one (a
+            rotated key); without it a 401 ends the wait.
         """
-        wait = JobWait(job_id=job_id, poll_interval=poll_interval, deadline=deadline, clock=self.clock)
+        wait = JobWait(
+            job_id=job_id,
+            poll_interval=poll_interval,
+            deadline=deadline,
+            clock=self.clock,
+            policy=self.retry_policy,
+        )
         while True:
-            step = wait.observe(self.get_job(job_id), rate_limit=self.last_rate_limit)
+            try:
+                step = wait.observe(self.get_job(job_id), rate_limit=self.last_rate_limit)
+            except DoitongError as exc:
+                step = wait.observe_error(exc)
+                if step.reauth:
+                    if refresh_key is None:
+                        raise
+                    self.set_api_key(refresh_key())
+                    continue
             if step.done:
                 return step.result()
             time.sleep(step.sleep)

@@ -1,32 +1,56 @@
-"""Deciding, as a pure function, what a wait for a job does next."""
+"""Deciding, as pure functions, what a wait for a job does next: after each poll, and after each failed one.
+
+A wait ends with the completed job, or with the error that ends it: :class:`DoitongJobFailed`,
+:class:`DoitongNotFound`, :class:`DoitongTimeout` (the deadline passed, the job keeps running), or
+an error the API gave that waiting cannot cure (a 401 after the connection was re-read once, a 400,
+answers that keep breaking the contract). While the API is unavailable (5xx, no answer, 429) the
+wait keeps going, backing off, until its deadline: the job runs on at Doitong meanwhile.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_provider_doitong.client.errors import DoitongJobFailed, DoitongNotFound, DoitongTimeout
+from airflow_provider_doitong.client.errors import (
+    DoitongError,
+    DoitongJobFailed,
+    DoitongNotFound,
+    DoitongProtocolError,
+    DoitongTimeout,
+    DoitongUnauthorized,
+)
 from airflow_provider_doitong.client.models import Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+from airflow_provider_doitong.client.retry import RetryPolicy, compute_wait, is_transient
 from airflow_provider_doitong.contract import JobStatus
 
 log = logging.getLogger(__name__)
 
 
+#: Failed polls in a row, of a kind that is neither an outage nor a final refusal (answers that do
+#: not follow the contract), after which a wait gives up.
+MAX_ODD_ERRORS = 5
+
+
 @dataclass(frozen=True)
 class WaitStep:
-    """What to do next: finish with :attr:`job`, raise :attr:`error`, or sleep :attr:`sleep` seconds.
+    """What to do next: finish with :attr:`job`, raise :attr:`error`, re-read the connection and
+    poll again at once (:attr:`reauth`), or sleep :attr:`sleep` seconds.
 
     :param job: the completed job.
     :param error: the reason the wait ends without a result.
     :param sleep: seconds until the next poll.
+    :param reauth: the API refused the key: read the connection again (a rotated key) and retry.
     """
 
     job: Job | None = None
     error: Exception | None = None
     sleep: float = 0.0
+    reauth: bool = False
 
     @property
     def done(self) -> bool:
@@ -48,6 +72,26 @@ def job_failed_error(job: Job) -> DoitongJobFailed:
     detail = job.error_message or "no reason given"
     code = f" ({job.error_code})" if job.error_code else ""
     return DoitongJobFailed(f"Doitong job {job.id} failed{code}: {detail}", code=job.error_code, job=job)
+
+
+def timeout_error(job_id: str, job: Job | None, *, cause: BaseException | None = None) -> DoitongTimeout:
+    """The error a wait ends with at its deadline.
+
+    :param job: the job as last read, if any poll answered.
+    :param cause: the last failed poll's error, if the API was unavailable at the end.
+    """
+    if cause is not None:
+        return DoitongTimeout(
+            f"Doitong job {job_id} did not finish by its deadline: the API did not answer ({cause}); "
+            "the job may still be running at Doitong",
+            job=job,
+        )
+    state = f"still {job.raw_status}" if job is not None else "no status read yet"
+    return DoitongTimeout(
+        f"Doitong job {job_id} did not finish by its deadline ({state}); it keeps running at Doitong "
+        "(the API has no cancel)",
+        job=job,
+    )
 
 
 def next_step(
@@ -75,14 +119,46 @@ def next_step(
     if job.status is JobStatus.FAILED:
         return WaitStep(error=job_failed_error(job))
     if deadline is not None and now >= deadline:
-        return WaitStep(
-            error=DoitongTimeout(
-                f"Doitong job {job_id} is still {job.raw_status or 'running'} at the deadline; "
-                "it keeps running at Doitong (the API has no cancel)",
-                job=job,
-            )
-        )
+        return WaitStep(error=timeout_error(job_id, job))
     sleep = rate_limit.pace_delay(now=now, min_interval=poll_interval) if rate_limit else poll_interval
+    if deadline is not None:
+        sleep = min(sleep, max(0.0, deadline - now))
+    return WaitStep(sleep=sleep)
+
+
+def after_poll_error(
+    job_id: str,
+    error: DoitongError,
+    *,
+    failures: int,
+    reauthed: bool,
+    now: float,
+    deadline: float | None,
+    policy: RetryPolicy,
+    max_odd_errors: int = MAX_ODD_ERRORS,
+    rng: random.Random | None = None,
+) -> WaitStep:
+    """Judge a poll that raised ``error``.
+
+    - 401: re-read the connection once (``reauth``); a second 401 in a row ends the wait.
+    - 5xx, no answer, 429: the API is unavailable, not the job: back off (a 429 no sooner than
+      its reset) and poll again, until the deadline, which ends the wait with :class:`DoitongTimeout`.
+    - Answers that break the contract: back off, up to ``max_odd_errors`` in a row.
+    - Anything else (400, 402, 404...) ends the wait.
+
+    :param failures: failed polls in a row, this one included.
+    :param reauthed: the connection was already re-read since the last good poll.
+    :param now: the current Unix time.
+    :param deadline: the Unix time the wait gives up at, if any.
+    """
+    if isinstance(error, DoitongUnauthorized):
+        return WaitStep(error=error) if reauthed else WaitStep(reauth=True)
+    transient = is_transient(error)
+    if not transient and not (isinstance(error, DoitongProtocolError) and failures < max_odd_errors):
+        return WaitStep(error=error)
+    if deadline is not None and now >= deadline:
+        return WaitStep(error=timeout_error(job_id, None, cause=error))
+    sleep = compute_wait(error, attempt=failures, policy=policy, now=now, rng=rng)
     if deadline is not None:
         sleep = min(sleep, max(0.0, deadline - now))
     return WaitStep(sleep=sleep)
@@ -96,14 +172,18 @@ class JobWait:
     :param poll_interval: the wait between polls.
     :param deadline: the Unix time the wait gives up at, if any.
     :param clock: the source of the current Unix time.
+    :param policy: the backoff between failed polls.
     """
 
     job_id: str
     poll_interval: float
     deadline: float | None = None
     clock: Callable[[], float] = time.time
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
     started: float = field(default_factory=time.monotonic)
     last_status: str | None = None
+    failures: int = 0
+    reauthed: bool = False
 
     def observe(self, job: Job | None, *, rate_limit: RateLimitInfo | None = None) -> WaitStep:
         """Judge one poll's answer.
@@ -111,6 +191,9 @@ class JobWait:
         :param job: what the poll read (``None``: the API does not know the job).
         :param rate_limit: the last rate-limit headers seen.
         """
+        if self.failures:
+            log.info("Doitong answers again after %d failed polls", self.failures)
+        self.failures, self.reauthed = 0, False
         if job is not None and job.raw_status != self.last_status:
             self.last_status = job.raw_status
             log.info(
@@ -127,3 +210,28 @@ class JobWait:
             poll_interval=self.poll_interval,
             rate_limit=rate_limit,
         )
+
+    def observe_error(self, error: DoitongError) -> WaitStep:
+        """Judge a poll that raised ``error`` (see :func:`after_poll_error`); logs what it decided."""
+        self.failures += 1
+        step = after_poll_error(
+            self.job_id,
+            error,
+            failures=self.failures,
+            reauthed=self.reauthed,
+            now=self.clock(),
+            deadline=self.deadline,
+            policy=self.policy,
+        )
+        if step.reauth:
+            self.reauthed = True
+            log.warning("Doitong refused the API key (%s); reading the connection again", error)
+        elif not step.done:
+            log.warning(
+                "Polling Doitong job %s failed (%d in a row): %s; polling again in %.1fs",
+                self.job_id,
+                self.failures,
+                error,
+                step.sleep,
+            )
+        return step

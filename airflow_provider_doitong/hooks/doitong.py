@@ -5,9 +5,16 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
-
+from airflow_provider_doitong._compat import (
+    AirflowFailException,
+    AirflowNotFoundException,
+    BaseHook,
+    aextra,
+    aget_connection,
+    amask_secret,
+    connection_form_widgets,
+    mask_secret,
+)
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
 from airflow_provider_doitong.connection import (
     CONN_FIELDS,
@@ -15,6 +22,7 @@ from airflow_provider_doitong.connection import (
     DEFAULT_CONN_ID,
     UI_FIELD_BEHAVIOUR,
     ConnectionSettings,
+    DoitongConnectionInvalid,
     settings_from_fields,
 )
 
@@ -56,32 +64,73 @@ class DoitongHook(BaseHook):
         }
 
     @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields for Airflow 3.0 and 3.1 (later ones read ``conn-fields``)."""
+        return connection_form_widgets(CONN_FIELDS)
+
+    @classmethod
     def conn_fields(cls) -> dict[str, Any]:
         """The connection's extra fields, as declared in ``get_provider_info()``."""
         return CONN_FIELDS
 
-    def _settings(self, conn: Any) -> ConnectionSettings:
-        settings = settings_from_fields(
+    def _read(self, conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
+        if conn.conn_type != CONN_TYPE:
+            raise DoitongConnectionInvalid(
+                f"connection {self.doitong_conn_id!r} is of type {conn.conn_type!r}, not {CONN_TYPE!r}"
+            )
+        return settings_from_fields(
             conn_id=self.doitong_conn_id,
             host=conn.host,
             schema=conn.schema,
             port=conn.port,
             password=conn.password,
-            extra=conn.extra_dejson,
+            extra=extra,
         )
-        mask_secret(settings.api_key)
-        if settings.webhook_secret:
-            mask_secret(settings.webhook_secret)
-        return settings
+
+    @staticmethod
+    def _secrets(settings: ConnectionSettings) -> list[str]:
+        return [s for s in (settings.api_key, settings.webhook_secret) if s]
 
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection, read and checked (sync: use :meth:`aget_settings` in a trigger)."""
-        return self._settings(self.get_connection(self.doitong_conn_id))
+        conn = self.get_connection(self.doitong_conn_id)
+        settings = self._read(conn, conn.extra_dejson)
+        for secret in self._secrets(settings):
+            mask_secret(secret)
+        return settings
+
+    def checked_settings(self) -> ConnectionSettings:
+        """:attr:`settings` for an operator: a missing or unusable connection fails the task at once.
+
+        No retry can fix either, so the answer is a final ``AirflowFailException`` naming the problem
+        (never a secret), raised before any request or credit is spent.
+        """
+        try:
+            return self.settings
+        except AirflowNotFoundException:
+            raise AirflowFailException(
+                f"The Doitong connection {self.doitong_conn_id!r} is not defined"
+            ) from None
+        except DoitongConnectionInvalid as exc:
+            raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
+
+    def reread_settings(self) -> ConnectionSettings:
+        """The connection read again, not from this hook's cache (e.g. after a key rotation)."""
+        self.__dict__.pop("settings", None)
+        return self.settings
 
     async def aget_settings(self) -> ConnectionSettings:
-        """The connection, read without blocking the event loop."""
-        return self._settings(await self.aget_connection(self.doitong_conn_id))
+        """The connection, read fresh on every call, its secrets masked without blocking the event loop.
+
+        The triggerer's loop must not wait on the supervisor: the compat layer picks the safe call
+        for each Airflow release.
+        """
+        conn = await aget_connection(self, self.doitong_conn_id)
+        settings = self._read(conn, await aextra(conn))
+        for secret in self._secrets(settings):
+            await amask_secret(secret)
+        return settings
 
     def _client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:
         return {

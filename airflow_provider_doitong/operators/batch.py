@@ -9,22 +9,22 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, conf
-from airflow.sdk.exceptions import (
-    AirflowException,
-    AirflowFailException,
-    AirflowNotFoundException,
-    AirflowSkipException,
-)
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, lineage
+from airflow_provider_doitong._compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    conf,
+)
 from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.batch import manifest, task_state
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import UNCONFIRMED_POLICIES, BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.client import DoitongError, DoitongUnauthorized
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
+from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.storage import shown
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
@@ -148,16 +148,6 @@ class FluxBatchOperator(BaseOperator):
     def hook(self) -> DoitongHook:
         return DoitongHook(doitong_conn_id=self.doitong_conn_id)
 
-    def _settings(self) -> ConnectionSettings:
-        try:
-            return self.hook.settings
-        except AirflowNotFoundException:
-            raise AirflowFailException(
-                f"The Doitong connection {self.doitong_conn_id!r} is not defined"
-            ) from None
-        except DoitongConnectionInvalid as exc:
-            raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
-
     def _check_numbers(self) -> None:
         """Read the templated numbers (a template may render them as strings) into ``_poll`` and ``_budget``."""
         try:
@@ -206,7 +196,7 @@ class FluxBatchOperator(BaseOperator):
 
     # --- the batch's state ---------------------------------------------------------------------
     def _runner(self, folder: Any, ledger: Ledger, found: list[batch_items.BatchItem]) -> BatchRunner:
-        plan = contract.PLANS[self._settings().plan]
+        plan = contract.PLANS[self.hook.checked_settings().plan]
         concurrency = self.concurrency or plan.concurrent_jobs
         deadline = ledger.meta.get("deadline")
         planner = Planner(
@@ -235,7 +225,7 @@ class FluxBatchOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Start (or, on a retry, pick up) the batch: check it all, then submit, wait and store."""
         found = self._items()
-        self._settings()
+        self.hook.checked_settings()
         estimate = batch_items.estimated_credits(found)
         problem = batch_items.budget_problem(
             images=len(found), estimate=estimate, to_spend=0, balance=None, max_credits=self._budget

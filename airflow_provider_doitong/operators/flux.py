@@ -4,43 +4,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-from airflow.sdk import Asset, BaseOperator, ResumableJobMixin, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong import contract, events, lineage
+from airflow_provider_doitong import contract, events, lineage, submission
+from airflow_provider_doitong._compat import (
+    AirflowException,
+    AirflowFailException,
+    conf,
+)
 from airflow_provider_doitong.client import (
-    DoitongBadRequest,
     DoitongClient,
     DoitongError,
-    DoitongInsufficientCredits,
-    DoitongJobFailed,
-    DoitongRateLimited,
-    DoitongTimeout,
-    DoitongUnauthorized,
     DoitongValidationError,
     ImageRequest,
     Job,
-    RetryPolicy,
 )
 from airflow_provider_doitong.client.models import image_side
-from airflow_provider_doitong.client.retry import backoff
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
+from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
+from airflow_provider_doitong.operators._submit import SubmitOnceMixin
 from airflow_provider_doitong.operators.outputs import fetch_and_store, link_url
+from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
+from airflow_provider_doitong.submission import Action, RecordState
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: Statuses ``get_job_status`` reports besides the API's own.
-NOT_FOUND_STATUS = "not_found"
-DAILY_LIMIT_ACTIONS = ("fail", "wait")
+DAILY_LIMIT_ACTIONS = tuple(DAILY_LIMIT_ANSWERS)
 
 
 def _seconds(value: float | timedelta | None) -> float | None:
@@ -71,12 +67,14 @@ def job_result(job: Job, *, prompt: str, output_path: str | None) -> dict[str, A
     }
 
 
-class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
+class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     """Generate an image with Doitong's ``flux-krea`` or ``flux-dev`` model.
 
-    Every input is checked against the contract before any request is sent. The job id is kept in
-    the task's state store right after submission, so a retry, a worker crash or a triggerer restart
-    reattaches to the same job instead of paying for it twice.
+    Every input is checked against the contract before any request is sent. The task keeps a
+    record of its submission in its task state store (see :mod:`~airflow_provider_doitong.submission`):
+    before the POST, with the job id right after it, and once the image is stored. A retry, a
+    worker crash or a triggerer restart reattaches to the same job instead of paying for it twice;
+    a job is reused only for the very request (model, prompt, size, quality, version) it was made for.
 
     :param prompt: the text (templated; a ``.txt`` file is read as a template).
     :param provider: ``flux-krea`` or ``flux-dev`` (templated).
@@ -90,12 +88,19 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
     :param deferrable: wait in the triggerer, holding no worker slot.
     :param poll_interval: the longest wait between two status polls, in seconds.
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;
-        the job keeps running at Doitong past it.
+        the job keeps running at Doitong past it. An unavailable API is waited out until then.
     :param output_path: where to store the image (templated): a local path or an
         ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``, the
         extension from the image's bytes and an unsafe job id mapped to a safe name.
     :param max_credits: refuse to submit when the estimated cost exceeds this.
-    :param on_daily_limit: on 429 ``DAILY_LIMIT``, ``fail`` at once or ``wait`` for the reset.
+    :param on_daily_limit: on 429 ``DAILY_LIMIT``: ``fail`` at once, ``skip`` the task, or ``wait``
+        for the reset.
+    :param on_clear: when the task runs again after it succeeded (cleared) and its request did not
+        change: ``reuse`` the paid image (fetched again, no charge) or ``regenerate`` a new one (a
+        new charge). A changed request is always submitted anew.
+    :param on_ambiguous_submission: when an earlier try sent the request and never got the answer
+        (a 5xx, a dropped connection, a killed worker), so a job may exist and be charged: ``fail``
+        the task without submitting, or ``resubmit`` with a warning that it may be a second charge.
     """
 
     template_fields: Sequence[str] = (
@@ -112,7 +117,6 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
     template_fields_renderers = {"prompt": "md"}
     operator_extra_links = (DoitongImageLink(),)
     ui_color = "#e8d7ff"
-    external_id_key = "doitong_job_id"
 
     def __init__(
         self,
@@ -132,12 +136,19 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         output_path: str | None = None,
         max_credits: int | None = None,
         on_daily_limit: str = "fail",
+        on_clear: str = "reuse",
+        on_ambiguous_submission: str = "resubmit",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if on_daily_limit not in DAILY_LIMIT_ACTIONS:
-            raise ValueError(f"on_daily_limit must be one of {DAILY_LIMIT_ACTIONS}, got {on_daily_limit!r}")
-        if poll_interval <= 0:
+        for name, value, allowed in (
+            ("on_daily_limit", on_daily_limit, DAILY_LIMIT_ACTIONS),
+            ("on_clear", on_clear, submission.ON_CLEAR),
+            ("on_ambiguous_submission", on_ambiguous_submission, submission.ON_AMBIGUOUS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not poll_interval > 0:
             raise ValueError("poll_interval must be positive")
         self.prompt = prompt
         self.provider = provider
@@ -154,6 +165,8 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         self.output_path = output_path
         self.max_credits = max_credits
         self.on_daily_limit = on_daily_limit
+        self.on_clear = on_clear
+        self.on_ambiguous_submission = on_ambiguous_submission
         self._deadline: float | None = None
         self._jobs: dict[str, Job] = {}
         self._result: dict[str, Any] | None = None
@@ -189,19 +202,9 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             )
         return request
 
-    def _check_connection(self) -> ConnectionSettings:
-        try:
-            return self.hook.settings
-        except AirflowNotFoundException:
-            raise AirflowFailException(
-                f"The Doitong connection {self.doitong_conn_id!r} is not defined"
-            ) from None
-        except DoitongConnectionInvalid as exc:
-            raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
-
     def _prepare(self, deadline: float | None) -> ImageRequest:
         request = self._image_request()
-        self._check_connection()
+        self.hook.checked_settings()
         if deadline is not None:
             self._deadline = deadline
         elif self.timeout is not None:
@@ -210,17 +213,22 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
 
     # --- entry points -------------------------------------------------------------------
     def execute(
-        self, context: Context, event: dict[str, Any] | None = None, deadline: float | None = None
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        attempt: int = 0,
     ) -> Any:
-        """Submit (or reattach to) the job, then wait as configured.
+        """Submit (or reattach to, or reuse) the job, then wait as configured.
 
-        :param context: the task context.
-        :param event: set when resumed after a rate-limit wait.
-        :param deadline: the wait's deadline, carried across a rate-limit deferral.
+        :param event: set when resumed after a deferred wait before resubmitting.
+        :param deadline: the wait's deadline, carried across such a deferral.
+        :param attempt: refused submissions in a row so far, carried across such a deferral, so
+            the backoff keeps growing.
         """
         self._request = self._prepare(deadline)
         try:
-            return self.execute_resumable(context)
+            return self._run(context, attempt)
         finally:
             self._close()
 
@@ -230,8 +238,10 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             status, job_id, job, message = events.read_event(event)
         except events.InvalidTriggerEvent as exc:
             raise AirflowException(str(exc)) from None
-        if status != events.SUCCESS or job is None:
-            raise AirflowException(message)
+        error = events.error_of(status, job_id, job, message)
+        if error is not None:
+            raise airflow_error(error, role=Role.SUBMITTER)
+        assert job is not None  # read_event checks a success carries its job
         self._request = self._image_request()
         try:
             return self._finish(job, context)
@@ -264,81 +274,24 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             self.client.close()
             del self.__dict__["client"]
 
-    # --- ResumableJobMixin --------------------------------------------------------------
-    def submit_job(self, context: Context) -> str:
-        request = self._request
-        # 429s are handled here (deferring, so no worker slot is held), not by sleeping in the client.
-        policy = RetryPolicy(max_rate_limit_wait=0)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                job = self.client.submit(request, retry_policy=policy)
-                break
-            except DoitongRateLimited as exc:
-                self._wait_for_rate_limit(exc, attempt)
-            except DoitongInsufficientCredits as exc:
-                raise AirflowFailException(
-                    f"Not enough Doitong credits: this image needs {exc.credits_required}, the account has "
-                    f"{exc.credits_available}"
-                ) from None
-            except (DoitongBadRequest, DoitongUnauthorized) as exc:
-                raise AirflowFailException(str(exc)) from None
-            except DoitongError as exc:
-                raise AirflowException(f"Doitong submission failed: {exc}") from None
-        self._jobs[job.id] = job
-        self.log.info(
-            "Submitted Doitong job %s (%s, %dx%d, %s; estimated %d credits)",
-            job.id,
-            request.provider,
-            request.width,
-            request.height,
-            request.quality,
-            request.estimated_credits,
-        )
-        return job.id
+    # --- one try ------------------------------------------------------------------------
+    def _run(self, context: Context, attempt: int) -> Any:
+        step = self._resume_step(context)
+        if step.action is Action.SUBMIT:
+            job = self._submit(context, max(attempt, step.refusals))
+            return self._wait(job.id, context, job)
+        assert step.job_id is not None
+        if step.job is not None:
+            self._jobs[step.job_id] = step.job
+            self.log.info("Found Doitong job %s from an earlier try: %s", step.job_id, step.job.raw_status)
+        if step.action is Action.FINISH:
+            assert step.job is not None
+            return self._finish(step.job, context)
+        return self._wait(step.job_id, context, step.job)
 
-    def _wait_for_rate_limit(self, exc: DoitongRateLimited, attempt: int) -> None:
-        if exc.is_daily_limit and self.on_daily_limit == "fail":
-            raise AirflowFailException(
-                f"The Doitong daily limit is reached; it resets at "
-                f"{_iso(exc.retry_at) if exc.retry_at else 'the next UTC midnight'}: {exc.message}"
-            ) from None
-        now = time.time()
-        resume_at = exc.retry_at if exc.retry_at is not None else now + backoff(RetryPolicy(), attempt)
-        if self._deadline is not None and resume_at > self._deadline:
-            raise AirflowException(
-                f"Doitong is rate limiting past the task's deadline: {exc.message}"
-            ) from None
-        self.log.warning("Doitong refused the submission (%s); retrying at %s", exc.code, _iso(resume_at))
-        if self.deferrable:
-            self.defer(
-                trigger=DateTimeTrigger(moment=datetime.fromtimestamp(resume_at, tz=timezone.utc)),
-                method_name="execute",
-                kwargs={"deadline": self._deadline},
-            )
-        time.sleep(max(0.0, resume_at - now))
-
-    def get_job_status(self, external_id: Any, context: Context) -> str:
-        job = self.client.get_job(str(external_id))
-        if job is None:
-            return NOT_FOUND_STATUS
-        self._jobs[job.id] = job
-        self.log.info("Found Doitong job %s from an earlier try: %s", job.id, job.raw_status)
-        return job.raw_status or contract.JobStatus.UNKNOWN.value
-
-    def is_job_active(self, status: str) -> bool:
-        return status != NOT_FOUND_STATUS and not contract.JobStatus.parse(status).is_terminal
-
-    def is_job_succeeded(self, status: str) -> bool:
-        return contract.JobStatus.parse(status) is contract.JobStatus.COMPLETED
-
-    # Returns the result: the mixin returns what this returns when it reattaches to a running job
-    # (its annotation says None).
-    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:  # type: ignore[override]
-        job_id = str(external_id)
+    def _wait(self, job_id: str, context: Context, job: Job | None) -> dict[str, Any]:
         if not self.wait_for_completion:
-            return self._finish(self._jobs.get(job_id) or self._read_job(job_id), context)
+            return self._finish(job or self._read_job(job_id), context)
         if self.deferrable:
             backstop = (
                 None if self._deadline is None else timedelta(seconds=self._deadline - time.time() + 60)
@@ -355,22 +308,22 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             )
         started = time.monotonic()
         try:
-            job = self.client.wait_for_job(job_id, poll_interval=self.poll_interval, deadline=self._deadline)
-        except (DoitongJobFailed, DoitongTimeout) as exc:
-            raise AirflowException(str(exc)) from None
+            done = self.client.wait_for_job(
+                job_id,
+                poll_interval=self.poll_interval,
+                deadline=self._deadline,
+                refresh_key=lambda: self.hook.reread_settings().api_key,
+            )
         except DoitongError as exc:
-            raise AirflowException(f"Waiting for Doitong job {job_id} failed: {exc}") from None
+            raise airflow_error(exc, doing=f"Waiting for Doitong job {job_id} failed") from None
         self.log.info("Doitong job %s completed after %.1fs", job_id, time.monotonic() - started)
-        return self._finish(job, context)
-
-    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
-        job_id = str(external_id)
-        if self._result is not None and self._result["job_id"] == job_id:
-            return self._result
-        return self._finish(self._jobs.get(job_id) or self._read_job(job_id), context)
+        return self._finish(done, context)
 
     def _read_job(self, job_id: str) -> Job:
-        job = self.client.get_job(job_id)
+        try:
+            job = self.client.get_job(job_id)
+        except DoitongError as exc:
+            raise airflow_error(exc, doing=f"Reading Doitong job {job_id} failed") from None
         if job is None:
             raise AirflowException(f"Doitong job {job_id} does not exist")
         return job
@@ -384,6 +337,7 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
             if self.output_path:
                 output = self._store(job)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
+            self._save_record(context, RecordState.STORED, job.id)
         result = job_result(job, prompt=self._request.prompt, output_path=output)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
@@ -396,7 +350,3 @@ class FluxGenerateOperator(ResumableJobMixin, BaseOperator):
         return fetch_and_store(
             self.client, job_id=job.id, url=job.url, location=str(self.output_path), log=self.log
         )
-
-
-def _iso(unix_time: float) -> str:
-    return datetime.fromtimestamp(unix_time, tz=timezone.utc).isoformat(timespec="seconds")

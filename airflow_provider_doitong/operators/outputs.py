@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider_doitong._compat import AirflowException, AirflowFailException
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongDownloadTooLarge,

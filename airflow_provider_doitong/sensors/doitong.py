@@ -7,14 +7,15 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_doitong import events
-from airflow_provider_doitong.client import DoitongError, JobStatus
-from airflow_provider_doitong.client.waiting import job_failed_error
+from airflow_provider_doitong._compat import AirflowException, conf
+from airflow_provider_doitong.client import DoitongError
+from airflow_provider_doitong.client.waiting import JobWait
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.outcomes import Role, airflow_error
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
@@ -25,8 +26,11 @@ class DoitongJobSensor(BaseSensorOperator):
     """Wait for a Doitong job (e.g. one submitted with ``wait_for_completion=False``) to complete.
 
     Works in ``poke``, ``reschedule`` or deferrable mode; deferrable waits in the triggerer with the
-    same :class:`DoitongJobTrigger` as the operator. A failed job fails the sensor with the job's
-    error. The XCom value is the completed job, as plain JSON.
+    same :class:`DoitongJobTrigger` as the operator. A failed or unknown job fails the sensor at once
+    (a retry would see the same job). While the API is unavailable (5xx, no answer, 429) a poke
+    reports "not yet" and the sensor's ``timeout`` decides when to give up; a refused key is read
+    from the connection again once before the sensor fails. The XCom value is the completed job,
+    as plain JSON.
 
     :param job_id: the job (templated).
     :param doitong_conn_id: the ``doitong`` connection.
@@ -47,6 +51,8 @@ class DoitongJobSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
         self.job_id = job_id
         self.doitong_conn_id = doitong_conn_id
         self.deferrable = deferrable
@@ -68,27 +74,39 @@ class DoitongJobSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        with DoitongHook(doitong_conn_id=self.doitong_conn_id).get_conn() as client:
-            try:
-                job = client.get_job(str(self.job_id))
-            except DoitongError as exc:
-                raise AirflowException(f"Reading Doitong job {self.job_id} failed: {exc}") from None
-        if job is None:
-            raise AirflowFailException(f"Doitong job {self.job_id} does not exist")
-        self.log.info("Doitong job %s is %s", job.id, job.raw_status)
-        if job.status is JobStatus.FAILED:
-            raise AirflowFailException(str(job_failed_error(job)))
-        return PokeReturnValue(is_done=job.status is JobStatus.COMPLETED, xcom_value=job.to_dict())
+        job_id = str(self.job_id)
+        hook = DoitongHook(doitong_conn_id=self.doitong_conn_id)
+        wait = JobWait(job_id=job_id, poll_interval=self.poll_interval)
+        client = hook.get_conn()
+        try:
+            while True:
+                try:
+                    step = wait.observe(client.get_job(job_id))
+                    break
+                except DoitongError as exc:
+                    step = wait.observe_error(exc)
+                    if not step.reauth:
+                        break
+                    client.close()
+                    hook.reread_settings()
+                    client = hook.get_conn()
+        finally:
+            client.close()
+        if isinstance(step.error, DoitongError):
+            raise airflow_error(step.error, role=Role.WATCHER)
+        if step.job is None:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=step.job.to_dict())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger fired: return the job, or fail with its error."""
+        """Resume after the trigger fired: return the job, or fail as the one outcome table says."""
         try:
             status, job_id, job, message = events.read_event(event)
         except events.InvalidTriggerEvent as exc:
             raise AirflowException(str(exc)) from None
-        if status == events.SUCCESS and job is not None:
-            self.log.info("Doitong job %s completed", job_id)
-            return job.to_dict()
-        if status in (events.FAILED, events.NOT_FOUND):
-            raise AirflowFailException(message)
-        raise AirflowException(message)
+        error = events.error_of(status, job_id, job, message)
+        if error is not None:
+            raise airflow_error(error, role=Role.WATCHER)
+        assert job is not None  # read_event checks a success carries its job
+        self.log.info("Doitong job %s completed", job_id)
+        return job.to_dict()

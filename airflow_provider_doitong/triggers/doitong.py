@@ -10,8 +10,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_doitong import events
-from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongNotFound, Job
-from airflow_provider_doitong.client.waiting import job_failed_error
+from airflow_provider_doitong.client import DoitongError, Job
+from airflow_provider_doitong.client.waiting import JobWait, timeout_error
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.triggers.poller import get_poller
@@ -60,49 +60,31 @@ class DoitongJobTrigger(BaseTrigger):
         return await DoitongHook(doitong_conn_id=self.doitong_conn_id).get_async_conn(max_connections=4)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        started = time.monotonic()
         poller = get_poller(self.doitong_conn_id, self._client_factory)
         updates = self._updates = poller.watch(self.job_id, poll_interval=self.poll_interval)
+        wait = JobWait(job_id=self.job_id, poll_interval=self.poll_interval, deadline=self.deadline)
         last: Job | None = None
+        outcome: Job | BaseException
         try:
             while True:
                 timeout = None if self.deadline is None else max(0.0, self.deadline - time.time())
                 last = await asyncio.wait_for(anext(updates), timeout)
-                self.log.info(
-                    "Doitong job %s is %s (%.1fs waited)",
-                    self.job_id,
-                    last.raw_status,
-                    time.monotonic() - started,
-                )
-                if last.is_terminal:
+                step = wait.observe(last)
+                if step.done:
+                    outcome = step.job if step.job is not None else step.error  # type: ignore[assignment]
                     break
         except (TimeoutError, asyncio.TimeoutError):
-            event = events.make_event(
-                status=events.TIMEOUT,
-                job_id=self.job_id,
-                job=last,
-                message=f"Doitong job {self.job_id} did not finish by its deadline; it keeps running at Doitong",
-            )
-        except DoitongNotFound as exc:
-            event = events.make_event(status=events.NOT_FOUND, job_id=self.job_id, message=str(exc))
+            outcome = timeout_error(self.job_id, last, cause=poller.last_error)
         except DoitongError as exc:
-            event = events.make_event(status=events.ERROR, job_id=self.job_id, job=last, message=str(exc))
-        else:
-            if last.status.value == "completed":
-                event = events.make_event(
-                    status=events.SUCCESS,
-                    job_id=self.job_id,
-                    job=last,
-                    message=f"Doitong job {self.job_id} completed",
-                )
-            else:
-                failure: DoitongJobFailed = job_failed_error(last)
-                event = events.make_event(
-                    status=events.FAILED, job_id=self.job_id, job=last, message=str(failure)
-                )
+            outcome = exc
+        except Exception as exc:  # the connection gone or unreadable, or a bug: the task must hear of it
+            self.log.exception("Waiting for Doitong job %s failed", self.job_id)
+            outcome = DoitongError(
+                f"Waiting for Doitong job {self.job_id} failed: {type(exc).__name__}: {exc}"
+            )
         finally:
             await self.cleanup()
-        yield TriggerEvent(event)
+        yield TriggerEvent(events.event_for(self.job_id, outcome, last=last))
 
     async def cleanup(self) -> None:
         """Leave the shared poller (the last trigger out stops it and closes its client)."""

@@ -6,6 +6,12 @@ reads all their jobs with one aliased GraphQL request per interval, paced by the
 a finished image is seen within a fraction of a second, not up to a whole interval later. Status requests per minute then depend on the interval, not on the
 number of waiting tasks. A trigger that leaves (done or cancelled) unregisters; the last one out
 stops the poller and closes its client.
+
+While the API is unavailable (5xx, no answer, 429) the poller backs off and keeps polling: no
+watcher hears of it, and each trigger's own deadline decides when to give up. A 401 makes it build
+a fresh client from the connection once (a rotated key); a second 401 in a row reaches every
+watcher. What to do after a failed poll is :func:`~airflow_provider_doitong.client.waiting.after_poll_error`'s
+decision, as for the sync wait.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import statistics
 import time
 import weakref
@@ -21,13 +28,15 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job
-from airflow_provider_doitong.client.retry import RetryPolicy, backoff
+from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job, JobStatus
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+from airflow_provider_doitong.client.retry import RetryPolicy
+from airflow_provider_doitong.client.waiting import WaitStep, after_poll_error
 
 log = logging.getLogger(__name__)
 
-#: Share of the rate-limit window's remaining requests the poller may use; the rest is left for
-#: submissions from workers on the same account.
+#: Share of each rate-limit window the status polls may use; the rest of the window's limit is kept
+#: for submissions from workers on the same account (see :func:`status_budget`).
 STATUS_SHARE = 0.5
 #: The shortest gap between two polls, whatever is due.
 MIN_POLL_GAP = 0.25
@@ -85,6 +94,22 @@ def next_poll_delay(
     return max(0.0, delay)
 
 
+def status_budget(rate_limit: RateLimitInfo) -> int:
+    """How many of the window's remaining requests the status polls may still use.
+
+    The rate-limit headers are account-wide, so every poller (one per connection per triggerer)
+    reads the same ``remaining``. Keeping a fixed part of the window's *limit* for submissions holds
+    however many triggerers poll: once the window is down to that reserve, all of them wait for the
+    reset. (A share of what *remains* does not: two pollers each taking half of it use it all.)
+
+    :param rate_limit: the last answer's headers, with ``remaining`` known.
+    """
+    remaining = rate_limit.remaining or 0
+    if rate_limit.limit is None:
+        return int(remaining * STATUS_SHARE)
+    return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE)))
+
+
 def _job_duration(job: Job) -> float | None:
     start, end = parse_api_time(job.created_at), parse_api_time(job.completed_at)
     if start is not None and end is not None and end >= start:
@@ -103,8 +128,10 @@ class JobPoller:
     """Polls every registered job of one connection in coalesced requests.
 
     :param key: the registry key (connection id).
-    :param client_factory: makes the one async client the poller keeps for its life.
-    :param max_consecutive_errors: failed polls in a row after which every watcher gets the error.
+    :param client_factory: makes the async client the poller uses (again after a 401: it must read
+        the connection afresh).
+    :param max_consecutive_errors: failed polls in a row, of answers that break the contract, after
+        which every watcher gets the error (an unavailable API is waited out instead).
     :param retry_policy: backoff between failed polls.
     """
 
@@ -121,12 +148,17 @@ class JobPoller:
         self._client: AsyncDoitongClient | None = None
         self._watchers: dict[str, list[_Watcher]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.max_consecutive_errors = max_consecutive_errors
         self.retry_policy = retry_policy or RetryPolicy()
         self._created_at: dict[str, float] = {}
         # Shared by every poller of the connection in this process, so what one learned outlives it.
         self._durations = _DURATIONS.setdefault(key, deque(maxlen=DURATION_SAMPLES))
         self._last_poll_at = 0.0
+        #: The error of the last poll, while polls fail (``None`` once one succeeds).
+        self.last_error: DoitongError | None = None
+        #: The Unix time polls started failing, while they fail.
+        self.failing_since: float | None = None
 
     @property
     def watching(self) -> int:
@@ -138,14 +170,13 @@ class JobPoller:
 
         The first poll of a newly watched job comes with the poller's next cycle.
 
-        :param job_id: the job.
         :param poll_interval: the longest this watcher wants between polls.
         :raises DoitongNotFound: if the API does not know the job.
-        :raises DoitongError: if polling fails ``max_consecutive_errors`` times in a row.
+        :raises DoitongError: what polling cannot get past (a 401 after a fresh client, a 400,
+            ``max_consecutive_errors`` answers in a row that break the contract).
         """
         watcher = _Watcher(poll_interval=poll_interval)
-        self._watchers.setdefault(job_id, []).append(watcher)
-        self._ensure_running()
+        self._register(job_id, watcher)
         try:
             while True:
                 item = await watcher.queue.get()
@@ -159,8 +190,15 @@ class JobPoller:
         finally:
             self._unregister(job_id, watcher)
 
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
+    def _register(self, job_id: str, watcher: _Watcher) -> None:
+        self._watchers.setdefault(job_id, []).append(watcher)
+        # The last watcher may have left between get_poller() and this first step of watch()
+        # (asyncio.wait_for runs it as a task of its own before Python 3.12): come back into the
+        # registry, so later triggers share this poller, and run again if the loop was stopped.
+        pollers = _REGISTRY.setdefault(asyncio.get_running_loop(), {})
+        pollers.setdefault(self.key, self)
+        if self._task is None or self._task.done() or self._stopping:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"doitong-poller-{self.key}"
             )
@@ -171,11 +209,13 @@ class JobPoller:
             watchers.remove(watcher)
         if not watchers:
             self._watchers.pop(job_id, None)
+            self._created_at.pop(job_id, None)
         if not self._watchers:
             pollers = _REGISTRY.get(asyncio.get_running_loop(), {})
             if pollers.get(self.key) is self:
                 del pollers[self.key]
             if self._task is not None and not self._task.done():
+                self._stopping = True
                 self._task.cancel()
 
     def _interval(self) -> float:
@@ -184,7 +224,7 @@ class JobPoller:
         rate_limit = self._client.last_rate_limit if self._client else None
         floor = MIN_POLL_GAP
         if rate_limit is not None and rate_limit.remaining is not None:
-            usable = dataclasses.replace(rate_limit, remaining=int(rate_limit.remaining * STATUS_SHARE))
+            usable = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit))
             wanted = usable.pace_delay(now=now, min_interval=wanted)
             floor = usable.pace_delay(now=now, min_interval=MIN_POLL_GAP)
         delay = next_poll_delay(
@@ -194,17 +234,20 @@ class JobPoller:
             created_at=[self._created_at[j] for j in self._watchers if j in self._created_at],
             typical_duration=statistics.median(self._durations) if self._durations else None,
         )
-        return max(delay, min(floor, wanted))
+        # Never faster than the gap, whatever interval a watcher asked for (0 included).
+        return max(MIN_POLL_GAP, delay, min(floor, wanted))
 
-    async def _poll_once(self) -> None:
-        assert self._client is not None
+    async def _poll_once(self, client: AsyncDoitongClient) -> None:
         ids = list(self._watchers)
         self._last_poll_at = time.time()
-        jobs = await self._client.get_jobs(ids)
+        jobs = await client.get_jobs(ids)
         for job_id, job in jobs.items():
+            watchers = self._watchers.get(job_id)
+            if not watchers:  # left while the request was in flight
+                continue
             if job is not None:
                 self._learn(job_id, job)
-            for watcher in list(self._watchers.get(job_id, [])):
+            for watcher in list(watchers):
                 if job is None:
                     watcher.queue.put_nowait(None)
                 elif job.raw_status != watcher.last_status or job.is_terminal:
@@ -218,39 +261,82 @@ class JobPoller:
         if job.is_terminal:
             self._created_at.pop(job_id, None)
             duration = _job_duration(job)
-            if duration is not None and job.status.value == "completed":
+            if duration is not None and job.status is JobStatus.COMPLETED:
                 self._durations.append(duration)
 
+    def _tell_everyone(self, item: BaseException) -> None:
+        for watchers in list(self._watchers.values()):
+            for watcher in watchers:
+                watcher.queue.put_nowait(item)
+
+    def _failed(self, exc: DoitongError, failures: int, reauthed: bool) -> WaitStep:
+        """Judge a failed poll (see :func:`after_poll_error`), log it, and tell every watcher if it is final."""
+        now = time.time()
+        if self.failing_since is None:
+            self.failing_since = now
+        self.last_error = exc
+        step = after_poll_error(
+            f"({len(self._watchers)} jobs)",
+            exc,
+            failures=failures,
+            reauthed=reauthed,
+            now=now,
+            deadline=None,
+            policy=self.retry_policy,
+            max_odd_errors=self.max_consecutive_errors,
+        )
+        if step.reauth:
+            log.warning("Doitong refused the API key (%s); reading the connection again", exc)
+        elif step.error is not None:
+            log.warning("Doitong status polls failed %d times in a row: %s; ending every wait", failures, exc)
+            self._tell_everyone(exc)
+        else:
+            log.warning(
+                "Doitong status poll failed (%d in a row, for %.0fs): %s; polling again in %.1fs",
+                failures,
+                now - self.failing_since,
+                exc,
+                step.sleep,
+            )
+        return step
+
     async def _run(self) -> None:
-        failures = 0
+        failures, reauthed = 0, False
+        client: AsyncDoitongClient | None = None
         try:
-            if self._client is None:
-                self._client = await self._client_factory()
             while self._watchers:
+                if client is None:
+                    client = self._client = await self._client_factory()
+                delay = MIN_POLL_GAP
                 try:
-                    await self._poll_once()
-                    failures = 0
-                    delay = self._interval()
+                    await self._poll_once(client)
                 except DoitongError as exc:
                     failures += 1
-                    log.warning("Doitong status poll failed (%d in a row): %s", failures, exc)
-                    if failures >= self.max_consecutive_errors:
-                        for watchers in list(self._watchers.values()):
-                            for watcher in watchers:
-                                watcher.queue.put_nowait(exc)
-                        failures = 0
-                    delay = backoff(self.retry_policy, failures or 1)
+                    step = self._failed(exc, failures, reauthed)
+                    if step.reauth:  # a fresh client, read from the connection, polls at once
+                        reauthed = True
+                        stale, client = client, None
+                        await asyncio.shield(stale.aclose())
+                        continue
+                    if step.error is not None:  # told: whoever comes next starts afresh
+                        failures, reauthed = 0, False
+                    delay = step.sleep
+                else:
+                    if failures:
+                        log.info("Doitong answers again after %d failed polls", failures)
+                    failures, reauthed = 0, False
+                    self.last_error = self.failing_since = None
+                    delay = self._interval()
                 if self._watchers:
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(max(MIN_POLL_GAP, delay))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must reach the triggers, not vanish with the task
             log.exception("Doitong poller stopped")
-            for watchers in list(self._watchers.values()):
-                for watcher in watchers:
-                    watcher.queue.put_nowait(exc)
+            self._tell_everyone(exc)
         finally:
-            client, self._client = self._client, None
+            if self._client is client:
+                self._client = None
             if client is not None:
                 await asyncio.shield(client.aclose())
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from airflow_provider_doitong.contract import PLANS, RATE_LIMIT_WINDOW_SECONDS
@@ -141,3 +144,50 @@ class AccountState:
         self.daily = DailyCounter()
         self.active.clear()
         self.max_in_flight = 0
+
+
+class KeyRotations:
+    """API keys rotated while the emulator runs: a new key serves the old key's account, and the
+    old key stops working at a set moment (then it is answered 401, as an unknown key would be).
+
+    Thread-safe; the API gate consults it before any request reaches the endpoints.
+
+    :param clock: the Unix-time clock.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._aliases: dict[str, str] = {}
+        self._revoked_at: dict[str, float] = {}
+
+    def rotate(self, *, old_key: str, new_key: str, old_key_valid_for: float = 0.0) -> None:
+        """Give ``old_key``'s account ``new_key``; ``old_key`` stops working ``old_key_valid_for`` s from now.
+
+        :raises ValueError: for an empty key or a key rotated onto itself.
+        """
+        if not old_key or not new_key or old_key == new_key:
+            raise ValueError("a rotation needs two different, non-empty keys")
+        if old_key_valid_for < 0:
+            raise ValueError("old_key_valid_for must not be negative")
+        with self._lock:
+            account_key = self._aliases.get(old_key, old_key)
+            self._aliases[new_key] = account_key
+            self._revoked_at[old_key] = self._clock() + old_key_valid_for
+            self._revoked_at.pop(new_key, None)
+
+    def resolve(self, key: str | None) -> tuple[str | None, bool]:
+        """The account key a presented key stands for, and whether the presented key is revoked."""
+        if key is None:
+            return None, False
+        with self._lock:
+            revoked_at = self._revoked_at.get(key)
+            if revoked_at is not None and self._clock() >= revoked_at:
+                return key, True
+            return self._aliases.get(key, key), False
+
+    def clear(self) -> None:
+        """Forget every rotation: all original keys work again, no new key does."""
+        with self._lock:
+            self._aliases.clear()
+            self._revoked_at.clear()

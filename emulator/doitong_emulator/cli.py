@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--error-429-rate", type=float, default=0.0, help="share answered 429 RATE_LIMITED")
     faults.add_argument("--drop-rate", type=float, default=0.0, help="share whose connection is dropped")
     faults.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
+    faults.add_argument("--outage", type=float, default=0.0, help="seconds every API request fails (0: none)")
+    faults.add_argument("--outage-after", type=float, default=0.0, help="seconds from start to the outage")
+    faults.add_argument("--outage-drop-rate", type=float, default=0.0, help="share dropped, not 503, in it")
+    faults.add_argument("--stale-reset", type=float, default=0.0, help="429 resets this many seconds past")
+    faults.add_argument("--rotate-key", help="a new key for the account; the old one stops working...")
+    faults.add_argument("--old-key-valid-for", type=float, default=0.0, help="...this many seconds later")
     faults.add_argument("--fail-job-rate", type=float, default=0.0, help="share of jobs that fail")
     faults.add_argument("--stuck-job-rate", type=float, default=0.0, help="share of jobs that never finish")
     hostile = parser.add_argument_group("hostile answers (each off by default)")
@@ -95,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             error_429_rate=args.error_429_rate,
             drop_rate=args.drop_rate,
             latency_s=args.latency,
+            outage_s=args.outage,
+            outage_after_s=args.outage_after,
+            outage_drop_rate=args.outage_drop_rate,
+            stale_reset_s=args.stale_reset,
             fail_job_rate=args.fail_job_rate,
             stuck_job_rate=args.stuck_job_rate,
             seed=args.seed,
@@ -126,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             public_url=args.public_url,
             state_file=args.state_file,
         )
+        if args.rotate_key:
+            emulator.rotate_key(args.rotate_key, old_key_valid_for=args.old_key_valid_for)
     except (ValueError, OSError) as error:
         print(f"doitong-emulator: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""Injected faults: errors, dropped connections, latency, failed and stuck jobs."""
+"""Injected faults: errors, dropped connections, latency, failed and stuck jobs, an outage window and
+stale rate-limit headers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 FAULT_DROP = "drop"
 FAULT_500 = "error_500"
 FAULT_429 = "error_429"
+FAULT_503 = "error_503"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +40,13 @@ class FaultConfig:
     :param latency_s: seconds added to every API request.
     :param fail_job_rate: share of new jobs that end ``failed``.
     :param stuck_job_rate: share of new jobs that stay ``processing`` forever.
+    :param outage_s: the length, in real seconds, of an outage during which every API request is
+        answered 503 or dropped (0: no outage); downloads are not affected.
+    :param outage_after_s: real seconds from this configuration to the start of the outage.
+    :param outage_drop_rate: share of requests during the outage whose connection is dropped
+        instead of answered 503.
+    :param stale_reset_s: every 429 carries an ``X-RateLimit-Reset`` this many seconds in the past
+        and no ``Retry-After`` (a stale header, or a server clock behind the client's); 0: off.
     :param seed: seeds the draws, for reproducible runs.
 
     Hostile answers (each off by default; they test that clients treat answers as data):
@@ -60,6 +70,10 @@ class FaultConfig:
     latency_s: float = 0.0
     fail_job_rate: float = 0.0
     stuck_job_rate: float = 0.0
+    outage_s: float = 0.0
+    outage_after_s: float = 0.0
+    outage_drop_rate: float = 0.0
+    stale_reset_s: float = 0.0
     seed: int | None = None
     # --- hostile answers ---
     hostile_job_ids: bool = False
@@ -72,6 +86,10 @@ class FaultConfig:
     redirect_base_url: str | None = None
 
     def __post_init__(self) -> None:
+        if min(self.outage_s, self.outage_after_s, self.stale_reset_s) < 0:
+            raise ValueError("outage_s, outage_after_s and stale_reset_s must not be negative")
+        if not 0.0 <= self.outage_drop_rate <= 1.0:
+            raise ValueError(f"outage_drop_rate must be between 0 and 1, got {self.outage_drop_rate}")
         for name in ("error_500_rate", "error_429_rate", "drop_rate", "fail_job_rate", "stuck_job_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -122,19 +140,36 @@ class FaultInjector:
     :param config: the fault configuration.
     """
 
-    def __init__(self, *, config: FaultConfig | None = None) -> None:
+    def __init__(self, *, config: FaultConfig | None = None, clock: Any = time.time) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self.config = config or FaultConfig()
         self._rng = random.Random(self.config.seed)
+        self.configured_at = clock()
 
     def configure(self, config: FaultConfig) -> None:
-        """Switch to a new configuration and re-seed.
+        """Switch to a new configuration and re-seed; an outage window counts from now.
 
         :param config: the new configuration.
         """
         with self._lock:
             self.config = config
             self._rng = random.Random(config.seed)
+            self.configured_at = self._clock()
+
+    def outage_fault(self) -> str | None:
+        """During the outage window, :data:`FAULT_503` or :data:`FAULT_DROP` for an API request; else ``None``."""
+        config = self.config
+        if config.outage_s <= 0:
+            return None
+        start = self.configured_at + config.outage_after_s
+        if not start <= self._clock() < start + config.outage_s:
+            return None
+        if config.outage_drop_rate <= 0:
+            return FAULT_503
+        with self._lock:
+            draw = self._rng.random()
+        return FAULT_DROP if draw < config.outage_drop_rate else FAULT_503
 
     def reseed(self) -> None:
         """Restart the draws from the configured seed."""

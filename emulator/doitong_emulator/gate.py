@@ -1,4 +1,5 @@
-"""The outermost ASGI layer: reads the request, injects faults, counts and logs API requests."""
+"""The outermost ASGI layer: reads the request, injects faults (an outage window, stale rate-limit
+headers included), applies key rotations, counts and logs API requests."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from airflow_provider_doitong.contract import (
     GRAPHQL_AUTH_SCHEME,
     GRAPHQL_PATH,
+    RATE_LIMIT_RESET_HEADER,
     REST_ACCOUNT_PATH,
     REST_AUTH_HEADER,
     REST_SUBMIT_PATH,
@@ -21,8 +23,9 @@ from airflow_provider_doitong.contract import (
     ErrorCode,
 )
 from doitong_emulator import graphql_api
+from doitong_emulator.accounts import KeyRotations
 from doitong_emulator.errors import error_body_bytes
-from doitong_emulator.faults import FAULT_429, FAULT_500, FAULT_DROP, drop_connection
+from doitong_emulator.faults import FAULT_429, FAULT_500, FAULT_503, FAULT_DROP, drop_connection
 from doitong_emulator.state import EmulatorState
 from doitong_emulator.stats import (
     KIND_ACCOUNT,
@@ -109,6 +112,27 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
+def _with_key(scope: Scope, presented: str, account_key: str) -> None:
+    """Make the request carry ``account_key`` where it carried ``presented`` (a rotated key)."""
+    headers = []
+    for name, value in scope.get("headers") or []:
+        if name == REST_AUTH_HEADER.lower().encode() and value.decode("latin-1").strip() == presented:
+            value = account_key.encode("latin-1")
+        elif name == b"authorization" and value.decode("latin-1").strip().endswith(" " + presented):
+            value = f"{GRAPHQL_AUTH_SCHEME} {account_key}".encode("latin-1")
+        headers.append((name, value))
+    scope["headers"] = headers
+
+
+def stale_rate_limit_headers(
+    raw: list[tuple[bytes, bytes]], *, stale_s: float, now: float
+) -> list[tuple[bytes, bytes]]:
+    """A 429's headers as a stale server sends them: a reset ``stale_s`` in the past, no ``Retry-After``."""
+    drop = {RETRY_AFTER_HEADER.lower().encode(), RATE_LIMIT_RESET_HEADER.lower().encode()}
+    kept = [(name, value) for name, value in raw if name.lower() not in drop]
+    return [*kept, (RATE_LIMIT_RESET_HEADER.lower().encode(), f"{now - stale_s:.3f}".encode())]
+
+
 def _api_key(scope: Scope) -> str | None:
     headers = dict(scope.get("headers") or [])
     key = headers.get(REST_AUTH_HEADER.lower().encode())
@@ -121,16 +145,21 @@ def _api_key(scope: Scope) -> str | None:
     return None
 
 
-async def send_json(send: Send, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+async def send_json(
+    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None, *, stale_s: float = 0.0
+) -> None:
     """Send a complete JSON answer on a raw ASGI ``send``.
 
     :param send: the ASGI send callable.
     :param status: the HTTP status.
     :param body: the encoded body.
     :param headers: extra headers.
+    :param stale_s: for a 429, send the rate-limit headers stale by this many seconds (0: as they are).
     """
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw.extend((key.lower().encode(), value.encode()) for key, value in (headers or {}).items())
+    if status == 429 and stale_s > 0:
+        raw = stale_rate_limit_headers(raw, stale_s=stale_s, now=time.time())
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
@@ -147,6 +176,8 @@ class ApiGate:
     def __init__(self, app: ASGIApp, *, state: EmulatorState) -> None:
         self.app = app
         self.state = state
+        #: Keys rotated at runtime (see :meth:`KeyRotations.rotate`).
+        self.rotations = KeyRotations()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
@@ -171,22 +202,36 @@ class ApiGate:
 
     async def _api(self, scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> int:
         faults = self.state.faults
-        latency = faults.config.latency_s
-        if latency > 0:
-            await asyncio.sleep(latency)
-        fault = faults.draw_request()
+        fault = faults.outage_fault()
+        if fault is None:
+            if faults.config.latency_s > 0:
+                await asyncio.sleep(faults.config.latency_s)
+            fault = faults.draw_request()
         if fault == FAULT_DROP:
             if await drop_connection(receive, send):
                 return STATUS_DROPPED
             log.warning("No transport found to drop a connection; answering 500 instead")
             fault = FAULT_500
-        if fault == FAULT_500:
-            body = error_body_bytes(ErrorCode.INTERNAL_SERVER_ERROR, "Internal server error, please retry")
-            await send_json(send, 500, body)
-            return 500
+        if fault in (FAULT_500, FAULT_503):
+            status = 503 if fault == FAULT_503 else 500
+            message = (
+                "Service unavailable, please retry"
+                if status == 503
+                else "Internal server error, please retry"
+            )
+            await send_json(send, status, error_body_bytes(ErrorCode.INTERNAL_SERVER_ERROR, message))
+            return status
         if fault == FAULT_429:
             await self._rate_limited(scope, send)
             return 429
+        presented = _api_key(scope)
+        account_key, revoked = self.rotations.resolve(presented)
+        if revoked:
+            body = error_body_bytes(ErrorCode.UNAUTHENTICATED, "Invalid API key (it was rotated)")
+            await send_json(send, 401, body)
+            return 401
+        if presented is not None and account_key is not None and account_key != presented:
+            _with_key(scope, presented, account_key)
         replayed = False
 
         async def replay() -> Message:
@@ -202,20 +247,26 @@ class ApiGate:
         state = self.state
         retry_after = state.retry_after(INJECTED_RETRY_AFTER_SECONDS * state.config.time_scale)
         headers = {RETRY_AFTER_HEADER: retry_after}
-        account = state.authenticate(_api_key(scope))
+        account = state.authenticate(self.rotations.resolve(_api_key(scope))[0])
         if account is not None:
             headers.update(state.peek(account, exhausted=True).headers)
         message = "Rate limit exceeded, please retry later"
         body = error_body_bytes(ErrorCode.RATE_LIMITED, message, retryAfter=float(retry_after))
-        await send_json(send, 429, body, headers)
+        await send_json(send, 429, body, headers, stale_s=state.faults.config.stale_reset_s)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> int:
         status = 0
+        stale_s = self.state.faults.config.stale_reset_s
 
         async def capture(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if status == 429 and stale_s > 0:
+                    headers = stale_rate_limit_headers(
+                        list(message.get("headers", [])), stale_s=stale_s, now=time.time()
+                    )
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:

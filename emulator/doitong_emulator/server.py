@@ -207,6 +207,13 @@ class DoitongEmulator:
         """
         self.state.faults.configure(config if config is not None else FaultConfig(**kwargs))
 
+    def rotate_key(self, new_key: str, *, old_key: str | None = None, old_key_valid_for: float = 0.0) -> None:
+        """Rotate an account's API key: ``new_key`` serves it from now on, and ``old_key`` (the default
+        account's by default) is refused with 401 once ``old_key_valid_for`` real seconds have passed."""
+        self.app.rotations.rotate(
+            old_key=old_key or self.api_key, new_key=new_key, old_key_valid_for=old_key_valid_for
+        )
+
     def stats(self) -> dict[str, Any]:
         """The counters, as ``GET /_emulator/stats`` shows them."""
         return self.state.snapshot()

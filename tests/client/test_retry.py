@@ -27,8 +27,11 @@ from airflow_provider_doitong.client.errors import (
 from airflow_provider_doitong.client.retry import (
     RetryPolicy,
     backoff,
+    backoff_ceiling,
     compute_wait,
     is_retryable,
+    is_transient,
+    rate_limit_resume_at,
     rate_limit_wait,
     retry_args,
 )
@@ -123,18 +126,51 @@ def test_backoff_is_capped() -> None:
 @pytest.mark.parametrize("retry_in", [0.0, 2.0, 60.0])
 def test_compute_wait_on_429_waits_for_the_reset(retry_in: float) -> None:
     rng = random.Random(7)
+    floor = backoff_ceiling(POLICY, 3)  # 2 s after three refusals in a row
     for _ in range(200):
         wait = compute_wait(_rate_limited(retry_in=retry_in), attempt=3, policy=POLICY, now=NOW, rng=rng)
-        assert retry_in <= wait <= retry_in + min(1.0, POLICY.backoff_base)
+        assert max(retry_in, floor) <= wait <= max(retry_in, floor) + 1.0
 
 
-def test_compute_wait_on_429_without_reset_backs_off() -> None:
-    rng = random.Random(3)
-    waits = [
-        compute_wait(_rate_limited(retry_in=None), attempt=2, policy=POLICY, now=NOW, rng=rng)
-        for _ in range(100)
-    ]
-    assert all(0.0 <= w <= 1.0 for w in waits)
+@pytest.mark.parametrize("retry_in", [None, -3600.0, -1.0, 0.0])
+@pytest.mark.parametrize("attempt", [1, 2, 5, 12])
+def test_a_past_or_missing_reset_still_backs_off(retry_in: float | None, attempt: int) -> None:
+    """A stale reset header (already past) or none at all: the exponential floor still spaces attempts."""
+    rng = random.Random(attempt)
+    floor = backoff_ceiling(POLICY, attempt)
+    for _ in range(100):
+        resume = rate_limit_resume_at(
+            _rate_limited(retry_in=retry_in), attempt=attempt, policy=POLICY, now=NOW, rng=rng
+        )
+        assert NOW + floor <= resume <= NOW + floor + min(1.0, floor)
+
+
+def test_stale_resets_cannot_make_a_tight_loop() -> None:
+    """Twenty refusals in a row with a reset already past take minutes, not milliseconds."""
+    rng = random.Random(1)
+    waited = sum(
+        compute_wait(_rate_limited(retry_in=-5.0), attempt=n, policy=POLICY, now=NOW, rng=rng)
+        for n in range(1, 21)
+    )
+    assert waited >= sum(backoff_ceiling(POLICY, n) for n in range(1, 21)) > 400
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (DoitongServerError("x", status=503), True),
+        (DoitongConnectionError("x", request_sent=True), True),
+        (DoitongConnectionError("x", request_sent=False), True),
+        (_rate_limited(), True),
+        (_rate_limited("DAILY_LIMIT"), False),
+        (DoitongUnauthorized("x", status=401), False),
+        (DoitongProtocolError("x"), False),
+        (DoitongNotFound("x"), False),
+        (KeyError("bug"), False),
+    ],
+)
+def test_is_transient(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
 
 
 def _raising(errors: list[BaseException], result: str = "ok") -> tuple[Callable[[], str], list[int]]:

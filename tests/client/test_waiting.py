@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from airflow_provider_doitong.client.errors import DoitongJobFailed, DoitongNotFound, DoitongTimeout
+from airflow_provider_doitong.client.errors import (
+    DoitongBadRequest,
+    DoitongConnectionError,
+    DoitongJobFailed,
+    DoitongNotFound,
+    DoitongProtocolError,
+    DoitongRateLimited,
+    DoitongServerError,
+    DoitongTimeout,
+    DoitongUnauthorized,
+)
 from airflow_provider_doitong.client.models import Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
-from airflow_provider_doitong.client.waiting import next_step
+from airflow_provider_doitong.client.retry import RetryPolicy
+from airflow_provider_doitong.client.waiting import JobWait, after_poll_error, next_step
 from airflow_provider_doitong.contract import JobStatus
 
 NOW = 1_800_000_000.0
@@ -74,3 +87,85 @@ def test_polls_are_paced_by_the_rate_limit(remaining: int | None, reset_in: floa
     )
     step = next_step("j", _job("processing"), now=NOW, deadline=None, poll_interval=1.0, rate_limit=rate)
     assert step.sleep == pytest.approx(expected)
+
+
+# --- after a failed poll -------------------------------------------------------------------------
+POLICY = RetryPolicy(backoff_base=0.5, backoff_max=30.0)
+_503 = DoitongServerError("Doitong job status: down", status=503)
+_REFUSED = DoitongConnectionError("Doitong job status: could not connect", request_sent=False)
+_DROPPED = DoitongConnectionError("Doitong job status: no answer", request_sent=True)
+_429 = DoitongRateLimited("slow down", status=429, code="RATE_LIMITED", retry_at=NOW + 20)
+_401 = DoitongUnauthorized("bad key", status=401, code="UNAUTHENTICATED")
+_ODD = DoitongProtocolError("not JSON", status=200)
+
+
+@pytest.mark.parametrize(
+    ("error", "failures", "reauthed", "deadline", "outcome"),
+    [
+        pytest.param(_503, 1, False, None, "sleep", id="503-waits"),
+        pytest.param(_503, 400, False, None, "sleep", id="503-waits-without-end-without-deadline"),
+        pytest.param(_503, 30, False, NOW + 1, "sleep", id="503-waits-until-the-deadline"),
+        pytest.param(_503, 1, False, NOW, DoitongTimeout, id="503-at-the-deadline-times-out"),
+        pytest.param(_REFUSED, 9, False, NOW + 60, "sleep", id="refused-waits"),
+        pytest.param(_DROPPED, 9, False, NOW + 60, "sleep", id="dropped-waits"),
+        pytest.param(_429, 3, False, NOW + 60, "sleep", id="429-waits"),
+        pytest.param(_401, 1, False, None, "reauth", id="401-rereads-the-connection"),
+        pytest.param(_401, 2, True, None, DoitongUnauthorized, id="401-again-fails"),
+        pytest.param(_ODD, 4, False, None, "sleep", id="odd-answer-waits-a-little"),
+        pytest.param(_ODD, 5, False, None, DoitongProtocolError, id="odd-answers-end-the-wait"),
+        pytest.param(DoitongBadRequest("bad", status=400), 1, False, None, DoitongBadRequest, id="400"),
+    ],
+)
+def test_after_poll_error(
+    error: Exception, failures: int, reauthed: bool, deadline: float | None, outcome: object
+) -> None:
+    step = after_poll_error(
+        "j",
+        error,
+        failures=failures,
+        reauthed=reauthed,
+        now=NOW,
+        deadline=deadline,
+        policy=POLICY,  # type: ignore[arg-type]
+    )
+    if outcome == "sleep":
+        assert not step.done and not step.reauth and step.sleep >= 0
+    elif outcome == "reauth":
+        assert step.reauth and not step.done
+    else:
+        assert isinstance(step.error, outcome)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("failures", [1, 3, 8, 20])
+def test_outage_backoff_grows_and_stops_at_the_deadline(failures: int) -> None:
+    rng = random.Random(failures)
+    for _ in range(50):
+        step = after_poll_error(
+            "j", _503, failures=failures, reauthed=False, now=NOW, deadline=None, policy=POLICY, rng=rng
+        )
+        assert 0 <= step.sleep <= min(30.0, 0.5 * 2 ** (failures - 1))
+    capped = after_poll_error(
+        "j", _503, failures=20, reauthed=False, now=NOW, deadline=NOW + 0.25, policy=POLICY, rng=rng
+    )
+    assert capped.sleep <= 0.25
+
+
+def test_429_while_waiting_sleeps_until_the_reset() -> None:
+    step = after_poll_error("j", _429, failures=1, reauthed=False, now=NOW, deadline=None, policy=POLICY)
+    assert 20.0 <= step.sleep <= 21.0
+
+
+def test_job_wait_rereads_once_per_streak_and_forgets_after_a_good_poll() -> None:
+    wait = JobWait(job_id="j", poll_interval=1.0, clock=lambda: NOW, policy=POLICY)
+    assert wait.observe_error(_401).reauth
+    assert isinstance(wait.observe_error(_401).error, DoitongUnauthorized)
+    wait.observe(_job("processing"))
+    assert wait.failures == 0 and wait.observe_error(_401).reauth
+
+
+def test_deadline_error_names_the_outage() -> None:
+    wait = JobWait(job_id="j", poll_interval=1.0, deadline=NOW - 1, clock=lambda: NOW, policy=POLICY)
+    error = wait.observe_error(_REFUSED).error
+    assert isinstance(error, DoitongTimeout)
+    assert "did not finish by its deadline: the API did not answer" in str(error)
+    assert "could not connect" in str(error)

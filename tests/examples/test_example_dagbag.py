@@ -23,9 +23,9 @@ EXPECTED_DAG_IDS = {
 
 @pytest.fixture(scope="module")
 def bag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_versions import dagbag_module
 
-    return DagBag(dag_folder=str(EXAMPLES))
+    return dagbag_module().DagBag(dag_folder=str(EXAMPLES))
 
 
 def test_every_example_imports(bag: Any) -> None:

@@ -111,11 +111,10 @@ def test_receiver_runs_from_the_command_line(tmp_path: Path) -> None:
             str(EXAMPLES / "webhook_receiver.py"),
             "--port",
             str(port),
-            "--secret",
-            SECRET,
             "--record",
             str(record_file),
         ],
+        env={**os.environ, "DOITONG_WEBHOOK_SECRET": SECRET},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -150,7 +149,7 @@ def test_receiver_cli_needs_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
         env=env,
         timeout=60,
     )
-    assert done.returncode == 2 and "--secret" in done.stderr
+    assert done.returncode == 2 and "DOITONG_WEBHOOK_SECRET" in done.stderr
 
 
 def test_webhook_dag_delivers_each_job_once(receiver_module: Any, doitong_conn: Any, tmp_path: Path) -> None:

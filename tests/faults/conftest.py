@@ -44,6 +44,25 @@ DAG_TEMPLATE = textwrap.dedent(
     """
 )
 
+#: One task whose prompt and output folder come from Variables, to change them and clear the task.
+CLEAR_DAG_ID = "doitong_faults_clear"
+CLEAR_DAG = textwrap.dedent(
+    """
+    from __future__ import annotations
+
+    import pendulum
+
+    from airflow.sdk import DAG
+    from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+
+    with DAG("%(dag_id)s", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False):
+        FluxGenerateOperator(
+            task_id="generate", width=256, height=256, deferrable=True, poll_interval=%(poll)r,
+            prompt="{{ var.value.doitong_clear_prompt }}", output_path="{{ var.value.doitong_clear_output }}/",
+        )
+    """
+)
+
 #: dag_id -> (deferrable, retries, timeout)
 DAGS = {
     "doitong_faults": (True, 3, 300.0),
@@ -83,6 +102,7 @@ def fault_cluster(
                 "retries": retries,
             }
         )
+    (dags / f"{CLEAR_DAG_ID}.py").write_text(CLEAR_DAG % {"dag_id": CLEAR_DAG_ID, "poll": POLL_INTERVAL})
     conn = {
         "conn_type": "doitong",
         "host": fault_emulator.base_url,
@@ -95,7 +115,7 @@ def fault_cluster(
     }
     with AirflowCluster(home=root / "airflow", dags_folder=dags, env=env) as cluster:
         cluster.create_pool("doitong", 10)
-        for dag_id in DAGS:
+        for dag_id in [*DAGS, CLEAR_DAG_ID]:
             cluster.wait_for_dag(dag_id)
         yield cluster
 

@@ -144,6 +144,8 @@ def test_connection_test_as_airflow_runs_it(
 
     emu = odd_key_emulator
     cls = importlib.import_module(connection_class).Connection
+    if not hasattr(cls, "test_connection"):
+        pytest.skip(f"{connection_class}.Connection cannot test itself before Airflow 3.3")
     conn = cls(
         conn_id=CONN_ID,
         conn_type="doitong",

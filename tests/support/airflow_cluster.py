@@ -91,10 +91,17 @@ class AirflowCluster:
             text=True,
         )
 
-    def start(self, components: Iterable[str] = COMPONENTS) -> AirflowCluster:
-        self.home.mkdir(parents=True, exist_ok=True)
+    #: What a failed metadata-database query raises (the watcher keeps going past it).
+    db_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def migrate(self) -> None:
+        """Create the metadata database unless it exists."""
         if not (self.home / "airflow.db").exists():
             self.airflow("db", "migrate")
+
+    def start(self, components: Iterable[str] = COMPONENTS) -> AirflowCluster:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.migrate()
         for name in components:
             self.start_component(name)
         self._wait_api()
@@ -170,7 +177,7 @@ class AirflowCluster:
                 rows = self.query(
                     "select task_id, map_index, state from task_instance where state is not null"
                 )
-            except sqlite3.Error:
+            except self.db_errors:
                 continue
             for task_id, map_index, state in rows:
                 self.states_seen.setdefault(f"{task_id}[{map_index}]", set()).add(str(state))
@@ -179,9 +186,9 @@ class AirflowCluster:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if self.query("select 1 from dag where dag_id = ? and is_stale = 0", (dag_id,)):
+                if self.query("select 1 from dag where dag_id = ? and not is_stale", (dag_id,)):
                     return
-            except sqlite3.Error:
+            except self.db_errors:
                 pass
             time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} was not parsed; see dag-processor.log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -69,14 +70,6 @@ def test_deadline_gives_timeout(doitong_conn: Any) -> None:
     assert payload["status"] == "timeout" and payload["job"]["status"] == "processing"
 
 
-def test_persistent_server_errors_end_with_an_error_event(doitong_conn: Any, monkeypatch: Any) -> None:
-    monkeypatch.setattr(poller_module.JobPoller, "__init__", _fast_poller_init)
-    job_id = submit(doitong_conn)
-    doitong_conn.set_faults(FaultConfig(error_500_rate=1.0, seed=2))
-    payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05))
-    assert payload["status"] == "error" and "500" in payload["message"]
-
-
 _original_init = poller_module.JobPoller.__init__
 
 
@@ -84,8 +77,57 @@ def _fast_poller_init(self: Any, **kwargs: Any) -> None:
     from airflow_provider_doitong.client import RetryPolicy
 
     _original_init(
-        self, **{**kwargs, "max_consecutive_errors": 3, "retry_policy": RetryPolicy(backoff_base=0.01)}
+        self,
+        **{
+            **kwargs,
+            "max_consecutive_errors": 3,
+            "retry_policy": RetryPolicy(max_attempts=2, backoff_base=0.05, backoff_max=0.2),
+        },
     )
+
+
+async def _one_attempt_client(self: DoitongJobTrigger) -> Any:
+    """Each poll is one request, so every failed request is a failed poll the poller must ride out."""
+    from airflow_provider_doitong.client import RetryPolicy
+    from airflow_provider_doitong.hooks.doitong import DoitongHook
+
+    hook = DoitongHook(doitong_conn_id=self.doitong_conn_id, retry_policy=RetryPolicy(max_attempts=1))
+    return await hook.get_async_conn()
+
+
+def test_an_api_that_stays_down_ends_the_wait_at_the_deadline_only(doitong_conn: Any) -> None:
+    job_id = submit(doitong_conn)
+    doitong_conn.set_faults(FaultConfig(error_500_rate=1.0, seed=2))
+    started = time.monotonic()
+    # The client's own retries of the first poll take up to ~4 s before the poller hears of it.
+    payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05, deadline=time.time() + 8))
+    assert time.monotonic() - started >= 7.9
+    assert payload["status"] == "timeout", payload
+    assert "did not finish by its deadline: the API did not answer" in payload["message"]
+    assert "HTTP 500" in payload["message"]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [FaultConfig(error_500_rate=1.0, seed=2), FaultConfig(drop_rate=1.0, seed=2)],
+    ids=["500", "dropped"],
+)
+def test_an_outage_is_waited_out(doitong_conn: Any, monkeypatch: Any, faults: FaultConfig) -> None:
+    """Polls fail for 3 s while the job completes; the trigger still fires with the completed job."""
+    monkeypatch.setattr(poller_module.JobPoller, "__init__", _fast_poller_init)
+    monkeypatch.setattr(DoitongJobTrigger, "_client_factory", _one_attempt_client)
+    job_id = submit(doitong_conn)
+    doitong_conn.set_faults(faults)
+    timer = threading.Timer(3.0, doitong_conn.set_faults, args=(FaultConfig(),))
+    timer.start()
+    try:
+        payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05, deadline=time.time() + 60))
+    finally:
+        timer.cancel()
+    assert payload["status"] == "success", payload
+    stats = doitong_conn.stats()
+    assert stats["http_5xx"] + stats["dropped"] > 3  # the outage was seen, and ridden out
+    assert stats["requests"]["submit"] == 1
 
 
 def test_many_triggers_share_one_poller(doitong_conn: Any) -> None:

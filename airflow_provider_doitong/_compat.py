@@ -1,0 +1,156 @@
+"""The one module that knows how the supported Airflow releases (3.0 to 3.3) differ.
+
+Every other module imports the names below from here instead of from ``airflow.sdk`` wherever a
+name moved, arrived late or behaves differently. Most of the work is done by
+``apache-airflow-providers-common-compat``, which tries the newest location first and falls back to
+the older one; this module adds only what it does not cover.
+
+What differs, and what this provider does about it:
+
+* ``ResumableJobMixin`` and ``context["task_state_store"]`` arrived in Airflow 3.3. There the
+  operator keeps the job id in the task's state store right after submission, so a retry (after a
+  worker crash, a timeout or a failed try) reattaches to the job instead of paying for it again.
+  Below 3.3, common-compat's stand-in mixin submits a new job on every try: nothing survives from
+  one try to the next. What still holds there: a deferred wait carries the job id in the trigger's
+  kwargs, so a triggerer restart reattaches to the same job, and the task resumes
+  (``execute_complete``) without submitting again. :data:`DURABLE_RETRIES` says which case applies.
+  Airflow 3.0 also keeps a try's resume point into its retry (3.1 clears it), so there a retry of a
+  task whose deferred wait failed replays that failure instead of starting afresh; the README says so.
+* ``airflow.sdk.BaseHook`` arrived in 3.1, ``airflow.sdk.conf`` in 3.2, and
+  ``AirflowFailException``/``AirflowNotFoundException`` in ``airflow.sdk.exceptions`` in 3.2.
+* The connection form: 3.2 and later read its extra fields from the declarative ``conn-fields`` of
+  ``get_provider_info()``; 3.0 and 3.1 only from a hook's ``get_connection_form_widgets()``, which
+  :func:`connection_form_widgets` builds from the same declaration.
+* A trigger runs on the triggerer's event loop, where a blocking call to the supervisor (reading a
+  connection, telling it a secret to mask) fails on 3.0 and 3.1: their triggerer bridges it with
+  ``async_to_sync``, which refuses the loop's own thread. ``BaseHook.aget_connection`` arrived in
+  3.1, and before 3.3.2 it still masks secrets with such a blocking call. :func:`aget_connection`
+  and :func:`aextra` (common-compat's) and :func:`amask_secret` use the async call where the
+  release has a safe one, else the blocking call in a worker thread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+    AirflowSkipException,
+    BaseHook,
+    conf,
+    mask_secret,
+)
+from airflow.providers.common.compat.sdk import ResumableJobMixin as _ResumableJobMixin
+from airflow.sdk.bases.operator import BaseOperatorMeta
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+#: True where a retry reattaches to the job an earlier try submitted (Airflow 3.3 and later: the
+#: SDK's ``ResumableJobMixin`` with its ``task_state_store``); False where every try submits anew.
+DURABLE_RETRIES: bool = _ResumableJobMixin.__module__.startswith("airflow.sdk")
+
+if DURABLE_RETRIES:
+    ResumableJobMixin = _ResumableJobMixin
+else:
+
+    class ResumableJobMixin(_ResumableJobMixin):  # type: ignore[no-redef]
+        """common-compat's stand-in (every try submits anew), with ``durable`` declared as 3.3 does.
+
+        3.3's mixin registers ``durable`` with the operator metaclass, so ``partial(durable=...)``
+        passes the check of mapped arguments; the stand-in's plain ``__init__`` would fail it, and a
+        DAG written for 3.3 would not parse.
+        """
+
+        @BaseOperatorMeta._apply_defaults  # type: ignore[type-var]
+        def __init__(self, *, durable: bool | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs if durable is None else {**kwargs, "durable": durable})
+
+
+__all__ = [
+    "DURABLE_RETRIES",
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowNotFoundException",
+    "AirflowSkipException",
+    "BaseHook",
+    "ResumableJobMixin",
+    "aextra",
+    "aget_connection",
+    "amask_secret",
+    "conf",
+    "connection_form_widgets",
+    "mask_secret",
+]
+
+
+async def aget_connection(hook: BaseHook, conn_id: str) -> Connection:
+    """Read a connection without blocking (or deadlocking) the event loop, on every release.
+
+    :param hook: the hook whose ``get_connection``/``aget_connection`` to use.
+    """
+    return await get_async_connection(conn_id, hook=hook)
+
+
+async def aextra(conn: Connection) -> dict[str, Any]:
+    """A connection's extras, read (and their secrets masked) safely on an event loop."""
+    return await get_async_extra_dejson(conn)
+
+
+async def amask_secret(secret: str) -> None:
+    """Mask a secret from an event loop: the SDK's async masking where it exists, else in a thread.
+
+    The thread is asgiref's, as for common-compat's: 3.0 and 3.1's triggerer reaches the supervisor
+    through ``async_to_sync``, which from such a thread runs the call on the triggerer's own loop.
+    From a plain thread it would start a second loop reading the same socket, and the triggerer's
+    replies would come out of order.
+    """
+    try:
+        from airflow.sdk.log import amask_secret as sdk_amask_secret
+    except ImportError:
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(mask_secret)(secret)
+    else:
+        await sdk_amask_secret(secret)
+
+
+def connection_form_widgets(conn_fields: dict[str, Any]) -> dict[str, Any]:
+    """The connection form's extra fields as WTForms fields, for Airflow 3.0 and 3.1.
+
+    ``conn_fields`` is the ``conn-fields`` declaration of ``get_provider_info()``, which 3.2 and
+    later read instead (they never call a hook's ``get_connection_form_widgets()`` when it exists).
+    3.0 and 3.1's UI stands in mocks for the imports below, so neither FAB nor WTForms needs to be
+    installed, and knows four field classes: a choice is a text field with ``any_of``, a number a
+    text field (the hook parses it), a secret a password field.
+    """
+    # FAB and WTForms: 3.1's UI stands in mocks where they are missing; 3.0's needs them installed.
+    from flask_appbuilder.fieldwidgets import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        BS3PasswordFieldWidget,
+        BS3TextFieldWidget,
+    )
+    from flask_babel import lazy_gettext  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    from wtforms import PasswordField, StringField  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    from wtforms.validators import Optional, any_of  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    widgets = {}
+    for name, field in conn_fields.items():
+        schema = field["schema"]
+        validators: list[Any] = [Optional()]
+        if "enum" in schema:
+            validators.append(any_of([value for value in schema["enum"] if value is not None]))
+        secret = schema.get("format") == "password"
+        default = schema.get("default")
+        if isinstance(default, int | float):
+            default = f"{default:g}"  # a number is typed as text in these releases' form
+        widgets[name] = (PasswordField if secret else StringField)(
+            lazy_gettext(field["label"]),
+            widget=BS3PasswordFieldWidget() if secret else BS3TextFieldWidget(),
+            validators=validators,
+            description=field["description"],
+            default=default,
+        )
+    return widgets

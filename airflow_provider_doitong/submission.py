@@ -1,0 +1,222 @@
+"""What a task remembers of its submission, and what its next try does with it: pure decisions.
+
+The API has no idempotency key and no job listing, so a task that must never pay twice for one
+image keeps its own record in the task state store, under :data:`STATE_KEY`:
+
+- ``submitting`` before the POST (no job id yet): if the try dies before the answer, the next try
+  knows a job *may* exist and was charged;
+- ``refused`` when the answer proved no job was made (a 429, a connection never made), with how
+  many refusals came in a row, so the backoff keeps growing across deferrals and restarts;
+- ``submitted`` with the job id, as soon as the answer came;
+- ``stored`` once the image is stored and the try is about to succeed.
+
+Each record carries a :func:`fingerprint` of the rendered request (model, prompt, size, quality,
+version), so a job is only ever reused for the very request it was made for: after a templated
+prompt changed and the task was cleared, the stored job is not the new prompt's image.
+
+:func:`plan` turns the record into the next step; :func:`after_read` finishes that decision once
+the stored job was read back.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_doitong.client.errors import (
+    DoitongConnectionError,
+    DoitongError,
+    DoitongProtocolError,
+    DoitongServerError,
+    DoitongUnauthorized,
+)
+from airflow_provider_doitong.client.models import ImageRequest, Job
+from airflow_provider_doitong.client.retry import is_transient
+from airflow_provider_doitong.contract import JobStatus
+
+#: The task state store key of the record. Renaming it strands the records of running tasks.
+STATE_KEY = "doitong_submission"
+#: ``on_clear``: a cleared task whose request did not change reuses its paid image, or makes a new one.
+ON_CLEAR = ("reuse", "regenerate")
+#: ``on_ambiguous_submission``: after a submission whose answer was lost, fail, or submit again.
+ON_AMBIGUOUS = ("fail", "resubmit")
+
+
+class RecordState(str, enum.Enum):
+    SUBMITTING = "submitting"
+    REFUSED = "refused"
+    SUBMITTED = "submitted"
+    STORED = "stored"
+
+
+#: States that carry no job id.
+_WITHOUT_JOB = frozenset({RecordState.SUBMITTING, RecordState.REFUSED})
+
+
+class Action(str, enum.Enum):
+    """The next step of a try."""
+
+    #: Submit the request (a new job, a new charge).
+    SUBMIT = "submit"
+    #: Read the recorded job back before deciding.
+    READ = "read"
+    #: Wait for the recorded job.
+    WAIT = "wait"
+    #: The recorded job is completed: fetch its image, pay nothing.
+    FINISH = "finish"
+    #: A submission was sent and its answer lost: a job may exist, and was charged.
+    AMBIGUOUS = "ambiguous"
+
+
+def fingerprint(request: ImageRequest) -> str:
+    """A SHA-256 of what makes the image: model, prompt, size, quality and version.
+
+    The webhook URL is left out: it changes where Doitong reports the job, not the image.
+    """
+    fields = {
+        "model": request.provider,
+        "prompt": request.prompt,
+        "width": request.width,
+        "height": request.height,
+        "quality": request.quality,
+        "version": request.version,
+    }
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """One task's record of its submission (see the module docstring).
+
+    :param job_id: the job, once the submission's answer came.
+    :param at: the Unix time of the last change.
+    :param refusals: for ``refused``, the refusals in a row so far.
+    """
+
+    state: RecordState
+    fingerprint: str
+    job_id: str | None = None
+    at: float = 0.0
+    refusals: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "fingerprint": self.fingerprint,
+            "job_id": self.job_id,
+            "at": self.at,
+            "refusals": self.refusals,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> Record | None:
+        """Read a stored value; ``None`` for anything this version did not write."""
+        if not isinstance(value, dict):
+            return None
+        try:
+            state = RecordState(value.get("state"))
+        except ValueError:
+            return None
+        fp, job_id = value.get("fingerprint"), value.get("job_id")
+        if not isinstance(fp, str) or not (job_id is None or isinstance(job_id, str)):
+            return None
+        if (job_id is None) != (state in _WITHOUT_JOB):
+            return None
+        at, refusals = value.get("at"), value.get("refusals", 0)
+        return cls(
+            state=state,
+            fingerprint=fp,
+            job_id=job_id,
+            at=float(at) if isinstance(at, int | float) else 0.0,
+            refusals=refusals if isinstance(refusals, int) and refusals > 0 else 0,
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a try does next, and why (for the task log).
+
+    :param job: the job as read back, for :attr:`Action.WAIT` and :attr:`Action.FINISH`.
+    :param refusals: for :attr:`Action.SUBMIT`, the refusals in a row before this try.
+    """
+
+    action: Action
+    reason: str
+    job_id: str | None = None
+    job: Job | None = None
+    refusals: int = 0
+
+
+def plan(stored: Any, *, fingerprint: str, on_clear: str) -> Step:
+    """The first step of a try, from what the task state store holds.
+
+    :param stored: the value under :data:`STATE_KEY` (``None`` if there is none).
+    :param fingerprint: the fingerprint of this try's rendered request.
+    :param on_clear: ``reuse`` or ``regenerate``, for a task cleared after it succeeded.
+    """
+    if stored is None:
+        return Step(Action.SUBMIT, "no earlier submission")
+    record = Record.from_json(stored)
+    if record is None:
+        return Step(
+            Action.SUBMIT, f"the stored submission record is not one this version reads: {stored!r:.120}"
+        )
+    if record.fingerprint != fingerprint:
+        earlier = f"job {record.job_id}" if record.job_id else "an earlier submission"
+        return Step(
+            Action.SUBMIT, f"the request changed since {earlier} (model, prompt, size, quality or version)"
+        )
+    if record.state is RecordState.SUBMITTING:
+        return Step(Action.AMBIGUOUS, "an earlier try sent this request and never got the answer")
+    if record.state is RecordState.REFUSED:
+        return Step(
+            Action.SUBMIT,
+            f"refused {record.refusals} times in a row so far (no job)",
+            refusals=record.refusals,
+        )
+    if record.state is RecordState.STORED and on_clear == "regenerate":
+        return Step(
+            Action.SUBMIT,
+            f"job {record.job_id} already made this image and the task ran again; on_clear='regenerate'",
+        )
+    return Step(Action.READ, f"job {record.job_id} was submitted for this request", job_id=record.job_id)
+
+
+def after_read(job_id: str, read: Job | None | DoitongError) -> Step:
+    """The step after reading the recorded job back.
+
+    :param read: the job, ``None`` if the API does not know it, or the error the read raised.
+    :raises DoitongError: a read error that waiting cannot cure (a 400, a 402...).
+    """
+    if isinstance(read, DoitongError):
+        # The wait rides out an unavailable API, and re-reads the connection after a 401.
+        if is_transient(read) or isinstance(read, DoitongProtocolError | DoitongUnauthorized):
+            return Step(
+                Action.WAIT, f"job {job_id} could not be read now ({read}); waiting for it", job_id=job_id
+            )
+        raise read
+    if read is None:
+        return Step(Action.SUBMIT, f"the API does not know job {job_id}")
+    if read.status is JobStatus.COMPLETED:
+        return Step(
+            Action.FINISH, f"job {job_id} is completed: its image is reused, nothing is paid", job_id, read
+        )
+    if read.status is JobStatus.FAILED:
+        return Step(Action.SUBMIT, f"job {job_id} failed (refunded)")
+    return Step(Action.WAIT, f"job {job_id} is {read.raw_status}: reattaching", job_id, read)
+
+
+def may_have_created_job(error: BaseException) -> bool:
+    """Whether a failed submission may still have created (and charged) a job.
+
+    Only a 5xx, an answer that broke the contract, or a connection lost after the request was
+    sent leave that open; any other HTTP answer (400, 401, 402, 429) and a connection never made
+    prove no job exists.
+    """
+    if isinstance(error, DoitongConnectionError):
+        return error.request_sent
+    return isinstance(error, DoitongServerError | DoitongProtocolError) or not isinstance(error, DoitongError)
