@@ -7,11 +7,10 @@ the older one; this module adds only what it does not cover.
 
 What differs, and what this provider does about it:
 
-* ``ResumableJobMixin`` and ``context["task_state_store"]`` arrived in Airflow 3.3. There the
-  operator keeps the job id in the task's state store right after submission, so a retry (after a
-  worker crash, a timeout or a failed try) reattaches to the job instead of paying for it again.
-  Below 3.3, common-compat's stand-in mixin submits a new job on every try: nothing survives from
-  one try to the next. What still holds there: a deferred wait carries the job id in the trigger's
+* ``context["task_state_store"]`` arrived in Airflow 3.3. There the operator keeps its submission
+  record (job id and request fingerprint) in it, so a retry (after a worker crash, a timeout or a
+  failed try) reattaches to the job instead of paying for it again. Below 3.3 there is no store, so
+  every try submits anew: nothing survives from one try to the next. What still holds there: a deferred wait carries the job id in the trigger's
   kwargs, so a triggerer restart reattaches to the same job, and the task resumes
   (``execute_complete``) without submitting again. :data:`DURABLE_RETRIES` says which case applies.
   Airflow 3.0 also keeps a try's resume point into its retry (3.1 clears it), so there a retry of a
@@ -44,30 +43,14 @@ from airflow.providers.common.compat.sdk import (
     mask_secret,
 )
 from airflow.providers.common.compat.sdk import ResumableJobMixin as _ResumableJobMixin
-from airflow.sdk.bases.operator import BaseOperatorMeta
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-#: True where a retry reattaches to the job an earlier try submitted (Airflow 3.3 and later: the
-#: SDK's ``ResumableJobMixin`` with its ``task_state_store``); False where every try submits anew.
+#: True where a retry reattaches to the job an earlier try submitted: Airflow 3.3 and later, whose
+#: Task SDK brought ``task_state_store`` together with its ``ResumableJobMixin`` (common-compat's
+#: stand-in lives outside ``airflow.sdk`` below 3.3). The operators keep their own record in the store.
 DURABLE_RETRIES: bool = _ResumableJobMixin.__module__.startswith("airflow.sdk")
-
-if DURABLE_RETRIES:
-    ResumableJobMixin = _ResumableJobMixin
-else:
-
-    class ResumableJobMixin(_ResumableJobMixin):  # type: ignore[no-redef]
-        """common-compat's stand-in (every try submits anew), with ``durable`` declared as 3.3 does.
-
-        3.3's mixin registers ``durable`` with the operator metaclass, so ``partial(durable=...)``
-        passes the check of mapped arguments; the stand-in's plain ``__init__`` would fail it, and a
-        DAG written for 3.3 would not parse.
-        """
-
-        @BaseOperatorMeta._apply_defaults  # type: ignore[type-var]
-        def __init__(self, *, durable: bool | None = None, **kwargs: Any) -> None:
-            super().__init__(**kwargs if durable is None else {**kwargs, "durable": durable})
 
 
 __all__ = [
@@ -77,7 +60,6 @@ __all__ = [
     "AirflowNotFoundException",
     "AirflowSkipException",
     "BaseHook",
-    "ResumableJobMixin",
     "aextra",
     "aget_connection",
     "amask_secret",

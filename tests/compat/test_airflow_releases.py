@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import itertools
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +60,6 @@ def test_installed_airflow_is_the_tested_release() -> None:
 def test_compat_layer_matches_the_release() -> None:
     durable = AIRFLOW >= Version("3.3")
     assert _compat.DURABLE_RETRIES is durable
-    assert issubclass(FluxGenerateOperator, _compat.ResumableJobMixin)
-    if durable:
-        from airflow.sdk import ResumableJobMixin
-
-        assert _compat.ResumableJobMixin is ResumableJobMixin
 
 
 #: Names whose home or behaviour differs between the supported releases: only ``_compat`` imports them.
@@ -146,18 +140,6 @@ def test_connection_form_as_the_ui_shows_it(airflow_home: Path) -> None:
     assert extra["transport"]["value"] == "graphql"
     assert extra["webhook_secret"]["schema"]["format"] == "password"
     assert float(extra["timeout"]["value"]) == 30
-
-
-def test_durable_argument_is_accepted_everywhere() -> None:
-    """A DAG written for 3.3 (``durable=False``) still parses on older releases (where it warns)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with DAG(f"doitong_compat_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)):
-            single = FluxGenerateOperator(task_id="single", prompt="x", durable=False)
-            FluxGenerateOperator.partial(task_id="mapped", durable=False).expand(prompt=["a", "b"])
-    assert single.durable is False
-    no_effect = [w for w in caught if "durable" in str(w.message)]
-    assert bool(no_effect) is not _compat.DURABLE_RETRIES
 
 
 def test_mapped_deferrable_batch_submits_each_prompt_once_and_stores_one_file_each(
