@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 import statistics
@@ -166,17 +165,15 @@ def collect(
         "airflow_cpu_s_per_image": sum(cpu_s.values()) / len(prompts),
     }
     if dag_id in dags.BATCH_CONN_IDS:  # one task: files are named by item and listed in its manifest
-        result.update(
-            batch_figures(
-                emu=emu,
-                output=output,
-                prompts=prompts,
-                first_submit=first_submit,
-                task_end=last_end,
-                concurrency=settings.concurrency,
-            )
+        figures = batch_figures(
+            emu=emu,
+            output=output,
+            prompts=prompts,
+            first_submit=first_submit,
+            task_end=last_end,
+            concurrency=settings.concurrency,
         )
-        result["resumes"] = resumes(cluster, dag_id, run_id, tis)
+        result.update(figures, resumes=resumes(cluster, dag_id, run_id, tis))
     return result
 
 
@@ -334,51 +331,6 @@ SIDES = {
 }
 
 
-def _write_dags(settings: BatchSettings, dags_dir: Path, retry_delay: float) -> float:
-    (dags_dir / "bench_ours.py").write_text(
-        dags.ours_dag(poll_interval=settings.poll_interval, retry_delay=retry_delay, size=settings.size)
-    )
-    poke = settings.baseline_poke_emulated * settings.time_scale
-    (dags_dir / "bench_baseline.py").write_text(
-        dags.baseline_dag(poke_interval=poke, retry_delay=retry_delay, size=settings.size)
-    )
-    for dag_id, deferrable in ((dags.BATCH_DAG_ID, False), (dags.BATCH_DEFERRABLE_DAG_ID, True)):
-        (dags_dir / f"{dag_id}.py").write_text(
-            dags.batch_dag(
-                dag_id=dag_id,
-                deferrable=deferrable,
-                poll_interval=settings.batch_poll_interval,
-                min_defer=settings.batch_min_defer,
-                retry_delay=retry_delay,
-                size=settings.size,
-            )
-        )
-    return poke
-
-
-def _connections(emus: dict[str, DoitongEmulator]) -> dict[str, str]:
-    def doitong(emu: DoitongEmulator) -> str:
-        return json.dumps({"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key})
-
-    base = emus["baseline"]
-    return {
-        "AIRFLOW_CONN_DOITONG_DEFAULT": doitong(emus["ours"]),
-        f"AIRFLOW_CONN_{dags.HTTP_CONN_ID.upper()}": json.dumps(
-            {
-                "conn_type": "http",
-                "host": "127.0.0.1",
-                "port": base.port,
-                "schema": "http",
-                "extra": {"X-API-Key": base.api_key},
-            }
-        ),
-        **{
-            f"AIRFLOW_CONN_{dags.BATCH_CONN_IDS[SIDES[side][0]].upper()}": doitong(emus[side])
-            for side in ("batch", "batch_deferrable")
-        },
-    }
-
-
 def run_batch(
     settings: BatchSettings,
     *,
@@ -393,7 +345,7 @@ def run_batch(
     dags_dir = work / "dags"
     dags_dir.mkdir(parents=True, exist_ok=True)
     retry_delay = settings.window_real_seconds
-    poke = _write_dags(settings, dags_dir, retry_delay)
+    poke = dags.write_all(settings, dags_dir, retry_delay)
     timeout = 600 + 6 * lower_bound(settings)["lower_bound_s"]
     results: dict[str, Any] = dict.fromkeys(SIDES)
     try:
@@ -401,7 +353,7 @@ def run_batch(
             emus = {side: stack.enter_context(new_emulator(settings)) for side in SIDES}
             say(f"batch: starting Airflow in {work}")
             with AirflowCluster(
-                home=work / "airflow", dags_folder=dags_dir, env=_connections(emus)
+                home=work / "airflow", dags_folder=dags_dir, env=dags.connections(emus)
             ) as cluster:
                 cluster.create_pool("doitong", settings.concurrency)
                 for dag_id, _ in SIDES.values():
@@ -422,25 +374,14 @@ def run_batch(
                         say=say,
                     )
                 seen = dict(cluster.states_seen)
-        if results["baseline"] is not None:
-            results["baseline"]["wait_tasks_ever_deferred"] = sum(
-                "deferred" in states for key, states in seen.items() if key.startswith("image.wait[")
-            )
-        if results["ours"] is not None:
-            results["ours"]["tasks_ever_deferred"] = sum(
-                "deferred" in states for key, states in seen.items() if key.startswith("generate[")
-            )
+        _count_deferred(results, seen)
     finally:
         if keep is None:
             tmp.cleanup()
     ours, baseline = results["ours"], results["baseline"]
     return {
         "settings": {
-            **asdict(settings),
-            "job_real_seconds": settings.job_real_seconds,
-            "window_real_seconds": settings.window_real_seconds,
-            "concurrency": settings.concurrency,
-            "requests_per_window": settings.requests_per_window,
+            **settings_doc(settings),
             "baseline_poke_real_seconds": poke,
             "retry_delay_s": retry_delay,
         },
@@ -450,6 +391,29 @@ def run_batch(
         "batch_operator_deferrable": results["batch_deferrable"],
         "vs_baseline": comparison(ours, baseline) if ours and baseline else None,
     }
+
+
+def settings_doc(settings: BatchSettings) -> dict[str, Any]:
+    """The settings as the result document records them, with the real-time figures they imply."""
+    return {
+        **asdict(settings),
+        "job_real_seconds": settings.job_real_seconds,
+        "window_real_seconds": settings.window_real_seconds,
+        "concurrency": settings.concurrency,
+        "requests_per_window": settings.requests_per_window,
+    }
+
+
+def _count_deferred(results: dict[str, Any], seen: dict[str, set[str]]) -> None:
+    """How many mapped waits were ever deferred (the baseline's never are: see the README)."""
+    for side, prefix, key in (
+        ("baseline", "image.wait[", "wait_tasks_ever_deferred"),
+        ("ours", "generate[", "tasks_ever_deferred"),
+    ):
+        if results[side] is not None:
+            results[side][key] = sum(
+                "deferred" in states for k, states in seen.items() if k.startswith(prefix)
+            )
 
 
 def comparison(ours: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.batch import BatchSettings
+    from doitong_emulator import DoitongEmulator
 
 OURS_DAG_ID = "doitong_bench_ours"
 BASELINE_DAG_ID = "doitong_bench_baseline"
@@ -172,4 +179,52 @@ def batch_dag(
         "retry_delay": retry_delay,
         "size": size,
         "conn_id": BATCH_CONN_IDS[dag_id],
+    }
+
+
+def write_all(settings: BatchSettings, dags_dir: Path, retry_delay: float) -> float:
+    """Write every side's DAG file; return the baseline's poke interval (real seconds)."""
+    (dags_dir / "bench_ours.py").write_text(
+        ours_dag(poll_interval=settings.poll_interval, retry_delay=retry_delay, size=settings.size)
+    )
+    poke = settings.baseline_poke_emulated * settings.time_scale
+    (dags_dir / "bench_baseline.py").write_text(
+        baseline_dag(poke_interval=poke, retry_delay=retry_delay, size=settings.size)
+    )
+    for dag_id, deferrable in ((BATCH_DAG_ID, False), (BATCH_DEFERRABLE_DAG_ID, True)):
+        (dags_dir / f"{dag_id}.py").write_text(
+            batch_dag(
+                dag_id=dag_id,
+                deferrable=deferrable,
+                poll_interval=settings.batch_poll_interval,
+                min_defer=settings.batch_min_defer,
+                retry_delay=retry_delay,
+                size=settings.size,
+            )
+        )
+    return poke
+
+
+def connections(emus: dict[str, DoitongEmulator]) -> dict[str, str]:
+    """Each side's connection, to its own emulator, as ``AIRFLOW_CONN_*`` variables."""
+
+    def doitong(emu: DoitongEmulator) -> str:
+        return json.dumps({"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key})
+
+    base = emus["baseline"]
+    return {
+        "AIRFLOW_CONN_DOITONG_DEFAULT": doitong(emus["ours"]),
+        f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": base.port,
+                "schema": "http",
+                "extra": {"X-API-Key": base.api_key},
+            }
+        ),
+        **{
+            f"AIRFLOW_CONN_{BATCH_CONN_IDS[dag_id].upper()}": doitong(emus[side])
+            for side, dag_id in (("batch", BATCH_DAG_ID), ("batch_deferrable", BATCH_DEFERRABLE_DAG_ID))
+        },
     }

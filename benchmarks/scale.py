@@ -12,12 +12,19 @@ import contextlib
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from benchmarks import dags
-from benchmarks.batch import SIDES, BatchSettings, lower_bound, make_prompts, new_emulator, run_one
+from benchmarks.batch import (
+    SIDES,
+    BatchSettings,
+    lower_bound,
+    make_prompts,
+    new_emulator,
+    run_one,
+    settings_doc,
+)
 from benchmarks.batch_operator import mapped_over_the_limit
 from tests.support.airflow_cluster import AirflowCluster
 
@@ -35,21 +42,8 @@ def run_scale(
     work = Path(keep or tmp.name)
     dags_dir = work / "dags"
     dags_dir.mkdir(parents=True, exist_ok=True)
-    (dags_dir / "bench_batch.py").write_text(
-        dags.batch_dag(
-            dag_id=dags.BATCH_DAG_ID,
-            deferrable=False,
-            poll_interval=settings.batch_poll_interval,
-            retry_delay=settings.window_real_seconds,
-            size=settings.size,
-        )
-    )
-    (dags_dir / "bench_ours.py").write_text(
-        dags.ours_dag(
-            poll_interval=settings.poll_interval, retry_delay=settings.window_real_seconds, size=settings.size
-        )
-    )
-    result: dict[str, Any] = {"settings": {**asdict(settings), **_derived(settings)}}
+    _write_dags(settings, dags_dir)
+    result: dict[str, Any] = {"settings": settings_doc(settings)}
     try:
         with contextlib.ExitStack() as stack:
             emu = stack.enter_context(new_emulator(settings))
@@ -88,14 +82,21 @@ def run_scale(
     return result
 
 
+def _write_dags(settings: BatchSettings, dags_dir: Path) -> None:
+    delay = settings.window_real_seconds
+    (dags_dir / "bench_batch.py").write_text(
+        dags.batch_dag(
+            dag_id=dags.BATCH_DAG_ID,
+            deferrable=False,
+            poll_interval=settings.batch_poll_interval,
+            retry_delay=delay,
+            size=settings.size,
+        )
+    )
+    (dags_dir / "bench_ours.py").write_text(
+        dags.ours_dag(poll_interval=settings.poll_interval, retry_delay=delay, size=settings.size)
+    )
+
+
 def _conn(emu: Any) -> str:
     return json.dumps({"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key})
-
-
-def _derived(settings: BatchSettings) -> dict[str, Any]:
-    return {
-        "job_real_seconds": settings.job_real_seconds,
-        "window_real_seconds": settings.window_real_seconds,
-        "concurrency": settings.concurrency,
-        "requests_per_window": settings.requests_per_window,
-    }

@@ -18,40 +18,20 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 from typing import Any
 
 import pendulum
-from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
+from airflow.sdk import DAG, Asset, Param, task
 
 from airflow_provider_doitong import contract
+from airflow_provider_doitong.batch.roots import configured_roots, inside_roots
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
-from airflow_provider_doitong.storage import write_image
+from airflow_provider_doitong.storage import storage_path, write_image
 
 DAG_ID = "doitong_daily_prompt_batch"
 DAILY_IMAGES = Asset(name="doitong_daily_images")
 DAG_FOLDER = os.path.dirname(os.path.abspath(__file__))
 PROMPTS_ROOTS_ENV, OUTPUT_ROOTS_ENV = "DOITONG_PROMPTS_ROOTS", "DOITONG_OUTPUT_ROOTS"
-
-
-def roots(env: str, default: str) -> list[str]:
-    """The configured roots: absolute local paths or URIs (the deployment's, never the run conf's)."""
-    found = [r.strip() for r in (os.environ.get(env) or default).split(",") if r.strip()]
-    return [r.rstrip("/") if "://" in r else os.path.realpath(os.path.expanduser(r)) for r in found]
-
-
-def within(location: str, allowed: list[str], *, what: str) -> str:
-    """``location`` (relative: to the first root) if it is one of ``allowed`` or inside one, else refuse."""
-    if "://" in location:
-        scheme, rest = location.split("://", 1)
-        resolved = f"{scheme}://{posixpath.normpath('/' + rest).lstrip('/')}"
-    else:
-        resolved = os.path.realpath(os.path.join(allowed[0], os.path.expanduser(location)))
-    for root in allowed:
-        if resolved == root or resolved.startswith(root.rstrip("/") + "/"):
-            return resolved
-    raise AirflowFailException(f"{what} {location!r} is outside the configured roots {allowed}")
 
 
 with DAG(
@@ -78,8 +58,8 @@ with DAG(
     @task
     def plan_day(params: dict[str, Any], ds: str, dag_run: Any) -> dict[str, str]:
         """The day's folder (``<root>/<date>``, plus the run's time unless scheduled) and prompts file."""
-        output_roots = roots(OUTPUT_ROOTS_ENV, "~/doitong-images")
-        root = within(params["output_root"] or output_roots[0], output_roots, what="output_root")
+        output_roots = configured_roots(OUTPUT_ROOTS_ENV, "~/doitong-images")
+        root = inside_roots(params["output_root"] or output_roots[0], output_roots, what="output_root")
         kind = getattr(dag_run.run_type, "value", dag_run.run_type)
         name = ds if kind == "scheduled" else f"{ds}-{kind}-{dag_run.run_after:%H%M%S}"
         folder = f"{root}/{name}"
@@ -88,14 +68,10 @@ with DAG(
             prompts_file = f"{folder}/prompts.jsonl"
             kept = [p for p in source if p.strip() and not p.strip().startswith("#")]
             lines = "".join(json.dumps({"prompt": p}) + "\n" for p in kept)
-            write_image(
-                ObjectStoragePath(prompts_file if "://" in prompts_file else f"file://{prompts_file}"),
-                lines.encode("utf-8"),
-            )
+            write_image(storage_path(prompts_file), lines.encode("utf-8"))
         else:
-            prompts_file = within(
-                source, roots(PROMPTS_ROOTS_ENV, os.path.join(DAG_FOLDER, "prompts")), what="prompts_file"
-            )
+            prompts_roots = configured_roots(PROMPTS_ROOTS_ENV, os.path.join(DAG_FOLDER, "prompts"))
+            prompts_file = inside_roots(source, prompts_roots, what="prompts_file")
         return {"folder": folder, "prompts_file": prompts_file}
 
     day = plan_day()

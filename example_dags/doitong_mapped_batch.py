@@ -13,25 +13,19 @@ Create the pool once, sized to the plan's concurrent jobs:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, task
 
 from airflow_provider_doitong.batch import manifest
+from airflow_provider_doitong.batch.roots import configured_roots
 from airflow_provider_doitong.batch.stores import safe_component
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 
 DAG_ID = "doitong_mapped_batch"
 DOITONG_POOL = "doitong"
 OUTPUT_ROOTS_ENV = "DOITONG_OUTPUT_ROOTS"
-
-
-def output_root() -> str:
-    """The first configured output root (the deployment's setting, never the run conf's)."""
-    first = (os.environ.get(OUTPUT_ROOTS_ENV) or "~/doitong-images").split(",")[0]
-    return first.rstrip("/") if "://" in first else os.path.realpath(os.path.expanduser(first))
 
 
 with DAG(
@@ -50,7 +44,8 @@ with DAG(
 
     @task
     def folder(run_id: str) -> str:
-        return f"{output_root()}/mapped/{safe_component(run_id)}"
+        # the deployment's first output root, never a path from the run conf
+        return f"{configured_roots(OUTPUT_ROOTS_ENV, '~/doitong-images')[0]}/mapped/{safe_component(run_id)}"
 
     @task
     def prompts(params: dict[str, Any]) -> list[str]:

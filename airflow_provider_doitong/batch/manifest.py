@@ -128,7 +128,7 @@ def entries_from_ledger(items: Sequence[BatchItem], records: Sequence[ItemRecord
         }
         if len(record.job_ids) > 1 or record.unconfirmed:
             entry["job_ids"] = list(record.job_ids)
-            entry["unconfirmed_submissions"] = record.unconfirmed
+            entry["ambiguous_submissions"] = record.unconfirmed
         entries.append(entry)
     return entries
 

@@ -34,8 +34,6 @@ from airflow_provider_doitong.client.retry import backoff
 
 log = logging.getLogger(__name__)
 
-#: What to do with an item whose submission may have created a job that was never recorded.
-UNCONFIRMED_POLICIES = ("resubmit", "fail")
 #: Seconds between two progress lines.
 PROGRESS_SECONDS = 30.0
 #: 429s are the planner's to wait for, not the client's to sleep through.
@@ -77,6 +75,7 @@ class BatchRunner:
     :param item_retries: failed jobs an item may replace in one task try.
     :param max_failed_items: failed items past which the batch stops submitting.
     :param unconfirmed: ``resubmit`` or ``fail`` an item whose submission's answer was lost.
+    :param on_daily_limit: ``fail``, ``skip`` or ``wait`` on a 429 ``DAILY_LIMIT``.
     :param logger: where progress goes (the task's logger, so that it reaches the task log).
     """
 
@@ -91,6 +90,7 @@ class BatchRunner:
         item_retries: int,
         max_failed_items: int,
         unconfirmed: str = "resubmit",
+        on_daily_limit: str = "fail",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         logger: Any = None,
@@ -103,13 +103,15 @@ class BatchRunner:
         self.item_retries = item_retries
         self.max_failed_items = max_failed_items
         self.unconfirmed = unconfirmed
+        self.on_daily_limit = on_daily_limit
         self.clock = clock
         self.sleep = sleep
         self.log = logger or log
         self.stop_submitting = ""
-        #: Whether stopping for ``stop_submitting`` is worth a task retry (a daily limit resets).
-        self.stop_retryable = True
         self.fatal = ""
+        #: The error that stopped the submissions (or everything), for the task's final answer.
+        self.stop_error: DoitongError | None = None
+        self._refusals = 0
         self._jobs: dict[str, Job] = {}
         self.images = ImageStorer(
             items=items,
@@ -272,6 +274,7 @@ class BatchRunner:
             self.planner.saw_rate_limit(self.client.last_rate_limit)
             return self._submit_failed(index, exc)
         now = self.clock()
+        self._refusals = 0
         self.planner.saw_rate_limit(self.client.last_rate_limit)
         record = self.ledger.update(
             index,
@@ -294,7 +297,10 @@ class BatchRunner:
 
     def _submit_failed(self, index: int, exc: DoitongError) -> bool:
         """Record a refused or lost submission; whether the next item may still be submitted now."""
-        verdict = judge_submit_error(exc, now=self.clock(), item=index + 1)
+        self._refusals = self._refusals + 1 if isinstance(exc, DoitongRateLimited) else 0
+        verdict = judge_submit_error(
+            exc, now=self.clock(), item=index + 1, refusals=self._refusals, on_daily_limit=self.on_daily_limit
+        )
         if verdict.verdict is Verdict.ITEM_FAILED:
             self.ledger.update(index, state=ItemState.FAILED, error=verdict.message)
             self.log.error("Item %d failed for good: %s", index + 1, verdict.message)
@@ -308,9 +314,9 @@ class BatchRunner:
             self._revert(index)
             self.log.warning("%s", verdict.message)
         if verdict.verdict is Verdict.STOP:
-            self.stop_submitting, self.stop_retryable = verdict.message, verdict.retryable
+            self.stop_submitting, self.stop_error = verdict.message, verdict.error
         elif verdict.verdict is Verdict.FATAL:
-            self.fatal = verdict.message
+            self.fatal, self.stop_error = verdict.message, verdict.error
         if verdict.until is not None:
             self.planner.refused(until=verdict.until, all_requests=verdict.all_requests)
         return False
@@ -337,7 +343,7 @@ class BatchRunner:
 
     def _poll_failed(self, exc: DoitongError, now: float) -> None:
         if isinstance(exc, DoitongUnauthorized):
-            self.fatal = str(exc)
+            self.fatal, self.stop_error = str(exc), exc
             return
         self._poll_failures += 1
         self.planner.polled(now)

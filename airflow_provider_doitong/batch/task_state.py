@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_doitong._compat import AirflowException, AirflowFailException
+from airflow_provider_doitong._compat import AirflowFailException
 from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
 from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import open_store
+from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
+from airflow_provider_doitong.outcomes import Role, airflow_error
 from airflow_provider_doitong.storage import shown, storage_path
 
 if TYPE_CHECKING:
@@ -99,25 +101,27 @@ def _did_anything(pointer: dict[str, Any]) -> bool:
 
 
 def raise_for_outcome(
-    runner: BatchRunner, reason: str, summary: dict[str, Any], max_failed_items: int
+    runner: BatchRunner, reason: str, summary: dict[str, Any], *, max_failed_items: int, on_daily_limit: str
 ) -> None:
-    """Fail the task if the batch did not finish as it should; the manifest is written by then.
+    """End the task as the batch ended, through the one outcome mapping (:mod:`~airflow_provider_doitong.outcomes`).
 
-    Final (no task retry): a refused key, no credits left. Retryable: the deadline (running jobs are
-    picked up by the next try), a daily limit, too many failed items (the next try gives them
-    another round).
+    The manifest is written by then. A refused key and a spent balance fail the task for good; a
+    daily limit as ``on_daily_limit`` says; the deadline (running jobs are picked up by the next
+    try) and too many failed items (the next try gives them another round) are worth a retry.
     """
-    if runner.fatal:
-        raise AirflowFailException(runner.fatal)
-    if reason == "deadline":
+    error: DoitongError | None = runner.stop_error
+    if error is None and reason == "deadline":
         running = runner.ledger.count(ItemState.RUNNING, ItemState.COMPLETED)
-        raise AirflowException(
+        error = DoitongTimeout(
             f"The batch did not finish by its timeout: {summary['stored']} of {summary['items']} stored; "
             f"{running} jobs keep running at Doitong and the next try picks them up"
         )
-    if reason:
-        if runner.stop_submitting and not runner.stop_retryable:
-            raise AirflowFailException(reason)
-        raise AirflowException(f"The batch stopped: {reason} (see {summary['manifest']})")
-    if summary["failed"] > max_failed_items:
-        raise AirflowException(f"{summary['failed']} items failed (max_failed_items={max_failed_items})")
+    elif error is None and (reason or summary["failed"] > max_failed_items):
+        error = DoitongJobFailed(
+            f"{summary['failed']} items failed, more than max_failed_items={max_failed_items}"
+        )
+    if error is not None:
+        doing = (
+            None if isinstance(error, DoitongTimeout) else f"The batch stopped (see {summary['manifest']})"
+        )
+        raise airflow_error(error, role=Role.SUBMITTER, on_daily_limit=on_daily_limit, doing=doing)

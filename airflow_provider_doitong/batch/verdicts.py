@@ -14,8 +14,9 @@ from airflow_provider_doitong.client import (
     DoitongUnauthorized,
     RetryPolicy,
 )
-from airflow_provider_doitong.client.retry import backoff
+from airflow_provider_doitong.client.retry import backoff, rate_limit_resume_at
 from airflow_provider_doitong.contract import ErrorCode
+from airflow_provider_doitong.outcomes import describe
 
 
 class Verdict(str, enum.Enum):
@@ -41,43 +42,50 @@ class SubmitVerdict:
     :param message: for the log and, for ``stop``/``fatal``/``item_failed``, the task's answer.
     :param until: for ``later`` and ``unconfirmed``, when the next submission may go out.
     :param all_requests: the whole rate-limit window is spent, so status reads wait too.
-    :param retryable: for ``stop``, whether a later task try can do better (a daily limit resets).
+    :param error: for ``stop`` and ``fatal``, the error the task's answer is decided from
+        (:mod:`~airflow_provider_doitong.outcomes`).
     """
 
     verdict: Verdict
     message: str
     until: float | None = None
     all_requests: bool = False
-    retryable: bool = True
+    error: DoitongError | None = None
 
 
-def judge_submit_error(exc: DoitongError, *, now: float, item: int) -> SubmitVerdict:
+def judge_submit_error(
+    exc: DoitongError, *, now: float, item: int, refusals: int = 1, on_daily_limit: str = "fail"
+) -> SubmitVerdict:
     """Judge a submission the client could not complete.
 
     :param exc: what the client raised (it never resends a request that may have created a job).
     :param now: the Unix time.
     :param item: the item's number (from 1), for messages.
+    :param refusals: 429s in a row, this one included: the wait after one is bounded below by a
+        backoff that grows with them (``retry.rate_limit_resume_at``).
+    :param on_daily_limit: ``wait`` turns a 429 ``DAILY_LIMIT`` into a wait for its reset; ``fail``
+        and ``skip`` stop submitting, and the task ends as :mod:`~airflow_provider_doitong.outcomes`
+        says.
     """
     pause = now + backoff(RetryPolicy(), 2)
     if isinstance(exc, DoitongRateLimited):
-        if exc.is_daily_limit:
-            return SubmitVerdict(Verdict.STOP, f"The Doitong daily limit is reached: {exc.message}")
-        until = exc.retry_at if exc.retry_at is not None else now + backoff(RetryPolicy(), 1)
+        if exc.is_daily_limit and on_daily_limit != "wait":
+            return SubmitVerdict(Verdict.STOP, describe(exc), error=exc)
+        until = rate_limit_resume_at(exc, attempt=max(1, refusals), policy=RetryPolicy(), now=now)
         return SubmitVerdict(
             Verdict.LATER,
             f"Doitong refused a submission ({exc.code}); the next one waits {until - now:.1f}s",
             until=until,
-            all_requests=exc.code == ErrorCode.RATE_LIMITED.value,
+            all_requests=exc.code in (ErrorCode.RATE_LIMITED.value, ErrorCode.DAILY_LIMIT.value),
         )
     if isinstance(exc, DoitongInsufficientCredits):
-        return SubmitVerdict(
-            Verdict.STOP,
+        message = (
             f"Not enough Doitong credits: item {item} needs {exc.credits_required}, the account has "
-            f"{exc.credits_available}",
-            retryable=False,
+            f"{exc.credits_available}"
         )
+        return SubmitVerdict(Verdict.STOP, message, error=exc)
     if isinstance(exc, DoitongUnauthorized):
-        return SubmitVerdict(Verdict.FATAL, str(exc))
+        return SubmitVerdict(Verdict.FATAL, str(exc), error=exc)
     if isinstance(exc, DoitongBadRequest):
         return SubmitVerdict(Verdict.ITEM_FAILED, f"refused by the API: {exc.message}")
     if isinstance(exc, DoitongConnectionError) and not exc.request_sent:

@@ -22,11 +22,13 @@ from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.batch import manifest, task_state
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
-from airflow_provider_doitong.batch.runner import UNCONFIRMED_POLICIES, BatchRunner, Defer, DeferPolicy
+from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.client import DoitongError, DoitongUnauthorized
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS
 from airflow_provider_doitong.storage import shown
+from airflow_provider_doitong.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
 
 if TYPE_CHECKING:
@@ -70,9 +72,12 @@ class FluxBatchOperator(BaseOperator):
     :param poll_interval: the longest gap between two status reads while jobs run, in seconds.
     :param timeout: how long one task try may wait, in seconds or a timedelta (``None``: no limit);
         jobs still running then keep running and the next try picks them up.
-    :param unconfirmed_submissions: an item whose submission's answer was lost (a crash or a dropped
+    :param on_ambiguous_submission: an item whose submission's answer was lost (a crash or a dropped
         connection after the POST) may have been charged: ``resubmit`` it (logged as a possible
-        second charge and counted against ``item_retries``) or let it ``fail``.
+        second charge and counted against ``item_retries``) or let it ``fail``, as for
+        ``FluxGenerateOperator``.
+    :param on_daily_limit: on 429 ``DAILY_LIMIT``: ``fail`` (stop submitting, store what runs, fail
+        without retry), ``skip`` (the same, ending skipped) or ``wait`` for the reset and go on.
     :param min_defer_seconds: deferrable mode waits in the worker when the next job is due sooner
         than this plus the measured resume time: a resume costs a task process start.
     """
@@ -111,15 +116,20 @@ class FluxBatchOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float | str = 10.0,
         timeout: float | timedelta | None = None,
-        unconfirmed_submissions: str = "resubmit",
+        on_ambiguous_submission: str = "resubmit",
+        on_daily_limit: str = "fail",
         min_defer_seconds: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if (prompts is None) == (prompts_file is None):
             raise ValueError("give exactly one of prompts and prompts_file")
-        if unconfirmed_submissions not in UNCONFIRMED_POLICIES:
-            raise ValueError(f"unconfirmed_submissions must be one of {UNCONFIRMED_POLICIES}")
+        for name, value, allowed in (
+            ("on_ambiguous_submission", on_ambiguous_submission, ON_AMBIGUOUS),
+            ("on_daily_limit", on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
             raise ValueError("item_retries, max_failed_items and min_defer_seconds must not be negative")
         if concurrency is not None and concurrency < 1:
@@ -140,7 +150,8 @@ class FluxBatchOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.timeout = _seconds(timeout)
-        self.unconfirmed_submissions = unconfirmed_submissions
+        self.on_ambiguous_submission = on_ambiguous_submission
+        self.on_daily_limit = on_daily_limit
         self.min_defer_seconds = float(min_defer_seconds)
 
     # --- inputs ------------------------------------------------------------------------------
@@ -217,7 +228,8 @@ class FluxBatchOperator(BaseOperator):
             folder=folder,
             item_retries=self.item_retries,
             max_failed_items=self.max_failed_items,
-            unconfirmed=self.unconfirmed_submissions,
+            unconfirmed=self.on_ambiguous_submission,
+            on_daily_limit=self.on_daily_limit,
             logger=self.log,
         )
 
@@ -371,7 +383,13 @@ class FluxBatchOperator(BaseOperator):
             summary["failed"],
             summary["credits_spent"],
         )
-        task_state.raise_for_outcome(runner, reason, summary, self.max_failed_items)
+        task_state.raise_for_outcome(
+            runner,
+            reason,
+            summary,
+            max_failed_items=self.max_failed_items,
+            on_daily_limit=self.on_daily_limit,
+        )
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = summary

@@ -92,7 +92,10 @@ def test_a_batch_stores_every_image_with_its_manifest(
     out = capfd.readouterr().out
     assert re.search(r"\[23/23\] stored 0023-", out) and "23/23 done, 0 failed" in out
     assert ("Deferring with" in out) is deferrable and ("Resumed" in out) is deferrable
-    assert doitong_conn.api_key not in out
+    # (Airflow 3.0's dag.test() debug log echoes the request to mask the key, key included: not ours)
+    assert not [
+        line for line in out.splitlines() if doitong_conn.api_key in line and "MaskSecret" not in line
+    ]
 
 
 def test_prompts_file_jsonl_with_per_item_options(doitong_conn: Any, tmp_path: Path) -> None:
@@ -251,7 +254,7 @@ def test_a_crash_between_post_and_record_is_detected_on_retry(
         output_path=str(folder),
         retries=1,
         retry_delay=0,
-        unconfirmed_submissions=policy,
+        on_ambiguous_submission=policy,
         max_failed_items=1,
     )
     run = run_dag(dag)
@@ -264,7 +267,7 @@ def test_a_crash_between_post_and_record_is_detected_on_retry(
     assert counts == {p: (2 if n == 12 and policy == "resubmit" else 1) for n, p in enumerate(PROMPTS)}
     manifest = json.loads((folder / "manifest.json").read_text())
     entry = manifest["items"][12]
-    assert entry["unconfirmed_submissions"] == 1
+    assert entry["ambiguous_submissions"] == 1
     if policy == "resubmit":
         assert "this may charge it twice" in out
         assert entry["status"] == "stored" and len(entry["job_ids"]) == 1  # the lost job id is unknown
@@ -307,3 +310,27 @@ def test_the_timeout_stops_waiting_and_the_manifest_shows_what_runs(
     assert [e["status"] for e in manifest["items"]] == ["running"] * 4
     assert all(e["job_id"] for e in manifest["items"])  # the next try reattaches to these
     assert doitong_conn.stats()["requests"]["submit"] == 4
+
+
+@pytest.mark.parametrize(("policy", "state"), [("fail", "failed"), ("skip", "skipped")])
+def test_the_daily_limit_stops_submitting_and_keeps_what_was_made(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: Any, policy: str, state: str
+) -> None:
+    emulator.add_account(EmulatorAccount(api_key="daily-key-0123456789", name="daily", daily_limit=5))
+    conn = {"conn_type": "doitong", "host": emulator.base_url, "password": "daily-key-0123456789"}
+    monkeypatch.setenv("AIRFLOW_CONN_DOITONG_DEFAULT", json.dumps(conn))
+    folder = tmp_path / "out"
+    dag = batch_dag(
+        f"batch_daily_{policy}",
+        prompts=PROMPTS[:8],
+        output_path=str(folder),
+        on_daily_limit=policy,
+        retries=1,
+    )
+    run = run_dag(dag)
+    assert task_states(run) == {"batch": state}  # no retry: the limit holds until midnight
+    assert "daily limit" in capfd.readouterr().out.lower()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [e["status"] for e in manifest["items"]] == ["stored"] * 5 + ["pending"] * 3
+    assert manifest_api.verify_manifest(str(folder)) == []
+    assert emulator.stats()["requests"]["submit"] == 6  # five jobs, then the one refusal

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_doitong._compat import AirflowFailException
 from airflow_provider_doitong.batch import task_state
 from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_list
 from airflow_provider_doitong.batch.ledger import ItemState
