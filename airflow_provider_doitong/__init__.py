@@ -30,7 +30,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_doitong.hooks.doitong"]}
         ],
         "operators": [
-            {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_doitong.operators.flux"]}
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_provider_doitong.operators.flux",
+                    "airflow_provider_doitong.operators.batch",
+                ],
+            }
         ],
         "sensors": [
             {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_doitong.sensors.doitong"]}
@@ -38,7 +44,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_doitong.triggers.doitong"],
+                "python-modules": [
+                    "airflow_provider_doitong.triggers.doitong",
+                    "airflow_provider_doitong.triggers.batch",
+                ],
             }
         ],
         "extra-links": ["airflow_provider_doitong.links.DoitongImageLink"],

@@ -8,11 +8,11 @@ the older one; this module adds only what it does not cover.
 What differs, and what this provider does about it:
 
 * ``context["task_state_store"]`` arrived in Airflow 3.3. There the operator keeps its submission
-  record in it, so a retry (after a worker crash, a timeout or a failed try) reattaches to the job
-  instead of paying for it again. Below 3.3 the context has no store and nothing survives from one
-  try to the next. What still holds there: a deferred wait carries the job id in the trigger's
-  kwargs, so a triggerer restart reattaches to the same job, and the task resumes
-  (``execute_complete``) without submitting again. :data:`DURABLE_RETRIES` says which case applies.
+  record (job id and request fingerprint) in it, so a retry (after a worker crash, a timeout or a
+  failed try) reattaches to the job instead of paying for it again. Below 3.3 there is no store, so
+  every try submits anew: nothing survives from one try to the next. What still holds there: a
+  deferred wait carries the job id in the trigger's kwargs, so a triggerer restart reattaches to
+  the same job, and the task resumes (``execute_complete``) without submitting again. :data:`DURABLE_RETRIES` says which case applies.
   Airflow 3.0 also keeps a try's resume point into its retry (3.1 clears it), so there a retry of a
   task whose deferred wait failed replays that failure instead of starting afresh; the README says so.
 * ``airflow.sdk.BaseHook`` arrived in 3.1, ``airflow.sdk.conf`` in 3.2, and

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import re
 import statistics
@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow_provider_doitong.contract import PLANS, RATE_LIMIT_WINDOW_SECONDS
 from benchmarks import dags
+from benchmarks.batch_operator import batch_figures, resumes, run_and_measure, task_starts
 from doitong_emulator import DoitongEmulator
 from tests.support.airflow_cluster import AirflowCluster
 
@@ -27,7 +28,12 @@ class BatchSettings:
     :param prompts: how many prompts (N).
     :param time_scale: the emulator's time scale (jobs and the rate-limit window alike).
     :param job_seconds: emulated seconds per job.
-    :param poll_interval: the operator's ``poll_interval``, real seconds.
+    :param poll_interval: the mapped operator's ``poll_interval``, real seconds.
+    :param batch_poll_interval: ``FluxBatchOperator``'s ``poll_interval`` (its longest gap between two
+        reads; it reads right after each wave is due, so this only bounds how late an unexpected
+        early end is seen).
+    :param batch_min_defer: the deferrable side's ``min_defer_seconds``: it defers only for quiet
+        stretches at least this long (beyond its measured resume time).
     :param baseline_poke_emulated: the baseline sensor's poke interval in emulated seconds (vendor page: 2).
     :param plan: the emulator plan.
     :param size: image width and height.
@@ -38,6 +44,8 @@ class BatchSettings:
     time_scale: float = 0.25
     job_seconds: float = 160.0
     poll_interval: float = 5.0
+    batch_poll_interval: float = 10.0
+    batch_min_defer: float = 10.0
     baseline_poke_emulated: float = 2.0
     plan: str = "pro"
     size: int = 256
@@ -104,6 +112,7 @@ def collect(
     prompts: list[str],
     output: Path,
     final_task: str,
+    cpu_s: dict[str, float],
 ) -> dict[str, Any]:
     """Every figure of one side of the comparison, from the emulator, the database and the files."""
     stats = emu.stats()
@@ -125,7 +134,7 @@ def collect(
     phases = _phases(settings, jobs, files, tis, log, prompts, final_task, first_submit)
     failed = [ti for ti in tis if ti["state"] in ("failed", "upstream_failed")]
     retried = [ti for ti in tis if int(ti["try_number"] or 0) > 1]
-    return {
+    result = {
         "name": name,
         "run_state": run_state,
         "prompts": len(prompts),
@@ -150,7 +159,22 @@ def collect(
         "phases_s": phases,
         "first_submit_after_run_start_s": (first_submit - run_start) if first_submit and run_start else None,
         "timeline": timeline(log, first_submit),
+        "task_starts": task_starts(cluster, dag_id, run_id, tis),
+        "airflow_cpu_s": sum(cpu_s.values()),
+        "airflow_cpu_s_by_component": cpu_s,
+        "airflow_cpu_s_per_image": sum(cpu_s.values()) / len(prompts),
     }
+    if dag_id in dags.BATCH_CONN_IDS:  # one task: files are named by item and listed in its manifest
+        figures = batch_figures(
+            emu=emu,
+            output=output,
+            prompts=prompts,
+            first_submit=first_submit,
+            task_end=last_end,
+            concurrency=settings.concurrency,
+        )
+        result.update(figures, resumes=resumes(cluster, dag_id, run_id, tis))
+    return result
 
 
 RATE_LIMIT_MARKERS = re.compile(
@@ -257,7 +281,7 @@ def _summary(values: list[float]) -> dict[str, float] | None:
     }
 
 
-def _run_one(
+def run_one(
     cluster: AirflowCluster,
     emu: DoitongEmulator,
     *,
@@ -272,10 +296,13 @@ def _run_one(
 ) -> dict[str, Any]:
     output = work / f"images-{name}"
     say(f"batch/{name}: {len(prompts)} prompts")
-    started = time.time()
-    run_id = cluster.trigger(dag_id, {"prompts": prompts, "output": str(output)})
-    state = cluster.wait_for_run(run_id, timeout=timeout)
-    time.sleep(1)
+    if dag_id in dags.BATCH_CONN_IDS:
+        prompts_file = work / f"prompts-{name}.txt"
+        prompts_file.write_text("".join(p + "\n" for p in prompts))
+        conf: dict[str, Any] = {"prompts_file": str(prompts_file), "output": str(output)}
+    else:
+        conf = {"prompts": prompts, "output": str(output)}
+    run_id, state, seconds, cpu = run_and_measure(cluster, dag_id=dag_id, conf=conf, timeout=timeout, say=say)
     result = collect(
         name=name,
         dag_id=dag_id,
@@ -287,9 +314,21 @@ def _run_one(
         prompts=prompts,
         output=output,
         final_task=final_task,
+        cpu_s=cpu,
     )
-    say(f"batch/{name}: {state} in {time.time() - started:.0f}s, makespan {result['makespan_s']}")
+    say(f"batch/{name}: makespan {result['makespan_s']}, ratio {result['ratio']}")
     return result
+
+
+#: Seconds to wait after the cluster is up, before the first side runs.
+WARM_UP_S = 15.0
+#: side -> (DAG id, the task whose end closes the makespan)
+SIDES = {
+    "ours": (dags.OURS_DAG_ID, "generate"),
+    "baseline": (dags.BASELINE_DAG_ID, "image.download"),
+    "batch": (dags.BATCH_DAG_ID, "generate"),
+    "batch_deferrable": (dags.BATCH_DEFERRABLE_DAG_ID, "generate"),
+}
 
 
 def run_batch(
@@ -297,98 +336,84 @@ def run_batch(
     *,
     say: Callable[[str], None] = print,
     keep: Path | None = None,
-    sides: tuple[str, ...] = ("ours", "baseline"),
+    sides: tuple[str, ...] = tuple(SIDES),
 ) -> dict[str, Any]:
-    """Run both sides (or those in ``sides``), ours first, each on its own fresh emulator, in one Airflow."""
+    """Run every side in ``sides``, one after the other, each on its own fresh emulator, in one Airflow."""
     prompts = make_prompts(settings.prompts)
     tmp = tempfile.TemporaryDirectory(prefix="doitong-bench-")
     work = Path(keep or tmp.name)
     dags_dir = work / "dags"
     dags_dir.mkdir(parents=True, exist_ok=True)
     retry_delay = settings.window_real_seconds
-    (dags_dir / "bench_ours.py").write_text(
-        dags.ours_dag(poll_interval=settings.poll_interval, retry_delay=retry_delay, size=settings.size)
-    )
-    poke = settings.baseline_poke_emulated * settings.time_scale
-    (dags_dir / "bench_baseline.py").write_text(
-        dags.baseline_dag(poke_interval=poke, retry_delay=retry_delay, size=settings.size)
-    )
-    bound = lower_bound(settings)["lower_bound_s"]
-    timeout = 600 + 6 * bound
+    poke = dags.write_all(settings, dags_dir, retry_delay)
+    timeout = 600 + 6 * lower_bound(settings)["lower_bound_s"]
+    results: dict[str, Any] = dict.fromkeys(SIDES)
     try:
-        with new_emulator(settings) as ours_emu, new_emulator(settings) as base_emu:
-            env = {
-                "AIRFLOW_CONN_DOITONG_DEFAULT": json.dumps(
-                    {"conn_type": "doitong", "host": ours_emu.base_url, "password": ours_emu.api_key}
-                ),
-                f"AIRFLOW_CONN_{dags.HTTP_CONN_ID.upper()}": json.dumps(
-                    {
-                        "conn_type": "http",
-                        "host": "127.0.0.1",
-                        "port": base_emu.port,
-                        "schema": "http",
-                        "extra": {"X-API-Key": base_emu.api_key},
-                    }
-                ),
-            }
+        with contextlib.ExitStack() as stack:
+            emus = {side: stack.enter_context(new_emulator(settings)) for side in SIDES}
             say(f"batch: starting Airflow in {work}")
-            with AirflowCluster(home=work / "airflow", dags_folder=dags_dir, env=env) as cluster:
+            with AirflowCluster(
+                home=work / "airflow", dags_folder=dags_dir, env=dags.connections(emus)
+            ) as cluster:
                 cluster.create_pool("doitong", settings.concurrency)
-                cluster.wait_for_dag(dags.OURS_DAG_ID)
-                cluster.wait_for_dag(dags.BASELINE_DAG_ID)
-                ours = baseline = None
-                if "ours" in sides:
-                    ours = _run_one(
+                for dag_id, _ in SIDES.values():
+                    cluster.wait_for_dag(dag_id)
+                time.sleep(WARM_UP_S)  # let start-up work settle before the first side's CPU is measured
+                for side in (s for s in SIDES if s in sides):
+                    dag_id, final_task = SIDES[side]
+                    results[side] = run_one(
                         cluster,
-                        ours_emu,
-                        name="ours",
-                        dag_id=dags.OURS_DAG_ID,
+                        emus[side],
+                        name=side,
+                        dag_id=dag_id,
                         settings=settings,
                         prompts=prompts,
                         work=work,
-                        final_task="generate",
-                        timeout=timeout,
-                        say=say,
-                    )
-                if "baseline" in sides:
-                    baseline = _run_one(
-                        cluster,
-                        base_emu,
-                        name="baseline",
-                        dag_id=dags.BASELINE_DAG_ID,
-                        settings=settings,
-                        prompts=prompts,
-                        work=work,
-                        final_task="image.download",
+                        final_task=final_task,
                         timeout=timeout,
                         say=say,
                     )
                 seen = dict(cluster.states_seen)
-        if baseline is not None:
-            baseline["wait_tasks_ever_deferred"] = sum(
-                "deferred" in states for key, states in seen.items() if key.startswith("image.wait[")
-            )
-        if ours is not None:
-            ours["tasks_ever_deferred"] = sum(
-                "deferred" in states for key, states in seen.items() if key.startswith("generate[")
-            )
+        _count_deferred(results, seen)
     finally:
         if keep is None:
             tmp.cleanup()
+    ours, baseline = results["ours"], results["baseline"]
     return {
         "settings": {
-            **asdict(settings),
-            "job_real_seconds": settings.job_real_seconds,
-            "window_real_seconds": settings.window_real_seconds,
-            "concurrency": settings.concurrency,
-            "requests_per_window": settings.requests_per_window,
+            **settings_doc(settings),
             "baseline_poke_real_seconds": poke,
             "retry_delay_s": retry_delay,
         },
         "ours": ours,
         "baseline": baseline,
+        "batch_operator": results["batch"],
+        "batch_operator_deferrable": results["batch_deferrable"],
         "vs_baseline": comparison(ours, baseline) if ours and baseline else None,
     }
+
+
+def settings_doc(settings: BatchSettings) -> dict[str, Any]:
+    """The settings as the result document records them, with the real-time figures they imply."""
+    return {
+        **asdict(settings),
+        "job_real_seconds": settings.job_real_seconds,
+        "window_real_seconds": settings.window_real_seconds,
+        "concurrency": settings.concurrency,
+        "requests_per_window": settings.requests_per_window,
+    }
+
+
+def _count_deferred(results: dict[str, Any], seen: dict[str, set[str]]) -> None:
+    """How many mapped waits were ever deferred (the baseline's never are: see the README)."""
+    for side, prefix, key in (
+        ("baseline", "image.wait[", "wait_tasks_ever_deferred"),
+        ("ours", "generate[", "tasks_ever_deferred"),
+    ):
+        if results[side] is not None:
+            results[side][key] = sum(
+                "deferred" in states for k, states in seen.items() if k.startswith(prefix)
+            )
 
 
 def comparison(ours: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.batch import BatchSettings
+    from doitong_emulator import DoitongEmulator
 
 OURS_DAG_ID = "doitong_bench_ours"
 BASELINE_DAG_ID = "doitong_bench_baseline"
@@ -123,4 +130,101 @@ def baseline_dag(*, poke_interval: float, retry_delay: float, size: int) -> str:
         "poke_interval": poke_interval,
         "retry_delay": retry_delay,
         "size": size,
+    }
+
+
+BATCH_DAG_ID = "doitong_bench_batch"
+BATCH_DEFERRABLE_DAG_ID = "doitong_bench_batch_deferrable"
+#: The connections of the batch-operator sides, each to its own emulator.
+BATCH_CONN_IDS = {BATCH_DAG_ID: "doitong_batch", BATCH_DEFERRABLE_DAG_ID: "doitong_batch_deferrable"}
+
+BATCH = textwrap.dedent(
+    """
+    from __future__ import annotations
+
+    from datetime import timedelta
+
+    import pendulum
+
+    from airflow.sdk import DAG
+    from airflow_provider_doitong.operators.batch import FluxBatchOperator
+
+    with DAG("%(dag_id)s", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False, max_active_runs=1):
+        FluxBatchOperator(
+            task_id="generate", prompts_file="{{ dag_run.conf['prompts_file'] }}",
+            output_path="{{ dag_run.conf['output'] }}", width=%(size)d, height=%(size)d,
+            deferrable=%(deferrable)r, poll_interval=%(poll_interval)r, min_defer_seconds=%(min_defer)r,
+            doitong_conn_id="%(conn_id)s",
+            retries=2, retry_delay=timedelta(seconds=%(retry_delay)r),
+        )
+    """
+)
+
+
+def batch_dag(
+    *,
+    dag_id: str,
+    deferrable: bool,
+    poll_interval: float,
+    retry_delay: float,
+    size: int,
+    min_defer: float = 10.0,
+) -> str:
+    """One ``FluxBatchOperator`` task for the whole batch (its prompts from a file), sync or deferrable."""
+    return BATCH % {
+        "dag_id": dag_id,
+        "deferrable": deferrable,
+        "poll_interval": poll_interval,
+        "min_defer": min_defer,
+        "retry_delay": retry_delay,
+        "size": size,
+        "conn_id": BATCH_CONN_IDS[dag_id],
+    }
+
+
+def write_all(settings: BatchSettings, dags_dir: Path, retry_delay: float) -> float:
+    """Write every side's DAG file; return the baseline's poke interval (real seconds)."""
+    (dags_dir / "bench_ours.py").write_text(
+        ours_dag(poll_interval=settings.poll_interval, retry_delay=retry_delay, size=settings.size)
+    )
+    poke = settings.baseline_poke_emulated * settings.time_scale
+    (dags_dir / "bench_baseline.py").write_text(
+        baseline_dag(poke_interval=poke, retry_delay=retry_delay, size=settings.size)
+    )
+    for dag_id, deferrable in ((BATCH_DAG_ID, False), (BATCH_DEFERRABLE_DAG_ID, True)):
+        (dags_dir / f"{dag_id}.py").write_text(
+            batch_dag(
+                dag_id=dag_id,
+                deferrable=deferrable,
+                poll_interval=settings.batch_poll_interval,
+                min_defer=settings.batch_min_defer,
+                retry_delay=retry_delay,
+                size=settings.size,
+            )
+        )
+    return poke
+
+
+def connections(emus: dict[str, DoitongEmulator]) -> dict[str, str]:
+    """Each side's connection, to its own emulator, as ``AIRFLOW_CONN_*`` variables."""
+
+    def doitong(emu: DoitongEmulator) -> str:
+        return json.dumps({"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key})
+
+    base = emus["baseline"]
+    return {
+        "AIRFLOW_CONN_DOITONG_DEFAULT": doitong(emus["ours"]),
+        f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": base.port,
+                "schema": "http",
+                "extra": {"X-API-Key": base.api_key},
+            }
+        ),
+        **{
+            f"AIRFLOW_CONN_{BATCH_CONN_IDS[dag_id].upper()}": doitong(emus[side])
+            for side, dag_id in (("batch", BATCH_DAG_ID), ("batch_deferrable", BATCH_DEFERRABLE_DAG_ID))
+        },
     }

@@ -24,8 +24,14 @@ def plot_requests(batch: dict[str, Any], path: Path) -> Path:
     settings = batch["settings"]
     limit = settings["requests_per_window"] / settings["window_real_seconds"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
-    for name, colour in (("baseline", "tab:red"), ("ours", "tab:blue")):
-        if batch[name] is None:
+    named = (
+        ("baseline", "tab:red"),
+        ("ours", "tab:blue"),
+        ("batch_operator", "tab:green"),
+        ("batch_operator_deferrable", "tab:purple"),
+    )
+    for name, colour in named:
+        if batch.get(name) is None:
             continue
         timeline = batch[name]["timeline"]
         total = _total(timeline)
@@ -37,18 +43,19 @@ def plot_requests(batch: dict[str, Any], path: Path) -> Path:
             top.fill_between(xs, limited, step="post", color=colour, alpha=0.25)
     top.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"plan rate ({limit:.1f}/s)")
     top.set_ylabel("requests / s")
-    any_side = batch["ours"] or batch["baseline"]
+    any_side = next(batch[name] for name, _ in named if batch.get(name))
     top.set_title(
         f"{any_side['prompts']} prompts, {settings['plan']} plan, jobs of {settings['job_real_seconds']:.0f}s "
         f"(shaded: 429s)"
     )
     top.legend(loc="upper right", fontsize=8)
-    ours = (batch["ours"] or {}).get("timeline") or {"kinds": {}, "bin_s": 1.0}
-    for kind, values in sorted(ours["kinds"].items()):
-        xs = [i * ours["bin_s"] for i in range(len(values))]
-        bottom.step(xs, values, where="post", label=f"ours: {kind}", linewidth=1)
+    for name, style in (("ours", "-"), ("batch_operator", ":")):
+        timeline = (batch.get(name) or {}).get("timeline") or {"kinds": {}, "bin_s": 1.0}
+        for kind, values in sorted(timeline["kinds"].items()):
+            xs = [i * timeline["bin_s"] for i in range(len(values))]
+            bottom.step(xs, values, where="post", label=f"{name}: {kind}", linewidth=1, linestyle=style)
     bottom.axhline(limit, color="black", linestyle="--", linewidth=1)
-    bottom.set_ylabel("requests / s (ours)")
+    bottom.set_ylabel("requests / s (by kind)")
     bottom.set_xlabel("seconds since the first submission")
     bottom.legend(loc="upper right", fontsize=8)
     fig.tight_layout()

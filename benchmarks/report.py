@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-GOALS = (
+GOALS: tuple[tuple[str, ...], ...] = (
     ("batch.ratio", "batch makespan / plan lower bound", "<= 1.15"),
     ("batch.tasks_failed_by_429", "429s that failed a task", "== 0"),
     ("batch.duplicate_submissions", "duplicate submissions", "== 0"),
@@ -20,6 +20,21 @@ GOALS = (
     ("distributed.tasks_failed_by_429", "distributed: 429s that failed a task", "== 0"),
     ("distributed.status_requests_per_job", "distributed: status requests per job, worst scenario", "< 1"),
     ("distributed.secret_leaks", "distributed: log files holding the API key", "== 0"),
+    ("batch_operator.ratio", "FluxBatchOperator sync: makespan / bound", "<= 1.05", "quick"),
+    ("batch_operator_deferrable.ratio", "FluxBatchOperator deferrable: makespan / bound", "<= 1.10", "quick"),
+    ("batch_operator.ratio", "FluxBatchOperator sync: makespan / bound", "<= 1.03", "full"),
+    ("batch_operator_deferrable.ratio", "FluxBatchOperator deferrable: makespan / bound", "<= 1.03", "full"),
+    (
+        "batch_operator.status_requests_per_job",
+        "FluxBatchOperator: status requests per image",
+        "< 0.5",
+        "full",
+    ),
+    ("batch_operator.duplicate_submissions", "FluxBatchOperator: duplicate submissions", "== 0"),
+    ("batch_operator.missing_files", "FluxBatchOperator: missing files", "== 0"),
+    ("batch_operator_deferrable.duplicate_submissions", "FluxBatchOperator deferrable: duplicates", "== 0"),
+    ("batch_operator_deferrable.missing_files", "FluxBatchOperator deferrable: missing files", "== 0"),
+    ("scale.batch_operator.missing_files", "past 1,024 prompts: missing files", "== 0"),
 )
 
 
@@ -46,16 +61,19 @@ def _met(value: Any, rule: str) -> bool | None:
 
 
 def evaluate_goals(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "key": key,
-            "goal": label,
-            "target": rule,
-            "measured": lookup(doc, key),
-            "met": _met(lookup(doc, key), rule),
-        }
-        for key, label, rule in GOALS
-    ]
+    """Each goal of the run's profile (a goal without a profile applies to both) that the run measured."""
+    profile = (doc.get("meta") or {}).get("profile")
+    goals = []
+    for key, label, rule, *only in GOALS:
+        if only and only[0] != profile:
+            continue
+        measured = lookup(doc, key)
+        if measured is None and key.split(".")[0] not in doc:
+            continue
+        goals.append(
+            {"key": key, "goal": label, "target": rule, "measured": measured, "met": _met(measured, rule)}
+        )
+    return goals
 
 
 def assemble(
@@ -65,6 +83,7 @@ def assemble(
     triggerer: dict[str, Any] | None,
     parse: dict[str, Any] | None,
     distributed: dict[str, Any] | None = None,
+    scale: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``batch`` is this provider's side (headline keys at its top), ``baseline`` the HTTP provider's."""
     doc: dict[str, Any] = {"meta": meta}
@@ -75,6 +94,11 @@ def assemble(
             doc["baseline"] = {**batch["baseline"], "settings": batch["settings"]}
         if batch["vs_baseline"] is not None:
             doc["batch_vs_baseline"] = batch["vs_baseline"]
+        for key in ("batch_operator", "batch_operator_deferrable"):
+            if batch.get(key) is not None:
+                doc[key] = {**batch[key], "settings": batch["settings"]}
+    if scale is not None:
+        doc["scale"] = scale
     if triggerer is not None:
         ours = triggerer["ours"]
         doc["triggerer"] = {
@@ -113,6 +137,78 @@ def _ratio(a: Any, b: Any, digits: int = 2) -> str:
     return f"{a / b:.{digits}f}"
 
 
+_SIDES = (
+    ("batch", "mapped FluxGenerateOperator"),
+    ("batch_operator", "FluxBatchOperator sync"),
+    ("batch_operator_deferrable", "FluxBatchOperator deferrable"),
+    ("baseline", "HTTP provider"),
+)
+_ROWS = (
+    ("makespan (s)", "makespan_s", 1),
+    ("lower bound (s)", "lower_bound_s", 1),
+    ("makespan / lower bound", "ratio", 3),
+    ("task processes started", "task_starts", 0),
+    ("resumes after a deferral", "resumes", 0),
+    ("Airflow CPU-seconds per image", "airflow_cpu_s_per_image", 2),
+    ("total requests", "total_requests", 0),
+    ("status requests per image", "status_requests_per_job", 2),
+    ("429s received", "http_429", 0),
+    ("tasks failed by a 429", "tasks_failed_by_429", 0),
+    ("failed tasks", "failed_tasks", 0),
+    ("retried tasks", "retried_tasks", 0),
+    ("failed items", "failed_items", 0),
+    ("duplicate submissions", "duplicate_submissions", 0),
+    ("missing files", "missing_files", 0),
+)
+
+
+def _batch_table(sides: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    s = sides[0][1]["settings"]
+    out = [
+        f"### Batch: {sides[0][1]['prompts']} prompts, {s['plan']} plan ({s['concurrency']} concurrent jobs, "
+        f"{s['requests_per_window']} requests/min), time scale {s['time_scale']}, jobs of "
+        f"{s['job_seconds']:.0f} emulated s = {s['job_real_seconds']:.0f} s real; poll_interval "
+        f"{s['poll_interval']} s (mapped), {s.get('batch_poll_interval')} s (FluxBatchOperator); baseline "
+        f"pokes every {s['baseline_poke_real_seconds']:.2f} s real\n",
+        "| figure | " + " | ".join(label for label, _ in sides) + " |",
+        "|---|" + "---:|" * len(sides),
+    ]
+    for label, key, digits in _ROWS:
+        out.append(f"| {label} | " + " | ".join(_f(side.get(key), digits) for _, side in sides) + " |")
+    for label, key in (
+        ("job done -> image stored, median (s)", "completion_to_stored"),
+        ("slot hand-over (task end -> next submission), median (s)", "slot_handover"),
+    ):
+        cells = [_f(((side.get("phases_s") or {}).get(key) or {}).get("median")) for _, side in sides]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    idle = [_f((side.get("phases_s") or {}).get("slot_idle_per_job")) for _, side in sides]
+    out.append("| idle plan slot per job (s) | " + " | ".join(idle) + " |")
+    out.append("")
+    return out
+
+
+def _scale_table(scale: dict[str, Any]) -> list[str]:
+    ours, mapped = scale.get("batch_operator") or {}, scale.get("mapped") or {}
+    st = scale["settings"]
+    out = [
+        f"### Past 1,024 prompts: {st['prompts']:,} prompts, time scale {st['time_scale']}, jobs of "
+        f"{st['job_real_seconds']:.2f} s real, rate window {st['window_real_seconds']:.2f} s real\n",
+        "| figure | FluxBatchOperator sync (one task) |",
+        "|---|---:|",
+    ]
+    for label, key, digits in _ROWS:
+        out.append(f"| {label} | {_f(ours.get(key), digits)} |")
+    out.append(f"| manifest problems | {len(ours.get('manifest_problems') or [])} |")
+    if mapped:
+        out.append(
+            f"\nThe mapped FluxGenerateOperator over the same {mapped['prompts']:,} prompts: run "
+            f"`{mapped['run_state']}` after {mapped['seconds']:.0f} s, `generate` {mapped['generate_states']}: "
+            f"{mapped['reason'] or 'see its log'}\n"
+        )
+    out.append("")
+    return out
+
+
 def markdown(doc: dict[str, Any]) -> str:
     out: list[str] = []
     meta = doc["meta"]
@@ -122,54 +218,11 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Run: {meta['started']} ({meta['profile']}), {meta['cpus']} CPUs, took {meta['duration_s']:.0f}s; "
         f"commit {commit}{dirty}.\n"
     )
-    if "batch" in doc or "baseline" in doc:
-        empty: dict[str, Any] = {"phases_s": {}}
-        ours, base = doc.get("batch", empty), doc.get("baseline", empty)
-        s = (doc.get("batch") or doc["baseline"])["settings"]
-        out.append(
-            f"### Batch: {(doc.get('batch') or doc['baseline'])['prompts']} prompts, {s['plan']} plan ({s['concurrency']} concurrent jobs, "
-            f"{s['requests_per_window']} requests/min), time scale {s['time_scale']}, jobs of "
-            f"{s['job_seconds']:.0f} emulated s = {s['job_real_seconds']:.0f} s real, poll_interval "
-            f"{s['poll_interval']} s; baseline pokes every {s['baseline_poke_real_seconds']:.2f} s real\n"
-        )
-        out.append("| figure | ours | baseline | ours / baseline |")
-        out.append("|---|---:|---:|---:|")
-        rows = (
-            ("makespan (s)", "makespan_s", 1),
-            ("lower bound (s)", "lower_bound_s", 1),
-            ("makespan / lower bound", "ratio", 3),
-            ("total requests", "total_requests", 0),
-            ("status requests", "status_requests", 0),
-            ("status requests per job", "status_requests_per_job", 2),
-            ("429s received", "http_429", 0),
-            ("tasks failed by a 429", "tasks_failed_by_429", 0),
-            ("failed tasks", "failed_tasks", 0),
-            ("retried tasks", "retried_tasks", 0),
-            ("duplicate submissions", "duplicate_submissions", 0),
-            ("missing files", "missing_files", 0),
-        )
-        for label, key, digits in rows:
-            a, b = ours.get(key), base.get(key)
-            ratio = _ratio(a, b) if key not in ("lower_bound_s",) else "1.00"
-            out.append(f"| {label} | {_f(a, digits)} | {_f(b, digits)} | {ratio} |")
-        ph, bph = ours["phases_s"], base["phases_s"]
-
-        def med(p: dict[str, Any], key: str) -> str:
-            return _f((p.get(key) or {}).get("median"), 1)
-
-        out.append(
-            f"| job done -> image stored, median (s) | {med(ph, 'completion_to_stored')} | "
-            f"{med(bph, 'completion_to_stored')} | |"
-        )
-        out.append(
-            f"| slot hand-over (task end -> next submission), median (s) | {med(ph, 'slot_handover')} | "
-            f"{med(bph, 'slot_handover')} | |"
-        )
-        out.append(
-            f"| idle plan slot per job (s) | {_f(ph.get('slot_idle_per_job'))} | "
-            f"{_f(bph.get('slot_idle_per_job'))} | |"
-        )
-        out.append("")
+    sides = [(label, doc[key]) for key, label in _SIDES if doc.get(key)]
+    if sides:
+        out.extend(_batch_table(sides))
+    if "scale" in doc:
+        out.extend(_scale_table(doc["scale"]))
     if "triggerer" in doc:
         t = doc["triggerer"]
         ours, http = t["ours"], t["http_sensor_trigger"]

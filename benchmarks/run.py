@@ -28,20 +28,36 @@ from benchmarks.batch import BatchSettings, run_batch  # noqa: E402
 from benchmarks.parse import run_parse  # noqa: E402
 from benchmarks.plot import plot_requests  # noqa: E402
 from benchmarks.report import assemble, evaluate_goals, markdown  # noqa: E402
+from benchmarks.scale import run_scale  # noqa: E402
 from benchmarks.triggerer import TriggererSettings, run_triggerer  # noqa: E402
 
-SECTIONS = ("batch", "triggerer", "parse")
+SECTIONS = ("batch", "scale", "triggerer", "parse")
 #: Sections run only when named in ``--only``.
 OPTIONAL_SECTIONS = ("distributed",)
 PROFILES = {
     "quick": {
-        "batch": BatchSettings(prompts=30, time_scale=0.25, job_seconds=64.0, poll_interval=3.2),
+        "batch": BatchSettings(
+            prompts=30,
+            time_scale=0.25,
+            job_seconds=64.0,
+            poll_interval=3.2,
+            batch_poll_interval=10.0,
+            batch_min_defer=5.0,
+        ),
+        "scale": BatchSettings(
+            prompts=1_200, time_scale=0.02, job_seconds=20.0, poll_interval=3.2, batch_poll_interval=2.0
+        ),
         "triggerer": TriggererSettings(waits=1000, job_seconds=20.0, poll=2.0),
         "parse_repetitions": 7,
         "distributed": {"prompts": 20, "time_scale": 0.25, "job_seconds": 64.0, "poll_interval": 8.0},
     },
     "full": {
-        "batch": BatchSettings(prompts=200, time_scale=0.25, job_seconds=280.0, poll_interval=9.0),
+        "batch": BatchSettings(
+            prompts=200, time_scale=0.25, job_seconds=280.0, poll_interval=9.0, batch_poll_interval=30.0
+        ),
+        "scale": BatchSettings(
+            prompts=2_000, time_scale=0.02, job_seconds=20.0, poll_interval=3.2, batch_poll_interval=2.0
+        ),
         "triggerer": TriggererSettings(waits=1000, job_seconds=60.0, poll=2.0),
         "parse_repetitions": 25,
         "distributed": {"prompts": 60, "time_scale": 0.25, "job_seconds": 160.0, "poll_interval": 20.0},
@@ -79,7 +95,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, help="the operator's poll_interval (real seconds)")
     parser.add_argument("--waits", type=int, help="concurrent waits in the triggerer section")
     parser.add_argument("--repetitions", type=int, help="parse repetitions")
-    parser.add_argument("--sides", default="ours,baseline", help="batch sides to run: ours, baseline or both")
+    parser.add_argument(
+        "--sides",
+        default="ours,baseline,batch,batch_deferrable",
+        help="batch sides to run: ours (mapped), baseline (HTTP provider), batch, batch_deferrable",
+    )
+    parser.add_argument("--batch-poll-interval", type=float, help="FluxBatchOperator's poll_interval")
+    parser.add_argument("--scale-prompts", type=int, help="prompts of the scale section")
+    parser.add_argument("--scale-time-scale", type=float, help="emulator time scale of the scale section")
+    parser.add_argument(
+        "--scale-job-seconds", type=float, help="emulated seconds per job in the scale section"
+    )
+    parser.add_argument(
+        "--no-mapped-scale", action="store_true", help="skip the mapped form in the scale section"
+    )
     parser.add_argument("--keep", type=Path, help="keep the batch's Airflow home and images here")
     parser.add_argument(
         "--scenarios",
@@ -109,9 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         "time_scale": args.time_scale,
         "job_seconds": args.job_seconds,
         "poll_interval": args.poll_interval,
+        "batch_poll_interval": args.batch_poll_interval,
     }
     batch_settings = BatchSettings(
         **{**batch_settings.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
+    )
+    scale_settings: BatchSettings = profile["scale"]
+    scale_overrides = {
+        "prompts": args.scale_prompts,
+        "time_scale": args.scale_time_scale,
+        "job_seconds": args.scale_job_seconds,
+    }
+    scale_settings = BatchSettings(
+        **{**scale_settings.__dict__, **{k: v for k, v in scale_overrides.items() if v is not None}}
     )
     trig_settings: TriggererSettings = profile["triggerer"]
     if args.waits:
@@ -126,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.time() - started:6.0f}s] {message}", flush=True)
 
-    batch = triggerer = parse = distributed = None
+    batch = triggerer = parse = scale = distributed = None
     if "distributed" in sections:
         chosen = (
             {"scenarios": tuple(x.strip() for x in args.scenarios.split(",") if x.strip())}
@@ -143,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     if "batch" in sections:
         sides = tuple(side.strip() for side in args.sides.split(",") if side.strip())
         batch = run_batch(batch_settings, say=say, keep=args.keep, sides=sides)
+    if "scale" in sections:
+        scale = run_scale(
+            scale_settings,
+            say=say,
+            keep=args.keep / "scale" if args.keep else None,
+            mapped=not args.no_mapped_scale,
+        )
     meta = {
         "started": datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds"),
         "profile": profile_name,
@@ -152,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         **git_state(),
     }
-    doc = assemble(meta=meta, batch=batch, triggerer=triggerer, parse=parse, distributed=distributed)
+    doc = assemble(
+        meta=meta, batch=batch, triggerer=triggerer, parse=parse, scale=scale, distributed=distributed
+    )
     if batch is not None:
         png = plot_requests(batch, json_path.with_suffix(".png"))
         doc["meta"]["plot"] = str(png)

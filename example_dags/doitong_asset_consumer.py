@@ -2,10 +2,11 @@
 ### Doitong: publish the day's images
 
 Runs whenever `doitong_daily_prompt_batch` updates the `doitong_daily_images` asset. For every
-triggering event it reads the event's extra (date, folder, manifest), checks every image against the
-manifest's SHA-256, and publishes the day: the images, `manifest.json` and `index.html` are copied
-to `<output_root>/published/<date>/` (beside the dated folders, or under the `published_root` param)
-together with a `publication.json` record of what was published, from which run.
+triggering event it reads the event's extra (the batch's summary: folder, manifest, counts), checks
+every stored image against the manifest's SHA-256, and publishes the day: the images, `manifest.json`
+and `index.html` are copied to `<output root>/published/<day folder>/` (beside the dated folders, or
+under the `published_root` param) together with a `publication.json` record of what was published,
+from which run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ DAG_ID = "doitong_asset_consumer"
 DAILY_IMAGES = Asset(name="doitong_daily_images")
 PUBLISHED_DIR = "published"
 PUBLICATION_RECORD = "publication.json"
-EXTRA_KEYS = ("date", "folder", "manifest")
+EXTRA_KEYS = ("folder", "manifest")
 
 
 def _path(location: str) -> ObjectStoragePath:
@@ -53,7 +54,8 @@ def publish_day(
     Every image is checked against the manifest's SHA-256 before anything is written; publishing
     the same day again replaces the earlier publication's files.
 
-    :param extra: the event's extra: ``date``, ``folder`` and ``manifest`` (absolute paths or URIs).
+    :param extra: the event's extra: ``folder`` and ``manifest`` (absolute paths or URIs); the day is
+        its ``date`` if given, else the folder's name.
     :param published_root: where ``<date>/`` folders are published; default ``<folder>/../published``.
     :param source: where the event came from (DAG, run, timestamp), for the record.
     :return: the publication record, also written as ``publication.json``.
@@ -62,8 +64,8 @@ def publish_day(
     missing = [key for key in EXTRA_KEYS if not extra.get(key)]
     if missing:
         raise AirflowFailException(f"The asset event's extra lacks {', '.join(missing)}: {dict(extra)!r}")
-    day = str(extra["date"])
     folder = _path(str(extra["folder"]))
+    day = str(extra.get("date") or folder.name)
     manifest_path = _path(str(extra["manifest"]))
     try:
         manifest_bytes = manifest_path.read_bytes()
@@ -74,7 +76,8 @@ def publish_day(
     target = root / day
 
     files: dict[str, bytes] = {}
-    for image in manifest.get("images", []):
+    stored = [entry for entry in manifest.get("items", []) if entry.get("status") == "stored"]
+    for image in stored:
         name = str(image["file"])
         if posixpath.basename(name) != name or name in ("", ".", ".."):
             raise AirflowFailException(f"The manifest names a file outside its folder: {name!r}")
@@ -97,7 +100,7 @@ def publish_day(
         "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "folder": _shown(target),
         "source_folder": _shown(folder),
-        "image_count": len(manifest.get("images", [])),
+        "image_count": len(stored),
         "credits_spent": manifest.get("credits_spent"),
         "files": sorted(files),
         "source": dict(source or {}),

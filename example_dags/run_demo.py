@@ -3,10 +3,11 @@
 
 ``python3 dev.py demo`` runs it. It makes a fresh, isolated Airflow home (``.demo/airflow``, recreated
 on every run; ``AIRFLOW_*`` variables of the calling shell are not used), migrates its database,
-creates the ``doitong`` pool, starts the emulator in-process (pro plan, a 20 s job takes 1 s), points
-``doitong_default`` at it and runs ``doitong_daily_prompt_batch`` with ``dag.test()``. Airflow's logs
-go to ``.demo/demo.log``; the console gets a summary. The exit status is 0 only if the run succeeded
-and every image, the manifest and the contact sheet exist and match.
+starts the emulator in-process (pro plan, a 20 s job takes 1 s), points ``doitong_default`` at it,
+makes the output folder the DAG's only output root, and runs ``doitong_daily_prompt_batch`` (one
+``FluxBatchOperator`` task) with ``dag.test()``. Airflow's logs go to ``.demo/demo.log``; the console
+gets a summary. The exit status is 0 only if the run succeeded and every image, the manifest and the
+contact sheet exist and match.
 
 Options: ``--output DIR`` (or ``$DOITONG_DEMO_OUTPUT``; default ``output/`` in the checkout),
 ``--home DIR`` (or ``$DOITONG_DEMO_HOME``; default ``.demo/``), ``--verbose`` (Airflow's logs on the
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -33,10 +33,8 @@ from typing import IO, Any
 EXAMPLES = Path(__file__).resolve().parent
 ROOT = EXAMPLES.parent
 DAG_ID = "doitong_daily_prompt_batch"
-SUMMARY_TASK = "write_contact_sheet"
-POOL_NAME = "doitong"
-#: The pro plan's concurrent jobs.
-POOL_SLOTS = 10
+SUMMARY_TASK = "generate"
+PROMPTS_FILE = EXAMPLES / "prompts" / "daily_prompts.txt"
 PLAN = "pro"
 TIME_SCALE = 0.05
 JOB_SECONDS = 20.0
@@ -147,23 +145,6 @@ def migrate(env: dict[str, str], log_file: Path) -> float:
     return time.monotonic() - started
 
 
-def clear_previous_day(folder: Path) -> None:
-    """Remove what an earlier demo run wrote into today's folder (only files its manifest lists).
-
-    :param folder: the day's folder.
-    """
-    manifest = folder / "manifest.json"
-    if not manifest.exists():
-        return
-    try:
-        names = [image["file"] for image in json.loads(manifest.read_text()).get("images", [])]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return
-    for name in [*names, "manifest.json", "index.html"]:
-        if name and Path(name).name == name:
-            (folder / name).unlink(missing_ok=True)
-
-
 def progress(emu: Any, console: IO[str], stop: threading.Event) -> None:
     """Show submissions and stored images while the DAG runs, on a terminal.
 
@@ -212,33 +193,30 @@ def xcom(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
         return XComModel.deserialize_value(row) if row is not None else None
 
 
-def verify(summary: dict[str, Any], prompts: list[str]) -> list[str]:
-    """Check the files the run announced.
+def verify(summary: dict[str, Any]) -> list[str]:
+    """Check the files the run announced, with the provider's own manifest check.
 
-    :param summary: the final task's return value (the asset event's extra).
-    :param prompts: the prompts the run read.
+    :param summary: the batch task's return value (the asset event's extra).
     :return: the problems found (none: all good).
     """
-    problems = []
-    manifest_path = Path(summary["manifest"])
-    sheet_path = Path(summary["contact_sheet"])
-    for path in (manifest_path, sheet_path):
-        if not path.is_file():
-            problems.append(f"missing: {path}")
+    from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_text
+    from airflow_provider_doitong.batch.manifest import verify_manifest
+
+    manifest_path, sheet_path = Path(summary["manifest"]), Path(summary["contact_sheet"])
+    problems = [f"missing: {path}" for path in (manifest_path, sheet_path) if not path.is_file()]
     if problems:
         return problems
+    problems = verify_manifest(str(manifest_path.parent))
     manifest = json.loads(manifest_path.read_text())
-    sheet = sheet_path.read_text()
-    if [image["prompt"] for image in manifest["images"]] != prompts:
+    items, _ = build_items(entries_from_text(PROMPTS_FILE.read_text(), jsonl=False), ItemDefaults())
+    if [entry["prompt"] for entry in manifest["items"]] != [item.request.prompt for item in items]:
         problems.append("the manifest does not list every prompt once, in order")
-    for image in manifest["images"]:
-        path = manifest_path.parent / image["file"]
-        if not path.is_file():
-            problems.append(f"missing image: {path}")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != image["sha256"]:
-            problems.append(f"SHA-256 mismatch: {path}")
-        if f'src="{image["file"]}"' not in sheet:
-            problems.append(f"the contact sheet does not show {image['file']}")
+    sheet = sheet_path.read_text()
+    for entry in manifest["items"]:
+        if entry["status"] != "stored":
+            problems.append(f"item {entry['number']} was not stored: {entry.get('error')}")
+        elif f'src="{entry["file"]}"' not in sheet:
+            problems.append(f"the contact sheet does not show {entry['file']}")
     return problems
 
 
@@ -262,19 +240,15 @@ def run(args: argparse.Namespace) -> int:
     with captured_output(log_file, tee=args.verbose) as console:
         import pendulum
         from airflow.dag_processing.dagbag import DagBag
-        from airflow.models.pool import Pool
 
         from doitong_emulator import DoitongEmulator
 
-        Pool.create_or_update_pool(POOL_NAME, POOL_SLOTS, "Doitong concurrent jobs", True)
-        say(f"  Pool            {POOL_NAME}: {POOL_SLOTS} slots, deferred tasks included", stream=console)
+        os.environ["DOITONG_OUTPUT_ROOTS"] = str(output)
         bag = DagBag(dag_folder=str(EXAMPLES))
         if bag.import_errors or DAG_ID not in bag.dags:
             raise DemoError(f"the example DAGs do not import: {bag.import_errors or 'no ' + DAG_ID}")
         dag = bag.dags[DAG_ID]
         logical_date = pendulum.now("UTC")
-        day = logical_date.strftime("%Y-%m-%d")
-        clear_previous_day(output / day)
 
         emulator = DoitongEmulator(plan=PLAN, time_scale=TIME_SCALE, job_seconds=JOB_SECONDS, credits=CREDITS)
         with emulator as emu:
@@ -298,10 +272,7 @@ def run(args: argparse.Namespace) -> int:
                 ticker.start()
             started = time.monotonic()
             try:
-                dag_run = dag.test(
-                    logical_date=logical_date,
-                    run_conf={"output_root": str(output), "poll_interval": POLL_SECONDS},
-                )
+                dag_run = dag.test(logical_date=logical_date, run_conf={"poll_interval": POLL_SECONDS})
             finally:
                 stop.set()
                 if ticker is not None:
@@ -313,7 +284,6 @@ def run(args: argparse.Namespace) -> int:
         state = str(getattr(dag_run.state, "value", dag_run.state))
         states = task_states(dag_run)
         summary = xcom(dag_run, SUMMARY_TASK)
-        prompts = xcom(dag_run, "read_prompts") or []
 
     say(f"  Run             {dag_run.run_id}: {state} in {elapsed:.1f} s ({submissions} jobs submitted)")
     if state != "success" or not summary:
@@ -322,10 +292,10 @@ def run(args: argparse.Namespace) -> int:
         say(f"The run did not succeed. Tasks not successful: {', '.join(failed) or 'none'}")
         say(f"Airflow's logs: {log_file}")
         return 1
-    problems = verify(summary, list(prompts))
+    problems = verify(summary)
     sheet = Path(summary["contact_sheet"])
     say()
-    say(f"  Images          {summary['image_count']}")
+    say(f"  Images          {summary['stored']}")
     say(f"  Folder          {summary['folder']}")
     say(f"  Manifest        {summary['manifest']}")
     say(f"  Contact sheet   {sheet.as_uri()}")
@@ -340,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in problems:
             say(f"  - {problem}")
         return 1
-    say(f"All {summary['image_count']} images, the manifest and the contact sheet exist and match.")
+    say(f"All {summary['stored']} images, the manifest and the contact sheet exist and match.")
     return 0
 
 

@@ -6,6 +6,8 @@ from functools import cached_property
 from typing import Any
 
 from airflow_provider_doitong._compat import (
+    AirflowFailException,
+    AirflowNotFoundException,
     BaseHook,
     aextra,
     aget_connection,
@@ -97,6 +99,21 @@ class DoitongHook(BaseHook):
         for secret in self._secrets(settings):
             mask_secret(secret)
         return settings
+
+    def checked_settings(self) -> ConnectionSettings:
+        """:attr:`settings` for an operator: a missing or unusable connection fails the task at once.
+
+        No retry can fix either, so the answer is a final ``AirflowFailException`` naming the problem
+        (never a secret), raised before any request or credit is spent.
+        """
+        try:
+            return self.settings
+        except AirflowNotFoundException:
+            raise AirflowFailException(
+                f"The Doitong connection {self.doitong_conn_id!r} is not defined"
+            ) from None
+        except DoitongConnectionInvalid as exc:
+            raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
 
     def reread_settings(self) -> ConnectionSettings:
         """The connection read again, not from this hook's cache (e.g. after a key rotation)."""

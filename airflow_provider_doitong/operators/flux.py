@@ -14,7 +14,6 @@ from airflow_provider_doitong import contract, events, lineage, submission
 from airflow_provider_doitong._compat import (
     AirflowException,
     AirflowFailException,
-    AirflowNotFoundException,
     conf,
 )
 from airflow_provider_doitong.client import (
@@ -25,7 +24,7 @@ from airflow_provider_doitong.client import (
     Job,
 )
 from airflow_provider_doitong.client.models import image_side
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID, ConnectionSettings, DoitongConnectionInvalid
+from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
 from airflow_provider_doitong.operators._submit import SubmitOnceMixin
@@ -203,19 +202,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             )
         return request
 
-    def _check_connection(self) -> ConnectionSettings:
-        try:
-            return self.hook.settings
-        except AirflowNotFoundException:
-            raise AirflowFailException(
-                f"The Doitong connection {self.doitong_conn_id!r} is not defined"
-            ) from None
-        except DoitongConnectionInvalid as exc:
-            raise AirflowFailException(f"Invalid Doitong connection: {exc}") from None
-
     def _prepare(self, deadline: float | None) -> ImageRequest:
         request = self._image_request()
-        self._check_connection()
+        self.hook.checked_settings()
         if deadline is not None:
             self._deadline = deadline
         elif self.timeout is not None:

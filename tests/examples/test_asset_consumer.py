@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_doitong.batch import manifest as manifest_api
 from doitong_emulator.images import render_jpeg
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import load_example
@@ -29,8 +30,7 @@ def consumer() -> Any:
 
 
 def make_day(tmp_path: Path, day: str = "2025-03-04") -> dict[str, Any]:
-    """A day's folder as the batch writes it, and the extra of its asset event."""
-    batch = load_example("doitong_daily_prompt_batch")
+    """A day's folder as a batch writes it (the manifest API on two images), and its event's extra."""
     folder = tmp_path / "images" / day
     folder.mkdir(parents=True)
     results = []
@@ -48,20 +48,11 @@ def make_day(tmp_path: Path, day: str = "2025-03-04") -> dict[str, Any]:
                 "provider": "flux-krea",
             }
         )
-    manifest = batch.build_manifest(
-        results, day=day, dag_id="doitong_daily_prompt_batch", run_id="r1", estimate=20
+    entries = manifest_api.entries_from_results(results, folder=str(folder))
+    paths = manifest_api.write_manifest(
+        str(folder), manifest_api.build_manifest(entries, title=day, credits_estimated=20)
     )
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "index.html").write_text(batch.render_contact_sheet(manifest))
-    return {
-        "date": day,
-        "folder": str(folder),
-        "manifest": str(folder / "manifest.json"),
-        "contact_sheet": str(folder / "index.html"),
-        "image_count": 2,
-        "credits_spent": 20,
-        "credits_estimated": 20,
-    }
+    return {**paths, "items": 2, "stored": 2, "failed": 0, "credits_spent": 20, "credits_estimated": 20}
 
 
 def test_publish_day_copies_and_records(consumer: Any, tmp_path: Path) -> None:
@@ -98,7 +89,7 @@ def test_publish_day_refuses_altered_or_missing_images(consumer: Any, tmp_path: 
         consumer.publish_day(extra)
     assert not (tmp_path / "images" / "published").exists()
     with pytest.raises(AirflowFailException, match="lacks manifest"):
-        consumer.publish_day({"date": "2025-03-04", "folder": extra["folder"]})
+        consumer.publish_day({"folder": extra["folder"]})
 
 
 def test_without_triggering_events_there_is_nothing_to_publish(consumer: Any, capfd: Any) -> None:
@@ -114,17 +105,14 @@ def test_the_batch_event_triggers_publication(
     from airflow.models.asset import AssetEvent, AssetModel
     from sqlalchemy import select
 
+    monkeypatch.setenv("DOITONG_OUTPUT_ROOTS", str(tmp_path))
     batch = load_example("doitong_daily_prompt_batch")
     produced = run_dag(
         batch.dag,
-        run_conf={
-            "prompts_file": ["a fox in the snow", "a lighthouse at dawn"],
-            "output_root": str(tmp_path),
-            "poll_interval": 0.1,
-        },
+        run_conf={"prompts_file": ["a fox in the snow", "a lighthouse at dawn"], "poll_interval": 0.1},
     )
     assert set(task_states(produced).values()) == {"success"}
-    extra = xcom_value(produced, "write_contact_sheet")
+    extra = xcom_value(produced, "generate")
 
     original = dagrun_module.get_or_create_dagrun
 
@@ -146,11 +134,11 @@ def test_the_batch_event_triggers_publication(
 
     assert task_states(run) == {"publish": "success"}
     [record] = xcom_value(run, "publish")
-    target = tmp_path / "published" / extra["date"]
+    target = tmp_path / "published" / Path(extra["folder"]).name
     assert record["folder"] == str(target) and record["image_count"] == 2
     assert record["source"]["dag_id"] == "doitong_daily_prompt_batch"
     assert record["source"]["run_id"] == produced.run_id
     manifest = json.loads((target / "manifest.json").read_text())
-    for image in manifest["images"]:
+    for image in manifest["items"]:
         assert hashlib.sha256((target / image["file"]).read_bytes()).hexdigest() == image["sha256"]
     assert (target / "index.html").exists() and (target / "publication.json").exists()

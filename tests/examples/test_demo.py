@@ -54,8 +54,9 @@ def test_demo_runs_the_batch_and_prints_where_everything_is(tmp_path: Path) -> N
     assert manifest.is_file() and sheet.is_file() and log_file.is_file()
     assert re.search(r"^  Credits spent   80 \(estimated 80; 99,920 of 100,000 left", out, re.MULTILINE)
     data = json.loads(manifest.read_text())
-    assert [image["prompt"] for image in data["images"]] == prompts
-    assert all((folder / image["file"]).is_file() for image in data["images"])
+    assert [entry["prompt"] for entry in data["items"]] == prompts
+    assert all((folder / entry["file"]).is_file() for entry in data["items"])
+    assert [entry["file"][:5] for entry in data["items"]] == [f"{n:04d}-" for n in range(1, 9)]
     assert "All 8 images, the manifest and the contact sheet exist and match." in out
     assert len(out.splitlines()) < 25
     assert "DAG TEST" in log_file.read_text()

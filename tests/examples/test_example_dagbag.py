@@ -13,6 +13,7 @@ from tests.examples._helpers import EXAMPLES, load_example
 
 EXPECTED_DAG_IDS = {
     "doitong_daily_prompt_batch",
+    "doitong_mapped_batch",
     "doitong_asset_consumer",
     "doitong_submit_then_sense",
     "doitong_webhook",
@@ -43,40 +44,29 @@ def test_daily_batch_shape(bag: Any) -> None:
     dag = bag.dags["doitong_daily_prompt_batch"]
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert dag.schedule == "@daily"
-    assert set(dag.params) >= {
-        "prompts_file",
-        "output_root",
-        "provider",
-        "width",
-        "height",
-        "quality",
-        "budget_credits",
-        "doitong_conn_id",
-    }
+    assert set(dag.params) >= {"prompts_file", "output_root", "provider", "width", "height", "quality"}
     assert dag.params["budget_credits"] is None
     generate = dag.get_task("generate")
-    assert generate.partial_kwargs["pool"] == "doitong"
-    assert generate.partial_kwargs["retries"] == 2
-    assert generate.partial_kwargs["deferrable"] is True
-    assert dag.get_task("check_budget").downstream_task_ids == {"generate", "write_contact_sheet"}
-    outlets = dag.get_task("write_contact_sheet").outlets
-    assert [asset.name for asset in outlets] == ["doitong_daily_images"]
+    assert type(generate).__name__ == "FluxBatchOperator"
+    assert generate.deferrable is True and generate.retries == 2
+    assert dag.get_task("plan_day").downstream_task_ids == {"generate"}
+    assert [asset.name for asset in generate.outlets] == ["doitong_daily_images"]
+    assert len((EXAMPLES / "doitong_daily_prompt_batch.py").read_text().splitlines()) < 100
+
+
+def test_mapped_batch_shape(bag: Any) -> None:
+    dag = bag.dags["doitong_mapped_batch"]
+    generate = dag.get_task("generate")
+    assert generate.partial_kwargs["pool"] == "doitong" and generate.partial_kwargs["deferrable"] is True
+    assert dag.get_task("contact_sheet").upstream_task_ids == {"generate", "folder"}
 
 
 def test_consumer_is_scheduled_on_the_batch_asset(bag: Any) -> None:
     batch = load_example("doitong_daily_prompt_batch")
     consumer = load_example("doitong_asset_consumer")
     assert consumer.DAILY_IMAGES == batch.DAILY_IMAGES
-    assert batch.DOITONG_POOL == "doitong"
     dag = bag.dags["doitong_asset_consumer"]
     assert [asset.name for asset in dag.schedule] == ["doitong_daily_images"]
-
-
-def test_output_root_default_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOITONG_OUTPUT_ROOT", "/srv/doitong")
-    assert load_example("doitong_daily_prompt_batch").dag.params["output_root"] == "/srv/doitong"
-    monkeypatch.delenv("DOITONG_OUTPUT_ROOT")
-    assert load_example("doitong_daily_prompt_batch").dag.params["output_root"] == "~/doitong-images"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_DAG_IDS))

@@ -96,7 +96,9 @@ class FakeClient:
 def _operator(client: FakeClient, **kwargs: Any) -> FluxGenerateOperator:
     op = FluxGenerateOperator(task_id="generate", prompt=PROMPT, width=256, height=256, **kwargs)
     op.__dict__["client"] = client
-    op.__dict__["hook"] = SimpleNamespace(settings=None, reread_settings=lambda: SimpleNamespace(api_key="k"))
+    op.__dict__["hook"] = SimpleNamespace(
+        checked_settings=lambda: None, reread_settings=lambda: SimpleNamespace(api_key="k")
+    )
     op._close = lambda: None  # type: ignore[method-assign]
     return op
 

@@ -1,0 +1,299 @@
+"""The batch ledger: every item's state, job ids, file and checksum, kept durably under ``output_path``.
+
+The ledger is how a batch survives a retry, a worker crash or a deferral on any Airflow version:
+it lives at a place fixed by the task instance (``<output_path>/.doitong/<dag>/<run>/<task>/``),
+so the next try finds it. It is a snapshot (``ledger.json``) plus a journal of changes since the
+snapshot. Nothing is ever half-written: the snapshot is replaced atomically (a temporary file
+renamed over it locally, one PUT on object storage); journal records are appended and synced
+(locally) or written as whole new objects (object storage), and a torn last line is ignored. The
+journal is folded into a new snapshot once it outgrows it, so writing a batch of N items costs
+O(N) bytes in all.
+
+An item is recorded ``submitting`` before its POST and ``running`` with its job id right after
+the answer, before anything else happens to it: an item found ``submitting`` on a retry may have
+been charged without its answer being recorded.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+from airflow_provider_doitong.batch.items import BatchItem
+
+FORMAT = "doitong-batch-ledger"
+VERSION = 1
+#: The journal is folded into the snapshot once it holds more than this and more than the snapshot.
+COMPACT_MIN_BYTES = 256 * 1024
+
+
+class ItemState(str, enum.Enum):
+    """Where an item is: ``pending`` -> ``submitting`` -> ``running`` -> ``completed`` -> ``stored``.
+
+    A failed job sends its item back to ``pending`` while it has retries left, else to ``failed``.
+    """
+
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STORED = "stored"
+    FAILED = "failed"
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be used as it is (another batch's, or damaged); the message says what to do."""
+
+
+@dataclass
+class ItemRecord:
+    """What the ledger knows about one item.
+
+    :param attempts: submissions of this item that may have created a job (refused ones excluded).
+    :param failures: failed jobs (or unconfirmed submissions) in the current task try.
+    :param job_ids: every job created for the item, oldest first, so an audit sees any second charge.
+    :param submitted_at: Unix time (the worker's clock) the current job's id was recorded.
+    :param unconfirmed: submissions whose answer was never recorded (each may have been charged).
+    """
+
+    index: int
+    key: str
+    state: ItemState = ItemState.PENDING
+    attempts: int = 0
+    failures: int = 0
+    job_id: str | None = None
+    job_ids: list[str] = field(default_factory=list)
+    submitted_at: float | None = None
+    credits: int | None = None
+    duration: float | None = None
+    completed_at: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    error: str | None = None
+    unconfirmed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if v not in (None, [], 0) or k in ("index", "key")}
+        out["state"] = self.state.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ItemRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["state"] = ItemState(values.get("state", ItemState.PENDING.value))
+        values["job_ids"] = list(values.get("job_ids") or [])
+        return cls(**values)
+
+
+class LedgerStore(Protocol):
+    """Where a ledger's snapshot and journal live."""
+
+    location: str
+
+    def read_snapshot(self) -> str | None: ...
+
+    def write_snapshot(self, text: str) -> None: ...
+
+    def read_journal(self) -> list[str]: ...
+
+    def append_journal(self, text: str, *, seq: int) -> None: ...
+
+    def reset_journal(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Ledger:
+    """The items' records in memory, with changes journaled to a :class:`LedgerStore`.
+
+    Changes are buffered by :meth:`update` and made durable, in order, by :meth:`flush`.
+    """
+
+    def __init__(
+        self, store: LedgerStore, *, meta: dict[str, Any], records: list[ItemRecord], seq: int
+    ) -> None:
+        self.store = store
+        self.meta = meta
+        self.records = records
+        self._seq = seq
+        self._buffer: list[dict[str, Any]] = []
+        self._journal_bytes = 0
+        self._snapshot_bytes = 0
+        self._persisted = True
+        self._by_state: dict[ItemState, set[int]] = {state: set() for state in ItemState}
+        for record in records:
+            self._by_state[record.state].add(record.index)
+
+    # --- opening --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, store: LedgerStore, *, items: list[BatchItem], owner: dict[str, Any]) -> Ledger:
+        """Load the ledger from ``store``, or start one for ``items``.
+
+        :param store: where it lives.
+        :param items: the batch's items, which must be those the ledger was written for.
+        :param owner: the task instance (dag_id, run_id, task_id, map_index), checked on load.
+        :raises LedgerError: if the ledger belongs to another task instance, was written for other
+            items, or is damaged.
+        """
+        snapshot = store.read_snapshot()
+        lines = store.read_journal()
+        if snapshot is None and not lines:
+            records = [ItemRecord(index=item.index, key=item.fingerprint) for item in items]
+            ledger = cls(store, meta={"owner": dict(owner), "items": len(items)}, records=records, seq=0)
+            ledger._persisted = False  # written by the first flush: a refused batch leaves no file
+            return ledger
+        ledger = cls._load(store, snapshot, lines)
+        ledger._check(items, owner)
+        return ledger
+
+    @classmethod
+    def _load(cls, store: LedgerStore, snapshot: str | None, lines: list[str]) -> Ledger:
+        where = store.location
+        try:
+            data = json.loads(snapshot) if snapshot is not None else None
+        except ValueError:
+            raise LedgerError(f"The batch ledger {where} is damaged (its snapshot is not JSON)") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise LedgerError(f"{where} is not a version-{VERSION} Doitong batch ledger")
+        records = [ItemRecord.from_dict(item) for item in data.get("items") or []]
+        ledger = cls(store, meta=dict(data.get("meta") or {}), records=records, seq=int(data.get("seq", 0)))
+        ledger._snapshot_bytes = len(snapshot or "")
+        ledger._replay(lines)
+        return ledger
+
+    def _replay(self, lines: list[str]) -> None:
+        for position, line in enumerate(lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                if position == len(lines) - 1:
+                    break  # a torn last write: its change was never acknowledged
+                raise LedgerError(
+                    f"The batch ledger {self.store.location} is damaged (journal line {position + 1})"
+                ) from None
+            self._journal_bytes += len(line) + 1
+            if not isinstance(event, dict) or int(event.get("q", 0)) <= self._seq:
+                continue
+            self._seq = int(event["q"])
+            if "meta" in event:
+                self.meta.update(event["meta"])
+            elif "i" in event:
+                self._apply(int(event["i"]), event.get("set") or {})
+
+    def _check(self, items: list[BatchItem], owner: dict[str, Any]) -> None:
+        where = self.store.location
+        if self.meta.get("owner") != dict(owner):
+            raise LedgerError(
+                f"The batch ledger {where} belongs to another task instance ({self.meta.get('owner')}); "
+                "not touching it"
+            )
+        if len(self.records) != len(items):
+            raise LedgerError(
+                f"The batch ledger {where} was written for {len(self.records)} items, this try has "
+                f"{len(items)}: a retry must see the same prompts. Delete the ledger to start over"
+            )
+        for record, item in zip(self.records, items, strict=True):
+            if record.key != item.fingerprint:
+                raise LedgerError(
+                    f"The batch ledger {where} was written for other prompts (item {item.index + 1}, "
+                    f"{item.source}, differs): a retry must see the same prompts. Delete the ledger to start over"
+                )
+
+    # --- reading --------------------------------------------------------------------------
+    @property
+    def is_new(self) -> bool:
+        """Whether this ledger was started in memory, none having been found in its store."""
+        return not self._persisted
+
+    def in_state(self, *states: ItemState) -> list[int]:
+        """The indices of items in any of ``states``, in order."""
+        found: set[int] = set()
+        for state in states:
+            found |= self._by_state[state]
+        return sorted(found)
+
+    def count(self, *states: ItemState) -> int:
+        """:param states: the states counted."""
+        return sum(len(self._by_state[state]) for state in states)
+
+    def __iter__(self) -> Iterator[ItemRecord]:
+        return iter(self.records)
+
+    # --- changing -------------------------------------------------------------------------
+    def _apply(self, index: int, changes: Mapping[str, Any]) -> None:
+        record = self.records[index]
+        old = record.state
+        for key, value in changes.items():
+            if key == "state":
+                value = ItemState(value)
+            setattr(record, key, value)
+        if record.state is not old:
+            self._by_state[old].discard(index)
+            self._by_state[record.state].add(index)
+
+    def update(self, index: int, **changes: Any) -> ItemRecord:
+        """Change an item's record in memory and queue the change for :meth:`flush`.
+
+        :param changes: fields of :class:`ItemRecord` (``state`` as an :class:`ItemState`).
+        """
+        self._apply(index, changes)
+        plain = {k: (v.value if isinstance(v, ItemState) else v) for k, v in changes.items()}
+        self._seq += 1
+        self._buffer.append({"q": self._seq, "i": index, "set": plain})
+        return self.records[index]
+
+    def set_meta(self, **values: Any) -> None:
+        """Change the ledger's metadata (learned durations, the last try...), queued for :meth:`flush`.
+
+        :param values: JSON values.
+        """
+        self.meta.update(values)
+        self._seq += 1
+        self._buffer.append({"q": self._seq, "meta": values})
+
+    def flush(self) -> None:
+        """Make every queued change durable, in one write; fold the journal in when it has grown."""
+        if not self._buffer:
+            return
+        if not self._persisted:
+            self._buffer.clear()
+            self._write_snapshot()
+            return
+        text = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in self._buffer)
+        self.store.append_journal(text, seq=self._buffer[0]["q"])
+        self._buffer.clear()
+        self._journal_bytes += len(text)
+        if self._journal_bytes > max(COMPACT_MIN_BYTES, self._snapshot_bytes):
+            self._write_snapshot()
+
+    def _write_snapshot(self) -> None:
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "seq": self._seq,
+            "meta": self.meta,
+            "items": [record.to_dict() for record in self.records],
+        }
+        text = json.dumps(doc, separators=(",", ":"))
+        self.store.write_snapshot(text)
+        self.store.reset_journal()
+        self._snapshot_bytes = len(text)
+        self._journal_bytes = 0
+        self._persisted = True
+
+    def close(self) -> None:
+        """Release the store; changes not flushed are dropped (a refused batch writes nothing)."""
+        self.store.close()
+
+
+def summary_counts(records: Iterable[ItemRecord]) -> dict[str, int]:
+    """How many items are in each state (every state listed)."""
+    counts = {state.value: 0 for state in ItemState}
+    for record in records:
+        counts[record.state.value] += 1
+    return counts

@@ -1,0 +1,318 @@
+"""What a batch does next, decided without I/O: submit, poll, store, sleep, defer or stop.
+
+The runner (:mod:`~airflow_provider_doitong.batch.runner`) tells the :class:`Planner` what the
+ledger holds and what the API answered; the planner answers with one :class:`Step` at a time. It
+keeps the plan's job slots full (a new job goes out as soon as a finished one is seen), and spends
+the plan's requests per window on submissions first and on status reads only when one is worth
+it: it learns how long jobs take and reads every running job in one coalesced request just after
+the next of them is due (or, before any job has finished, at intervals growing with the jobs' age,
+a tenth of it, so a finish is seen within about a tenth of a job's duration).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+
+#: Share of a running job's age (or its expected duration) allowed between two reads of it.
+POLL_FRACTION = 0.1
+#: The shortest gap between two reads while no job is known to be due (capped by ``poll_interval``).
+MIN_POLL_GAP = 1.0
+#: How long after a job's expected end the read that checks it comes (the expected end is already late:
+#: it counts from when the submission's answer arrived, the job's own clock from before).
+DUE_MARGIN = 0.05
+#: Jobs due within this much of the first due one are checked by one read, after the last of them.
+DUE_WINDOW = 2.0
+#: How many recent job durations the planner keeps.
+DURATION_SAMPLES = 50
+#: Jobs one status request reads (the API's coalesced query limit).
+JOBS_PER_READ = 100
+
+
+class Action(str, enum.Enum):
+    """The kinds of step."""
+
+    SUBMIT = "submit"
+    POLL = "poll"
+    STORE = "store"
+    SLEEP = "sleep"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing to do.
+
+    :param action: what.
+    :param count: for ``submit``, how many pending items.
+    :param seconds: for ``sleep``, how long; for ``store``, how long storing may go on before the
+        runner must ask again (a read or a submission is due then).
+    :param reason: for ``sleep`` and ``done``, why (for logs and the final answer).
+    """
+
+    action: Action
+    count: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """The plan's limits the batch keeps within.
+
+    :param concurrency: jobs running at once.
+    :param requests_per_window: requests per rate-limit window (``None``: not limited).
+    :param window_s: the window's length in seconds.
+    """
+
+    concurrency: int
+    requests_per_window: int | None
+    window_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class View:
+    """What the ledger holds now.
+
+    :param pending: items waiting to be submitted.
+    :param running: the ``submitted_at`` (Unix time) of every running job.
+    :param to_store: completed items whose image is not stored yet.
+    :param stop_submitting: set once the batch must not submit more (too many failures, a daily
+        limit, no credits left): running jobs are still waited for and stored.
+    :param fatal: set when nothing more can be done (the key was refused).
+    """
+
+    pending: int
+    running: Sequence[float]
+    to_store: int
+    stop_submitting: str = ""
+    fatal: str = ""
+
+
+class Planner:
+    """Decides each step; keeps what it learned (durations, rate-limit refusals, the last read).
+
+    :param limits: the plan's limits.
+    :param poll_interval: the longest gap between two status reads while jobs run.
+    :param deadline: a Unix time at which the batch stops waiting (``None``: none).
+    :param durations: job durations learned earlier (from the ledger), oldest first.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        poll_interval: float,
+        deadline: float | None = None,
+        durations: Iterable[float] = (),
+    ) -> None:
+        if limits.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self.limits = limits
+        self.poll_interval = poll_interval
+        self.deadline = deadline
+        self.durations: deque[float] = deque((d for d in durations if d >= 0), maxlen=DURATION_SAMPLES)
+        self.last_poll_at = 0.0
+        #: Read the running jobs at once (set after a resume: the ledger's running jobs may be done).
+        self.poll_now = False
+        self.requests_blocked_until = 0.0
+        self.submissions_blocked_until = 0.0
+        self.rate: RateLimitInfo | None = None
+
+    # --- what the runner reports ----------------------------------------------------------
+    def polled(self, now: float) -> None:
+        """A status read was made at ``now``.
+
+        :param now: the Unix time.
+        """
+        self.last_poll_at = now
+        self.poll_now = False
+
+    def learn(self, duration: float | None) -> None:
+        """A job completed after ``duration`` seconds (server time).
+
+        :param duration: the job's processing time, if the API said.
+        """
+        if duration is not None and math.isfinite(duration) and duration >= 0:
+            self.durations.append(float(duration))
+
+    def saw_rate_limit(self, rate: RateLimitInfo | None) -> None:
+        """The latest ``X-RateLimit-*`` headers.
+
+        :param rate: what the last answer said, if anything.
+        """
+        if rate is not None:
+            self.rate = rate
+
+    def refused(self, *, until: float, all_requests: bool) -> None:
+        """The API answered 429: wait until ``until`` before the next submission (or any request).
+
+        :param until: when a request may succeed again.
+        :param all_requests: the window is spent (``RATE_LIMITED``), not only the job slots.
+        """
+        self.submissions_blocked_until = max(self.submissions_blocked_until, until)
+        if all_requests:
+            self.requests_blocked_until = max(self.requests_blocked_until, until)
+
+    @property
+    def typical_duration(self) -> float | None:
+        """The median of the recent job durations, once any job has completed."""
+        return statistics.median(self.durations) if self.durations else None
+
+    # --- deciding -------------------------------------------------------------------------
+    def available_requests(self, now: float) -> float:
+        """Requests the window still allows now (``inf`` when the plan does not limit them).
+
+        :param now: the Unix time.
+        """
+        if now < self.requests_blocked_until:
+            return 0
+        limit = self.limits.requests_per_window
+        rate = self.rate
+        if rate is not None and rate.limit is not None:
+            limit = rate.limit
+        if limit is None:
+            return math.inf
+        if rate is None or rate.remaining is None or rate.reset_at is None or now >= rate.reset_at:
+            return limit
+        return max(0, rate.remaining)
+
+    def next_poll_at(self, running: Sequence[float]) -> float:
+        """When the next status read is worth making, for jobs submitted at ``running``.
+
+        :param running: the ``submitted_at`` of every running job.
+        """
+        if not running:
+            return math.inf
+        last = self.last_poll_at
+        typical = self.typical_duration
+        floor = min(MIN_POLL_GAP, self.poll_interval)
+        wanted = []
+        for submitted in running:
+            if typical is not None and submitted + typical > last:
+                wanted.append(submitted + typical + DUE_MARGIN)
+            else:
+                age = max(0.0, max(last, submitted) - submitted)
+                wanted.append(max(last, submitted) + min(self.poll_interval, max(floor, POLL_FRACTION * age)))
+        first = min(wanted)
+        window = DUE_WINDOW if typical is None else min(DUE_WINDOW, POLL_FRACTION * typical)
+        group_end = max(w for w in wanted if w <= first + window)
+        return min(group_end, last + self.poll_interval)
+
+    def decide(self, view: View, now: float) -> Step:
+        """The next step.
+
+        :param view: what the ledger holds now.
+        :param now: the Unix time.
+        """
+        if view.fatal:
+            return Step(Action.DONE, reason=view.fatal)
+        running = len(view.running)
+        if self.deadline is not None and now >= self.deadline:
+            return Step(Action.DONE, reason="deadline")
+        if running == 0 and view.to_store == 0 and (view.pending == 0 or view.stop_submitting):
+            return Step(Action.DONE, reason=view.stop_submitting)
+        available = self.available_requests(now)
+        poll_at = now if (self.poll_now and running) else self.next_poll_at(view.running)
+        # 1. fill free job slots: an idle slot is what lengthens a batch
+        free = self.limits.concurrency - running
+        can_submit = view.pending > 0 and free > 0 and not view.stop_submitting
+        reserve = 1 if running else 0  # keep one request for the read that sees these jobs end
+        if can_submit and now >= self.submissions_blocked_until:
+            count = int(min(free, view.pending, max(0, available - reserve)))
+            if count > 0:
+                return Step(Action.SUBMIT, count=count)
+        # 2. read the running jobs when one is due
+        reads = math.ceil(running / JOBS_PER_READ)
+        if running and now >= poll_at and available >= reads:
+            return Step(Action.POLL)
+        # 3. store finished images until something else is due
+        if running and available < reads:
+            poll_at = max(poll_at, self._window_reset(now))
+        candidates = [poll_at]
+        if can_submit:
+            ready = now if available - reserve >= 1 else self._window_reset(now)
+            candidates.append(max(ready, self.submissions_blocked_until))
+        if self.deadline is not None:
+            candidates.append(self.deadline)
+        wake = min(candidates)
+        if wake == math.inf:
+            wake = now + self.poll_interval
+        seconds = max(0.0, wake - now)
+        if view.to_store:
+            return Step(Action.STORE, seconds=seconds)
+        return Step(Action.SLEEP, seconds=seconds, reason=self._why(wake, poll_at))
+
+    def _window_reset(self, now: float) -> float:
+        rate = self.rate
+        blocked = self.requests_blocked_until
+        if rate is not None and rate.reset_at is not None and rate.reset_at > now:
+            return max(rate.reset_at, blocked)
+        return max(blocked, now + min(self.poll_interval, self.limits.window_s))
+
+    def _why(self, wake: float, poll_at: float) -> str:
+        if wake >= poll_at:
+            return "waiting for running jobs"
+        if wake <= self.submissions_blocked_until:
+            return "the API asked to wait before the next submission"
+        return "waiting for the rate-limit window"
+
+    # --- deferring ------------------------------------------------------------------------
+    def _worker_events(self, view: View, now: float) -> list[float]:
+        """When the worker is next needed for something a trigger cannot see coming (a Unix time each)."""
+        events = []
+        typical = self.typical_duration
+        if typical is not None:
+            upcoming = [s + typical + DUE_MARGIN for s in view.running if s + typical > self.last_poll_at]
+            if upcoming:
+                first = min(upcoming)
+                window = min(DUE_WINDOW, POLL_FRACTION * typical)
+                events.append(max(u for u in upcoming if u <= first + window))
+        free = self.limits.concurrency - len(view.running)
+        if view.pending and free > 0 and not view.stop_submitting:
+            ready = max(now, self.submissions_blocked_until)
+            if self.available_requests(now) < 1 + (1 if view.running else 0):
+                ready = max(ready, self._window_reset(now))
+            events.append(ready)
+        if self.deadline is not None:
+            events.append(self.deadline)
+        return events
+
+    def defer_until(
+        self, view: View, step: Step, *, now: float, resume_lead: float, min_defer: float
+    ) -> tuple[bool, float | None]:
+        """Whether a deferrable batch should leave the worker instead of sleeping through ``step``.
+
+        A resume costs a task process start, ``resume_lead`` seconds (measured). Deferring is worth
+        it when the quiet time until the worker is next needed (the next jobs' expected end, or the
+        next submission a refusal delays), less the lead, is at least ``min_defer`` (0: always);
+        the trigger then wakes the task ``resume_lead`` seconds early, so it is back just as the
+        jobs are due. A job that ends sooner wakes it too. Before any job has ended (nothing is
+        predicted), the batch defers once its jobs have run ``2 * (resume_lead + min_defer)``:
+        they are long, and the first end wakes it.
+
+        :param view: what the ledger holds.
+        :param step: the step about to be slept through.
+        :param now: the Unix time.
+        :param resume_lead: the measured seconds from a trigger firing to the task running again.
+        :param min_defer: the shortest quiet time worth a deferral.
+        :return: ``(defer, wake_at)``; ``wake_at`` ``None`` means only a job's end wakes the task.
+        """
+        if step.action is not Action.SLEEP:
+            return False, None
+        events = self._worker_events(view, now)
+        if events:
+            quiet = max(0.0, min(events) - now - resume_lead)
+            return quiet >= min_defer, now + quiet
+        if not view.running:
+            return False, None
+        waited = now - min(view.running)
+        return min_defer == 0 or waited >= 2 * (resume_lead + min_defer), None

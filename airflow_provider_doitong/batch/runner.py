@@ -1,0 +1,413 @@
+"""The batch's shell: carries out the planner's steps with a client, the ledger and the output folder.
+
+Every decision is the :class:`~airflow_provider_doitong.batch.planner.Planner`'s; this module only
+moves bytes and records what happened, in the order that keeps the batch durable: an item is
+``submitting`` in the ledger before its POST, ``running`` with its job id right after the answer
+(flushed before the next request), and ``stored`` with the file's SHA-256 once the image is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.ledger import ItemState, Ledger
+from airflow_provider_doitong.batch.planner import Action, Planner, View
+from airflow_provider_doitong.batch.progress import progress_line_of
+from airflow_provider_doitong.batch.storer import ImageStorer
+from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
+from airflow_provider_doitong.client import (
+    DoitongClient,
+    DoitongError,
+    DoitongRateLimited,
+    DoitongUnauthorized,
+    Job,
+    JobStatus,
+    RetryPolicy,
+)
+from airflow_provider_doitong.client.retry import backoff
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two progress lines.
+PROGRESS_SECONDS = 30.0
+#: 429s are the planner's to wait for, not the client's to sleep through.
+SUBMIT_POLICY = RetryPolicy(max_rate_limit_wait=0)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The batch stopped: everything is done, or ``reason`` says why not."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Defer:
+    """A deferrable batch should wait in the triggerer until ``wake_at`` (``None``: no time) or until one
+    of ``job_ids`` ends."""
+
+    wake_at: float | None
+    job_ids: list[str]
+
+
+@dataclass(frozen=True)
+class DeferPolicy:
+    """When a deferrable batch leaves the worker (see :meth:`Planner.defer_until`).
+
+    :param resume_lead: seconds from a trigger firing to the task running again.
+    :param min_defer: the shortest quiet time worth a deferral.
+    """
+
+    resume_lead: float
+    min_defer: float
+
+
+class BatchRunner:
+    """Runs a batch's items through the planner's steps.
+
+    :param folder: the output folder (an ``ObjectStoragePath``).
+    :param item_retries: failed jobs an item may replace in one task try.
+    :param max_failed_items: failed items past which the batch stops submitting.
+    :param unconfirmed: ``resubmit`` or ``fail`` an item whose submission's answer was lost.
+    :param on_daily_limit: ``fail``, ``skip`` or ``wait`` on a 429 ``DAILY_LIMIT``.
+    :param logger: where progress goes (the task's logger, so that it reaches the task log).
+    """
+
+    def __init__(
+        self,
+        *,
+        items: Sequence[BatchItem],
+        ledger: Ledger,
+        client: DoitongClient,
+        planner: Planner,
+        folder: Any,
+        item_retries: int,
+        max_failed_items: int,
+        unconfirmed: str = "resubmit",
+        on_daily_limit: str = "fail",
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        logger: Any = None,
+    ) -> None:
+        self.items = items
+        self.ledger = ledger
+        self.client = client
+        self.planner = planner
+        self.folder = folder
+        self.item_retries = item_retries
+        self.max_failed_items = max_failed_items
+        self.unconfirmed = unconfirmed
+        self.on_daily_limit = on_daily_limit
+        self.clock = clock
+        self.sleep = sleep
+        self.log = logger or log
+        self.stop_submitting = ""
+        self.fatal = ""
+        #: The error that stopped the submissions (or everything), for the task's final answer.
+        self.stop_error: DoitongError | None = None
+        self._refusals = 0
+        self._jobs: dict[str, Job] = {}
+        self.images = ImageStorer(
+            items=items,
+            ledger=ledger,
+            client=client,
+            planner=planner,
+            folder=folder,
+            jobs=self._jobs,
+            log=self.log,
+        )
+        self._poll_failures = 0
+        self._last_progress = clock()
+
+    # --- starting ---------------------------------------------------------------------------
+    def start_try(self, *, try_number: int, deadline: float | None) -> int:
+        """Begin a task try (not flushed): items that failed in an earlier try get another round.
+
+        An item whose job completed but whose image could not be stored is stored again (its job
+        is not paid for twice); other failed items are submitted again (failed jobs are refunded),
+        except those an unconfirmed submission failed under the ``fail`` policy.
+
+        :param try_number: the task's try.
+        :param deadline: the try's deadline (Unix time), if any.
+        :return: how many items got another round.
+        """
+        again = 0
+        if self.ledger.meta.get("try") not in (None, try_number):
+            for record in self.ledger:
+                if record.failures and record.state is not ItemState.FAILED:
+                    self.ledger.update(record.index, failures=0)  # item retries count per try
+            for index in self.ledger.in_state(ItemState.FAILED):
+                record = self.ledger.records[index]
+                if self.unconfirmed == "fail" and record.unconfirmed:
+                    continue
+                state = ItemState.COMPLETED if record.job_id else ItemState.PENDING
+                self.ledger.update(index, state=state, failures=0)
+                again += 1
+        self.ledger.set_meta(**{"try": try_number, "deadline": deadline})
+        self.planner.deadline = deadline
+        return again
+
+    def resolve_unconfirmed(self) -> int:
+        """Settle items left ``submitting`` by a crash: their POST may have created a job (not flushed).
+
+        :return: how many there were.
+        """
+        found = self.ledger.in_state(ItemState.SUBMITTING)
+        for index in found:
+            item = self.items[index]
+            message = (
+                f"item {index + 1} ({item.source}) was being submitted when an earlier try stopped; its "
+                "answer was never recorded, so a job may exist and be charged"
+            )
+            self.log.warning("%s", message)
+            self._setback(index, message, unconfirmed=True)
+        return len(found)
+
+    def _setback(self, index: int, message: str, *, unconfirmed: bool = False) -> None:
+        """An item's job failed (or its submission is unconfirmed): submit it again, or fail it for good."""
+        record = self.ledger.records[index]
+        failures = record.failures + 1
+        changes: dict[str, Any] = {"failures": failures, "error": message, "job_id": None}
+        if unconfirmed:
+            changes["unconfirmed"] = record.unconfirmed + 1
+        final = failures > self.item_retries or (unconfirmed and self.unconfirmed == "fail")
+        self.ledger.update(index, state=ItemState.FAILED if final else ItemState.PENDING, **changes)
+        if final:
+            self.log.error("Item %d/%d failed for good: %s", index + 1, len(self.items), message)
+        else:
+            self.log.warning(
+                "Item %d/%d: %s; submitting it again (retry %d of %d)%s",
+                index + 1,
+                len(self.items),
+                message,
+                failures,
+                self.item_retries,
+                ": this may charge it twice" if unconfirmed else "",
+            )
+
+    def view(self) -> View:
+        """What the ledger holds, for the planner."""
+        ledger = self.ledger
+        failed = ledger.count(ItemState.FAILED)
+        stop = self.stop_submitting
+        if not stop and failed > self.max_failed_items:
+            stop = f"{failed} items failed, more than max_failed_items={self.max_failed_items}"
+        running = [ledger.records[i].submitted_at or 0.0 for i in ledger.in_state(ItemState.RUNNING)]
+        return View(
+            pending=ledger.count(ItemState.PENDING),
+            running=running,
+            to_store=ledger.count(ItemState.COMPLETED),
+            stop_submitting=stop,
+            fatal=self.fatal,
+        )
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self, *, defer: DeferPolicy | None = None) -> Finished | Defer:
+        """Carry out steps until the batch is done or, with a ``defer`` policy, should defer.
+
+        :param defer: deferrable mode's policy; ``None`` sleeps in the worker.
+        """
+        while True:
+            view = self.view()
+            step = self.planner.decide(view, self.clock())
+            if step.action is Action.SUBMIT:
+                self.submit(step.count)
+            elif step.action is Action.POLL:
+                self.poll()
+            elif step.action is Action.STORE:
+                self.store(step.seconds)
+            elif step.action is Action.DONE:
+                self.ledger.flush()
+                self.progress(force=True)
+                return Finished(step.reason)
+            else:
+                leave, wake_at = (
+                    self.planner.defer_until(
+                        view, step, now=self.clock(), resume_lead=defer.resume_lead, min_defer=defer.min_defer
+                    )
+                    if defer is not None
+                    else (False, None)
+                )
+                if leave:
+                    self.ledger.flush()
+                    self.progress(force=True)
+                    return Defer(wake_at=wake_at, job_ids=self.running_job_ids())
+                self.sleep(step.seconds)
+            self.progress()
+
+    def running_job_ids(self) -> list[str]:
+        """The job ids of every running item."""
+        return [str(self.ledger.records[i].job_id) for i in self.ledger.in_state(ItemState.RUNNING)]
+
+    # --- submitting -------------------------------------------------------------------------
+    def submit(self, count: int) -> None:
+        """Submit up to ``count`` pending items, recording each job id as soon as it is known.
+
+        Each item is ``submitting`` in the ledger (flushed) before its own POST, so after a crash only
+        an item whose POST may really have been sent is unconfirmed.
+
+        :param count: how many.
+        """
+        for index in self.ledger.in_state(ItemState.PENDING)[:count]:
+            attempts = self.ledger.records[index].attempts + 1
+            self.ledger.update(index, state=ItemState.SUBMITTING, attempts=attempts)
+            self.ledger.flush()
+            if not self._submit_one(index):
+                break
+        self.ledger.flush()
+
+    def _revert(self, index: int) -> None:
+        record = self.ledger.records[index]
+        self.ledger.update(index, state=ItemState.PENDING, attempts=max(0, record.attempts - 1))
+
+    def _submit_one(self, index: int) -> bool:
+        request = self.items[index].request
+        try:
+            job = self.client.submit(request, retry_policy=SUBMIT_POLICY)
+        except DoitongError as exc:
+            self.planner.saw_rate_limit(self.client.last_rate_limit)
+            return self._submit_failed(index, exc)
+        now = self.clock()
+        self._refusals = 0
+        self.planner.saw_rate_limit(self.client.last_rate_limit)
+        record = self.ledger.update(
+            index,
+            state=ItemState.RUNNING,
+            job_id=job.id,
+            job_ids=[*self.ledger.records[index].job_ids, job.id],
+            submitted_at=now,
+            error=None,
+        )
+        self.ledger.flush()
+        self._jobs[job.id] = job
+        self.log.info(
+            "Submitted item %d/%d as Doitong job %s (attempt %d)",
+            index + 1,
+            len(self.items),
+            job.id,
+            record.attempts,
+        )
+        return True
+
+    def _submit_failed(self, index: int, exc: DoitongError) -> bool:
+        """Record a refused or lost submission; whether the next item may still be submitted now."""
+        self._refusals = self._refusals + 1 if isinstance(exc, DoitongRateLimited) else 0
+        verdict = judge_submit_error(
+            exc, now=self.clock(), item=index + 1, refusals=self._refusals, on_daily_limit=self.on_daily_limit
+        )
+        if verdict.verdict is Verdict.ITEM_FAILED:
+            self.ledger.update(index, state=ItemState.FAILED, error=verdict.message)
+            self.log.error("Item %d failed for good: %s", index + 1, verdict.message)
+            return True
+        if verdict.verdict is Verdict.UNCONFIRMED:
+            self.log.warning(
+                "The submission of item %d may or may not have created a job: %s", index + 1, exc
+            )
+            self._setback(index, verdict.message, unconfirmed=True)
+        else:
+            self._revert(index)
+            self.log.warning("%s", verdict.message)
+        if verdict.verdict is Verdict.STOP:
+            self.stop_submitting, self.stop_error = verdict.message, verdict.error
+        elif verdict.verdict is Verdict.FATAL:
+            self.fatal, self.stop_error = verdict.message, verdict.error
+        if verdict.until is not None:
+            self.planner.refused(until=verdict.until, all_requests=verdict.all_requests)
+        return False
+
+    # --- reading jobs -----------------------------------------------------------------------
+    def poll(self) -> None:
+        """Read every running job in coalesced requests and record what ended."""
+        running = self.ledger.in_state(ItemState.RUNNING)
+        ids = [str(self.ledger.records[i].job_id) for i in running]
+        now = self.clock()
+        try:
+            jobs = self.client.get_jobs(ids)
+        except DoitongError as exc:
+            self._poll_failed(exc, now)
+            return
+        finally:
+            self.planner.saw_rate_limit(self.client.last_rate_limit)
+        self._poll_failures = 0
+        self.planner.polled(now)
+        for index in running:
+            job_id = str(self.ledger.records[index].job_id)
+            self._observe(index, job_id, jobs.get(job_id))
+        self.ledger.flush()
+
+    def _poll_failed(self, exc: DoitongError, now: float) -> None:
+        if isinstance(exc, DoitongUnauthorized):
+            self.fatal, self.stop_error = str(exc), exc
+            return
+        self._poll_failures += 1
+        self.planner.polled(now)
+        if isinstance(exc, DoitongRateLimited) and exc.retry_at is not None:
+            until = exc.retry_at
+        else:
+            until = now + min(self.planner.poll_interval, backoff(RetryPolicy(), self._poll_failures))
+        self.planner.refused(until=until, all_requests=True)
+        self.log.warning(
+            "Reading the running jobs failed (%d in a row; retried): %s", self._poll_failures, exc
+        )
+
+    def _observe(self, index: int, job_id: str, job: Job | None) -> None:
+        if job is None:
+            self._job_failed(index, job_id, "the API does not know this job")
+        elif job.status is JobStatus.COMPLETED:
+            self._jobs[job_id] = job
+            # submission to completion, queueing included (the API's own duration is processing only)
+            turnaround = _server_duration(job)
+            duration = turnaround if turnaround is not None else job.duration
+            self.planner.learn(duration)
+            self.ledger.update(
+                index,
+                state=ItemState.COMPLETED,
+                credits=job.credit_cost,
+                duration=duration,
+                completed_at=job.completed_at,
+            )
+        elif job.status is JobStatus.FAILED:
+            reason = f"{job.error_code or 'failed'}: {job.error_message or 'no reason given'}"
+            self._job_failed(index, job_id, reason)
+
+    def _job_failed(self, index: int, job_id: str, reason: str) -> None:
+        self._setback(index, f"job {job_id} failed ({reason})")
+
+    # --- storing and progress ---------------------------------------------------------------
+    def store(self, seconds: float) -> None:
+        """Download and write completed images for up to ``seconds`` (at least one).
+
+        :param seconds: how long before the planner must be asked again.
+        """
+        self.images.store(until=self.clock() + seconds)
+
+    def progress(self, *, force: bool = False) -> None:
+        """Log ``n/N done, k failed, credits spent, ETA`` every :data:`PROGRESS_SECONDS` (or now).
+
+        :param force: log now.
+        """
+        now = self.clock()
+        if force or now - self._last_progress >= PROGRESS_SECONDS:
+            self._last_progress = now
+            self.log.info("%s", progress_line_of(self.ledger, self.planner))
+
+
+def _api_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _server_duration(job: Job) -> float | None:
+    start, end = _api_time(job.created_at), _api_time(job.completed_at)
+    return end - start if start is not None and end is not None and end >= start else None

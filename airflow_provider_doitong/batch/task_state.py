@@ -1,0 +1,127 @@
+"""A batch in its Airflow task: which task instance owns it, where its ledger is, and its final answer.
+
+The ledger under ``output_path`` is the batch's state on every Airflow version; on Airflow 3.3 the
+task state store also keeps a pointer to it (and a summary), so a retry whose ``output_path``
+rendered somewhere else is refused rather than allowed to submit everything again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong.batch import manifest
+from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
+from airflow_provider_doitong.batch.progress import credits_spent
+from airflow_provider_doitong.batch.stores import open_store
+from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
+from airflow_provider_doitong.outcomes import Role, airflow_error
+from airflow_provider_doitong.storage import shown, storage_path
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_doitong.batch.runner import BatchRunner
+
+#: The task state store key of the pointer to the ledger.
+STATE_KEY = "doitong_batch"
+
+
+def owner(context: Context) -> dict[str, Any]:
+    """The task instance a batch belongs to: ``dag_id``, ``run_id``, ``task_id``, ``map_index``."""
+    ti = context["ti"]
+    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
+
+
+def _state_store(context: Context) -> Any:
+    return context.get("task_state_store")  # Airflow 3.3+
+
+
+def read_pointer(context: Context) -> dict[str, Any] | None:
+    """What an earlier try of this task instance left in the task state store, if anything."""
+    store = _state_store(context)
+    value = store.get(STATE_KEY) if store is not None else None
+    return value if isinstance(value, dict) else None
+
+
+def save_pointer(context: Context, ledger: Ledger) -> None:
+    """Keep the ledger's location and the counts in the task state store (where there is one)."""
+    store = _state_store(context)
+    if store is not None:
+        summary = {
+            "ledger": ledger.store.location,
+            **summary_counts(ledger),
+            "credits": credits_spent(ledger),
+        }
+        store.set(STATE_KEY, summary)
+
+
+def open_ledger(
+    context: Context, output_path: str, items: Sequence[BatchItem], *, resuming: bool = False
+) -> tuple[Any, Ledger]:
+    """The output folder and the batch's ledger (loaded, or started in memory for a first try).
+
+    :param resuming: the task resumes after a deferral, so its ledger must exist.
+
+    :raises AirflowFailException: if an earlier try kept its ledger elsewhere, if the folder holds
+        another run's batch, if the ledger belongs to other prompts or is damaged, or if it is gone
+        although jobs were submitted.
+    """
+    folder = storage_path(str(output_path))
+    me = owner(context)
+    store = open_store(folder, me)
+    pointer = read_pointer(context)
+    if pointer and pointer.get("ledger") not in (None, store.location):
+        raise AirflowFailException(
+            f"output_path changed between tries: an earlier try keeps its ledger at {pointer['ledger']}, "
+            f"this one would use {store.location}; not submitting anything again"
+        )
+    existing = manifest.read_manifest(folder)
+    if existing is not None and existing.get("source") not in ({}, None, me):
+        raise AirflowFailException(
+            f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
+            "output_path (e.g. .../{{ ds }}/) so that no image is overwritten"
+        )
+    try:
+        ledger = Ledger.open(store, items=list(items), owner=me)
+    except LedgerError as exc:
+        raise AirflowFailException(str(exc)) from None
+    if ledger.is_new and (resuming or (pointer and _did_anything(pointer))):
+        raise AirflowFailException(
+            f"The batch's ledger {store.location} is gone, but an earlier run of this task submitted jobs; "
+            "starting over could pay for them twice. Restore the ledger, or clear the task to start over"
+        )
+    return folder, ledger
+
+
+def _did_anything(pointer: dict[str, Any]) -> bool:
+    return any(pointer.get(state.value) for state in ItemState if state is not ItemState.PENDING)
+
+
+def raise_for_outcome(
+    runner: BatchRunner, reason: str, summary: dict[str, Any], *, max_failed_items: int, on_daily_limit: str
+) -> None:
+    """End the task as the batch ended, through the one outcome mapping (:mod:`~airflow_provider_doitong.outcomes`).
+
+    The manifest is written by then. A refused key and a spent balance fail the task for good; a
+    daily limit as ``on_daily_limit`` says; the deadline (running jobs are picked up by the next
+    try) and too many failed items (the next try gives them another round) are worth a retry.
+    """
+    error: DoitongError | None = runner.stop_error
+    if error is None and reason == "deadline":
+        running = runner.ledger.count(ItemState.RUNNING, ItemState.COMPLETED)
+        error = DoitongTimeout(
+            f"The batch did not finish by its timeout: {summary['stored']} of {summary['items']} stored; "
+            f"{running} jobs keep running at Doitong and the next try picks them up"
+        )
+    elif error is None and (reason or summary["failed"] > max_failed_items):
+        error = DoitongJobFailed(
+            f"{summary['failed']} items failed, more than max_failed_items={max_failed_items}"
+        )
+    if error is not None:
+        doing = (
+            None if isinstance(error, DoitongTimeout) else f"The batch stopped (see {summary['manifest']})"
+        )
+        raise airflow_error(error, role=Role.SUBMITTER, on_daily_limit=on_daily_limit, doing=doing)

@@ -1,0 +1,103 @@
+"""What a refused or lost submission means for a batch, decided as a pure function."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from airflow_provider_doitong.client import (
+    DoitongBadRequest,
+    DoitongConnectionError,
+    DoitongError,
+    DoitongInsufficientCredits,
+    DoitongRateLimited,
+    DoitongUnauthorized,
+    RetryPolicy,
+)
+from airflow_provider_doitong.client.retry import backoff, rate_limit_resume_at
+from airflow_provider_doitong.contract import ErrorCode
+from airflow_provider_doitong.outcomes import describe
+
+
+class Verdict(str, enum.Enum):
+    """The kinds of answer to a failed submission."""
+
+    #: No job was created; submit the item again once ``until`` has passed.
+    LATER = "later"
+    #: No job was created, and no more items may be submitted in this try.
+    STOP = "stop"
+    #: Nothing more can be done (the key was refused).
+    FATAL = "fatal"
+    #: The API refused this item's request for good.
+    ITEM_FAILED = "item_failed"
+    #: The request may have created a job whose answer was lost.
+    UNCONFIRMED = "unconfirmed"
+
+
+@dataclass(frozen=True)
+class SubmitVerdict:
+    """The answer to one failed submission.
+
+    :param verdict: what it means.
+    :param message: for the log and, for ``stop``/``fatal``/``item_failed``, the task's answer.
+    :param until: for ``later`` and ``unconfirmed``, when the next submission may go out.
+    :param all_requests: the whole rate-limit window is spent, so status reads wait too.
+    :param error: for ``stop`` and ``fatal``, the error the task's answer is decided from
+        (:mod:`~airflow_provider_doitong.outcomes`).
+    """
+
+    verdict: Verdict
+    message: str
+    until: float | None = None
+    all_requests: bool = False
+    error: DoitongError | None = None
+
+
+def judge_submit_error(
+    exc: DoitongError, *, now: float, item: int, refusals: int = 1, on_daily_limit: str = "fail"
+) -> SubmitVerdict:
+    """Judge a submission the client could not complete.
+
+    :param exc: what the client raised (it never resends a request that may have created a job).
+    :param now: the Unix time.
+    :param item: the item's number (from 1), for messages.
+    :param refusals: 429s in a row, this one included: the wait after one is bounded below by a
+        backoff that grows with them (``retry.rate_limit_resume_at``).
+    :param on_daily_limit: ``wait`` turns a 429 ``DAILY_LIMIT`` into a wait for its reset; ``fail``
+        and ``skip`` stop submitting, and the task ends as :mod:`~airflow_provider_doitong.outcomes`
+        says.
+    """
+    pause = now + backoff(RetryPolicy(), 2)
+    if isinstance(exc, DoitongRateLimited):
+        if exc.is_daily_limit and on_daily_limit != "wait":
+            return SubmitVerdict(Verdict.STOP, describe(exc), error=exc)
+        until = rate_limit_resume_at(exc, attempt=max(1, refusals), policy=RetryPolicy(), now=now)
+        return SubmitVerdict(
+            Verdict.LATER,
+            f"Doitong refused a submission ({exc.code}); the next one waits {until - now:.1f}s",
+            until=until,
+            all_requests=exc.code in (ErrorCode.RATE_LIMITED.value, ErrorCode.DAILY_LIMIT.value),
+        )
+    if isinstance(exc, DoitongInsufficientCredits):
+        message = (
+            f"Not enough Doitong credits: item {item} needs {exc.credits_required}, the account has "
+            f"{exc.credits_available}"
+        )
+        return SubmitVerdict(Verdict.STOP, message, error=exc)
+    if isinstance(exc, DoitongUnauthorized):
+        return SubmitVerdict(Verdict.FATAL, str(exc), error=exc)
+    if isinstance(exc, DoitongBadRequest):
+        return SubmitVerdict(Verdict.ITEM_FAILED, f"refused by the API: {exc.message}")
+    if isinstance(exc, DoitongConnectionError) and not exc.request_sent:
+        return SubmitVerdict(
+            Verdict.LATER,
+            f"Could not reach Doitong to submit item {item}: {exc}",
+            until=pause,
+            all_requests=True,
+        )
+    return SubmitVerdict(
+        Verdict.UNCONFIRMED,
+        f"the submission's answer was lost ({exc})",
+        until=pause,
+        all_requests=True,
+    )

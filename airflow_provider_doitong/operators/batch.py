@@ -1,0 +1,422 @@
+"""``FluxBatchOperator``: a whole batch of prompts in one durable task, at the plan's pace."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator
+
+from airflow_provider_doitong import contract, lineage
+from airflow_provider_doitong._compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    conf,
+)
+from airflow_provider_doitong.batch import items as batch_items
+from airflow_provider_doitong.batch import manifest, task_state
+from airflow_provider_doitong.batch.ledger import ItemState, Ledger
+from airflow_provider_doitong.batch.planner import Limits, Planner
+from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
+from airflow_provider_doitong.client import DoitongError, DoitongUnauthorized
+from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS
+from airflow_provider_doitong.storage import shown
+from airflow_provider_doitong.submission import ON_AMBIGUOUS
+from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Seconds from a trigger firing to the task running again, until the batch has measured it.
+DEFAULT_RESUME_LEAD = 5.0
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class FluxBatchOperator(BaseOperator):
+    """Generate a batch of images with Doitong in one task: a day's prompts, at the plan's pace.
+
+    Every item is checked, and the whole batch's estimated credits compared with ``max_credits``
+    and the account's balance, before anything is submitted. The batch keeps the plan's job slots
+    full (a new job goes out as soon as one finishes) within its requests per minute, and reads
+    every running job in one request just after the next of them is due. Each item's job id is in
+    a ledger under ``output_path`` before anything else happens to it, so a retry, a worker crash
+    or a triggerer restart resubmits nothing, stores what completed and goes on. Images are named
+    by item (``0001-a-fox-in-the-snow.jpg``); ``manifest.json`` and ``index.html`` list them. The
+    XCom value (and an outlet asset event's extra) is a summary, never the items.
+
+    :param prompts: a list of prompts, or of items (dicts with ``prompt`` and any of ``provider``,
+        ``width``, ``height``, ``quality``, ``version``); a string is read as a JSON list (templated).
+    :param prompts_file: instead of ``prompts``, a file: one prompt per line (``#`` comments), or a
+        ``.jsonl`` file of items; a local path (relative to the DAG file's folder) or an
+        ``ObjectStoragePath`` URI (templated).
+    :param output_path: the folder for the images, the manifest and the ledger: local or an
+        ``ObjectStoragePath`` URI (templated). Give each run its own folder (e.g. ``.../{{ ds }}/``).
+    :param max_credits: refuse the batch when its estimated credits exceed this.
+    :param concurrency: jobs at once; default the connection plan's concurrent jobs.
+    :param item_retries: failed jobs an item may replace in one task try (failed jobs are refunded).
+    :param max_failed_items: items that may fail for good before the batch stops and the task fails
+        (after storing every finished image); fewer failures end the task successfully.
+    :param deferrable: wait in the triggerer between completions, holding no worker slot.
+    :param poll_interval: the longest gap between two status reads while jobs run, in seconds.
+    :param timeout: how long one task try may wait, in seconds or a timedelta (``None``: no limit);
+        jobs still running then keep running and the next try picks them up.
+    :param on_ambiguous_submission: an item whose submission's answer was lost (a crash or a dropped
+        connection after the POST) may have been charged: ``resubmit`` it (logged as a possible
+        second charge and counted against ``item_retries``) or let it ``fail``, as for
+        ``FluxGenerateOperator``.
+    :param on_daily_limit: on 429 ``DAILY_LIMIT``: ``fail`` (stop submitting, store what runs, fail
+        without retry), ``skip`` (the same, ending skipped) or ``wait`` for the reset and go on.
+    :param min_defer_seconds: deferrable mode waits in the worker when the next job is due sooner
+        than this plus the measured resume time: a resume costs a task process start.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompts",
+        "prompts_file",
+        "output_path",
+        "provider",
+        "width",
+        "height",
+        "quality",
+        "version",
+        "max_credits",
+        "poll_interval",
+    )
+    template_fields_renderers = {"prompts": "json"}
+    ui_color = "#d9c8ff"
+
+    def __init__(
+        self,
+        *,
+        output_path: str,
+        prompts: Any = None,
+        prompts_file: str | None = None,
+        provider: str = "flux-krea",
+        width: int | str = contract.DEFAULT_WIDTH,
+        height: int | str = contract.DEFAULT_HEIGHT,
+        quality: str = contract.DEFAULT_QUALITY,
+        version: str | None = None,
+        doitong_conn_id: str = DEFAULT_CONN_ID,
+        max_credits: int | str | None = None,
+        concurrency: int | None = None,
+        item_retries: int = 2,
+        max_failed_items: int = 0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float | str = 10.0,
+        timeout: float | timedelta | None = None,
+        on_ambiguous_submission: str = "resubmit",
+        on_daily_limit: str = "fail",
+        min_defer_seconds: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (prompts is None) == (prompts_file is None):
+            raise ValueError("give exactly one of prompts and prompts_file")
+        for name, value, allowed in (
+            ("on_ambiguous_submission", on_ambiguous_submission, ON_AMBIGUOUS),
+            ("on_daily_limit", on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
+            raise ValueError("item_retries, max_failed_items and min_defer_seconds must not be negative")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.prompts = prompts
+        self.prompts_file = prompts_file
+        self.output_path = output_path
+        self.provider = provider
+        self.width = width
+        self.height = height
+        self.quality = quality
+        self.version = version
+        self.doitong_conn_id = doitong_conn_id
+        self.max_credits = max_credits
+        self.concurrency = concurrency
+        self.item_retries = item_retries
+        self.max_failed_items = max_failed_items
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = _seconds(timeout)
+        self.on_ambiguous_submission = on_ambiguous_submission
+        self.on_daily_limit = on_daily_limit
+        self.min_defer_seconds = float(min_defer_seconds)
+
+    # --- inputs ------------------------------------------------------------------------------
+    @cached_property
+    def hook(self) -> DoitongHook:
+        return DoitongHook(doitong_conn_id=self.doitong_conn_id)
+
+    def _check_numbers(self) -> None:
+        """Read the templated numbers (a template may render them as strings) into ``_poll`` and ``_budget``."""
+        try:
+            self._poll = float(self.poll_interval)
+            budget = self.max_credits
+            if isinstance(budget, str):
+                budget = None if budget.strip() in ("", "None", "null") else int(budget)
+            self._budget = None if budget is None else int(budget)
+        except (TypeError, ValueError):
+            raise AirflowFailException(
+                f"poll_interval must be a number and max_credits an integer, got {self.poll_interval!r} "
+                f"and {self.max_credits!r}"
+            ) from None
+        if self._poll <= 0 or (self._budget is not None and self._budget < 0):
+            raise AirflowFailException("poll_interval must be positive and max_credits not negative")
+
+    def _prompts_location(self) -> str | None:
+        """The prompts file read, as a full path or URI (``None`` for a list of prompts)."""
+        if self.prompts_file is None:
+            return None
+        location = os.path.expanduser(str(self.prompts_file))
+        dag = self._dag  # None until the operator is in a DAG
+        if "://" in location or os.path.isabs(location) or dag is None:
+            return location
+        return os.path.join(os.path.dirname(dag.fileloc or ""), location)
+
+    def _items(self) -> list[batch_items.BatchItem]:
+        self._check_numbers()
+        defaults = batch_items.ItemDefaults(
+            provider=self.provider,
+            width=self.width,
+            height=self.height,
+            quality=self.quality,
+            version=self.version,
+        )
+        try:
+            entries = batch_items.load_entries(prompts=self.prompts, prompts_file=self._prompts_location())
+            found, repeats = batch_items.build_items(entries, defaults)
+        except batch_items.BatchInputError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if repeats:
+            self.log.warning("%d repeated items are generated once", repeats)
+        if not found:
+            raise AirflowSkipException("The batch has no prompts; nothing to generate")
+        return found
+
+    # --- the batch's state ---------------------------------------------------------------------
+    def _runner(self, folder: Any, ledger: Ledger, found: list[batch_items.BatchItem]) -> BatchRunner:
+        plan = contract.PLANS[self.hook.checked_settings().plan]
+        concurrency = self.concurrency or plan.concurrent_jobs
+        deadline = ledger.meta.get("deadline")
+        planner = Planner(
+            limits=Limits(
+                concurrency=concurrency,
+                requests_per_window=plan.requests_per_minute,
+                window_s=contract.RATE_LIMIT_WINDOW_SECONDS,
+            ),
+            poll_interval=self._poll,
+            deadline=float(deadline) if deadline is not None else None,
+            durations=ledger.meta.get("durations") or (),
+        )
+        return BatchRunner(
+            items=found,
+            ledger=ledger,
+            client=self.hook.get_conn(),
+            planner=planner,
+            folder=folder,
+            item_retries=self.item_retries,
+            max_failed_items=self.max_failed_items,
+            unconfirmed=self.on_ambiguous_submission,
+            on_daily_limit=self.on_daily_limit,
+            logger=self.log,
+        )
+
+    # --- entry points ---------------------------------------------------------------------------
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Start (or, on a retry, pick up) the batch: check it all, then submit, wait and store."""
+        found = self._items()
+        self.hook.checked_settings()
+        estimate = batch_items.estimated_credits(found)
+        problem = batch_items.budget_problem(
+            images=len(found), estimate=estimate, to_spend=0, balance=None, max_credits=self._budget
+        )
+        if problem:
+            raise AirflowFailException(problem)
+        folder, ledger = task_state.open_ledger(context, self.output_path, found)
+        runner = self._runner(folder, ledger, found)
+        try:
+            self._new_try(context, runner)
+            runner.resolve_unconfirmed()
+            self._check_balance(runner, found, estimate)
+            ledger.flush()  # a batch refused so far has written nothing
+            task_state.save_pointer(context, ledger)
+            runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
+            return self._run(context, runner, found)
+        finally:
+            runner.client.close()
+            ledger.close()
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after :class:`DoitongBatchTrigger` fired: record what ended, fill the slots, go on."""
+        try:
+            status, ended, fired_at, message = read_batch_event(event)
+        except InvalidBatchEvent as exc:
+            raise AirflowException(str(exc)) from None
+        found = self._items()
+        folder, ledger = task_state.open_ledger(context, self.output_path, found, resuming=True)
+        lead = max(0.0, time.time() - fired_at)
+        old = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD)
+        ledger.set_meta(
+            resume_lead_s=round(max(lead, (lead + old) / 2), 3),
+            resumes=int(ledger.meta.get("resumes", 0)) + 1,
+        )
+        self.log.info("Resumed %.1fs after the trigger fired (%s: %s)", lead, status, message)
+        runner = self._runner(folder, ledger, found)
+        runner.planner.poll_now = bool(ended) or status == "error"
+        try:
+            return self._run(context, runner, found)
+        finally:
+            runner.client.close()
+            ledger.close()
+
+    def _new_try(self, context: Context, runner: BatchRunner) -> None:
+        try_number = int(getattr(context["ti"], "try_number", 1) or 1)
+        deadline = time.time() + self.timeout if self.timeout is not None else None
+        again = runner.start_try(try_number=try_number, deadline=deadline)
+        if again:
+            self.log.warning("This try gives %d items that failed in an earlier try another round", again)
+        ledger = runner.ledger
+        done = ledger.count(ItemState.STORED)
+        if done or ledger.count(ItemState.RUNNING, ItemState.COMPLETED, ItemState.SUBMITTING):
+            self.log.info(
+                "Picking up the batch from its ledger %s: %d already stored", ledger.store.location, done
+            )
+
+    def _check_balance(self, runner: BatchRunner, found: list[batch_items.BatchItem], estimate: int) -> None:
+        ledger = runner.ledger
+        to_spend = batch_items.estimated_credits(found[i] for i in ledger.in_state(ItemState.PENDING))
+        balance = None
+        if to_spend:
+            try:
+                balance = runner.client.get_account().credits
+            except DoitongUnauthorized as exc:
+                raise AirflowFailException(str(exc)) from None
+            except DoitongError as exc:
+                raise AirflowException(f"Reading the Doitong account failed: {exc}") from None
+        problem = batch_items.budget_problem(
+            images=len(found), estimate=estimate, to_spend=to_spend, balance=balance, max_credits=None
+        )
+        if problem:
+            raise AirflowFailException(problem)
+        ledger.set_meta(credits_estimated=estimate)
+        self.log.info(
+            "%d items estimated at %d credits (%d still to generate)%s; images go to %s",
+            len(found),
+            estimate,
+            to_spend,
+            f"; the account has {balance}" if balance is not None else "",
+            shown(runner.folder),
+        )
+
+    def _run(
+        self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem]
+    ) -> dict[str, Any]:
+        ledger = runner.ledger
+        defer = None
+        if self.deferrable:
+            lead = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD) * 1.25 + 0.5
+            defer = DeferPolicy(resume_lead=lead, min_defer=self.min_defer_seconds)
+        outcome = runner.run(defer=defer)
+        ledger.set_meta(durations=list(runner.planner.durations)[-20:])
+        ledger.flush()
+        task_state.save_pointer(context, ledger)
+        if isinstance(outcome, Defer):
+            self.log.info(
+                "Deferring with %d jobs running; the trigger wakes this task %s",
+                len(outcome.job_ids),
+                "when one ends"
+                if outcome.wake_at is None
+                else f"in {max(0.0, outcome.wake_at - time.time()):.1f}s, or sooner if one ends",
+            )
+            deadline = runner.planner.deadline
+            self.defer(
+                trigger=DoitongBatchTrigger(
+                    job_ids=outcome.job_ids,
+                    doitong_conn_id=self.doitong_conn_id,
+                    poll_interval=self._poll,
+                    wake_at=outcome.wake_at,
+                    deadline=deadline,
+                ),
+                method_name="execute_complete",
+            )
+        return self._finish(context, runner, found, outcome.reason)
+
+    def _finish(
+        self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem], reason: str
+    ) -> dict[str, Any]:
+        ledger, ti = runner.ledger, context["ti"]
+        summary = manifest.write_batch_manifest(
+            runner.folder,
+            found,
+            ledger.records,
+            title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
+            source=task_state.owner(context),
+            credits_estimated=ledger.meta.get("credits_estimated"),
+        )
+        summary["ledger"] = ledger.store.location
+        self._lineage_state = {
+            "folder": summary["folder"],
+            "manifest": summary["manifest"],
+            "job_ids": [job_id for record in ledger for job_id in record.job_ids],
+            "credits": summary["credits_spent"],
+            "images": summary["stored"],
+            "prompts_file": self._prompts_location(),
+        }
+        self.log.info(
+            "Wrote %s and %s: %d of %d stored, %d failed, %d credits spent",
+            summary["manifest"],
+            summary["contact_sheet"],
+            summary["stored"],
+            summary["items"],
+            summary["failed"],
+            summary["credits_spent"],
+        )
+        task_state.raise_for_outcome(
+            runner,
+            reason,
+            summary,
+            max_failed_items=self.max_failed_items,
+            on_daily_limit=self.on_daily_limit,
+        )
+        for outlet in self.outlets or ():
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = summary
+        return summary
+
+    # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------------
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The output folder and manifest, the prompts file read, the jobs and credits."""
+        return self._operator_lineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """As on completion: a failed batch still wrote its manifest and stored what finished."""
+        return self._operator_lineage()
+
+    def _operator_lineage(self) -> Any:
+        state: dict[str, Any] = getattr(self, "_lineage_state", {})
+        return lineage.to_operator_lineage(
+            lineage.batch_lineage(
+                folder=state.get("folder"),
+                manifest=state.get("manifest"),
+                prompts_file=state.get("prompts_file"),
+                model=self.provider,
+                width=self.width,
+                height=self.height,
+                quality=self.quality,
+                job_ids=state.get("job_ids", ()),
+                credits=state.get("credits"),
+                images=state.get("images", 0),
+            )
+        )

@@ -1,0 +1,100 @@
+"""``DoitongBatchTrigger`` against the emulator, and its event's allow-list."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_doitong.client import DoitongClient, ImageRequest
+from airflow_provider_doitong.triggers.batch import (
+    DoitongBatchTrigger,
+    InvalidBatchEvent,
+    make_batch_event,
+    read_batch_event,
+)
+from doitong_emulator import FaultConfig
+
+
+def submit(emu: Any, n: int) -> list[str]:
+    with DoitongClient(base_url=emu.base_url, api_key=emu.api_key) as client:
+        return [
+            client.submit(ImageRequest(provider="flux-krea", prompt=f"p{i}", width=256, height=256)).id
+            for i in range(n)
+        ]
+
+
+def first_event(trigger: DoitongBatchTrigger) -> dict[str, Any]:
+    async def _run() -> dict[str, Any]:
+        return (await trigger.run().asend(None)).payload
+
+    return asyncio.run(_run())
+
+
+def test_kwargs_are_plain_json_job_ids_and_times() -> None:
+    trigger = DoitongBatchTrigger(job_ids=["a", "b"], doitong_conn_id="c", poll_interval=3, wake_at=5.5)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_doitong.triggers.batch.DoitongBatchTrigger"
+    assert (
+        json.loads(json.dumps(kwargs))
+        == kwargs
+        == {
+            "job_ids": ["a", "b"],
+            "doitong_conn_id": "c",
+            "poll_interval": 3.0,
+            "wake_at": 5.5,
+            "deadline": None,
+            "min_ended": 1,
+        }
+    )
+    assert DoitongBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_fires_when_a_job_ends(doitong_conn: Any) -> None:
+    ids = submit(doitong_conn, 3)
+    started = time.time()
+    status, ended, fired_at, message = read_batch_event(
+        first_event(DoitongBatchTrigger(job_ids=ids, poll_interval=0.05))
+    )
+    assert status == "ended" and set(ended) <= set(ids) and ended
+    assert started < fired_at <= time.time() and "jobs ended" in message
+
+
+def test_fires_at_wake_before_any_job_ends(doitong_conn: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=1))
+    ids = submit(doitong_conn, 2)
+    payload = first_event(DoitongBatchTrigger(job_ids=ids, poll_interval=0.05, wake_at=time.time() + 0.3))
+    assert read_batch_event(payload)[:2] == ("wake", [])
+    payload = first_event(
+        DoitongBatchTrigger(
+            job_ids=ids, poll_interval=0.05, wake_at=time.time() + 60, deadline=time.time() + 0.3
+        )
+    )
+    assert payload["status"] == "timeout"
+    assert first_event(DoitongBatchTrigger(job_ids=[], wake_at=time.time() + 0.1))["status"] == "wake"
+
+
+def test_an_unknown_job_counts_as_ended(doitong_conn: Any) -> None:
+    payload = first_event(DoitongBatchTrigger(job_ids=["no-such-job"], poll_interval=0.05))
+    assert read_batch_event(payload)[:2] == ("ended", ["no-such-job"])
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        {"status": "ended", "ended": [], "fired_at": 1.0},
+        {"status": "boom", "ended": [], "fired_at": 1.0, "message": ""},
+        {"status": "ended", "ended": [1], "fired_at": 1.0, "message": ""},
+        {"status": "ended", "ended": [], "fired_at": True, "message": ""},
+        {"status": "ended", "ended": [], "fired_at": 1.0, "message": "", "extra": 1},
+    ],
+)
+def test_events_outside_the_allow_list_are_refused(event: Any) -> None:
+    with pytest.raises(InvalidBatchEvent):
+        read_batch_event(event)
+    good = make_batch_event(status="wake", ended=["a"], fired_at=2, message="m")
+    assert read_batch_event(good) == ("wake", ["a"], 2.0, "m")

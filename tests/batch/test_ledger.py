@@ -1,0 +1,131 @@
+"""The ledger: durable across reopenings, never half-written, and never applied to another batch."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_doitong.batch import ledger as ledger_module
+from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_list
+from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError
+from airflow_provider_doitong.batch.stores import (
+    JOURNAL_NAME,
+    LocalLedgerStore,
+    ObjectLedgerStore,
+    ledger_parts,
+    safe_component,
+)
+
+OWNER = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1}
+
+
+def items(prompts: list[str]) -> list:
+    return build_items(entries_from_list(prompts), ItemDefaults())[0]
+
+
+def test_changes_survive_a_reopening(tmp_path: Path) -> None:
+    batch = items(["a", "b", "c"])
+    ledger = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert ledger.count(ItemState.PENDING) == 3
+    ledger.set_meta(started=True)
+    ledger.flush()
+    ledger.update(0, state=ItemState.SUBMITTING, attempts=1)
+    ledger.update(0, state=ItemState.RUNNING, job_id="j0", job_ids=["j0"], submitted_at=5.0)
+    ledger.update(1, state=ItemState.STORED, file="0002-b.jpg", sha256="ab", bytes=3)
+    ledger.set_meta(durations=[16.0])
+    ledger.update(2, state=ItemState.SUBMITTING, attempts=1)  # never flushed: a crash loses it
+    ledger.flush()
+    ledger.update(2, state=ItemState.PENDING)
+    ledger.store.close()
+
+    again = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert again.records[0].job_id == "j0" and again.records[0].state is ItemState.RUNNING
+    assert again.records[1].file == "0002-b.jpg" and again.in_state(ItemState.STORED) == [1]
+    assert again.records[2].state is ItemState.SUBMITTING
+    assert again.meta["durations"] == [16.0] and again.meta["owner"] == OWNER
+
+
+def test_a_torn_last_line_is_ignored_and_a_damaged_one_refused(tmp_path: Path) -> None:
+    batch = items(["a", "b"])
+    ledger = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    ledger.set_meta(started=True)
+    ledger.flush()
+    ledger.update(0, state=ItemState.RUNNING, job_id="j0")
+    ledger.flush()
+    ledger.update(1, state=ItemState.RUNNING, job_id="j1")
+    ledger.flush()
+    ledger.store.close()
+    journal = tmp_path / JOURNAL_NAME
+    lines = journal.read_text().splitlines()
+    journal.write_text(lines[0] + "\n" + lines[1][:-9])  # the last write torn
+    again = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert again.records[0].job_id == "j0" and again.records[1].state is ItemState.PENDING
+    journal.write_text("garbage\n" + journal.read_text())
+    with pytest.raises(LedgerError, match="damaged"):
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+
+
+def test_another_batch_or_other_prompts_are_refused(tmp_path: Path) -> None:
+    batch = items(["a", "b"])
+    first = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert not any(tmp_path.iterdir())  # nothing is written before the first flush
+    first.set_meta(started=True)
+    first.flush()
+    with pytest.raises(LedgerError, match="belongs to another task instance"):
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner={**OWNER, "run_id": "r2"})
+    with pytest.raises(LedgerError, match="written for 2 items, this try has 3"):
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=items(["a", "b", "c"]), owner=OWNER)
+    with pytest.raises(LedgerError, match=r"other prompts \(item 2, item 2, differs\)"):
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=items(["a", "x"]), owner=OWNER)
+
+
+def test_the_journal_is_folded_into_the_snapshot_as_it_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "COMPACT_MIN_BYTES", 2_000)
+    batch = items([f"prompt {n}" for n in range(50)])
+    ledger = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    for n in range(50):
+        ledger.update(n, state=ItemState.RUNNING, job_id=f"job-{n}")
+        ledger.flush()
+        ledger.update(n, state=ItemState.STORED, file=f"{n}.jpg", sha256="00")
+        ledger.flush()
+    ledger.close()
+    snapshot_text = (tmp_path / "ledger.json").read_text()
+    # the journal never outgrows the snapshot by more than one write: O(N) bytes in all
+    assert (tmp_path / JOURNAL_NAME).stat().st_size <= max(2_000, len(snapshot_text)) + 200
+    assert json.loads(snapshot_text)["seq"] > 10  # folded in at least once along the way
+    again = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert again.count(ItemState.STORED) == 50
+    assert [r.job_id for r in again] == [f"job-{n}" for n in range(50)]
+
+
+def test_object_storage_ledger() -> None:
+    folder = ObjectStoragePath(f"memory://doitong-ledger-{uuid.uuid4().hex}/x")
+    batch = items(["a", "b"])
+    ledger = Ledger.open(ObjectLedgerStore(folder), items=batch, owner=OWNER)
+    ledger.set_meta(started=True)
+    ledger.flush()
+    ledger.update(1, state=ItemState.RUNNING, job_id="j1")
+    ledger.flush()
+    ledger.update(0, state=ItemState.FAILED, error="boom")
+    ledger.flush()
+    again = Ledger.open(ObjectLedgerStore(folder), items=batch, owner=OWNER)
+    assert again.records[1].job_id == "j1" and again.records[0].error == "boom"
+    again._write_snapshot()
+    assert ObjectLedgerStore(folder).read_journal() == []
+    third = Ledger.open(ObjectLedgerStore(folder), items=batch, owner=OWNER)
+    assert third.records[0].state is ItemState.FAILED
+
+
+def test_ledger_folders_are_safe_and_distinct() -> None:
+    assert safe_component("daily") == "daily"
+    odd = safe_component("scheduled__2025-01-01T00:00:00+00:00")
+    assert "/" not in odd and ":" not in odd and odd.startswith("scheduled__2025-01-01T00_00_00_00_00-")
+    assert safe_component("a/b") != safe_component("a_b")
+    assert safe_component("..") not in ("..", ".")
+    assert ledger_parts(dag_id="d", run_id="r", task_id="t", map_index=3) == [".doitong", "d", "r", "t.3"]

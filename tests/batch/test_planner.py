@@ -1,0 +1,268 @@
+"""The sans-IO planner, driven by a fake clock and a fake API that keeps the plan's limits."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+
+from airflow_provider_doitong.batch.planner import Action, Limits, Planner, Step, View
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+
+
+@dataclass
+class FakeApi:
+    """Jobs of a fixed duration; a fixed request window; a concurrency limit, refused with a 429."""
+
+    duration: float
+    concurrency: int
+    per_window: int
+    window: float
+    durations: list[float] | None = None
+    window_end: float = 0.0
+    used: int = 0
+    requests: list[tuple[float, str]] = field(default_factory=list)
+    refusals: int = 0
+
+    def hit(self, now: float, kind: str) -> RateLimitInfo:
+        if now >= self.window_end:
+            self.window_end, self.used = now + self.window, 0
+        self.used += 1
+        self.requests.append((now, kind))
+        return RateLimitInfo(
+            limit=self.per_window,
+            remaining=max(0, self.per_window - self.used),
+            reset_at=self.window_end,
+            retry_at=None,
+            observed_at=now,
+        )
+
+    def allowed(self) -> bool:
+        return self.used <= self.per_window
+
+
+@dataclass
+class Sim:
+    """A batch of ``n`` items run by the planner against :class:`FakeApi`; time only moves when it sleeps."""
+
+    n: int
+    api: FakeApi
+    planner: Planner
+    now: float = 1_000.0
+    pending: list[int] = field(default_factory=list)
+    running: dict[int, tuple[float, float]] = field(default_factory=dict)
+    completed: list[int] = field(default_factory=list)
+    stored: list[int] = field(default_factory=list)
+    max_running: int = 0
+    first_submit: float | None = None
+    steps: int = 0
+
+    def __post_init__(self) -> None:
+        self.pending = list(range(self.n))
+
+    def view(self) -> View:
+        return View(
+            pending=len(self.pending),
+            running=[s for s, _ in self.running.values()],
+            to_store=len(self.completed),
+        )
+
+    def run(self, limit: int = 200_000) -> Step:
+        durations = iter(self.api.durations or [])
+        while self.steps < limit:
+            self.steps += 1
+            step = self.planner.decide(self.view(), self.now)
+            if step.action is Action.DONE:
+                return step
+            if step.action is Action.SUBMIT:
+                assert 0 < step.count <= len(self.pending)
+                for _ in range(step.count):
+                    rate = self.api.hit(self.now, "submit")
+                    self.planner.saw_rate_limit(rate)
+                    assert self.api.allowed(), "the planner spent more requests than the window allows"
+                    if len(self.running) >= self.api.concurrency:
+                        self.api.refusals += 1
+                        self.planner.refused(until=self.now + 1, all_requests=False)
+                        break
+                    item = self.pending.pop(0)
+                    self.first_submit = self.first_submit or self.now
+                    d = next(durations, self.api.duration)
+                    self.running[item] = (self.now, self.now + d)
+                    self.max_running = max(self.max_running, len(self.running))
+                    self.now += 0.01
+            elif step.action is Action.POLL:
+                rate = self.api.hit(self.now, "status")
+                assert self.api.allowed(), "the planner spent more requests than the window allows"
+                self.planner.saw_rate_limit(rate)
+                self.planner.polled(self.now)
+                for item, (started, end) in list(self.running.items()):
+                    if end <= self.now:
+                        del self.running[item]
+                        self.completed.append(item)
+                        self.planner.learn(end - started)
+                self.now += 0.02
+            elif step.action is Action.STORE:
+                self.stored.append(self.completed.pop(0))
+                self.now += 0.01
+            else:
+                assert step.seconds >= 0
+                self.now += max(step.seconds, 1e-3)
+        raise AssertionError("the planner did not finish")
+
+    def status_requests(self) -> int:
+        return sum(1 for _, kind in self.api.requests if kind == "status")
+
+
+def lower_bound(n: int, c: int, d: float, r: int, w: float) -> float:
+    return max(math.ceil(n / c) * d, math.floor((n - 1) / r) * w + d)
+
+
+def make(n: int, *, duration: float, c: int = 10, r: int = 60, w: float = 15.0, poll: float = 10.0) -> Sim:
+    api = FakeApi(duration=duration, concurrency=c, per_window=r, window=w)
+    planner = Planner(limits=Limits(concurrency=c, requests_per_window=r, window_s=w), poll_interval=poll)
+    return Sim(n=n, api=api, planner=planner)
+
+
+@pytest.mark.parametrize(("n", "duration"), [(30, 16.0), (200, 70.0), (95, 5.0)])
+def test_slots_stay_full_and_the_makespan_nears_the_plans_bound(n: int, duration: float) -> None:
+    sim = make(n, duration=duration)
+    step = sim.run()
+    assert step.reason == ""
+    assert sorted(sim.stored) == list(range(n))
+    assert sim.max_running == 10 and sim.api.refusals == 0
+    bound = lower_bound(n, 10, duration, 60, 15.0)
+    makespan = sim.now - (sim.first_submit or 0)
+    # the first wave's end is found by reads spaced a tenth of the jobs' age; later waves at once
+    assert makespan <= bound + 0.1 * duration + 0.5 * math.ceil(n / 10), (makespan, bound)
+
+
+def test_status_reads_stay_below_half_a_read_per_image_on_long_batches() -> None:
+    sim = make(200, duration=70.0, poll=30.0)
+    sim.run()
+    assert sim.status_requests() / 200 < 0.5, sim.status_requests()
+
+
+def test_the_rate_limit_binds_and_is_never_exceeded() -> None:
+    # short jobs, few requests: the window, not the job slots, sets the pace
+    sim = make(300, duration=1.0, r=20, w=5.0)
+    sim.run()
+    assert sorted(sim.stored) == list(range(300))
+    assert sim.api.refusals == 0
+    bound = lower_bound(300, 10, 1.0, 20, 5.0)
+    assert sim.now - (sim.first_submit or 0) <= bound * 1.6, (sim.now - (sim.first_submit or 0), bound)
+
+
+def test_varying_durations_are_found_soon_after_they_end() -> None:
+    sim = make(40, duration=20.0)
+    sim.api.durations = [20.0 + (i % 7) for i in range(40)]
+    sim.run()
+    assert sorted(sim.stored) == list(range(40))
+
+
+def test_a_concurrency_refusal_waits_before_the_next_submission() -> None:
+    planner = Planner(limits=Limits(concurrency=3, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    planner.refused(until=1_010.0, all_requests=False)
+    step = planner.decide(View(pending=5, running=[], to_store=0), 1_000.0)
+    assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)
+    assert planner.decide(View(pending=5, running=[], to_store=0), 1_010.0) == Step(Action.SUBMIT, count=3)
+
+
+def test_one_request_is_kept_for_the_read_while_jobs_run() -> None:
+    planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    planner.saw_rate_limit(
+        RateLimitInfo(limit=60, remaining=3, reset_at=1_030.0, retry_at=None, observed_at=1_000)
+    )
+    assert planner.decide(View(pending=9, running=[999.0], to_store=0), 1_000.0) == Step(
+        Action.SUBMIT, count=2
+    )
+    planner.saw_rate_limit(
+        RateLimitInfo(limit=60, remaining=1, reset_at=1_030.0, retry_at=None, observed_at=1_000)
+    )
+    planner.polled(1_000.0)
+    step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_000.0)
+    assert step == Step(Action.SLEEP, seconds=1.0, reason="waiting for running jobs")  # kept for the read
+    assert planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_001.0) == Step(Action.POLL)
+    planner.saw_rate_limit(
+        RateLimitInfo(limit=60, remaining=0, reset_at=1_030.0, retry_at=None, observed_at=1_000)
+    )
+    step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_020.0)
+    assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)  # until the window resets
+
+
+def test_reads_come_just_after_the_expected_end_once_durations_are_known() -> None:
+    planner = Planner(
+        limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=30.0
+    )
+    for _ in range(3):
+        planner.learn(16.0)
+    planner.polled(1_000.0)
+    running = [1_000.0 + 0.05 * i for i in range(10)]
+    when = planner.next_poll_at(running)
+    assert when == pytest.approx(1_016.5)  # one read after the last of the wave, not ten
+    # without durations, reads come at a tenth of the jobs' age, at least every min(1 s, interval)
+    fresh = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=30.0)
+    fresh.polled(1_000.0)
+    assert fresh.next_poll_at([1_000.0]) == pytest.approx(1_001.0)
+    fresh.polled(1_050.0)
+    assert fresh.next_poll_at([1_000.0]) == pytest.approx(1_055.0)
+
+
+def test_stop_and_fatal_and_deadline_end_the_batch() -> None:
+    planner = Planner(
+        limits=Limits(concurrency=2, requests_per_window=None, window_s=60.0),
+        poll_interval=5.0,
+        deadline=2_000.0,
+    )
+    stop = View(pending=5, running=[], to_store=0, stop_submitting="too many failures")
+    assert planner.decide(stop, 1_000.0) == Step(Action.DONE, reason="too many failures")
+    waiting = View(pending=5, running=[990.0], to_store=0, stop_submitting="too many failures")
+    assert planner.decide(waiting, 1_000.0).action in (
+        Action.POLL,
+        Action.SLEEP,
+    )  # running jobs are waited for
+    assert planner.decide(View(pending=1, running=[], to_store=0, fatal="401"), 1_000.0).reason == "401"
+    assert planner.decide(View(pending=1, running=[1.0], to_store=0), 2_000.0).reason == "deadline"
+
+
+def known_planner(duration: float = 16.0) -> Planner:
+    planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=2.0)
+    for _ in range(3):
+        planner.learn(duration)
+    planner.polled(1_000.0)
+    return planner
+
+
+def test_defer_only_when_the_quiet_time_until_the_next_due_job_is_worth_a_resume() -> None:
+    planner = known_planner()
+    view = View(pending=5, running=[1_000.0] * 10, to_store=0)  # due at 1,016.05
+    sleep = planner.decide(view, 1_000.5)
+    assert sleep.action is Action.SLEEP and sleep.seconds <= 2.0  # interval reads cap the sleep...
+    # ...but the trigger's poller does those: the quiet time runs to the wave's expected end
+    leave, wake = planner.defer_until(view, sleep, now=1_000.5, resume_lead=5.0, min_defer=10.0)
+    assert leave and wake == pytest.approx(1_011.05)
+    leave, _ = planner.defer_until(view, sleep, now=1_002.0, resume_lead=5.0, min_defer=10.0)
+    assert not leave  # 9.05 s of quiet is not worth a resume
+    leave, wake = planner.defer_until(view, sleep, now=1_015.5, resume_lead=5.0, min_defer=0.0)
+    assert leave and wake == pytest.approx(1_015.5)  # 0 always defers
+    assert planner.defer_until(view, Step(Action.POLL), now=1_000.5, resume_lead=5.0, min_defer=0.0) == (
+        False,
+        None,
+    )
+
+
+def test_before_any_job_ended_the_batch_defers_once_its_jobs_prove_long() -> None:
+    planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=2.0)
+    view = View(pending=5, running=[1_000.0] * 10, to_store=0)
+    step = Step(Action.SLEEP, seconds=1.0)
+    assert planner.defer_until(view, step, now=1_020.0, resume_lead=5.0, min_defer=10.0) == (False, None)
+    assert planner.defer_until(view, step, now=1_031.0, resume_lead=5.0, min_defer=10.0) == (True, None)
+
+
+def test_a_refusal_delaying_the_next_submission_is_a_reason_to_defer() -> None:
+    planner = known_planner()
+    planner.refused(until=1_060.0, all_requests=False)
+    view = View(pending=5, running=[], to_store=0)
+    step = planner.decide(view, 1_000.0)
+    assert step.action is Action.SLEEP and step.seconds == pytest.approx(60.0)
+    assert planner.defer_until(view, step, now=1_000.0, resume_lead=5.0, min_defer=10.0) == (True, 1_055.0)
