@@ -73,7 +73,7 @@ COMPAT_TESTS = [
     "tests/compat",
     "tests/test_provider_registration.py",
     "tests/hooks",
-    "tests/triggers",
+    "tests/triggers/test_trigger.py",
     "tests/operators/test_flux_operator.py",
     "tests/examples/test_example_dagbag.py",
     # the batch in dag.test(): sync and deferred, and its ledger across a crashed try (no state store)
@@ -90,7 +90,6 @@ COMPAT_DESELECT = [
         f"tests/operators/test_flux_operator.py::test_bad_input_fails_before_any_request[{case}]"
         for case in ("long-prompt", "width-13", "provider", "quality", "budget")
     ),
-    "tests/triggers/test_trigger.py::test_persistent_server_errors_end_with_an_error_event",
     "tests/triggers/test_trigger.py::test_what_the_poller_learns_outlives_it",
 ]
 

@@ -10,9 +10,9 @@ What differs, and what this provider does about it:
 * ``context["task_state_store"]`` arrived in Airflow 3.3. There the operator keeps its submission
   record (job id and request fingerprint) in it, so a retry (after a worker crash, a timeout or a
   failed try) reattaches to the job instead of paying for it again. Below 3.3 there is no store, so
-  every try submits anew: nothing survives from one try to the next. What still holds there: a deferred wait carries the job id in the trigger's
-  kwargs, so a triggerer restart reattaches to the same job, and the task resumes
-  (``execute_complete``) without submitting again. :data:`DURABLE_RETRIES` says which case applies.
+  every try submits anew: nothing survives from one try to the next. What still holds there: a
+  deferred wait carries the job id in the trigger's kwargs, so a triggerer restart reattaches to
+  the same job, and the task resumes (``execute_complete``) without submitting again. :data:`DURABLE_RETRIES` says which case applies.
   Airflow 3.0 also keeps a try's resume point into its retry (3.1 clears it), so there a retry of a
   task whose deferred wait failed replays that failure instead of starting afresh; the README says so.
 * ``airflow.sdk.BaseHook`` arrived in 3.1, ``airflow.sdk.conf`` in 3.2, and
@@ -42,15 +42,14 @@ from airflow.providers.common.compat.sdk import (
     conf,
     mask_secret,
 )
-from airflow.providers.common.compat.sdk import ResumableJobMixin as _ResumableJobMixin
+from airflow.sdk.definitions.context import Context
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-#: True where a retry reattaches to the job an earlier try submitted: Airflow 3.3 and later, whose
-#: Task SDK brought ``task_state_store`` together with its ``ResumableJobMixin`` (common-compat's
-#: stand-in lives outside ``airflow.sdk`` below 3.3). The operators keep their own record in the store.
-DURABLE_RETRIES: bool = _ResumableJobMixin.__module__.startswith("airflow.sdk")
+#: True where a retry reattaches to the job an earlier try submitted: the task context has a
+#: ``task_state_store`` (Airflow 3.3 and later); False where every try starts afresh.
+DURABLE_RETRIES: bool = "task_state_store" in getattr(Context, "__annotations__", {})
 
 
 __all__ = [

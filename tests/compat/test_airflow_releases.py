@@ -58,8 +58,7 @@ def test_installed_airflow_is_the_tested_release() -> None:
 
 
 def test_compat_layer_matches_the_release() -> None:
-    durable = AIRFLOW >= Version("3.3")
-    assert _compat.DURABLE_RETRIES is durable
+    assert _compat.DURABLE_RETRIES is (AIRFLOW >= Version("3.3"))
 
 
 #: Names whose home or behaviour differs between the supported releases: only ``_compat`` imports them.
