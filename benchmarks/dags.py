@@ -35,10 +35,10 @@ OURS = textwrap.dedent(
         def prompts(dag_run=None):
             return dag_run.conf["prompts"]
 
-        FluxGenerateOperator.partial(
+        images = FluxGenerateOperator.partial(
             task_id="generate", width=%(size)d, height=%(size)d, deferrable=True,
             poll_interval=%(poll_interval)r, output_path="{{ dag_run.conf['output'] }}/", pool="doitong",
-            retries=2, retry_delay=timedelta(seconds=%(retry_delay)r),
+            retries=%(retries)d, retry_delay=timedelta(seconds=%(retry_delay)r),
         ).expand(prompt=prompts())
     """
 )
@@ -112,14 +112,27 @@ BASELINE = textwrap.dedent(
 )
 
 
-def ours_dag(*, poll_interval: float, retry_delay: float, size: int) -> str:
-    """The provider's DAG: one mapped ``FluxGenerateOperator``, deferrable, in the ``doitong`` pool."""
-    return OURS % {
-        "dag_id": OURS_DAG_ID,
+def ours_dag(
+    *,
+    poll_interval: float,
+    retry_delay: float,
+    size: int,
+    dag_id: str = OURS_DAG_ID,
+    retries: int = 2,
+    then: str = "",
+) -> str:
+    """The provider's DAG: one mapped ``FluxGenerateOperator``, deferrable, in the ``doitong`` pool.
+
+    :param then: more of the DAG's body, indented as it is (the mapped task is ``images``).
+    """
+    body = OURS % {
+        "dag_id": dag_id,
         "poll_interval": poll_interval,
         "retry_delay": retry_delay,
         "size": size,
+        "retries": retries,
     }
+    return body + then
 
 
 def baseline_dag(*, poke_interval: float, retry_delay: float, size: int) -> str:
@@ -155,7 +168,7 @@ BATCH = textwrap.dedent(
             output_path="{{ dag_run.conf['output'] }}", width=%(size)d, height=%(size)d,
             deferrable=%(deferrable)r, poll_interval=%(poll_interval)r, min_defer_seconds=%(min_defer)r,
             doitong_conn_id="%(conn_id)s",
-            retries=2, retry_delay=timedelta(seconds=%(retry_delay)r),
+            retries=%(retries)d, retry_delay=timedelta(seconds=%(retry_delay)r),
         )
     """
 )
@@ -169,8 +182,13 @@ def batch_dag(
     retry_delay: float,
     size: int,
     min_defer: float = 10.0,
+    conn_id: str | None = None,
+    retries: int = 2,
 ) -> str:
-    """One ``FluxBatchOperator`` task for the whole batch (its prompts from a file), sync or deferrable."""
+    """One ``FluxBatchOperator`` task for the whole batch (its prompts from a file), sync or deferrable.
+
+    :param conn_id: the Doitong connection; default the side's own (:data:`BATCH_CONN_IDS`).
+    """
     return BATCH % {
         "dag_id": dag_id,
         "deferrable": deferrable,
@@ -178,7 +196,8 @@ def batch_dag(
         "min_defer": min_defer,
         "retry_delay": retry_delay,
         "size": size,
-        "conn_id": BATCH_CONN_IDS[dag_id],
+        "conn_id": conn_id or BATCH_CONN_IDS[dag_id],
+        "retries": retries,
     }
 
 
@@ -191,7 +210,25 @@ def write_all(settings: BatchSettings, dags_dir: Path, retry_delay: float) -> fl
     (dags_dir / "bench_baseline.py").write_text(
         baseline_dag(poke_interval=poke, retry_delay=retry_delay, size=settings.size)
     )
-    for dag_id, deferrable in ((BATCH_DAG_ID, False), (BATCH_DEFERRABLE_DAG_ID, True)):
+    write_batch_dags(settings, dags_dir, retry_delay=retry_delay)
+    return poke
+
+
+def write_batch_dags(
+    settings: BatchSettings,
+    dags_dir: Path,
+    *,
+    retry_delay: float,
+    dag_ids: tuple[str, str] = (BATCH_DAG_ID, BATCH_DEFERRABLE_DAG_ID),
+    conn_id: str | None = None,
+    retries: int = 2,
+) -> None:
+    """Write the ``FluxBatchOperator`` DAG files, sync then deferrable, each ``<dag_id>.py``.
+
+    :param dag_ids: the sync DAG's id and the deferrable one's.
+    :param conn_id: both DAGs' Doitong connection (default: each side's own).
+    """
+    for dag_id, deferrable in zip(dag_ids, (False, True), strict=True):
         (dags_dir / f"{dag_id}.py").write_text(
             batch_dag(
                 dag_id=dag_id,
@@ -200,9 +237,10 @@ def write_all(settings: BatchSettings, dags_dir: Path, retry_delay: float) -> fl
                 min_defer=settings.batch_min_defer,
                 retry_delay=retry_delay,
                 size=settings.size,
+                conn_id=conn_id,
+                retries=retries,
             )
         )
-    return poke
 
 
 def connections(emus: dict[str, DoitongEmulator]) -> dict[str, str]:

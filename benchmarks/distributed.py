@@ -3,7 +3,8 @@
 Every component is its own process (:class:`~tests.support.distributed_cluster.DistributedCluster`);
 Redis, PostgreSQL and moto's S3 server run as this machine's processes on loopback
 (:mod:`tests.support.services`), and the emulator (pro plan) in this process. Each scenario is one
-DAG run of the same prompts against the emulator, reset in between:
+DAG run of the same number of prompts against the emulator, reset in between. With the mapped
+deferrable ``FluxGenerateOperator`` (``operator: mapped``):
 
 * ``batch``: nothing breaks;
 * ``worker_sigkill``: a Celery worker (its whole process group) is SIGKILLed while it runs tasks,
@@ -12,6 +13,14 @@ DAG run of the same prompts against the emulator, reset in between:
   waits over (after ``triggerer_health_check_threshold``), then the killed one is started again;
 * ``budget``: the batch with ``poll_interval=0.25`` s, so both triggerers' pollers want far more
   than the plan's requests a minute: what they and the workers' submissions do to the budget.
+
+With ``FluxBatchOperator`` (one task for the whole batch, its ledger under its S3 output folder):
+
+* ``flux_batch`` (``operator: batch``, sync) and ``flux_batch_deferrable`` (``batch_deferrable``):
+  nothing breaks;
+* ``flux_batch_worker_sigkill`` (sync): the worker running the batch is SIGKILLed once half its
+  waves are submitted and stays down until the next try runs on the other worker;
+* ``flux_batch_triggerer_sigkill`` (deferrable): the triggerer running the batch's wait is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -28,25 +37,72 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_doitong.contract import PLANS
 from benchmarks.batch import BatchSettings, make_prompts
 from benchmarks.distributed_checks import collect, secrets_in_logs
 from benchmarks.distributed_dags import (
+    BATCH_DAG_ID,
+    BATCH_DEFERRABLE_DAG_ID,
     BUCKET,
+    DAG_IDS,
     EAGER_DAG_ID,
-    EAGER_POLL_INTERVAL,
     MAPPED_DAG_ID,
-    mapped_dag,
-    output_url,
+    PROMPTS_PREFIX,
+    s3_url,
+    write_dags,
+)
+from benchmarks.distributed_kills import (
+    kill_batch_triggerer,
+    kill_batch_worker,
+    kill_triggerer,
+    kill_worker,
 )
 from doitong_emulator import DoitongEmulator
-from tests.support.airflow_cluster import unix_time
 from tests.support.distributed_cluster import DistributedCluster
 from tests.support.services import Postgres, Redis, S3Server, ensure_system_packages
 
-SCENARIOS = ("batch", "worker_sigkill", "triggerer_sigkill", "budget")
-#: Scenarios whose DAG is not the mapped one with the profile's poll_interval.
-SCENARIO_DAGS = {"budget": EAGER_DAG_ID}
+#: What a scenario does while its run goes on: (cluster, emulator, prompts, dag_id, run_id) -> the kill.
+During = Callable[[DistributedCluster, DoitongEmulator, list[str], str, str], dict[str, Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """One scenario: which operator (``mapped``, ``batch``, ``batch_deferrable``), its DAG, and what breaks."""
+
+    operator: str
+    dag_id: str
+    during: During | None = None
+
+
+def _mapped_kill(kill: Callable[..., dict[str, Any]]) -> During:
+    return lambda cluster, emu, prompts, _dag_id, _run_id: kill(cluster, emu, prompts)
+
+
+def _batch_kill(kill: Callable[..., dict[str, Any]]) -> During:
+    return lambda cluster, emu, prompts, dag_id, run_id: kill(
+        cluster, emu, prompts, dag_id=dag_id, run_id=run_id
+    )
+
+
+SCENARIO_TABLE = {
+    "batch": Scenario(operator="mapped", dag_id=MAPPED_DAG_ID),
+    "worker_sigkill": Scenario(operator="mapped", dag_id=MAPPED_DAG_ID, during=_mapped_kill(kill_worker)),
+    "triggerer_sigkill": Scenario(
+        operator="mapped", dag_id=MAPPED_DAG_ID, during=_mapped_kill(kill_triggerer)
+    ),
+    "budget": Scenario(operator="mapped", dag_id=EAGER_DAG_ID),
+    "flux_batch": Scenario(operator="batch", dag_id=BATCH_DAG_ID),
+    "flux_batch_deferrable": Scenario(operator="batch_deferrable", dag_id=BATCH_DEFERRABLE_DAG_ID),
+    "flux_batch_worker_sigkill": Scenario(
+        operator="batch", dag_id=BATCH_DAG_ID, during=_batch_kill(kill_batch_worker)
+    ),
+    "flux_batch_triggerer_sigkill": Scenario(
+        operator="batch_deferrable", dag_id=BATCH_DEFERRABLE_DAG_ID, during=_batch_kill(kill_batch_triggerer)
+    ),
+}
+SCENARIOS = tuple(SCENARIO_TABLE)
+#: The scenarios whose status rate is held to the goal (``budget`` polls eagerly on purpose).
+EAGER_SCENARIOS = ("budget",)
+OPERATORS = ("mapped", "batch", "batch_deferrable")
 
 
 @dataclass(frozen=True)
@@ -57,96 +113,15 @@ class DistributedSettings(BatchSettings):
     :param worker_concurrency: task slots per worker.
     :param triggerers: triggerer processes.
     :param scenarios: which scenarios to run, in order.
+    :param batch_min_defer: as in :class:`BatchSettings`, low enough that the deferrable batch
+        defers between the quick profile's 16-s waves.
     """
 
     workers: int = 2
     worker_concurrency: int = 8
     triggerers: int = 2
     scenarios: tuple[str, ...] = SCENARIOS
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def emu_concurrency(emu: DoitongEmulator) -> int:
-    return int(PLANS[emu.accounts[0].plan].concurrent_jobs)
-
-
-def _submitted(emu: DoitongEmulator) -> int:
-    return sum(emu.stats()["submissions_by_prompt"].values())
-
-
-def kill_worker(cluster: DistributedCluster, emu: DoitongEmulator, prompts: list[str]) -> dict[str, Any]:
-    """Once the second wave is being submitted, SIGKILL a worker that is running tasks; restart it 5 s later."""
-    second_wave = min(len(prompts), emu_concurrency(emu) + 1)
-    wait_until(lambda: _submitted(emu) >= second_wave, 600, "the second wave's first submission")
-
-    def busy() -> str | None:
-        for name in cluster.worker_names:
-            if cluster.worker_task_pids(name):
-                return name
-        return None
-
-    name = wait_until(busy, 600, "a worker running a task", step=0.05)
-    running = len(cluster.worker_task_pids(name))
-    cluster.kill(name, signal.SIGKILL)
-    killed_at = time.time()
-    time.sleep(5)
-    cluster.start_component(name)
-    return {"component": name, "at": killed_at, "tasks_running_when_killed": running}
-
-
-def _holders(cluster: DistributedCluster) -> dict[str, int]:
-    return cluster.triggers_by_triggerer()
-
-
-def _beat(beats: list[tuple[object, ...]], job_id: str) -> float:
-    return next((unix_time(beat) or 0.0) for i, beat in beats if str(i) == job_id)
-
-
-def kill_triggerer(cluster: DistributedCluster, emu: DoitongEmulator, prompts: list[str]) -> dict[str, Any]:
-    """When both triggerers hold waits, SIGKILL ``triggerer-1``; time until the other holds all its waits.
-
-    Which triggerer job (the ``trigger.triggerer_id``) was killed is told by its heartbeat stopping.
-    """
-
-    def spread() -> dict[str, int] | None:
-        held = _holders(cluster)
-        return held if len(held) >= len(cluster.triggerer_names) else None
-
-    held = wait_until(spread, 600, "waits on every triggerer", step=0.1)
-    name = cluster.triggerer_names[0]
-    cluster.kill(name, signal.SIGKILL)
-    killed_at = time.time()
-
-    time.sleep(5)  # the survivor heartbeats every second meanwhile; the killed one no more
-    beats = cluster.query("select id, latest_heartbeat from job where job_type = 'TriggererJob'")
-    dead = min((str(i) for i, _ in beats if str(i) in held), key=lambda i: _beat(beats, i))
-    wait_until(lambda: _holders(cluster).get(dead, 0) == 0, 300, "the other triggerer to take over", step=0.2)
-    takeover_s = time.time() - killed_at
-    cluster.start_component(name)
-    return {
-        "component": name,
-        "at": killed_at,
-        "waits_held_by_killed": held[dead],
-        "waits_held_by_others": sum(n for job_id, n in held.items() if job_id != dead),
-        "takeover_s": takeover_s,
-    }
-
-
-DURING: dict[str, Callable[[DistributedCluster, DoitongEmulator, list[str]], dict[str, Any]] | None] = {
-    "batch": None,
-    "worker_sigkill": kill_worker,
-    "triggerer_sigkill": kill_triggerer,
-    "budget": None,
-}
+    batch_min_defer: float = 2.0
 
 
 def run_scenario(
@@ -159,22 +134,34 @@ def run_scenario(
     timeout: float,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
+    scenario = SCENARIO_TABLE[name]
     emu.reset()
     prompts = [f"{name}: {p}" for p in make_prompts(settings.prompts)]
     prefix = f"{name}-{time.time_ns()}"
-    say(f"distributed/{name}: {len(prompts)} prompts -> {output_url(prefix)}")
+    conf: dict[str, Any] = {"output": s3_url(prefix)}
+    if scenario.operator == "mapped":
+        conf["prompts"] = prompts
+    else:  # FluxBatchOperator reads them from a file in the bucket
+        key = f"{PROMPTS_PREFIX}/{prefix}.txt"
+        s3.client().put_object(Bucket=BUCKET, Key=key, Body="\n".join(prompts).encode())
+        conf["prompts_file"] = s3_url(key)
+    say(f"distributed/{name}: {len(prompts)} prompts, {scenario.operator} -> {conf['output']}")
     started = time.time()
-    dag_id = SCENARIO_DAGS.get(name, MAPPED_DAG_ID)
-    run_id = cluster.trigger(dag_id, {"prompts": prompts, "output": output_url(prefix)})
-    during = DURING[name]
-    event = during(cluster, emu, prompts) if during is not None else None
-    if event is not None:
-        say(f"distributed/{name}: killed {event['component']}")
+    run_id = cluster.trigger(scenario.dag_id, conf)
+    event = None
+    if scenario.during is not None:
+        try:
+            event = scenario.during(cluster, emu, prompts, scenario.dag_id, run_id)
+            say(f"distributed/{name}: killed {event['component']}")
+        except TimeoutError as exc:  # the run goes on; the scenario is reported as not done
+            event = {"component": None, "at": time.time(), "missed": str(exc)}
+            say(f"distributed/{name}: nothing killed: {exc}")
     state = cluster.wait_for_run(run_id, timeout=timeout)
     time.sleep(1)
     result = collect(
         name=name,
-        dag_id=dag_id,
+        operator=scenario.operator,
+        dag_id=scenario.dag_id,
         run_id=run_id,
         run_state=state,
         prompts=prompts,
@@ -191,7 +178,8 @@ def run_scenario(
         )
     say(
         f"distributed/{name}: {state} in {time.time() - started:.0f}s, makespan {result['makespan_s']}, "
-        f"status/job {result['status_requests_per_job']:.2f}, 429s {result['http_429']}"
+        f"status/job {result['status_requests_per_job']:.2f}, 429s {result['http_429']}, "
+        f"duplicates {result['duplicate_submissions']}, missing {result['missing_files']}"
     )
     return result
 
@@ -209,6 +197,9 @@ def run_distributed(
     settings: DistributedSettings, *, say: Callable[[str], None] = print, keep: Path | None = None
 ) -> dict[str, Any]:
     """Start everything, run the scenarios, and return the ``distributed`` section (summary first)."""
+    unknown = sorted(set(settings.scenarios) - set(SCENARIO_TABLE))
+    if unknown:
+        raise ValueError(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     ensure_system_packages(say)
     if threading.current_thread() is threading.main_thread():
         # A plain SIGTERM (e.g. ``timeout``) still stops every process started below.
@@ -217,18 +208,7 @@ def run_distributed(
     work = Path(keep or tmp.name)
     dags_dir = work / "dags"
     dags_dir.mkdir(parents=True, exist_ok=True)
-    retry_delay = settings.window_real_seconds
-    (dags_dir / "distributed_mapped.py").write_text(
-        mapped_dag(poll_interval=settings.poll_interval, retry_delay=retry_delay, size=settings.size)
-    )
-    (dags_dir / "distributed_eager.py").write_text(
-        mapped_dag(
-            poll_interval=EAGER_POLL_INTERVAL,
-            retry_delay=retry_delay,
-            size=settings.size,
-            dag_id=EAGER_DAG_ID,
-        )
-    )
+    write_dags(settings, dags_dir)
     timeout = 900 + 6 * settings.prompts / settings.concurrency * settings.job_real_seconds
     api_key = f"sk-distributed-{secrets.token_hex(16)}"
     scenarios: dict[str, Any] = {}
@@ -263,8 +243,8 @@ def run_distributed(
             )
             with cluster:
                 cluster.create_pool("doitong", settings.concurrency)
-                cluster.wait_for_dag(MAPPED_DAG_ID)
-                cluster.wait_for_dag(EAGER_DAG_ID)
+                for dag_id in DAG_IDS:
+                    cluster.wait_for_dag(dag_id)
                 say(f"distributed: Airflow up after {time.time() - started:.0f}s")
                 for name in settings.scenarios:
                     scenarios[name] = run_scenario(
@@ -282,6 +262,39 @@ def run_distributed(
     return result
 
 
+def _totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The checks summed over ``runs``, and the worst status rate of those not polling eagerly."""
+    paced = [r for r in runs if r["name"] not in EAGER_SCENARIOS]
+    return {
+        "failed_tasks": sum(r["failed_tasks"] + r["unfinished_tasks"] for r in runs),
+        "duplicate_submissions": sum(r["duplicate_submissions"] for r in runs),
+        "missing_files": sum(r["missing_files"] for r in runs),
+        "http_429": sum(r["http_429"] for r in runs),
+        "tasks_failed_by_429": sum(r["tasks_failed_by_429"] for r in runs),
+        "kills_missed": sum(1 for r in runs if "missed" in (r.get("killed") or {})),
+        "status_requests_per_job": max((r["status_requests_per_job"] for r in paced), default=None),
+    }
+
+
+def _by_operator(scenarios: dict[str, Any]) -> dict[str, Any]:
+    """Each operator's scenarios, checks and plain batch (its first scenario without a kill)."""
+    found = {}
+    for operator in OPERATORS:
+        runs = [r for r in scenarios.values() if r["operator"] == operator]
+        if not runs:
+            continue
+        plain: dict[str, Any] = next(
+            (r for r in runs if "killed" not in r and r["name"] not in EAGER_SCENARIOS), {}
+        )
+        found[operator] = {
+            "scenarios": [r["name"] for r in runs],
+            **_totals(runs),
+            "makespan_s": plain.get("makespan_s"),
+            "ratio": plain.get("ratio"),
+        }
+    return found
+
+
 def summarise(
     settings: DistributedSettings, scenarios: dict[str, Any], *, leaks: dict[str, list[str]], database: str
 ) -> dict[str, Any]:
@@ -289,9 +302,11 @@ def summarise(
 
     ``budget`` polls eagerly on purpose, so its status rate and failures are reported under
     ``rate_limit.eager_polling`` (and its failures also in ``failed_tasks``), not in the status rate.
+    ``makespan_s`` and ``ratio`` are the mapped operator's plain ``batch`` (each operator's are in
+    ``operators``).
     """
-    runs = [r for name, r in scenarios.items() if name != "budget"]
-    plain = scenarios.get("batch") or (runs[0] if runs else {})
+    runs = list(scenarios.values())
+    plain: dict[str, Any] = scenarios.get("batch") or next((r for r in runs if "killed" not in r), {})
     budget = scenarios.get("budget")
     return {
         "executor": "CeleryExecutor",
@@ -300,18 +315,16 @@ def summarise(
         "broker": "Redis",
         "workers": settings.workers,
         "triggerers": settings.triggerers,
-        "killed": [f"{r['name']}: {r['killed']['component']}" for r in scenarios.values() if "killed" in r],
+        "killed": [
+            f"{r['name']}: {r['killed']['component'] or 'nothing (missed)'}" for r in runs if "killed" in r
+        ],
         "prompts": settings.prompts,
         "scenarios_run": len(scenarios),
-        "failed_tasks": sum(r["failed_tasks"] + r["unfinished_tasks"] for r in scenarios.values()),
-        "duplicate_submissions": sum(r["duplicate_submissions"] for r in scenarios.values()),
-        "missing_files": sum(r["missing_files"] for r in scenarios.values()),
-        "http_429": sum(r["http_429"] for r in scenarios.values()),
-        "tasks_failed_by_429": sum(r["tasks_failed_by_429"] for r in scenarios.values()),
-        "status_requests_per_job": max((r["status_requests_per_job"] for r in runs), default=None),
+        **_totals(runs),
         "makespan_s": plain.get("makespan_s"),
         "ratio": plain.get("ratio"),
         "lower_bound_s": plain.get("lower_bound_s"),
+        "operators": _by_operator(scenarios),
         "rate_limit": {
             "busiest_window_by_scenario": {
                 name: r["rate_limit"]["peak_in_fixed_window"] for name, r in scenarios.items()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from typing import Any
 
+from airflow_provider_doitong.batch.manifest import CONTACT_SHEET_NAME, MANIFEST_NAME
+from airflow_provider_doitong.batch.stores import LEDGER_ROOT
 from benchmarks.batch import failed_by_429, lower_bound
-from benchmarks.distributed_dags import BUCKET, MANIFEST
+from benchmarks.distributed_dags import BUCKET
 from doitong_emulator import DoitongEmulator
 from tests.support.distributed_cluster import DistributedCluster
 from tests.support.services import S3Server
@@ -60,35 +63,54 @@ def fixed_windows(times: list[float], window_s: float) -> list[int]:
     return counts
 
 
-def bucket_check(s3: S3Server, prefix: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Every completed job's image under ``prefix``, and a manifest naming exactly those images."""
+def bucket_check(s3: S3Server, prefix: str, prompts: list[str], jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's folder in the bucket against its ``manifest.json`` and the emulator's jobs.
+
+    An item counts as stored when its manifest entry says so, names a completed job of its own
+    prompt, and its file is in the folder with the SHA-256 the entry gives (each object is read
+    and hashed here). Images in the folder that the manifest does not list are ``unlisted``;
+    ``index.html`` and the batch ledger (``.doitong/``) are neither.
+    """
     objects = s3.objects(BUCKET, prefix + "/")
-    keys = set(objects)
-    images = {key.rsplit("/", 1)[-1].split(".", 1)[0] for key in keys if not key.endswith(MANIFEST)}
-    manifest_key = f"{prefix}/{MANIFEST}"
-    manifest: dict[str, Any] | None = None
-    if manifest_key in keys:
-        manifest = json.loads(s3.read(BUCKET, manifest_key))
-    listed = {e["job_id"]: e for e in (manifest or {}).get("images", ())}
-    completed = {j["id"]: j for j in jobs if j["status"] == "completed"}
-    missing_in_bucket = sorted(set(completed) - images)
-    missing_in_manifest = sorted(set(completed) - set(listed))
-    empty = sorted(k for k, size in objects.items() if size == 0)
-    wrong_paths = sorted(
-        job_id
-        for job_id, entry in listed.items()
-        if f"{prefix}/{job_id}." not in str(entry.get("output_path") or "")
-    )
+    manifest_key = f"{prefix}/{MANIFEST_NAME}"
+    manifest = json.loads(s3.read(BUCKET, manifest_key)) if manifest_key in objects else None
+    entries = (manifest or {}).get("items") or []
+    completed = {j["id"]: j["prompt"] for j in jobs if j["status"] == "completed"}
+    verified: set[str] = set()
+    problems: list[str] = []
+    for entry in entries:
+        label = f"item {entry.get('number')}"
+        if entry.get("status") != "stored":
+            problems.append(f"{label}: {entry.get('status')} ({entry.get('error')})")
+            continue
+        key = f"{prefix}/{entry.get('file')}"
+        if key not in objects:
+            problems.append(f"{label}: {entry.get('file')} is not in the bucket")
+        elif hashlib.sha256(s3.read(BUCKET, key)).hexdigest() != entry.get("sha256"):
+            problems.append(f"{label}: {entry.get('file')} does not match its SHA-256")
+        elif completed.get(str(entry.get("job_id"))) != entry.get("prompt"):
+            problems.append(f"{label}: job {entry.get('job_id')} is not a completed job of its prompt")
+        else:
+            verified.add(str(entry.get("prompt")))
+    listed = {f"{prefix}/{e.get('file')}" for e in entries}
+    images = [k for k in objects if not _bookkeeping(k, prefix)]
     return {
         "objects": len(objects),
         "images_in_bucket": len(images),
         "manifest": manifest is not None,
-        "manifest_entries": len(listed),
-        "missing_in_bucket": missing_in_bucket,
-        "missing_in_manifest": missing_in_manifest,
-        "manifest_paths_wrong": wrong_paths,
-        "empty_objects": empty,
+        "manifest_entries": len(entries),
+        "verified": len(verified),
+        "missing": sorted(set(prompts) - verified),
+        "problems": problems,
+        "unlisted": sorted(k for k in images if k not in listed),
+        "empty_objects": sorted(k for k, size in objects.items() if size == 0),
+        "ambiguous_submissions": sum(int(e.get("ambiguous_submissions") or 0) for e in entries),
     }
+
+
+def _bookkeeping(key: str, prefix: str) -> bool:
+    name = key[len(prefix) + 1 :]
+    return name in (MANIFEST_NAME, CONTACT_SHEET_NAME) or name.startswith(f"{LEDGER_ROOT}/")
 
 
 def secrets_in_logs(
@@ -122,6 +144,7 @@ def emulator_jobs(emu: DoitongEmulator) -> list[dict[str, Any]]:
 def collect(
     *,
     name: str,
+    operator: str,
     dag_id: str,
     run_id: str,
     run_state: str,
@@ -132,21 +155,18 @@ def collect(
     cluster: DistributedCluster,
     s3: S3Server,
 ) -> dict[str, Any]:
-    """Every figure and check of one scenario."""
+    """Every figure and check of one scenario.
+
+    :param operator: ``mapped``, ``batch`` or ``batch_deferrable``.
+    """
     stats = emu.stats()
     log = emu.request_log()
-    jobs = emulator_jobs(emu)
     tis = cluster.task_instances(run_id)
     generate = [ti for ti in tis if ti["task_id"] == "generate"]
     failed = [ti for ti in tis if ti["state"] in FINAL_FAILED]
     unfinished = [ti for ti in tis if ti["state"] not in ("success", *FINAL_FAILED)]
     by_prompt: Counter[str] = Counter(stats["submissions_by_prompt"])
-    storage = bucket_check(s3, prefix, jobs)
-    stored = {
-        j["prompt"]
-        for j in jobs
-        if j["status"] == "completed" and j["id"] not in storage["missing_in_bucket"]
-    }
+    storage = bucket_check(s3, prefix, prompts, emulator_jobs(emu))
     submits = sorted(e["t"] for e in log if e["kind"] == "submit" and e["status"] == 200)
     ends = [float(str(ti["end"])) for ti in generate if ti["end"] is not None]
     makespan = (max(ends) - submits[0]) if submits and ends else None
@@ -154,6 +174,7 @@ def collect(
     kinds = Counter(e["kind"] for e in log)
     return {
         "name": name,
+        "operator": operator,
         "run_state": run_state,
         "prompts": len(prompts),
         "makespan_s": makespan,
@@ -166,7 +187,7 @@ def collect(
         "tasks_failed_by_429": failed_by_429(cluster, dag_id, run_id, generate),
         "duplicate_submissions": sum(c - 1 for c in by_prompt.values() if c > 1),
         "unsubmitted_prompts": len(set(prompts) - set(by_prompt)),
-        "missing_files": len(set(prompts) - stored) + (0 if storage["manifest"] else 1),
+        "missing_files": len(storage["missing"]) + (0 if storage["manifest"] else 1),
         "storage": storage,
         "http_429": stats["http_429"],
         "total_requests": len(log),

@@ -1,71 +1,85 @@
-"""The DAG files of the distributed run: images to S3 through an Airflow ``aws`` connection, plus a manifest."""
+"""The DAG files of the distributed run: the batch benchmark's DAGs, writing to S3 through an ``aws`` connection.
+
+The mapped form (:func:`benchmarks.dags.ours_dag`) gets a last task writing ``manifest.json`` beside
+the images from the mapped results (the provider's :mod:`~airflow_provider_doitong.batch.manifest`,
+so the file lists each image's SHA-256, as ``FluxBatchOperator``'s own manifest does). The
+``FluxBatchOperator`` DAGs (:func:`benchmarks.dags.batch_dag`, sync and deferrable) read their
+prompts from a file in the bucket and keep their ledger under their output folder, in the bucket.
+"""
 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks.dags import ours_dag, write_batch_dags
+
+if TYPE_CHECKING:
+    from benchmarks.distributed import DistributedSettings
 
 MAPPED_DAG_ID = "doitong_distributed_mapped"
 #: The same DAG polling as often as the poller allows (0.25 s), to load the plan's request budget.
 EAGER_DAG_ID = "doitong_distributed_eager"
 EAGER_POLL_INTERVAL = 0.25
+BATCH_DAG_ID = "doitong_distributed_batch"
+BATCH_DEFERRABLE_DAG_ID = "doitong_distributed_batch_deferrable"
+DAG_IDS = (MAPPED_DAG_ID, EAGER_DAG_ID, BATCH_DAG_ID, BATCH_DEFERRABLE_DAG_ID)
 BUCKET = "doitong-images"
 #: The Airflow connection of the S3 store; ``s3://<conn_id>@<bucket>/`` makes ObjectStoragePath use it.
 AWS_CONN_ID = "aws_default"
+DOITONG_CONN_ID = "doitong_default"
 MANIFEST = "manifest.json"
+#: Where the batch DAGs' prompts files go in the bucket (outside every run's output folder).
+PROMPTS_PREFIX = "prompts"
+RETRIES = 3
 
-MAPPED = textwrap.dedent(
-    """
-    from __future__ import annotations
-
-    import json
-    from datetime import timedelta
-
-    import pendulum
-
-    from airflow.sdk import DAG, ObjectStoragePath, task
-    from airflow_provider_doitong.operators.flux import FluxGenerateOperator
-
-    with DAG(
-        "%(dag_id)s", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False,
-        max_active_tasks=512, max_active_runs=1,
-    ):
-
-        @task
-        def prompts(dag_run=None):
-            return dag_run.conf["prompts"]
-
-        images = FluxGenerateOperator.partial(
-            task_id="generate", width=%(size)d, height=%(size)d, deferrable=True,
-            poll_interval=%(poll_interval)r, output_path="{{ dag_run.conf['output'] }}", pool="doitong",
-            retries=3, retry_delay=timedelta(seconds=%(retry_delay)r),
-        ).expand(prompt=prompts())
-
+MANIFEST_TASK = textwrap.indent(
+    textwrap.dedent(
+        """
         @task
         def manifest(results, dag_run=None):
-            entries = [
-                {key: result[key] for key in ("job_id", "prompt", "output_path", "credit_cost", "status")}
-                for result in results
-            ]
-            path = ObjectStoragePath(dag_run.conf["output"]) / "%(manifest)s"
-            path.write_text(json.dumps({"images": entries}, indent=1))
-            return str(path)
+            from airflow_provider_doitong.batch import manifest as listing
+
+            folder = dag_run.conf["output"]
+            entries = listing.entries_from_results(list(results), folder=folder)
+            doc = listing.build_manifest(entries, title=dag_run.run_id)
+            return listing.write_manifest(folder, doc)["manifest"]
 
         manifest(images.output)
-    """
+        """
+    ),
+    "    ",
 )
 
 
-def mapped_dag(*, poll_interval: float, retry_delay: float, size: int, dag_id: str = MAPPED_DAG_ID) -> str:
-    """One mapped deferrable ``FluxGenerateOperator`` writing to ``conf["output"]``, then a manifest task."""
-    return MAPPED % {
-        "dag_id": dag_id,
-        "poll_interval": poll_interval,
-        "retry_delay": retry_delay,
-        "size": size,
-        "manifest": MANIFEST,
-    }
+def write_dags(settings: DistributedSettings, dags_dir: Path) -> None:
+    """Write the four DAG files: mapped, mapped polling eagerly, and ``FluxBatchOperator`` sync and deferrable.
+
+    Retries wait one rate-limit window.
+    """
+    delay = settings.window_real_seconds
+    for dag_id, poll in ((MAPPED_DAG_ID, settings.poll_interval), (EAGER_DAG_ID, EAGER_POLL_INTERVAL)):
+        (dags_dir / f"{dag_id}.py").write_text(
+            ours_dag(
+                dag_id=dag_id,
+                poll_interval=poll,
+                retry_delay=delay,
+                size=settings.size,
+                retries=RETRIES,
+                then=MANIFEST_TASK,
+            )
+        )
+    write_batch_dags(
+        settings,
+        dags_dir,
+        retry_delay=delay,
+        dag_ids=(BATCH_DAG_ID, BATCH_DEFERRABLE_DAG_ID),
+        conn_id=DOITONG_CONN_ID,
+        retries=RETRIES,
+    )
 
 
-def output_url(prefix: str) -> str:
-    """Where a run's images go: ``s3://aws_default@doitong-images/<prefix>/``."""
-    return f"s3://{AWS_CONN_ID}@{BUCKET}/{prefix}/"
+def s3_url(key: str) -> str:
+    """``s3://aws_default@doitong-images/<key>``: a key of the bucket as ObjectStoragePath reads it."""
+    return f"s3://{AWS_CONN_ID}@{BUCKET}/{key}"

@@ -20,6 +20,7 @@ GOALS: tuple[tuple[str, ...], ...] = (
     ("distributed.tasks_failed_by_429", "distributed: 429s that failed a task", "== 0"),
     ("distributed.status_requests_per_job", "distributed: status requests per job, worst scenario", "< 1"),
     ("distributed.secret_leaks", "distributed: log files holding the API key", "== 0"),
+    ("distributed.kills_missed", "distributed: scenarios whose kill did not happen", "== 0"),
     ("batch_operator.ratio", "FluxBatchOperator sync: makespan / bound", "<= 1.05", "quick"),
     ("batch_operator_deferrable.ratio", "FluxBatchOperator deferrable: makespan / bound", "<= 1.10", "quick"),
     ("batch_operator.ratio", "FluxBatchOperator sync: makespan / bound", "<= 1.03", "full"),
@@ -287,6 +288,7 @@ def distributed_markdown(d: dict[str, Any]) -> list[str]:
     out.append("| figure | " + " | ".join(names) + " |")
     out.append("|---|" + "---:|" * len(names))
     rows = (
+        ("operator", "operator", 0),
         ("run state", "run_state", 0),
         ("makespan (s)", "makespan_s", 1),
         ("lower bound (s)", "lower_bound_s", 1),

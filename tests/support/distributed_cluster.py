@@ -9,14 +9,17 @@ in a temporary ``AIRFLOW_HOME`` so one can be SIGKILLed and started again; compo
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support.airflow_cluster import AirflowCluster, free_port
+from tests.support.airflow_cluster import AirflowCluster, free_port, unix_time
 
 
 def _dsn(sqlalchemy_url: str) -> str:
@@ -160,6 +163,28 @@ class DistributedCluster(AirflowCluster):
             "select triggerer_id, count(*) from trigger where triggerer_id is not null group by triggerer_id"
         )
         return {str(job_id): int(str(count)) for job_id, count in rows}
+
+    def triggerer_running(self, job_id: str, *, pause_s: float = 3.0) -> str | None:
+        """The triggerer component whose triggerer job is ``job_id`` (``None`` if none answers).
+
+        The ``job`` table does not say which process a job is (they share one host), so each
+        triggerer is paused in turn (SIGSTOP of its process group) until that job's heartbeat, sent
+        every second, stops; the pause of one that is not it is undone (SIGCONT). The one found is
+        left paused, to be killed or continued by the caller.
+        """
+        for name in self.triggerer_names:
+            proc = self.procs.get(name)
+            if proc is None:
+                continue
+            os.killpg(proc.pid, signal.SIGSTOP)
+            paused_at = time.time()
+            time.sleep(pause_s)
+            rows = self.query("select latest_heartbeat from job where id = ?", (int(job_id),))
+            beat = unix_time(rows[0][0]) if rows else None
+            if beat is not None and beat < paused_at + 0.5:
+                return name
+            os.killpg(proc.pid, signal.SIGCONT)
+        return None
 
     def worker_task_pids(self, name: str) -> list[int]:
         """A worker's pool processes supervising a task now (titled with the task's id, with the task's
