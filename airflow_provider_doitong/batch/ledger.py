@@ -7,7 +7,8 @@ snapshot. Nothing is ever half-written: the snapshot is replaced atomically (a t
 renamed over it locally, one PUT on object storage); journal records are appended and synced
 (locally) or written as whole new objects (object storage), and a torn last line is ignored. The
 journal is folded into a new snapshot once it outgrows it, so writing a batch of N items costs
-O(N) bytes in all.
+O(N) bytes in all; and once it is made of more than :data:`MAX_JOURNAL_OBJECTS` objects (object
+storage writes one per flush), so opening the ledger reads a bounded number of them.
 
 An item is recorded ``submitting`` before its POST and ``running`` with its job id right after
 the answer, before anything else happens to it: an item found ``submitting`` on a retry may have
@@ -28,6 +29,9 @@ FORMAT = "doitong-batch-ledger"
 VERSION = 1
 #: The journal is folded into the snapshot once it holds more than this and more than the snapshot.
 COMPACT_MIN_BYTES = 256 * 1024
+#: ... and once it is made of more objects than this: on object storage each is one request
+#: whenever the ledger is opened (every resume of a deferrable batch, every retry).
+MAX_JOURNAL_OBJECTS = 32
 
 
 class ItemState(str, enum.Enum):
@@ -94,6 +98,8 @@ class LedgerStore(Protocol):
     """Where a ledger's snapshot and journal live."""
 
     location: str
+    #: How many objects the journal is made of (each a read when the ledger is opened).
+    journal_objects: int
 
     def read_snapshot(self) -> str | None: ...
 
@@ -268,7 +274,10 @@ class Ledger:
         self.store.append_journal(text, seq=self._buffer[0]["q"])
         self._buffer.clear()
         self._journal_bytes += len(text)
-        if self._journal_bytes > max(COMPACT_MIN_BYTES, self._snapshot_bytes):
+        if (
+            self._journal_bytes > max(COMPACT_MIN_BYTES, self._snapshot_bytes)
+            or self.store.journal_objects > MAX_JOURNAL_OBJECTS
+        ):
             self._write_snapshot()
 
     def _write_snapshot(self) -> None:

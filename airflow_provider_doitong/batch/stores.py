@@ -3,7 +3,10 @@
 Both stores write nothing that can be seen half-written: locally the snapshot is written to a
 temporary file, synced and renamed over the old one, and journal records are appended with one
 ``write`` and synced; on object storage every write is one whole object (a PUT is atomic) and the
-journal is a folder of segments named by their first sequence number.
+journal is a folder of segments named by their first sequence number. Each store says how many
+objects its journal is (``journal_objects``): on object storage every one is a request whenever the
+ledger is opened (each resume and retry), so the ledger folds them into its snapshot before they
+pile up.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class LocalLedgerStore:
 
     :param folder: the ledger's folder (created on first write).
     """
+
+    #: The journal is one file.
+    journal_objects = 1
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -126,6 +132,8 @@ class ObjectLedgerStore:
         self.folder = folder
         self.location = str(folder / SNAPSHOT_NAME)
         self._segments = folder / SEGMENTS_FOLDER
+        #: Segments in the journal, as last listed and written by this store.
+        self.journal_objects = 0
 
     def read_snapshot(self) -> str | None:
         path = self.folder / SNAPSHOT_NAME
@@ -141,16 +149,20 @@ class ObjectLedgerStore:
 
     def read_journal(self) -> list[str]:
         lines: list[str] = []
-        for path in self._segment_paths():
+        paths = self._segment_paths()
+        for path in paths:
             lines.extend(path.read_text(encoding="utf-8").splitlines())
+        self.journal_objects = len(paths)
         return lines
 
     def append_journal(self, text: str, *, seq: int) -> None:
         (self._segments / f"{seq:012d}.jsonl").write_text(text, encoding="utf-8")
+        self.journal_objects += 1
 
     def reset_journal(self) -> None:
         for path in self._segment_paths():
             path.unlink()
+        self.journal_objects = 0
 
     def close(self) -> None:
         return None

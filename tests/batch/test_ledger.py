@@ -122,6 +122,36 @@ def test_object_storage_ledger() -> None:
     assert third.records[0].state is ItemState.FAILED
 
 
+def segments(folder: ObjectStoragePath) -> int:
+    journal = folder / "ledger.journal"
+    return len(list(journal.iterdir())) if journal.exists() else 0
+
+
+def test_an_object_storage_journal_stays_a_few_objects() -> None:
+    """Each flush is one object; opening the ledger (every resume, every retry) reads them all, so
+    they are folded into the snapshot long before their bytes would be."""
+    folder = ObjectStoragePath(f"memory://doitong-ledger-{uuid.uuid4().hex}/x")
+    batch = items([f"prompt {n}" for n in range(60)])
+    ledger = Ledger.open(ObjectLedgerStore(folder), items=batch, owner=OWNER)
+    ledger.set_meta(started=True)
+    ledger.flush()
+    most = 0
+    for n in range(60):
+        for state in (ItemState.SUBMITTING, ItemState.RUNNING, ItemState.STORED):
+            ledger.update(n, state=state, job_id=f"job-{n}")
+            ledger.flush()
+            most = max(most, segments(folder))
+    assert most <= ledger_module.MAX_JOURNAL_OBJECTS + 1
+    reader = ObjectLedgerStore(folder)
+    again = Ledger.open(reader, items=batch, owner=OWNER)
+    assert reader.journal_objects <= ledger_module.MAX_JOURNAL_OBJECTS + 1
+    assert again.count(ItemState.STORED) == 60
+    assert [r.job_id for r in again] == [f"job-{n}" for n in range(60)]
+    again.update(0, state=ItemState.FAILED, error="boom")  # a reopened ledger goes on counting
+    again.flush()
+    assert reader.journal_objects == segments(folder)
+
+
 def test_ledger_folders_are_safe_and_distinct() -> None:
     assert safe_component("daily") == "daily"
     odd = safe_component("scheduled__2025-01-01T00:00:00+00:00")
