@@ -311,7 +311,9 @@ def distributed_markdown(d: dict[str, Any]) -> list[str]:
         + " |"
     )
     killed = [runs[n].get("killed") or {} for n in names]
-    out.append("| killed | " + " | ".join(k.get("component", "") for k in killed) + " |")
+    out.append(
+        "| killed | " + " | ".join(k.get("component") or ("missed" if k else "") for k in killed) + " |"
+    )
     leaks, scanned = d["secrets_in_logs"], d.get("logs_scanned") or {}
     found = ", ".join(f"{k}: {len(v)} files" for k, v in leaks.items()) or "none"
     out.append(
