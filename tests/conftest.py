@@ -85,8 +85,9 @@ def run_dag(dag: object, **kwargs: object) -> object:
     """
     from airflow.dag_processing.bundles.manager import DagBundlesManager
 
-    from tests.airflow_versions import dagbag_module, sync_dag_to_db
+    from tests.airflow_versions import dagbag_module, share_the_in_process_execution_api, sync_dag_to_db
 
+    share_the_in_process_execution_api()
     DagBundlesManager().sync_bundles_to_db()
     bag = dagbag_module().DagBag(dag_folder=str(_HOME / "dags"))
     bag.bag_dag(dag)  # type: ignore[arg-type]
