@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,20 @@ os.environ.pop("AIRFLOW_CONN_DOITONG_DEFAULT", None)
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: Set by a session that made its database, for the worker processes it starts (pytest-xdist): each
+#: worker has its own home and copies that freshly migrated database instead of migrating again.
+_TEMPLATE_DB = "DOITONG_TEST_AIRFLOW_DB"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers, which read the template
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if not (_HOME / "airflow.db").exists():
+    database = _HOME / "airflow.db"
+    template = os.environ.get(_TEMPLATE_DB)
+    if database.exists():
+        pass
+    elif os.environ.get("PYTEST_XDIST_WORKER") and template and Path(template).is_file():
+        shutil.copyfile(template, database)
+    else:
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],
             check=True,
@@ -38,6 +51,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
+    os.environ.setdefault(_TEMPLATE_DB, str(database))
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ from tests.faults.scenario import (
 )
 from tests.support.airflow_cluster import AirflowCluster, unix_time
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+#: Spread over several workers (pytest-xdist), the package's tests stay on one: they share one Airflow.
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300), pytest.mark.xdist_group("faults")]
 
 PROMPTS = 5
 
