@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from doitong_emulator import DoitongEmulator
-from tests.support.airflow_cluster import AirflowCluster
+from tests.support.airflow_cluster import AirflowCluster, free_port
 
 TIME_SCALE = 0.1
 JOB_SECONDS = 60  # 6 s of real time each
@@ -73,7 +73,9 @@ DAGS = {
 
 @pytest.fixture(scope="package")
 def fault_emulator() -> Iterator[DoitongEmulator]:
+    # A port no outgoing connection can be given while the emulator is stopped (then started on it).
     with DoitongEmulator(
+        port=free_port(),
         plan="pro",
         time_scale=TIME_SCALE,
         job_seconds=JOB_SECONDS,
