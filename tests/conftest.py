@@ -54,6 +54,33 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ.setdefault(_TEMPLATE_DB, str(database))
 
 
+#: Tests that share one real Airflow (a package- or module-scoped cluster), by node id prefix, and
+#: the group each is in: spread over several workers (``dev.py test``), a group stays on one worker.
+SHARED_AIRFLOW = {
+    "tests/faults/": "faults",
+    "tests/e2e/test_batch_end_to_end.py::": "e2e-batch",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With ``--dist loadgroup``, also keep each group of :data:`SHARED_AIRFLOW` on one worker.
+
+    pytest-xdist's own ``xdist_group`` mark has no effect from pytest 9.2 on (it appends the group to
+    the node id, which pytest 9.2 no longer lets a plugin change), so the groups go by node id here.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SharedAirflowScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            group = next((g for prefix, g in SHARED_AIRFLOW.items() if nodeid.startswith(prefix)), None)
+            return group or super()._split_scope(nodeid)
+
+    return SharedAirflowScheduling(config, log)
+
+
 @pytest.fixture
 def airflow_home() -> Path:
     """The isolated ``AIRFLOW_HOME`` of this test session."""

@@ -23,8 +23,7 @@ from airflow_provider_doitong.batch.manifest import verify_manifest
 from doitong_emulator import DoitongEmulator
 from tests.support.airflow_cluster import AirflowCluster
 
-#: One worker runs both tests when they are spread over several (pytest-xdist): they share one Airflow.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480), pytest.mark.xdist_group("e2e-batch")]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 PROMPTS = [f"a batch end-to-end image, number {n}" for n in range(25)]
 TIME_SCALE = 0.25

@@ -13,8 +13,7 @@ from doitong_emulator import DoitongEmulator, FaultConfig
 from tests.faults.conftest import CLEAR_DAG_ID
 from tests.support.airflow_cluster import AirflowCluster
 
-#: Spread over several workers (pytest-xdist), the package's tests stay on one: they share one Airflow.
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300), pytest.mark.xdist_group("faults")]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 
 def _set(cluster: AirflowCluster, name: str, value: str) -> None:

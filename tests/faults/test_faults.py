@@ -27,8 +27,7 @@ from tests.faults.scenario import (
 )
 from tests.support.airflow_cluster import AirflowCluster, unix_time
 
-#: Spread over several workers (pytest-xdist), the package's tests stay on one: they share one Airflow.
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300), pytest.mark.xdist_group("faults")]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 PROMPTS = 5
 
