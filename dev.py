@@ -52,7 +52,8 @@ COMMANDS = {
 
 #: ``test`` without named tests runs the suite in this many pytest-xdist workers. Most tests wait on
 #: the emulator's clock or on Airflow's processes rather than the CPU, so there are more workers than
-#: cores; tests that share one real Airflow stay on one worker (``xdist_group``, ``--dist loadgroup``).
+#: cores; tests that share one real Airflow stay on one worker (``--dist loadgroup``, ``SHARED_AIRFLOW``
+#: in ``tests/conftest.py``).
 TEST_WORKERS = 4
 
 
