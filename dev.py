@@ -52,9 +52,9 @@ COMMANDS = {
 
 #: ``test`` without named tests runs the suite in this many pytest-xdist workers. Most tests wait on
 #: the emulator's clock or on Airflow's processes rather than the CPU, so there are more workers than
-#: cores; tests that share one real Airflow stay on one worker (``--dist loadgroup``, ``SHARED_AIRFLOW``
-#: in ``tests/conftest.py``).
-TEST_WORKERS = 4
+#: cores; the tests that start a real Airflow run one after another on one worker (``--dist loadgroup``,
+#: ``SHARED_AIRFLOW`` in ``tests/conftest.py``).
+TEST_WORKERS = 3
 
 
 def test_args(args: list[str]) -> list[str]:

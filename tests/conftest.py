@@ -54,11 +54,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ.setdefault(_TEMPLATE_DB, str(database))
 
 
-#: Tests that share one real Airflow (a package- or module-scoped cluster), by node id prefix, and
-#: the group each is in: spread over several workers (``dev.py test``), a group stays on one worker.
+#: Tests that start a real Airflow (scheduler, triggerer, LocalExecutor: a cluster per module or
+#: package), by node id prefix, and their group: spread over several workers (``dev.py test``), a group
+#: stays on one worker. One group for all of them: one such Airflow at a time, as in a serial run (two
+#: or three at once beside the other workers starved them on two cores: timeouts, lost heartbeats).
 SHARED_AIRFLOW = {
-    "tests/faults/": "faults",
-    "tests/e2e/test_batch_end_to_end.py::": "e2e-batch",
+    "tests/e2e/": "airflow-cluster",
+    "tests/faults/": "airflow-cluster",
 }
 
 
