@@ -16,18 +16,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
 from airflow_provider_doitong import submission
-from airflow_provider_doitong._compat import AirflowException, AirflowFailException
+from airflow_provider_doitong._compat import AirflowFailException
 from airflow_provider_doitong.client import (
     DoitongClient,
-    DoitongConnectionError,
     DoitongError,
-    DoitongRateLimited,
+    DoitongTimeout,
     ImageRequest,
     Job,
     RetryPolicy,
 )
 from airflow_provider_doitong.client.retry import compute_wait
-from airflow_provider_doitong.outcomes import airflow_error
+from airflow_provider_doitong.outcomes import airflow_error, resubmit_after_wait
 from airflow_provider_doitong.submission import Action, Record, RecordState, Step
 
 if TYPE_CHECKING:
@@ -130,11 +129,7 @@ class SubmitOnceMixin:
             except DoitongError as exc:
                 if submission.may_have_created_job(exc):
                     raise airflow_error(exc, doing="Doitong submission failed, a job may exist") from None
-                waitable = isinstance(exc, DoitongConnectionError) or (
-                    isinstance(exc, DoitongRateLimited)
-                    and (not exc.is_daily_limit or self.on_daily_limit == "wait")
-                )
-                if not waitable:
+                if not resubmit_after_wait(exc, on_daily_limit=self.on_daily_limit):
                     self._forget_record(context)
                     raise airflow_error(
                         exc, on_daily_limit=self.on_daily_limit, doing="Doitong submission failed"
@@ -159,9 +154,8 @@ class SubmitOnceMixin:
         now = time.time()
         resume_at = now + compute_wait(exc, attempt=attempt, policy=RetryPolicy(), now=now)
         if self._deadline is not None and resume_at > self._deadline:
-            raise AirflowException(
-                f"Doitong refuses the submission past the task's deadline: {exc}"
-            ) from None
+            late = DoitongTimeout(f"Doitong refuses the submission past the task's deadline: {exc}")
+            raise airflow_error(late) from None
         self.log.warning("Doitong refused the submission (%s); trying again at %s", exc, _iso(resume_at))
         if self.deferrable:
             self.defer(

@@ -21,6 +21,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.events import InvalidTriggerEvent
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.triggers.poller import get_poller
 
@@ -32,7 +33,7 @@ EVENT_STATUSES = frozenset({ENDED, WAKE, TIMEOUT, ERROR})
 _EVENT_KEYS = frozenset({"status", "ended", "fired_at", "message"})
 
 
-class InvalidBatchEvent(ValueError):
+class InvalidBatchEvent(InvalidTriggerEvent):
     """An event no :class:`DoitongBatchTrigger` sends."""
 
 
