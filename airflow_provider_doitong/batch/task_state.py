@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong._compat import AirflowFailException, task_state_store
 from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
@@ -35,20 +35,16 @@ def owner(context: Context) -> dict[str, Any]:
     return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
 
 
-def _state_store(context: Context) -> Any:
-    return context.get("task_state_store")  # Airflow 3.3+
-
-
 def read_pointer(context: Context) -> dict[str, Any] | None:
     """What an earlier try of this task instance left in the task state store, if anything."""
-    store = _state_store(context)
+    store = task_state_store(context)
     value = store.get(STATE_KEY) if store is not None else None
     return value if isinstance(value, dict) else None
 
 
 def save_pointer(context: Context, ledger: Ledger) -> None:
     """Keep the ledger's location and the counts in the task state store (where there is one)."""
-    store = _state_store(context)
+    store = task_state_store(context)
     if store is not None:
         summary = {
             "ledger": ledger.store.location,

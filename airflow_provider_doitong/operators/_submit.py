@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
 from airflow_provider_doitong import submission
-from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong._compat import AirflowFailException, task_state_store
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
@@ -54,7 +54,7 @@ class SubmitOnceMixin:
 
     # --- the task state store (one place, so it can be routed elsewhere) ------------------
     def _load_record(self, context: Context) -> Any:
-        store = context.get("task_state_store")
+        store = task_state_store(context)
         if store is None:
             self.log.warning("No task state store: a retry cannot reattach to this try's job")
             return None
@@ -63,7 +63,7 @@ class SubmitOnceMixin:
     def _save_record(
         self, context: Context, state: RecordState, job_id: str | None = None, *, refusals: int = 0
     ) -> None:
-        store = context.get("task_state_store")
+        store = task_state_store(context)
         if store is not None:
             record = Record(
                 state=state,
@@ -75,7 +75,7 @@ class SubmitOnceMixin:
             store.set(submission.STATE_KEY, record.to_json())
 
     def _forget_record(self, context: Context) -> None:
-        store = context.get("task_state_store")
+        store = task_state_store(context)
         if store is not None:
             store.delete(submission.STATE_KEY)
 
