@@ -26,9 +26,9 @@ import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job, JobStatus
+from airflow_provider_doitong.client.models import parse_api_time
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.waiting import WaitStep, after_poll_error
@@ -46,20 +46,6 @@ DUE_MARGIN = 0.1
 DUE_WINDOW = 2.0
 #: How many recent job durations the poller keeps to expect the next completions.
 DURATION_SAMPLES = 50
-
-
-def parse_api_time(value: str | None) -> float | None:
-    """An API timestamp (ISO 8601, ``Z`` or an offset) as a Unix time, or ``None``.
-
-    :param value: e.g. ``2024-01-01T00:00:00Z``.
-    """
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def next_poll_delay(
@@ -108,13 +94,6 @@ def status_budget(rate_limit: RateLimitInfo) -> int:
     if rate_limit.limit is None:
         return int(remaining * STATUS_SHARE)
     return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE)))
-
-
-def _job_duration(job: Job) -> float | None:
-    start, end = parse_api_time(job.created_at), parse_api_time(job.completed_at)
-    if start is not None and end is not None and end >= start:
-        return end - start
-    return None
 
 
 @dataclass
@@ -260,7 +239,7 @@ class JobPoller:
             self._created_at[job_id] = created
         if job.is_terminal:
             self._created_at.pop(job_id, None)
-            duration = _job_duration(job)
+            duration = job.turnaround
             if duration is not None and job.status is JobStatus.COMPLETED:
                 self._durations.append(duration)
 
