@@ -2,12 +2,13 @@
 ### Doitong: a person approves the day's images before they are published
 
 Every day: generate one image per prompt into `<output_root>/drafts/<date>/`, write the provider's
-contact sheet (`index.html`) and `manifest.json` beside them, then **wait for a person**: the `review` task
-(Airflow's human-in-the-loop `ApprovalOperator`, Airflow 3.1+) shows the contact sheet's location
-and the images in Airflow's *Required actions* view. The reviewer chooses
+contact sheet (`index.html`) and `manifest.json` beside them, then **wait for a person**: the
+`review` task (Airflow's human-in-the-loop `ApprovalOperator`, Airflow 3.1+) shows the contact
+sheet's location and each image's file name and prompt in Airflow's *Required actions* view. The
+reviewer chooses
 
-- **Approve**, optionally listing images to leave out (`rejected_images`, file names from the
-  sheet): the other images are copied to `<output_root>/published/<date>/` with a
+- **Approve**, optionally listing images to leave out (`rejected_images`, file names from that
+  list): the other images are copied to `<output_root>/published/<date>/` with a
   `publication.json` record, and the `doitong_published_images` asset is updated;
 - **Reject**: nothing is published (`publish` is skipped).
 
@@ -249,7 +250,7 @@ with DAG(
                     [],
                     type="array",
                     items={"type": "string"},
-                    description="File names (from the contact sheet) to leave out when approving.",
+                    description="File names (from the list above) to leave out when approving.",
                 )
             },
         )
