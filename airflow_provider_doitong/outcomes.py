@@ -43,6 +43,7 @@ from airflow_provider_doitong.client.errors import (
 )
 from airflow_provider_doitong.events import InvalidTriggerEvent
 from airflow_provider_doitong.storage import UnsafeOutputPath
+from airflow_provider_doitong.submission import may_have_created_job
 
 
 class Answer(str, enum.Enum):
@@ -190,11 +191,15 @@ def resubmit_after_wait(error: BaseException, *, on_daily_limit: str = "fail") -
 
     True for a connection never made and for a 429 the task waits out (a rate or concurrency
     limit; the daily limit under ``on_daily_limit="wait"``): submit the same request again once its
-    wait is over. The wait itself is :mod:`~airflow_provider_doitong.client.retry`'s.
+    wait is over. Whether a job may exist is
+    :func:`~airflow_provider_doitong.submission.may_have_created_job`'s; the wait itself is
+    :mod:`~airflow_provider_doitong.client.retry`'s.
     """
-    if isinstance(error, DoitongConnectionError):
-        return not error.request_sent
+    if may_have_created_job(error):
+        return False
     kind = kind_of(error)
+    if kind is Kind.UNAVAILABLE:  # and no job: a connection never made
+        return True
     return kind in (Kind.RATE_LIMITED, Kind.DAILY_LIMIT) and (
         answer_for(error, on_daily_limit=on_daily_limit) is Answer.RETRY
     )
