@@ -255,7 +255,7 @@ class FluxBatchOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after :class:`DoitongBatchTrigger` fired: record what ended, fill the slots, go on."""
         try:
-            status, ended, fired_at, message = read_batch_event(event)
+            status, ended, fired_at, message, read_at = read_batch_event(event)
         except InvalidBatchEvent as exc:
             raise airflow_error(exc) from None
         found = self._items()
@@ -268,6 +268,8 @@ class FluxBatchOperator(BaseOperator):
         )
         self.log.info("Resumed %.1fs after the trigger fired (%s: %s)", lead, status, message)
         runner = self._runner(folder, ledger, found)
+        if read_at is not None:  # the trigger's last read counts as the task's own
+            runner.planner.polled(min(read_at, time.time()))
         runner.planner.poll_now = bool(ended) or status == TRIGGER_ERROR
         try:
             return self._run(context, runner, found)
@@ -316,6 +318,7 @@ class FluxBatchOperator(BaseOperator):
                     poll_interval=self._poll,
                     wake_at=outcome.wake_at,
                     deadline=deadline,
+                    read_at=runner.planner.statuses_known_at(runner.view().running),
                 ),
                 method_name="execute_complete",
             )

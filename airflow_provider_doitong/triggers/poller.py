@@ -134,6 +134,8 @@ class JobPoller:
         # Shared by every poller of the connection in this process, so what one learned outlives it.
         self._durations = _DURATIONS.setdefault(key, deque(maxlen=DURATION_SAMPLES))
         self._last_poll_at = 0.0
+        #: When the last poll that got an answer started: every job watched then was read as of it.
+        self.last_read_at: float | None = None
         #: The error of the last poll, while polls fail (``None`` once one succeeds).
         self.last_error: DoitongError | None = None
         #: The Unix time polls started failing, while they fail.
@@ -218,8 +220,9 @@ class JobPoller:
 
     async def _poll_once(self, client: AsyncDoitongClient) -> None:
         ids = list(self._watchers)
-        self._last_poll_at = time.time()
+        started = self._last_poll_at = time.time()
         jobs = await client.get_jobs(ids)
+        self.last_read_at = started
         for job_id, job in jobs.items():
             watchers = self._watchers.get(job_id)
             if not watchers:  # left while the request was in flight
