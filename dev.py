@@ -14,7 +14,11 @@ from its own files (``pyproject.toml`` and ``constraints.txt``), and runs the co
 ``python3 dev.py test-compat [3.0 3.1 3.2 3.3] [-- PYTEST-ARGS]`` runs the tests that matter for
 compatibility on each supported Airflow release, in a venv per release under ``.venvs/`` installed
 from that release's pinned constraints (``.ci/constraints/``; the main release, 3.3, is ``.venv``).
-Without releases it runs those other than the main one. A venv is rebuilt when its files change.
+Without releases it runs those other than the main one. A venv is rebuilt when its files change;
+``--install-only`` (first) installs the venvs and runs nothing.
+``python3 dev.py test`` without named tests runs the whole suite in several worker processes
+(``TEST_WORKERS``); with a path or node id it runs those tests in one process (``-n N`` chooses).
+``python3 dev.py setup`` makes ``.venv`` with everything ``test`` and ``check`` need, and runs nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import time
 import venv
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -45,6 +49,26 @@ COMMANDS = {
     "emulator": ["-m", "doitong_emulator"],
     "package": [str(ROOT / "tools" / "package.py")],
 }
+
+#: ``test`` without named tests runs the suite in this many pytest-xdist workers. Most tests wait on
+#: the emulator's clock or on Airflow's processes rather than the CPU, so there are more workers than
+#: cores; the tests that start a real Airflow run one after another on one worker (``--dist loadgroup``,
+#: ``SHARED_AIRFLOW`` in ``tests/conftest.py``).
+TEST_WORKERS = 3
+
+
+def test_args(args: list[str]) -> list[str]:
+    """pytest's arguments for ``test``: ``args`` plus the workers, unless tests are named.
+
+    Named tests (a path or node id, as in ``dev.py test tests/batch -x``) run in one process, where
+    ``-x``, ``--pdb`` and the output behave as usual; ``-n`` or ``-p no:xdist`` choose for themselves.
+    """
+    named = any(not arg.startswith("-") and (ROOT / arg.split("::")[0]).exists() for arg in args)
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg == "no:xdist" for arg in args)
+    if named or chosen:
+        return args
+    return ["-n", str(TEST_WORKERS), "--dist", "loadgroup", *args]
+
 
 #: What ``check`` runs, in order: every one runs, and ``check`` fails if any failed. ``docs`` serves
 #: the docs site (``docs build`` builds it into ``site/``).
@@ -155,53 +179,87 @@ def compat_venv(release: str) -> Path:
         return VENV
     venv_dir = ROOT / ".venvs" / f"airflow-{release}"
     venv_dir.parent.mkdir(exist_ok=True)
-    _install(venv_dir, AIRFLOW_CONSTRAINTS[release], "test", fresh=True, log=venv_dir.with_suffix(".log"))
+    _install(
+        venv_dir,
+        AIRFLOW_CONSTRAINTS[release],
+        "test",
+        fresh=True,
+        log=venv_dir.parent / f"airflow-{release}.log",
+    )
     return venv_dir
 
 
 def test_compat(argv: list[str]) -> int:
     """Run :data:`COMPAT_TESTS` on each release named in ``argv`` (default: all but the main one).
 
-    The next release's venv is installed while the tests of one run (the tests mostly wait on the
-    emulator's clock, pip on the network and disk), so the matrix costs about one install.
+    The venvs install one after another, and each release's tests start as soon as its venv is ready,
+    beside the others' (they mostly wait on the emulator's clock, pip on the network and disk). With
+    several releases each one's output is printed when it ends (and kept in ``.venvs/``). With
+    ``--install-only`` the venvs are installed and nothing is run (CI does that in the background
+    while the main suite runs).
     """
     releases = [arg for arg in argv if arg in AIRFLOW_CONSTRAINTS]
     rest = [arg for arg in argv if arg not in AIRFLOW_CONSTRAINTS]
+    install_only = "--install-only" in rest[:1]
+    rest = rest[1:] if install_only else rest
     pytest_args = rest[1:] if rest[:1] == ["--"] else rest
     releases = releases or [release for release in AIRFLOW_CONSTRAINTS if release != MAIN_AIRFLOW]
-    deselect = [arg for node in COMPAT_DESELECT for arg in ("--deselect", node)]
-    results: list[tuple[str, int, float]] = []
-    with ThreadPoolExecutor(max_workers=1) as installer:
+    with ThreadPoolExecutor(max_workers=1) as installer, ThreadPoolExecutor(len(releases)) as runners:
         venvs = {release: installer.submit(compat_venv, release) for release in releases}
-        for release in releases:
-            started = time.monotonic()
-            try:
-                python = _python(venvs[release].result())
-            except subprocess.CalledProcessError:
-                print(f"Installing Airflow {release} failed; see .venvs/airflow-{release}.log", flush=True)
-                results.append((release, 1, time.monotonic() - started))
-                continue
-            waited = time.monotonic() - started
-            print(
-                f"=== Airflow {release} (waited {waited:.0f}s for its venv): {' '.join(COMPAT_TESTS)}",
-                flush=True,
-            )
-            command = [
-                str(python),
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "-x",
-                "-q",
-                *COMPAT_TESTS,
-                *deselect,
-            ]
-            code = subprocess.run([*command, *pytest_args], cwd=ROOT).returncode
-            results.append((release, code, time.monotonic() - started))
-    for release, code, seconds in results:
+        if install_only:
+            return _install_results(venvs)
+        quiet = len(releases) > 1
+        runs = [
+            runners.submit(_run_compat, release, venvs[release], pytest_args, quiet) for release in releases
+        ]
+        results = [run.result() for run in as_completed(runs)]
+    for release, code, seconds in sorted(results):
         print(f"Airflow {release}: {'passed' if code == 0 else f'FAILED (exit {code})'} in {seconds:.0f}s")
-    return next((code for _, code, _ in results if code != 0), 0)
+    return next((code for _, code, _ in sorted(results) if code != 0), 0)
+
+
+def _install_results(venvs: dict[str, Future[Path]]) -> int:
+    failed = []
+    for release, future in venvs.items():
+        try:
+            future.result()
+        except subprocess.CalledProcessError:
+            failed.append(release)
+            print(f"Installing Airflow {release} failed; see .venvs/airflow-{release}.log", flush=True)
+    return 1 if failed else 0
+
+
+def _run_compat(
+    release: str, venv_dir: Future[Path], pytest_args: list[str], quiet: bool
+) -> tuple[str, int, float]:
+    """Run one release's compatibility tests once its venv is ready; ``(release, exit code, seconds)``.
+
+    With ``quiet``, pytest's output goes to ``.venvs/airflow-<release>.tests.log`` and is printed
+    whole when the run ends, so that releases running side by side do not interleave.
+    """
+    started = time.monotonic()
+    try:
+        python = _python(venv_dir.result())
+    except subprocess.CalledProcessError:
+        print(f"Installing Airflow {release} failed; see .venvs/airflow-{release}.log", flush=True)
+        return release, 1, time.monotonic() - started
+    deselect = [arg for node in COMPAT_DESELECT for arg in ("--deselect", node)]
+    command = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-x", "-q", *COMPAT_TESTS, *deselect]
+    header = f"=== Airflow {release} (waited {time.monotonic() - started:.0f}s for its venv): " + " ".join(
+        COMPAT_TESTS
+    )
+    if not quiet:
+        print(header, flush=True)
+        code = subprocess.run([*command, *pytest_args], cwd=ROOT).returncode
+        return release, code, time.monotonic() - started
+    log = ROOT / ".venvs" / f"airflow-{release}.tests.log"
+    log.parent.mkdir(exist_ok=True)
+    with open(log, "w") as output:
+        code = subprocess.run(
+            [*command, *pytest_args], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT
+        ).returncode
+    print(f"{header}\n{log.read_text()}", end="", flush=True)
+    return release, code, time.monotonic() - started
 
 
 DIST_VENV = ROOT / ".venv-distributed"
@@ -249,9 +307,13 @@ def main(argv: list[str]) -> int:
         return subprocess.run(command, cwd=ROOT).returncode
     if argv[:1] == ["test-compat"]:
         return test_compat(argv[1:])
+    if argv[:1] == ["setup"]:
+        ensure_venv()
+        ensure_check_tools()
+        return 0
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
-        print("commands:", ", ".join([*COMMANDS, "test-compat", "distributed"]))
+        print("commands:", ", ".join([*COMMANDS, "test-compat", "distributed", "setup"]))
         return 2
     ensure_venv()
     if argv[0] in ("check", "docs"):
@@ -261,6 +323,8 @@ def main(argv: list[str]) -> int:
     if argv[0] == "check":
         return run_checks()
     args = argv[1:] or (["serve"] if argv[0] == "docs" else [])
+    if argv[0] == "test":
+        args = test_args(args)
     command = [str(PYTHON), *COMMANDS[argv[0]], *args]
     return subprocess.run(command, cwd=ROOT).returncode
 

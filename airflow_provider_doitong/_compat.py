@@ -12,7 +12,8 @@ What differs, and what this provider does about it:
   failed try) reattaches to the job instead of paying for it again. Below 3.3 there is no store, so
   every try submits anew: nothing survives from one try to the next. What still holds there: a
   deferred wait carries the job id in the trigger's kwargs, so a triggerer restart reattaches to
-  the same job, and the task resumes (``execute_complete``) without submitting again. :data:`DURABLE_RETRIES` says which case applies.
+  the same job, and the task resumes (``execute_complete``) without submitting again. :data:`DURABLE_RETRIES` says which case applies;
+  :func:`task_state_store` gives the store, or ``None``.
   Airflow 3.0 also keeps a try's resume point into its retry (3.1 clears it), so there a retry of a
   task whose deferred wait failed replays that failure instead of starting afresh; the README says so.
 * ``airflow.sdk.BaseHook`` arrived in 3.1, ``airflow.sdk.conf`` in 3.2, and
@@ -65,7 +66,15 @@ __all__ = [
     "conf",
     "connection_form_widgets",
     "mask_secret",
+    "task_state_store",
 ]
+
+
+def task_state_store(context: Context) -> Any:
+    """The task instance's state store (``get``/``set``/``delete`` of JSON values), or ``None``
+    before Airflow 3.3, where there is none.
+    """
+    return context.get("task_state_store")
 
 
 async def aget_connection(hook: BaseHook, conn_id: str) -> Connection:

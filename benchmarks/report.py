@@ -27,7 +27,13 @@ GOALS: tuple[tuple[str, ...], ...] = (
     ("batch_operator_deferrable.ratio", "FluxBatchOperator deferrable: makespan / bound", "<= 1.03", "full"),
     (
         "batch_operator.status_requests_per_job",
-        "FluxBatchOperator: status requests per image",
+        "FluxBatchOperator sync: status requests per image",
+        "< 0.5",
+        "full",
+    ),
+    (
+        "batch_operator_deferrable.status_requests_per_job",
+        "FluxBatchOperator deferrable: status requests per image",
         "< 0.5",
         "full",
     ),

@@ -11,20 +11,18 @@ from which run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import posixpath
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 import pendulum
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
-from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
+from airflow.sdk import DAG, Asset, Param, task
 
-from airflow_provider_doitong.storage import write_image
+from airflow_provider_doitong.batch import manifest
+from airflow_provider_doitong.storage import shown, storage_path, write_image
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +31,6 @@ DAG_ID = "doitong_asset_consumer"
 DAILY_IMAGES = Asset(name="doitong_daily_images")
 PUBLISHED_DIR = "published"
 PUBLICATION_RECORD = "publication.json"
-EXTRA_KEYS = ("folder", "manifest")
-
-
-def _path(location: str) -> ObjectStoragePath:
-    if "://" in location:
-        return ObjectStoragePath(location)
-    return ObjectStoragePath("file://" + os.path.abspath(os.path.expanduser(location)))
-
-
-def _shown(path: ObjectStoragePath) -> str:
-    return path.path if path.protocol in ("", "file", "local") else str(path)
 
 
 def publish_day(
@@ -51,57 +38,43 @@ def publish_day(
 ) -> dict[str, Any]:
     """Publish one day's images, as announced by a ``doitong_daily_images`` event.
 
-    Every image is checked against the manifest's SHA-256 before anything is written; publishing
-    the same day again replaces the earlier publication's files.
+    Every image is checked against its folder's manifest (the provider's ``verify_manifest``) before
+    anything is written; publishing the same day again replaces the earlier publication's files.
 
-    :param extra: the event's extra: ``folder`` and ``manifest`` (absolute paths or URIs); the day is
-        its ``date`` if given, else the folder's name.
+    :param extra: the event's extra: its ``folder`` (an absolute path or a URI) holds the images and
+        ``manifest.json``; the day is its ``date`` if given, else the folder's name.
     :param published_root: where ``<date>/`` folders are published; default ``<folder>/../published``.
     :param source: where the event came from (DAG, run, timestamp), for the record.
     :return: the publication record, also written as ``publication.json``.
-    :raises AirflowFailException: if the extra is incomplete or an image is missing or altered.
+    :raises AirflowFailException: if the extra names no folder, the folder has no manifest, or an
+        image is missing or altered.
     """
-    missing = [key for key in EXTRA_KEYS if not extra.get(key)]
-    if missing:
-        raise AirflowFailException(f"The asset event's extra lacks {', '.join(missing)}: {dict(extra)!r}")
-    folder = _path(str(extra["folder"]))
+    if not extra.get("folder"):
+        raise AirflowFailException(f"The asset event's extra lacks the folder: {dict(extra)!r}")
+    folder = storage_path(str(extra["folder"]))
     day = str(extra.get("date") or folder.name)
-    manifest_path = _path(str(extra["manifest"]))
-    try:
-        manifest_bytes = manifest_path.read_bytes()
-    except FileNotFoundError:
-        raise AirflowFailException(f"The manifest {_shown(manifest_path)} does not exist") from None
-    manifest = json.loads(manifest_bytes)
-    root = _path(published_root) if published_root else folder.parent / PUBLISHED_DIR
+    doc = manifest.read_manifest(folder)
+    if doc is None:
+        raise AirflowFailException(f"{shown(folder)} holds no {manifest.MANIFEST_NAME}")
+    problems = manifest.verify_manifest(folder)
+    if problems:
+        raise AirflowFailException(f"The images of {day} do not match their manifest: {'; '.join(problems)}")
+    root = storage_path(published_root) if published_root else folder.parent / PUBLISHED_DIR
     target = root / day
 
-    files: dict[str, bytes] = {}
-    stored = [entry for entry in manifest.get("items", []) if entry.get("status") == "stored"]
-    for image in stored:
-        name = str(image["file"])
-        if posixpath.basename(name) != name or name in ("", ".", ".."):
-            raise AirflowFailException(f"The manifest names a file outside its folder: {name!r}")
-        try:
-            data = (folder / name).read_bytes()
-        except FileNotFoundError:
-            raise AirflowFailException(f"Image {name} of {day} is missing from {_shown(folder)}") from None
-        if hashlib.sha256(data).hexdigest() != image["sha256"]:
-            raise AirflowFailException(f"Image {name} of {day} does not match its manifest SHA-256")
-        files[name] = data
-    files[manifest_path.name] = manifest_bytes
-    sheet = extra.get("contact_sheet")
-    if sheet and _path(str(sheet)).exists():
-        files[_path(str(sheet)).name] = _path(str(sheet)).read_bytes()
-
+    stored = [entry["file"] for entry in doc.get("items", []) if entry.get("status") == manifest.STORED]
+    files = {name: (folder / name).read_bytes() for name in [*stored, manifest.MANIFEST_NAME]}
+    if (folder / manifest.CONTACT_SHEET_NAME).exists():
+        files[manifest.CONTACT_SHEET_NAME] = (folder / manifest.CONTACT_SHEET_NAME).read_bytes()
     for name, data in files.items():
         write_image(target / name, data)
     record = {
         "date": day,
         "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "folder": _shown(target),
-        "source_folder": _shown(folder),
+        "folder": shown(target),
+        "source_folder": shown(folder),
         "image_count": len(stored),
-        "credits_spent": manifest.get("credits_spent"),
+        "credits_spent": doc.get("credits_spent"),
         "files": sorted(files),
         "source": dict(source or {}),
     }

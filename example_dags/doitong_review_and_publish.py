@@ -1,13 +1,14 @@
 """
 ### Doitong: a person approves the day's images before they are published
 
-Every day: generate one image per prompt into `<output_root>/drafts/<date>/`, write a contact sheet
-(`index.html`) and `manifest.json` beside them, then **wait for a person**: the `review` task
-(Airflow's human-in-the-loop `ApprovalOperator`, Airflow 3.1+) shows the contact sheet's location
-and the images in Airflow's *Required actions* view. The reviewer chooses
+Every day: generate one image per prompt into `<output_root>/drafts/<date>/`, write the provider's
+contact sheet (`index.html`) and `manifest.json` beside them, then **wait for a person**: the
+`review` task (Airflow's human-in-the-loop `ApprovalOperator`, Airflow 3.1+) shows the contact
+sheet's location and each image's file name and prompt in Airflow's *Required actions* view. The
+reviewer chooses
 
-- **Approve**, optionally listing images to leave out (`rejected_images`, file names from the
-  sheet): the other images are copied to `<output_root>/published/<date>/` with a
+- **Approve**, optionally listing images to leave out (`rejected_images`, file names from that
+  list): the other images are copied to `<output_root>/published/<date>/` with a
   `publication.json` record, and the `doitong_published_images` asset is updated;
 - **Reject**: nothing is published (`publish` is skipped).
 
@@ -21,7 +22,6 @@ with the reason.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -30,13 +30,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pendulum
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
 
 from airflow_provider_doitong import contract
+from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+from airflow_provider_doitong.storage import shown, storage_path, write_image
 
 try:  # Human-in-the-loop operators: Airflow 3.1+ with a recent standard provider.
     from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -67,23 +69,9 @@ REVIEW_TIMEOUT = timedelta(hours=20)
 
 
 # --- helpers (called from tasks only) ---------------------------------------------------------
-def storage_path(location: str) -> ObjectStoragePath:
-    """A local path (``~`` expanded) or an object-storage URI as an ``ObjectStoragePath``."""
-    if "://" in location:
-        return ObjectStoragePath(location)
-    return ObjectStoragePath("file://" + os.path.abspath(os.path.expanduser(location)))
-
-
-def shown(path: ObjectStoragePath) -> str:
-    """A plain path for local files, the URI for anything else."""
-    return path.path if path.protocol in ("", "file", "local") else str(path)
-
-
-def write_bytes(path: ObjectStoragePath, data: bytes) -> None:
-    """Write a file, creating its folder where the store has folders."""
-    if path.protocol in ("", "file", "local"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def drafts_folder(params: Mapping[str, Any], ds: str | None) -> ObjectStoragePath:
+    """``<output_root>/drafts/<date>``: where the day's images, manifest and contact sheet go."""
+    return storage_path(str(params["output_root"])) / "drafts" / str(ds)
 
 
 def check_prompts(prompts: Sequence[Any], *, provider: str, width: int, height: int, quality: str) -> None:
@@ -99,41 +87,6 @@ def check_prompts(prompts: Sequence[Any], *, provider: str, width: int, height: 
             problems.append(f"prompt {number}: {getattr(exc, 'message', exc)}")
     if problems:
         raise AirflowFailException("; ".join(problems) + "; nothing was submitted")
-
-
-def sheet_entries(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One contact-sheet entry per stored image, from the ``FluxGenerateOperator`` results."""
-    entries = []
-    for result in results:
-        if not result.get("output_path"):
-            raise AirflowException(f"Doitong job {result.get('job_id')} stored no image")
-        path = storage_path(str(result["output_path"]))
-        entries.append(
-            {
-                "file": path.name,
-                "path": shown(path),
-                "prompt": result.get("prompt"),
-                "job_id": result.get("job_id"),
-                "credits": result.get("credit_cost"),
-            }
-        )
-    return entries
-
-
-def render_sheet(day: str, entries: Sequence[Mapping[str, Any]]) -> str:
-    """A self-contained HTML contact sheet with relative image links."""
-    esc = html.escape
-    figures = "\n".join(
-        f'<figure><a href="{esc(e["file"])}"><img src="{esc(e["file"])}" width="256"></a>'
-        f"<figcaption><code>{esc(e['file'])}</code><br>{esc(str(e['prompt']))}</figcaption></figure>"
-        for e in entries
-    )
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>For review: {esc(day)}</title>'
-        "<style>body{font:15px system-ui;margin:24px}main{display:flex;flex-wrap:wrap;gap:16px}"
-        "figure{margin:0;width:256px}</style></head>\n"
-        f"<body><h1>For review: {esc(day)}</h1><main>\n{figures}\n</main></body></html>\n"
-    )
 
 
 def review_body(sheet: str, entries: Sequence[Mapping[str, Any]]) -> str:
@@ -213,7 +166,7 @@ with DAG(
                 height=params["height"],
                 quality=params["quality"],
             )
-            drafts = storage_path(params["output_root"]) / "drafts" / str(ds)
+            drafts = drafts_folder(params, ds)
             return [
                 {
                     "prompt": prompt,
@@ -226,18 +179,20 @@ with DAG(
 
         @task
         def contact_sheet(
-            results: Iterable[dict[str, Any]], ds: str | None = None, ti: Any = None
+            results: Iterable[dict[str, Any]],
+            params: dict[str, Any] | None = None,
+            ds: str | None = None,
+            ti: Any = None,
         ) -> dict[str, Any]:
-            """Write ``index.html`` and ``manifest.json`` beside the drafts; push the reviewer's text."""
-            entries = sheet_entries(results)
-            folder = storage_path(entries[0]["path"]).parent
-            sheet = folder / "index.html"
-            write_bytes(sheet, render_sheet(str(ds), entries).encode("utf-8"))
-            manifest = {"date": ds, "images": entries}
-            write_bytes(folder / "manifest.json", json.dumps(manifest, indent=2).encode("utf-8"))
-            ti.xcom_push(key="review_body", value=review_body(shown(sheet), entries))
-            log.info("Contact sheet for review: %s (%d images)", shown(sheet), len(entries))
-            return {"contact_sheet": shown(sheet), "images": entries}
+            """The provider's ``manifest.json`` and ``index.html`` beside the drafts; push the reviewer's text."""
+            assert params is not None
+            drafts = drafts_folder(params, ds)
+            entries = manifest.entries_from_results(results, folder=drafts)
+            doc = manifest.build_manifest(entries, title=f"For review: {ds}", extra={"date": ds})
+            sheet = manifest.write_manifest(drafts, doc)["contact_sheet"]
+            ti.xcom_push(key="review_body", value=review_body(sheet, entries))
+            log.info("Contact sheet for review: %s (%d images)", sheet, len(entries))
+            return {"folder": shown(drafts), "contact_sheet": sheet, "images": entries}
 
         @task(outlets=[PUBLISHED_IMAGES])
         def publish(
@@ -252,9 +207,10 @@ with DAG(
             answer = ti.xcom_pull(task_ids="review") or {}
             rejected = (answer.get("params_input") or {}).get("rejected_images") or []
             approved = approved_entries(sheet["images"], rejected)
+            drafts = storage_path(sheet["folder"])
             target = storage_path(params["output_root"]) / "published" / str(ds)
             for entry in approved:
-                write_bytes(target / entry["file"], storage_path(entry["path"]).read_bytes())
+                write_image(target / entry["file"], (drafts / entry["file"]).read_bytes())
             record = {
                 "date": ds,
                 "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -263,7 +219,7 @@ with DAG(
                 "images": [{k: e[k] for k in ("file", "prompt", "job_id")} for e in approved],
                 "rejected": sorted(rejected),
             }
-            write_bytes(target / PUBLICATION_RECORD, json.dumps(record, indent=2).encode("utf-8"))
+            write_image(target / PUBLICATION_RECORD, json.dumps(record, indent=2).encode("utf-8"))
             outlet_events[PUBLISHED_IMAGES].extra = {
                 "date": ds,
                 "folder": shown(target),
@@ -294,7 +250,7 @@ with DAG(
                     [],
                     type="array",
                     items={"type": "string"},
-                    description="File names (from the contact sheet) to leave out when approving.",
+                    description="File names (from the list above) to leave out when approving.",
                 )
             },
         )

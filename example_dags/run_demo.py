@@ -200,7 +200,7 @@ def verify(summary: dict[str, Any]) -> list[str]:
     :return: the problems found (none: all good).
     """
     from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_text
-    from airflow_provider_doitong.batch.manifest import verify_manifest
+    from airflow_provider_doitong.batch.manifest import STORED, verify_manifest
 
     manifest_path, sheet_path = Path(summary["manifest"]), Path(summary["contact_sheet"])
     problems = [f"missing: {path}" for path in (manifest_path, sheet_path) if not path.is_file()]
@@ -213,7 +213,7 @@ def verify(summary: dict[str, Any]) -> list[str]:
         problems.append("the manifest does not list every prompt once, in order")
     sheet = sheet_path.read_text()
     for entry in manifest["items"]:
-        if entry["status"] != "stored":
+        if entry["status"] != STORED:
             problems.append(f"item {entry['number']} was not stored: {entry.get('error')}")
         elif f'src="{entry["file"]}"' not in sheet:
             problems.append(f"the contact sheet does not show {entry['file']}")

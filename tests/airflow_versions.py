@@ -6,6 +6,7 @@ tests' counterpart, for the parts of Airflow only a test harness touches.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from types import ModuleType
 
@@ -59,3 +60,16 @@ def without_mask_requests(output: str) -> str:
         for line in output.splitlines()
         if not ("Sending request" in line and "type='MaskSecret'" in line)
     )
+
+
+def share_the_in_process_execution_api() -> None:
+    """Build ``dag.test()``'s in-process execution API once per process, as Airflow 3.3 does.
+
+    Before 3.3 every task that ``dag.test()`` runs builds a new one, and building it (cadwyn making
+    each API version's routes) costs seconds of CPU: most of a compatibility run's time. 3.3 caches
+    ``in_process_api_server()`` with ``functools.lru_cache``; this does the same on older releases.
+    """
+    from airflow.sdk.execution_time import supervisor
+
+    if not hasattr(supervisor.in_process_api_server, "cache_info"):
+        supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(supervisor.in_process_api_server)

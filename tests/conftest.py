@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,20 @@ os.environ.pop("AIRFLOW_CONN_DOITONG_DEFAULT", None)
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: Set by a session that made its database, for the worker processes it starts (pytest-xdist): each
+#: worker has its own home and copies that freshly migrated database instead of migrating again.
+_TEMPLATE_DB = "DOITONG_TEST_AIRFLOW_DB"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers, which read the template
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if not (_HOME / "airflow.db").exists():
+    database = _HOME / "airflow.db"
+    template = os.environ.get(_TEMPLATE_DB)
+    if database.exists():
+        pass
+    elif os.environ.get("PYTEST_XDIST_WORKER") and template and Path(template).is_file():
+        shutil.copyfile(template, database)
+    else:
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],
             check=True,
@@ -38,6 +51,36 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
+    os.environ.setdefault(_TEMPLATE_DB, str(database))
+
+
+#: Tests that start a real Airflow (scheduler, triggerer, LocalExecutor: a cluster per module or
+#: package), by node id prefix, and their group: spread over several workers (``dev.py test``), a group
+#: stays on one worker. One group for all of them: one such Airflow at a time, as in a serial run (two
+#: or three at once beside the other workers starved them on two cores: timeouts, lost heartbeats).
+SHARED_AIRFLOW = {
+    "tests/e2e/": "airflow-cluster",
+    "tests/faults/": "airflow-cluster",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With ``--dist loadgroup``, also keep each group of :data:`SHARED_AIRFLOW` on one worker.
+
+    pytest-xdist's own ``xdist_group`` mark has no effect from pytest 9.2 on (it appends the group to
+    the node id, which pytest 9.2 no longer lets a plugin change), so the groups go by node id here.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SharedAirflowScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            group = next((g for prefix, g in SHARED_AIRFLOW.items() if nodeid.startswith(prefix)), None)
+            return group or super()._split_scope(nodeid)
+
+    return SharedAirflowScheduling(config, log)
 
 
 @pytest.fixture
@@ -85,8 +128,9 @@ def run_dag(dag: object, **kwargs: object) -> object:
     """
     from airflow.dag_processing.bundles.manager import DagBundlesManager
 
-    from tests.airflow_versions import dagbag_module, sync_dag_to_db
+    from tests.airflow_versions import dagbag_module, share_the_in_process_execution_api, sync_dag_to_db
 
+    share_the_in_process_execution_api()
     DagBundlesManager().sync_bundles_to_db()
     bag = dagbag_module().DagBag(dag_folder=str(_HOME / "dags"))
     bag.bag_dag(dag)  # type: ignore[arg-type]

@@ -33,8 +33,9 @@ FORMAT = "doitong-manifest"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
 CONTACT_SHEET_NAME = "index.html"
-STORED = "stored"
-FAILED = "failed"
+#: An entry's ``status``: its item's state in the ledger (``stored``, ``failed``, or where it stopped).
+STORED = ItemState.STORED.value
+FAILED = ItemState.FAILED.value
 _CHUNK = 1 << 20
 
 
@@ -109,9 +110,7 @@ def entries_from_ledger(items: Sequence[BatchItem], records: Sequence[ItemRecord
         stored = record.state is ItemState.STORED
         entry: dict[str, Any] = {
             "number": item.index + 1,
-            "status": STORED
-            if stored
-            else (FAILED if record.state is ItemState.FAILED else record.state.value),
+            "status": record.state.value,
             "file": record.file if stored else None,
             "sha256": record.sha256 if stored else None,
             "bytes": record.bytes if stored else None,

@@ -185,6 +185,16 @@ class Planner:
             return limit
         return max(0, rate.remaining)
 
+    def statuses_known_at(self, running: Sequence[float]) -> float | None:
+        """When every running job's status was last known: the last read, or the earliest
+        submission after it (a job is known at its submission). ``None`` with no job running.
+
+        :param running: the ``submitted_at`` of every running job.
+        """
+        if not running:
+            return None
+        return max(self.last_poll_at, min(running))
+
     def next_poll_at(self, running: Sequence[float]) -> float:
         """When the next status read is worth making, for jobs submitted at ``running``.
 

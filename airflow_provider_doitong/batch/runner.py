@@ -12,25 +12,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Action, Planner, View
 from airflow_provider_doitong.batch.progress import progress_line_of
+from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.storer import ImageStorer
 from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
-from airflow_provider_doitong.client import (
-    DoitongClient,
-    DoitongError,
-    DoitongRateLimited,
-    DoitongUnauthorized,
-    Job,
-    JobStatus,
-    RetryPolicy,
-)
-from airflow_provider_doitong.client.retry import backoff
+from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongRateLimited, Job, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +113,15 @@ class BatchRunner:
             jobs=self._jobs,
             log=self.log,
         )
-        self._poll_failures = 0
+        self.reader = JobReader(
+            ledger=ledger,
+            client=client,
+            planner=planner,
+            jobs=self._jobs,
+            job_failed=self._setback,
+            log=self.log,
+            clock=clock,
+        )
         self._last_progress = clock()
 
     # --- starting ---------------------------------------------------------------------------
@@ -323,61 +322,10 @@ class BatchRunner:
 
     # --- reading jobs -----------------------------------------------------------------------
     def poll(self) -> None:
-        """Read every running job in coalesced requests and record what ended."""
-        running = self.ledger.in_state(ItemState.RUNNING)
-        ids = [str(self.ledger.records[i].job_id) for i in running]
-        now = self.clock()
-        try:
-            jobs = self.client.get_jobs(ids)
-        except DoitongError as exc:
-            self._poll_failed(exc, now)
-            return
-        finally:
-            self.planner.saw_rate_limit(self.client.last_rate_limit)
-        self._poll_failures = 0
-        self.planner.polled(now)
-        for index in running:
-            job_id = str(self.ledger.records[index].job_id)
-            self._observe(index, job_id, jobs.get(job_id))
-        self.ledger.flush()
-
-    def _poll_failed(self, exc: DoitongError, now: float) -> None:
-        if isinstance(exc, DoitongUnauthorized):
-            self.fatal, self.stop_error = str(exc), exc
-            return
-        self._poll_failures += 1
-        self.planner.polled(now)
-        if isinstance(exc, DoitongRateLimited) and exc.retry_at is not None:
-            until = exc.retry_at
-        else:
-            until = now + min(self.planner.poll_interval, backoff(RetryPolicy(), self._poll_failures))
-        self.planner.refused(until=until, all_requests=True)
-        self.log.warning(
-            "Reading the running jobs failed (%d in a row; retried): %s", self._poll_failures, exc
-        )
-
-    def _observe(self, index: int, job_id: str, job: Job | None) -> None:
-        if job is None:
-            self._job_failed(index, job_id, "the API does not know this job")
-        elif job.status is JobStatus.COMPLETED:
-            self._jobs[job_id] = job
-            # submission to completion, queueing included (the API's own duration is processing only)
-            turnaround = _server_duration(job)
-            duration = turnaround if turnaround is not None else job.duration
-            self.planner.learn(duration)
-            self.ledger.update(
-                index,
-                state=ItemState.COMPLETED,
-                credits=job.credit_cost,
-                duration=duration,
-                completed_at=job.completed_at,
-            )
-        elif job.status is JobStatus.FAILED:
-            reason = f"{job.error_code or 'failed'}: {job.error_message or 'no reason given'}"
-            self._job_failed(index, job_id, reason)
-
-    def _job_failed(self, index: int, job_id: str, reason: str) -> None:
-        self._setback(index, f"job {job_id} failed ({reason})")
+        """Read every running job in coalesced requests and record what ended (see :mod:`.reader`)."""
+        fatal = self.reader.poll()
+        if fatal is not None:
+            self.fatal, self.stop_error = str(fatal), fatal
 
     # --- storing and progress ---------------------------------------------------------------
     def store(self, seconds: float) -> None:
@@ -396,18 +344,3 @@ class BatchRunner:
         if force or now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
             self.log.info("%s", progress_line_of(self.ledger, self.planner))
-
-
-def _api_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def _server_duration(job: Job) -> float | None:
-    start, end = _api_time(job.created_at), _api_time(job.completed_at)
-    return end - start if start is not None and end is not None and end >= start else None

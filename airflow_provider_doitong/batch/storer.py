@@ -2,7 +2,8 @@
 
 Each image is named by its item (``0007-a-fox-in-the-snow.jpg``: the item's number and prompt, the
 extension from the image's own bytes), never by anything the API sent, and recorded ``stored`` in
-the ledger with its SHA-256 once written. A refused host, an over-large body or an unsafe path fails
+the ledger with its SHA-256 once written. An output whose answer is final in
+:mod:`~airflow_provider_doitong.outcomes` (a refused host, an over-large body, an unsafe path) fails
 the item at once; other failures are tried again, :data:`STORE_ATTEMPTS` times in all.
 """
 
@@ -18,7 +19,7 @@ from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Planner
 from airflow_provider_doitong.client import DoitongClient, DoitongError, Job
-from airflow_provider_doitong.operators.outputs import FINAL_DOWNLOAD_ERRORS
+from airflow_provider_doitong.outcomes import Answer, answer_for
 from airflow_provider_doitong.storage import UnsafeOutputPath, store_image
 
 #: Downloads of one image tried before its item fails.
@@ -91,9 +92,9 @@ class ImageStorer:
         try:
             data = self.client.download(job.url)
             name = store_image(self.folder, stem, data, folder=True).name
-        except (*FINAL_DOWNLOAD_ERRORS, UnsafeOutputPath) as exc:  # the same answer would come again
-            return self._store_failed(index, f"not stored: {exc}", final=True)
-        except DoitongError as exc:
+        except (DoitongError, UnsafeOutputPath) as exc:
+            if answer_for(exc, downloading=True) is not Answer.RETRY:  # the same answer would come again
+                return self._store_failed(index, f"not stored: {exc}", final=True)
             self.jobs.pop(str(record.job_id), None)  # read the job again: its URL may have changed
             return self._store_failed(index, f"the download failed: {exc}")
         digest = hashlib.sha256(data).hexdigest()

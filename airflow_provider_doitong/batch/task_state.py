@@ -1,4 +1,5 @@
-"""A batch in its Airflow task: which task instance owns it, where its ledger is, and its final answer.
+"""A batch in its Airflow task: which task instance owns it, where its ledger is, the account check
+before anything is submitted, and how the task ends (the manifest, then its final answer).
 
 The ledger under ``output_path`` is the batch's state on every Airflow version; on Airflow 3.3 the
 task state store also keeps a pointer to it (and a summary), so a retry whose ``output_path``
@@ -10,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong._compat import AirflowFailException, task_state_store
 from airflow_provider_doitong.batch import manifest
-from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.items import BatchItem, budget_problem, estimated_credits
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
 from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import open_store
@@ -35,20 +36,16 @@ def owner(context: Context) -> dict[str, Any]:
     return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
 
 
-def _state_store(context: Context) -> Any:
-    return context.get("task_state_store")  # Airflow 3.3+
-
-
 def read_pointer(context: Context) -> dict[str, Any] | None:
     """What an earlier try of this task instance left in the task state store, if anything."""
-    store = _state_store(context)
+    store = task_state_store(context)
     value = store.get(STATE_KEY) if store is not None else None
     return value if isinstance(value, dict) else None
 
 
 def save_pointer(context: Context, ledger: Ledger) -> None:
     """Keep the ledger's location and the counts in the task state store (where there is one)."""
-    store = _state_store(context)
+    store = task_state_store(context)
     if store is not None:
         summary = {
             "ledger": ledger.store.location,
@@ -94,6 +91,69 @@ def open_ledger(
             "starting over could pay for them twice. Restore the ledger, or clear the task to start over"
         )
     return folder, ledger
+
+
+def check_balance(
+    runner: BatchRunner, found: Sequence[BatchItem], estimate: int, *, on_daily_limit: str
+) -> None:
+    """Refuse a batch whose items still to generate cost more than the account's balance.
+
+    :param estimate: the whole batch's estimated credits (kept in the ledger for the manifest).
+    :raises AirflowFailException: if the balance does not cover them (nothing is submitted).
+    :raises AirflowException: as :mod:`~airflow_provider_doitong.outcomes` says, if the account
+        cannot be read.
+    """
+    ledger = runner.ledger
+    to_spend = estimated_credits(found[i] for i in ledger.in_state(ItemState.PENDING))
+    balance = None
+    if to_spend:
+        try:
+            balance = runner.client.get_account().credits
+        except DoitongError as exc:
+            raise airflow_error(
+                exc, on_daily_limit=on_daily_limit, doing="Reading the Doitong account failed"
+            ) from None
+    problem = budget_problem(
+        images=len(found), estimate=estimate, to_spend=to_spend, balance=balance, max_credits=None
+    )
+    if problem:
+        raise AirflowFailException(problem)
+    ledger.set_meta(credits_estimated=estimate)
+    runner.log.info(
+        "%d items estimated at %d credits (%d still to generate)%s; images go to %s",
+        len(found),
+        estimate,
+        to_spend,
+        f"; the account has {balance}" if balance is not None else "",
+        shown(runner.folder),
+    )
+
+
+def write_manifest(context: Context, runner: BatchRunner, found: Sequence[BatchItem]) -> dict[str, Any]:
+    """Write the batch's ``manifest.json`` and ``index.html`` as its ledger stands.
+
+    :return: the task's summary (paths and counts, and where the ledger is; never the items).
+    """
+    ledger, ti = runner.ledger, context["ti"]
+    summary = manifest.write_batch_manifest(
+        runner.folder,
+        found,
+        ledger.records,
+        title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
+        source=owner(context),
+        credits_estimated=ledger.meta.get("credits_estimated"),
+    )
+    summary["ledger"] = ledger.store.location
+    runner.log.info(
+        "Wrote %s and %s: %d of %d stored, %d failed, %d credits spent",
+        summary["manifest"],
+        summary["contact_sheet"],
+        summary["stored"],
+        summary["items"],
+        summary["failed"],
+        summary["credits_spent"],
+    )
+    return summary
 
 
 def _did_anything(pointer: dict[str, Any]) -> bool:

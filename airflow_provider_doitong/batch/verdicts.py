@@ -1,4 +1,10 @@
-"""What a refused or lost submission means for a batch, decided as a pure function."""
+"""What a refused or lost submission means for a batch, decided as a pure function.
+
+Whether an error is worth another submission or final is :mod:`~airflow_provider_doitong.outcomes`'
+(the same table as a single job's answer); this module only says how far a final one reaches: the
+item (its request was refused), the submissions (the balance or the day's limit is spent) or the
+whole batch (the key was refused).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,14 @@ import enum
 from dataclasses import dataclass
 
 from airflow_provider_doitong.client import (
-    DoitongBadRequest,
-    DoitongConnectionError,
     DoitongError,
     DoitongInsufficientCredits,
     DoitongRateLimited,
-    DoitongUnauthorized,
     RetryPolicy,
 )
 from airflow_provider_doitong.client.retry import backoff, rate_limit_resume_at
 from airflow_provider_doitong.contract import ErrorCode
-from airflow_provider_doitong.outcomes import describe
+from airflow_provider_doitong.outcomes import Answer, Kind, answer_for, describe, kind_of, resubmit_after_wait
 
 
 class Verdict(str, enum.Enum):
@@ -68,36 +71,50 @@ def judge_submit_error(
         says.
     """
     pause = now + backoff(RetryPolicy(), 2)
-    if isinstance(exc, DoitongRateLimited):
-        if exc.is_daily_limit and on_daily_limit != "wait":
-            return SubmitVerdict(Verdict.STOP, describe(exc), error=exc)
-        until = rate_limit_resume_at(exc, attempt=max(1, refusals), policy=RetryPolicy(), now=now)
-        return SubmitVerdict(
-            Verdict.LATER,
-            f"Doitong refused a submission ({exc.code}); the next one waits {until - now:.1f}s",
-            until=until,
-            all_requests=exc.code in (ErrorCode.RATE_LIMITED.value, ErrorCode.DAILY_LIMIT.value),
-        )
-    if isinstance(exc, DoitongInsufficientCredits):
-        message = (
-            f"Not enough Doitong credits: item {item} needs {exc.credits_required}, the account has "
-            f"{exc.credits_available}"
-        )
-        return SubmitVerdict(Verdict.STOP, message, error=exc)
-    if isinstance(exc, DoitongUnauthorized):
-        return SubmitVerdict(Verdict.FATAL, str(exc), error=exc)
-    if isinstance(exc, DoitongBadRequest):
-        return SubmitVerdict(Verdict.ITEM_FAILED, f"refused by the API: {exc.message}")
-    if isinstance(exc, DoitongConnectionError) and not exc.request_sent:
+    if resubmit_after_wait(exc, on_daily_limit=on_daily_limit):
+        if isinstance(exc, DoitongRateLimited):
+            until = rate_limit_resume_at(exc, attempt=max(1, refusals), policy=RetryPolicy(), now=now)
+            return SubmitVerdict(
+                Verdict.LATER,
+                f"Doitong refused a submission ({exc.code}); the next one waits {until - now:.1f}s",
+                until=until,
+                all_requests=exc.code in (ErrorCode.RATE_LIMITED.value, ErrorCode.DAILY_LIMIT.value),
+            )
         return SubmitVerdict(
             Verdict.LATER,
             f"Could not reach Doitong to submit item {item}: {exc}",
             until=pause,
             all_requests=True,
         )
+    if answer_for(exc, on_daily_limit=on_daily_limit) is not Answer.RETRY:
+        return _final(exc, kind_of(exc), item)
     return SubmitVerdict(
         Verdict.UNCONFIRMED,
         f"the submission's answer was lost ({exc})",
         until=pause,
         all_requests=True,
     )
+
+
+#: How far a final answer reaches, by kind; any other final kind stops the submissions.
+_FINAL_REACH: dict[Kind, Verdict] = {
+    Kind.INVALID_REQUEST: Verdict.ITEM_FAILED,
+    Kind.REFUSED_OUTPUT: Verdict.ITEM_FAILED,
+    Kind.REFUSED_KEY: Verdict.FATAL,
+}
+
+
+def _final(exc: DoitongError, kind: Kind, item: int) -> SubmitVerdict:
+    """The verdict on a submission whose error is final: the item, the submissions or everything."""
+    verdict = _FINAL_REACH.get(kind, Verdict.STOP)
+    if verdict is Verdict.ITEM_FAILED:
+        return SubmitVerdict(verdict, f"refused by the API: {exc.message}")
+    if verdict is Verdict.FATAL:
+        return SubmitVerdict(verdict, str(exc), error=exc)
+    message = describe(exc)
+    if isinstance(exc, DoitongInsufficientCredits):
+        message = (
+            f"Not enough Doitong credits: item {item} needs {exc.credits_required}, the account has "
+            f"{exc.credits_available}"
+        )
+    return SubmitVerdict(verdict, message, error=exc)

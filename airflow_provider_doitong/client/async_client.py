@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -18,8 +17,6 @@ from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
 from airflow_provider_doitong.client.waiting import JobWait
-
-log = logging.getLogger(__name__)
 
 
 def _connection_error(exc: httpx.TransportError, what: str) -> DoitongConnectionError:
@@ -170,7 +167,9 @@ class AsyncDoitongClient(ClientBase):
         """Poll until the job completes; raise if it fails, vanishes or passes the deadline.
 
         As :meth:`DoitongClient.wait_for_job <airflow_provider_doitong.client.sync_client.DoitongClient.wait_for_job>`,
-        awaitable; ``refresh_key`` is a coroutine function.
+        awaitable; ``refresh_key`` is a coroutine function. (The provider's triggers wait through their
+        connection's shared :mod:`~airflow_provider_doitong.triggers.poller` instead, one read for
+        many jobs; this is the twin of the sync client's wait, for asyncio code of your own.)
         """
         wait = JobWait(
             job_id=job_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +32,20 @@ def image_side(name: str, value: object) -> int:
             field=name,
         )
     return side
+
+
+def parse_api_time(value: str | None) -> float | None:
+    """An API timestamp (ISO 8601, ``Z`` or an offset) as a Unix time, or ``None``.
+
+    :param value: e.g. ``2024-01-01T00:00:00Z``.
+    """
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -173,6 +188,13 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+    @property
+    def turnaround(self) -> float | None:
+        """Seconds from ``createdAt`` to ``completedAt`` by the API's clock, queueing included
+        (``duration`` is processing only); ``None`` unless both are known and in order."""
+        start, end = parse_api_time(self.created_at), parse_api_time(self.completed_at)
+        return end - start if start is not None and end is not None and end >= start else None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, e.g. for trigger events and XCom."""

@@ -16,18 +16,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
 from airflow_provider_doitong import submission
-from airflow_provider_doitong._compat import AirflowException, AirflowFailException
+from airflow_provider_doitong._compat import AirflowFailException, task_state_store
 from airflow_provider_doitong.client import (
     DoitongClient,
-    DoitongConnectionError,
     DoitongError,
-    DoitongRateLimited,
+    DoitongTimeout,
     ImageRequest,
     Job,
     RetryPolicy,
 )
 from airflow_provider_doitong.client.retry import compute_wait
-from airflow_provider_doitong.outcomes import airflow_error
+from airflow_provider_doitong.outcomes import airflow_error, resubmit_after_wait
 from airflow_provider_doitong.submission import Action, Record, RecordState, Step
 
 if TYPE_CHECKING:
@@ -55,7 +54,7 @@ class SubmitOnceMixin:
 
     # --- the task state store (one place, so it can be routed elsewhere) ------------------
     def _load_record(self, context: Context) -> Any:
-        store = context.get("task_state_store")
+        store = task_state_store(context)
         if store is None:
             self.log.warning("No task state store: a retry cannot reattach to this try's job")
             return None
@@ -64,7 +63,7 @@ class SubmitOnceMixin:
     def _save_record(
         self, context: Context, state: RecordState, job_id: str | None = None, *, refusals: int = 0
     ) -> None:
-        store = context.get("task_state_store")
+        store = task_state_store(context)
         if store is not None:
             record = Record(
                 state=state,
@@ -76,7 +75,7 @@ class SubmitOnceMixin:
             store.set(submission.STATE_KEY, record.to_json())
 
     def _forget_record(self, context: Context) -> None:
-        store = context.get("task_state_store")
+        store = task_state_store(context)
         if store is not None:
             store.delete(submission.STATE_KEY)
 
@@ -130,11 +129,7 @@ class SubmitOnceMixin:
             except DoitongError as exc:
                 if submission.may_have_created_job(exc):
                     raise airflow_error(exc, doing="Doitong submission failed, a job may exist") from None
-                waitable = isinstance(exc, DoitongConnectionError) or (
-                    isinstance(exc, DoitongRateLimited)
-                    and (not exc.is_daily_limit or self.on_daily_limit == "wait")
-                )
-                if not waitable:
+                if not resubmit_after_wait(exc, on_daily_limit=self.on_daily_limit):
                     self._forget_record(context)
                     raise airflow_error(
                         exc, on_daily_limit=self.on_daily_limit, doing="Doitong submission failed"
@@ -159,9 +154,8 @@ class SubmitOnceMixin:
         now = time.time()
         resume_at = now + compute_wait(exc, attempt=attempt, policy=RetryPolicy(), now=now)
         if self._deadline is not None and resume_at > self._deadline:
-            raise AirflowException(
-                f"Doitong refuses the submission past the task's deadline: {exc}"
-            ) from None
+            late = DoitongTimeout(f"Doitong refuses the submission past the task's deadline: {exc}")
+            raise airflow_error(late) from None
         self.log.warning("Doitong refused the submission (%s); trying again at %s", exc, _iso(resume_at))
         if self.deferrable:
             self.defer(

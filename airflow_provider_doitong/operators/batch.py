@@ -12,23 +12,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, lineage
-from airflow_provider_doitong._compat import (
-    AirflowException,
-    AirflowFailException,
-    AirflowSkipException,
-    conf,
-)
+from airflow_provider_doitong._compat import AirflowFailException, AirflowSkipException, conf
 from airflow_provider_doitong.batch import items as batch_items
-from airflow_provider_doitong.batch import manifest, task_state
+from airflow_provider_doitong.batch import task_state
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
-from airflow_provider_doitong.client import DoitongError, DoitongUnauthorized
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS
-from airflow_provider_doitong.storage import shown
+from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
 from airflow_provider_doitong.submission import ON_AMBIGUOUS
+from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
 
 if TYPE_CHECKING:
@@ -249,7 +243,7 @@ class FluxBatchOperator(BaseOperator):
         try:
             self._new_try(context, runner)
             runner.resolve_unconfirmed()
-            self._check_balance(runner, found, estimate)
+            task_state.check_balance(runner, found, estimate, on_daily_limit=self.on_daily_limit)
             ledger.flush()  # a batch refused so far has written nothing
             task_state.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
@@ -261,9 +255,9 @@ class FluxBatchOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after :class:`DoitongBatchTrigger` fired: record what ended, fill the slots, go on."""
         try:
-            status, ended, fired_at, message = read_batch_event(event)
+            status, ended, fired_at, message, read_at = read_batch_event(event)
         except InvalidBatchEvent as exc:
-            raise AirflowException(str(exc)) from None
+            raise airflow_error(exc) from None
         found = self._items()
         folder, ledger = task_state.open_ledger(context, self.output_path, found, resuming=True)
         lead = max(0.0, time.time() - fired_at)
@@ -274,7 +268,9 @@ class FluxBatchOperator(BaseOperator):
         )
         self.log.info("Resumed %.1fs after the trigger fired (%s: %s)", lead, status, message)
         runner = self._runner(folder, ledger, found)
-        runner.planner.poll_now = bool(ended) or status == "error"
+        if read_at is not None:  # the trigger's last read counts as the task's own
+            runner.planner.polled(min(read_at, time.time()))
+        runner.planner.poll_now = bool(ended) or status == TRIGGER_ERROR
         try:
             return self._run(context, runner, found)
         finally:
@@ -293,32 +289,6 @@ class FluxBatchOperator(BaseOperator):
             self.log.info(
                 "Picking up the batch from its ledger %s: %d already stored", ledger.store.location, done
             )
-
-    def _check_balance(self, runner: BatchRunner, found: list[batch_items.BatchItem], estimate: int) -> None:
-        ledger = runner.ledger
-        to_spend = batch_items.estimated_credits(found[i] for i in ledger.in_state(ItemState.PENDING))
-        balance = None
-        if to_spend:
-            try:
-                balance = runner.client.get_account().credits
-            except DoitongUnauthorized as exc:
-                raise AirflowFailException(str(exc)) from None
-            except DoitongError as exc:
-                raise AirflowException(f"Reading the Doitong account failed: {exc}") from None
-        problem = batch_items.budget_problem(
-            images=len(found), estimate=estimate, to_spend=to_spend, balance=balance, max_credits=None
-        )
-        if problem:
-            raise AirflowFailException(problem)
-        ledger.set_meta(credits_estimated=estimate)
-        self.log.info(
-            "%d items estimated at %d credits (%d still to generate)%s; images go to %s",
-            len(found),
-            estimate,
-            to_spend,
-            f"; the account has {balance}" if balance is not None else "",
-            shown(runner.folder),
-        )
 
     def _run(
         self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem]
@@ -348,6 +318,7 @@ class FluxBatchOperator(BaseOperator):
                     poll_interval=self._poll,
                     wake_at=outcome.wake_at,
                     deadline=deadline,
+                    read_at=runner.planner.statuses_known_at(runner.view().running),
                 ),
                 method_name="execute_complete",
             )
@@ -356,16 +327,8 @@ class FluxBatchOperator(BaseOperator):
     def _finish(
         self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem], reason: str
     ) -> dict[str, Any]:
-        ledger, ti = runner.ledger, context["ti"]
-        summary = manifest.write_batch_manifest(
-            runner.folder,
-            found,
-            ledger.records,
-            title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
-            source=task_state.owner(context),
-            credits_estimated=ledger.meta.get("credits_estimated"),
-        )
-        summary["ledger"] = ledger.store.location
+        ledger = runner.ledger
+        summary = task_state.write_manifest(context, runner, found)
         self._lineage_state = {
             "folder": summary["folder"],
             "manifest": summary["manifest"],
@@ -374,15 +337,6 @@ class FluxBatchOperator(BaseOperator):
             "images": summary["stored"],
             "prompts_file": self._prompts_location(),
         }
-        self.log.info(
-            "Wrote %s and %s: %d of %d stored, %d failed, %d credits spent",
-            summary["manifest"],
-            summary["contact_sheet"],
-            summary["stored"],
-            summary["items"],
-            summary["failed"],
-            summary["credits_spent"],
-        )
         task_state.raise_for_outcome(
             runner,
             reason,

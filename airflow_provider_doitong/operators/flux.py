@@ -11,14 +11,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, events, lineage, submission
-from airflow_provider_doitong._compat import (
-    AirflowException,
-    AirflowFailException,
-    conf,
-)
+from airflow_provider_doitong._compat import AirflowFailException, conf
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
+    DoitongNotFound,
     DoitongValidationError,
     ImageRequest,
     Job,
@@ -237,7 +234,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         try:
             status, job_id, job, message = events.read_event(event)
         except events.InvalidTriggerEvent as exc:
-            raise AirflowException(str(exc)) from None
+            raise airflow_error(exc) from None
         error = events.error_of(status, job_id, job, message)
         if error is not None:
             raise airflow_error(error, role=Role.SUBMITTER)
@@ -325,7 +322,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         except DoitongError as exc:
             raise airflow_error(exc, doing=f"Reading Doitong job {job_id} failed") from None
         if job is None:
-            raise AirflowException(f"Doitong job {job_id} does not exist")
+            raise airflow_error(DoitongNotFound(f"Doitong job {job_id} does not exist"))
         return job
 
     # --- the result ----------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 The client checks the download (an allowed host, a capped body, a whole image) and
 :func:`~airflow_provider_doitong.storage.store_image` the file (a safe name inside the folder, the
-extension from the bytes, an atomic write); this module turns their refusals into Airflow's answers.
-A refused host, an over-large body or an unsafe path fails the task without retries (the same
-answer would come again); any other download failure fails the try.
+extension from the bytes, an atomic write); this module only moves the bytes between them. What a
+refusal means for the task is :func:`~airflow_provider_doitong.outcomes.output_error`'s: a refused
+host, an over-large body or an unsafe path fails the task without retries (the same answer would
+come again); any other failure fails the try.
 """
 
 from __future__ import annotations
@@ -13,18 +14,15 @@ from typing import Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_doitong._compat import AirflowException, AirflowFailException
 from airflow_provider_doitong.client import (
     DoitongClient,
-    DoitongDownloadTooLarge,
     DoitongError,
+    DoitongProtocolError,
     DoitongUntrustedOutput,
 )
 from airflow_provider_doitong.client.safety import check_download_url
+from airflow_provider_doitong.outcomes import output_error
 from airflow_provider_doitong.storage import UnsafeOutputPath, shown, store_image
-
-#: Download errors that no retry can fix.
-FINAL_DOWNLOAD_ERRORS = (DoitongUntrustedOutput, DoitongDownloadTooLarge)
 
 
 class TaskLog(Protocol):
@@ -51,18 +49,13 @@ def fetch_and_store(
     :raises AirflowFailException: for a refused host, an over-large body or an unsafe path.
     :raises AirflowException: for any other failure (the try fails; a retry may succeed).
     """
-    if not url:
-        raise AirflowException(f"Doitong job {job_id} completed without an output URL")
     try:
+        if not url:
+            raise DoitongProtocolError(f"Doitong job {job_id} completed without an output URL")
         data = client.download(url)
-    except FINAL_DOWNLOAD_ERRORS as exc:
-        raise AirflowFailException(f"Not storing the image of Doitong job {job_id}: {exc}") from None
-    except DoitongError as exc:
-        raise AirflowException(f"Downloading the image of Doitong job {job_id} failed: {exc}") from None
-    try:
         path = store_image(location, name if name is not None else job_id, data)
-    except UnsafeOutputPath as exc:
-        raise AirflowFailException(f"Not storing the image of Doitong job {job_id}: {exc}") from None
+    except (DoitongError, UnsafeOutputPath) as exc:
+        raise output_error(exc, job_id=job_id) from None
     where = shown(path)
     log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job_id, len(data), where)
     return where

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_doitong import events
-from airflow_provider_doitong._compat import AirflowException, conf
+from airflow_provider_doitong._compat import conf
 from airflow_provider_doitong.client import DoitongError
 from airflow_provider_doitong.client.waiting import JobWait
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
@@ -103,7 +103,7 @@ class DoitongJobSensor(BaseSensorOperator):
         try:
             status, job_id, job, message = events.read_event(event)
         except events.InvalidTriggerEvent as exc:
-            raise AirflowException(str(exc)) from None
+            raise airflow_error(exc, role=Role.WATCHER) from None
         error = events.error_of(status, job_id, job, message)
         if error is not None:
             raise airflow_error(error, role=Role.WATCHER)

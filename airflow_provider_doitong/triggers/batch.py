@@ -6,7 +6,11 @@ requests than any other waiting task's, and fires at the first of: ``min_ended``
 (completed, failed or unknown to the API), the ``wake_at`` time the task asked for (it predicts
 when its next jobs are due and asks to be woken just early enough to be back when they are), or
 the deadline. Its kwargs are plain JSON: job ids and times, never prompts or secrets. The event
-says only why it fired; the task reads the jobs itself when it resumes.
+says why it fired and when the jobs were last read; the task reads them itself when it resumes,
+no sooner than its schedule asks after that read.
+
+The task has just read (or submitted) the jobs when it defers, so the trigger's first read comes a
+``poll_interval`` after that (``read_at``), not at once; a wake-up due before then costs no read at all.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.events import InvalidTriggerEvent
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.triggers.poller import get_poller
+from airflow_provider_doitong.triggers.poller import JobPoller, get_poller
 
 ENDED = "ended"
 WAKE = "wake"
@@ -30,19 +35,35 @@ TIMEOUT = "timeout"
 ERROR = "error"
 EVENT_STATUSES = frozenset({ENDED, WAKE, TIMEOUT, ERROR})
 _EVENT_KEYS = frozenset({"status", "ended", "fired_at", "message"})
+#: Keys an event may carry besides :data:`_EVENT_KEYS` (absent from events of earlier releases).
+_OPTIONAL_EVENT_KEYS = frozenset({"read_at"})
 
 
-class InvalidBatchEvent(ValueError):
+class BatchEvent(NamedTuple):
+    """A batch trigger's event, checked."""
+
+    status: str
+    ended: list[str]
+    fired_at: float
+    message: str
+    #: When every watched job's status was last known (``None``: not said).
+    read_at: float | None
+
+
+class InvalidBatchEvent(InvalidTriggerEvent):
     """An event no :class:`DoitongBatchTrigger` sends."""
 
 
-def make_batch_event(*, status: str, ended: Sequence[str], fired_at: float, message: str) -> dict[str, Any]:
+def make_batch_event(
+    *, status: str, ended: Sequence[str], fired_at: float, message: str, read_at: float | None = None
+) -> dict[str, Any]:
     """A batch trigger's event payload: plain JSON.
 
     :param status: one of :data:`EVENT_STATUSES`.
     :param ended: the job ids seen ended.
     :param fired_at: the Unix time the trigger fired (the task measures its resume time from it).
     :param message: why, for the task log.
+    :param read_at: the Unix time every watched job's status was last known, if known.
     """
     if status not in EVENT_STATUSES:
         raise ValueError(f"unknown event status {status!r}")
@@ -51,29 +72,40 @@ def make_batch_event(*, status: str, ended: Sequence[str], fired_at: float, mess
         "ended": [str(j) for j in ended],
         "fired_at": float(fired_at),
         "message": message,
+        "read_at": None if read_at is None else float(read_at),
     }
 
 
-def read_batch_event(event: Any) -> tuple[str, list[str], float, str]:
+def _is_time(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def read_batch_event(event: Any) -> BatchEvent:
     """Check an event against the allow-list and read it back.
 
     :param event: what the task's resume method received.
-    :returns: ``(status, ended job ids, fired_at, message)``.
     :raises InvalidBatchEvent: for anything the trigger does not send.
     """
-    if not isinstance(event, dict) or set(event) != _EVENT_KEYS:
+    if (
+        not isinstance(event, dict)
+        or not _EVENT_KEYS <= set(event)
+        or not set(event) <= _EVENT_KEYS | _OPTIONAL_EVENT_KEYS
+    ):
         raise InvalidBatchEvent(f"unexpected Doitong batch event: {event!r:.200}")
     status, ended, fired_at, message = event["status"], event["ended"], event["fired_at"], event["message"]
+    read_at = event.get("read_at")
     if (
         status not in EVENT_STATUSES
         or not isinstance(ended, list)
         or not all(isinstance(j, str) for j in ended)
-        or isinstance(fired_at, bool)
-        or not isinstance(fired_at, int | float)
+        or not _is_time(fired_at)
         or not isinstance(message, str)
+        or not (read_at is None or _is_time(read_at))
     ):
         raise InvalidBatchEvent(f"unexpected Doitong batch event: {event!r:.200}")
-    return status, list(ended), float(fired_at), message
+    return BatchEvent(
+        status, list(ended), float(fired_at), message, None if read_at is None else float(read_at)
+    )
 
 
 class DoitongBatchTrigger(BaseTrigger):
@@ -85,6 +117,7 @@ class DoitongBatchTrigger(BaseTrigger):
     :param wake_at: a Unix time to fire at even if no job has ended (``None``: only on jobs).
     :param deadline: a Unix time after which the batch gives up waiting.
     :param min_ended: fire once this many jobs have ended (all of them if fewer are watched).
+    :param read_at: when the task last knew every job's status (``None``: read at once).
     """
 
     def __init__(
@@ -96,6 +129,7 @@ class DoitongBatchTrigger(BaseTrigger):
         wake_at: float | None = None,
         deadline: float | None = None,
         min_ended: int = 1,
+        read_at: float | None = None,
     ) -> None:
         super().__init__()
         self.job_ids = [str(j) for j in job_ids]
@@ -104,6 +138,7 @@ class DoitongBatchTrigger(BaseTrigger):
         self.wake_at = float(wake_at) if wake_at is not None else None
         self.deadline = float(deadline) if deadline is not None else None
         self.min_ended = max(1, int(min_ended))
+        self.read_at = float(read_at) if read_at is not None else None
         self._tasks: list[asyncio.Task[None]] = []
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -116,6 +151,7 @@ class DoitongBatchTrigger(BaseTrigger):
                 "wake_at": self.wake_at,
                 "deadline": self.deadline,
                 "min_ended": self.min_ended,
+                "read_at": self.read_at,
             },
         )
 
@@ -134,10 +170,11 @@ class DoitongBatchTrigger(BaseTrigger):
         errors: list[str] = []
         enough = asyncio.Event()
         needed = min(self.min_ended, len(self.job_ids))
+        read_at = self.read_at
 
-        async def watch(job_id: str, poller: Any) -> None:
+        async def watch(job_id: str, source: JobPoller) -> None:
             try:
-                async for job in poller.watch(job_id, poll_interval=self.poll_interval):
+                async for job in source.watch(job_id, poll_interval=self.poll_interval):
                     if job.is_terminal:
                         break
             except DoitongNotFound:
@@ -150,9 +187,20 @@ class DoitongBatchTrigger(BaseTrigger):
             if len(ended) >= needed:
                 enough.set()
 
+        poller: JobPoller | None = None
+        watched_from: float | None = None
+
+        async def start_watching() -> None:
+            nonlocal poller, watched_from
+            # The task read these jobs at ``read_at``: the next read is due a poll interval later.
+            if self.read_at is not None:
+                await asyncio.sleep(max(0.0, self.read_at + self.poll_interval - time.time()))
+            source = poller = get_poller(self.doitong_conn_id, self._client_factory)
+            watched_from = time.time()
+            self._tasks.extend(asyncio.create_task(watch(j, source)) for j in self.job_ids)
+
         if self.job_ids:
-            poller = get_poller(self.doitong_conn_id, self._client_factory)
-            self._tasks = [asyncio.create_task(watch(j, poller)) for j in self.job_ids]
+            self._tasks = [asyncio.create_task(start_watching())]
         elif self.wake_at is None and self.deadline is None:
             enough.set()  # nothing to wait for
         timeout, timer_status = self._timer()
@@ -166,10 +214,15 @@ class DoitongBatchTrigger(BaseTrigger):
                 f"{len(ended)} of {len(self.job_ids)} jobs ended by the {timer_status}",
             )
         finally:
+            last_read = poller.last_read_at if poller is not None else None
+            if watched_from is not None and last_read is not None and last_read >= watched_from:
+                read_at = last_read
             await self.cleanup()
         self.log.info("Doitong batch: %s", message)
         yield TriggerEvent(
-            make_batch_event(status=status, ended=ended, fired_at=time.time(), message=message)
+            make_batch_event(
+                status=status, ended=ended, fired_at=time.time(), message=message, read_at=read_at
+            )
         )
 
     async def cleanup(self) -> None:

@@ -26,9 +26,9 @@ import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job, JobStatus
+from airflow_provider_doitong.client.models import parse_api_time
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.waiting import WaitStep, after_poll_error
@@ -46,20 +46,6 @@ DUE_MARGIN = 0.1
 DUE_WINDOW = 2.0
 #: How many recent job durations the poller keeps to expect the next completions.
 DURATION_SAMPLES = 50
-
-
-def parse_api_time(value: str | None) -> float | None:
-    """An API timestamp (ISO 8601, ``Z`` or an offset) as a Unix time, or ``None``.
-
-    :param value: e.g. ``2024-01-01T00:00:00Z``.
-    """
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def next_poll_delay(
@@ -110,13 +96,6 @@ def status_budget(rate_limit: RateLimitInfo) -> int:
     return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE)))
 
 
-def _job_duration(job: Job) -> float | None:
-    start, end = parse_api_time(job.created_at), parse_api_time(job.completed_at)
-    if start is not None and end is not None and end >= start:
-        return end - start
-    return None
-
-
 @dataclass
 class _Watcher:
     poll_interval: float
@@ -155,6 +134,8 @@ class JobPoller:
         # Shared by every poller of the connection in this process, so what one learned outlives it.
         self._durations = _DURATIONS.setdefault(key, deque(maxlen=DURATION_SAMPLES))
         self._last_poll_at = 0.0
+        #: When the last poll that got an answer started: every job watched then was read as of it.
+        self.last_read_at: float | None = None
         #: The error of the last poll, while polls fail (``None`` once one succeeds).
         self.last_error: DoitongError | None = None
         #: The Unix time polls started failing, while they fail.
@@ -239,8 +220,9 @@ class JobPoller:
 
     async def _poll_once(self, client: AsyncDoitongClient) -> None:
         ids = list(self._watchers)
-        self._last_poll_at = time.time()
+        started = self._last_poll_at = time.time()
         jobs = await client.get_jobs(ids)
+        self.last_read_at = started
         for job_id, job in jobs.items():
             watchers = self._watchers.get(job_id)
             if not watchers:  # left while the request was in flight
@@ -260,7 +242,7 @@ class JobPoller:
             self._created_at[job_id] = created
         if job.is_terminal:
             self._created_at.pop(job_id, None)
-            duration = _job_duration(job)
+            duration = job.turnaround
             if duration is not None and job.status is JobStatus.COMPLETED:
                 self._durations.append(duration)
 

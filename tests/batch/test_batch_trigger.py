@@ -48,6 +48,7 @@ def test_kwargs_are_plain_json_job_ids_and_times() -> None:
             "wake_at": 5.5,
             "deadline": None,
             "min_ended": 1,
+            "read_at": None,
         }
     )
     assert DoitongBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -56,7 +57,7 @@ def test_kwargs_are_plain_json_job_ids_and_times() -> None:
 def test_fires_when_a_job_ends(doitong_conn: Any) -> None:
     ids = submit(doitong_conn, 3)
     started = time.time()
-    status, ended, fired_at, message = read_batch_event(
+    status, ended, fired_at, message, _ = read_batch_event(
         first_event(DoitongBatchTrigger(job_ids=ids, poll_interval=0.05))
     )
     assert status == "ended" and set(ended) <= set(ids) and ended
@@ -97,4 +98,58 @@ def test_events_outside_the_allow_list_are_refused(event: Any) -> None:
     with pytest.raises(InvalidBatchEvent):
         read_batch_event(event)
     good = make_batch_event(status="wake", ended=["a"], fired_at=2, message="m")
-    assert read_batch_event(good) == ("wake", ["a"], 2.0, "m")
+    assert read_batch_event(good) == ("wake", ["a"], 2.0, "m", None)
+
+
+@pytest.mark.parametrize("read_at", [True, "1.0", [1.0]])
+def test_a_read_time_that_is_not_a_number_is_refused(read_at: Any) -> None:
+    with pytest.raises(InvalidBatchEvent):
+        read_batch_event({"status": "wake", "ended": [], "fired_at": 1.0, "message": "", "read_at": read_at})
+
+
+def test_an_event_without_a_read_time_is_read() -> None:
+    # An earlier release's trigger, still running while the provider is upgraded, sends no read_at.
+    event = read_batch_event({"status": "wake", "ended": [], "fired_at": 1.0, "message": "m"})
+    assert event.read_at is None and event.status == "wake"
+
+
+def status_reads(emu: Any) -> list[float]:
+    return [e["t"] for e in emu.request_log() if e["kind"] == "status"]
+
+
+def test_a_wake_before_the_next_read_is_due_costs_no_read(doitong_conn: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=1))
+    ids = submit(doitong_conn, 2)
+    read_at = time.time()
+    event = read_batch_event(
+        first_event(
+            DoitongBatchTrigger(job_ids=ids, poll_interval=30, wake_at=time.time() + 0.3, read_at=read_at)
+        )
+    )
+    assert (event.status, event.ended) == ("wake", [])
+    assert event.read_at == read_at  # still the task's own read: the trigger made none
+    assert status_reads(doitong_conn) == []
+
+
+def test_the_first_read_comes_a_poll_interval_after_the_tasks_read(doitong_conn: Any) -> None:
+    ids = submit(doitong_conn, 2)
+    read_at = time.time()
+    event = read_batch_event(
+        first_event(DoitongBatchTrigger(job_ids=ids, poll_interval=1.0, read_at=read_at))
+    )
+    assert event.status == "ended" and event.ended
+    assert event.read_at is not None and event.read_at >= read_at + 1.0
+    assert event.fired_at >= read_at + 1.0
+    assert len(status_reads(doitong_conn)) == 1  # the jobs (0.4 s) were over by the first read
+
+
+def test_without_a_read_time_the_trigger_reads_at_once(doitong_conn: Any) -> None:
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=1))
+    ids = submit(doitong_conn, 2)
+    started = time.time()
+    event = read_batch_event(
+        first_event(DoitongBatchTrigger(job_ids=ids, poll_interval=30, wake_at=time.time() + 0.5))
+    )
+    reads = status_reads(doitong_conn)
+    assert event.status == "wake" and reads and reads[0] < started + 5  # not a poll interval (30 s) later
+    assert event.read_at is not None and started <= event.read_at <= event.fired_at

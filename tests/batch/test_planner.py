@@ -266,3 +266,12 @@ def test_a_refusal_delaying_the_next_submission_is_a_reason_to_defer() -> None:
     step = planner.decide(view, 1_000.0)
     assert step.action is Action.SLEEP and step.seconds == pytest.approx(60.0)
     assert planner.defer_until(view, step, now=1_000.0, resume_lead=5.0, min_defer=10.0) == (True, 1_055.0)
+
+
+def test_statuses_are_known_as_of_the_last_read_or_a_later_submission() -> None:
+    planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60), poll_interval=30)
+    assert planner.statuses_known_at([]) is None
+    assert planner.statuses_known_at([100.0, 105.0]) == 100.0  # never read: known when submitted
+    planner.polled(110.0)
+    assert planner.statuses_known_at([100.0, 112.0]) == 110.0  # one job was last seen by the read
+    assert planner.statuses_known_at([111.0, 112.0]) == 111.0  # both submitted after it

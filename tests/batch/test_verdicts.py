@@ -1,4 +1,4 @@
-"""What a failed submission means for a batch: a pure decision per error."""
+"""What a failed submission means for a batch: a pure decision per error, from the outcome table."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongConnectionError,
+    DoitongError,
     DoitongInsufficientCredits,
+    DoitongProtocolError,
     DoitongRateLimited,
     DoitongServerError,
     DoitongUnauthorized,
+    DoitongValidationError,
 )
+from airflow_provider_doitong.outcomes import Answer, Role, answer_for
 
 NOW = 1_000.0
 
@@ -65,3 +69,39 @@ def test_refusals_that_made_no_job_and_answers_that_were_lost() -> None:
     ):
         got = judge_submit_error(lost, now=NOW, item=1)
         assert got.verdict is Verdict.UNCONFIRMED and (got.until or 0) > NOW
+
+
+# One row per kind of error a submission can meet: the batch's verdict, under on_daily_limit="fail".
+VERDICTS: list[tuple[str, DoitongError, Verdict]] = [
+    ("validation", DoitongValidationError("width 13", field="width"), Verdict.ITEM_FAILED),
+    ("400", DoitongBadRequest("bad", status=400, code="BAD_USER_INPUT"), Verdict.ITEM_FAILED),
+    ("401", DoitongUnauthorized("key", status=401, code="UNAUTHENTICATED"), Verdict.FATAL),
+    ("402", DoitongInsufficientCredits("poor", status=402, code="INSUFFICIENT_CREDITS"), Verdict.STOP),
+    ("429-daily", limited("DAILY_LIMIT", NOW + 3_600), Verdict.STOP),
+    ("429-rate", limited("RATE_LIMITED", NOW + 3), Verdict.LATER),
+    ("429-concurrency", limited("CONCURRENCY_LIMIT", NOW + 3), Verdict.LATER),
+    ("refused", DoitongConnectionError("refused", request_sent=False), Verdict.LATER),
+    ("dropped", DoitongConnectionError("dropped", request_sent=True), Verdict.UNCONFIRMED),
+    ("500", DoitongServerError("boom", status=500), Verdict.UNCONFIRMED),
+    ("malformed", DoitongProtocolError("not JSON", status=200), Verdict.UNCONFIRMED),
+    ("other", DoitongError("?", status=418), Verdict.UNCONFIRMED),
+]
+
+
+@pytest.mark.parametrize(("error", "verdict"), [pytest.param(e, v, id=n) for n, e, v in VERDICTS])
+def test_each_kind_of_error_has_its_verdict(error: DoitongError, verdict: Verdict) -> None:
+    assert judge_submit_error(error, now=NOW, item=1).verdict is verdict
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip", "wait"])
+@pytest.mark.parametrize(("error", "_verdict"), [pytest.param(e, v, id=n) for n, e, v in VERDICTS])
+def test_the_verdict_is_final_exactly_where_the_outcome_table_is(
+    error: DoitongError, _verdict: Verdict, policy: str
+) -> None:
+    """The batch decides nothing of its own about retrying: a verdict that gives the item no other
+    submission comes from an answer that is final for a single job too, and the other way round."""
+    got = judge_submit_error(error, now=NOW, item=1, on_daily_limit=policy)
+    final = answer_for(error, role=Role.SUBMITTER, on_daily_limit=policy) is not Answer.RETRY
+    assert (got.verdict in (Verdict.ITEM_FAILED, Verdict.STOP, Verdict.FATAL)) is final
+    if got.verdict in (Verdict.STOP, Verdict.FATAL):
+        assert got.error is error  # the task's answer is then outcomes.airflow_error(error)

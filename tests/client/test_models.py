@@ -191,3 +191,22 @@ def test_account_from_api() -> None:
         Account.from_api({"plan": "pro"})
     with pytest.raises(DoitongProtocolError):
         Account.from_api(None)
+
+
+@pytest.mark.parametrize(
+    ("created", "completed", "turnaround"),
+    [
+        ("2025-01-01T00:00:00Z", "2025-01-01T00:00:21.5Z", 21.5),
+        ("2025-01-01T01:00:00+01:00", "2025-01-01T00:00:03Z", 3.0),
+        ("2025-01-01T00:00:10Z", "2025-01-01T00:00:00Z", None),  # out of order: not a duration
+        (None, "2025-01-01T00:00:00Z", None),
+        ("yesterday", "2025-01-01T00:00:00Z", None),
+    ],
+)
+def test_turnaround_is_creation_to_completion_by_the_api_clock(
+    created: str | None, completed: str | None, turnaround: float | None
+) -> None:
+    job = Job(
+        id="j", status=JobStatus.COMPLETED, raw_status="completed", created_at=created, completed_at=completed
+    )
+    assert job.turnaround == turnaround

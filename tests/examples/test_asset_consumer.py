@@ -82,14 +82,21 @@ def test_publish_day_refuses_altered_or_missing_images(consumer: Any, tmp_path: 
     extra = make_day(tmp_path)
     image = Path(extra["folder"]) / "job1.jpg"
     image.write_bytes(image.read_bytes() + b"tampered")
-    with pytest.raises(AirflowFailException, match=r"job1\.jpg of 2025-03-04 does not match"):
+    with pytest.raises(
+        AirflowFailException, match=r"images of 2025-03-04 do not match.*job1\.jpg does not match"
+    ):
         consumer.publish_day(extra)
     image.unlink()
-    with pytest.raises(AirflowFailException, match=r"job1\.jpg of 2025-03-04 is missing"):
+    with pytest.raises(
+        AirflowFailException, match=r"images of 2025-03-04 do not match.*job1\.jpg is missing"
+    ):
         consumer.publish_day(extra)
     assert not (tmp_path / "images" / "published").exists()
-    with pytest.raises(AirflowFailException, match="lacks manifest"):
-        consumer.publish_day({"folder": extra["folder"]})
+    with pytest.raises(AirflowFailException, match="lacks the folder"):
+        consumer.publish_day({"manifest": extra["manifest"]})
+    (Path(extra["folder"]) / "manifest.json").unlink()
+    with pytest.raises(AirflowFailException, match="holds no manifest.json"):
+        consumer.publish_day(extra)
 
 
 def test_without_triggering_events_there_is_nothing_to_publish(consumer: Any, capfd: Any) -> None:

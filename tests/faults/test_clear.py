@@ -4,6 +4,7 @@ request reuses its paid image, and the file is there either way."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,22 @@ def _set(cluster: AirflowCluster, name: str, value: str) -> None:
     cluster.airflow("variables", "set", name, value)
 
 
+def _try_number(cluster: AirflowCluster, run_id: str) -> int:
+    rows = cluster.query(
+        "select try_number from task_instance where run_id = ? and task_id = 'generate'", (run_id,)
+    )
+    return int(rows[0][0] or 0) if rows else 0
+
+
 def _clear_and_wait(cluster: AirflowCluster, run_id: str) -> str:
-    """Clear the run's one task (``tasks clear`` selects runs by logical date; a triggered run has none)."""
+    """Clear the run's one task (``tasks clear`` selects runs by logical date; a triggered run has none),
+    then wait for its next try to finish (a fast try may be over before the CLI has exited)."""
+    before = _try_number(cluster, run_id)
     cluster.airflow("dags", "clear", CLEAR_DAG_ID, "--run-id", run_id, "--yes")
-    assert cluster.run_state(run_id) != "success", "the clear did not reset the run"
+    deadline = time.time() + 180
+    while _try_number(cluster, run_id) <= before:
+        assert time.time() < deadline, "the cleared task did not run again"
+        time.sleep(0.5)
     return cluster.wait_for_run(run_id, timeout=180)
 
 

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_doitong.triggers.poller import (
-    DUE_MARGIN,
-    MIN_POLL_GAP,
-    next_poll_delay,
-    parse_api_time,
-)
+from airflow_provider_doitong.client.models import parse_api_time
+from airflow_provider_doitong.triggers.poller import DUE_MARGIN, MIN_POLL_GAP, next_poll_delay
 
 NOW = 1_000.0
 
