@@ -157,13 +157,19 @@ class SubmitOnceMixin:
             late = DoitongTimeout(f"Doitong refuses the submission past the task's deadline: {exc}")
             raise airflow_error(late) from None
         self.log.warning("Doitong refused the submission (%s); trying again at %s", exc, _iso(resume_at))
-        if self.deferrable:
+        if self.deferrable and resume_at - now >= SHORTEST_DEFERRAL_S:
             self.defer(
                 trigger=DateTimeTrigger(moment=datetime.fromtimestamp(resume_at, tz=timezone.utc)),
                 method_name="execute",
                 kwargs={"deadline": self._deadline, "attempt": attempt},
             )
         time.sleep(max(0.0, resume_at - now))
+
+
+#: A shorter wait is slept in the worker even by a deferrable task: a deferral costs a task process
+#: start (seconds), and a trigger that fires before the executor has reported the deferring
+#: process's exit makes Airflow fail the try ("task state changed externally").
+SHORTEST_DEFERRAL_S = 5.0
 
 
 def _iso(unix_time: float) -> str:

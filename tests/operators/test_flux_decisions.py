@@ -27,6 +27,7 @@ from airflow_provider_doitong.client import (
 )
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.operators import flux
+from airflow_provider_doitong.operators._submit import SHORTEST_DEFERRAL_S
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 
 PROMPT = "a lighthouse at dawn"
@@ -268,7 +269,7 @@ def test_refusals_that_prove_no_job_are_waited_out_with_a_growing_floor(
 def test_the_refusal_count_survives_in_the_record_when_deferral_kwargs_are_lost() -> None:
     """``dag.test()`` resumes with the trigger's event only; the record still knows the count."""
     store = FakeStore()
-    op = _operator(FakeClient(submit_errors=[_429(retry_in=-30.0)] * 2), deferrable=True)
+    op = _operator(FakeClient(submit_errors=[_429(retry_in=30.0)] * 2), deferrable=True)
     for expected in (1, 2):
         with pytest.raises(TaskDeferred) as info:
             op.execute({"task_state_store": store})  # no attempt kwarg, as dag.test() resumes
@@ -289,6 +290,14 @@ def test_deferrable_refusals_carry_their_count_across_deferrals() -> None:
     import time
 
     assert moment - time.time() >= 0.5 * 2**4 - 1  # the fifth refusal waits at least 8 s
+
+
+def test_a_short_refusal_is_slept_in_the_worker_even_when_deferrable(_no_sleeping: list[float]) -> None:
+    client = FakeClient(submit_errors=[_429(retry_in=-30.0)])  # the floor: 0.5 s, not worth a deferral
+    with pytest.raises(TaskDeferred) as info:  # submitted: the job's wait is deferred
+        _operator(client, deferrable=True).execute({"task_state_store": FakeStore()})
+    assert info.value.method_name == "execute_complete" and len(client.submitted) == 2
+    assert len(_no_sleeping) == 1 and _no_sleeping[0] < SHORTEST_DEFERRAL_S
 
 
 def test_a_refusal_past_the_deadline_fails_the_try() -> None:
