@@ -1,19 +1,37 @@
-"""A small receiver for Doitong webhook deliveries (stdlib only, besides the provider).
+"""A receiver for Doitong webhook deliveries, on Starlette and uvicorn, fit to face the internet.
 
 Every delivery is checked before anything else: the ``X-Doitong-Signature`` header must be the
-HMAC-SHA256 of the raw body under the account's webhook secret (compared in constant time), or the
-delivery is refused with 401. The signature scheme has no timestamp, so replays cannot be rejected by
-age: deliveries are deduplicated on the job ``id`` instead. A redelivered id is acknowledged with 200
-(so Doitong stops retrying) but not processed again. Each verified delivery is appended to a JSONL
-file, whose ids are read back on start, so the deduplication survives a restart.
+HMAC-SHA256 of the raw body under the account's webhook secret (the provider's
+``verify_signature``, a constant-time compare), or the delivery is refused with 401. The scheme has
+no timestamp, so replays cannot be rejected by age: deliveries are deduplicated on the job ``id``
+instead. A redelivered id is acknowledged with 200 (so Doitong stops retrying) but not processed
+again. Each verified delivery is appended to a JSONL file (fsynced), whose ids are read back on
+start, so the deduplication survives a restart.
 
-It is meant to face the internet, so it holds out against slow and many clients: every socket has
-a timeout (a client that stops sending is dropped), requests are served by a fixed pool of
-threads, and when every thread is busy and the waiting line is full a new connection gets a 503 at
-once instead of another thread. The secret comes from the environment, never the command line
-(where ``ps`` shows it to every user of the machine).
+Limits, so that slow or many clients cannot keep a genuine delivery out:
 
-Run it::
+- **Header deadline** (``--header-timeout``, 10 s): a connection must finish its request line and
+  headers within this time of connecting (or of its previous answer), or it is closed. uvicorn has
+  no such deadline of its own: its ``timeout_keep_alive`` starts only after an answer and restarts
+  with every byte received, so a client sending a byte every few seconds would hold its connection
+  for hours. :class:`HeaderDeadlineProtocol` adds it to uvicorn's h11 protocol.
+- **Header size**: at most 8 KiB (uvicorn's ``h11_max_incomplete_event_size``); more is a 400.
+- **Body deadline and cap** (``--body-timeout``, 10 s; ``--max-body-bytes``, 1 MiB), in the app: the
+  body is read from ``request.stream()`` with one deadline for all of it (408 when it is not all
+  there in time, however it trickles) and never past the cap (413, decided from ``Content-Length``
+  before reading). A missing ``Content-Length`` is a 411, a malformed one a 400. Refusals close
+  the connection.
+- **Connection limit** (``--limit-concurrency``, 100): with that many connections open, a request
+  is answered 503 at once (uvicorn's ``limit_concurrency``). Connections are cheap on the event
+  loop, so slow clients do not take a worker each, and the two deadlines bound how long any one
+  of them holds a slot. Per-client limits belong in the reverse proxy or firewall in front.
+
+Hypercorn would bound the header phase by itself (its keep-alive timer runs until the headers are
+complete), but it has no connection limit and is not otherwise needed; uvicorn already serves the
+emulator of this project. The secret comes from the environment, never the command line (where
+``ps`` shows it to every user of the machine).
+
+Run it (needs ``pip install "airflow-provider-doitong[examples]"``)::
 
     export DOITONG_WEBHOOK_SECRET=...   # the account's webhook secret
     python example_dags/webhook_receiver.py --port 8799
@@ -28,11 +46,11 @@ Python (tests, notebooks)::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
 import os
-import queue
 import socket
 import sys
 import threading
@@ -40,10 +58,19 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, verify_signature
 
@@ -56,70 +83,56 @@ DEFAULT_RECORD_FILE = "webhook_deliveries.jsonl"
 SECRET_ENV = "DOITONG_WEBHOOK_SECRET"
 #: The largest body accepted; a Doitong delivery is well under a kilobyte.
 MAX_BODY_BYTES = 1 << 20
-#: Seconds a socket may stay silent (while a request is read or an answer written).
-SOCKET_TIMEOUT_S = 10.0
-#: Threads serving requests, and connections waiting for one; beyond both, a 503 at once.
-WORKERS = 8
-BACKLOG = 32
+#: The largest request line and headers accepted.
+MAX_HEADER_BYTES = 8 << 10
+#: Seconds a connection has for its request line and headers, then for its whole body.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 10.0
+#: Open connections beyond which a request is answered 503.
+LIMIT_CONCURRENCY = 100
+#: Connections the operating system queues before they are accepted.
+BACKLOG = 128
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 
 
-class PooledHTTPServer(HTTPServer):
-    """An ``HTTPServer`` whose requests are served by a fixed pool of threads.
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers are not in on time.
 
-    ``ThreadingHTTPServer`` starts a thread per connection, without limit: a flood of connections
-    (or a few slow ones per second) grows the process without bound. Here accepted connections
-    wait in a bounded queue for one of ``workers`` threads; when the queue is full the connection
-    is answered ``503`` from the accepting thread and closed.
+    The deadline is armed when the connection opens and again after each answer; it does nothing
+    once a request is being served (the app's body deadline takes over from there).
     """
 
-    daemon_threads = True
+    header_timeout = HEADER_TIMEOUT_S
 
-    def __init__(self, address: tuple[str, int], handler: Any, *, workers: int, backlog: int) -> None:
-        super().__init__(address, handler)
-        self._waiting: queue.Queue[tuple[socket.socket, Any] | None] = queue.Queue(maxsize=max(1, backlog))
-        self.refused = 0
-        self._threads = [
-            threading.Thread(target=self._work, name=f"doitong-webhooks-worker-{n}", daemon=True)
-            for n in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_late)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        try:
-            self._waiting.put_nowait((request, client_address))
-        except queue.Full:
-            self.refused += 1
-            with contextlib.suppress(OSError):
-                request.settimeout(1.0)
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
-            self.shutdown_request(request)
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._header_deadline.cancel()
+        if not self.transport.is_closing():
+            self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_late)
 
-    def _work(self) -> None:
-        while True:
-            item = self._waiting.get()
-            if item is None:
-                return
-            request, client_address = item
-            try:
-                self.finish_request(request, client_address)
-            except Exception:
-                self.handle_error(request, client_address)
-            finally:
-                self.shutdown_request(request)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._header_deadline.cancel()
+        super().connection_lost(exc)
 
-    def server_close(self) -> None:
-        super().server_close()
-        for _ in self._threads:
-            with contextlib.suppress(queue.Full):
-                self._waiting.put(None, timeout=1)
-        for thread in self._threads:
-            thread.join(timeout=5)
+    def _headers_too_late(self) -> None:
+        serving = self.cycle is not None and not self.cycle.response_complete
+        if not serving and not self.transport.is_closing():
+            log.warning("Closed a connection from %s: no complete request within %ss", self.client, self.header_timeout)
+            self.transport.close()
+
+
+class _Refused(Exception):
+    """A request refused before its body was judged; ``status`` and ``message`` are the answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class WebhookReceiver:
@@ -130,9 +143,11 @@ class WebhookReceiver:
     :param port: the port; 0 picks a free one.
     :param path: the URL path deliveries are POSTed to.
     :param record_file: the JSONL file verified deliveries are appended to (``None``: memory only).
-    :param workers: threads serving requests.
-    :param backlog: accepted connections waiting for a thread; beyond it, a 503 at once.
-    :param socket_timeout: seconds a client may stay silent before its connection is dropped.
+    :param header_timeout: seconds a connection has for its request line and headers.
+    :param body_timeout: seconds a request has for its whole body.
+    :param max_body_bytes: the largest body accepted.
+    :param limit_concurrency: open connections beyond which a request is answered 503.
+    :param backlog: connections the operating system queues before they are accepted.
     """
 
     def __init__(
@@ -143,15 +158,20 @@ class WebhookReceiver:
         port: int = 0,
         path: str = DEFAULT_PATH,
         record_file: str | os.PathLike[str] | None = None,
-        workers: int = WORKERS,
+        header_timeout: float = HEADER_TIMEOUT_S,
+        body_timeout: float = BODY_TIMEOUT_S,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        limit_concurrency: int = LIMIT_CONCURRENCY,
         backlog: int = BACKLOG,
-        socket_timeout: float = SOCKET_TIMEOUT_S,
     ) -> None:
         if not secret:
             raise ValueError("a webhook secret is required")
-        if workers < 1 or backlog < 0 or socket_timeout <= 0:
-            raise ValueError("workers must be at least 1, backlog not negative, socket_timeout positive")
-        self.workers, self.backlog, self.socket_timeout = workers, backlog, socket_timeout
+        if min(header_timeout, body_timeout) <= 0 or max_body_bytes < 1 or limit_concurrency < 2 or backlog < 1:
+            raise ValueError(
+                "timeouts must be positive, max_body_bytes and backlog at least 1, limit_concurrency at least 2"
+            )
+        self.header_timeout, self.body_timeout = header_timeout, body_timeout
+        self.max_body_bytes, self.limit_concurrency, self.backlog = max_body_bytes, limit_concurrency, backlog
         self._secret = secret
         self.host = host
         self.port = port
@@ -161,7 +181,7 @@ class WebhookReceiver:
         self._deliveries: list[dict[str, Any]] = []
         self._seen: set[str] = set()
         self._lock = threading.Condition()
-        self._server: PooledHTTPServer | None = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._load_seen()
 
@@ -262,80 +282,109 @@ class WebhookReceiver:
         return record
 
     # --- HTTP -------------------------------------------------------------------------------
-    def _make_server(self) -> PooledHTTPServer:
-        receiver = self
+    async def _read_body(self, request: Request) -> bytes:
+        """The whole body, within the body deadline and the cap, or :class:`_Refused`."""
+        length = request.headers.get("content-length")
+        if length is None:
+            raise _Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+        if not (length.isascii() and length.isdigit()):
+            raise _Refused(HTTPStatus.BAD_REQUEST, "malformed Content-Length")
+        if int(length) > self.max_body_bytes:
+            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+        body = bytearray()
+        try:
+            with anyio.fail_after(self.body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > int(length):
+                        raise _Refused(HTTPStatus.BAD_REQUEST, "body longer than its Content-Length")
+        except TimeoutError:
+            raise _Refused(HTTPStatus.REQUEST_TIMEOUT, f"body not received within {self.body_timeout}s") from None
+        return bytes(body)
 
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "DoitongWebhookReceiver/1.0"
-            timeout = receiver.socket_timeout  # applied to the connection by StreamRequestHandler
+    async def _receive(self, request: Request) -> Response:
+        try:
+            body = await self._read_body(request)
+        except _Refused as refused:
+            log.warning("Refused a request from %s: %s", request.client, refused.message)
+            return JSONResponse({"error": refused.message}, refused.status, headers={"connection": "close"})
+        except ClientDisconnect:
+            return Response(status_code=HTTPStatus.BAD_REQUEST, headers={"connection": "close"})
+        status, answer = await run_in_threadpool(self.handle, body, request.headers.get(SIGNATURE_HEADER))
+        return JSONResponse(answer, status)
 
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    @staticmethod
+    async def _health(request: Request) -> Response:
+        return JSONResponse({"ok": True})
 
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    self._answer(HTTPStatus.OK, {"ok": True})
-                else:
-                    self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
+    @staticmethod
+    async def _http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else HTTPStatus.INTERNAL_SERVER_ERROR
+        return JSONResponse({"error": HTTPStatus(status).phrase.lower()}, status)
 
-            def do_POST(self) -> None:
-                if self.path.split("?", 1)[0] != receiver.path:
-                    self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
-                    return
-                length_header = self.headers.get("Content-Length")
-                if length_header is None or not length_header.isdigit():
-                    self._answer(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
-                    return
-                length = int(length_header)
-                if length > MAX_BODY_BYTES:
-                    self.close_connection = True
-                    self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
-                    return
-                body = self.rfile.read(length)
-                status, answer = receiver.handle(body, self.headers.get(SIGNATURE_HEADER))
-                self._answer(status, answer)
+    def app(self) -> Starlette:
+        """The ASGI app: ``POST <path>`` for deliveries, ``GET /healthz``, JSON errors elsewhere."""
+        routes = [
+            Route(self.path, self._receive, methods=["POST"]),
+            Route("/healthz", self._health, methods=["GET"]),
+        ]
+        return Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
 
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("%s - " + format, self.address_string(), *args)
+    def _make_server(self) -> tuple[uvicorn.Server, socket.socket]:
+        protocol = type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout": self.header_timeout})
+        config = uvicorn.Config(
+            self.app(),
+            http=protocol,
+            lifespan="off",
+            log_config=None,
+            server_header=False,
+            limit_concurrency=self.limit_concurrency,
+            backlog=self.backlog,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=5,
+        )
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        return uvicorn.Server(config), sock
 
-        server = PooledHTTPServer((self.host, self.port), Handler, workers=self.workers, backlog=self.backlog)
-        self.port = server.server_address[1]
-        return server
+    def start(self, timeout: float = 30.0) -> WebhookReceiver:
+        """Serve from a background thread; return once the server accepts connections.
 
-    def start(self) -> WebhookReceiver:
-        """Serve from a background thread."""
+        :param timeout: seconds to wait for the server to start.
+        """
         if self._server is None:
-            self._server = self._make_server()
+            server, sock = self._make_server()
+            self._server = server
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name=f"doitong-webhooks-{self.port}", daemon=True
+                target=server.run, kwargs={"sockets": [sock]}, name=f"doitong-webhooks-{self.port}", daemon=True
             )
             self._thread.start()
+            deadline = time.monotonic() + timeout
+            while not server.started:
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the webhook receiver did not start")
+                time.sleep(0.01)
             log.info("Receiving Doitong webhooks on %s", self.url)
         return self
 
     def stop(self) -> None:
-        """Stop serving, and the worker threads."""
+        """Stop serving (open requests get a few seconds to finish)."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.should_exit = True
         if thread is not None:
-            thread.join(timeout=5)
+            thread.join(timeout=15)
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted."""
-        server = self._make_server()
+        """Serve in the calling thread until interrupted (SIGINT or SIGTERM)."""
+        server, sock = self._make_server()
         log.info("Receiving Doitong webhooks on %s", self.url)
-        try:
-            server.serve_forever()
-        finally:
-            server.server_close()
+        server.run(sockets=[sock])
 
     def __enter__(self) -> WebhookReceiver:
         return self.start()
@@ -350,7 +399,7 @@ class WebhookReceiver:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the receiver until Ctrl-C.
+    """Run the receiver until Ctrl-C or SIGTERM.
 
     :param argv: the command-line arguments.
     """
@@ -361,26 +410,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--record", default=DEFAULT_RECORD_FILE, help="the JSONL file deliveries are appended to"
     )
-    parser.add_argument("--workers", type=int, default=WORKERS, help="threads serving requests")
-    parser.add_argument("--backlog", type=int, default=BACKLOG, help="connections waiting for a thread")
-    parser.add_argument(
-        "--socket-timeout", type=float, default=SOCKET_TIMEOUT_S, help="seconds of silence allowed"
-    )
+    add = parser.add_argument
+    add("--header-timeout", type=float, default=HEADER_TIMEOUT_S, help="seconds for a request's headers")
+    add("--body-timeout", type=float, default=BODY_TIMEOUT_S, help="seconds for a request's whole body")
+    add("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="the largest body accepted")
+    add("--limit-concurrency", type=int, default=LIMIT_CONCURRENCY, help="open connections, then 503")
+    add("--backlog", type=int, default=BACKLOG, help="connections queued by the operating system")
+    # Options of the earlier thread-pool receiver: --socket-timeout sets both deadlines.
+    add("--socket-timeout", type=float, default=None, help=argparse.SUPPRESS)
+    add("--workers", type=int, default=None, help=argparse.SUPPRESS)
     parser.epilog = f"The webhook secret is read from ${SECRET_ENV}, never from the command line."
     args = parser.parse_args(argv)
     secret = os.environ.get(SECRET_ENV)
     if not secret:
         parser.error(f"set ${SECRET_ENV} to the account's webhook secret")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.workers is not None:
+        log.warning("--workers is no longer used: one event loop serves every connection")
+    if args.socket_timeout is not None:
+        args.header_timeout = args.body_timeout = args.socket_timeout
     receiver = WebhookReceiver(
         secret=secret,
         host=args.host,
         port=args.port,
         path=args.path,
         record_file=args.record,
-        workers=args.workers,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_body_bytes=args.max_body_bytes,
+        limit_concurrency=args.limit_concurrency,
         backlog=args.backlog,
-        socket_timeout=args.socket_timeout,
     )
     with contextlib.suppress(KeyboardInterrupt):
         receiver.serve_forever()
