@@ -123,7 +123,11 @@ class HeaderDeadlineProtocol(H11Protocol):
     def _headers_too_late(self) -> None:
         serving = self.cycle is not None and not self.cycle.response_complete
         if not serving and not self.transport.is_closing():
-            log.warning("Closed a connection from %s: no complete request within %ss", self.client, self.header_timeout)
+            log.warning(
+                "Closed a connection from %s: no complete request within %ss",
+                self.client,
+                self.header_timeout,
+            )
             self.transport.close()
 
 
@@ -166,7 +170,12 @@ class WebhookReceiver:
     ) -> None:
         if not secret:
             raise ValueError("a webhook secret is required")
-        if min(header_timeout, body_timeout) <= 0 or max_body_bytes < 1 or limit_concurrency < 2 or backlog < 1:
+        if (
+            min(header_timeout, body_timeout) <= 0
+            or max_body_bytes < 1
+            or limit_concurrency < 2
+            or backlog < 1
+        ):
             raise ValueError(
                 "timeouts must be positive, max_body_bytes and backlog at least 1, limit_concurrency at least 2"
             )
@@ -299,7 +308,9 @@ class WebhookReceiver:
                     if len(body) > int(length):
                         raise _Refused(HTTPStatus.BAD_REQUEST, "body longer than its Content-Length")
         except TimeoutError:
-            raise _Refused(HTTPStatus.REQUEST_TIMEOUT, f"body not received within {self.body_timeout}s") from None
+            raise _Refused(
+                HTTPStatus.REQUEST_TIMEOUT, f"body not received within {self.body_timeout}s"
+            ) from None
         return bytes(body)
 
     async def _receive(self, request: Request) -> Response:
@@ -359,7 +370,10 @@ class WebhookReceiver:
             server, sock = self._make_server()
             self._server = server
             self._thread = threading.Thread(
-                target=server.run, kwargs={"sockets": [sock]}, name=f"doitong-webhooks-{self.port}", daemon=True
+                target=server.run,
+                kwargs={"sockets": [sock]},
+                name=f"doitong-webhooks-{self.port}",
+                daemon=True,
             )
             self._thread.start()
             deadline = time.monotonic() + timeout
