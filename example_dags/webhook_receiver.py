@@ -1,37 +1,30 @@
-"""A receiver for Doitong webhook deliveries, on Starlette and uvicorn, fit to face the internet.
+"""A receiver for Doitong webhook deliveries on Starlette and uvicorn, fit to face the internet.
 
-Every delivery is checked before anything else: the ``X-Doitong-Signature`` header must be the
-HMAC-SHA256 of the raw body under the account's webhook secret (the provider's
-``verify_signature``, a constant-time compare), or the delivery is refused with 401. The scheme has
-no timestamp, so replays cannot be rejected by age: deliveries are deduplicated on the job ``id``
-instead. A redelivered id is acknowledged with 200 (so Doitong stops retrying) but not processed
-again. Each verified delivery is appended to a JSONL file (fsynced), whose ids are read back on
-start, so the deduplication survives a restart.
+A delivery must carry ``X-Doitong-Signature``, the HMAC-SHA256 of the raw body under the account's
+webhook secret, checked by the provider's ``verify_signature`` (constant time); else 401. The scheme
+has no timestamp, so replays are caught by job ``id``: a redelivered id is answered 200 (Doitong
+stops retrying) but not processed again. Verified deliveries are appended to a JSONL file (fsynced)
+whose ids are read back on start, so the deduplication survives a restart. The secret comes from
+the environment, never the command line (where ``ps`` shows it to every user of the machine).
 
-Limits, so that slow or many clients cannot keep a genuine delivery out:
+Limits, so that slow, broken or many clients cannot keep a genuine delivery out:
 
-- **Header deadline** (``--header-timeout``, 10 s): a connection must finish its request line and
-  headers within this time of connecting (or of its previous answer), or it is closed. uvicorn has
-  no such deadline of its own: its ``timeout_keep_alive`` starts only after an answer and restarts
-  with every byte received, so a client sending a byte every few seconds would hold its connection
-  for hours. :class:`HeaderDeadlineProtocol` adds it to uvicorn's h11 protocol.
-- **Header size**: at most 8 KiB (uvicorn's ``h11_max_incomplete_event_size``); more is a 400.
-- **Body deadline and cap** (``--body-timeout``, 10 s; ``--max-body-bytes``, 1 MiB), in the app: the
-  body is read from ``request.stream()`` with one deadline for all of it (408 when it is not all
-  there in time, however it trickles) and never past the cap (413, decided from ``Content-Length``
-  before reading). A missing ``Content-Length`` is a 411, a malformed one a 400. Refusals close
-  the connection.
-- **Connection limit** (``--limit-concurrency``, 100): with that many connections open, a request
-  is answered 503 at once (uvicorn's ``limit_concurrency``). Connections are cheap on the event
-  loop, so slow clients do not take a worker each, and the two deadlines bound how long any one
-  of them holds a slot. Per-client limits belong in the reverse proxy or firewall in front.
+- **Headers**: a connection must send its request line and headers within ``--header-timeout``
+  (10 s) of connecting or of its previous answer, and in at most 8 KiB (else closed, or 400).
+  uvicorn has no such deadline (``timeout_keep_alive`` starts after an answer and restarts with
+  every byte, so a byte every few seconds holds a connection for hours): :class:`HeaderDeadlineProtocol`
+  adds it to uvicorn's h11 protocol.
+- **Body**: read from ``request.stream()`` under one deadline for all of it, ``--body-timeout``
+  (10 s, else 408), and never past ``--max-body-bytes`` (1 MiB, else 413, judged from
+  ``Content-Length`` before reading). No ``Content-Length`` is a 411, a malformed one a 400.
+- **Connections**: with ``--limit-concurrency`` (100) open, a request is answered 503 at once. A
+  slow client costs the event loop a socket, not a worker, and the deadlines bound how long it
+  holds it. Limits per client address belong in the reverse proxy or firewall in front.
 
-Hypercorn would bound the header phase by itself (its keep-alive timer runs until the headers are
-complete), but it has no connection limit and is not otherwise needed; uvicorn already serves the
-emulator of this project. The secret comes from the environment, never the command line (where
-``ps`` shows it to every user of the machine).
+Hypercorn bounds the header phase by itself but has no connection limit; uvicorn serves this
+project's emulator already, and the deadline it lacks takes a few lines.
 
-Run it (needs ``pip install "airflow-provider-doitong[examples]"``)::
+Run it (``pip install "airflow-provider-doitong[examples]"`` brings Starlette and uvicorn)::
 
     export DOITONG_WEBHOOK_SECRET=...   # the account's webhook secret
     python example_dags/webhook_receiver.py --port 8799
@@ -59,7 +52,6 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from http import HTTPStatus
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -123,20 +115,23 @@ class HeaderDeadlineProtocol(H11Protocol):
     def _headers_too_late(self) -> None:
         serving = self.cycle is not None and not self.cycle.response_complete
         if not serving and not self.transport.is_closing():
-            log.warning(
-                "Closed a connection from %s: no complete request within %ss",
-                self.client,
-                self.header_timeout,
-            )
+            log.warning("Closed a connection from %s: no request in %ss", self.client, self.header_timeout)
             self.transport.close()
 
 
-class _Refused(Exception):
-    """A request refused before its body was judged; ``status`` and ``message`` are the answer."""
+def _refused(request: Request, status: int, message: str) -> HTTPException:
+    """A refusal to raise: answered ``{"error": message}`` with ``status``, closing the connection."""
+    log.warning("Refused a request from %s: %s", request.client, message)
+    return HTTPException(status, message, headers={"connection": "close"})
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"ok": True})
 
 
 class WebhookReceiver:
@@ -172,18 +167,13 @@ class WebhookReceiver:
             raise ValueError("a webhook secret is required")
         if (
             min(header_timeout, body_timeout) <= 0
-            or max_body_bytes < 1
+            or min(max_body_bytes, backlog) < 1
             or limit_concurrency < 2
-            or backlog < 1
         ):
-            raise ValueError(
-                "timeouts must be positive, max_body_bytes and backlog at least 1, limit_concurrency at least 2"
-            )
+            raise ValueError("timeouts must be positive, sizes at least 1, limit_concurrency at least 2")
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.max_body_bytes, self.limit_concurrency, self.backlog = max_body_bytes, limit_concurrency, backlog
-        self._secret = secret
-        self.host = host
-        self.port = port
+        self._secret, self.host, self.port = secret, host, port
         self.path = path if path.startswith("/") else f"/{path}"
         self.record_file = Path(record_file) if record_file is not None else None
         self.counts = {ACCEPTED: 0, DUPLICATE: 0, "rejected": 0, "invalid": 0}
@@ -194,7 +184,6 @@ class WebhookReceiver:
         self._thread: threading.Thread | None = None
         self._load_seen()
 
-    # --- state ----------------------------------------------------------------------------
     def _load_seen(self) -> None:
         if self.record_file is None or not self.record_file.exists():
             return
@@ -236,7 +225,6 @@ class WebhookReceiver:
                 self._lock.wait(remaining)
             return True
 
-    # --- one delivery ---------------------------------------------------------------------
     def handle(self, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
         """Judge and process one delivery.
 
@@ -290,56 +278,40 @@ class WebhookReceiver:
                 os.fsync(handle.fileno())
         return record
 
-    # --- HTTP -------------------------------------------------------------------------------
     async def _read_body(self, request: Request) -> bytes:
-        """The whole body, within the body deadline and the cap, or :class:`_Refused`."""
+        """The whole body, within the body deadline and the cap; else an :class:`HTTPException`."""
         length = request.headers.get("content-length")
         if length is None:
-            raise _Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+            raise _refused(request, HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
         if not (length.isascii() and length.isdigit()):
-            raise _Refused(HTTPStatus.BAD_REQUEST, "malformed Content-Length")
+            raise _refused(request, HTTPStatus.BAD_REQUEST, "malformed Content-Length")
         if int(length) > self.max_body_bytes:
-            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+            raise _refused(request, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
         body = bytearray()
         try:
             with anyio.fail_after(self.body_timeout):
                 async for chunk in request.stream():
                     body += chunk
-                    if len(body) > int(length):
-                        raise _Refused(HTTPStatus.BAD_REQUEST, "body longer than its Content-Length")
+                    if len(body) > self.max_body_bytes:
+                        raise _refused(request, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
         except TimeoutError:
-            raise _Refused(
-                HTTPStatus.REQUEST_TIMEOUT, f"body not received within {self.body_timeout}s"
-            ) from None
+            raise _refused(request, HTTPStatus.REQUEST_TIMEOUT, "body not received in time") from None
+        except ClientDisconnect:
+            raise _refused(request, HTTPStatus.BAD_REQUEST, "body cut short") from None
         return bytes(body)
 
     async def _receive(self, request: Request) -> Response:
-        try:
-            body = await self._read_body(request)
-        except _Refused as refused:
-            log.warning("Refused a request from %s: %s", request.client, refused.message)
-            return JSONResponse({"error": refused.message}, refused.status, headers={"connection": "close"})
-        except ClientDisconnect:
-            return Response(status_code=HTTPStatus.BAD_REQUEST, headers={"connection": "close"})
+        body = await self._read_body(request)
         status, answer = await run_in_threadpool(self.handle, body, request.headers.get(SIGNATURE_HEADER))
         return JSONResponse(answer, status)
-
-    @staticmethod
-    async def _health(request: Request) -> Response:
-        return JSONResponse({"ok": True})
-
-    @staticmethod
-    async def _http_error(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else HTTPStatus.INTERNAL_SERVER_ERROR
-        return JSONResponse({"error": HTTPStatus(status).phrase.lower()}, status)
 
     def app(self) -> Starlette:
         """The ASGI app: ``POST <path>`` for deliveries, ``GET /healthz``, JSON errors elsewhere."""
         routes = [
             Route(self.path, self._receive, methods=["POST"]),
-            Route("/healthz", self._health, methods=["GET"]),
+            Route("/healthz", _health, methods=["GET"]),
         ]
-        return Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
+        return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
     def _make_server(self) -> tuple[uvicorn.Server, socket.socket]:
         protocol = type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout": self.header_timeout})
@@ -347,6 +319,7 @@ class WebhookReceiver:
             self.app(),
             http=protocol,
             lifespan="off",
+            ws="none",
             log_config=None,
             server_header=False,
             limit_concurrency=self.limit_concurrency,
@@ -369,12 +342,7 @@ class WebhookReceiver:
         if self._server is None:
             server, sock = self._make_server()
             self._server = server
-            self._thread = threading.Thread(
-                target=server.run,
-                kwargs={"sockets": [sock]},
-                name=f"doitong-webhooks-{self.port}",
-                daemon=True,
-            )
+            self._thread = threading.Thread(target=server.run, args=([sock],), daemon=True)
             self._thread.start()
             deadline = time.monotonic() + timeout
             while not server.started:
@@ -403,12 +371,7 @@ class WebhookReceiver:
     def __enter__(self) -> WebhookReceiver:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 
@@ -418,13 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: the command-line arguments.
     """
     parser = argparse.ArgumentParser(description="Receive, verify and record Doitong webhook deliveries.")
-    parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--path", default=DEFAULT_PATH)
-    parser.add_argument(
-        "--record", default=DEFAULT_RECORD_FILE, help="the JSONL file deliveries are appended to"
-    )
     add = parser.add_argument
+    add("--host", default=DEFAULT_HOST)
+    add("--port", type=int, default=DEFAULT_PORT)
+    add("--path", default=DEFAULT_PATH)
+    add("--record", default=DEFAULT_RECORD_FILE, help="the JSONL file deliveries are appended to")
     add("--header-timeout", type=float, default=HEADER_TIMEOUT_S, help="seconds for a request's headers")
     add("--body-timeout", type=float, default=BODY_TIMEOUT_S, help="seconds for a request's whole body")
     add("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="the largest body accepted")
@@ -443,17 +404,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("--workers is no longer used: one event loop serves every connection")
     if args.socket_timeout is not None:
         args.header_timeout = args.body_timeout = args.socket_timeout
+    limits = ("header_timeout", "body_timeout", "max_body_bytes", "limit_concurrency", "backlog")
     receiver = WebhookReceiver(
         secret=secret,
         host=args.host,
         port=args.port,
         path=args.path,
         record_file=args.record,
-        header_timeout=args.header_timeout,
-        body_timeout=args.body_timeout,
-        max_body_bytes=args.max_body_bytes,
-        limit_concurrency=args.limit_concurrency,
-        backlog=args.backlog,
+        **{name: getattr(args, name) for name in limits},
     )
     with contextlib.suppress(KeyboardInterrupt):
         receiver.serve_forever()
