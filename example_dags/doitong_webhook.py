@@ -5,7 +5,8 @@ Submit the prompts with a `webhook_url` and `wait_for_completion=False`: each ta
 Doitong accepts its job, and Doitong POSTs the finished job to the URL. No Airflow task waits.
 
 Run the receiver somewhere Doitong can reach (it verifies `X-Doitong-Signature` with the account's
-webhook secret, deduplicates redeliveries by job id and records each job once):
+webhook secret, deduplicates redeliveries by job id and records each job once; it needs
+`pip install "airflow-provider-doitong[examples]"`):
 
 ```bash
 DOITONG_WEBHOOK_SECRET=... python example_dags/webhook_receiver.py --port 8799
