@@ -165,11 +165,8 @@ class WebhookReceiver:
     ) -> None:
         if not secret:
             raise ValueError("a webhook secret is required")
-        if (
-            min(header_timeout, body_timeout) <= 0
-            or min(max_body_bytes, backlog) < 1
-            or limit_concurrency < 2
-        ):
+        positive = min(header_timeout, body_timeout) > 0 and min(max_body_bytes, backlog) >= 1
+        if not positive or limit_concurrency < 2:
             raise ValueError("timeouts must be positive, sizes at least 1, limit_concurrency at least 2")
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.max_body_bytes, self.limit_concurrency, self.backlog = max_body_bytes, limit_concurrency, backlog
@@ -405,14 +402,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.socket_timeout is not None:
         args.header_timeout = args.body_timeout = args.socket_timeout
     limits = ("header_timeout", "body_timeout", "max_body_bytes", "limit_concurrency", "backlog")
-    receiver = WebhookReceiver(
-        secret=secret,
-        host=args.host,
-        port=args.port,
-        path=args.path,
-        record_file=args.record,
-        **{name: getattr(args, name) for name in limits},
-    )
+    try:
+        receiver = WebhookReceiver(
+            secret=secret,
+            host=args.host,
+            port=args.port,
+            path=args.path,
+            record_file=args.record,
+            **{name: getattr(args, name) for name in limits},
+        )
+    except ValueError as error:
+        parser.error(str(error))
     with contextlib.suppress(KeyboardInterrupt):
         receiver.serve_forever()
     return 0

@@ -109,31 +109,26 @@ def _wait_until(condition: Any, seconds: float = 30.0) -> None:
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """The receiver as it runs in production: the command line, default limits. Its port and record."""
-    port, record = _free_port(), tmp_path_factory.mktemp("receiver") / "deliveries.jsonl"
-    command = [
-        sys.executable,
-        str(EXAMPLES / "webhook_receiver.py"),
-        "--port",
-        str(port),
-        "--record",
-        str(record),
-    ]
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, "DOITONG_WEBHOOK_SECRET": SECRET},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    folder, port = tmp_path_factory.mktemp("receiver"), _free_port()
+    record, output = folder / "deliveries.jsonl", folder / "receiver.log"
+    command = [sys.executable, str(EXAMPLES / "webhook_receiver.py"), "--port", str(port)]
+    with output.open("w") as log:
+        process = subprocess.Popen(
+            [*command, "--record", str(record)],
+            env={**os.environ, "DOITONG_WEBHOOK_SECRET": SECRET},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def healthy() -> bool:
+        assert process.poll() is None, output.read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
     try:
-
-        def healthy() -> bool:
-            assert process.poll() is None, "the receiver exited"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                    return bool(response.status == 200)
-            except OSError:
-                return False
-
         _wait_until(healthy)
         yield port, record
     finally:
@@ -208,7 +203,7 @@ def test_a_missing_or_too_large_content_length_is_refused_unread(production: tup
 
 def test_slow_clients_hold_the_connection_slots_only_until_the_header_deadline() -> None:
     module = load_example("webhook_receiver")
-    with module.WebhookReceiver(secret=SECRET, limit_concurrency=4, header_timeout=2.0) as receiver:
+    with module.WebhookReceiver(secret=SECRET, limit_concurrency=4, header_timeout=4.0) as receiver:
         tricklers = [Trickler(receiver.port, HEAD + b"X-Slow: ", b"a", interval=0.5) for _ in range(3)]
         for client in tricklers:
             client.start()
