@@ -29,7 +29,8 @@ PROMPTS = ["a kite over dunes", "a teapot on a windowsill", "a heron in the reed
 
 
 @pytest.fixture
-def example() -> Any:
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("DOITONG_OUTPUT_ROOTS", str(tmp_path))
     return load_example("doitong_review_and_publish")
 
 
@@ -101,7 +102,6 @@ def _run_reviewed(
         example.dag,
         run_conf={
             "prompts": PROMPTS,
-            "output_root": str(tmp_path),
             "width": 256,
             "height": 256,
             "poll_interval": 0.1,
