@@ -1,15 +1,15 @@
 """
 ### Doitong: a person approves the day's images before they are published
 
-Every day: generate one image per prompt into `<output root>/drafts/<date>/` (the run's logical date,
-or the day a manual run runs; the output root is inside `$DOITONG_OUTPUT_ROOTS`), write the provider's
+Every day: generate one image per prompt into `<output root>/review/drafts/<date>/` (the run's logical
+date; a manual run adds its time; the output root is inside `$DOITONG_OUTPUT_ROOTS`), write the provider's
 contact sheet (`index.html`) and `manifest.json` beside them, then **wait for a person**: the
 `review` task (Airflow's human-in-the-loop `ApprovalOperator`, Airflow 3.1+) shows the contact
 sheet's location and each image's file name and prompt in Airflow's *Required actions* view. The
 reviewer chooses
 
 - **Approve**, optionally listing images to leave out (`rejected_images`, file names from that
-  list): the other images are copied to `<output root>/published/<date>/` with a
+  list): the other images are copied to `<output root>/review/published/<date>/` with a
   `publication.json` record, and the `doitong_published_images` asset is updated;
 - **Reject**: nothing is published (`publish` is skipped).
 
@@ -71,15 +71,17 @@ REVIEW_TIMEOUT = timedelta(hours=20)
 
 # --- helpers (called from tasks only) ---------------------------------------------------------
 def run_day(dag_run: Any) -> str:
-    """The run's day: its logical date, or the day it runs when it has none (a manual run)."""
-    return f"{dag_run.logical_date or dag_run.run_after:%Y-%m-%d}"
+    """The run's folder name: its date (logical, else the run's day), plus the time unless scheduled."""
+    day = f"{dag_run.logical_date or dag_run.run_after:%Y-%m-%d}"
+    kind = getattr(dag_run.run_type, "value", dag_run.run_type)
+    return day if kind == "scheduled" else f"{day}-{kind}-{dag_run.run_after:%H%M%S}"
 
 
 def output_folder(params: Mapping[str, Any], *parts: str) -> ObjectStoragePath:
-    """``<output root>/<parts>``: the ``output_root`` param, kept inside ``$DOITONG_OUTPUT_ROOTS``."""
+    """``<output root>/review/<parts>``: the ``output_root`` param, inside ``$DOITONG_OUTPUT_ROOTS``."""
     roots = configured_roots(OUTPUT_ROOTS_ENV, DEFAULT_OUTPUT_ROOT)
     root = inside_roots(params["output_root"] or roots[0], roots, what="output_root")
-    return storage_path(f"{root}/{'/'.join(parts)}")
+    return storage_path(f"{root}/review/{'/'.join(parts)}")
 
 
 def check_prompts(prompts: Sequence[Any], *, provider: str, width: int, height: int, quality: str) -> None:
@@ -210,7 +212,7 @@ with DAG(
             ti: Any = None,
             outlet_events: Any = None,
         ) -> dict[str, Any]:
-            """Copy the approved images to ``<output root>/published/<date>/`` with a record."""
+            """Copy the approved images to ``<output root>/review/published/<date>/`` with a record."""
             assert params is not None
             answer = ti.xcom_pull(task_ids="review") or {}
             rejected = (answer.get("params_input") or {}).get("rejected_images") or []
