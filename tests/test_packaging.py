@@ -222,3 +222,21 @@ def test_the_package_checks_pass_good_files_and_name_each_problem(tmp_path: Path
     problems = " | ".join(tool.check(REPO, "airflow_provider_doitong", files))
     for expected in ("version 9.9.9", "no LICENSE", "py.typed", "expected only airflow_provider_doitong"):
         assert expected in problems, problems
+
+
+def test_the_python_classifiers_match_the_readmes_range() -> None:
+    """Both distributions claim the Python releases the README's table gives for the main Airflow."""
+    import tomllib
+
+    (row,) = re.findall(r"^\| 3\.3 \|[^\n]*", (REPO / "README.md").read_text(encoding="utf-8"), re.MULTILINE)
+    low, high = re.search(r"(3\.\d+) to (3\.\d+)", row).groups()  # type: ignore[union-attr]
+    expected = [f"3.{minor}" for minor in range(int(low[2:]), int(high[2:]) + 1)]
+    for project in (REPO, REPO / "emulator"):
+        meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        versions = [
+            c.rsplit(" :: ", 1)[1]
+            for c in meta["classifiers"]
+            if re.match(r"Programming Language :: Python :: 3\.\d+$", c)
+        ]
+        assert versions == expected, project
+        assert meta["requires-python"] == f">={low}"
