@@ -79,7 +79,7 @@ def open_ledger(
     if existing is not None and existing.get("source") not in ({}, None, me):
         raise AirflowFailException(
             f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
-            "output_path (e.g. .../{{ ds }}/) so that no image is overwritten"
+            "output_path (e.g. .../{{ run_id }}/) so that no image is overwritten"
         )
     try:
         ledger = Ledger.open(store, items=list(items), owner=me)

@@ -56,7 +56,7 @@ class FluxBatchOperator(BaseOperator):
         ``.jsonl`` file of items; a local path (relative to the DAG file's folder) or an
         ``ObjectStoragePath`` URI (templated).
     :param output_path: the folder for the images, the manifest and the ledger: local or an
-        ``ObjectStoragePath`` URI (templated). Give each run its own folder (e.g. ``.../{{ ds }}/``).
+        ``ObjectStoragePath`` URI (templated). Give each run its own folder (e.g. ``.../{{ run_id }}/``).
     :param max_credits: refuse the batch when its estimated credits exceed this.
     :param concurrency: jobs at once; default the connection plan's concurrent jobs.
     :param item_retries: failed jobs an item may replace in one task try (failed jobs are refunded).
