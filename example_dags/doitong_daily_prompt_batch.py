@@ -47,7 +47,12 @@ with DAG(
     tags=["doitong", "example"],
     doc_md=__doc__,
     params={
-        "prompts_file": Param("daily_prompts.txt", type=["string", "array"], items={"type": "string"}),
+        "prompts_file": Param(
+            "daily_prompts.txt",
+            type=["string", "array"],
+            items={"type": "string"},
+            description="A file under $DOITONG_PROMPTS_ROOTS (default: this DAG's prompts/), or the prompts.",
+        ),
         "output_root": Param(
             None,
             type=["null", "string"],
