@@ -18,7 +18,7 @@ through the REST API: `PATCH /api/v2/dags/doitong_review_and_publish/dagRuns/<ru
 with `{"chosen_options": ["Approve"], "params_input": {"rejected_images": ["<job_id>.jpg"]}}`.
 
 On Airflow 3.0 (no human-in-the-loop operators) the DAG still loads, and its one task skips
-with the reason.
+with the reason. Unpausing starts the latest day's run at once: 30 credits on the real API.
 """
 
 from __future__ import annotations
