@@ -31,7 +31,10 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "plan": {
         "label": "Plan",
-        "description": "The account's plan, for reference: requests are paced by rate-limit headers.",
+        "description": (
+            "Your account's plan: sets a batch's jobs at once and requests per minute (free 1 and 10, "
+            "starter 3 and 30, pro 10 and 60); the API's rate-limit headers override the rate."
+        ),
         "schema": {"type": ["string", "null"], "enum": [*PLANS, None], "default": "pro"},
     },
     "transport": {
@@ -82,7 +85,8 @@ class ConnectionSettings:
     """A ``doitong`` connection, read and checked. Its ``repr`` leaves out both secrets.
 
     :param api_key: never logged.
-    :param plan: one of the contract's plans, for reference; nothing is paced by it.
+    :param plan: one of the contract's plans: a batch's jobs at once and requests per minute, until
+        the API's rate-limit headers say otherwise (see ``docs/connection.md``).
     :param transport: ``graphql``, ``graphql-image`` or ``rest`` (how jobs are submitted).
     :param webhook_secret: ``None`` when unset; never logged.
     :param timeout: seconds per HTTP request.

@@ -205,8 +205,13 @@ def resubmit_after_wait(error: BaseException, *, on_daily_limit: str = "fail") -
     )
 
 
-def describe(error: BaseException) -> str:
-    """The task-log message for ``error``: the error itself, with the numbers a reader needs."""
+def describe(error: BaseException, *, conn_id: str | None = None) -> str:
+    """The task-log message for ``error``: the error itself, with the numbers a reader needs.
+
+    :param conn_id: the Airflow connection the request used, named when its API key was refused.
+    """
+    if conn_id and kind_of(error) is Kind.REFUSED_KEY:
+        return f"{error} (the API key of the Airflow connection {conn_id!r})"
     if isinstance(error, DoitongInsufficientCredits):
         return (
             f"Not enough Doitong credits: this image needs {error.credits_required}, the account has "
@@ -225,6 +230,7 @@ def airflow_error(
     on_daily_limit: str = "fail",
     doing: str | None = None,
     downloading: bool = False,
+    conn_id: str | None = None,
 ) -> AirflowException:
     """The exception a task raises for ``error`` (raise it ``from None``: the message says it all).
 
@@ -232,9 +238,10 @@ def airflow_error(
     :param on_daily_limit: see :func:`answer_for`.
     :param doing: a few words put before the message, e.g. ``"Doitong submission failed"``.
     :param downloading: see :func:`kind_of`.
+    :param conn_id: see :func:`describe`.
     """
     answer = answer_for(error, role=role, on_daily_limit=on_daily_limit, downloading=downloading)
-    message = describe(error)
+    message = describe(error, conn_id=conn_id)
     if doing:
         message = f"{doing}: {message}"
     return _EXCEPTIONS[answer](message)

@@ -203,7 +203,7 @@ def after_read(job_id: str, read: Job | None | DoitongError) -> Step:
         return Step(Action.SUBMIT, f"the API does not know job {job_id}")
     if read.status is JobStatus.COMPLETED:
         return Step(
-            Action.FINISH, f"job {job_id} is completed: its image is reused, nothing is paid", job_id, read
+            Action.FINISH, f"job {job_id} is completed: its image is reused at no new charge", job_id, read
         )
     if read.status is JobStatus.FAILED:
         return Step(Action.SUBMIT, f"job {job_id} failed (refunded)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,13 @@ def _cell(text: object) -> str:
 
 
 def connection_extras_table() -> str:
-    """The connection's extras as a Markdown table: name, type, default, the form's description."""
+    """The connection's extras as a Markdown table: name, type, default, the form's description.
+
+    Read from this checkout, installed or not (the module needs no Airflow; its client needs the
+    packages ``docs/requirements.txt`` lists).
+    """
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from airflow_provider_doitong.connection import CONN_FIELDS
 
     rows = ["| extra | form label | type | default | description |", "|---|---|---|---|---|"]

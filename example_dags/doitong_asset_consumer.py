@@ -99,8 +99,8 @@ with DAG(
     doc_md=__doc__,
     params={
         "published_root": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description="Where <date>/ folders are published; empty: 'published' beside the dated folders.",
         ),
     },

@@ -12,6 +12,9 @@ the images.
 the prompts roots (`$DOITONG_PROMPTS_ROOTS`, comma-separated; default: this folder's `prompts/`), or a
 list of prompts; `output_root` must be one of the output roots or inside one
 (`$DOITONG_OUTPUT_ROOTS`; default `~/doitong-images`), local or object storage (`s3://bucket/images`).
+
+**Credits.** Unpausing starts the latest day's run at once: with the shipped prompts, about 80 credits
+on the real API. Point `doitong_default` at the emulator (`python3 dev.py emulator`) to try it for free.
 """
 
 from __future__ import annotations
@@ -44,8 +47,17 @@ with DAG(
     tags=["doitong", "example"],
     doc_md=__doc__,
     params={
-        "prompts_file": Param("daily_prompts.txt", type=["string", "array"], items={"type": "string"}),
-        "output_root": Param("", type="string", description="Empty: the first configured output root."),
+        "prompts_file": Param(
+            "daily_prompts.txt",
+            type=["string", "array"],
+            items={"type": "string"},
+            description="A file under $DOITONG_PROMPTS_ROOTS (default: this DAG's prompts/), or the prompts.",
+        ),
+        "output_root": Param(
+            None,
+            type=["null", "string"],
+            description="Empty: the first of $DOITONG_OUTPUT_ROOTS (default ~/doitong-images); else inside one.",
+        ),
         "provider": Param("flux-krea", type="string", enum=list(contract.PROVIDERS)),
         "width": Param(contract.DEFAULT_WIDTH, type="integer"),
         "height": Param(contract.DEFAULT_HEIGHT, type="integer"),
@@ -56,12 +68,13 @@ with DAG(
 ) as dag:
 
     @task
-    def plan_day(params: dict[str, Any], ds: str, dag_run: Any) -> dict[str, str]:
-        """The day's folder (``<root>/<date>``, plus the run's time unless scheduled) and prompts file."""
+    def plan_day(params: dict[str, Any], dag_run: Any) -> dict[str, str]:
+        """The run's folder, ``<root>/<date>`` (logical date, else run day; plus the time unless scheduled)."""
         output_roots = configured_roots(OUTPUT_ROOTS_ENV, "~/doitong-images")
         root = inside_roots(params["output_root"] or output_roots[0], output_roots, what="output_root")
         kind = getattr(dag_run.run_type, "value", dag_run.run_type)
-        name = ds if kind == "scheduled" else f"{ds}-{kind}-{dag_run.run_after:%H%M%S}"
+        day = f"{dag_run.logical_date or dag_run.run_after:%Y-%m-%d}"
+        name = day if kind == "scheduled" else f"{day}-{kind}-{dag_run.run_after:%H%M%S}"
         folder = f"{root}/{name}"
         source = params["prompts_file"]
         if isinstance(source, list):  # kept beside the images, so the day's prompts stay on record

@@ -1,14 +1,15 @@
 """
 ### Doitong: a person approves the day's images before they are published
 
-Every day: generate one image per prompt into `<output_root>/drafts/<date>/`, write the provider's
+Every day: generate one image per prompt into `<output root>/review/drafts/<date>/` (the run's logical
+date; a manual run adds its time; the output root is inside `$DOITONG_OUTPUT_ROOTS`), write the provider's
 contact sheet (`index.html`) and `manifest.json` beside them, then **wait for a person**: the
 `review` task (Airflow's human-in-the-loop `ApprovalOperator`, Airflow 3.1+) shows the contact
 sheet's location and each image's file name and prompt in Airflow's *Required actions* view. The
 reviewer chooses
 
 - **Approve**, optionally listing images to leave out (`rejected_images`, file names from that
-  list): the other images are copied to `<output_root>/published/<date>/` with a
+  list): the other images are copied to `<output root>/review/published/<date>/` with a
   `publication.json` record, and the `doitong_published_images` asset is updated;
 - **Reject**: nothing is published (`publish` is skipped).
 
@@ -17,14 +18,13 @@ through the REST API: `PATCH /api/v2/dags/doitong_review_and_publish/dagRuns/<ru
 with `{"chosen_options": ["Approve"], "params_input": {"rejected_images": ["<job_id>.jpg"]}}`.
 
 On Airflow 3.0 (no human-in-the-loop operators) the DAG still loads, and its one task skips
-with the reason.
+with the reason. Unpausing starts the latest day's run at once: 30 credits on the real API.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -35,6 +35,7 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.batch import manifest
+from airflow_provider_doitong.batch.roots import configured_roots, inside_roots
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
@@ -57,7 +58,7 @@ DAG_ID = "doitong_review_and_publish"
 #: Updated when a day's approved images are published.
 PUBLISHED_IMAGES = Asset(name="doitong_published_images")
 DEFAULT_OUTPUT_ROOT = "~/doitong-images"
-OUTPUT_ROOT_ENV = "DOITONG_OUTPUT_ROOT"
+OUTPUT_ROOTS_ENV = "DOITONG_OUTPUT_ROOTS"
 DEFAULT_PROMPTS = [
     "A lighthouse on a cliff at dawn, watercolour",
     "A red fox asleep in fresh snow, soft light",
@@ -69,9 +70,18 @@ REVIEW_TIMEOUT = timedelta(hours=20)
 
 
 # --- helpers (called from tasks only) ---------------------------------------------------------
-def drafts_folder(params: Mapping[str, Any], ds: str | None) -> ObjectStoragePath:
-    """``<output_root>/drafts/<date>``: where the day's images, manifest and contact sheet go."""
-    return storage_path(str(params["output_root"])) / "drafts" / str(ds)
+def run_day(dag_run: Any) -> str:
+    """The run's folder name: its date (logical, else the run's day), plus the time unless scheduled."""
+    day = f"{dag_run.logical_date or dag_run.run_after:%Y-%m-%d}"
+    kind = getattr(dag_run.run_type, "value", dag_run.run_type)
+    return day if kind == "scheduled" else f"{day}-{kind}-{dag_run.run_after:%H%M%S}"
+
+
+def output_folder(params: Mapping[str, Any], *parts: str) -> ObjectStoragePath:
+    """``<output root>/review/<parts>``: the ``output_root`` param, inside ``$DOITONG_OUTPUT_ROOTS``."""
+    roots = configured_roots(OUTPUT_ROOTS_ENV, DEFAULT_OUTPUT_ROOT)
+    root = inside_roots(params["output_root"] or roots[0], roots, what="output_root")
+    return storage_path(f"{root}/review/{'/'.join(parts)}")
 
 
 def check_prompts(prompts: Sequence[Any], *, provider: str, width: int, height: int, quality: str) -> None:
@@ -120,10 +130,6 @@ def approved_entries(
     return [e for e in entries if e["file"] not in rejected]
 
 
-def output_root_default() -> str:
-    return os.environ.get(OUTPUT_ROOT_ENV) or DEFAULT_OUTPUT_ROOT
-
-
 # --- the DAG ----------------------------------------------------------------------------------
 with DAG(
     dag_id=DAG_ID,
@@ -135,7 +141,11 @@ with DAG(
     doc_md=__doc__,
     params={
         "prompts": Param(DEFAULT_PROMPTS, type="array", items={"type": "string"}, minItems=1),
-        "output_root": Param(output_root_default(), type="string", minLength=1),
+        "output_root": Param(
+            None,
+            type=["null", "string"],
+            description="Empty: the first of $DOITONG_OUTPUT_ROOTS (default ~/doitong-images); else inside one.",
+        ),
         "provider": Param("flux-krea", type="string", enum=list(contract.PROVIDERS)),
         "width": Param(contract.DEFAULT_WIDTH, type="integer", minimum=contract.MIN_SIDE),
         "height": Param(contract.DEFAULT_HEIGHT, type="integer", minimum=contract.MIN_SIDE),
@@ -155,7 +165,7 @@ with DAG(
     else:
 
         @task
-        def plan(params: dict[str, Any] | None = None, ds: str | None = None) -> list[dict[str, Any]]:
+        def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> list[dict[str, Any]]:
             """Check every prompt, and name the day's drafts folder; nothing is spent if one is bad."""
             assert params is not None
             prompts = list(dict.fromkeys(str(p).strip() for p in params["prompts"] if str(p).strip()))
@@ -166,7 +176,7 @@ with DAG(
                 height=params["height"],
                 quality=params["quality"],
             )
-            drafts = drafts_folder(params, ds)
+            drafts = output_folder(params, "drafts", run_day(dag_run))
             return [
                 {
                     "prompt": prompt,
@@ -181,38 +191,38 @@ with DAG(
         def contact_sheet(
             results: Iterable[dict[str, Any]],
             params: dict[str, Any] | None = None,
-            ds: str | None = None,
+            dag_run: Any = None,
             ti: Any = None,
         ) -> dict[str, Any]:
             """The provider's ``manifest.json`` and ``index.html`` beside the drafts; push the reviewer's text."""
             assert params is not None
-            drafts = drafts_folder(params, ds)
+            day = run_day(dag_run)
+            drafts = output_folder(params, "drafts", day)
             entries = manifest.entries_from_results(results, folder=drafts)
-            doc = manifest.build_manifest(entries, title=f"For review: {ds}", extra={"date": ds})
+            doc = manifest.build_manifest(entries, title=f"For review: {day}", extra={"date": day})
             sheet = manifest.write_manifest(drafts, doc)["contact_sheet"]
             ti.xcom_push(key="review_body", value=review_body(sheet, entries))
             log.info("Contact sheet for review: %s (%d images)", sheet, len(entries))
-            return {"folder": shown(drafts), "contact_sheet": sheet, "images": entries}
+            return {"day": day, "folder": shown(drafts), "contact_sheet": sheet, "images": entries}
 
         @task(outlets=[PUBLISHED_IMAGES])
         def publish(
             sheet: dict[str, Any],
             params: dict[str, Any] | None = None,
-            ds: str | None = None,
             ti: Any = None,
             outlet_events: Any = None,
         ) -> dict[str, Any]:
-            """Copy the approved images to ``<output_root>/published/<date>/`` with a record."""
+            """Copy the approved images to ``<output root>/review/published/<date>/`` with a record."""
             assert params is not None
             answer = ti.xcom_pull(task_ids="review") or {}
             rejected = (answer.get("params_input") or {}).get("rejected_images") or []
             approved = approved_entries(sheet["images"], rejected)
             drafts = storage_path(sheet["folder"])
-            target = storage_path(params["output_root"]) / "published" / str(ds)
+            target = output_folder(params, "published", sheet["day"])
             for entry in approved:
                 write_image(target / entry["file"], (drafts / entry["file"]).read_bytes())
             record = {
-                "date": ds,
+                "date": sheet["day"],
                 "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "approved_by": (answer.get("responded_by_user") or {}).get("name"),
                 "contact_sheet": sheet["contact_sheet"],
@@ -221,7 +231,7 @@ with DAG(
             }
             write_image(target / PUBLICATION_RECORD, json.dumps(record, indent=2).encode("utf-8"))
             outlet_events[PUBLISHED_IMAGES].extra = {
-                "date": ds,
+                "date": sheet["day"],
                 "folder": shown(target),
                 "count": len(approved),
             }
@@ -241,7 +251,7 @@ with DAG(
         sheet = contact_sheet(images.output)
         review = ApprovalOperator(
             task_id="review",
-            subject="Publish the Doitong images of {{ ds }}?",
+            subject="Publish the Doitong images of {{ ti.xcom_pull(task_ids='contact_sheet')['day'] }}?",
             body="{{ ti.xcom_pull(task_ids='contact_sheet', key='review_body') }}",
             defaults="Reject",
             response_timeout=REVIEW_TIMEOUT,

@@ -8,10 +8,17 @@ import importlib
 import inspect
 import io
 import json
+import os
 import pkgutil
 import re
+import shutil
+import subprocess
 import tarfile
+import time
+import urllib.request
+import venv
 import zipfile
+from collections.abc import Iterator
 from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
@@ -222,3 +229,135 @@ def test_the_package_checks_pass_good_files_and_name_each_problem(tmp_path: Path
     problems = " | ".join(tool.check(REPO, "airflow_provider_doitong", files))
     for expected in ("version 9.9.9", "no LICENSE", "py.typed", "expected only airflow_provider_doitong"):
         assert expected in problems, problems
+
+
+def test_the_python_classifiers_match_the_readmes_range() -> None:
+    """Both distributions claim the Python releases the README's table gives for the main Airflow."""
+    import tomllib
+
+    (row,) = re.findall(r"^\| 3\.3 \|[^\n]*", (REPO / "README.md").read_text(encoding="utf-8"), re.MULTILINE)
+    low, high = re.search(r"(3\.\d+) to (3\.\d+)", row).groups()  # type: ignore[union-attr]
+    expected = [f"3.{minor}" for minor in range(int(low[2:]), int(high[2:]) + 1)]
+    for project in (REPO, REPO / "emulator"):
+        meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        versions = [
+            c.rsplit(" :: ", 1)[1]
+            for c in meta["classifiers"]
+            if re.match(r"Programming Language :: Python :: 3\.\d+$", c)
+        ]
+        assert versions == expected, project
+        assert meta["requires-python"] == f">={low}"
+
+
+# --- the built wheels, installed as the README says, in a fresh venv ------------------------------
+@pytest.fixture(scope="module")
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh venv with only the two built wheels installed, with the constraints, as the README says.
+
+    Built with ``tools/package.py`` (what ``python3 dev.py package`` runs) from the venv's own
+    Python; pip takes every package from its cache or the package registry.
+    """
+    root = tmp_path_factory.mktemp("wheels")
+    venv.EnvBuilder(with_pip=True).create(root / "venv")
+    python = root / "venv" / "bin" / "python"
+    # The venv's own environment: nothing of this checkout on the path, no test Airflow home.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON", "DOITONG"))}
+    env.update(
+        {"PATH": f"{python.parent}{os.pathsep}{env.get('PATH', '')}", "AIRFLOW_HOME": str(root / "home")}
+    )
+
+    def run(*args: str | Path, cwd: Path = root) -> str:
+        done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{args}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    run(python, REPO / "tools" / "package.py", "--outdir", root / "dist", cwd=REPO)
+    wheels = sorted((root / "dist").glob("*.whl"))
+    assert [w.name.split("-")[0] for w in wheels] == ["airflow_provider_doitong", "doitong_emulator"]
+    shutil.copy(REPO / "constraints.txt", root)
+    run("bash", "-c", _readme_wheel_install())  # the venv's pip first on the PATH
+    yield root, env
+    shutil.rmtree(root / "venv", ignore_errors=True)
+
+
+@pytest.mark.timeout(1800)
+def test_the_wheels_run_a_dag_in_a_fresh_venv(wheel_venv: tuple[Path, dict[str, str]]) -> None:
+    root, env = wheel_venv
+    python = root / "venv" / "bin" / "python"
+    where = subprocess.run(
+        [
+            python,
+            "-c",
+            "import airflow_provider_doitong, doitong_emulator as e; print(airflow_provider_doitong.__file__, e.__file__)",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(REPO) not in where and where.count("site-packages") == 2, where
+
+    (root / "dags").mkdir()
+    shutil.copy(REPO / "example_dags" / "doitong_submit_then_sense.py", root / "dags")
+    from tests.support.airflow_cluster import free_port
+
+    port = free_port()
+    emulator = subprocess.Popen(
+        [root / "venv" / "bin" / "doitong-emulator", "--port", str(port), "--time-scale", "0.05"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(f"{base}/_emulator/health")
+        conn = {"conn_type": "doitong", "host": base, "password": "emulator-key"}
+        dag_env = {
+            **env,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_CONN_DOITONG_DEFAULT": json.dumps(conn),
+        }
+        airflow = [str(root / "venv" / "bin" / "airflow")]
+        subprocess.run([*airflow, "db", "migrate"], env=dag_env, cwd=root, check=True, capture_output=True)
+        done = subprocess.run(
+            [*airflow, "dags", "test", "doitong_submit_then_sense"],
+            env=dag_env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-5000:]
+        assert re.search(r"Marking run .*doitong_submit_then_sense.* successful", out), out[-5000:]
+        with urllib.request.urlopen(f"{base}/_emulator/stats", timeout=10) as answer:
+            stats = json.loads(answer.read())
+        assert stats["requests"]["submit"] == 1, stats
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+
+
+def _readme_wheel_install() -> str:
+    """The README's command that installs the built wheels (its Install section, as written)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    (line,) = [
+        line.split("#", 1)[0].strip()
+        for line in section.splitlines()
+        if line.startswith("pip install") and ".whl" in line
+    ]
+    return line
+
+
+def _wait_for(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)

@@ -79,7 +79,7 @@ def open_ledger(
     if existing is not None and existing.get("source") not in ({}, None, me):
         raise AirflowFailException(
             f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
-            "output_path (e.g. .../{{ ds }}/) so that no image is overwritten"
+            "output_path (e.g. .../{{ run_id }}/) so that no image is overwritten"
         )
     try:
         ledger = Ledger.open(store, items=list(items), owner=me)
@@ -94,11 +94,17 @@ def open_ledger(
 
 
 def check_balance(
-    runner: BatchRunner, found: Sequence[BatchItem], estimate: int, *, on_daily_limit: str
+    runner: BatchRunner,
+    found: Sequence[BatchItem],
+    estimate: int,
+    *,
+    on_daily_limit: str,
+    conn_id: str | None = None,
 ) -> None:
     """Refuse a batch whose items still to generate cost more than the account's balance.
 
     :param estimate: the whole batch's estimated credits (kept in the ledger for the manifest).
+    :param conn_id: the Airflow connection, named when its API key is refused.
     :raises AirflowFailException: if the balance does not cover them (nothing is submitted).
     :raises AirflowException: as :mod:`~airflow_provider_doitong.outcomes` says, if the account
         cannot be read.
@@ -111,7 +117,10 @@ def check_balance(
             balance = runner.client.get_account().credits
         except DoitongError as exc:
             raise airflow_error(
-                exc, on_daily_limit=on_daily_limit, doing="Reading the Doitong account failed"
+                exc,
+                on_daily_limit=on_daily_limit,
+                doing="Reading the Doitong account failed",
+                conn_id=conn_id,
             ) from None
     problem = budget_problem(
         images=len(found), estimate=estimate, to_spend=to_spend, balance=balance, max_credits=None
@@ -161,7 +170,13 @@ def _did_anything(pointer: dict[str, Any]) -> bool:
 
 
 def raise_for_outcome(
-    runner: BatchRunner, reason: str, summary: dict[str, Any], *, max_failed_items: int, on_daily_limit: str
+    runner: BatchRunner,
+    reason: str,
+    summary: dict[str, Any],
+    *,
+    max_failed_items: int,
+    on_daily_limit: str,
+    conn_id: str | None = None,
 ) -> None:
     """End the task as the batch ended, through the one outcome mapping (:mod:`~airflow_provider_doitong.outcomes`).
 
@@ -184,4 +199,6 @@ def raise_for_outcome(
         doing = (
             None if isinstance(error, DoitongTimeout) else f"The batch stopped (see {summary['manifest']})"
         )
-        raise airflow_error(error, role=Role.SUBMITTER, on_daily_limit=on_daily_limit, doing=doing)
+        raise airflow_error(
+            error, role=Role.SUBMITTER, on_daily_limit=on_daily_limit, doing=doing, conn_id=conn_id
+        )

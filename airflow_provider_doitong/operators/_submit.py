@@ -49,6 +49,7 @@ class SubmitOnceMixin:
     on_clear: str
     on_ambiguous_submission: str
     on_daily_limit: str
+    doitong_conn_id: str
     log: Any
     defer: Any
 
@@ -95,7 +96,9 @@ class SubmitOnceMixin:
             try:
                 step = submission.after_read(step.job_id, read)
             except DoitongError as exc:
-                raise airflow_error(exc, doing=f"Reading Doitong job {step.job_id} failed") from None
+                raise airflow_error(
+                    exc, doing=f"Reading Doitong job {step.job_id} failed", conn_id=self.doitong_conn_id
+                ) from None
         if step.action is Action.AMBIGUOUS:
             step = self._after_ambiguous_submission(step)
         self.log.info("Doitong: %s; %s", step.reason, step.action.value)
@@ -128,11 +131,13 @@ class SubmitOnceMixin:
                 break
             except DoitongError as exc:
                 if submission.may_have_created_job(exc):
-                    raise airflow_error(exc, doing="Doitong submission failed, a job may exist") from None
+                    raise airflow_error(
+                        exc, doing="Its outcome is unknown, a job may exist", conn_id=self.doitong_conn_id
+                    ) from None
                 if not resubmit_after_wait(exc, on_daily_limit=self.on_daily_limit):
                     self._forget_record(context)
                     raise airflow_error(
-                        exc, on_daily_limit=self.on_daily_limit, doing="Doitong submission failed"
+                        exc, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
                     ) from None
                 # No job exists; the count outlives a deferral even where its kwargs are lost.
                 self._save_record(context, RecordState.REFUSED, refusals=attempt)

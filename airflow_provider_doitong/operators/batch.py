@@ -56,7 +56,7 @@ class FluxBatchOperator(BaseOperator):
         ``.jsonl`` file of items; a local path (relative to the DAG file's folder) or an
         ``ObjectStoragePath`` URI (templated).
     :param output_path: the folder for the images, the manifest and the ledger: local or an
-        ``ObjectStoragePath`` URI (templated). Give each run its own folder (e.g. ``.../{{ ds }}/``).
+        ``ObjectStoragePath`` URI (templated). Give each run its own folder (e.g. ``.../{{ run_id }}/``).
     :param max_credits: refuse the batch when its estimated credits exceed this.
     :param concurrency: jobs at once; default the connection plan's concurrent jobs.
     :param item_retries: failed jobs an item may replace in one task try (failed jobs are refunded).
@@ -243,7 +243,9 @@ class FluxBatchOperator(BaseOperator):
         try:
             self._new_try(context, runner)
             runner.resolve_unconfirmed()
-            task_state.check_balance(runner, found, estimate, on_daily_limit=self.on_daily_limit)
+            task_state.check_balance(
+                runner, found, estimate, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
+            )
             ledger.flush()  # a batch refused so far has written nothing
             task_state.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
@@ -343,6 +345,7 @@ class FluxBatchOperator(BaseOperator):
             summary,
             max_failed_items=self.max_failed_items,
             on_daily_limit=self.on_daily_limit,
+            conn_id=self.doitong_conn_id,
         )
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):

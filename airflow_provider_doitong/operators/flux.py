@@ -237,7 +237,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             raise airflow_error(exc) from None
         error = events.error_of(status, job_id, job, message)
         if error is not None:
-            raise airflow_error(error, role=Role.SUBMITTER)
+            raise airflow_error(error, role=Role.SUBMITTER, conn_id=self.doitong_conn_id)
         assert job is not None  # read_event checks a success carries its job
         self._request = self._image_request()
         try:
@@ -283,7 +283,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             self.log.info("Found Doitong job %s from an earlier try: %s", step.job_id, step.job.raw_status)
         if step.action is Action.FINISH:
             assert step.job is not None
-            return self._finish(step.job, context)
+            return self._finish(step.job, context, reused=True)
         return self._wait(step.job_id, context, step.job)
 
     def _wait(self, job_id: str, context: Context, job: Job | None) -> dict[str, Any]:
@@ -312,7 +312,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 refresh_key=lambda: self.hook.reread_settings().api_key,
             )
         except DoitongError as exc:
-            raise airflow_error(exc, doing=f"Waiting for Doitong job {job_id} failed") from None
+            raise airflow_error(
+                exc, doing=f"Waiting for Doitong job {job_id} failed", conn_id=self.doitong_conn_id
+            ) from None
         self.log.info("Doitong job %s completed after %.1fs", job_id, time.monotonic() - started)
         return self._finish(done, context)
 
@@ -320,16 +322,28 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         try:
             job = self.client.get_job(job_id)
         except DoitongError as exc:
-            raise airflow_error(exc, doing=f"Reading Doitong job {job_id} failed") from None
+            raise airflow_error(
+                exc, doing=f"Reading Doitong job {job_id} failed", conn_id=self.doitong_conn_id
+            ) from None
         if job is None:
             raise airflow_error(DoitongNotFound(f"Doitong job {job_id} does not exist"))
         return job
 
     # --- the result ----------------------------------------------------------------------
-    def _finish(self, job: Job, context: Context) -> dict[str, Any]:
+    def _finish(self, job: Job, context: Context, *, reused: bool = False) -> dict[str, Any]:
+        """Store a completed job's image and return the task's result.
+
+        :param reused: the job was paid for by an earlier try; this try is charged nothing.
+        """
         output: str | None = None
         if job.status is contract.JobStatus.COMPLETED:
-            if job.credit_cost is not None:
+            if reused and job.credit_cost is not None:
+                self.log.info(
+                    "Doitong job %s was charged %d credits by an earlier try; reusing it costs 0 credits now",
+                    job.id,
+                    job.credit_cost,
+                )
+            elif job.credit_cost is not None:
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
             if self.output_path:
                 output = self._store(job)

@@ -93,7 +93,7 @@ class DoitongJobSensor(BaseSensorOperator):
         finally:
             client.close()
         if isinstance(step.error, DoitongError):
-            raise airflow_error(step.error, role=Role.WATCHER)
+            raise airflow_error(step.error, role=Role.WATCHER, conn_id=self.doitong_conn_id)
         if step.job is None:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=step.job.to_dict())
@@ -106,7 +106,7 @@ class DoitongJobSensor(BaseSensorOperator):
             raise airflow_error(exc, role=Role.WATCHER) from None
         error = events.error_of(status, job_id, job, message)
         if error is not None:
-            raise airflow_error(error, role=Role.WATCHER)
+            raise airflow_error(error, role=Role.WATCHER, conn_id=self.doitong_conn_id)
         assert job is not None  # read_event checks a success carries its job
         self.log.info("Doitong job %s completed", job_id)
         return job.to_dict()

@@ -24,17 +24,33 @@ from doitong_emulator.server import DoitongEmulator
 log = logging.getLogger("doitong_emulator")
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """``--help`` shows each option's default, where it has one (not for flags and unset options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if action.option_strings and not unset:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(
-        prog="doitong-emulator", description="Serve a local emulation of the Doitong image API."
+        prog="doitong-emulator",
+        description=(
+            "Serve a local emulation of the Doitong image API. Its images are placeholders: a "
+            "gradient and random shapes drawn from the job, not generated from the prompt."
+        ),
+        formatter_class=_HelpWithDefaults,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
     parser.add_argument("--public-url", help="base URL put in job urls, if not http://HOST:PORT")
     account = parser.add_argument_group("account")
     account.add_argument("--api-key", default=DEFAULT_API_KEY, help="the API key clients must send")
-    account.add_argument("--plan", default=DEFAULT_PLAN, choices=sorted(PLANS))
+    account.add_argument("--plan", default=DEFAULT_PLAN, choices=sorted(PLANS), help="the account's plan")
     account.add_argument("--credits", type=int, default=DEFAULT_CREDITS, help="starting credit balance")
     account.add_argument("--webhook-secret", default=DEFAULT_WEBHOOK_SECRET, help="signs webhook deliveries")
     timing = parser.add_argument_group("timing")
@@ -44,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument("--queue-seconds", type=float, default=0.0, help="emulated time jobs stay queued")
     timing.add_argument("--seed", type=int, help="seed for job durations and faults")
     limits = parser.add_argument_group("limit overrides (default: the plan's; -1 = unlimited)")
-    limits.add_argument("--requests-per-minute", type=int)
-    limits.add_argument("--concurrent-jobs", type=int)
-    limits.add_argument("--daily-limit", type=int)
+    limits.add_argument("--requests-per-minute", type=int, help="requests a minute")
+    limits.add_argument("--concurrent-jobs", type=int, help="jobs running at once")
+    limits.add_argument("--daily-limit", type=int, help="submissions a day")
     faults = parser.add_argument_group("faults")
     faults.add_argument(
         "--error-500-rate", type=float, default=0.0, help="share of API requests answered 500"
@@ -76,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     hostile.add_argument("--download-redirects", type=int, default=0, help="redirects before each download")
     hostile.add_argument("--redirect-base-url", help="where download redirects point (default: itself)")
     parser.add_argument("--state-file", help="load state from this file at start, save it on shutdown")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
 
 

@@ -181,3 +181,15 @@ def test_cli_rejects_bad_fault_rates(run_cli):
     cli = run_cli("--port", str(_free_port()), "--error-500-rate", "3")
     assert cli.process.wait(timeout=20) == 2
     assert "error_500_rate" in (cli.process.stderr.read() if cli.process.stderr else "")
+
+
+def test_help_shows_every_default_and_says_the_images_are_placeholders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside a default
+    parser = build_parser()
+    text = " ".join(parser.format_help().split())
+    assert "placeholders" in text and "random shapes" in text
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+            assert f"{action.help} (default: {action.default})" in text, action.dest

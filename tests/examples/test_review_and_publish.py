@@ -29,7 +29,8 @@ PROMPTS = ["a kite over dunes", "a teapot on a windowsill", "a heron in the reed
 
 
 @pytest.fixture
-def example() -> Any:
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("DOITONG_OUTPUT_ROOTS", str(tmp_path))
     return load_example("doitong_review_and_publish")
 
 
@@ -101,7 +102,6 @@ def _run_reviewed(
         example.dag,
         run_conf={
             "prompts": PROMPTS,
-            "output_root": str(tmp_path),
             "width": 256,
             "height": 256,
             "poll_interval": 0.1,
@@ -134,9 +134,10 @@ def test_approved_images_are_published_and_a_left_out_one_is_not(
         "review": "success",
         "publish": "success",
     }
-    day = run.logical_date.strftime("%Y-%m-%d")
-    drafts = tmp_path / "drafts" / day
     sheet = xcom_value(run, "contact_sheet")
+    day = sheet["day"]  # a manual run: its date and time
+    assert day.startswith(run.logical_date.strftime("%Y-%m-%d") + "-manual-")
+    drafts = tmp_path / "review" / "drafts" / day
     files = [image["file"] for image in sheet["images"]]
     assert sorted(files) == sorted(p.name for p in drafts.glob("*.jpg")) and len(files) == 3
     assert (drafts / "index.html").read_text().count("<figure>") == 3
@@ -154,7 +155,7 @@ def test_approved_images_are_published_and_a_left_out_one_is_not(
     assert "rejected_images" in shown["params"]
 
     left_out = files[1]
-    published = tmp_path / "published" / day
+    published = tmp_path / "review" / "published" / day
     assert sorted(p.name for p in published.glob("*.jpg")) == sorted(set(files) - {left_out})
     for name in set(files) - {left_out}:
         assert (published / name).read_bytes() == (drafts / name).read_bytes()
@@ -172,8 +173,9 @@ def test_a_rejected_sheet_publishes_nothing(
     states = task_states(run)
     assert states["review"] == "success" and states["contact_sheet"] == "success"
     assert states["publish"] == "skipped"
-    assert not (tmp_path / "published").exists()
-    assert len(list((tmp_path / "drafts").glob("*/*.jpg"))) == 3  # the drafts stay for a look later
+    assert not (tmp_path / "review" / "published").exists()
+    drafts = tmp_path / "review" / "drafts"
+    assert len(list(drafts.glob("*/*.jpg"))) == 3  # the drafts stay for a look later
     # The answer as Airflow keeps it (a rejecting ApprovalOperator skips downstream and returns no XCom).
     ti = reviewer.request["task_instance"] if reviewer.request else {}
     kept = api.get(

@@ -86,4 +86,4 @@ def test_a_cleared_task_submits_a_changed_prompt_once_and_reuses_an_unchanged_on
     assert sum(emu.stats()["submissions_by_prompt"].values()) == 2
     assert image.exists()
     log = _log(fault_cluster, run_id, 3)
-    assert "its image is reused, nothing is paid" in log and "Submitted Doitong job" not in log, log[-3000:]
+    assert "its image is reused at no new charge" in log and "Submitted Doitong job" not in log, log[-3000:]
