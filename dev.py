@@ -90,6 +90,8 @@ AIRFLOW_CONSTRAINTS = {
     "3.1": ".ci/constraints/airflow-3.1.txt",
     "3.2": ".ci/constraints/airflow-3.2.txt",
     "3.3": "constraints.txt",
+    # A pre-release (3.4.0b2) until 3.4.0 appears.
+    "3.4": ".ci/constraints/airflow-3.4.txt",
 }
 #: What ``test-compat`` runs on each release: the provider's parts that touch Airflow (registration
 #: and the connection form, hook, operator and sensor through ``dag.test()``, trigger, example DAGs).
