@@ -11,7 +11,7 @@ from its own files (``pyproject.toml`` and ``constraints.txt``), and runs the co
 (CeleryExecutor, Redis, PostgreSQL, two workers, two triggerers, S3 via moto) from its own venv,
 ``.venv-distributed`` (the ``distributed`` extra; ``constraints-distributed.txt`` over
 ``constraints.txt``); it installs Redis and PostgreSQL with apt-get when they are missing.
-``python3 dev.py test-compat [3.0 3.1 3.2 3.3] [-- PYTEST-ARGS]`` runs the tests that matter for
+``python3 dev.py test-compat [3.0 3.1 3.2 3.3 3.4] [-- PYTEST-ARGS]`` runs the tests that matter for
 compatibility on each supported Airflow release, in a venv per release under ``.venvs/`` installed
 from that release's pinned constraints (``.ci/constraints/``; the main release, 3.3, is ``.venv``).
 Without releases it runs those other than the main one. A venv is rebuilt when its files change;
