@@ -32,6 +32,11 @@ What differs, and what this provider does about it:
   event. Before 3.4 there is no choice: every event queued before the run was created lands in it.
   :func:`asset_schedule` makes a DAG's choice where the release offers one.
 
+* Task group loops (3.4): every iteration runs the same task in the same run with the same map
+  index (-1 unless mapped), told apart only by its dynamic region (``region_id`` and
+  ``region_index``, which also tell apart nested expansions). :func:`task_instance_region` names it,
+  so that a batch's ledger and manifest belong to one iteration; before 3.4 there is none.
+
 What 3.4 changes that needs nothing here: ``BaseTrigger.supports_triggerer_queue`` is now
 ``trigger_queue_inherited_from_task``, beside a new ``queue`` attribute; the provider's triggers set
 neither (and have no attribute of their own by that name), so with ``[triggerer] queues_enabled``
@@ -42,6 +47,7 @@ they run on the deferred task's queue on every release. The task state store gai
 from __future__ import annotations
 
 import inspect
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
@@ -78,6 +84,7 @@ __all__ = [
     "conf",
     "connection_form_widgets",
     "mask_secret",
+    "task_instance_region",
     "task_state_store",
 ]
 
@@ -87,6 +94,17 @@ def task_state_store(context: Context) -> Any:
     before Airflow 3.3, where there is none.
     """
     return context.get("task_state_store")
+
+
+def task_instance_region(ti: Any) -> str | None:
+    """The dynamic region (a loop's iteration, a nested expansion) a task instance runs in, as
+    ``<region id>.<region index>``; ``None`` outside any, where dag, run, task and map index say all
+    (always before Airflow 3.4). It stays the same from one try of the task instance to the next.
+    """
+    region_id = getattr(ti, "region_id", None)
+    if region_id is None or uuid.UUID(str(region_id)).int == 0:  # the zero UUID: no region
+        return None
+    return f"{region_id}.{ti.region_index}"
 
 
 def asset_schedule(asset: Asset, *, batch_asset_events: bool) -> Any:
