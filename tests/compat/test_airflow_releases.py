@@ -241,7 +241,7 @@ def test_each_iteration_of_a_loop_is_a_batch_of_its_own(
             shared >> FluxBatchOperator(
                 task_id="own",
                 prompts=prompts,
-                output_path=str(tmp_path / "own" / "{{ ti.region_index }}"),
+                output_path=str(tmp_path / "own" / "{{ loop.index }}"),
                 poll_interval=0.1,
                 trigger_rule="all_done",
             )
