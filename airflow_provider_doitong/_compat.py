@@ -31,7 +31,6 @@ What differs, and what this provider does about it:
   run (``batch_asset_events``); the default, ``[scheduler] batch_asset_events``, is off: one run per
   event. Before 3.4 there is no choice: every event queued before the run was created lands in it.
   :func:`asset_schedule` makes a DAG's choice where the release offers one.
-
 * Task group loops (3.4): every iteration runs the same task in the same run with the same map
   index (-1 unless mapped), told apart only by its dynamic region (``region_id`` and
   ``region_index``, which also tell apart nested expansions). :func:`task_instance_region` names it,
