@@ -1,4 +1,4 @@
-"""The one module that knows how the supported Airflow releases (3.0 to 3.3) differ.
+"""The one module that knows how the supported Airflow releases (3.0 to 3.4) differ.
 
 Every other module imports the names below from here instead of from ``airflow.sdk`` wherever a
 name moved, arrived late or behaves differently. Most of the work is done by
@@ -27,10 +27,26 @@ What differs, and what this provider does about it:
   3.1, and before 3.3.2 it still masks secrets with such a blocking call. :func:`aget_connection`
   and :func:`aextra` (common-compat's) and :func:`amask_secret` use the async call where the
   release has a safe one, else the blocking call in a worker thread.
+* Asset events: from 3.4 an asset-scheduled DAG chooses whether the events queued for it share one
+  run (``batch_asset_events``); the default, ``[scheduler] batch_asset_events``, is off: one run per
+  event. Before 3.4 there is no choice: every event queued before the run was created lands in it.
+  :func:`asset_schedule` makes a DAG's choice where the release offers one.
+* Task group loops (3.4): every iteration runs the same task in the same run with the same map
+  index (-1 unless mapped), told apart only by its dynamic region (``region_id`` and
+  ``region_index``, which also tell apart nested expansions). :func:`task_instance_region` names it,
+  so that a batch's ledger and manifest belong to one iteration; before 3.4 there is none.
+
+What 3.4 changes that needs nothing here: ``BaseTrigger.supports_triggerer_queue`` is now
+``trigger_queue_inherited_from_task``, beside a new ``queue`` attribute; the provider's triggers set
+neither (and have no attribute of their own by that name), so with ``[triggerer] queues_enabled``
+they run on the deferred task's queue on every release. The task state store gains async calls
+(``aget``/``aset``/``adelete``); the operators use it only from their synchronous ``execute``.
 """
 
 from __future__ import annotations
 
+import inspect
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
@@ -46,7 +62,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow.sdk.definitions.context import Context
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.sdk import Asset, Connection
 
 #: True where a retry reattaches to the job an earlier try submitted: the task context has a
 #: ``task_state_store`` (Airflow 3.3 and later); False where every try starts afresh.
@@ -63,9 +79,11 @@ __all__ = [
     "aextra",
     "aget_connection",
     "amask_secret",
+    "asset_schedule",
     "conf",
     "connection_form_widgets",
     "mask_secret",
+    "task_instance_region",
     "task_state_store",
 ]
 
@@ -75,6 +93,32 @@ def task_state_store(context: Context) -> Any:
     before Airflow 3.3, where there is none.
     """
     return context.get("task_state_store")
+
+
+def task_instance_region(ti: Any) -> str | None:
+    """The dynamic region (a loop's iteration, a nested expansion) a task instance runs in, as
+    ``<region id>.<region index>``; ``None`` outside any, where dag, run, task and map index say all
+    (always before Airflow 3.4). It stays the same from one try of the task instance to the next.
+    """
+    region_id = getattr(ti, "region_id", None)
+    if region_id is None or uuid.UUID(str(region_id)).int == 0:  # the zero UUID: no region
+        return None
+    return f"{region_id}.{ti.region_index}"
+
+
+def asset_schedule(asset: Asset, *, batch_asset_events: bool) -> Any:
+    """A DAG's ``schedule`` on ``asset``, its queued events in one run each or together where it can choose.
+
+    On Airflow 3.4 and later, an ``AssetTriggeredTimetable`` with ``batch_asset_events`` (which
+    overrides ``[scheduler] batch_asset_events``); before, ``[asset]``, whose runs always take every
+    event queued before they were created.
+    """
+    import airflow.sdk
+
+    timetable = getattr(airflow.sdk, "AssetTriggeredTimetable", None)  # public from 3.4, with the choice
+    if timetable is None or "batch_asset_events" not in inspect.signature(timetable).parameters:
+        return [asset]
+    return timetable(asset, batch_asset_events=batch_asset_events)
 
 
 async def aget_connection(hook: BaseHook, conn_id: str) -> Connection:

@@ -7,6 +7,11 @@ every stored image against the manifest's SHA-256, and publishes the day: the im
 and `index.html` are copied to `<output root>/published/<day folder>/` (beside the dated folders, or
 under the `published_root` param) together with a `publication.json` record of what was published,
 from which run.
+
+One run per event: on Airflow 3.4 and later the DAG sets `batch_asset_events=False` (3.4's default,
+kept even where `[scheduler] batch_asset_events` is on), so each day is published by a run of its
+own, retried or cleared alone. Before 3.4 Airflow has no such choice: the events queued before a run
+is created all go to that run, and its task publishes their days one after another.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from airflow.sdk import DAG, Asset, Param, task
 
+from airflow_provider_doitong._compat import asset_schedule
 from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.storage import shown, storage_path, write_image
 
@@ -92,7 +98,7 @@ def publish_day(
 
 with DAG(
     dag_id=DAG_ID,
-    schedule=[DAILY_IMAGES],
+    schedule=asset_schedule(DAILY_IMAGES, batch_asset_events=False),
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     tags=["doitong", "example"],

@@ -34,15 +34,19 @@ def safe_component(value: str) -> str:
     return f"{cleaned[:80]}-{hashlib.sha256(value.encode('utf-8')).hexdigest()[:8]}"
 
 
-def ledger_parts(*, dag_id: str, run_id: str, task_id: str, map_index: int) -> list[str]:
+def ledger_parts(
+    *, dag_id: str, run_id: str, task_id: str, map_index: int, region: str | None = None
+) -> list[str]:
     """The ledger folder's path under ``output_path``, one component each.
 
     :param dag_id: the task instance's DAG.
     :param run_id: its run.
     :param task_id: its task.
     :param map_index: its map index (-1 when not mapped).
+    :param region: its loop iteration or nested expansion, if any (``_compat.task_instance_region``).
     """
     task = safe_component(task_id) + (f".{map_index}" if map_index >= 0 else "")
+    task += f".{safe_component(region)}" if region else ""
     return [LEDGER_ROOT, safe_component(dag_id), safe_component(run_id), task]
 
 
@@ -172,7 +176,7 @@ def open_store(folder: Any, owner: dict[str, Any]) -> LocalLedgerStore | ObjectL
     """The store of a task instance's ledger under an output folder.
 
     :param folder: the output folder (an ``ObjectStoragePath``).
-    :param owner: the task instance: ``dag_id``, ``run_id``, ``task_id``, ``map_index``.
+    :param owner: the task instance: ``dag_id``, ``run_id``, ``task_id``, ``map_index`` (and ``region``).
     """
     ledger_folder = folder
     for part in ledger_parts(**owner):

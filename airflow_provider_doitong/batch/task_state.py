@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_doitong._compat import AirflowFailException, task_state_store
+from airflow_provider_doitong._compat import AirflowFailException, task_instance_region, task_state_store
 from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.batch.items import BatchItem, budget_problem, estimated_credits
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
@@ -31,9 +31,12 @@ STATE_KEY = "doitong_batch"
 
 
 def owner(context: Context) -> dict[str, Any]:
-    """The task instance a batch belongs to: ``dag_id``, ``run_id``, ``task_id``, ``map_index``."""
+    """The task instance a batch belongs to: ``dag_id``, ``run_id``, ``task_id``, ``map_index``, and
+    for one in a loop's iteration or a nested expansion (Airflow 3.4) its ``region``."""
     ti = context["ti"]
-    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
+    me = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
+    region = task_instance_region(ti)
+    return me if region is None else {**me, "region": region}
 
 
 def read_pointer(context: Context) -> dict[str, Any] | None:

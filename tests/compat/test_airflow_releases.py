@@ -1,4 +1,4 @@
-"""The provider on each supported Airflow release (3.0 to 3.3): the declared range, the compat layer,
+"""The provider on each supported Airflow release (3.0 to 3.4): the declared range, the compat layer,
 and the batch that must work the same everywhere.
 
 ``python3 dev.py test-compat`` runs this module on every release; on the main one it runs in the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def _airflow_pin(path: Path) -> Version:
 
 def test_declared_floor_is_the_oldest_tested_release() -> None:
     tested = sorted(_airflow_pin(path) for path in CONSTRAINT_FILES)
-    assert [v.release[:2] for v in tested] == [(3, 0), (3, 1), (3, 2), (3, 3)]
+    assert [v.release[:2] for v in tested] == [(3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]
     pyproject = (REPO / "pyproject.toml").read_text()
     floor = re.findall(r'"apache-airflow>=([^",;]+)"', pyproject)
     assert floor == [str(tested[0])]
@@ -196,6 +197,64 @@ def test_what_a_retry_reattaches_to(doitong_conn: Any, deferrable: bool) -> None
     assert run.get_task_instances()[0].try_number == 2
     expected = _submissions_after_two_failed_tries(deferrable)
     assert doitong_conn.stats()["submissions_by_prompt"] == {"a retried image": expected}
+
+
+def test_the_asset_consumer_takes_one_event_per_run_where_the_release_lets_it_choose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From 3.4 the scheduler reads the choice from the serialized DAG: one run per event, even where
+    ``[scheduler] batch_asset_events`` is on. Before 3.4 a run takes every event queued before it."""
+    from tests.examples._helpers import load_example
+
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__BATCH_ASSET_EVENTS", "True")
+    dag = load_example("doitong_asset_consumer").dag
+    condition = dag.timetable.asset_condition  # the asset on 3.4 and later, AssetAll(asset) before
+    assert [asset.name for asset in getattr(condition, "objects", [condition])] == ["doitong_daily_images"]
+    if AIRFLOW.release[:2] < (3, 4):  # a 3.4 pre-release is below Version("3.4")
+        assert not hasattr(dag.timetable, "batch_asset_events")
+        return
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    assert scheduled.timetable.batch_asset_events is False
+
+
+@pytest.mark.skipif(AIRFLOW.release[:2] < (3, 4), reason="task group loops arrived in Airflow 3.4")
+def test_each_iteration_of_a_loop_is_a_batch_of_its_own(
+    doitong_conn: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every iteration of a 3.4 loop runs the same task with the same map index (-1): a second one
+    must neither take the first's ledger for its own (resubmitting nothing, reporting the first's
+    images) nor overwrite its folder. In a folder of its own it runs its batch in full."""
+    from airflow.sdk import task_group
+
+    from airflow_provider_doitong.operators.batch import FluxBatchOperator
+
+    prompts = ["a looped lighthouse", "a looped fox"]
+    with DAG(f"doitong_compat_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
+
+        @task_group
+        def looped() -> None:
+            shared = FluxBatchOperator(
+                task_id="shared", prompts=prompts, output_path=str(tmp_path / "shared"), poll_interval=0.1
+            )
+            shared >> FluxBatchOperator(
+                task_id="own",
+                prompts=prompts,
+                output_path=str(tmp_path / "own" / "{{ loop.index }}"),
+                poll_interval=0.1,
+                trigger_rule="all_done",
+            )
+
+        looped.loop(max_iterations=2)
+    run = run_dag(dag)
+    states = {(ti.task_id, ti.region_index): str(ti.state) for ti in run.get_task_instances()}
+    assert states[("looped.shared", 0)] == "success" and states[("looped.shared", 1)] == "failed"
+    assert states[("looped.own", 0)] == states[("looped.own", 1)] == "success"
+    assert "holds the batch of" in capfd.readouterr().out
+    assert doitong_conn.stats()["submissions_by_prompt"] == {prompt: 3 for prompt in prompts}
+    for folder in (tmp_path / "shared", tmp_path / "own" / "0", tmp_path / "own" / "1"):
+        assert len(json.loads((folder / "manifest.json").read_text())["items"]) == len(prompts)
 
 
 def test_trigger_rebuilt_from_its_kwargs_reattaches_to_the_same_job(doitong_conn: Any) -> None:
