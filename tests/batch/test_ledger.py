@@ -117,7 +117,7 @@ def test_object_storage_ledger() -> None:
     again = Ledger.open(ObjectLedgerStore(folder), items=batch, owner=OWNER)
     assert again.records[1].job_id == "j1" and again.records[0].error == "boom"
     again._write_snapshot()
-    assert ObjectLedgerStore(folder).read_journal() == []
+    assert ObjectLedgerStore(folder).read_journal() == b""
     third = Ledger.open(ObjectLedgerStore(folder), items=batch, owner=OWNER)
     assert third.records[0].state is ItemState.FAILED
 

@@ -105,7 +105,7 @@ def _umask() -> int:
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store_image(f"{tmp_path}/", "job1", JPEG)
 
-    def crash(src: str, dst: str) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "replace", crash)
