@@ -17,7 +17,7 @@ from airflow_provider_doitong.storage.claims import (
     claim_file,
     safe_component,
 )
-from airflow_provider_doitong.storage.paths import output_file, shown
+from airflow_provider_doitong.storage.paths import names_folder, output_file, shown
 from airflow_provider_doitong.storage.places import Place
 
 log = logging.getLogger(__name__)
@@ -69,26 +69,30 @@ def store_image(
     :param location: a folder (``.../`` or an existing directory, or ``folder=True``) or a file,
         local or any ``ObjectStoragePath`` URI.
     :param name: the job id or item name a file in a folder is named after (made safe).
-    :param owner: the task instance writing into a folder it shares with others (a mapped
-        ``FluxGenerateOperator``): the file is claimed for it and created exclusively, so an
-        image of another task is never replaced. ``None``: the caller holds the whole folder.
+    :param owner: the task instance, where the folder may be shared with other tasks (a mapped
+        ``FluxGenerateOperator``): a file in a folder is created exclusively (one already there
+        is left alone if it holds these very bytes, an earlier try's, and refused otherwise); a
+        file ``location`` names is claimed for ``owner`` and replaced only when it is its own.
+        ``None``: the caller holds the whole folder (a batch) and replaces its files.
     :return: where the image went (:func:`shown` gives it as users write it).
     :raises DoitongBadImage: if ``data`` is not a whole PNG, JPEG or WebP image (nothing written).
     :raises UnsafeOutputPath: if the file would not be inside the folder, or is another task's
         (:class:`~airflow_provider_doitong.storage.claims.OutputClaimed`); nothing written.
     """
     kind = check_image(data)
-    path = output_file(location, name=name, extension=kind.extension, folder=folder)
+    in_folder = folder if folder is not None else names_folder(location)
+    path = output_file(location, name=name, extension=kind.extension, folder=in_folder)
     suffix = PurePosixPath(path.name).suffix.lstrip(".").lower()
     if suffix and suffix not in {kind.extension, "jpeg" if kind.extension == "jpg" else ""}:
         log.warning("Writing a %s image to %s, whose name says .%s", kind.name, shown(path), suffix)
-    if owner is None:
-        write_image(path, data)
-        return path
     place, file_name = place_of(path)
-    if claim_output_file(path, owner):
-        if not place.create(file_name, data):  # taken between the claim and the write
-            raise OutputClaimed(f"The file {shown(path)} exists and was not written by this task", owner=None)
+    if owner is None:
+        place.write(file_name, data)
+    elif in_folder or claim_output_file(path, owner):
+        if not place.create(file_name, data) and place.read(file_name) != data:
+            raise OutputClaimed(
+                f"The file {shown(path)} exists and holds another image; not replacing it", owner=None
+            )
     else:
         place.write(file_name, data)
     return path

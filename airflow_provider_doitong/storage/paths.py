@@ -41,7 +41,9 @@ def shown(path: ObjectStoragePath) -> str:
     return path.path if is_local(path) else str(path)
 
 
-def _is_folder(location: str | ObjectStoragePath, path: ObjectStoragePath) -> bool:
+def names_folder(location: str | ObjectStoragePath, path: ObjectStoragePath | None = None) -> bool:
+    """Whether ``location`` is a folder (ends with ``/`` or is an existing directory), not a file."""
+    path = path if path is not None else storage_path(location)
     text = location if isinstance(location, str) else str(location)
     return text.endswith("/") or path.is_dir()
 
@@ -72,7 +74,7 @@ def output_file(
     :raises UnsafeOutputPath: if the file would not be inside the folder.
     """
     path = storage_path(location)
-    if not (folder if folder is not None else _is_folder(location, path)):
+    if not (folder if folder is not None else names_folder(location, path)):
         return path
     if extension not in {kind.extension for kind in IMAGE_TYPES}:
         raise UnsafeOutputPath(f"{extension!r} is not an image extension")
