@@ -85,6 +85,10 @@ def open_ledger(
         ledger = Ledger.open(store, items=list(items), owner=me)
     except (LedgerError, manifest.ManifestError, UnsafeOutputPath) as exc:
         raise AirflowFailException(f"output_path: {exc}") from None
+    except OSError as exc:  # a file where the folder should be, no permission...
+        raise AirflowFailException(
+            f"output_path {shown(folder)} cannot be read ({exc.strerror or exc}); this try submitted nothing"
+        ) from None
     if ledger.is_new and (resuming or (pointer and _did_anything(pointer))):
         raise AirflowFailException(
             f"The batch's ledger {store.location} is gone, but an earlier run of this task submitted jobs; "
