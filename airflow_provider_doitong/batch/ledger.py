@@ -20,13 +20,18 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import math
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.ledger_values import (
+    checked_fields,
+    checked_meta,
+    count,
+    journal_lines,
+    typed,
+)
 
 FORMAT = "doitong-batch-ledger"
 VERSION = 1
@@ -100,7 +105,7 @@ class ItemRecord:
         :raises ValueError: (or ``TypeError``) for a value no ledger holds.
         """
         known = {f.name for f in fields(cls)}
-        values = _checked_changes({k: v for k, v in data.items() if k in known})
+        values = _fields({k: v for k, v in data.items() if k in known})
         for key in ("index", "key"):
             if key not in values:
                 raise ValueError(f"an item without its {key}")
@@ -172,7 +177,7 @@ class Ledger:
             ledger = cls(store, meta={"owner": dict(owner), "items": len(items)}, records=records, seq=0)
             ledger._persisted = False  # written by the first flush: a refused batch leaves no file
             return ledger
-        lines, whole = _journal_lines(journal)
+        lines, whole = journal_lines(journal)
         if whole < len(journal):
             log.warning(
                 "The batch ledger's journal %s ends with a torn record (%d bytes, never acknowledged: "
@@ -195,12 +200,12 @@ class Ledger:
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
             raise LedgerError(f"{where} is not a version-{VERSION} Doitong batch ledger")
         try:
-            entries = _typed(data.get("items"), list, "items")
-            records = [ItemRecord.from_dict(_typed(item, dict, "item")) for item in entries]
+            entries = typed(data.get("items"), list, "items")
+            records = [ItemRecord.from_dict(typed(item, dict, "item")) for item in entries]
             if [record.index for record in records] != list(range(len(records))):
                 raise ValueError("items out of order")
-            meta = _checked_meta(_typed(data.get("meta"), dict, "meta"))
-            seq = _count(data.get("seq", 0), "seq")
+            meta = checked_meta(typed(data.get("meta"), dict, "meta"))
+            seq = count(data.get("seq", 0), "seq")
         except (ValueError, TypeError) as exc:
             raise _tampered(where, f"its snapshot: {exc}") from None
         ledger = cls(store, meta=meta, records=records, seq=seq)
@@ -214,17 +219,17 @@ class Ledger:
                 event = json.loads(line)
                 if not isinstance(event, dict):
                     raise ValueError("not a record")
-                seq = _count(event.get("q", 0), "q")
+                seq = count(event.get("q", 0), "q")
                 self._journal_bytes += len(line) + 1
                 if seq <= self._seq:
                     continue
                 if "meta" in event:
-                    self.meta.update(_checked_meta(_typed(event["meta"], dict, "meta")))
+                    self.meta.update(checked_meta(typed(event["meta"], dict, "meta")))
                 elif "i" in event:
-                    index = _count(event["i"], "i")
+                    index = count(event["i"], "i")
                     if index >= len(self.records):
                         raise ValueError(f"item {index + 1} of {len(self.records)}")
-                    self._apply(index, _checked_changes(_typed(event.get("set") or {}, dict, "set")))
+                    self._apply(index, _fields(typed(event.get("set") or {}, dict, "set")))
                 self._seq = seq
             except (ValueError, TypeError) as exc:
                 raise _tampered(
@@ -348,21 +353,8 @@ def summary_counts(records: Iterable[ItemRecord]) -> dict[str, int]:
     return counts
 
 
-# --- reading a ledger back: every value checked ------------------------------------------------
-def _journal_lines(journal: bytes) -> tuple[list[bytes], int]:
-    """The journal's records, and how many of its bytes hold them.
-
-    A last record without its newline, or one that is not JSON (a write cut short, padded with
-    zeros by the file system), was never acknowledged and is left out.
-    """
-    end = journal.rfind(b"\n") + 1
-    lines = journal[:end].split(b"\n")[:-1]
-    if lines:
-        try:
-            json.loads(lines[-1])
-        except ValueError:
-            end -= len(lines.pop()) + 1
-    return lines, end
+def _fields(changes: Mapping[str, Any]) -> dict[str, Any]:
+    return checked_fields(changes, state=ItemState)
 
 
 def _tampered(where: str, detail: str) -> LedgerError:
@@ -371,127 +363,3 @@ def _tampered(where: str, detail: str) -> LedgerError:
         "nothing. Restore the ledger from a copy, or delete its folder to start the batch over (items "
         "already paid for would be paid again)"
     )
-
-
-def _typed(value: Any, kind: type, what: str) -> Any:
-    if not isinstance(value, kind):
-        raise TypeError(f"{what} is a {type(value).__name__}, not a {kind.__name__}")
-    return value
-
-
-def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what}={value!r} is not a count")
-    return value
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what}={value!r} is not a number")
-    return float(value)
-
-
-def _text(value: Any, what: str) -> str:
-    return str(_typed(value, str, what))
-
-
-def _job_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 256 or not value.isprintable():
-        raise ValueError(f"{what}={value!r} is not a job id")
-    return value
-
-
-def _file_name(value: Any, what: str) -> str:
-    """A plain file name in the output folder: no folder, no link out of it, no hidden file."""
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= 255
-        or any(char in value for char in "/\\\0")
-        or value.startswith(".")
-        or not value.isprintable()
-    ):
-        raise ValueError(f"{what}={value!r} is not a file name in the output folder")
-    return value
-
-
-_HEX = re.compile(r"[0-9a-f]{1,128}")
-
-
-def _digest(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _HEX.fullmatch(value):
-        raise ValueError(f"{what}={value!r} is not a hex digest")
-    return value
-
-
-def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
-    return lambda value, what: None if value is None else check(value, what)
-
-
-def _job_ids(value: Any, what: str) -> list[str]:
-    return [_job_id(job_id, what) for job_id in _typed(value, list, what)]
-
-
-_FIELDS: dict[str, Callable[[Any, str], Any]] = {
-    "index": _count,
-    "key": _text,
-    "state": lambda value, what: ItemState(_text(value, what)),
-    "attempts": _count,
-    "failures": _count,
-    "job_id": _optional(_job_id),
-    "job_ids": _job_ids,
-    "submitted_at": _optional(_number),
-    "credits": _optional(_count),
-    "duration": _optional(_number),
-    "completed_at": _optional(_text),
-    "file": _optional(_file_name),
-    "sha256": _optional(_digest),
-    "bytes": _optional(_count),
-    "error": _optional(_text),
-    "unconfirmed": _count,
-}
-
-
-def _checked_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Record fields read back from a ledger, each checked and typed (``state`` an :class:`ItemState`).
-
-    :raises ValueError: (or ``TypeError``) for an unknown field or a value no ledger holds.
-    """
-    checked = {}
-    for key, value in changes.items():
-        check = _FIELDS.get(key)
-        if check is None:
-            raise ValueError(f"unknown field {key!r}")
-        checked[key] = check(value, key)
-    return checked
-
-
-def _owner(value: Any, what: str) -> dict[str, Any]:
-    owner = dict(_typed(value, dict, what))
-    if set(owner) != {"dag_id", "run_id", "task_id", "map_index"}:
-        raise ValueError(f"{what} is not a task instance")
-    for key in ("dag_id", "run_id", "task_id"):
-        _text(owner[key], f"{what}.{key}")
-    if isinstance(owner["map_index"], bool) or not isinstance(owner["map_index"], int):
-        raise ValueError(f"{what}.map_index is not an integer")
-    return owner
-
-
-def _numbers(value: Any, what: str) -> list[float]:
-    return [_number(item, what) for item in _typed(value, list, what)]
-
-
-_META: dict[str, Callable[[Any, str], Any]] = {
-    "owner": _owner,
-    "items": _count,
-    "try": _count,
-    "deadline": _optional(_number),
-    "durations": _numbers,
-    "resume_lead_s": _number,
-    "resumes": _count,
-    "credits_estimated": _optional(_count),
-}
-
-
-def _checked_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The ledger's metadata read back: the values the provider reads are checked and typed."""
-    return {key: _META[key](value, key) if key in _META else value for key, value in meta.items()}
