@@ -2,8 +2,8 @@
 
 :func:`check_output` is what both operators run before they submit anything: a probe write in the
 final folder and the claim of the folder (``FluxBatchOperator``) or of the file it names
-(``FluxGenerateOperator`` with a file ``output_path``); a mapped ``FluxGenerateOperator`` shares
-its folder, so each image's file is claimed when it is written instead.
+(``FluxGenerateOperator`` with a file ``output_path``); mapped ``FluxGenerateOperator`` tasks share
+their folder, so there each image is created exclusively when it is written instead.
 
 The client checks the download (an allowed host, a capped body, a whole image) and
 :func:`~airflow_provider_doitong.storage.store_image` the file (a safe name inside the folder, the
@@ -68,8 +68,8 @@ def fetch_and_store(
     """Download a job's image and write it to ``location`` (a folder gets ``<safe name>.<ext>``).
 
     :param name: the file stem in a folder (default: the job id); made safe either way.
-    :param owner: the task instance, when the folder is shared: the file is claimed for it and
-        another task's file is never replaced (see :func:`~airflow_provider_doitong.storage.store_image`).
+    :param owner: the task instance, when the folder may be shared: another task's file is never
+        replaced (see :func:`~airflow_provider_doitong.storage.store_image`).
     :return: where it went, as users write it (a local path or a URI).
     :raises AirflowFailException: for a refused host, an over-large body or an unsafe path.
     :raises AirflowException: for any other failure (the try fails; a retry may succeed).
@@ -108,7 +108,7 @@ def check_output(context: Context, location: str | ObjectStoragePath, *, whole_f
 
     A probe file is created exclusively and removed in the final folder (made when missing). Then
     the claim: of the whole folder (``whole_folder``, a batch), or of the file ``location`` names;
-    a folder shared by mapped tasks is not claimed here (each image's file is, when written).
+    a folder shared by mapped tasks is not claimed (each image is created exclusively when written).
     The same task instance's retries, resumes and clears find their own claim and go on.
 
     :param context: the task's context (its task instance owns the claim).
