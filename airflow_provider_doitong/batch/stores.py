@@ -134,6 +134,8 @@ class ObjectLedgerStore:
         self._sizes = []
         for name in self._segment_names():
             data = segments.read(name) or b""
+            if data and not data.endswith(b"\n"):  # whole objects: never a record glued to the next
+                data += b"\n"
             chunks.append(data)
             self._sizes.append((name, len(data)))
         self.journal_objects = len(self._sizes)
@@ -148,7 +150,9 @@ class ObjectLedgerStore:
             if start + length > size:
                 keep = size - start
                 if keep > 0:
-                    segments.write(name, (segments.read(name) or b"")[:keep])
+                    data = segments.read(name) or b""
+                    if keep < len(data):
+                        segments.write(name, data[:keep])
                 else:
                     segments.remove(name)
                     self.journal_objects -= 1

@@ -114,6 +114,10 @@ def test_the_ledger_on_s3_cuts_a_torn_segment_and_refuses_a_tampered_one(s3: Any
     again = Ledger.open(open_store(folder, owner), items=batch, owner=owner)
     assert again.records[0].job_id == "j0" and again.records[1].state is ItemState.PENDING
     assert not [key for key in keys(s3, segments.path.split("/", 1)[1]) if key.endswith("99.jsonl")]
+    (segments / "000000000050.jsonl").write_bytes(b'{"q":50,"i":1,"set":{"state":"submitting"}}')
+    (segments / "000000000051.jsonl").write_bytes(b'{"q":51,"meta":{"resumes":1}}\n')
+    third = Ledger.open(open_store(folder, owner), items=batch, owner=owner)  # whole objects, never glued
+    assert third.in_state(ItemState.SUBMITTING) == [1] and third.meta["resumes"] == 1
     record = {"q": 100, "i": 1, "set": {"state": "stored", "file": "../../elsewhere.jpg"}}
     (segments / "000000000100.jsonl").write_bytes(json.dumps(record).encode() + b"\n")
     (segments / "000000000101.jsonl").write_bytes(b'{"q":101,"meta":{}}\n')
