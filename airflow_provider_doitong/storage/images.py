@@ -50,9 +50,15 @@ def claim_output_file(path: ObjectStoragePath, owner: Mapping[str, Any]) -> bool
     """
     place, name = place_of(path)
     fresh = claim_file(place, name, owner)
-    if fresh and place.read(name) is not None:
-        place.child(PROVIDER_FOLDER, FILE_CLAIMS).remove(f"{safe_component(name)}.json")
-        raise OutputClaimed(f"The file {shown(path)} exists and was not written by this task", owner=None)
+    if fresh:
+        try:
+            if place.read(name) is not None:  # (a link there is refused by the read)
+                raise OutputClaimed(
+                    f"The file {shown(path)} exists and was not written by this task", owner=None
+                )
+        except BaseException:
+            place.child(PROVIDER_FOLDER, FILE_CLAIMS).remove(f"{safe_component(name)}.json")
+            raise
     return fresh
 
 
