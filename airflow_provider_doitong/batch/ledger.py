@@ -19,11 +19,19 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.ledger_values import (
+    checked_fields,
+    checked_meta,
+    count,
+    journal_lines,
+    typed,
+)
 
 FORMAT = "doitong-batch-ledger"
 VERSION = 1
@@ -32,6 +40,8 @@ COMPACT_MIN_BYTES = 256 * 1024
 #: ... and once it is made of more objects than this: on object storage each is one request
 #: whenever the ledger is opened (every resume of a deferrable batch, every retry).
 MAX_JOURNAL_OBJECTS = 32
+
+log = logging.getLogger(__name__)
 
 
 class ItemState(str, enum.Enum):
@@ -90,10 +100,15 @@ class ItemRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ItemRecord:
+        """A record read back from a ledger, every value checked (unknown keys are left out).
+
+        :raises ValueError: (or ``TypeError``) for a value no ledger holds.
+        """
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["state"] = ItemState(values.get("state", ItemState.PENDING.value))
-        values["job_ids"] = list(values.get("job_ids") or [])
+        values = _fields({k: v for k, v in data.items() if k in known})
+        for key in ("index", "key"):
+            if key not in values:
+                raise ValueError(f"an item without its {key}")
         return cls(**values)
 
 
@@ -101,6 +116,7 @@ class LedgerStore(Protocol):
     """Where a ledger's snapshot and journal live."""
 
     location: str
+    journal_location: str
     #: How many objects the journal is made of (each a read when the ledger is opened).
     journal_objects: int
 
@@ -108,7 +124,9 @@ class LedgerStore(Protocol):
 
     def write_snapshot(self, text: str) -> None: ...
 
-    def read_journal(self) -> list[str]: ...
+    def read_journal(self) -> bytes: ...
+
+    def cut_journal(self, size: int) -> None: ...
 
     def append_journal(self, text: str, *, seq: int) -> None: ...
 
@@ -143,25 +161,37 @@ class Ledger:
     def open(cls, store: LedgerStore, *, items: list[BatchItem], owner: dict[str, Any]) -> Ledger:
         """Load the ledger from ``store``, or start one for ``items``.
 
+        A torn last journal record (a write cut short by a crash or a full disk) is cut away, with
+        a warning, before anything is appended: it was never acknowledged, so nothing followed it.
+
         :param store: where it lives.
         :param items: the batch's items, which must be those the ledger was written for.
         :param owner: the task instance (dag_id, run_id, task_id, map_index), checked on load.
         :raises LedgerError: if the ledger belongs to another task instance, was written for other
-            items, or is damaged.
+            items, is damaged (anywhere but its last record) or holds a value no ledger holds.
         """
         snapshot = store.read_snapshot()
-        lines = store.read_journal()
-        if snapshot is None and not lines:
+        journal = store.read_journal()
+        if snapshot is None and not journal:
             records = [ItemRecord(index=item.index, key=item.fingerprint) for item in items]
             ledger = cls(store, meta={"owner": dict(owner), "items": len(items)}, records=records, seq=0)
             ledger._persisted = False  # written by the first flush: a refused batch leaves no file
             return ledger
+        lines, whole = journal_lines(journal)
+        if whole < len(journal):
+            log.warning(
+                "The batch ledger's journal %s ends with a torn record (%d bytes, never acknowledged: "
+                "a crash or a full disk); cutting it away",
+                store.journal_location,
+                len(journal) - whole,
+            )
+            store.cut_journal(whole)
         ledger = cls._load(store, snapshot, lines)
         ledger._check(items, owner)
         return ledger
 
     @classmethod
-    def _load(cls, store: LedgerStore, snapshot: str | None, lines: list[str]) -> Ledger:
+    def _load(cls, store: LedgerStore, snapshot: str | None, lines: list[bytes]) -> Ledger:
         where = store.location
         try:
             data = json.loads(snapshot) if snapshot is not None else None
@@ -169,30 +199,42 @@ class Ledger:
             raise LedgerError(f"The batch ledger {where} is damaged (its snapshot is not JSON)") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
             raise LedgerError(f"{where} is not a version-{VERSION} Doitong batch ledger")
-        records = [ItemRecord.from_dict(item) for item in data.get("items") or []]
-        ledger = cls(store, meta=dict(data.get("meta") or {}), records=records, seq=int(data.get("seq", 0)))
+        try:
+            entries = typed(data.get("items"), list, "items")
+            records = [ItemRecord.from_dict(typed(item, dict, "item")) for item in entries]
+            if [record.index for record in records] != list(range(len(records))):
+                raise ValueError("items out of order")
+            meta = checked_meta(typed(data.get("meta"), dict, "meta"))
+            seq = count(data.get("seq", 0), "seq")
+        except (ValueError, TypeError) as exc:
+            raise _tampered(where, f"its snapshot: {exc}") from None
+        ledger = cls(store, meta=meta, records=records, seq=seq)
         ledger._snapshot_bytes = len(snapshot or "")
         ledger._replay(lines)
         return ledger
 
-    def _replay(self, lines: list[str]) -> None:
-        for position, line in enumerate(lines):
+    def _replay(self, lines: list[bytes]) -> None:
+        for position, line in enumerate(lines, start=1):
             try:
                 event = json.loads(line)
-            except ValueError:
-                if position == len(lines) - 1:
-                    break  # a torn last write: its change was never acknowledged
-                raise LedgerError(
-                    f"The batch ledger {self.store.location} is damaged (journal line {position + 1})"
+                if not isinstance(event, dict):
+                    raise ValueError("not a record")
+                seq = count(event.get("q", 0), "q")
+                self._journal_bytes += len(line) + 1
+                if seq <= self._seq:
+                    continue
+                if "meta" in event:
+                    self.meta.update(checked_meta(typed(event["meta"], dict, "meta")))
+                elif "i" in event:
+                    index = count(event["i"], "i")
+                    if index >= len(self.records):
+                        raise ValueError(f"item {index + 1} of {len(self.records)}")
+                    self._apply(index, _fields(typed(event.get("set") or {}, dict, "set")))
+                self._seq = seq
+            except (ValueError, TypeError) as exc:
+                raise _tampered(
+                    getattr(self.store, "journal_location", self.store.location), f"line {position}: {exc}"
                 ) from None
-            self._journal_bytes += len(line) + 1
-            if not isinstance(event, dict) or int(event.get("q", 0)) <= self._seq:
-                continue
-            self._seq = int(event["q"])
-            if "meta" in event:
-                self.meta.update(event["meta"])
-            elif "i" in event:
-                self._apply(int(event["i"]), event.get("set") or {})
 
     def _check(self, items: list[BatchItem], owner: dict[str, Any]) -> None:
         where = self.store.location
@@ -309,3 +351,15 @@ def summary_counts(records: Iterable[ItemRecord]) -> dict[str, int]:
     for record in records:
         counts[record.state.value] += 1
     return counts
+
+
+def _fields(changes: Mapping[str, Any]) -> dict[str, Any]:
+    return checked_fields(changes, state=ItemState)
+
+
+def _tampered(where: str, detail: str) -> LedgerError:
+    return LedgerError(
+        f"The batch ledger {where} is damaged or was changed by hand ({detail}); this try submitted "
+        "nothing. Restore the ledger from a copy, or delete its folder to start the batch over (items "
+        "already paid for would be paid again)"
+    )

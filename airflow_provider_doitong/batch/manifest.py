@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemRecord, ItemState
-from airflow_provider_doitong.storage import shown, storage_path, write_image
+from airflow_provider_doitong.storage import Place, UnsafeOutputPath, shown, storage_path, write_image
 
 FORMAT = "doitong-manifest"
 VERSION = 1
@@ -238,7 +238,8 @@ def render_contact_sheet(manifest: Mapping[str, Any]) -> str:
 
 
 def write_manifest(folder: Any, manifest: Mapping[str, Any]) -> dict[str, str]:
-    """Write ``manifest.json`` and ``index.html`` into ``folder`` (each replaced atomically when local).
+    """Write ``manifest.json`` and ``index.html`` into ``folder``, each replaced atomically (see
+    :mod:`~airflow_provider_doitong.storage.places`; a symlink there is replaced, never followed).
 
     :param folder: a local path, a URI or an ``ObjectStoragePath``.
     :param manifest: from :func:`build_manifest`.
@@ -284,11 +285,14 @@ def read_manifest(folder: Any) -> dict[str, Any] | None:
     """The manifest in ``folder``, or ``None`` if there is none.
 
     :param folder: a local path, a URI or an ``ObjectStoragePath``.
+    :raises ManifestError: if the file there is not a JSON manifest (or is a symlink).
     """
-    path = _folder(folder) / MANIFEST_NAME
-    if not path.exists():
-        return None
-    found = json.loads(path.read_text(encoding="utf-8"))
+    base = _folder(folder)
+    try:
+        data = Place(base).read(MANIFEST_NAME)
+        found = None if data is None else json.loads(data)
+    except (ValueError, UnsafeOutputPath) as exc:
+        raise ManifestError(f"{shown(base / MANIFEST_NAME)} is not a manifest: {exc}") from None
     return found if isinstance(found, dict) else None
 
 

@@ -1,37 +1,40 @@
 """Where a batch ledger lives: a local folder, or object storage; and the folder's name for a task instance.
 
-Both stores write nothing that can be seen half-written: locally the snapshot is written to a
-temporary file, synced and renamed over the old one, and journal records are appended with one
-``write`` and synced; on object storage every write is one whole object (a PUT is atomic) and the
-journal is a folder of segments named by their first sequence number. Each store says how many
-objects its journal is (``journal_objects``): on object storage every one is a request whenever the
-ledger is opened (each resume and retry), so the ledger folds them into its snapshot before they
-pile up.
+Every write goes through :mod:`airflow_provider_doitong.storage` (see its table of what each
+store gives): the snapshot is replaced whole; locally the journal is one file appended with one
+``write`` and synced, opened ``O_NOFOLLOW | O_APPEND``, and no folder of the ledger may be a
+symlink; on object storage the journal is a folder of segments (whole objects) named by their
+first sequence number. Each store says how many objects its journal is (``journal_objects``): on
+object storage every one is a request whenever the ledger is opened (each resume and retry), so
+the ledger folds them into its snapshot before they pile up.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from typing import Any
+
+from airflow_provider_doitong.storage import Place, storage_path
+from airflow_provider_doitong.storage import local as local_files
+from airflow_provider_doitong.storage.claims import PROVIDER_FOLDER, safe_component
 
 SNAPSHOT_NAME = "ledger.json"
 JOURNAL_NAME = "ledger.journal.jsonl"
 SEGMENTS_FOLDER = "ledger.journal"
 #: The folder under ``output_path`` that holds the ledgers.
-LEDGER_ROOT = ".doitong"
+LEDGER_ROOT = PROVIDER_FOLDER
 
-
-def safe_component(value: str) -> str:
-    """A path component made of ``[A-Za-z0-9._-]``; anything else is replaced, and a digest keeps it unique.
-
-    :param value: a dag id, run id or task id.
-    """
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", value).strip(".") or "_"
-    if cleaned == value:
-        return value
-    return f"{cleaned[:80]}-{hashlib.sha256(value.encode('utf-8')).hexdigest()[:8]}"
+__all__ = [
+    "JOURNAL_NAME",
+    "LEDGER_ROOT",
+    "SEGMENTS_FOLDER",
+    "SNAPSHOT_NAME",
+    "LocalLedgerStore",
+    "ObjectLedgerStore",
+    "ledger_parts",
+    "open_store",
+    "safe_component",
+]
 
 
 def ledger_parts(
@@ -53,57 +56,45 @@ def ledger_parts(
 class LocalLedgerStore:
     """A ledger in a local folder: ``ledger.json`` replaced atomically, the journal appended and fsynced.
 
-    :param folder: the ledger's folder (created on first write).
+    :param folder: the output folder (or, without ``parts``, the ledger's own folder).
+    :param parts: the ledger's folders under ``folder`` (created on first write, none a symlink).
     """
 
     #: The journal is one file.
     journal_objects = 1
 
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.location = os.path.join(folder, SNAPSHOT_NAME)
-        self._journal = os.path.join(folder, JOURNAL_NAME)
+    def __init__(self, folder: str, parts: tuple[str, ...] | list[str] = ()) -> None:
+        self._root = folder
+        self._parts = tuple(parts)
+        self._place = Place(storage_path(folder), self._parts)
+        self.folder = os.path.join(folder, *self._parts)
+        self.location = os.path.join(self.folder, SNAPSHOT_NAME)
+        self.journal_location = os.path.join(self.folder, JOURNAL_NAME)
         self._fd: int | None = None
 
     def read_snapshot(self) -> str | None:
-        try:
-            with open(self.location, encoding="utf-8") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return None
+        data = self._place.read(SNAPSHOT_NAME)
+        return None if data is None else data.decode("utf-8", errors="replace")
 
     def write_snapshot(self, text: str) -> None:
-        os.makedirs(self.folder, exist_ok=True)
-        tmp = f"{self.location}.part"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.location)
-        _fsync_dir(self.folder)
+        self._place.write(SNAPSHOT_NAME, text.encode("utf-8"))
 
-    def read_journal(self) -> list[str]:
-        try:
-            with open(self._journal, encoding="utf-8", errors="replace") as handle:
-                return handle.read().splitlines()
-        except FileNotFoundError:
-            return []
+    def read_journal(self) -> bytes:
+        return self._place.read(JOURNAL_NAME) or b""
+
+    def cut_journal(self, size: int) -> None:
+        """Cut the journal to its first ``size`` bytes (a torn last record) and sync it."""
+        self.close()
+        local_files.truncate(self._root, self._parts, JOURNAL_NAME, size)
 
     def append_journal(self, text: str, *, seq: int) -> None:
         if self._fd is None:
-            os.makedirs(self.folder, exist_ok=True)
-            self._fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            _fsync_dir(self.folder)
-        data = text.encode("utf-8")
-        written = 0
-        while written < len(data):
-            written += os.write(self._fd, data[written:])
-        os.fsync(self._fd)
+            self._fd = local_files.open_append(self._root, self._parts, JOURNAL_NAME)
+        local_files.append(self._fd, text.encode("utf-8"))
 
     def reset_journal(self) -> None:
         self.close()
-        with open(self._journal, "w", encoding="utf-8") as handle:
-            os.fsync(handle.fileno())
+        self._place.write(JOURNAL_NAME, b"")
 
     def close(self) -> None:
         if self._fd is not None:
@@ -111,21 +102,8 @@ class LocalLedgerStore:
             self._fd = None
 
 
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class ObjectLedgerStore:
-    """A ledger on object storage: each write is one whole object (a PUT is atomic).
+    """A ledger on object storage: each write is one whole object.
 
     The journal is a folder of segments named by their first sequence number.
 
@@ -134,38 +112,64 @@ class ObjectLedgerStore:
 
     def __init__(self, folder: Any) -> None:
         self.folder = folder
+        self._place = Place(folder)
         self.location = str(folder / SNAPSHOT_NAME)
+        self.journal_location = str(folder / SEGMENTS_FOLDER)
         self._segments = folder / SEGMENTS_FOLDER
+        self._sizes: list[tuple[str, int]] = []
         #: Segments in the journal, as last listed and written by this store.
         self.journal_objects = 0
 
     def read_snapshot(self) -> str | None:
-        path = self.folder / SNAPSHOT_NAME
-        return path.read_text(encoding="utf-8") if path.exists() else None
+        data = self._place.read(SNAPSHOT_NAME)
+        return None if data is None else data.decode("utf-8", errors="replace")
 
     def write_snapshot(self, text: str) -> None:
-        (self.folder / SNAPSHOT_NAME).write_text(text, encoding="utf-8")
+        self._place.write(SNAPSHOT_NAME, text.encode("utf-8"))
 
-    def _segment_paths(self) -> list[Any]:
+    def _segment_names(self) -> list[str]:
         if not self._segments.exists():
             return []
-        return sorted(p for p in self._segments.iterdir() if p.name.endswith(".jsonl"))
+        return sorted(p.name for p in self._segments.iterdir() if p.name.endswith(".jsonl"))
 
-    def read_journal(self) -> list[str]:
-        lines: list[str] = []
-        paths = self._segment_paths()
-        for path in paths:
-            lines.extend(path.read_text(encoding="utf-8").splitlines())
-        self.journal_objects = len(paths)
-        return lines
+    def read_journal(self) -> bytes:
+        segments = self._place.child(SEGMENTS_FOLDER)
+        chunks: list[bytes] = []
+        self._sizes = []
+        for name in self._segment_names():
+            data = segments.read(name) or b""
+            if data and not data.endswith(b"\n"):  # whole objects: never a record glued to the next
+                data += b"\n"
+            chunks.append(data)
+            self._sizes.append((name, len(data)))
+        self.journal_objects = len(self._sizes)
+        return b"".join(chunks)
+
+    def cut_journal(self, size: int) -> None:
+        """Keep the journal's first ``size`` bytes (as last read): the segment holding the cut is
+        rewritten, later ones removed."""
+        segments = self._place.child(SEGMENTS_FOLDER)
+        start = 0
+        for name, length in self._sizes:
+            if start + length > size:
+                keep = size - start
+                if keep > 0:
+                    data = segments.read(name) or b""
+                    if keep < len(data):
+                        segments.write(name, data[:keep])
+                else:
+                    segments.remove(name)
+                    self.journal_objects -= 1
+            start += length
 
     def append_journal(self, text: str, *, seq: int) -> None:
-        (self._segments / f"{seq:012d}.jsonl").write_text(text, encoding="utf-8")
+        self._place.child(SEGMENTS_FOLDER).write(f"{seq:012d}.jsonl", text.encode("utf-8"))
         self.journal_objects += 1
 
     def reset_journal(self) -> None:
-        for path in self._segment_paths():
-            path.unlink()
+        segments = self._place.child(SEGMENTS_FOLDER)
+        for name in self._segment_names():
+            segments.remove(name)
         self.journal_objects = 0
 
     def close(self) -> None:
@@ -178,9 +182,10 @@ def open_store(folder: Any, owner: dict[str, Any]) -> LocalLedgerStore | ObjectL
     :param folder: the output folder (an ``ObjectStoragePath``).
     :param owner: the task instance: ``dag_id``, ``run_id``, ``task_id``, ``map_index`` (and ``region``).
     """
+    parts = ledger_parts(**owner)
+    if folder.protocol in ("", "file", "local"):
+        return LocalLedgerStore(str(folder.path), parts)
     ledger_folder = folder
-    for part in ledger_parts(**owner):
+    for part in parts:
         ledger_folder = ledger_folder / part
-    if ledger_folder.protocol in ("", "file", "local"):
-        return LocalLedgerStore(str(ledger_folder.path))
     return ObjectLedgerStore(ledger_folder)

@@ -19,7 +19,7 @@ from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
 from airflow_provider_doitong.outcomes import Role, airflow_error
-from airflow_provider_doitong.storage import shown, storage_path
+from airflow_provider_doitong.storage import UnsafeOutputPath, shown, storage_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -66,8 +66,8 @@ def open_ledger(
     :param resuming: the task resumes after a deferral, so its ledger must exist.
 
     :raises AirflowFailException: if an earlier try kept its ledger elsewhere, if the folder holds
-        another run's batch, if the ledger belongs to other prompts or is damaged, or if it is gone
-        although jobs were submitted.
+        another run's batch, if the ledger belongs to other prompts, is damaged, holds a value no
+        ledger holds or is reached through a symlink, or if it is gone although jobs were submitted.
     """
     folder = storage_path(str(output_path))
     me = owner(context)
@@ -78,16 +78,20 @@ def open_ledger(
             f"output_path changed between tries: an earlier try keeps its ledger at {pointer['ledger']}, "
             f"this one would use {store.location}; not submitting anything again"
         )
-    existing = manifest.read_manifest(folder)
-    if existing is not None and existing.get("source") not in ({}, None, me):
-        raise AirflowFailException(
-            f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
-            "output_path (e.g. .../{{ run_id }}/) so that no image is overwritten"
-        )
     try:
+        existing = manifest.read_manifest(folder)
+        if existing is not None and existing.get("source") not in ({}, None, me):
+            raise AirflowFailException(
+                f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
+                "output_path (e.g. .../{{ run_id }}/) so that no image is overwritten"
+            )
         ledger = Ledger.open(store, items=list(items), owner=me)
-    except LedgerError as exc:
-        raise AirflowFailException(str(exc)) from None
+    except (LedgerError, manifest.ManifestError, UnsafeOutputPath) as exc:
+        raise AirflowFailException(f"output_path: {exc}") from None
+    except OSError as exc:  # a file where the folder should be, no permission...
+        raise AirflowFailException(
+            f"output_path {shown(folder)} cannot be read ({exc.strerror or exc}); this try submitted nothing"
+        ) from None
     if ledger.is_new and (resuming or (pointer and _did_anything(pointer))):
         raise AirflowFailException(
             f"The batch's ledger {store.location} is gone, but an earlier run of this task submitted jobs; "

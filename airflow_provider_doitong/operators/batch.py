@@ -20,6 +20,7 @@ from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
 from airflow_provider_doitong.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
@@ -246,6 +247,7 @@ class FluxBatchOperator(BaseOperator):
             task_state.check_balance(
                 runner, found, estimate, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
             )
+            check_output(context, folder, whole_folder=True)  # writable, and this task's alone
             ledger.flush()  # a batch refused so far has written nothing
             task_state.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))

@@ -12,6 +12,7 @@ from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, events, lineage, submission
 from airflow_provider_doitong._compat import AirflowFailException, conf
+from airflow_provider_doitong.batch.task_state import owner as task_owner
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
@@ -25,7 +26,7 @@ from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
 from airflow_provider_doitong.operators._submit import SubmitOnceMixin
-from airflow_provider_doitong.operators.outputs import fetch_and_store, link_url
+from airflow_provider_doitong.operators.outputs import check_output, fetch_and_store, link_url
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
 from airflow_provider_doitong.submission import Action, RecordState
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
@@ -275,6 +276,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     def _run(self, context: Context, attempt: int) -> Any:
         step = self._resume_step(context)
         if step.action is Action.SUBMIT:
+            if self.output_path:  # before the first credit: a folder that takes the image
+                check_output(context, str(self.output_path), whole_folder=False)
             job = self._submit(context, max(attempt, step.refusals))
             return self._wait(job.id, context, job)
         assert step.job_id is not None
@@ -346,7 +349,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             elif job.credit_cost is not None:
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
             if self.output_path:
-                output = self._store(job)
+                output = self._store(job, context)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._save_record(context, RecordState.STORED, job.id)
         result = job_result(job, prompt=self._request.prompt, output_path=output)
@@ -356,8 +359,13 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         self._result = result
         return result
 
-    def _store(self, job: Job) -> str:
-        """Download the image (checked by the client) and write it (see :mod:`.outputs`)."""
+    def _store(self, job: Job, context: Context) -> str:
+        """Download the image (checked by the client) and write it, never over another task's file."""
         return fetch_and_store(
-            self.client, job_id=job.id, url=job.url, location=str(self.output_path), log=self.log
+            self.client,
+            job_id=job.id,
+            url=job.url,
+            location=str(self.output_path),
+            log=self.log,
+            owner=task_owner(context),
         )

@@ -1,4 +1,9 @@
-"""Fetching and storing a finished job's image, for every operator that writes one.
+"""The output folder before the first credit, and a finished job's image after it, for every operator.
+
+:func:`check_output` is what both operators run before they submit anything: a probe write in the
+final folder and the claim of the folder (``FluxBatchOperator``) or of the file it names
+(``FluxGenerateOperator`` with a file ``output_path``); mapped ``FluxGenerateOperator`` tasks share
+their folder, so there each image is created exclusively when it is written instead.
 
 The client checks the download (an allowed host, a capped body, a whole image) and
 :func:`~airflow_provider_doitong.storage.store_image` the file (a safe name inside the folder, the
@@ -10,10 +15,13 @@ come again); any other failure fails the try.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong.batch.task_state import owner as task_owner
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
@@ -22,7 +30,21 @@ from airflow_provider_doitong.client import (
 )
 from airflow_provider_doitong.client.safety import check_download_url
 from airflow_provider_doitong.outcomes import output_error
-from airflow_provider_doitong.storage import UnsafeOutputPath, shown, store_image
+from airflow_provider_doitong.storage import (
+    OutputClaimed,
+    Place,
+    UnsafeOutputPath,
+    claim_folder,
+    claim_output_file,
+    names_folder,
+    probe,
+    shown,
+    storage_path,
+    store_image,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class TaskLog(Protocol):
@@ -41,10 +63,13 @@ def fetch_and_store(
     location: str | ObjectStoragePath,
     log: TaskLog,
     name: str | None = None,
+    owner: Mapping[str, Any] | None = None,
 ) -> str:
     """Download a job's image and write it to ``location`` (a folder gets ``<safe name>.<ext>``).
 
     :param name: the file stem in a folder (default: the job id); made safe either way.
+    :param owner: the task instance, when the folder may be shared: another task's file is never
+        replaced (see :func:`~airflow_provider_doitong.storage.store_image`).
     :return: where it went, as users write it (a local path or a URI).
     :raises AirflowFailException: for a refused host, an over-large body or an unsafe path.
     :raises AirflowException: for any other failure (the try fails; a retry may succeed).
@@ -53,7 +78,7 @@ def fetch_and_store(
         if not url:
             raise DoitongProtocolError(f"Doitong job {job_id} completed without an output URL")
         data = client.download(url)
-        path = store_image(location, name if name is not None else job_id, data)
+        path = store_image(location, name if name is not None else job_id, data, owner=owner)
     except (DoitongError, UnsafeOutputPath) as exc:
         raise output_error(exc, job_id=job_id) from None
     where = shown(path)
@@ -76,3 +101,36 @@ def link_url(
     except DoitongUntrustedOutput as exc:
         log.warning("No image link for Doitong job %s: %s", job_id, exc)
         return None
+
+
+def check_output(context: Context, location: str | ObjectStoragePath, *, whole_folder: bool) -> None:
+    """Check ``output_path`` before anything is submitted: it takes a write, and no other task has it.
+
+    A probe file is created exclusively and removed in the final folder (made when missing). Then
+    the claim: of the whole folder (``whole_folder``, a batch), or of the file ``location`` names;
+    a folder shared by mapped tasks is not claimed (each image is created exclusively when written).
+    The same task instance's retries, resumes and clears find their own claim and go on.
+
+    :param context: the task's context (its task instance owns the claim).
+    :raises AirflowFailException: naming ``output_path`` and saying nothing was submitted.
+    """
+    owner = task_owner(context)
+    path = storage_path(location)
+    is_folder = whole_folder or names_folder(location, path)
+    folder = Place(path if is_folder else path.parent)
+    try:
+        probe(folder)
+        if whole_folder:
+            claim_folder(folder, owner)
+        elif not is_folder:
+            claim_output_file(path, owner)
+    except OutputClaimed as exc:
+        raise AirflowFailException(
+            f"output_path: {exc}; nothing was submitted. Give each run and task its own output_path "
+            "(e.g. .../{{ run_id }}/), or delete the claim once no task writes there"
+        ) from None
+    except (OSError, UnsafeOutputPath) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise AirflowFailException(
+            f"output_path {shown(path)} cannot be written ({detail}); nothing was submitted"
+        ) from None

@@ -17,8 +17,10 @@ from airflow_provider_doitong.batch.stores import (
     LocalLedgerStore,
     ObjectLedgerStore,
     ledger_parts,
+    open_store,
     safe_component,
 )
+from airflow_provider_doitong.storage import UnsafeOutputPath, storage_path
 
 OWNER = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1}
 
@@ -117,7 +119,7 @@ def test_object_storage_ledger() -> None:
     again = Ledger.open(ObjectLedgerStore(folder), items=batch, owner=OWNER)
     assert again.records[1].job_id == "j1" and again.records[0].error == "boom"
     again._write_snapshot()
-    assert ObjectLedgerStore(folder).read_journal() == []
+    assert ObjectLedgerStore(folder).read_journal() == b""
     third = Ledger.open(ObjectLedgerStore(folder), items=batch, owner=OWNER)
     assert third.records[0].state is ItemState.FAILED
 
@@ -159,3 +161,155 @@ def test_ledger_folders_are_safe_and_distinct() -> None:
     assert safe_component("a/b") != safe_component("a_b")
     assert safe_component("..") not in ("..", ".")
     assert ledger_parts(dag_id="d", run_id="r", task_id="t", map_index=3) == [".doitong", "d", "r", "t.3"]
+
+
+def _started(folder: Path, prompts: list[str]) -> tuple[list, Ledger]:
+    batch = items(prompts)
+    ledger = Ledger.open(LocalLedgerStore(str(folder)), items=batch, owner=OWNER)
+    ledger.set_meta(started=True)
+    ledger.flush()
+    return batch, ledger
+
+
+def test_a_torn_last_record_is_cut_away_and_the_next_tries_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    batch, ledger = _started(tmp_path, ["a", "b", "c"])
+    ledger.update(0, state=ItemState.RUNNING, job_id="j0")
+    ledger.flush()
+    ledger.close()
+    journal = tmp_path / JOURNAL_NAME
+    whole = journal.read_bytes()
+    with journal.open("ab") as handle:  # a disk that filled up in the middle of a record
+        handle.write(b'{"q":9,"i":1,"set":{"state":"runn')
+    for n in (1, 2):  # the next try, and the one after it
+        again = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+        assert again.records[0].job_id == "j0" and again.records[n].state is ItemState.PENDING
+        again.update(n, state=ItemState.RUNNING, job_id=f"j{n}")
+        again.flush()
+        again.close()
+    assert "torn record" in caplog.text and str(journal) in caplog.text
+    final = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert [r.job_id for r in final] == ["j0", "j1", "j2"]
+    assert journal.read_bytes().startswith(whole) and journal.read_bytes().endswith(b"\n")
+
+
+def test_a_torn_record_never_hides_a_later_submitting_marker(tmp_path: Path) -> None:
+    """The marker written after a torn record must stay readable: it says a charge may exist."""
+    batch, ledger = _started(tmp_path, ["a", "b"])
+    ledger.close()
+    with (tmp_path / JOURNAL_NAME).open("ab") as handle:
+        handle.write(b'{"q":5,"i":0,"set":{"st')  # torn by a crash
+    retry = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    retry.update(1, state=ItemState.SUBMITTING, attempts=1)
+    retry.flush()  # acknowledged: then the POST went out, then the worker died
+    retry.close()
+    after = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert after.in_state(ItemState.SUBMITTING) == [1]
+
+
+def test_damage_in_the_middle_is_a_clear_error(tmp_path: Path) -> None:
+    batch, ledger = _started(tmp_path, ["a", "b"])
+    for n in (0, 1):
+        ledger.update(n, state=ItemState.RUNNING, job_id=f"j{n}")
+        ledger.flush()
+    ledger.close()
+    journal = tmp_path / JOURNAL_NAME
+    lines = journal.read_bytes().split(b"\n")
+    journal.write_bytes(b"\n".join([lines[0], b"\x00\x00 not json", *lines[1:]]))
+    with pytest.raises(LedgerError) as caught:
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    message = str(caught.value)
+    assert str(journal) in message and "line 2" in message and "delete its folder" in message
+
+
+TAMPERED = [
+    ("file", "../../outside.jpg"),
+    ("file", "/etc/passwd"),
+    ("file", ".doitong"),
+    ("state", "bogus"),
+    ("job_id", 12),
+    ("job_id", "a\nb"),
+    ("job_ids", "j0"),
+    ("attempts", "2"),
+    ("credits", -5),
+    ("bytes", True),
+    ("sha256", "zz"),
+    ("unknown", 1),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), TAMPERED, ids=[f"{k}={v!r}" for k, v in TAMPERED])
+def test_a_tampered_journal_value_is_one_clear_error(tmp_path: Path, key: str, value: object) -> None:
+    batch, ledger = _started(tmp_path, ["a"])
+    ledger.close()
+    record = {"q": 2, "i": 0, "set": {"state": "stored", "file": "0001-a.jpg", key: value}}
+    with (tmp_path / JOURNAL_NAME).open("a") as handle:
+        handle.write(json.dumps(record) + "\n" + json.dumps({"q": 3, "meta": {"x": 1}}) + "\n")
+    with pytest.raises(LedgerError, match=r"damaged or was changed by hand \(line 1: "):
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"items": [{"index": 0, "key": "k", "state": "stored", "file": "../x.jpg"}]},
+        {"items": [{"index": "0", "key": "k"}]},
+        {"items": "many"},
+        {"seq": "3"},
+        {"meta": {"owner": ["d", "r"]}},
+        {"meta": {"deadline": "soon"}},
+    ],
+)
+def test_a_tampered_snapshot_is_one_clear_error(tmp_path: Path, change: dict) -> None:
+    batch, ledger = _started(tmp_path, ["a"])
+    ledger.close()
+    snapshot = tmp_path / "ledger.json"
+    doc = json.loads(snapshot.read_text())
+    doc["items"][0]["key"] = batch[0].fingerprint
+    snapshot.write_text(json.dumps({**doc, **change}))
+    with pytest.raises(LedgerError, match="damaged or was changed by hand"):
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+
+
+def test_a_journal_event_for_an_item_out_of_range_is_refused(tmp_path: Path) -> None:
+    batch, ledger = _started(tmp_path, ["a"])
+    ledger.close()
+    with (tmp_path / JOURNAL_NAME).open("a") as handle:
+        handle.write('{"q":2,"i":7,"set":{"state":"pending"}}\n{"q":3,"meta":{}}\n')
+    with pytest.raises(LedgerError, match="item 8 of 1"):
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+
+
+def test_a_symlinked_ledger_folder_is_refused_and_nothing_is_written_through_it(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / ".doitong").symlink_to(outside)
+    store = open_store(storage_path(str(output)), OWNER)
+    with pytest.raises(UnsafeOutputPath, match="symlink"):
+        Ledger.open(store, items=items(["a"]), owner=OWNER)
+    ledger = Ledger(store, meta={"owner": OWNER}, records=[], seq=0)
+    with pytest.raises(UnsafeOutputPath, match="symlink"):
+        ledger._write_snapshot()
+    assert list(outside.rglob("*")) == []
+
+
+def test_a_planted_link_in_the_ledger_folder_is_never_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    folder = tmp_path / "ledger"
+    folder.mkdir()
+    (folder / "ledger.json.part").symlink_to(victim)  # the name the snapshot's temporary file had
+    batch, ledger = _started(folder, ["a"])
+    ledger.close()
+    assert json.loads((folder / "ledger.json").read_text())["format"] == "doitong-batch-ledger"
+    (folder / JOURNAL_NAME).unlink()
+    (folder / JOURNAL_NAME).symlink_to(victim)
+    ledger.update(0, state=ItemState.RUNNING, job_id="j0")
+    with pytest.raises(UnsafeOutputPath, match="symlink"):
+        ledger.flush()
+    with pytest.raises(UnsafeOutputPath, match="symlink"):
+        Ledger.open(LocalLedgerStore(str(folder)), items=batch, owner=OWNER)
+    assert victim.read_text() == "keep me"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -65,3 +66,24 @@ def test_a_vanished_ledger_is_not_started_over_once_jobs_were_submitted(tmp_path
         task_state.open_ledger(context(), str(tmp_path), ITEMS, resuming=True)
     _, fresh = task_state.open_ledger(context(), str(tmp_path), ITEMS)  # a first try: nothing to lose
     assert fresh.is_new
+
+
+def test_a_tampered_or_linked_ledger_fails_the_task_for_good(tmp_path: Path) -> None:
+    _, ledger = task_state.open_ledger(context(), str(tmp_path), ITEMS)
+    ledger.update(0, state=ItemState.STORED, file="0001-a-fox.jpg", sha256="ab")
+    ledger.flush()
+    ledger.close()
+    snapshot = next(tmp_path.rglob("ledger.json"))
+    doc = json.loads(snapshot.read_text())
+    doc["items"][0]["file"] = "../../../../outside.jpg"
+    snapshot.write_text(json.dumps(doc))
+    with pytest.raises(AirflowFailException, match=r"changed by hand .*not a file name in the output folder"):
+        task_state.open_ledger(context(), str(tmp_path), ITEMS)
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".doitong").symlink_to(elsewhere)
+    with pytest.raises(AirflowFailException, match="symlink"):
+        task_state.open_ledger(context(), str(other), ITEMS)
+    assert list(elsewhere.iterdir()) == []

@@ -1,33 +1,25 @@
-"""Where a finished image is written: a local path or any ``ObjectStoragePath`` URI.
+"""Which file an image goes to: a local path or any ``ObjectStoragePath`` URI.
 
-This module is the provider's only writer of images. Nothing from an API answer chooses a
-destination: a job id becomes a file name only through
+Nothing from an API answer chooses a destination: a job id becomes a file name only through
 :func:`~airflow_provider_doitong.client.safety.safe_file_stem`, the path is checked to stay inside
 the folder, and the extension comes from the image's own bytes, never from its URL.
-
-``store_image(location, name, data)`` is the whole of it for callers (the operators); the pieces
-(:func:`output_file`, :func:`write_image`) are public for callers that need the path first.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import uuid
-from pathlib import PurePosixPath
 
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_doitong.client.images import IMAGE_TYPES, check_image
 from airflow_provider_doitong.client.safety import safe_file_stem
 
-log = logging.getLogger(__name__)
-
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 class UnsafeOutputPath(ValueError):
-    """A file name that would leave its folder (never happens with names from :func:`output_file`)."""
+    """A file that would leave its folder, or a folder that cannot be written safely (a symlink where
+    a folder must be, a file claimed by another task): the same answer would come again."""
 
 
 def storage_path(location: str | ObjectStoragePath) -> ObjectStoragePath:
@@ -49,7 +41,9 @@ def shown(path: ObjectStoragePath) -> str:
     return path.path if is_local(path) else str(path)
 
 
-def _is_folder(location: str | ObjectStoragePath, path: ObjectStoragePath) -> bool:
+def names_folder(location: str | ObjectStoragePath, path: ObjectStoragePath | None = None) -> bool:
+    """Whether ``location`` is a folder (ends with ``/`` or is an existing directory), not a file."""
+    path = path if path is not None else storage_path(location)
     text = location if isinstance(location, str) else str(location)
     return text.endswith("/") or path.is_dir()
 
@@ -80,7 +74,7 @@ def output_file(
     :raises UnsafeOutputPath: if the file would not be inside the folder.
     """
     path = storage_path(location)
-    if not (folder if folder is not None else _is_folder(location, path)):
+    if not (folder if folder is not None else names_folder(location, path)):
         return path
     if extension not in {kind.extension for kind in IMAGE_TYPES}:
         raise UnsafeOutputPath(f"{extension!r} is not an image extension")
@@ -99,71 +93,3 @@ def resolve_output_path(
     """
     kind = check_image(data)
     return output_file(location, name=job_id, extension=kind.extension, folder=folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover (platforms without directory file descriptors)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover (file systems that refuse fsync on directories)
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_local(target: str, data: bytes) -> None:
-    """Write beside the target, fsync, rename over it, fsync the folder: all of it or nothing."""
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex[:12]}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
-
-
-def write_image(path: ObjectStoragePath, data: bytes) -> None:
-    """Write bytes to a path, atomically: no reader ever sees a partial file under its name.
-
-    Locally: a temporary file in the same folder, fsynced, renamed over the target, and the folder
-    fsynced. In an object store: one write (S3, GCS and Azure make an object visible only once its
-    upload completes).
-    """
-    if is_local(path):
-        _write_local(path.path, data)
-    else:
-        path.write_bytes(data)
-
-
-def store_image(
-    location: str | ObjectStoragePath, name: str, data: bytes, *, folder: bool | None = None
-) -> ObjectStoragePath:
-    """Check that ``data`` is a whole image, choose its file, and write it atomically.
-
-    :param location: a folder (``.../`` or an existing directory, or ``folder=True``) or a file,
-        local or any ``ObjectStoragePath`` URI.
-    :param name: the job id or item name a file in a folder is named after (made safe).
-    :return: where the image went (:func:`shown` gives it as users write it).
-    :raises DoitongBadImage: if ``data`` is not a whole PNG, JPEG or WebP image (nothing written).
-    :raises UnsafeOutputPath: if the file would not be inside the folder (nothing written).
-    """
-    kind = check_image(data)
-    path = output_file(location, name=name, extension=kind.extension, folder=folder)
-    suffix = PurePosixPath(path.name).suffix.lstrip(".").lower()
-    if suffix and suffix not in {kind.extension, "jpeg" if kind.extension == "jpg" else ""}:
-        log.warning("Writing a %s image to %s, whose name says .%s", kind.name, shown(path), suffix)
-    write_image(path, data)
-    return path
