@@ -18,6 +18,7 @@ Without releases it runs those other than the main one. A venv is rebuilt when i
 ``--install-only`` (first) installs the venvs and runs nothing.
 ``python3 dev.py test`` without named tests runs the whole suite in several worker processes
 (``TEST_WORKERS``); with a path or node id it runs those tests in one process (``-n N`` chooses).
+``python3 dev.py test-s3`` runs the storage layer's tests on S3 (moto) in ``.venv-distributed``.
 ``python3 dev.py setup`` makes ``.venv`` with everything ``test`` and ``check`` need, and runs nothing.
 """
 
@@ -304,7 +305,27 @@ def ensure_distributed_venv() -> None:
     stamp.write_text(fingerprint)
 
 
+#: The tests of the storage layer on S3 (moto): they need s3fs and the Amazon provider, which only
+#: ``.venv-distributed`` can hold (see constraints-distributed.txt), so ``test-s3`` runs them there.
+S3_TESTS = ["tests/operators/test_storage_s3.py"]
+
+
+def test_s3(argv: list[str]) -> int:
+    """Run :data:`S3_TESTS` in ``.venv-distributed``, where a missing S3 package fails rather than skips.
+
+    ``--install-only`` (first) installs the venv and runs nothing.
+    """
+    ensure_distributed_venv()
+    if argv[:1] == ["--install-only"]:
+        return 0
+    env = {**os.environ, "DOITONG_REQUIRE_S3": "1"}
+    command = [str(DIST_PYTHON), "-m", "pytest", "-p", "no:cacheprovider", *S3_TESTS, *argv]
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["test-s3"]:
+        return test_s3(argv[1:])
     if argv and argv[0] == "distributed":
         ensure_distributed_venv()
         command = [str(DIST_PYTHON), str(ROOT / "benchmarks" / "run.py"), "--only", "distributed", *argv[1:]]
@@ -317,7 +338,7 @@ def main(argv: list[str]) -> int:
         return 0
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
-        print("commands:", ", ".join([*COMMANDS, "test-compat", "distributed", "setup"]))
+        print("commands:", ", ".join([*COMMANDS, "test-compat", "test-s3", "distributed", "setup"]))
         return 2
     ensure_venv()
     if argv[0] in ("check", "docs"):
