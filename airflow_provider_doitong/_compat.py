@@ -27,6 +27,14 @@ What differs, and what this provider does about it:
   3.1, and before 3.3.2 it still masks secrets with such a blocking call. :func:`aget_connection`
   and :func:`aextra` (common-compat's) and :func:`amask_secret` use the async call where the
   release has a safe one, else the blocking call in a worker thread.
+* The UI plugin (:mod:`airflow_provider_doitong.ui`): every release mounts a plugin's FastAPI app
+  (``fastapi_apps``, from the ``airflow.plugins`` entry point) and authenticates its routes only if
+  the plugin asks, which it does with the release's own ``get_user`` and the auth manager's
+  ``is_authorized_dag``. A link opened in the browser carries only cookies: 3.1 and later keep the
+  UI's token in the ``_token`` cookie, which ``get_user`` reads; 3.0's UI keeps it in the browser's
+  local storage, so there the pages answer 401 to a browser (a request with an
+  ``Authorization: Bearer`` token still works). Teams (``DagDetails.team_name``) arrived in 3.1;
+  :func:`dag_details` sets it where the release has it.
 """
 
 from __future__ import annotations
@@ -64,7 +72,9 @@ __all__ = [
     "aget_connection",
     "amask_secret",
     "conf",
+    "api_base_url",
     "connection_form_widgets",
+    "dag_details",
     "mask_secret",
     "task_state_store",
 ]
@@ -144,3 +154,22 @@ def connection_form_widgets(conn_fields: dict[str, Any]) -> dict[str, Any]:
             default=default,
         )
     return widgets
+
+
+def api_base_url() -> str:
+    """``[api] base_url`` without its trailing ``/``, or ``""`` (links then stay on the UI's own origin)."""
+    return str(conf.get("api", "base_url", fallback="") or "").rstrip("/")
+
+
+def dag_details(dag_id: str) -> Any:
+    """The auth manager's ``DagDetails`` of a DAG, with its team where the release has teams (3.1+).
+
+    Imported from the api-server: call it there only.
+    """
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.models.dag import DagModel
+
+    get_team_name = getattr(DagModel, "get_team_name", None)
+    if get_team_name is None:
+        return DagDetails(id=dag_id)
+    return DagDetails(id=dag_id, team_name=get_team_name(dag_id))
