@@ -109,14 +109,16 @@ def authorization() -> Any:
         dag_id: Annotated[str, Query(min_length=1, max_length=250)],
         run_id: Annotated[str, Query(min_length=1, max_length=250)],
         task_id: Annotated[str, Query(min_length=1, max_length=250)],
-        map_index: Annotated[int, Query(ge=-1)] = -1,
+        map_index: Annotated[str, Query(max_length=12)] = "-1",
     ) -> TaskInstanceRef:
         allowed = get_auth_manager().is_authorized_dag(
             method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, details=dag_details(dag_id), user=user
         )
         if not allowed:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden")
-        return TaskInstanceRef(dag_id, run_id, task_id, map_index)
+        # the UI's tab leaves "{MAP_INDEX}" as it is for a task instance that is not mapped
+        index = int(map_index) if map_index.lstrip("-").isdigit() else -1
+        return TaskInstanceRef(dag_id, run_id, task_id, max(index, -1))
 
     return authorized_ti
 
@@ -132,12 +134,27 @@ def create_app() -> FastAPI:
         if exc.status_code == status.HTTP_401_UNAUTHORIZED and page:
             target = f"{request.url.path}?{request.url.query}"
             return RedirectResponse(f"/api/v2/auth/login?{urlencode({'next': target})}", headers=_HEADERS)
+        if page and exc.status_code == status.HTTP_404_NOT_FOUND:  # shown in the UI's tab
+            return HTMLResponse(
+                sheet.message(str(exc.detail)),
+                status_code=exc.status_code,
+                headers={**_HEADERS, "Content-Security-Policy": sheet.CSP},
+            )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=_HEADERS)
 
     @app.get("/batch", response_class=HTMLResponse)
     def contact_sheet(ti: TI) -> Response:
         """A batch's contact sheet: from its manifest, or while it runs from its progress snapshot."""
-        batch, state = _batch(ti)
+        state, output_path, result = _ti_row(ti)
+        try:
+            batch = locate.batch_doc(output_path, ti.owner())
+        except locate.NotFound as exc:
+            try:  # a FluxGenerateOperator's task instance: its one image
+                locate.single_image(output_path, result)
+            except locate.NotFound:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+            page = sheet.single(result, query=ti.owner(), state=state)
+            return HTMLResponse(page, headers={**_HEADERS, "Content-Security-Policy": sheet.CSP})
         live = batch.live and (state in UNFINISHED)
         page = sheet.render(batch.doc, query=ti.owner(), live=live, state=state)
         return HTMLResponse(page, headers={**_HEADERS, "Content-Security-Policy": sheet.CSP})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_provider_doitong.ui import URL_PREFIX
+from airflow_provider_doitong.ui import SHEET_PAGE, URL_PREFIX
 from airflow_provider_doitong.ui.app import LazyApp
 
 
@@ -13,3 +13,13 @@ class DoitongPlugin(AirflowPlugin):
 
     name = "doitong"
     fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "Doitong images"}]
+    #: A tab on every task instance page (Airflow 3.1+; 3.0 ignores it): the contact sheet inside the UI.
+    external_views = [
+        {
+            "name": "Doitong images",
+            "href": f"{URL_PREFIX}/{SHEET_PAGE}?dag_id={{DAG_ID}}&run_id={{RUN_ID}}&task_id={{TASK_ID}}"
+            "&map_index={MAP_INDEX}",
+            "destination": "task_instance",
+            "url_route": "doitong_images",
+        }
+    ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.batch.progress import counts_of
-from airflow_provider_doitong.ui import FILE_PAGE, MANIFEST_PAGE, ti_query
+from airflow_provider_doitong.ui import FILE_PAGE, IMAGE_PAGE, MANIFEST_PAGE, ti_query
 
 #: Seconds between two reloads of the page while the batch runs.
 REFRESH_SECONDS = 5
@@ -110,4 +110,36 @@ def render(doc: Mapping[str, Any], *, query: Mapping[str, Any], live: bool, stat
         f"</span><span><b>{counts.failed}</b> failed</span><span><b>{counts.left}</b> left</span>"
         f"<span>of {counts.total}</span><span>{spent}</span></p>\n</header>\n"
         f"<main>\n{figures}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def message(text: str) -> str:
+    """A page saying there is nothing to show for this task instance, and why."""
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Doitong images</title>\n'
+        f"<style>{_STYLE}</style>\n</head>\n<body>\n<header>\n<h1>No Doitong images</h1>\n"
+        f"<p>{html.escape(text)}.</p>\n</header>\n</body>\n</html>\n"
+    )
+
+
+def single(result: Mapping[str, Any], *, query: Mapping[str, Any], state: str | None) -> str:
+    """The page of a ``FluxGenerateOperator`` task instance: its stored image, prompt and credits.
+
+    :param result: the task instance's XCom return value.
+    """
+    esc = html.escape
+    src = esc(f"{IMAGE_PAGE}?{ti_query(**query)}")
+    prompt = esc(str(result.get("prompt") or ""))
+    credits = result.get("credit_cost")
+    meta = f"job <code>{esc(str(result.get('job_id') or ''))}</code>" + (
+        f" &middot; {int(credits)} credits" if isinstance(credits, int) else ""
+    )
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{esc(str(query['task_id']))}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f"<header>\n<h1>{esc(str(query['dag_id']))} / {esc(str(query['task_id']))}</h1>\n"
+        f"<p>run <code>{esc(str(query['run_id']))}</code> &middot; task {esc(state or 'unknown')}</p>\n</header>\n"
+        f'<main>\n<figure><a href="{src}" target="_blank" rel="noopener"><img src="{src}" alt="{prompt}"></a>'
+        f'<figcaption><p class="prompt">{prompt}</p><p class="meta">{meta}</p></figcaption></figure>\n'
+        "</main>\n</body>\n</html>\n"
     )
