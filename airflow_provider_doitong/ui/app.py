@@ -105,11 +105,11 @@ def authorization() -> Any:
     from airflow.api_fastapi.core_api.security import get_user
 
     async def authorized_ti(
-        user: Annotated[Any, Depends(get_user)],
         dag_id: Annotated[str, Query(min_length=1, max_length=250)],
         run_id: Annotated[str, Query(min_length=1, max_length=250)],
         task_id: Annotated[str, Query(min_length=1, max_length=250)],
         map_index: Annotated[str, Query(max_length=12)] = "-1",
+        user: Any = Depends(get_user),  # a default: annotations resolve in module scope only
     ) -> TaskInstanceRef:
         allowed = get_auth_manager().is_authorized_dag(
             method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, details=dag_details(dag_id), user=user
@@ -126,7 +126,7 @@ def authorization() -> Any:
 def create_app() -> FastAPI:
     """The app the plugin registers under :data:`~airflow_provider_doitong.ui.URL_PREFIX`."""
     app = FastAPI(title="Doitong images", docs_url=None, redoc_url=None, openapi_url=None)
-    TI = Annotated[TaskInstanceRef, Depends(authorization())]  # noqa: N806 - a type alias
+    authorized = Depends(authorization())  # route signatures' annotations resolve in module scope only
 
     @app.exception_handler(HTTPException)
     async def _errors(request: Request, exc: HTTPException) -> Response:
@@ -143,7 +143,7 @@ def create_app() -> FastAPI:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=_HEADERS)
 
     @app.get("/batch", response_class=HTMLResponse)
-    def contact_sheet(ti: TI) -> Response:
+    def contact_sheet(ti: TaskInstanceRef = authorized) -> Response:
         """A batch's contact sheet: from its manifest, or while it runs from its progress snapshot."""
         state, output_path, result = _ti_row(ti)
         try:
@@ -160,13 +160,15 @@ def create_app() -> FastAPI:
         return HTMLResponse(page, headers={**_HEADERS, "Content-Security-Policy": sheet.CSP})
 
     @app.get("/batch/manifest.json")
-    def manifest_json(ti: TI) -> Response:
+    def manifest_json(ti: TaskInstanceRef = authorized) -> Response:
         """The batch's manifest (or, before it is written, its progress snapshot)."""
         batch, _ = _batch(ti)
         return JSONResponse(batch.doc, headers=_HEADERS)
 
     @app.get("/batch/file")
-    def batch_file(ti: TI, name: Annotated[str, Query(min_length=1, max_length=255)]) -> Response:
+    def batch_file(
+        name: Annotated[str, Query(min_length=1, max_length=255)], ti: TaskInstanceRef = authorized
+    ) -> Response:
         """One image the batch's manifest lists as stored."""
         batch, _ = _batch(ti)
         try:
@@ -176,7 +178,7 @@ def create_app() -> FastAPI:
         return _image_response(path, name)
 
     @app.get("/image")
-    def single_image(ti: TI) -> Response:
+    def single_image(ti: TaskInstanceRef = authorized) -> Response:
         """The image a ``FluxGenerateOperator`` task instance stored."""
         _, output_path, result = _ti_row(ti)
         try:
