@@ -109,7 +109,7 @@ def authorization() -> Any:
         run_id: Annotated[str, Query(min_length=1, max_length=250)],
         task_id: Annotated[str, Query(min_length=1, max_length=250)],
         map_index: Annotated[str, Query(max_length=12)] = "-1",
-        user: Any = Depends(get_user),  # a default: annotations resolve in module scope only
+        user: Any = Depends(get_user),  # noqa: B008 - a default: annotations resolve in module scope only
     ) -> TaskInstanceRef:
         allowed = get_auth_manager().is_authorized_dag(
             method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, details=dag_details(dag_id), user=user
