@@ -152,6 +152,12 @@ def create_app() -> FastAPI:
             try:  # a FluxGenerateOperator's task instance: its one image
                 locate.single_image(output_path, result)
             except locate.NotFound:
+                if state in UNFINISHED:  # its first progress snapshot is on its way
+                    text = f"the task is {state}; its images appear here as they are stored"
+                    return HTMLResponse(
+                        sheet.message(text, refresh=True),
+                        headers={**_HEADERS, "Content-Security-Policy": sheet.CSP},
+                    )
                 raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
             page = sheet.single(result, query=ti.owner(), state=state)
             return HTMLResponse(page, headers={**_HEADERS, "Content-Security-Policy": sheet.CSP})

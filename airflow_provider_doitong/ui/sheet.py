@@ -113,11 +113,16 @@ def render(doc: Mapping[str, Any], *, query: Mapping[str, Any], live: bool, stat
     )
 
 
-def message(text: str) -> str:
-    """A page saying there is nothing to show for this task instance, and why."""
+def message(text: str, *, refresh: bool = False) -> str:
+    """A page saying there is nothing to show for this task instance, and why.
+
+    :param refresh: reload every :data:`REFRESH_SECONDS` (the task is running: there will be).
+    """
+    reload = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">\n' if refresh else ""
     return (
-        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Doitong images</title>\n'
-        f"<style>{_STYLE}</style>\n</head>\n<body>\n<header>\n<h1>No Doitong images</h1>\n"
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"{reload}<title>Doitong images</title>\n"
+        f"<style>{_STYLE}</style>\n</head>\n<body>\n<header>\n<h1>No Doitong images{' yet' if refresh else ''}</h1>\n"
         f"<p>{html.escape(text)}.</p>\n</header>\n</body>\n</html>\n"
     )
 

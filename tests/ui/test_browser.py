@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from airflow_provider_doitong.batch import progress
 from doitong_emulator import DoitongEmulator
 from tests.conftest import REPO
 from tests.support.airflow_cluster import AirflowCluster
@@ -32,6 +34,9 @@ pytestmark = [pytest.mark.ui, pytest.mark.e2e, pytest.mark.timeout(600)]
 sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra's playwright is not installed")
 
 PROMPTS = ["a red fox in fresh snow", "a lighthouse at dusk", "a bowl of ramen, top view", "a paper crane"]
+LIVE_PROMPTS = ["a slow sunrise", "a slow tide", "a slow snail"]
+#: Longer than the batch's 30 s between progress snapshots, so one is written while every job runs.
+LIVE_JOB_SECONDS = 50
 PASSWORDS = {"admin": "admin-password-0", "outsider": "outsider-password-0"}
 #: Where the screenshots go: ``docs/images`` for the docs (``DOITONG_UI_SCREENSHOTS=docs/images``), else a
 #: temporary folder, so that a test run changes no file of the repository.
@@ -53,6 +58,12 @@ DAG_FILE = textwrap.dedent(
         FluxBatchOperator(
             task_id="batch", prompts={prompts!r}, output_path="{output}/batch/{{{{ run_id }}}}/",
             width=512, height=512, poll_interval=0.5,
+        )
+
+    with DAG("doitong_ui_live", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False):
+        FluxBatchOperator(
+            task_id="batch", prompts={live_prompts!r}, output_path="{output}/live/{{{{ run_id }}}}/",
+            width=512, height=512, poll_interval=2.0, doitong_conn_id="doitong_slow",
         )
 
     with DAG("doitong_ui_single", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False):
@@ -77,15 +88,22 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Airfl
     dags, plugins, output = root / "dags", root / "plugins", root / "output"
     for folder in (dags, plugins, output):
         folder.mkdir()
-    (dags / "doitong_ui.py").write_text(DAG_FILE.format(prompts=PROMPTS, output=output))
+    (dags / "doitong_ui.py").write_text(
+        DAG_FILE.format(prompts=PROMPTS, live_prompts=LIVE_PROMPTS, output=output)
+    )
     if not _plugin_installed():  # an editable install made before the entry point existed
         (plugins / "doitong_plugin.py").write_text(PLUGIN_SHIM)
     passwords = root / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
-    with DoitongEmulator(plan="pro", time_scale=0.05, job_seconds=20, credits=100_000) as emu:
+    with (
+        DoitongEmulator(plan="pro", time_scale=0.05, job_seconds=20, credits=100_000) as emu,
+        DoitongEmulator(plan="pro", time_scale=1.0, job_seconds=LIVE_JOB_SECONDS, credits=100_000) as slow,
+    ):
         conn = {"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key}
+        slow_conn = {"conn_type": "doitong", "host": slow.base_url, "password": slow.api_key}
         env = {
             "AIRFLOW_CONN_DOITONG_DEFAULT": json.dumps(conn),
+            "AIRFLOW_CONN_DOITONG_SLOW": json.dumps(slow_conn),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
             "AIRFLOW__CORE__AUTH_MANAGER": "tests.ui.auth_manager.PerDagAuthManager",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
@@ -269,4 +287,36 @@ def test_a_user_without_access_to_the_dag_gets_no_image(
     # the same user reads a DAG it may see: the refusal above is the DAG's, not the user's
     single = request.get(f"/doitong/image?{_query('doitong_ui_single', runs['doitong_ui_single'], 'image')}")
     assert single.status == 200 and single.headers["content-type"] == "image/jpeg"
+    context.close()
+
+
+def test_the_sheet_follows_a_running_batch(ui_cluster: Any, browser: Any) -> None:
+    """While the jobs run, the tab shows them running and left, and reloads itself; then the images."""
+    cluster, output = ui_cluster
+    run_id = cluster.trigger("doitong_ui_live")
+    owner = {"dag_id": "doitong_ui_live", "run_id": run_id, "task_id": "batch", "map_index": -1}
+    snapshot = Path(progress.snapshot_path(str(output / "live" / run_id), owner).path)
+    deadline = time.monotonic() + 240
+    while not snapshot.exists():  # the first snapshot: 30 s after the batch started
+        assert time.monotonic() < deadline and cluster.run_state(run_id) != "failed"
+        time.sleep(1)
+    assert cluster.run_state(run_id) == "running"
+    context = _log_in(browser, cluster, "admin")
+    page = context.pages[0]
+    page.goto(f"/dags/doitong_ui_live/runs/{run_id}/tasks/batch")
+    page.get_by_role("link", name="Doitong images").click()
+    frame = page.frame_locator("iframe")
+    frame.locator("p.counts").wait_for(timeout=60_000)
+    counts = " ".join(frame.locator("p.counts").inner_text().split())
+    assert counts.startswith("0 stored 3 running 0 failed 3 left of 3"), counts
+    assert "this page reloads itself" in frame.locator("header").inner_text()
+    assert frame.locator('meta[http-equiv="refresh"]').count() == 1
+    page.screenshot(path=str(SCREENSHOTS / "ui-contact-sheet-running.png"))
+    log = cluster.attempt_log("doitong_ui_live", run_id, "batch")
+    assert "0/3 done, 0 failed, 3 running, 3 left, 0 credits spent" in log, log[-2000:]
+    assert cluster.wait_for_run(run_id, timeout=300) == "success"
+    frame.locator("main figure img").nth(len(LIVE_PROMPTS) - 1).wait_for(timeout=60_000)  # it reloaded
+    counts = " ".join(frame.locator("p.counts").inner_text().split())
+    assert counts.startswith("3 stored 0 running 0 failed 0 left of 3"), counts
+    assert frame.locator('meta[http-equiv="refresh"]').count() == 0
     context.close()

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pendulum
 import pytest
@@ -21,8 +22,9 @@ from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entr
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.stores import LocalLedgerStore
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
+from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.ui import locate, sheet
-from tests.conftest import run_dag, task_states
+from tests.conftest import run_dag, task_states, xcom_value
 
 OWNER = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1}
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32 + b"\xff\xd9"
@@ -138,3 +140,24 @@ def test_a_running_batch_writes_its_snapshot(doitong_conn: Any, tmp_path: Path, 
     doc = json.loads(progress.snapshot_path(str(folder), owner).read_text())
     assert doc["progress"] == {"total": 2, "stored": 2, "running": 0, "failed": 0, "left": 0}
     assert "2/2 done, 0 failed, 0 running, 0 left, 20 credits spent" in capfd.readouterr().out
+
+
+def test_links_name_the_task_instance_and_an_unstored_image_keeps_the_output_url(
+    doitong_conn: Any, tmp_path: Path
+) -> None:
+    with DAG("ui_links", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False) as dag:
+        FluxBatchOperator(
+            task_id="batch", prompts=["a fox"], output_path=str(tmp_path / "b"), width=256, height=256
+        )
+        FluxGenerateOperator(task_id="image", prompt="a crane", width=256, height=256, poll_interval=0.1)
+    run = run_dag(dag)
+    assert task_states(run) == {"batch": "success", "image": "success"}
+    query = f"dag_id=ui_links&run_id={quote(run.run_id, safe='')}&task_id=batch&map_index=-1"
+    assert xcom_value(run, "batch", key="_link_DoitongContactSheetLink") == f"/doitong/batch?{query}"
+    assert (
+        xcom_value(run, "batch", key="_link_DoitongManifestLink") == f"/doitong/batch/manifest.json?{query}"
+    )
+    # no output_path: nothing stored to serve, so the link is the API's output URL (valid 24 hours)
+    result = xcom_value(run, "image")
+    assert result["output_path"] is None
+    assert xcom_value(run, "image", key="_link_DoitongImageLink") == result["url"]
