@@ -106,9 +106,9 @@ def render(doc: Mapping[str, Any], *, query: Mapping[str, Any], live: bool, stat
         f"<header>\n<h1>{esc(title)}</h1>\n"
         f"<p>run <code>{esc(str(query['run_id']))}</code> &middot; task {esc(state or 'unknown')}"
         f"{' &middot; running, this page reloads itself' if live else ''}{manifest_link}</p>\n"
-        f'<p class="counts"><span><b>{counts.stored}</b> stored</span><span><b>{counts.running}</b> running'
-        f"</span><span><b>{counts.failed}</b> failed</span><span><b>{counts.left}</b> left</span>"
-        f"<span>of {counts.total}</span><span>{spent}</span></p>\n</header>\n"
+        f'<p class="counts"><span><b>{counts.stored}</b> stored,</span> <span><b>{counts.running}</b> '
+        f"running,</span> <span><b>{counts.failed}</b> failed,</span> <span><b>{counts.left}</b> left</span> "
+        f"<span>of {counts.total};</span> <span>{spent}</span></p>\n</header>\n"
         f"<main>\n{figures}\n</main>\n</body>\n</html>\n"
     )
 

@@ -175,7 +175,9 @@ def test_contact_sheet_from_the_task_instance_page(
     text = frame.locator("body").inner_text()
     for prompt in PROMPTS:
         assert prompt in text
-    assert "4 stored" in " ".join(text.split()) and "40 credits spent" in text
+    assert "4 stored, 0 running, 0 failed, 0 left of 4; 40 credits spent of 40 estimated" in " ".join(
+        text.split()
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "ui-contact-sheet.png"))
     # the Details tab's extra link opens the sheet itself; a thumbnail opens its image
@@ -308,7 +310,7 @@ def test_the_sheet_follows_a_running_batch(ui_cluster: Any, browser: Any) -> Non
     frame = page.frame_locator("iframe")
     frame.locator("p.counts").wait_for(timeout=60_000)
     counts = " ".join(frame.locator("p.counts").inner_text().split())
-    assert counts.startswith("0 stored 3 running 0 failed 3 left of 3"), counts
+    assert counts.startswith("0 stored, 3 running, 0 failed, 3 left of 3; 0 credits spent"), counts
     assert "this page reloads itself" in frame.locator("header").inner_text()
     assert frame.locator('meta[http-equiv="refresh"]').count() == 1
     page.screenshot(path=str(SCREENSHOTS / "ui-contact-sheet-running.png"))
@@ -317,6 +319,6 @@ def test_the_sheet_follows_a_running_batch(ui_cluster: Any, browser: Any) -> Non
     assert cluster.wait_for_run(run_id, timeout=300) == "success"
     frame.locator("main figure img").nth(len(LIVE_PROMPTS) - 1).wait_for(timeout=60_000)  # it reloaded
     counts = " ".join(frame.locator("p.counts").inner_text().split())
-    assert counts.startswith("3 stored 0 running 0 failed 0 left of 3"), counts
+    assert counts.startswith("3 stored, 0 running, 0 failed, 0 left of 3; 30 credits spent"), counts
     assert frame.locator('meta[http-equiv="refresh"]').count() == 0
     context.close()
