@@ -7,6 +7,7 @@ snapshot a running batch writes (through ``dag.test()`` against the emulator).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -24,7 +25,7 @@ from airflow_provider_doitong.batch.stores import LocalLedgerStore
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.ui import locate, sheet
-from tests.conftest import run_dag, task_states, xcom_value
+from tests.conftest import REPO, run_dag, task_states, xcom_value
 
 OWNER = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1}
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32 + b"\xff\xd9"
@@ -161,3 +162,20 @@ def test_links_name_the_task_instance_and_an_unstored_image_keeps_the_output_url
     result = xcom_value(run, "image")
     assert result["output_path"] is None
     assert xcom_value(run, "image", key="_link_DoitongImageLink") == result["url"]
+
+
+def test_the_package_registers_the_plugin() -> None:
+    """A fresh install gets the plugin from the ``airflow.plugins`` entry point (not the provider's
+    ``plugins``, which Airflow loads only with ``[core] lazy_discover_providers = False``)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from airflow.plugins_manager import AirflowPlugin
+
+    from airflow_provider_doitong import get_provider_info, ui
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    target = project["entry-points"]["airflow.plugins"]["doitong"]
+    module, _, name = target.partition(":")
+    plugin = getattr(importlib.import_module(module), name)
+    assert issubclass(plugin, AirflowPlugin) and plugin.name == "doitong"
+    assert [app["url_prefix"] for app in plugin.fastapi_apps] == [ui.URL_PREFIX]
+    assert "plugins" not in get_provider_info()  # it would be registered twice
