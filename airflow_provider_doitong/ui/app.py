@@ -12,12 +12,12 @@ rendered ``output_path`` in Airflow's database; nothing in a request is a path.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from airflow_provider_doitong._compat import dag_details
+from airflow_provider_doitong._compat import api_base_url, dag_details
 from airflow_provider_doitong.ui import locate, sheet
 
 #: Task instance states in which a batch may still change.
@@ -133,7 +133,8 @@ def create_app() -> FastAPI:
         page = request.url.path.rstrip("/").endswith("/batch")
         if exc.status_code == status.HTTP_401_UNAUTHORIZED and page:
             target = f"{request.url.path}?{request.url.query}"
-            return RedirectResponse(f"/api/v2/auth/login?{urlencode({'next': target})}", headers=_HEADERS)
+            login = f"{urlsplit(api_base_url()).path.rstrip('/')}/api/v2/auth/login"
+            return RedirectResponse(f"{login}?{urlencode({'next': target})}", headers=_HEADERS)
         if page and exc.status_code == status.HTTP_404_NOT_FOUND:  # shown in the UI's tab
             return HTMLResponse(
                 sheet.message(str(exc.detail)),

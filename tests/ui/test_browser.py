@@ -35,8 +35,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra's p
 
 PROMPTS = ["a red fox in fresh snow", "a lighthouse at dusk", "a bowl of ramen, top view", "a paper crane"]
 LIVE_PROMPTS = ["a slow sunrise", "a slow tide", "a slow snail"]
-#: Longer than the batch's 30 s between progress snapshots, so one is written while every job runs.
-LIVE_JOB_SECONDS = 50
+#: Well past the batch's first progress snapshot (30 s in), so the page is read while every job runs.
+LIVE_JOB_SECONDS = 90
 PASSWORDS = {"admin": "admin-password-0", "outsider": "outsider-password-0"}
 #: Where the screenshots go: ``docs/images`` for the docs (``DOITONG_UI_SCREENSHOTS=docs/images``), else a
 #: temporary folder, so that a test run changes no file of the repository.
