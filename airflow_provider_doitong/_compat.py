@@ -30,11 +30,13 @@ What differs, and what this provider does about it:
 * The UI plugin (:mod:`airflow_provider_doitong.ui`): every release mounts a plugin's FastAPI app
   (``fastapi_apps``, from the ``airflow.plugins`` entry point) and authenticates its routes only if
   the plugin asks, which it does with the release's own ``get_user`` and the auth manager's
-  ``is_authorized_dag``. A link opened in the browser carries only cookies: 3.1 and later keep the
-  UI's token in the ``_token`` cookie, which ``get_user`` reads; 3.0's UI keeps it in the browser's
-  local storage, so there the pages answer 401 to a browser (a request with an
-  ``Authorization: Bearer`` token still works). Teams (``DagDetails.team_name``) arrived in 3.1;
-  :func:`dag_details` sets it where the release has it.
+  ``is_authorized_dag``. A link opened in the browser carries only cookies. The UI keeps its login
+  token in the HttpOnly ``_token`` cookie, which ``get_user`` reads, from the release that moved it
+  there (after 3.1.0; 3.3 is what the browser test runs); 3.0's UI, and 3.1.0's, keep it in the
+  browser's local storage, so there the pages answer 401 to a browser (a request with an
+  ``Authorization: Bearer`` token still works). The task instance tab (``external_views``) arrived
+  in 3.1; 3.0 ignores it. Teams (``DagDetails.team_name``) arrived in 3.1; :func:`dag_details` sets
+  it where the release has it.
 """
 
 from __future__ import annotations
