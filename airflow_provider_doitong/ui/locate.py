@@ -41,13 +41,23 @@ class BatchDoc:
     live: bool
 
 
+def _read(path: Any, cap: int) -> bytes:
+    """A file's bytes; locally at most ``cap`` + 1 of them, and never through a symlink put in place
+    after the checks. An object is read whole: every file read here was written by the task itself
+    (images capped at the download limit)."""
+    if is_local(path):
+        fd = os.open(path.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(cap + 1)
+    return bytes(path.read_bytes())
+
+
 def _read_json(path: Any) -> dict[str, Any] | None:
     try:
         if not path.exists():
             return None
-        with path.open("rb") as handle:
-            data = handle.read(MAX_DOCUMENT_BYTES + 1)
-    except OSError:
+        data = _read(path, MAX_DOCUMENT_BYTES)
+    except (OSError, ValueError):
         return None
     if len(data) > MAX_DOCUMENT_BYTES:
         return None
@@ -153,8 +163,7 @@ def read_image(path: Any) -> tuple[bytes, ImageType]:
     :raises NotFound: for a missing file, an over-large one or one that is not a PNG, JPEG or WebP.
     """
     try:
-        with path.open("rb") as handle:
-            data = handle.read(DEFAULT_MAX_DOWNLOAD_BYTES + 1)
+        data = _read(path, DEFAULT_MAX_DOWNLOAD_BYTES)
     except (OSError, ValueError):
         raise NotFound("the image cannot be read") from None
     kind = sniff_image_type(data) if len(data) <= DEFAULT_MAX_DOWNLOAD_BYTES else None

@@ -179,3 +179,31 @@ def test_the_package_registers_the_plugin() -> None:
     assert issubclass(plugin, AirflowPlugin) and plugin.name == "doitong"
     assert [app["url_prefix"] for app in plugin.fastapi_apps] == [ui.URL_PREFIX]
     assert "plugins" not in get_provider_info()  # it would be registered twice
+
+
+def test_object_storage_is_read_alike() -> None:
+    """A batch on object storage (fsspec's in-memory store here): the same documents, files and checks."""
+    root = f"memory://doitong-ui-{os.getpid()}/out"
+    items = build_items(entries_from_list(["a fox", "a crane"]), ItemDefaults())[0]
+    folder = locate.storage_path(root)
+    ledger = Ledger.open(
+        _object_store(progress.snapshot_path(folder, OWNER).parent), items=items, owner=OWNER
+    )
+    (folder / "0001-a-fox.jpg").write_bytes(JPEG)
+    ledger.update(0, state=ItemState.STORED, file="0001-a-fox.jpg", credits=10)
+    progress.write_snapshot(folder, items, ledger)
+    found = locate.batch_doc(root, OWNER)
+    assert found.live and found.doc["progress"]["stored"] == 1
+    data, kind = locate.read_image(locate.listed_file(found, "0001-a-fox.jpg"))
+    assert data == JPEG and kind.media_type == "image/jpeg"
+    with pytest.raises(locate.NotFound):
+        locate.listed_file(found, "0002-a-crane.jpg")  # not stored: not listed as such
+    assert locate.single_image(f"{root}/", {"output_path": f"{root}/0001-a-fox.jpg"}).name == "0001-a-fox.jpg"
+    with pytest.raises(locate.NotFound):
+        locate.single_image(f"{root}/", {"output_path": f"memory://doitong-ui-{os.getpid()}/x.jpg"})
+
+
+def _object_store(folder: Any) -> Any:
+    from airflow_provider_doitong.batch.stores import ObjectLedgerStore
+
+    return ObjectLedgerStore(folder)
