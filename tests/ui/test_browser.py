@@ -304,6 +304,10 @@ def test_the_sheet_follows_a_running_batch(ui_cluster: Any, browser: Any) -> Non
         time.sleep(1)
     assert cluster.run_state(run_id) == "running"
     context = _log_in(browser, cluster, "admin")
+    # the extra links are there while the task runs (Airflow itself stores them when a try ends)
+    links = context.request.get(f"/api/v2/dags/doitong_ui_live/dagRuns/{run_id}/taskInstances/batch/links")
+    sheet_link = links.json()["extra_links"]["Doitong contact sheet"]
+    assert sheet_link == f"/doitong/batch?{_query('doitong_ui_live', run_id, 'batch')}", sheet_link
     page = context.pages[0]
     page.goto(f"/dags/doitong_ui_live/runs/{run_id}/tasks/batch")
     page.get_by_role("link", name="Doitong images").click()
