@@ -73,10 +73,11 @@ def _ti_row(ti: TaskInstanceRef) -> tuple[str | None, Any, Any]:
     return (None if state[0] is None else str(getattr(state[0], "value", state[0]))), output_path, result
 
 
-def _batch(ti: TaskInstanceRef) -> tuple[locate.BatchDoc, str | None]:
+def _batch(ti: TaskInstanceRef, *, recent: bool = False) -> tuple[locate.BatchDoc, str | None]:
     state, output_path, _ = _ti_row(ti)
+    find = locate.recent_batch_doc if recent else locate.batch_doc
     try:
-        return locate.batch_doc(output_path, ti.owner()), state
+        return find(output_path, ti.owner()), state
     except locate.NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
@@ -177,7 +178,7 @@ def create_app() -> FastAPI:
         name: Annotated[str, Query(min_length=1, max_length=255)], ti: TaskInstanceRef = authorized
     ) -> Response:
         """One image the batch's manifest lists as stored."""
-        batch, _ = _batch(ti)
+        batch, _ = _batch(ti, recent=True)
         try:
             path = locate.listed_file(batch, name)
         except locate.NotFound as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,27 @@ def batch_doc(output_path: Any, owner: Mapping[str, Any]) -> BatchDoc:
     if not found:
         raise NotFound("this task instance has written no manifest yet")
     return max(found, key=lambda d: (str(d.doc.get("generated_at") or ""), not d.live))
+
+
+#: Seconds a batch's document is reused for the image requests of one page (its thumbnails).
+RECENT_SECONDS = 5.0
+_RECENT_MAX = 64
+_recent: dict[tuple[str, str], tuple[float, BatchDoc]] = {}
+
+
+def recent_batch_doc(output_path: Any, owner: Mapping[str, Any]) -> BatchDoc:
+    """:func:`batch_doc`, reused for :data:`RECENT_SECONDS`: a page's thumbnails read it once, not
+    once each (on object storage, two requests each)."""
+    key = (str(output_path), json.dumps(dict(owner), sort_keys=True))
+    now = time.monotonic()
+    hit = _recent.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    found = batch_doc(output_path, owner)
+    if len(_recent) >= _RECENT_MAX:
+        _recent.clear()
+    _recent[key] = (now + RECENT_SECONDS, found)
+    return found
 
 
 def _safe_name(name: str) -> bool:

@@ -207,3 +207,13 @@ def _object_store(folder: Any) -> Any:
     from airflow_provider_doitong.batch.stores import ObjectLedgerStore
 
     return ObjectLedgerStore(folder)
+
+
+def test_a_pages_thumbnails_read_the_document_once(tmp_path: Path) -> None:
+    items, ledger = _ledger(tmp_path, ["a fox"])
+    progress.write_snapshot(str(tmp_path), items, ledger)
+    first = locate.recent_batch_doc(str(tmp_path), OWNER)
+    progress.snapshot_path(str(tmp_path), OWNER).unlink()
+    assert locate.recent_batch_doc(str(tmp_path), OWNER) is first  # not read again
+    with pytest.raises(locate.NotFound):
+        locate.batch_doc(str(tmp_path), OWNER)
