@@ -154,7 +154,7 @@ def create_app() -> FastAPI:
             try:  # a FluxGenerateOperator's task instance: its one image
                 locate.single_image(output_path, result)
             except locate.NotFound:
-                if state in UNFINISHED:  # its first progress snapshot is on its way
+                if output_path and state in UNFINISHED:  # its first progress snapshot is on its way
                     text = f"the task is {state}; its images appear here as they are stored"
                     return HTMLResponse(
                         sheet.message(text, refresh=True),

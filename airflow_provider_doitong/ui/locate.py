@@ -71,7 +71,10 @@ def _read_json(path: Any) -> dict[str, Any] | None:
 
 def _folder(output_path: Any) -> Any:
     if not isinstance(output_path, str) or not output_path.strip():
-        raise NotFound("this task instance has no rendered output_path (none set, or no longer kept)")
+        raise NotFound(
+            "this task instance has no rendered output_path: it is not a Doitong task, its output_path "
+            "is not set, or Airflow no longer keeps its rendered fields"
+        )
     return storage_path(output_path.strip())
 
 
