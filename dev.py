@@ -19,7 +19,8 @@ Without releases it runs those other than the main one. A venv is rebuilt when i
 ``python3 dev.py test`` without named tests runs the whole suite in several worker processes
 (``TEST_WORKERS``); with a path or node id it runs those tests in one process (``-n N`` chooses).
 ``python3 dev.py test-s3`` runs the storage layer's tests on S3 (moto) in ``.venv-distributed``.
-``python3 dev.py setup`` makes ``.venv`` with everything ``test`` and ``check`` need, and runs nothing.
+``python3 dev.py setup`` makes ``.venv`` with everything ``test`` and ``check`` need (and installs
+Chromium with apt-get for the browser tests when it is missing), and runs nothing.
 """
 
 from __future__ import annotations
@@ -335,6 +336,12 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["setup"]:
         ensure_venv()
         ensure_check_tools()
+        from tests.support.browser import ensure_chromium  # the browser tests' Chromium (apt-get)
+
+        try:
+            ensure_chromium()
+        except RuntimeError as exc:  # not root, or no apt-get: the browser tests say so and skip
+            print(exc)
         return 0
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)

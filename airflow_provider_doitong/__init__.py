@@ -50,7 +50,11 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "extra-links": ["airflow_provider_doitong.links.DoitongImageLink"],
+        "extra-links": [
+            "airflow_provider_doitong.links.DoitongImageLink",
+            "airflow_provider_doitong.links.DoitongContactSheetLink",
+            "airflow_provider_doitong.links.DoitongManifestLink",
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_doitong.hooks.doitong.DoitongHook",

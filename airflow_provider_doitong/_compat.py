@@ -35,6 +35,16 @@ What differs, and what this provider does about it:
   index (-1 unless mapped), told apart only by its dynamic region (``region_id`` and
   ``region_index``, which also tell apart nested expansions). :func:`task_instance_region` names it,
   so that a batch's ledger and manifest belong to one iteration; before 3.4 there is none.
+* The UI plugin (:mod:`airflow_provider_doitong.ui`): every release mounts a plugin's FastAPI app
+  (``fastapi_apps``, from the ``airflow.plugins`` entry point) and authenticates its routes only if
+  the plugin asks, which it does with the release's own ``get_user`` and the auth manager's
+  ``is_authorized_dag``. A link opened in the browser carries only cookies. The UI keeps its login
+  token in the HttpOnly ``_token`` cookie, which ``get_user`` reads, from the release that moved it
+  there (after 3.1.0; 3.3 is what the browser test runs); 3.0's UI, and 3.1.0's, keep it in the
+  browser's local storage, so there the pages answer 401 to a browser (a request with an
+  ``Authorization: Bearer`` token still works). The task instance tab (``external_views``) arrived
+  in 3.1; 3.0 ignores it. Teams (``DagDetails.team_name``) arrived in 3.1; :func:`dag_details` sets
+  it where the release has it.
 
 What 3.4 changes that needs nothing here: ``BaseTrigger.supports_triggerer_queue`` is now
 ``trigger_queue_inherited_from_task``, beside a new ``queue`` attribute; the provider's triggers set
@@ -81,7 +91,9 @@ __all__ = [
     "amask_secret",
     "asset_schedule",
     "conf",
+    "api_base_url",
     "connection_form_widgets",
+    "dag_details",
     "mask_secret",
     "task_instance_region",
     "task_state_store",
@@ -188,3 +200,22 @@ def connection_form_widgets(conn_fields: dict[str, Any]) -> dict[str, Any]:
             default=default,
         )
     return widgets
+
+
+def api_base_url() -> str:
+    """``[api] base_url`` without its trailing ``/``, or ``""`` (links then stay on the UI's own origin)."""
+    return str(conf.get("api", "base_url", fallback="") or "").rstrip("/")
+
+
+def dag_details(dag_id: str) -> Any:
+    """The auth manager's ``DagDetails`` of a DAG, with its team where the release has teams (3.1+).
+
+    Imported from the api-server: call it there only.
+    """
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.models.dag import DagModel
+
+    get_team_name = getattr(DagModel, "get_team_name", None)
+    if get_team_name is None:
+        return DagDetails(id=dag_id)
+    return DagDetails(id=dag_id, team_name=get_team_name(dag_id))

@@ -17,7 +17,7 @@ from typing import Any
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Action, Planner, View
-from airflow_provider_doitong.batch.progress import progress_line_of
+from airflow_provider_doitong.batch.progress import progress_line_of, write_snapshot
 from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.storer import ImageStorer
 from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
@@ -344,3 +344,4 @@ class BatchRunner:
         if force or now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
             self.log.info("%s", progress_line_of(self.ledger, self.planner))
+            write_snapshot(self.folder, self.items, self.ledger)

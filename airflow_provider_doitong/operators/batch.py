@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong import contract, lineage
+from airflow_provider_doitong import contract, lineage, links
 from airflow_provider_doitong._compat import AirflowFailException, AirflowSkipException, conf
 from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.batch import task_state
@@ -90,6 +90,7 @@ class FluxBatchOperator(BaseOperator):
         "poll_interval",
     )
     template_fields_renderers = {"prompts": "json"}
+    operator_extra_links = links.BATCH_LINKS
     ui_color = "#d9c8ff"
 
     def __init__(
@@ -240,6 +241,7 @@ class FluxBatchOperator(BaseOperator):
         if problem:
             raise AirflowFailException(problem)
         folder, ledger = task_state.open_ledger(context, self.output_path, found)
+        links.publish(self, context)
         runner = self._runner(folder, ledger, found)
         try:
             self._new_try(context, runner)

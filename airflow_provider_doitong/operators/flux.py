@@ -170,6 +170,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         self._result: dict[str, Any] | None = None
         #: The finished image's URL, for the "Doitong image" link.
         self.image_url: str | None = None
+        #: Where the image was stored, if anywhere (the link then opens the stored image).
+        self.stored_image: str | None = None
 
     # --- set-up: everything checked before any request -----------------------------------
     @cached_property
@@ -349,7 +351,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             elif job.credit_cost is not None:
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
             if self.output_path:
-                output = self._store(job, context)
+                output = self.stored_image = self._store(job, context)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._save_record(context, RecordState.STORED, job.id)
         result = job_result(job, prompt=self._request.prompt, output_path=output)

@@ -11,6 +11,7 @@ import pytest
 from airflow.sdk import DAG
 from PIL import Image
 
+from airflow_provider_doitong import ui
 from airflow_provider_doitong._compat import DURABLE_RETRIES
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
@@ -66,7 +67,11 @@ def test_happy_path_stores_the_image(doitong_conn: Any, tmp_path: Any, deferrabl
     assert result["output_path"] == str(tmp_path / f"{result['job_id']}.jpg")
     with Image.open(result["output_path"]) as img:
         assert img.size == (512, 768)
-    assert xcom_value(run, "generate", key="_link_DoitongImageLink") == result["url"]
+    # the link opens the stored image through the UI plugin, not the output URL that expires
+    stored = ui.page_url(
+        ui.IMAGE_PAGE, dag_id=dag.dag_id, run_id=run.run_id, task_id="generate", map_index=-1
+    )
+    assert xcom_value(run, "generate", key="_link_DoitongImageLink") == stored
     stats = doitong_conn.stats()
     assert stats["submissions_by_prompt"] == {"a lighthouse at dawn": 1}
 
