@@ -160,10 +160,18 @@ def _request(raw: Any, defaults: ItemDefaults) -> ImageRequest:
 
 
 def _shown(raw: Any) -> str:
+    """The start of an entry's prompt for a message, every character that shows nothing escaped."""
     text = raw if isinstance(raw, str) else (raw.get("prompt") if isinstance(raw, Mapping) else None)
     if not isinstance(text, str):
         return ""
-    return f" ({text if len(text) <= 60 else text[:57] + '...'!r})"
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f" ({''.join(_escaped(char) for char in repr(text))})"
+
+
+def _escaped(char: str) -> str:
+    if char == " " or unicodedata.category(char)[0] in "LNPSM":
+        return char
+    return f"\\u{ord(char):04x}"
 
 
 def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> tuple[list[BatchItem], int]:

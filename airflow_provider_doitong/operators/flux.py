@@ -191,7 +191,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 webhook_url=self.webhook_url or None,
             )
         except DoitongValidationError as exc:
-            raise AirflowFailException(f"Invalid Doitong request: {exc.message}") from None
+            raise AirflowFailException(
+                f"Invalid Doitong request: {exc.message}; nothing was submitted"
+            ) from None
         if self.max_credits is not None and request.estimated_credits > self.max_credits:
             raise AirflowFailException(
                 f"This image is estimated at {request.estimated_credits} credits, over max_credits="

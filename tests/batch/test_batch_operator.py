@@ -160,6 +160,23 @@ def test_a_bad_item_fails_before_any_request(doitong_conn: Any, tmp_path: Path, 
     assert sum(doitong_conn.stats()["requests"].values()) == 0
 
 
+def test_a_prompts_file_line_that_is_not_text_spends_nothing(
+    doitong_conn: Any, tmp_path: Path, capfd: Any
+) -> None:
+    prompts = tmp_path / "items.jsonl"
+    prompts.write_text('{"prompt": "a fox"}\n{"prompt": "a fox \\ud83e"}\n{"prompt": "\\u200b\\u2060"}\n')
+    run = run_dag(batch_dag("batch_not_text", prompts_file=str(prompts), output_path=str(tmp_path / "out")))
+    assert task_states(run) == {"batch": "failed"}
+    out = capfd.readouterr().out
+    assert (
+        "2 of 3 items are invalid; nothing was submitted: line 2 ('a fox \\ud83e'): prompt is not valid"
+        in out
+    )
+    assert "line 3 ('\\u200b\\u2060'): prompt has no visible character" in out
+    assert sum(doitong_conn.stats()["requests"].values()) == 0 and doitong_conn.credits() == 100_000
+    assert not (tmp_path / "out").exists()
+
+
 def test_failed_jobs_are_retried_and_max_failed_items_is_honoured(doitong_conn: Any, tmp_path: Path) -> None:
     doitong_conn.set_faults(FaultConfig(fail_job_rate=0.3, seed=11))
     run = run_dag(

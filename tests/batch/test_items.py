@@ -105,3 +105,26 @@ def test_budget_problems() -> None:
     assert short is not None and "estimated at 30 credits, the account balance is 25" in short
     # a retry only needs the balance for what is still to generate
     assert budget_problem(images=3, estimate=30, to_spend=10, balance=25, max_credits=30) is None
+
+
+def test_prompts_that_are_not_visible_text_are_refused_by_line_and_item() -> None:
+    text = (
+        '{"prompt": "a fox"}\n'
+        '{"prompt": "a fox \\ud83e"}\n'  # half an emoji, escaped in JSON
+        '{"prompt": "\\u200b\\ufeff"}\n'
+        '{"prompt": "a\\u0007bell"}\n'
+    )
+    with pytest.raises(BatchInputError) as caught:
+        build_items(entries_from_text(text, jsonl=True), DEFAULTS)
+    message = str(caught.value)
+    assert message.startswith("3 of 4 items are invalid; nothing was submitted: ")
+    assert "line 2 ('a fox \\ud83e'): prompt is not valid Unicode text" in message
+    assert "line 3 ('\\u200b\\ufeff'): prompt has no visible character" in message
+    assert "line 4 ('a\\x07bell'): prompt holds a control character (U+0007)" in message
+    with pytest.raises(BatchInputError) as caught:
+        build_items(entries_from_list(["ok", "\u2060\u200b", "x\x00"]), DEFAULTS)
+    assert "item 2 ('\\u2060\\u200b'): prompt has no visible character" in str(caught.value)
+    assert "item 3 ('x\\x00'): prompt holds a control character" in str(caught.value)
+    lines = "a fox\n\u3000\u200b\nok\n"  # a prompts file: a line of invisible characters only
+    with pytest.raises(BatchInputError, match="line 2 .*: prompt has no visible character"):
+        build_items(entries_from_text(lines, jsonl=False), DEFAULTS)

@@ -115,6 +115,11 @@ def test_mapped_prompts_each_submitted_once(doitong_conn: Any, tmp_path: Any) ->
 BAD_INPUTS = [
     pytest.param({"prompt": "   "}, "prompt is empty", id="empty-prompt"),
     pytest.param({"prompt": "x" * 2001}, "2000", id="long-prompt"),
+    pytest.param(
+        {"prompt": "\u200b\ufeff\u2060"},
+        "prompt has no visible character (only spaces, controls or invisible characters); nothing was submitted",
+        id="invisible-prompt",
+    ),
     pytest.param({"prompt": "ok", "width": 13}, "width must be a multiple of 16", id="width-13"),
     pytest.param({"prompt": "ok", "provider": "flux-pro"}, "provider must be one of", id="provider"),
     pytest.param({"prompt": "ok", "quality": "ultra"}, "quality must be one of", id="quality"),
@@ -133,6 +138,7 @@ def test_bad_input_fails_before_any_request(
     assert message in capfd.readouterr().out
     stats = doitong_conn.stats()
     assert sum(stats["requests"].values()) == 0
+    assert doitong_conn.credits() == 100_000
 
 
 @pytest.mark.parametrize(
