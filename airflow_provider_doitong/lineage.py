@@ -115,7 +115,7 @@ def image_lineage(
     :param result: the operator's XCom value; ``None`` when the task failed before finishing.
     :param job_ids: the jobs the task knows of (a failed task may have submitted one).
     :param width: as asked (templated fields may still be strings; anything non-numeric is dropped).
-    :param prompt_file: the prompt template file the prompt was read from, if any.
+    :param prompt_file: the prompt file the prompt was read from, if any (a full path or URI).
     """
     ids = list(dict.fromkeys(str(job_id) for job_id in job_ids))
     stored = (result or {}).get("output_path")
@@ -172,23 +172,6 @@ def batch_lineage(
             images=images,
         ),
     )
-
-
-def template_file(operator: Any, field_name: str) -> str | None:
-    """The file a template field names (``prompt="prompts/hero.txt"``), as a full path, or ``None``.
-
-    Called before Airflow replaces the field with the file's text, which loses the file's name.
-    """
-    value = getattr(operator, field_name, None)
-    extensions = tuple(getattr(operator, "template_ext", ()) or ())
-    if not isinstance(value, str) or not extensions or not value.endswith(extensions):
-        return None
-    try:
-        env = operator.get_template_env()
-        filename = env.loader.get_source(env, value)[1] if env.loader is not None else None
-    except Exception:  # a missing template is Airflow's to report, not lineage's
-        return None
-    return os.path.abspath(filename) if filename else None
 
 
 @functools.cache
@@ -254,6 +237,6 @@ def generate_operator_lineage(operator: Any, *, failed: bool = False) -> Operato
             width=getattr(operator, "width", None),
             height=getattr(operator, "height", None),
             quality=getattr(operator, "quality", None),
-            prompt_file=getattr(operator, "prompt_file", None),
+            prompt_file=getattr(operator, "prompt_location", None),
         )
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -20,6 +19,7 @@ from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.operators.prompt_files import prompt_file_location
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
 from airflow_provider_doitong.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
@@ -54,7 +54,7 @@ class FluxBatchOperator(BaseOperator):
         ``width``, ``height``, ``quality``, ``version``); a string is read as a JSON list (templated).
     :param prompts_file: instead of ``prompts``, a file: one prompt per line (``#`` comments), or a
         ``.jsonl`` file of items; a local path (relative to the DAG file's folder) or an
-        ``ObjectStoragePath`` URI (templated).
+        ``ObjectStoragePath`` URI (the path is templated; the file's text is data, never a template).
     :param output_path: the folder for the images, the manifest and the ledger: local or an
         ``ObjectStoragePath`` URI (templated). Give each run its own folder (e.g. ``.../{{ ds }}/``).
     :param max_credits: refuse the batch when its estimated credits exceed this.
@@ -173,11 +173,7 @@ class FluxBatchOperator(BaseOperator):
         """The prompts file read, as a full path or URI (``None`` for a list of prompts)."""
         if self.prompts_file is None:
             return None
-        location = os.path.expanduser(str(self.prompts_file))
-        dag = self._dag  # None until the operator is in a DAG
-        if "://" in location or os.path.isabs(location) or dag is None:
-            return location
-        return os.path.join(os.path.dirname(dag.fileloc or ""), location)
+        return prompt_file_location(self.prompts_file, self._dag)
 
     def _items(self) -> list[batch_items.BatchItem]:
         self._check_numbers()

@@ -26,6 +26,11 @@ from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
 from airflow_provider_doitong.operators._submit import SubmitOnceMixin
 from airflow_provider_doitong.operators.outputs import fetch_and_store, link_url
+from airflow_provider_doitong.operators.prompt_files import (
+    PromptFileError,
+    prompt_file_location,
+    read_prompt_file,
+)
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
 from airflow_provider_doitong.submission import Action, RecordState
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
@@ -73,7 +78,10 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     worker crash or a triggerer restart reattaches to the same job instead of paying for it twice;
     a job is reused only for the very request (model, prompt, size, quality, version) it was made for.
 
-    :param prompt: the text (templated; a ``.txt`` file is read as a template).
+    :param prompt: the text (templated). A value ending in ``.txt`` is a prompt like any other.
+    :param prompt_file: instead of ``prompt``, a file holding the prompt: a local path (relative to
+        the DAG file's folder) or an ``ObjectStoragePath`` URI (the path is templated). Read at
+        execute time as plain UTF-8 text and never rendered as a template: a prompt file is data.
     :param provider: ``flux-krea`` or ``flux-dev`` (templated).
     :param width: pixels, a multiple of 16 from 256 to 4096 (templated).
     :param height: pixels, likewise (templated).
@@ -102,6 +110,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
 
     template_fields: Sequence[str] = (
         "prompt",
+        "prompt_file",
         "provider",
         "width",
         "height",
@@ -110,7 +119,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         "webhook_url",
         "output_path",
     )
-    template_ext: Sequence[str] = (".txt",)
+    #: No file is read as a template: a prompt file's text is data (see ``prompt_file``).
+    template_ext: Sequence[str] = ()
     template_fields_renderers = {"prompt": "md"}
     operator_extra_links = (DoitongImageLink(),)
     ui_color = "#e8d7ff"
@@ -118,7 +128,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     def __init__(
         self,
         *,
-        prompt: str,
+        prompt: str | None = None,
+        prompt_file: str | None = None,
         provider: str = "flux-krea",
         width: int | str = contract.DEFAULT_WIDTH,
         height: int | str = contract.DEFAULT_HEIGHT,
@@ -138,6 +149,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if (prompt is None) == (prompt_file is None):
+            raise ValueError("give exactly one of prompt and prompt_file")
         for name, value, allowed in (
             ("on_daily_limit", on_daily_limit, DAILY_LIMIT_ACTIONS),
             ("on_clear", on_clear, submission.ON_CLEAR),
@@ -148,6 +161,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         if not poll_interval > 0:
             raise ValueError("poll_interval must be positive")
         self.prompt = prompt
+        self.prompt_file = prompt_file
         self.provider = provider
         self.width = width
         self.height = height
@@ -179,11 +193,29 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     def client(self) -> DoitongClient:
         return self.hook.get_conn()
 
+    @property
+    def prompt_location(self) -> str | None:
+        """The prompt file read, as a full path or URI (``None`` for a ``prompt``)."""
+        if self.prompt_file is None:
+            return None
+        return prompt_file_location(self.prompt_file, self._dag)
+
+    def _prompt_text(self) -> Any:
+        """The prompt: ``prompt`` as rendered, or the text of ``prompt_file`` (plain text, no template)."""
+        location = self.prompt_location
+        if location is None:
+            return self.prompt
+        try:
+            return read_prompt_file(location)
+        except PromptFileError as exc:
+            raise AirflowFailException(str(exc)) from None
+
     def _image_request(self) -> ImageRequest:
+        prompt = self._prompt_text()
         try:
             request = ImageRequest(
                 provider=self.provider,
-                prompt=self.prompt,
+                prompt=prompt,
                 width=image_side("width", self.width),
                 height=image_side("height", self.height),
                 quality=self.quality,
@@ -191,8 +223,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 webhook_url=self.webhook_url or None,
             )
         except DoitongValidationError as exc:
+            source = f" (the text of prompt_file {self.prompt_location})" if self.prompt_file else ""
             raise AirflowFailException(
-                f"Invalid Doitong request: {exc.message}; nothing was submitted"
+                f"Invalid Doitong request: {exc.message}{source}; nothing was submitted"
             ) from None
         if self.max_credits is not None and request.estimated_credits > self.max_credits:
             raise AirflowFailException(
@@ -249,17 +282,12 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
 
     # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """The stored image as an output, the prompt template file as an input, a ``doitong`` run facet."""
+        """The stored image as an output, the prompt file as an input, a ``doitong`` run facet."""
         return lineage.generate_operator_lineage(self)
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """As on completion, with no image output and no credits (nothing was stored)."""
         return lineage.generate_operator_lineage(self, failed=True)
-
-    def resolve_template_files(self) -> None:
-        # Keep the prompt template file's name for lineage before Airflow replaces it with the text.
-        self.prompt_file = lineage.template_file(self, "prompt")
-        super().resolve_template_files()
 
     def on_kill(self) -> None:
         job_ids = ", ".join(self._jobs) or "none submitted yet"
