@@ -14,9 +14,11 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from airflow_provider_doitong.redaction import redact
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -210,10 +212,39 @@ def run_facet(run: DoitongRun) -> Any:
     )
 
 
-def to_operator_lineage(lineage: Lineage) -> OperatorLineage[Dataset, RunFacet]:
-    """The ``OperatorLineage`` an operator's ``get_openlineage_facets_on_*`` method returns."""
+def redacted(lineage: Lineage, secrets: Sequence[str]) -> Lineage:
+    """``lineage`` with the connection's secrets replaced in every name and value it reports.
+
+    :param secrets: the connection's secrets (see :mod:`~airflow_provider_doitong.redaction`).
+    """
+    if not secrets:
+        return lineage
+
+    def refs(datasets: tuple[DatasetRef, ...]) -> tuple[DatasetRef, ...]:
+        return tuple(
+            DatasetRef(redact(ref.namespace, secrets), redact(ref.name, secrets)) for ref in datasets
+        )
+
+    run = lineage.run
+    if run is not None:
+        run = replace(
+            run,
+            model=redact(run.model, secrets),
+            quality=redact(run.quality, secrets),
+            job_ids=tuple(redact(list(run.job_ids), secrets)),
+        )
+    return Lineage(inputs=refs(lineage.inputs), outputs=refs(lineage.outputs), run=run)
+
+
+def to_operator_lineage(lineage: Lineage, secrets: Sequence[str] = ()) -> OperatorLineage[Dataset, RunFacet]:
+    """The ``OperatorLineage`` an operator's ``get_openlineage_facets_on_*`` method returns.
+
+    :param secrets: values never reported (the connection's API key and webhook secret).
+    """
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import Dataset
+
+    lineage = redacted(lineage, secrets)
 
     return OperatorLineage(
         inputs=[Dataset(namespace=ref.namespace, name=ref.name) for ref in lineage.inputs],
@@ -238,5 +269,6 @@ def generate_operator_lineage(operator: Any, *, failed: bool = False) -> Operato
             height=getattr(operator, "height", None),
             quality=getattr(operator, "quality", None),
             prompt_file=getattr(operator, "prompt_location", None),
-        )
+        ),
+        getattr(operator, "_secrets", ()),
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest
+from airflow_provider_doitong.redaction import secret_problem
 from airflow_provider_doitong.storage import shown, storage_path
 
 #: The keys an item dict may have.
@@ -297,3 +298,21 @@ def budget_problem(
             f"credits, the account balance is {balance}; nothing was submitted"
         )
     return None
+
+
+def secret_items_problem(items: Sequence[BatchItem], secrets: Sequence[str], *, conn_id: str) -> str | None:
+    """Why the batch must not start because items would send a connection's secret, or ``None``.
+
+    The items are named by their source, never shown (see :func:`~airflow_provider_doitong.redaction.secret_problem`).
+
+    :param secrets: the connection's secrets.
+    :param conn_id: the connection, named in the message.
+    """
+    problems = [
+        problem
+        for item in items
+        if (problem := secret_problem(item.request, secrets, conn_id=conn_id, where=item.source)) is not None
+    ]
+    if not problems:
+        return None
+    return f"{len(problems)} of {len(items)} items are refused; nothing was submitted: " + _join(problems)

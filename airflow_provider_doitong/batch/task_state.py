@@ -19,6 +19,7 @@ from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
 from airflow_provider_doitong.outcomes import Role, airflow_error
+from airflow_provider_doitong.redaction import redact
 from airflow_provider_doitong.storage import shown, storage_path
 
 if TYPE_CHECKING:
@@ -129,20 +130,31 @@ def check_balance(
     )
 
 
-def write_manifest(context: Context, runner: BatchRunner, found: Sequence[BatchItem]) -> dict[str, Any]:
+def write_manifest(
+    context: Context, runner: BatchRunner, found: Sequence[BatchItem], *, secrets: Sequence[str] = ()
+) -> dict[str, Any]:
     """Write the batch's ``manifest.json`` and ``index.html`` as its ledger stands.
 
+    :param secrets: the connection's secrets, replaced wherever they appear (an error message the
+        API echoed, say) before anything is written.
     :return: the task's summary (paths and counts, and where the ledger is; never the items).
     """
     ledger, ti = runner.ledger, context["ti"]
-    summary = manifest.write_batch_manifest(
-        runner.folder,
-        found,
-        ledger.records,
+    estimated = ledger.meta.get("credits_estimated")
+    doc = manifest.build_manifest(
+        manifest.entries_from_ledger(found, ledger.records),
         title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
+        credits_estimated=estimated,
         source=owner(context),
-        credits_estimated=ledger.meta.get("credits_estimated"),
     )
+    summary: dict[str, Any] = {
+        **manifest.write_manifest(runner.folder, redact(doc, secrets)),
+        "items": doc["item_count"],
+        "stored": doc["image_count"],
+        "failed": doc["failed_count"],
+        "credits_spent": doc["credits_spent"],
+        "credits_estimated": estimated,
+    }
     summary["ledger"] = ledger.store.location
     runner.log.info(
         "Wrote %s and %s: %d of %d stored, %d failed, %d credits spent",

@@ -21,6 +21,7 @@ from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
+from airflow_provider_doitong.redaction import redact
 from airflow_provider_doitong.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
@@ -147,6 +148,8 @@ class FluxBatchOperator(BaseOperator):
         self.on_ambiguous_submission = on_ambiguous_submission
         self.on_daily_limit = on_daily_limit
         self.min_defer_seconds = float(min_defer_seconds)
+        #: The connection's secrets, kept out of the summary, the manifest and lineage.
+        self._secrets: tuple[str, ...] = ()
 
     # --- inputs ------------------------------------------------------------------------------
     @cached_property
@@ -226,8 +229,11 @@ class FluxBatchOperator(BaseOperator):
     # --- entry points ---------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         """Start (or, on a retry, pick up) the batch: check it all, then submit, wait and store."""
+        self._secrets = self.hook.checked_settings().secrets  # read first: masked in the log from here on
         found = self._items()
-        self.hook.checked_settings()
+        problem = batch_items.secret_items_problem(found, self._secrets, conn_id=self.doitong_conn_id)
+        if problem:
+            raise AirflowFailException(problem)
         estimate = batch_items.estimated_credits(found)
         problem = batch_items.budget_problem(
             images=len(found), estimate=estimate, to_spend=0, balance=None, max_credits=self._budget
@@ -254,6 +260,7 @@ class FluxBatchOperator(BaseOperator):
             status, ended, fired_at, message, read_at = read_batch_event(event)
         except InvalidBatchEvent as exc:
             raise airflow_error(exc) from None
+        self._secrets = self.hook.checked_settings().secrets
         found = self._items()
         folder, ledger = task_state.open_ledger(context, self.output_path, found, resuming=True)
         lead = max(0.0, time.time() - fired_at)
@@ -324,7 +331,9 @@ class FluxBatchOperator(BaseOperator):
         self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem], reason: str
     ) -> dict[str, Any]:
         ledger = runner.ledger
-        summary = task_state.write_manifest(context, runner, found)
+        summary = redact(
+            task_state.write_manifest(context, runner, found, secrets=self._secrets), self._secrets
+        )
         self._lineage_state = {
             "folder": summary["folder"],
             "manifest": summary["manifest"],
@@ -368,5 +377,6 @@ class FluxBatchOperator(BaseOperator):
                 job_ids=state.get("job_ids", ()),
                 credits=state.get("credits"),
                 images=state.get("images", 0),
-            )
+            ),
+            getattr(self, "_secrets", ()),
         )

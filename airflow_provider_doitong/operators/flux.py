@@ -32,6 +32,7 @@ from airflow_provider_doitong.operators.prompt_files import (
     read_prompt_file,
 )
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
+from airflow_provider_doitong.redaction import redact, secret_problem
 from airflow_provider_doitong.submission import Action, RecordState
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
@@ -181,6 +182,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         self._deadline: float | None = None
         self._jobs: dict[str, Job] = {}
         self._result: dict[str, Any] | None = None
+        #: The connection's secrets, kept out of the XCom value, the asset event and lineage.
+        self._secrets: tuple[str, ...] = ()
         #: The finished image's URL, for the "Doitong image" link.
         self.image_url: str | None = None
 
@@ -211,6 +214,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             raise AirflowFailException(str(exc)) from None
 
     def _image_request(self) -> ImageRequest:
+        """The request, checked before any request is sent; the connection is read first, so its
+        secrets are masked in the log before anything could print them."""
+        self._secrets = self.hook.checked_settings().secrets
         prompt = self._prompt_text()
         try:
             request = ImageRequest(
@@ -232,11 +238,13 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 f"This image is estimated at {request.estimated_credits} credits, over max_credits="
                 f"{self.max_credits}; nothing was submitted"
             )
+        problem = secret_problem(request, self._secrets, conn_id=self.doitong_conn_id)
+        if problem is not None:
+            raise AirflowFailException(f"Refusing the Doitong request: {problem}; nothing was submitted")
         return request
 
     def _prepare(self, deadline: float | None) -> ImageRequest:
         request = self._image_request()
-        self.hook.checked_settings()
         if deadline is not None:
             self._deadline = deadline
         elif self.timeout is not None:
@@ -365,7 +373,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 output = self._store(job)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._save_record(context, RecordState.STORED, job.id)
-        result = job_result(job, prompt=self._request.prompt, output_path=output)
+        result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = result

@@ -16,6 +16,7 @@ from PIL import Image
 from airflow_provider_doitong.batch import manifest as manifest_api
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from doitong_emulator import EmulatorAccount, FaultConfig
+from tests.airflow_versions import without_mask_requests
 from tests.conftest import run_dag, task_states, xcom_value
 
 PROMPTS = [f"a lighthouse at dawn, study {n}" for n in range(23)]
@@ -175,6 +176,29 @@ def test_a_prompts_file_line_that_is_not_text_spends_nothing(
     assert "line 3 ('\\u200b\\u2060'): prompt has no visible character" in out
     assert sum(doitong_conn.stats()["requests"].values()) == 0 and doitong_conn.credits() == 100_000
     assert not (tmp_path / "out").exists()
+
+
+def test_items_holding_the_key_are_refused_before_any_request(
+    doitong_conn: Any, tmp_path: Path, capfd: Any
+) -> None:
+    prompts = [
+        "a fox",
+        "{{ conn.doitong_default.password }}",
+        "a {{ conn.doitong_default.extra_dejson.webhook_secret }}",
+    ]
+    run = run_dag(batch_dag("batch_secret", prompts=prompts, output_path=str(tmp_path / "out")))
+    assert task_states(run) == {"batch": "failed"}
+    out = capfd.readouterr()
+    text = without_mask_requests(out.out + out.err)
+    assert (
+        "2 of 3 items are refused; nothing was submitted: item 2: prompt holds a secret of the connection"
+        in text
+    )
+    assert "item 3: prompt holds a secret" in text
+    assert doitong_conn.api_key not in text and doitong_conn.webhook_secret not in text
+    assert sum(doitong_conn.stats()["requests"].values()) == 0 and doitong_conn.credits() == 100_000
+    assert not (tmp_path / "out").exists()  # no ledger, no manifest
+    assert xcom_value(run, "batch") is None
 
 
 def test_failed_jobs_are_retried_and_max_failed_items_is_honoured(doitong_conn: Any, tmp_path: Path) -> None:

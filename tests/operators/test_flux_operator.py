@@ -386,3 +386,30 @@ def test_outlet_asset_event_carries_the_result(doitong_conn: Any, tmp_path: Any)
         events_ = [e for e in session.query(AssetEvent).all() if e.asset.name == images.name]
         assert len(events_) == 1
         assert events_[0].extra == xcom_value(run, "generate")
+
+
+def test_a_prompt_holding_the_key_is_refused_before_any_request(
+    doitong_conn: Any, tmp_path: Any, capfd: Any
+) -> None:
+    # A templated prompt that pulls in the connection's key: sending it would hand the key to the
+    # vendor (and keep it in the job, XCom and the asset event).
+    run = run_dag(
+        make_dag(
+            prompt="a fox and {{ conn.doitong_default.password }}",
+            width=256,
+            height=256,
+            retries=2,
+            output_path=f"{tmp_path}/",
+        )
+    )
+    assert task_states(run) == {"generate": "failed"}
+    out = capfd.readouterr()
+    text = without_mask_requests(out.out + out.err)
+    assert (
+        "Refusing the Doitong request: prompt holds a secret of the connection 'doitong_default' (its API key "
+        "or webhook secret), which would be sent to Doitong and kept with the job; nothing was submitted"
+    ) in text
+    assert xcom_value(run, "generate") is None
+    assert doitong_conn.api_key not in text + json.dumps(doitong_conn.stats())
+    assert sum(doitong_conn.stats()["requests"].values()) == 0 and doitong_conn.credits() == 100_000
+    assert not any(tmp_path.iterdir())
