@@ -141,11 +141,13 @@ def write_manifest(
     """
     ledger, ti = runner.ledger, context["ti"]
     estimated = ledger.meta.get("credits_estimated")
+    stopped = budget_stop(runner)
     doc = manifest.build_manifest(
         manifest.entries_from_ledger(found, ledger.records),
         title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
         credits_estimated=estimated,
         source=owner(context),
+        extra=stopped,
     )
     summary: dict[str, Any] = {
         **manifest.write_manifest(runner.folder, redact(doc, secrets)),
@@ -154,6 +156,7 @@ def write_manifest(
         "failed": doc["failed_count"],
         "credits_spent": doc["credits_spent"],
         "credits_estimated": estimated,
+        **stopped,
     }
     summary["ledger"] = ledger.store.location
     runner.log.info(
@@ -166,6 +169,14 @@ def write_manifest(
         summary["credits_spent"],
     )
     return summary
+
+
+def budget_stop(runner: BatchRunner) -> dict[str, Any]:
+    """``{"unsubmitted": n, "stopped": why}`` when ``max_credits`` left items unsubmitted, else ``{}``."""
+    left = runner.ledger.count(ItemState.PENDING)
+    if not runner.budget_stopped or not left:
+        return {}
+    return {"unsubmitted": left, "stopped": runner.stop_submitting}
 
 
 def _did_anything(pointer: dict[str, Any]) -> bool:
@@ -182,6 +193,13 @@ def raise_for_outcome(
     try) and too many failed items (the next try gives them another round) are worth a retry.
     """
     error: DoitongError | None = runner.stop_error
+    if error is None and summary.get("unsubmitted"):
+        raise AirflowFailException(
+            f"The batch stopped submitting: {summary['stopped']}. {summary['unsubmitted']} of "
+            f"{summary['items']} items were left unsubmitted; every image paid for is stored "
+            f"({summary['stored']}, {summary['credits_spent']} credits; see {summary['manifest']}). Raise "
+            "max_credits and clear the task to generate the rest"
+        )
     if error is None and reason == "deadline":
         running = runner.ledger.count(ItemState.RUNNING, ItemState.COMPLETED)
         error = DoitongTimeout(

@@ -58,7 +58,9 @@ class FluxBatchOperator(BaseOperator):
         ``ObjectStoragePath`` URI (the path is templated; the file's text is data, never a template).
     :param output_path: the folder for the images, the manifest and the ledger: local or an
         ``ObjectStoragePath`` URI (templated). Give each run its own folder (e.g. ``.../{{ ds }}/``).
-    :param max_credits: refuse the batch when its estimated credits exceed this.
+    :param max_credits: refuse the batch when its estimated credits exceed this; while it runs, stop
+        submitting once what Doitong really charged plus the estimate of the rest would exceed it
+        (the images paid for are stored, then the task fails naming what was left unsubmitted).
     :param concurrency: jobs at once; default the connection plan's concurrent jobs.
     :param item_retries: failed jobs an item may replace in one task try (failed jobs are refunded).
     :param max_failed_items: items that may fail for good before the batch stops and the task fails
@@ -224,6 +226,7 @@ class FluxBatchOperator(BaseOperator):
             unconfirmed=self.on_ambiguous_submission,
             on_daily_limit=self.on_daily_limit,
             logger=self.log,
+            max_credits=self._budget,
         )
 
     # --- entry points ---------------------------------------------------------------------------

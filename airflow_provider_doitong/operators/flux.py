@@ -98,7 +98,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     :param output_path: where to store the image (templated): a local path or an
         ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``, the
         extension from the image's bytes and an unsafe job id mapped to a safe name.
-    :param max_credits: refuse to submit when the estimated cost exceeds this.
+    :param max_credits: refuse to submit when the estimated cost exceeds this. The charged cost is
+        known only once the job is made: one over the estimate (or over ``max_credits``) is logged
+        as a warning, and the image, paid for, is still stored.
     :param on_daily_limit: on 429 ``DAILY_LIMIT``: ``fail`` at once, ``skip`` the task, or ``wait``
         for the reset.
     :param on_clear: when the task runs again after it succeeded (cleared) and its request did not
@@ -369,6 +371,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         if job.status is contract.JobStatus.COMPLETED:
             if job.credit_cost is not None:
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
+                self._check_charge(job.id, job.credit_cost)
             if self.output_path:
                 output = self._store(job)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
@@ -379,6 +382,22 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 context["outlet_events"][outlet].extra = result
         self._result = result
         return result
+
+    def _check_charge(self, job_id: str, charged: int) -> None:
+        """Warn when Doitong charged more than the estimate (or than ``max_credits``): the image is paid
+        for, so it is still stored and returned; only a submission could have been saved."""
+        estimate = self._request.estimated_credits
+        if charged > estimate:
+            self.log.warning(
+                "Doitong job %s charged %d credits, %d more than the estimated %d%s",
+                job_id,
+                charged,
+                charged - estimate,
+                estimate,
+                f", over max_credits={self.max_credits}"
+                if self.max_credits is not None and charged > self.max_credits
+                else "",
+            )
 
     def _store(self, job: Job) -> str:
         """Download the image (checked by the client) and write it (see :mod:`.outputs`)."""

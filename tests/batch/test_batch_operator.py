@@ -201,6 +201,37 @@ def test_items_holding_the_key_are_refused_before_any_request(
     assert xcom_value(run, "batch") is None
 
 
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_max_credits_holds_against_real_charges(
+    doitong_conn: Any, tmp_path: Path, capfd: Any, deferrable: bool
+) -> None:
+    # Ten items estimated at 10 credits each fit max_credits=100; Doitong charges 50 each.
+    doitong_conn.set_faults(FaultConfig(charge_factor=5))
+    prompts = PROMPTS[:10]
+    folder = tmp_path / "out"
+    dag = batch_dag(
+        f"batch_overcharged_{deferrable}",
+        prompts=prompts,
+        output_path=str(folder),
+        max_credits=100,
+        deferrable=deferrable,
+        min_defer_seconds=0,
+    )
+    run = run_dag(dag)
+    assert task_states(run) == {"batch": "failed"}  # stopped by the budget, after storing what was paid
+    out = capfd.readouterr().out
+    assert "Doitong charged 50 credits, 40 more than the estimated 10" in out
+    spent = 100_000 - doitong_conn.credits()
+    assert spent == 50  # the first charge showed the batch would cost 140: nothing more went out
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["credits_spent"] == spent and manifest["image_count"] == 1
+    assert manifest["unsubmitted"] == 9
+    assert manifest["stopped"].startswith("max_credits=100 would be passed: Doitong charged 40 credits more")
+    assert "9 of 10 items were left unsubmitted; every image paid for is stored (1, 50 credits" in out
+    assert [e["status"] for e in manifest["items"]] == ["stored"] + ["pending"] * 9
+    assert doitong_conn.stats()["submissions_by_prompt"] == {prompts[0]: 1}
+
+
 def test_failed_jobs_are_retried_and_max_failed_items_is_honoured(doitong_conn: Any, tmp_path: Path) -> None:
     doitong_conn.set_faults(FaultConfig(fail_job_rate=0.3, seed=11))
     run = run_dag(

@@ -413,3 +413,19 @@ def test_a_prompt_holding_the_key_is_refused_before_any_request(
     assert doitong_conn.api_key not in text + json.dumps(doitong_conn.stats())
     assert sum(doitong_conn.stats()["requests"].values()) == 0 and doitong_conn.credits() == 100_000
     assert not any(tmp_path.iterdir())
+
+
+def test_a_charge_over_the_estimate_is_warned_and_the_paid_image_kept(
+    doitong_conn: Any, tmp_path: Any, capfd: Any
+) -> None:
+    doitong_conn.set_faults(FaultConfig(charge_factor=2))
+    run = run_dag(
+        make_dag(prompt="an expensive fox", width=256, height=256, max_credits=10, output_path=f"{tmp_path}/")
+    )
+    assert task_states(run) == {"generate": "success"}
+    result = xcom_value(run, "generate")
+    assert result["credit_cost"] == 20 and (tmp_path / f"{result['job_id']}.jpg").is_file()
+    assert (
+        f"Doitong job {result['job_id']} charged 20 credits, 10 more than the estimated 10, over max_credits=10"
+        in capfd.readouterr().out
+    )
