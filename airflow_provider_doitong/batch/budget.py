@@ -19,6 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
+def charge_of(value: object) -> int | None:
+    """A charged ``creditCost`` as a number of credits, or ``None`` when the answer says nothing usable."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 @dataclass
 class CreditBudget:
     """The batch's projected credits against ``max_credits``.
@@ -37,14 +42,15 @@ class CreditBudget:
     def __post_init__(self) -> None:
         self._estimate_sum = sum(self.estimates)
 
-    def charged(self, index: int, credits: int | None) -> int:
+    def charged(self, index: int, credits: object) -> int:
         """Item ``index`` was charged ``credits`` (``None``: not said); how many more than estimated.
 
         :return: the credits over the item's estimate (0 when not over, or when already reported).
         """
-        if not isinstance(credits, int) or isinstance(credits, bool) or credits < 0:
+        charge = charge_of(credits)
+        if charge is None:
             return 0  # not said (or not a charge): the estimate stands
-        excess = int(credits) - self.estimates[index]
+        excess = charge - self.estimates[index]
         previous = self._excess.get(index)
         self._excess[index] = excess
         self._excess_sum += excess - (previous or 0)
@@ -56,7 +62,7 @@ class CreditBudget:
         if previous is not None:
             self._excess_sum -= previous
 
-    def learn(self, charges: Iterable[tuple[int, int | None]]) -> None:
+    def learn(self, charges: Iterable[tuple[int, object]]) -> None:
         """Charges already known (from the ledger, when a try resumes); no warning is due for them."""
         for index, credits in charges:
             self.charged(index, credits)

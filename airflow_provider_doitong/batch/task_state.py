@@ -206,7 +206,7 @@ def raise_for_outcome(
             f"The batch did not finish by its timeout: {summary['stored']} of {summary['items']} stored; "
             f"{running} jobs keep running at Doitong and the next try picks them up"
         )
-    elif error is None and (reason or summary["failed"] > max_failed_items):
+    elif error is None and (summary["failed"] > max_failed_items or (reason and not runner.budget_stopped)):
         error = DoitongJobFailed(
             f"{summary['failed']} items failed, more than max_failed_items={max_failed_items}"
         )

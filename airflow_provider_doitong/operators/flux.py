@@ -12,6 +12,7 @@ from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, events, lineage, submission
 from airflow_provider_doitong._compat import AirflowFailException, conf
+from airflow_provider_doitong.batch.budget import charge_of
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
@@ -371,7 +372,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         if job.status is contract.JobStatus.COMPLETED:
             if job.credit_cost is not None:
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
-                self._check_charge(job.id, job.credit_cost)
+                self._check_charge(job.id, charge_of(job.credit_cost))
             if self.output_path:
                 output = self._store(job)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
@@ -383,11 +384,11 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         self._result = result
         return result
 
-    def _check_charge(self, job_id: str, charged: int) -> None:
+    def _check_charge(self, job_id: str, charged: int | None) -> None:
         """Warn when Doitong charged more than the estimate (or than ``max_credits``): the image is paid
         for, so it is still stored and returned; only a submission could have been saved."""
         estimate = self._request.estimated_credits
-        if charged > estimate:
+        if charged is not None and charged > estimate:
             self.log.warning(
                 "Doitong job %s charged %d credits, %d more than the estimated %d%s",
                 job_id,

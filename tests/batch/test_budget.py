@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_provider_doitong.batch.budget import CreditBudget
+from airflow_provider_doitong.batch.budget import CreditBudget, charge_of
 
 
 def test_the_projection_follows_real_charges_and_stops_past_max_credits() -> None:
@@ -37,3 +37,9 @@ def test_charges_learnt_from_the_ledger_are_not_reported_again() -> None:
     budget.learn([(0, 30), (1, None)])
     assert budget.projected() == 40 and budget.charged(0, 30) == 0
     assert "max_credits=15 would be passed" in budget.stop_reason()
+
+
+def test_a_charge_that_is_not_a_count_of_credits_is_not_learnt() -> None:
+    assert [charge_of(v) for v in (20, 0, "20", -5, True, None, 2.5)] == [20, 0, None, None, None, None, None]
+    budget = CreditBudget([10], max_credits=10)
+    assert budget.charged(0, "500") == 0 and budget.projected() == 10
