@@ -17,6 +17,7 @@ from airflow_provider_doitong.client.downloads import (
 from airflow_provider_doitong.client.protocol import TRANSPORTS
 from airflow_provider_doitong.client.safety import ALLOWED_HOSTS_EXTRA, parse_host_list
 from airflow_provider_doitong.contract import DEFAULT_BASE_URL, DEFAULT_DOWNLOAD_HOSTS, PLANS
+from airflow_provider_doitong.redaction import known_secrets
 
 CONN_TYPE = "doitong"
 DEFAULT_CONN_ID = "doitong_default"
@@ -105,6 +106,12 @@ class ConnectionSettings:
     allowed_download_hosts: tuple[str, ...] = ()
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values never to return, write or emit: the API key and the webhook secret (see
+        :mod:`~airflow_provider_doitong.redaction`)."""
+        return known_secrets((self.api_key, self.webhook_secret))
 
     def download_policy(self) -> DownloadPolicy:
         """Where this connection's outputs may be downloaded from, and how much is read."""

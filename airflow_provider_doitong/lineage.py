@@ -14,9 +14,11 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from airflow_provider_doitong.redaction import redact
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -115,7 +117,7 @@ def image_lineage(
     :param result: the operator's XCom value; ``None`` when the task failed before finishing.
     :param job_ids: the jobs the task knows of (a failed task may have submitted one).
     :param width: as asked (templated fields may still be strings; anything non-numeric is dropped).
-    :param prompt_file: the prompt template file the prompt was read from, if any.
+    :param prompt_file: the prompt file the prompt was read from, if any (a full path or URI).
     """
     ids = list(dict.fromkeys(str(job_id) for job_id in job_ids))
     stored = (result or {}).get("output_path")
@@ -174,23 +176,6 @@ def batch_lineage(
     )
 
 
-def template_file(operator: Any, field_name: str) -> str | None:
-    """The file a template field names (``prompt="prompts/hero.txt"``), as a full path, or ``None``.
-
-    Called before Airflow replaces the field with the file's text, which loses the file's name.
-    """
-    value = getattr(operator, field_name, None)
-    extensions = tuple(getattr(operator, "template_ext", ()) or ())
-    if not isinstance(value, str) or not extensions or not value.endswith(extensions):
-        return None
-    try:
-        env = operator.get_template_env()
-        filename = env.loader.get_source(env, value)[1] if env.loader is not None else None
-    except Exception:  # a missing template is Airflow's to report, not lineage's
-        return None
-    return os.path.abspath(filename) if filename else None
-
-
 @functools.cache
 def _run_facet_class() -> type:
     """The ``doitong`` run facet class, built on first use so OpenLineage is imported only then."""
@@ -227,10 +212,39 @@ def run_facet(run: DoitongRun) -> Any:
     )
 
 
-def to_operator_lineage(lineage: Lineage) -> OperatorLineage[Dataset, RunFacet]:
-    """The ``OperatorLineage`` an operator's ``get_openlineage_facets_on_*`` method returns."""
+def redacted(lineage: Lineage, secrets: Sequence[str]) -> Lineage:
+    """``lineage`` with the connection's secrets replaced in every name and value it reports.
+
+    :param secrets: the connection's secrets (see :mod:`~airflow_provider_doitong.redaction`).
+    """
+    if not secrets:
+        return lineage
+
+    def refs(datasets: tuple[DatasetRef, ...]) -> tuple[DatasetRef, ...]:
+        return tuple(
+            DatasetRef(redact(ref.namespace, secrets), redact(ref.name, secrets)) for ref in datasets
+        )
+
+    run = lineage.run
+    if run is not None:
+        run = replace(
+            run,
+            model=redact(run.model, secrets),
+            quality=redact(run.quality, secrets),
+            job_ids=tuple(redact(list(run.job_ids), secrets)),
+        )
+    return Lineage(inputs=refs(lineage.inputs), outputs=refs(lineage.outputs), run=run)
+
+
+def to_operator_lineage(lineage: Lineage, secrets: Sequence[str] = ()) -> OperatorLineage[Dataset, RunFacet]:
+    """The ``OperatorLineage`` an operator's ``get_openlineage_facets_on_*`` method returns.
+
+    :param secrets: values never reported (the connection's API key and webhook secret).
+    """
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import Dataset
+
+    lineage = redacted(lineage, secrets)
 
     return OperatorLineage(
         inputs=[Dataset(namespace=ref.namespace, name=ref.name) for ref in lineage.inputs],
@@ -254,6 +268,7 @@ def generate_operator_lineage(operator: Any, *, failed: bool = False) -> Operato
             width=getattr(operator, "width", None),
             height=getattr(operator, "height", None),
             quality=getattr(operator, "quality", None),
-            prompt_file=getattr(operator, "prompt_file", None),
-        )
+            prompt_file=getattr(operator, "prompt_location", None),
+        ),
+        getattr(operator, "_secrets", ()),
     )

@@ -12,14 +12,17 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest
-from airflow_provider_doitong.storage import shown, storage_path
+from airflow_provider_doitong.redaction import secret_problem
+from airflow_provider_doitong.storage import is_local, shown, storage_path
 
+#: A string as ``json.dumps`` writes it (ASCII, escaped), for :func:`request_fingerprint`.
+_json_str = json.encoder.encode_basestring_ascii
 #: The keys an item dict may have.
 ITEM_KEYS = frozenset({"prompt", "provider", "width", "height", "quality", "version"})
 #: How many problems an error message lists before summarising the rest.
@@ -32,22 +35,24 @@ class BatchInputError(ValueError):
     """The batch's input cannot be used; nothing was submitted. The message names every problem."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BatchItem:
-    """One image of a batch.
+    """One image of a batch (slotted: a batch may hold a million of them).
 
     :param index: its position in the batch, from 0; it names the image file and keys the ledger.
     :param source: where it came from, for messages (``line 12``, ``item 3``).
+    :param key: the request's fingerprint, if already computed (:func:`build_items` does, once).
     """
 
     index: int
     request: ImageRequest
     source: str
+    key: str = ""
 
     @property
     def fingerprint(self) -> str:
         """A digest of the request, so a ledger written for other prompts is never applied to these."""
-        return request_fingerprint(self.request)
+        return self.key or request_fingerprint(self.request)
 
     def stem(self, total: int) -> str:
         """The image's file name without extension: ``0007-a-fox-in-the-snow``.
@@ -63,15 +68,14 @@ def request_fingerprint(request: ImageRequest) -> str:
 
     :param request: a validated request.
     """
-    fields = [
-        request.provider,
-        request.prompt,
-        request.width,
-        request.height,
-        request.quality,
-        request.version,
-    ]
-    return hashlib.sha256(json.dumps(fields).encode("utf-8")).hexdigest()[:12]
+    # The text ``json.dumps([provider, prompt, width, height, quality, version])`` gives (ledgers
+    # already written hold it), built without the encoder's overhead.
+    text = (
+        f"[{_json_str(request.provider)}, {_json_str(request.prompt)}, {int(request.width)}, "
+        f"{int(request.height)}, {_json_str(request.quality)}, "
+        f"{'null' if request.version is None else _json_str(request.version)}]"
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
 
 
 def slugify(text: str) -> str:
@@ -101,17 +105,39 @@ class ItemDefaults:
     version: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NotJson:
+    """A JSON Lines line that is not JSON, kept in the stream so that it is reported with the rest."""
+
+    reason: str
+
+
+def iter_entries(lines: Iterable[str], *, jsonl: bool) -> Iterator[tuple[str, Any]]:
+    """``(source, prompt or item)`` for every line that is neither blank nor a ``#`` comment, one at a
+    time: a file of a million lines is never held whole.
+
+    :param lines: the file's lines (a text file object iterates them).
+    :param jsonl: each line is a JSON item; one that is not JSON comes as a :class:`NotJson`.
+    """
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not jsonl:
+            yield f"line {number}", stripped
+            continue
+        try:
+            yield f"line {number}", json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            yield f"line {number}", NotJson(exc.msg)
+
+
 def parse_prompt_lines(text: str) -> list[tuple[str, Any]]:
     """``(source, prompt)`` for every line that is neither blank nor a ``#`` comment.
 
     :param text: a prompts file's text.
     """
-    out: list[tuple[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            out.append((f"line {number}", stripped))
-    return out
+    return list(iter_entries(text.splitlines(), jsonl=False))
 
 
 def parse_jsonl(text: str) -> tuple[list[tuple[str, Any]], list[str]]:
@@ -121,18 +147,17 @@ def parse_jsonl(text: str) -> tuple[list[tuple[str, Any]], list[str]]:
     """
     out: list[tuple[str, Any]] = []
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        try:
-            out.append((f"line {number}", json.loads(stripped)))
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not JSON ({exc.msg})")
+    for source, raw in iter_entries(text.splitlines(), jsonl=True):
+        if isinstance(raw, NotJson):
+            problems.append(f"{source}: not JSON ({raw.reason})")
+        else:
+            out.append((source, raw))
     return out, problems
 
 
 def _request(raw: Any, defaults: ItemDefaults) -> ImageRequest:
+    if isinstance(raw, NotJson):
+        raise DoitongValidationError(f"not JSON ({raw.reason})", field="prompt")
     if isinstance(raw, str):
         values: Mapping[str, Any] = {"prompt": raw}
     elif isinstance(raw, Mapping):
@@ -160,10 +185,18 @@ def _request(raw: Any, defaults: ItemDefaults) -> ImageRequest:
 
 
 def _shown(raw: Any) -> str:
+    """The start of an entry's prompt for a message, every character that shows nothing escaped."""
     text = raw if isinstance(raw, str) else (raw.get("prompt") if isinstance(raw, Mapping) else None)
     if not isinstance(text, str):
         return ""
-    return f" ({text if len(text) <= 60 else text[:57] + '...'!r})"
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f" ({''.join(_escaped(char) for char in repr(text))})"
+
+
+def _escaped(char: str) -> str:
+    if char == " " or unicodedata.category(char)[0] in "LNPSM":
+        return char
+    return f"\\u{ord(char):04x}"
 
 
 def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> tuple[list[BatchItem], int]:
@@ -191,7 +224,7 @@ def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> t
             repeats += 1
             continue
         seen.add(key)
-        items.append(BatchItem(index=len(items), request=request, source=source))
+        items.append(BatchItem(index=len(items), request=request, source=source, key=key))
     if problems:
         raise BatchInputError(
             f"{len(problems)} of {total} items are invalid; nothing was submitted: " + _join(problems)
@@ -234,8 +267,9 @@ def entries_from_list(prompts: Any) -> list[tuple[str, Any]]:
     return [(f"item {number}", raw) for number, raw in enumerate(prompts, start=1)]
 
 
-def load_entries(*, prompts: Any, prompts_file: str | None) -> list[tuple[str, Any]]:
-    """The entries of a batch, from ``prompts`` or from ``prompts_file``.
+def load_entries(*, prompts: Any, prompts_file: str | None) -> Iterable[tuple[str, Any]]:
+    """The entries of a batch, from ``prompts`` or from ``prompts_file`` (streamed: read line by line
+    as they are consumed, never held whole; see :func:`iter_entries`).
 
     :param prompts: a list of prompts or items; a string is read as a JSON list (a template rendered
         without native objects, e.g. with ``| tojson``).
@@ -253,13 +287,22 @@ def load_entries(*, prompts: Any, prompts_file: str | None) -> list[tuple[str, A
                 ) from None
         return entries_from_list(prompts)
     path = storage_path(str(prompts_file))
+    if not path.exists():
+        raise BatchInputError(f"The prompts file {shown(path)} does not exist")
+    return _file_entries(path)
+
+
+def _file_entries(path: Any) -> Iterator[tuple[str, Any]]:
+    """A prompts file's entries, read as they are consumed (a local file directly, not through the
+    object-storage layer)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        handle = open(path.path, encoding="utf-8") if is_local(path) else path.open("r", encoding="utf-8")
+        with handle:
+            yield from iter_entries(handle, jsonl=path.name.endswith(".jsonl"))
     except FileNotFoundError:
         raise BatchInputError(f"The prompts file {shown(path)} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BatchInputError(f"Cannot read the prompts file {shown(path)}: {exc}") from None
-    return entries_from_text(text, jsonl=path.name.endswith(".jsonl"))
 
 
 def estimated_credits(items: Iterable[BatchItem]) -> int:
@@ -289,3 +332,21 @@ def budget_problem(
             f"credits, the account balance is {balance}; nothing was submitted"
         )
     return None
+
+
+def secret_items_problem(items: Sequence[BatchItem], secrets: Sequence[str], *, conn_id: str) -> str | None:
+    """Why the batch must not start because items would send a connection's secret, or ``None``.
+
+    The items are named by their source, never shown (see :func:`~airflow_provider_doitong.redaction.secret_problem`).
+
+    :param secrets: the connection's secrets.
+    :param conn_id: the connection, named in the message.
+    """
+    problems = [
+        problem
+        for item in items
+        if (problem := secret_problem(item.request, secrets, conn_id=conn_id, where=item.source)) is not None
+    ]
+    if not problems:
+        return None
+    return f"{len(problems)} of {len(items)} items are refused; nothing was submitted: " + _join(problems)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_doitong.batch.budget import CreditBudget, charge_of
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Action, Planner, View
@@ -68,6 +69,7 @@ class BatchRunner:
     :param unconfirmed: ``resubmit`` or ``fail`` an item whose submission's answer was lost.
     :param on_daily_limit: ``fail``, ``skip`` or ``wait`` on a 429 ``DAILY_LIMIT``.
     :param logger: where progress goes (the task's logger, so that it reaches the task log).
+    :param max_credits: the most the batch may cost by Doitong's real charges (see :mod:`.budget`).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class BatchRunner:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         logger: Any = None,
+        max_credits: int | None = None,
     ) -> None:
         self.items = items
         self.ledger = ledger
@@ -123,6 +126,12 @@ class BatchRunner:
             clock=clock,
         )
         self._last_progress = clock()
+        self.budget = CreditBudget([item.request.estimated_credits for item in items], max_credits)
+        self.budget.learn(
+            (record.index, record.credits) for record in ledger if record.state is not ItemState.PENDING
+        )
+        #: Set when ``max_credits`` stopped the submissions: items may be left unsubmitted.
+        self.budget_stopped = False
 
     # --- starting ---------------------------------------------------------------------------
     def start_try(self, *, try_number: int, deadline: float | None) -> int:
@@ -172,9 +181,10 @@ class BatchRunner:
         """An item's job failed (or its submission is unconfirmed): submit it again, or fail it for good."""
         record = self.ledger.records[index]
         failures = record.failures + 1
-        changes: dict[str, Any] = {"failures": failures, "error": message, "job_id": None}
+        changes: dict[str, Any] = {"failures": failures, "error": message, "job_id": None, "credits": None}
         if unconfirmed:
             changes["unconfirmed"] = record.unconfirmed + 1
+        self.budget.refunded(index)  # a failed job is refunded; an unconfirmed one counts at its estimate
         final = failures > self.item_retries or (unconfirmed and self.unconfirmed == "fail")
         self.ledger.update(index, state=ItemState.FAILED if final else ItemState.PENDING, **changes)
         if final:
@@ -254,6 +264,8 @@ class BatchRunner:
         :param count: how many.
         """
         for index in self.ledger.in_state(ItemState.PENDING)[:count]:
+            if self._over_budget():
+                break
             attempts = self.ledger.records[index].attempts + 1
             self.ledger.update(index, state=ItemState.SUBMITTING, attempts=attempts)
             self.ledger.flush()
@@ -282,9 +294,11 @@ class BatchRunner:
             job_ids=[*self.ledger.records[index].job_ids, job.id],
             submitted_at=now,
             error=None,
+            credits=charge_of(job.credit_cost),  # the charge, if said: kept for the budget across resumes
         )
         self.ledger.flush()
         self._jobs[job.id] = job
+        self._charged(index, job.credit_cost)
         self.log.info(
             "Submitted item %d/%d as Doitong job %s (attempt %d)",
             index + 1,
@@ -320,10 +334,48 @@ class BatchRunner:
             self.planner.refused(until=verdict.until, all_requests=verdict.all_requests)
         return False
 
+    # --- the budget, by real charges --------------------------------------------------------
+    def _charged(self, index: int, credits: int | None) -> None:
+        excess = self.budget.charged(index, credits)
+        if excess:
+            self.log.warning(
+                "Item %d/%d: Doitong charged %s credits, %d more than the estimated %d",
+                index + 1,
+                len(self.items),
+                credits,
+                excess,
+                self.items[index].request.estimated_credits,
+            )
+
+    def _over_budget(self) -> bool:
+        """Whether ``max_credits`` stops the submissions now (decided by :class:`CreditBudget`)."""
+        if self.budget.max_credits is None:
+            return False
+        dropped = [
+            i for i in self.ledger.in_state(ItemState.FAILED) if self.ledger.records[i].credits is None
+        ]
+        reason = self.budget.stop_reason(dropped=dropped)
+        if not reason:
+            return False
+        if not self.budget_stopped:
+            self.budget_stopped = True
+            self.stop_submitting = self.stop_submitting or reason
+            self.log.warning(
+                "Not submitting any more: %s; %d items are left unsubmitted, running jobs are still "
+                "waited for and stored",
+                reason,
+                self.ledger.count(ItemState.PENDING),
+            )
+        return True
+
     # --- reading jobs -----------------------------------------------------------------------
     def poll(self) -> None:
         """Read every running job in coalesced requests and record what ended (see :mod:`.reader`)."""
+        before = set(self.ledger.in_state(ItemState.COMPLETED))
         fatal = self.reader.poll()
+        for index in self.ledger.in_state(ItemState.COMPLETED):
+            if index not in before:
+                self._charged(index, self.ledger.records[index].credits)
         if fatal is not None:
             self.fatal, self.stop_error = str(fatal), fatal
 

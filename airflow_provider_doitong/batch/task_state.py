@@ -19,6 +19,7 @@ from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
 from airflow_provider_doitong.outcomes import Role, airflow_error
+from airflow_provider_doitong.redaction import redact
 from airflow_provider_doitong.storage import UnsafeOutputPath, shown, storage_path
 
 if TYPE_CHECKING:
@@ -145,20 +146,34 @@ def check_balance(
     )
 
 
-def write_manifest(context: Context, runner: BatchRunner, found: Sequence[BatchItem]) -> dict[str, Any]:
+def write_manifest(
+    context: Context, runner: BatchRunner, found: Sequence[BatchItem], *, secrets: Sequence[str] = ()
+) -> dict[str, Any]:
     """Write the batch's ``manifest.json`` and ``index.html`` as its ledger stands.
 
+    :param secrets: the connection's secrets, replaced wherever they appear (an error message the
+        API echoed, say) before anything is written.
     :return: the task's summary (paths and counts, and where the ledger is; never the items).
     """
     ledger, ti = runner.ledger, context["ti"]
-    summary = manifest.write_batch_manifest(
-        runner.folder,
-        found,
-        ledger.records,
+    estimated = ledger.meta.get("credits_estimated")
+    stopped = budget_stop(runner)
+    doc = manifest.build_manifest(
+        manifest.entries_from_ledger(found, ledger.records),
         title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
+        credits_estimated=estimated,
         source=owner(context),
-        credits_estimated=ledger.meta.get("credits_estimated"),
+        extra=stopped,
     )
+    summary: dict[str, Any] = {
+        **manifest.write_manifest(runner.folder, redact(doc, secrets)),
+        "items": doc["item_count"],
+        "stored": doc["image_count"],
+        "failed": doc["failed_count"],
+        "credits_spent": doc["credits_spent"],
+        "credits_estimated": estimated,
+        **stopped,
+    }
     summary["ledger"] = ledger.store.location
     runner.log.info(
         "Wrote %s and %s: %d of %d stored, %d failed, %d credits spent",
@@ -170,6 +185,14 @@ def write_manifest(context: Context, runner: BatchRunner, found: Sequence[BatchI
         summary["credits_spent"],
     )
     return summary
+
+
+def budget_stop(runner: BatchRunner) -> dict[str, Any]:
+    """``{"unsubmitted": n, "stopped": why}`` when ``max_credits`` left items unsubmitted, else ``{}``."""
+    left = runner.ledger.count(ItemState.PENDING)
+    if not runner.budget_stopped or not left:
+        return {}
+    return {"unsubmitted": left, "stopped": runner.stop_submitting}
 
 
 def _did_anything(pointer: dict[str, Any]) -> bool:
@@ -192,13 +215,20 @@ def raise_for_outcome(
     try) and too many failed items (the next try gives them another round) are worth a retry.
     """
     error: DoitongError | None = runner.stop_error
+    if error is None and summary.get("unsubmitted"):
+        raise AirflowFailException(
+            f"The batch stopped submitting: {summary['stopped']}. {summary['unsubmitted']} of "
+            f"{summary['items']} items were left unsubmitted; every image paid for is stored "
+            f"({summary['stored']}, {summary['credits_spent']} credits; see {summary['manifest']}). Raise "
+            "max_credits and clear the task to generate the rest"
+        )
     if error is None and reason == "deadline":
         running = runner.ledger.count(ItemState.RUNNING, ItemState.COMPLETED)
         error = DoitongTimeout(
             f"The batch did not finish by its timeout: {summary['stored']} of {summary['items']} stored; "
             f"{running} jobs keep running at Doitong and the next try picks them up"
         )
-    elif error is None and (reason or summary["failed"] > max_failed_items):
+    elif error is None and (summary["failed"] > max_failed_items or (reason and not runner.budget_stopped)):
         error = DoitongJobFailed(
             f"{summary['failed']} items failed, more than max_failed_items={max_failed_items}"
         )

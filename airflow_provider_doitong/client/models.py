@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -48,6 +50,50 @@ def parse_api_time(value: str | None) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
+#: A control a prompt may not hold: C0 and C1 controls and ``DEL``, but tab, line feed, carriage return.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: Half of a UTF-16 pair, alone: not a character, and not encodable as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Visible ASCII, the common case, found without looking up each character.
+_VISIBLE_ASCII = re.compile("[!-~]")
+#: Characters Unicode files as letters or symbols that nevertheless show nothing (Hangul fillers,
+#: the blank Braille pattern).
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _visible(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LNPS" and char not in INVISIBLE_LETTERS
+
+
+def prompt_problem(prompt: str) -> str | None:
+    """Why a prompt is not text an image can be made from, or ``None``; said without the prompt.
+
+    A prompt must be valid Unicode (it can be encoded as UTF-8: a lone surrogate, half of an
+    emoji cut in two, cannot), must hold no control character but tab, line feed and carriage
+    return (C0 and C1 controls, ``DEL`` included: they are never part of a description, and a
+    file holding them is binary or damaged), and must hold at least one visible character: a
+    letter, digit, punctuation mark or symbol. Spaces, format characters (zero-width space
+    U+200B, byte order mark U+FEFF, word joiner U+2060), combining marks and variation selectors
+    alone show nothing, so the job could not succeed as meant and is not paid for.
+
+    :param prompt: the prompt as given (before trimming).
+    """
+    found = _SURROGATE.search(prompt)
+    if found is not None:
+        return (
+            f"prompt is not valid Unicode text: character {found.start() + 1} is a lone surrogate "
+            f"(U+{ord(found.group()):04X}, e.g. half of an emoji)"
+        )
+    found = _CONTROL.search(prompt)
+    if found is not None:
+        return (
+            f"prompt holds a control character (U+{ord(found.group()):04X}) at character {found.start() + 1}"
+        )
+    if _VISIBLE_ASCII.search(prompt) is None and not any(_visible(char) for char in prompt):
+        return "prompt has no visible character (only spaces, controls or invisible characters)"
+    return None
+
+
 def _object(value: Any) -> dict[str, Any]:
     """``value`` if the answer put an object there, else an empty one."""
     return value if isinstance(value, dict) else {}
@@ -63,12 +109,13 @@ def _is_http_url(value: Any) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ImageRequest:
     """One image to generate, checked against the contract when built.
 
     :param provider: ``flux-krea`` or ``flux-dev``.
-    :param prompt: the text, 1 to 2,000 characters once trimmed.
+    :param prompt: the text, 1 to 2,000 characters once trimmed, valid Unicode with a visible
+        character and no control but tab and line breaks (see :func:`prompt_problem`).
     :param width: pixels, a multiple of 16 from 256 to 4096.
     :param height: pixels, likewise.
     :param quality: ``standard`` or ``high``.
@@ -96,6 +143,9 @@ class ImageRequest:
         prompt = self.prompt.strip()
         if len(prompt) < contract.PROMPT_MIN_CHARS:
             raise DoitongValidationError("prompt is empty", field="prompt")
+        problem = prompt_problem(self.prompt)
+        if problem is not None:
+            raise DoitongValidationError(problem, field="prompt")
         if len(prompt) > contract.PROMPT_MAX_CHARS:
             raise DoitongValidationError(
                 f"prompt has {len(prompt)} characters after trimming; the limit is "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -21,7 +20,9 @@ from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolic
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators.outputs import check_output
+from airflow_provider_doitong.operators.prompt_files import prompt_file_location
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
+from airflow_provider_doitong.redaction import redact
 from airflow_provider_doitong.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
@@ -55,10 +56,12 @@ class FluxBatchOperator(BaseOperator):
         ``width``, ``height``, ``quality``, ``version``); a string is read as a JSON list (templated).
     :param prompts_file: instead of ``prompts``, a file: one prompt per line (``#`` comments), or a
         ``.jsonl`` file of items; a local path (relative to the DAG file's folder) or an
-        ``ObjectStoragePath`` URI (templated).
+        ``ObjectStoragePath`` URI (the path is templated; the file's text is data, never a template).
     :param output_path: the folder for the images, the manifest and the ledger: local or an
         ``ObjectStoragePath`` URI (templated). Give each run its own folder (e.g. ``.../{{ run_id }}/``).
-    :param max_credits: refuse the batch when its estimated credits exceed this.
+    :param max_credits: refuse the batch when its estimated credits exceed this; while it runs, stop
+        submitting once what Doitong really charged plus the estimate of the rest would exceed it
+        (the images paid for are stored, then the task fails naming what was left unsubmitted).
     :param concurrency: jobs at once; default the connection plan's concurrent jobs.
     :param item_retries: failed jobs an item may replace in one task try (failed jobs are refunded).
     :param max_failed_items: items that may fail for good before the batch stops and the task fails
@@ -149,6 +152,8 @@ class FluxBatchOperator(BaseOperator):
         self.on_ambiguous_submission = on_ambiguous_submission
         self.on_daily_limit = on_daily_limit
         self.min_defer_seconds = float(min_defer_seconds)
+        #: The connection's secrets, kept out of the summary, the manifest and lineage.
+        self._secrets: tuple[str, ...] = ()
 
     # --- inputs ------------------------------------------------------------------------------
     @cached_property
@@ -175,11 +180,7 @@ class FluxBatchOperator(BaseOperator):
         """The prompts file read, as a full path or URI (``None`` for a list of prompts)."""
         if self.prompts_file is None:
             return None
-        location = os.path.expanduser(str(self.prompts_file))
-        dag = self._dag  # None until the operator is in a DAG
-        if "://" in location or os.path.isabs(location) or dag is None:
-            return location
-        return os.path.join(os.path.dirname(dag.fileloc or ""), location)
+        return prompt_file_location(self.prompts_file, self._dag)
 
     def _items(self) -> list[batch_items.BatchItem]:
         self._check_numbers()
@@ -227,13 +228,17 @@ class FluxBatchOperator(BaseOperator):
             unconfirmed=self.on_ambiguous_submission,
             on_daily_limit=self.on_daily_limit,
             logger=self.log,
+            max_credits=self._budget,
         )
 
     # --- entry points ---------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         """Start (or, on a retry, pick up) the batch: check it all, then submit, wait and store."""
+        self._secrets = self.hook.checked_settings().secrets  # read first: masked in the log from here on
         found = self._items()
-        self.hook.checked_settings()
+        problem = batch_items.secret_items_problem(found, self._secrets, conn_id=self.doitong_conn_id)
+        if problem:
+            raise AirflowFailException(problem)
         estimate = batch_items.estimated_credits(found)
         problem = batch_items.budget_problem(
             images=len(found), estimate=estimate, to_spend=0, balance=None, max_credits=self._budget
@@ -264,6 +269,7 @@ class FluxBatchOperator(BaseOperator):
             status, ended, fired_at, message, read_at = read_batch_event(event)
         except InvalidBatchEvent as exc:
             raise airflow_error(exc) from None
+        self._secrets = self.hook.checked_settings().secrets
         found = self._items()
         folder, ledger = task_state.open_ledger(context, self.output_path, found, resuming=True)
         lead = max(0.0, time.time() - fired_at)
@@ -334,7 +340,9 @@ class FluxBatchOperator(BaseOperator):
         self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem], reason: str
     ) -> dict[str, Any]:
         ledger = runner.ledger
-        summary = task_state.write_manifest(context, runner, found)
+        summary = redact(
+            task_state.write_manifest(context, runner, found, secrets=self._secrets), self._secrets
+        )
         self._lineage_state = {
             "folder": summary["folder"],
             "manifest": summary["manifest"],
@@ -379,5 +387,6 @@ class FluxBatchOperator(BaseOperator):
                 job_ids=state.get("job_ids", ()),
                 credits=state.get("credits"),
                 images=state.get("images", 0),
-            )
+            ),
+            getattr(self, "_secrets", ()),
         )

@@ -12,6 +12,7 @@ from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, events, lineage, submission
 from airflow_provider_doitong._compat import AirflowFailException, conf
+from airflow_provider_doitong.batch.budget import charge_of
 from airflow_provider_doitong.batch.task_state import owner as task_owner
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -27,7 +28,13 @@ from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
 from airflow_provider_doitong.operators._submit import SubmitOnceMixin
 from airflow_provider_doitong.operators.outputs import check_output, fetch_and_store, link_url
+from airflow_provider_doitong.operators.prompt_files import (
+    PromptFileError,
+    prompt_file_location,
+    read_prompt_file,
+)
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
+from airflow_provider_doitong.redaction import redact, secret_problem
 from airflow_provider_doitong.submission import Action, RecordState
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
@@ -74,7 +81,10 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     worker crash or a triggerer restart reattaches to the same job instead of paying for it twice;
     a job is reused only for the very request (model, prompt, size, quality, version) it was made for.
 
-    :param prompt: the text (templated; a ``.txt`` file is read as a template).
+    :param prompt: the text (templated). A value ending in ``.txt`` is a prompt like any other.
+    :param prompt_file: instead of ``prompt``, a file holding the prompt: a local path (relative to
+        the DAG file's folder) or an ``ObjectStoragePath`` URI (the path is templated). Read at
+        execute time as plain UTF-8 text and never rendered as a template: a prompt file is data.
     :param provider: ``flux-krea`` or ``flux-dev`` (templated).
     :param width: pixels, a multiple of 16 from 256 to 4096 (templated).
     :param height: pixels, likewise (templated).
@@ -90,7 +100,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     :param output_path: where to store the image (templated): a local path or an
         ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``, the
         extension from the image's bytes and an unsafe job id mapped to a safe name.
-    :param max_credits: refuse to submit when the estimated cost exceeds this.
+    :param max_credits: refuse to submit when the estimated cost exceeds this. The charged cost is
+        known only once the job is made: one over the estimate (or over ``max_credits``) is logged
+        as a warning, and the image, paid for, is still stored.
     :param on_daily_limit: on 429 ``DAILY_LIMIT``: ``fail`` at once, ``skip`` the task, or ``wait``
         for the reset.
     :param on_clear: when the task runs again after it succeeded (cleared) and its request did not
@@ -103,6 +115,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
 
     template_fields: Sequence[str] = (
         "prompt",
+        "prompt_file",
         "provider",
         "width",
         "height",
@@ -111,7 +124,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         "webhook_url",
         "output_path",
     )
-    template_ext: Sequence[str] = (".txt",)
+    #: No file is read as a template: a prompt file's text is data (see ``prompt_file``).
+    template_ext: Sequence[str] = ()
     template_fields_renderers = {"prompt": "md"}
     operator_extra_links = (DoitongImageLink(),)
     ui_color = "#e8d7ff"
@@ -119,7 +133,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     def __init__(
         self,
         *,
-        prompt: str,
+        prompt: str | None = None,
+        prompt_file: str | None = None,
         provider: str = "flux-krea",
         width: int | str = contract.DEFAULT_WIDTH,
         height: int | str = contract.DEFAULT_HEIGHT,
@@ -139,6 +154,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if (prompt is None) == (prompt_file is None):
+            raise ValueError("give exactly one of prompt and prompt_file")
         for name, value, allowed in (
             ("on_daily_limit", on_daily_limit, DAILY_LIMIT_ACTIONS),
             ("on_clear", on_clear, submission.ON_CLEAR),
@@ -149,6 +166,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         if not poll_interval > 0:
             raise ValueError("poll_interval must be positive")
         self.prompt = prompt
+        self.prompt_file = prompt_file
         self.provider = provider
         self.width = width
         self.height = height
@@ -168,6 +186,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         self._deadline: float | None = None
         self._jobs: dict[str, Job] = {}
         self._result: dict[str, Any] | None = None
+        #: The connection's secrets, kept out of the XCom value, the asset event and lineage.
+        self._secrets: tuple[str, ...] = ()
         #: The finished image's URL, for the "Doitong image" link.
         self.image_url: str | None = None
         #: Where the image was stored, if anywhere (the link then opens the stored image).
@@ -182,11 +202,32 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     def client(self) -> DoitongClient:
         return self.hook.get_conn()
 
+    @property
+    def prompt_location(self) -> str | None:
+        """The prompt file read, as a full path or URI (``None`` for a ``prompt``)."""
+        if self.prompt_file is None:
+            return None
+        return prompt_file_location(self.prompt_file, self._dag)
+
+    def _prompt_text(self) -> Any:
+        """The prompt: ``prompt`` as rendered, or the text of ``prompt_file`` (plain text, no template)."""
+        location = self.prompt_location
+        if location is None:
+            return self.prompt
+        try:
+            return read_prompt_file(location)
+        except PromptFileError as exc:
+            raise AirflowFailException(str(exc)) from None
+
     def _image_request(self) -> ImageRequest:
+        """The request, checked before any request is sent; the connection is read first, so its
+        secrets are masked in the log before anything could print them."""
+        self._secrets = self.hook.checked_settings().secrets
+        prompt = self._prompt_text()
         try:
             request = ImageRequest(
                 provider=self.provider,
-                prompt=self.prompt,
+                prompt=prompt,
                 width=image_side("width", self.width),
                 height=image_side("height", self.height),
                 quality=self.quality,
@@ -194,17 +235,22 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 webhook_url=self.webhook_url or None,
             )
         except DoitongValidationError as exc:
-            raise AirflowFailException(f"Invalid Doitong request: {exc.message}") from None
+            source = f" (the text of prompt_file {self.prompt_location})" if self.prompt_file else ""
+            raise AirflowFailException(
+                f"Invalid Doitong request: {exc.message}{source}; nothing was submitted"
+            ) from None
         if self.max_credits is not None and request.estimated_credits > self.max_credits:
             raise AirflowFailException(
                 f"This image is estimated at {request.estimated_credits} credits, over max_credits="
                 f"{self.max_credits}; nothing was submitted"
             )
+        problem = secret_problem(request, self._secrets, conn_id=self.doitong_conn_id)
+        if problem is not None:
+            raise AirflowFailException(f"Refusing the Doitong request: {problem}; nothing was submitted")
         return request
 
     def _prepare(self, deadline: float | None) -> ImageRequest:
         request = self._image_request()
-        self.hook.checked_settings()
         if deadline is not None:
             self._deadline = deadline
         elif self.timeout is not None:
@@ -250,17 +296,12 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
 
     # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """The stored image as an output, the prompt template file as an input, a ``doitong`` run facet."""
+        """The stored image as an output, the prompt file as an input, a ``doitong`` run facet."""
         return lineage.generate_operator_lineage(self)
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """As on completion, with no image output and no credits (nothing was stored)."""
         return lineage.generate_operator_lineage(self, failed=True)
-
-    def resolve_template_files(self) -> None:
-        # Keep the prompt template file's name for lineage before Airflow replaces it with the text.
-        self.prompt_file = lineage.template_file(self, "prompt")
-        super().resolve_template_files()
 
     def on_kill(self) -> None:
         job_ids = ", ".join(self._jobs) or "none submitted yet"
@@ -350,16 +391,33 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 )
             elif job.credit_cost is not None:
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
+                self._check_charge(job.id, charge_of(job.credit_cost))
             if self.output_path:
                 output = self.stored_image = self._store(job, context)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._save_record(context, RecordState.STORED, job.id)
-        result = job_result(job, prompt=self._request.prompt, output_path=output)
+        result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = result
         self._result = result
         return result
+
+    def _check_charge(self, job_id: str, charged: int | None) -> None:
+        """Warn when Doitong charged more than the estimate (or than ``max_credits``): the image is paid
+        for, so it is still stored and returned; only a submission could have been saved."""
+        estimate = self._request.estimated_credits
+        if charged is not None and charged > estimate:
+            self.log.warning(
+                "Doitong job %s charged %d credits, %d more than the estimated %d%s",
+                job_id,
+                charged,
+                charged - estimate,
+                estimate,
+                f", over max_credits={self.max_credits}"
+                if self.max_credits is not None and charged > self.max_credits
+                else "",
+            )
 
     def _store(self, job: Job, context: Context) -> str:
         """Download the image (checked by the client) and write it, never over another task's file."""

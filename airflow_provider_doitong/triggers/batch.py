@@ -27,6 +27,7 @@ from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, Do
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.events import InvalidTriggerEvent
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.triggers.doitong import redacted_event
 from airflow_provider_doitong.triggers.poller import JobPoller, get_poller
 
 ENDED = "ended"
@@ -219,11 +220,10 @@ class DoitongBatchTrigger(BaseTrigger):
                 read_at = last_read
             await self.cleanup()
         self.log.info("Doitong batch: %s", message)
-        yield TriggerEvent(
-            make_batch_event(
-                status=status, ended=ended, fired_at=time.time(), message=message, read_at=read_at
-            )
+        event = make_batch_event(
+            status=status, ended=ended, fired_at=time.time(), message=message, read_at=read_at
         )
+        yield TriggerEvent(await redacted_event(self.doitong_conn_id, event))
 
     async def cleanup(self) -> None:
         """Stop watching (each watch leaves the shared poller; the last one out stops it)."""

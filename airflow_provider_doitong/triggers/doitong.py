@@ -14,7 +14,22 @@ from airflow_provider_doitong.client import DoitongError, Job
 from airflow_provider_doitong.client.waiting import JobWait, timeout_error
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.redaction import redact
 from airflow_provider_doitong.triggers.poller import get_poller
+
+
+async def redacted_event(conn_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    """An event with the connection's secrets replaced wherever they appear (an error message or a
+    job the API echoed them in), before it is stored and sent to the worker.
+
+    :param conn_id: the connection whose secrets are replaced; if it cannot be read, no secret is
+        known here and the event is returned as it is.
+    """
+    try:
+        settings = await DoitongHook(doitong_conn_id=conn_id).aget_settings()
+    except Exception:  # the connection gone or unusable: the event says so, and holds no key of it
+        return event
+    return redact(event, settings.secrets)
 
 
 class DoitongJobTrigger(BaseTrigger):
@@ -84,7 +99,9 @@ class DoitongJobTrigger(BaseTrigger):
             )
         finally:
             await self.cleanup()
-        yield TriggerEvent(events.event_for(self.job_id, outcome, last=last))
+        yield TriggerEvent(
+            await redacted_event(self.doitong_conn_id, events.event_for(self.job_id, outcome, last=last))
+        )
 
     async def cleanup(self) -> None:
         """Leave the shared poller (the last trigger out stops it and closes its client)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import Mapping
@@ -58,14 +59,17 @@ def check_limits(
         )
 
 
-def charge(account: AccountState, request: JobRequest) -> int:
+def charge(account: AccountState, request: JobRequest, *, factor: float = 1.0) -> int:
     """The credits a submission costs, if the account has them.
 
+    :param factor: the price multiplier (``FaultConfig.charge_factor``; 1: the contract's price).
     :raises ApiError: 402 ``INSUFFICIENT_CREDITS``.
     """
     cost = credit_cost(
         provider=request.provider, width=request.width, height=request.height, quality=request.quality
     )
+    if factor != 1.0:
+        cost = math.ceil(cost * factor)
     if account.credits < cost:
         raise ApiError(
             ErrorCode.INSUFFICIENT_CREDITS,

@@ -62,6 +62,11 @@ class FaultConfig:
         ``download_body``; later ones get the image (0: every download).
     :param download_redirects: each download is redirected this many times before its body.
     :param redirect_base_url: where those redirects point (default: the emulator itself).
+
+    Pricing (off by default):
+
+    :param charge_factor: each new job is charged the contract's price times this, rounded up (and
+        reports it as its ``creditCost``): above 1 the vendor charges more than any estimate.
     """
 
     error_500_rate: float = 0.0
@@ -84,6 +89,8 @@ class FaultConfig:
     download_faults: int = 0
     download_redirects: int = 0
     redirect_base_url: str | None = None
+    # --- pricing ---
+    charge_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if min(self.outage_s, self.outage_after_s, self.stale_reset_s) < 0:
@@ -100,6 +107,8 @@ class FaultConfig:
             raise ValueError("fail_job_rate + stuck_job_rate must not exceed 1")
         if self.latency_s < 0:
             raise ValueError("latency_s must not be negative")
+        if not self.charge_factor > 0:
+            raise ValueError(f"charge_factor must be positive, got {self.charge_factor}")
         check_hostile_options(self)
 
     @classmethod

@@ -120,7 +120,7 @@ class EmulatorState:
             now = self.clock()
             self._settle(now)
             admission.check_limits(account, now, jobs=self.jobs, config=self.config)
-            cost = admission.charge(account, request)
+            cost = admission.charge(account, request, factor=self.faults.config.charge_factor)
             job = admission.new_job(
                 account=account,
                 request=request,

@@ -16,6 +16,7 @@ from PIL import Image
 from airflow_provider_doitong.batch import manifest as manifest_api
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from doitong_emulator import EmulatorAccount, FaultConfig
+from tests.airflow_versions import without_mask_requests
 from tests.conftest import run_dag, task_states, xcom_value
 
 PROMPTS = [f"a lighthouse at dawn, study {n}" for n in range(23)]
@@ -158,6 +159,77 @@ def test_a_bad_item_fails_before_any_request(doitong_conn: Any, tmp_path: Path, 
     out = capfd.readouterr().out
     assert "2 of 3 items are invalid; nothing was submitted: item 2" in out and "item 3 ('y'): width" in out
     assert sum(doitong_conn.stats()["requests"].values()) == 0
+
+
+def test_a_prompts_file_line_that_is_not_text_spends_nothing(
+    doitong_conn: Any, tmp_path: Path, capfd: Any
+) -> None:
+    prompts = tmp_path / "items.jsonl"
+    prompts.write_text('{"prompt": "a fox"}\n{"prompt": "a fox \\ud83e"}\n{"prompt": "\\u200b\\u2060"}\n')
+    run = run_dag(batch_dag("batch_not_text", prompts_file=str(prompts), output_path=str(tmp_path / "out")))
+    assert task_states(run) == {"batch": "failed"}
+    out = capfd.readouterr().out
+    assert (
+        "2 of 3 items are invalid; nothing was submitted: line 2 ('a fox \\ud83e'): prompt is not valid"
+        in out
+    )
+    assert "line 3 ('\\u200b\\u2060'): prompt has no visible character" in out
+    assert sum(doitong_conn.stats()["requests"].values()) == 0 and doitong_conn.credits() == 100_000
+    assert not (tmp_path / "out").exists()
+
+
+def test_items_holding_the_key_are_refused_before_any_request(
+    doitong_conn: Any, tmp_path: Path, capfd: Any
+) -> None:
+    prompts = [
+        "a fox",
+        "{{ conn.doitong_default.password }}",
+        "a {{ conn.doitong_default.extra_dejson.webhook_secret }}",
+    ]
+    run = run_dag(batch_dag("batch_secret", prompts=prompts, output_path=str(tmp_path / "out")))
+    assert task_states(run) == {"batch": "failed"}
+    out = capfd.readouterr()
+    text = without_mask_requests(out.out + out.err)
+    assert (
+        "2 of 3 items are refused; nothing was submitted: item 2: prompt holds a secret of the connection"
+        in text
+    )
+    assert "item 3: prompt holds a secret" in text
+    assert doitong_conn.api_key not in text and doitong_conn.webhook_secret not in text
+    assert sum(doitong_conn.stats()["requests"].values()) == 0 and doitong_conn.credits() == 100_000
+    assert not (tmp_path / "out").exists()  # no ledger, no manifest
+    assert xcom_value(run, "batch") is None
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_max_credits_holds_against_real_charges(
+    doitong_conn: Any, tmp_path: Path, capfd: Any, deferrable: bool
+) -> None:
+    # Ten items estimated at 10 credits each fit max_credits=100; Doitong charges 50 each.
+    doitong_conn.set_faults(FaultConfig(charge_factor=5))
+    prompts = PROMPTS[:10]
+    folder = tmp_path / "out"
+    dag = batch_dag(
+        f"batch_overcharged_{deferrable}",
+        prompts=prompts,
+        output_path=str(folder),
+        max_credits=100,
+        deferrable=deferrable,
+        min_defer_seconds=0,
+    )
+    run = run_dag(dag)
+    assert task_states(run) == {"batch": "failed"}  # stopped by the budget, after storing what was paid
+    out = capfd.readouterr().out
+    assert "Doitong charged 50 credits, 40 more than the estimated 10" in out
+    spent = 100_000 - doitong_conn.credits()
+    assert spent == 50  # the first charge showed the batch would cost 140: nothing more went out
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["credits_spent"] == spent and manifest["image_count"] == 1
+    assert manifest["unsubmitted"] == 9
+    assert manifest["stopped"].startswith("max_credits=100 would be passed: Doitong charged 40 credits more")
+    assert "9 of 10 items were left unsubmitted; every image paid for is stored (1, 50 credits" in out
+    assert [e["status"] for e in manifest["items"]] == ["stored"] + ["pending"] * 9
+    assert doitong_conn.stats()["submissions_by_prompt"] == {prompts[0]: 1}
 
 
 def test_failed_jobs_are_retried_and_max_failed_items_is_honoured(doitong_conn: Any, tmp_path: Path) -> None:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from airflow_provider_doitong.batch.items import (
@@ -12,6 +18,8 @@ from airflow_provider_doitong.batch.items import (
     entries_from_list,
     entries_from_text,
     estimated_credits,
+    iter_entries,
+    load_entries,
     slugify,
 )
 
@@ -105,3 +113,62 @@ def test_budget_problems() -> None:
     assert short is not None and "estimated at 30 credits, the account balance is 25" in short
     # a retry only needs the balance for what is still to generate
     assert budget_problem(images=3, estimate=30, to_spend=10, balance=25, max_credits=30) is None
+
+
+def test_prompts_that_are_not_visible_text_are_refused_by_line_and_item() -> None:
+    text = (
+        '{"prompt": "a fox"}\n'
+        '{"prompt": "a fox \\ud83e"}\n'  # half an emoji, escaped in JSON
+        '{"prompt": "\\u200b\\ufeff"}\n'
+        '{"prompt": "a\\u0007bell"}\n'
+    )
+    with pytest.raises(BatchInputError) as caught:
+        build_items(entries_from_text(text, jsonl=True), DEFAULTS)
+    message = str(caught.value)
+    assert message.startswith("3 of 4 items are invalid; nothing was submitted: ")
+    assert "line 2 ('a fox \\ud83e'): prompt is not valid Unicode text" in message
+    assert "line 3 ('\\u200b\\ufeff'): prompt has no visible character" in message
+    assert "line 4 ('a\\x07bell'): prompt holds a control character (U+0007)" in message
+    with pytest.raises(BatchInputError) as caught:
+        build_items(entries_from_list(["ok", "\u2060\u200b", "x\x00"]), DEFAULTS)
+    assert "item 2 ('\\u2060\\u200b'): prompt has no visible character" in str(caught.value)
+    assert "item 3 ('x\\x00'): prompt holds a control character" in str(caught.value)
+    lines = "a fox\n\u3000\u200b\nok\n"  # a prompts file: a line of invisible characters only
+    with pytest.raises(BatchInputError, match="line 2 .*: prompt has no visible character"):
+        build_items(entries_from_text(lines, jsonl=False), DEFAULTS)
+
+
+def test_a_prompts_file_is_streamed_never_held_whole(tmp_path: Any) -> None:
+    # Entries come one at a time from any iterable of lines: an endless one still gives its first
+    # entries, so a file is never read (or split) whole before its items are checked.
+    def endless() -> Iterator[str]:
+        number = 0
+        while True:
+            number += 1
+            yield "# a comment\n" if number % 3 == 0 else f"prompt {number}\n"
+
+    first = list(itertools.islice(iter_entries(endless(), jsonl=False), 4))
+    assert first == [
+        ("line 1", "prompt 1"),
+        ("line 2", "prompt 2"),
+        ("line 4", "prompt 4"),
+        ("line 5", "prompt 5"),
+    ]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "a fox"}\n{"prompt": \n{"prompt": "a tram"}\n')
+    entries = load_entries(prompts=None, prompts_file=str(path))
+    assert isinstance(entries, Iterator)  # read as consumed
+    with pytest.raises(BatchInputError) as caught:
+        build_items(entries, DEFAULTS)
+    assert str(caught.value).startswith("1 of 3 items are invalid; nothing was submitted: line 2: not JSON")
+
+
+def test_fingerprints_are_those_ledgers_already_hold() -> None:
+    # A ledger written before keeps matching: the digest of json.dumps of the request's fields.
+    items, _ = build_items(
+        entries_from_list(['a fox "quoted" é 🦊', {"prompt": "x", "quality": "high"}]), DEFAULTS
+    )
+    for item in items:
+        r = item.request
+        fields = [r.provider, r.prompt, r.width, r.height, r.quality, r.version]
+        assert item.fingerprint == hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12] == item.key

@@ -28,6 +28,18 @@ def _request(**overrides: Any) -> ImageRequest:
         pytest.param({"prompt": "  " + "x" * 2001 + "  "}, "prompt", id="2001-chars-after-trim"),
         pytest.param({"prompt": None}, "prompt", id="none-prompt"),
         pytest.param({"prompt": 42}, "prompt", id="int-prompt"),
+        pytest.param({"prompt": "a fox \ud83e"}, "prompt", id="lone-surrogate-half-emoji"),
+        pytest.param({"prompt": "\udc00 a fox"}, "prompt", id="lone-low-surrogate"),
+        pytest.param({"prompt": "a fox\x00"}, "prompt", id="nul"),
+        pytest.param({"prompt": "a \x1b[31mfox"}, "prompt", id="escape"),
+        pytest.param({"prompt": "a fox\x7f"}, "prompt", id="del"),
+        pytest.param({"prompt": "a\x85fox"}, "prompt", id="c1-next-line"),
+        pytest.param({"prompt": "a\x0bfox"}, "prompt", id="vertical-tab"),
+        pytest.param({"prompt": "\u200b"}, "prompt", id="zero-width-space"),
+        pytest.param({"prompt": "\ufeff\u2060\u200d"}, "prompt", id="bom-word-joiner-zwj"),
+        pytest.param({"prompt": "\ufe0f\u0301"}, "prompt", id="variation-selector-combining-mark"),
+        pytest.param({"prompt": "\u3000\u00a0\u2028"}, "prompt", id="unicode-spaces"),
+        pytest.param({"prompt": "\u3164\u2800"}, "prompt", id="hangul-filler-blank-braille"),
         pytest.param({"width": 13}, "width", id="width-13"),
         pytest.param({"width": 4112}, "width", id="width-4112"),
         pytest.param({"width": 240}, "width", id="width-240-below-min"),
@@ -67,6 +79,10 @@ def test_image_request_refuses(overrides: dict[str, Any], field: str) -> None:
         pytest.param({"prompt": "  a cat  "}, {"prompt": "a cat"}, id="prompt-trimmed"),
         pytest.param({"prompt": "x" * 2000}, {"prompt": "x" * 2000}, id="2000-chars"),
         pytest.param({"prompt": "x"}, {"prompt": "x"}, id="1-char"),
+        pytest.param({"prompt": "a fox\tin\r\nthe snow"}, {"prompt": "a fox\tin\r\nthe snow"}, id="tab-crlf"),
+        pytest.param({"prompt": "猫 🦊 é"}, {"prompt": "猫 🦊 é"}, id="non-ascii"),
+        pytest.param({"prompt": "\u200ba fox"}, {"prompt": "\u200ba fox"}, id="zero-width-beside-text"),
+        pytest.param({"prompt": "❤\ufe0f"}, {"prompt": "❤\ufe0f"}, id="emoji-with-variation-selector"),
         pytest.param({"width": 256, "height": 4096}, {"width": 256, "height": 4096}, id="bounds"),
         pytest.param({"width": "512"}, {"width": 512}, id="width-digit-string"),
         pytest.param({"width": " 768 "}, {"width": 768}, id="width-padded-string"),
@@ -210,3 +226,22 @@ def test_turnaround_is_creation_to_completion_by_the_api_clock(
         id="j", status=JobStatus.COMPLETED, raw_status="completed", created_at=created, completed_at=completed
     )
     assert job.turnaround == turnaround
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        pytest.param(
+            "a fox \ud83e",
+            "prompt is not valid Unicode text: character 7 is a lone surrogate",
+            id="surrogate",
+        ),
+        pytest.param("a\x1bfox", "prompt holds a control character (U+001B) at character 2", id="control"),
+        pytest.param("\u200b\ufeff", "prompt has no visible character", id="invisible"),
+    ],
+)
+def test_prompt_refusals_say_what_is_wrong_without_echoing_the_prompt(prompt: str, message: str) -> None:
+    with pytest.raises(DoitongValidationError) as info:
+        _request(prompt=prompt)
+    assert info.value.message.startswith(message)
+    assert prompt not in info.value.message

@@ -42,7 +42,7 @@ def main(work: Path) -> dict[str, object]:
         _dag(
             SUCCEEDS,
             work,
-            prompt="hero.txt",
+            prompt_file=str(work / "hero.txt"),
             width=512,
             height=768,
             quality="high",

@@ -98,7 +98,8 @@ def _operator(client: FakeClient, **kwargs: Any) -> FluxGenerateOperator:
     op = FluxGenerateOperator(task_id="generate", prompt=PROMPT, width=256, height=256, **kwargs)
     op.__dict__["client"] = client
     op.__dict__["hook"] = SimpleNamespace(
-        checked_settings=lambda: None, reread_settings=lambda: SimpleNamespace(api_key="k")
+        checked_settings=lambda: SimpleNamespace(secrets=()),
+        reread_settings=lambda: SimpleNamespace(api_key="k"),
     )
     op._close = lambda: None  # type: ignore[method-assign]
     return op

@@ -76,27 +76,58 @@ def test_happy_path_stores_the_image(doitong_conn: Any, tmp_path: Any, deferrabl
     assert stats["submissions_by_prompt"] == {"a lighthouse at dawn": 1}
 
 
-def test_templated_prompt_file_and_output_file(doitong_conn: Any, tmp_path: Any) -> None:
-    (tmp_path / "prompt.txt").write_text("a fox in the snow on {{ ds }}")
-    with DAG(
-        f"doitong_op_{next(_ids)}",
-        schedule=None,
-        start_date=pendulum.datetime(2025, 1, 1),
-        template_searchpath=[str(tmp_path)],
-    ) as dag:
-        FluxGenerateOperator(
-            task_id="generate",
-            prompt="prompt.txt",
-            width=256,
-            height=256,
-            poll_interval=0.1,
-            output_path=str(tmp_path / "out" / "{{ ds }}.jpg"),
-        )
+def test_a_prompt_file_is_data_and_a_prompt_ending_in_txt_is_a_prompt(
+    doitong_conn: Any, tmp_path: Any
+) -> None:
+    # The prompt file's text is sent as written: no template is evaluated, so no connection's
+    # password can be pulled into a prompt (and on to the vendor and into XCom) by a file.
+    (tmp_path / "2025-03-04.txt").write_text("\ufeffa fox on {{ ds }} {{ conn.doitong_default.password }}\n")
+    dag = make_dag(
+        prompt_file=str(tmp_path / "{{ ds }}.txt"),  # the path is templated, the text is not
+        width=256,
+        height=256,
+        output_path=str(tmp_path / "out" / "{{ ds }}.jpg"),
+    )
     run = run_dag(dag, logical_date=pendulum.datetime(2025, 3, 4, tz="UTC"))
+    assert task_states(run) == {"generate": "success"}
     result = xcom_value(run, "generate")
-    assert result["prompt"] == "a fox in the snow on 2025-03-04"
+    literal = "a fox on {{ ds }} {{ conn.doitong_default.password }}"
+    assert result["prompt"] == literal
+    assert doitong_conn.stats()["submissions_by_prompt"] == {literal: 1}
     assert result["output_path"] == str(tmp_path / "out" / "2025-03-04.jpg")
     assert (tmp_path / "out" / "2025-03-04.jpg").stat().st_size > 0
+    run = run_dag(make_dag(prompt="prompts/hero.txt", width=256, height=256))
+    assert task_states(run) == {"generate": "success"}
+    assert xcom_value(run, "generate")["prompt"] == "prompts/hero.txt"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(None, "does not exist; nothing was submitted", id="missing"),
+        pytest.param(b"a fox \xff", "is not UTF-8 text (byte 7); nothing was submitted", id="not-utf8"),
+        pytest.param("\u200b \n".encode(), "prompt has no visible character", id="invisible"),
+        pytest.param(b"x" * 10_000, "more than a prompt of 2000 characters", id="too-big"),
+    ],
+)
+def test_an_unusable_prompt_file_fails_before_any_request(
+    doitong_conn: Any, tmp_path: Any, content: bytes | None, message: str, capfd: Any
+) -> None:
+    path = tmp_path / "prompt.txt"
+    if content is not None:
+        path.write_bytes(content)
+    run = run_dag(make_dag(prompt_file=str(path), retries=2))
+    assert task_states(run) == {"generate": "failed"}
+    out = capfd.readouterr().out
+    assert message in out and f"prompt_file {path}" in out
+    assert sum(doitong_conn.stats()["requests"].values()) == 0
+
+
+def test_exactly_one_of_prompt_and_prompt_file() -> None:
+    with pytest.raises(ValueError, match="exactly one of prompt and prompt_file"):
+        FluxGenerateOperator(task_id="t", prompt="a", prompt_file="a.txt")
+    with pytest.raises(ValueError, match="exactly one of prompt and prompt_file"):
+        FluxGenerateOperator(task_id="t")
 
 
 def test_mapped_prompts_each_submitted_once(doitong_conn: Any, tmp_path: Any) -> None:
@@ -120,6 +151,11 @@ def test_mapped_prompts_each_submitted_once(doitong_conn: Any, tmp_path: Any) ->
 BAD_INPUTS = [
     pytest.param({"prompt": "   "}, "prompt is empty", id="empty-prompt"),
     pytest.param({"prompt": "x" * 2001}, "2000", id="long-prompt"),
+    pytest.param(
+        {"prompt": "\u200b\ufeff\u2060"},
+        "prompt has no visible character (only spaces, controls or invisible characters); nothing was submitted",
+        id="invisible-prompt",
+    ),
     pytest.param({"prompt": "ok", "width": 13}, "width must be a multiple of 16", id="width-13"),
     pytest.param({"prompt": "ok", "provider": "flux-pro"}, "provider must be one of", id="provider"),
     pytest.param({"prompt": "ok", "quality": "ultra"}, "quality must be one of", id="quality"),
@@ -138,6 +174,7 @@ def test_bad_input_fails_before_any_request(
     assert message in capfd.readouterr().out
     stats = doitong_conn.stats()
     assert sum(stats["requests"].values()) == 0
+    assert doitong_conn.credits() == 100_000
 
 
 @pytest.mark.parametrize(
@@ -354,3 +391,46 @@ def test_outlet_asset_event_carries_the_result(doitong_conn: Any, tmp_path: Any)
         events_ = [e for e in session.query(AssetEvent).all() if e.asset.name == images.name]
         assert len(events_) == 1
         assert events_[0].extra == xcom_value(run, "generate")
+
+
+def test_a_prompt_holding_the_key_is_refused_before_any_request(
+    doitong_conn: Any, tmp_path: Any, capfd: Any
+) -> None:
+    # A templated prompt that pulls in the connection's key: sending it would hand the key to the
+    # vendor (and keep it in the job, XCom and the asset event).
+    run = run_dag(
+        make_dag(
+            prompt="a fox and {{ conn.doitong_default.password }}",
+            width=256,
+            height=256,
+            retries=2,
+            output_path=f"{tmp_path}/",
+        )
+    )
+    assert task_states(run) == {"generate": "failed"}
+    out = capfd.readouterr()
+    text = without_mask_requests(out.out + out.err)
+    assert (
+        "Refusing the Doitong request: prompt holds a secret of the connection 'doitong_default' (its API key "
+        "or webhook secret), which would be sent to Doitong and kept with the job; nothing was submitted"
+    ) in text
+    assert xcom_value(run, "generate") is None
+    assert doitong_conn.api_key not in text + json.dumps(doitong_conn.stats())
+    assert sum(doitong_conn.stats()["requests"].values()) == 0 and doitong_conn.credits() == 100_000
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_charge_over_the_estimate_is_warned_and_the_paid_image_kept(
+    doitong_conn: Any, tmp_path: Any, capfd: Any
+) -> None:
+    doitong_conn.set_faults(FaultConfig(charge_factor=2))
+    run = run_dag(
+        make_dag(prompt="an expensive fox", width=256, height=256, max_credits=10, output_path=f"{tmp_path}/")
+    )
+    assert task_states(run) == {"generate": "success"}
+    result = xcom_value(run, "generate")
+    assert result["credit_cost"] == 20 and (tmp_path / f"{result['job_id']}.jpg").is_file()
+    assert (
+        f"Doitong job {result['job_id']} charged 20 credits, 10 more than the estimated 10, over max_credits=10"
+        in capfd.readouterr().out
+    )

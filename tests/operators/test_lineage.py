@@ -239,7 +239,7 @@ def test_a_run_reports_the_stored_image_and_the_prompt_file(
     }
     assert (
         emulator.job(result["job_id"])["metadata"]["prompt"]
-        == "a lighthouse in a storm, doitong_lineage_succeeds"
+        == "a lighthouse in a storm, {{ dag.dag_id }}"  # a prompt file is data, never a template
     )
 
     bad = runs["doitong_lineage_fails"]

@@ -1,0 +1,90 @@
+"""``max_credits`` against what Doitong really charges, decided without I/O.
+
+Before a batch starts, its estimate is checked against ``max_credits``
+(:func:`~airflow_provider_doitong.batch.items.budget_problem`). The vendor's charged ``creditCost``
+is the truth, though, and may be more. While the batch runs, :class:`CreditBudget` keeps the
+*projection*: what the items charged so far really cost, plus the estimate of every item not charged
+yet (running or still to submit), less the items that failed for good without a charge (failed
+jobs are refunded). The runner asks it before each submission; once the projection passes
+``max_credits``, nothing more is submitted: running jobs are still waited for and their images
+stored, and the task then fails naming what was left unsubmitted.
+
+Each charge is learnt once (from the submission's answer, or from the completed job), in O(1); the
+projection is a running sum, so a batch of a million items pays nothing per step for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+def charge_of(value: object) -> int | None:
+    """A charged ``creditCost`` as a number of credits, or ``None`` when the answer says nothing usable."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@dataclass
+class CreditBudget:
+    """The batch's projected credits against ``max_credits``.
+
+    :param estimates: every item's estimated credits, by index.
+    :param max_credits: the cap, or ``None`` (then charges are only watched, for the warnings).
+    """
+
+    estimates: Sequence[int]
+    max_credits: int | None = None
+    #: ``charged - estimated`` of every item whose charge is known, by index.
+    _excess: dict[int, int] = field(default_factory=dict)
+    _excess_sum: int = 0
+    _estimate_sum: int = 0
+
+    def __post_init__(self) -> None:
+        self._estimate_sum = sum(self.estimates)
+
+    def charged(self, index: int, credits: object) -> int:
+        """Item ``index`` was charged ``credits`` (``None``: not said); how many more than estimated.
+
+        :return: the credits over the item's estimate (0 when not over, or when already reported).
+        """
+        charge = charge_of(credits)
+        if charge is None:
+            return 0  # not said (or not a charge): the estimate stands
+        excess = charge - self.estimates[index]
+        previous = self._excess.get(index)
+        self._excess[index] = excess
+        self._excess_sum += excess - (previous or 0)
+        return excess if excess > 0 and previous is None else 0
+
+    def refunded(self, index: int) -> None:
+        """Item ``index``'s job failed, so its charge went back: it counts at its estimate again."""
+        previous = self._excess.pop(index, None)
+        if previous is not None:
+            self._excess_sum -= previous
+
+    def learn(self, charges: Iterable[tuple[int, object]]) -> None:
+        """Charges already known (from the ledger, when a try resumes); no warning is due for them."""
+        for index, credits in charges:
+            self.charged(index, credits)
+
+    def projected(self, *, dropped: Iterable[int] = ()) -> int:
+        """What the whole batch will have cost: charges known, estimates for the rest.
+
+        :param dropped: items that failed for good without a charge (they cost nothing).
+        """
+        return self._estimate_sum + self._excess_sum - sum(self.estimates[i] for i in dropped)
+
+    def stop_reason(self, *, dropped: Iterable[int] = ()) -> str:
+        """Why nothing more may be submitted, or ``""`` while the projection stays within ``max_credits``.
+
+        :param dropped: as for :meth:`projected`.
+        """
+        if self.max_credits is None:
+            return ""
+        projected = self.projected(dropped=dropped)
+        if projected <= self.max_credits:
+            return ""
+        return (
+            f"max_credits={self.max_credits} would be passed: Doitong charged {self._excess_sum} credits more "
+            f"than estimated, so the batch would cost {projected}"
+        )
