@@ -61,6 +61,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 SHARED_AIRFLOW = {
     "tests/e2e/": "airflow-cluster",
     "tests/faults/": "airflow-cluster",
+    "tests/decorators/test_example_through_the_api.py": "airflow-cluster",
 }
 
 
