@@ -146,7 +146,7 @@ class DoitongDecoratedOperator(_FunctionInput, DecoratedOperator, FluxGenerateOp
     fields = ("prompt",)
     template_fields: Sequence[str] = (
         *DecoratedOperator.template_fields,
-        *(f for f in FluxGenerateOperator.template_fields if f != "prompt"),
+        *(f for f in FluxGenerateOperator.template_fields if f not in ("prompt", "prompt_file")),
     )
     # No template files: an argument such as "notes.txt" reaches the function as that string.
     template_ext: Sequence[str] = ()

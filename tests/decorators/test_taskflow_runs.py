@@ -70,6 +70,27 @@ def test_one_image_from_the_returned_prompt(
     assert doitong_conn.stats()["submissions_by_prompt"] == {prompt: 1}
 
 
+def test_mapped_deferrable_tasks_each_resume_with_their_own_prompt(doitong_conn: Any, tmp_path: Path) -> None:
+    subjects = ["a fox", "a heron", "a kite"]
+    calls: list[str] = []
+    with _dag() as dag:
+
+        @task.doitong(width=256, height=256, poll_interval=0.1, deferrable=True, output_path=f"{tmp_path}/")
+        def hero(subject: str) -> str:
+            calls.append(subject)
+            return f"a poster of {subject}"
+
+        hero.expand(subject=subjects)
+    run = run_dag(dag)
+    assert task_states(run) == {f"hero[{n}]": "success" for n in range(len(subjects))}
+    for n, subject in enumerate(subjects):
+        result = xcom_value(run, "hero", map_index=n)
+        assert isinstance(result, dict) and result["prompt"] == f"a poster of {subject}"
+        assert xcom_value(run, "hero", map_index=n, key=INPUT_XCOM_KEY) == {"prompt": result["prompt"]}
+    assert sorted(calls) == sorted(subjects)
+    assert doitong_conn.stats()["submissions_by_prompt"] == {f"a poster of {s}": 1 for s in subjects}
+
+
 @pytest.fixture
 def windowed_emulator() -> Any:
     """A 12-second rate-limit window and 1-second jobs: a refused submission is waited out in a deferral."""
