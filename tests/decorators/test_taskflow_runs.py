@@ -185,6 +185,39 @@ def test_a_batch_from_a_list_and_from_a_file(doitong_conn: Any, tmp_path: Path) 
     assert doitong_conn.stats()["submissions_by_prompt"] == {p: 1 for p in listed + from_file}
 
 
+def test_a_deferred_batch_resumes_with_the_returned_prompts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = ["a kite over dunes", "a teapot on a windowsill"]
+    calls: list[int] = []
+    with DoitongEmulator(plan="pro", time_scale=0.5, job_seconds=20, credits=100_000) as emu:  # 10 s jobs
+        monkeypatch.setenv("AIRFLOW_CONN_DOITONG_DEFAULT", conn_json(emu))
+        with _dag() as dag:
+
+            @task.doitong_batch(
+                output_path=f"{tmp_path}/out/",
+                width=256,
+                height=256,
+                deferrable=True,
+                min_defer_seconds=0,
+                poll_interval=8,
+            )
+            def batch() -> list[str]:
+                calls.append(1)
+                return prompts
+
+            batch()
+        run = run_dag(dag)
+        stats = emu.stats()
+    assert task_states(run) == {"batch": "success"}
+    assert _runs_of("batch", caplog) >= 2 and calls == [1]  # deferred, resumed without the function
+    summary = xcom_value(run, "batch")
+    assert isinstance(summary, dict) and summary["stored"] == len(prompts)
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert [item["prompt"] for item in manifest["items"]] == prompts
+    assert stats["submissions_by_prompt"] == {p: 1 for p in prompts}
+
+
 def test_a_batch_function_returning_a_string_fails_before_anything_is_sent(
     emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
