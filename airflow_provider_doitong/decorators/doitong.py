@@ -2,18 +2,18 @@
 
 The decorated function returns what to generate; everything else is the operator's, passed to the
 decorator as the operator's own parameters. The function runs once per task try, in the worker, just
-before the operator's ``execute``; its result is kept as the task's ``doitong_input`` XCom, and a
-task resumed after a deferral (a wait in the triggerer, or a refused submission waited out) takes it
-from there instead of running the function again. A new try (a retry, a clear) runs it again, so it
-should return the same thing for the same run: the operators reuse a paid job only for the very
-request it was made for.
+before the operator's ``execute``. When the task defers (a wait in the triggerer, or a refused
+submission waited out), its result is kept as the task's ``doitong_input`` XCom, written only then,
+after the operator has checked it; the resumed task takes it from there instead of running the
+function again. A new try (a retry, a clear) runs it again, so it should return the same thing for
+the same run: the operators reuse a paid job only for the very request it was made for.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.providers.common.compat.sdk import (
     DecoratedOperator,
@@ -78,10 +78,10 @@ def _batch_fields(result: Any) -> dict[str, Any]:
 
 
 class _FunctionInput:
-    """Runs the decorated function once per try, and restores its result when the task resumes.
+    """Runs the decorated function once per try, keeps its result across deferrals, restores it on resume.
 
-    Needs, from the operator: ``python_callable``, ``op_args``, ``op_kwargs``, ``task_id`` and
-    ``resume_execution``. A class sets :attr:`fields` (what the function fills) and
+    Needs, from the operator: ``python_callable``, ``op_args``, ``op_kwargs``, ``task_id``, ``defer``
+    and ``resume_execution``. A class sets :attr:`fields` (what the function fills) and
     :meth:`_to_fields` (the function's result as those fields, refusing anything else).
     """
 
@@ -91,7 +91,10 @@ class _FunctionInput:
     op_args: Collection[Any]
     op_kwargs: Mapping[str, Any]
     task_id: str
-    _resumed: bool = False
+    #: The function's result as fields, and the task instance to keep it with, once known.
+    _input: dict[str, Any] | None = None
+    _ti: Any = None
+    _kept: bool = False
 
     @staticmethod
     def _to_fields(result: Any) -> dict[str, Any]:
@@ -99,17 +102,29 @@ class _FunctionInput:
 
     def _fill_from_function(self, context: Context) -> None:
         """Call the function and set the fields from its result; nothing when resumed (already set)."""
-        if self._resumed:
+        if self._input is not None:
             return
         context_merge(context, self.op_kwargs)
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)
-        values = self._to_fields(self.python_callable(*self.op_args, **kwargs))
-        self._set_fields(values)
-        context["ti"].xcom_push(key=INPUT_XCOM_KEY, value=values)
+        self._input = self._to_fields(self.python_callable(*self.op_args, **kwargs))
+        self._ti = context["ti"]
+        self._set_fields(self._input)
 
     def _set_fields(self, values: Mapping[str, Any]) -> None:
         for name in self.fields:
             setattr(self, name, values[name])
+
+    def defer(self, **kwargs: Any) -> NoReturn:
+        """Keep the function's result in this try's ``doitong_input`` XCom, then defer as the operator does.
+
+        Written here, not when the function returns: by now the operator has checked what it got
+        (a prompt holding a secret, for one, is refused before this and never lands in an XCom).
+        """
+        if self._input is not None and not self._kept:
+            self._ti.xcom_push(key=INPUT_XCOM_KEY, value=self._input)
+            self._kept = True
+        super().defer(**kwargs)  # type: ignore[misc]
+        raise AssertionError("defer() returned")  # pragma: no cover - BaseOperator.defer always raises
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Set the fields from this try's ``doitong_input`` XCom, then resume as the operator does.
@@ -125,8 +140,8 @@ class _FunctionInput:
                     f"Resumed without the {INPUT_XCOM_KEY!r} XCom that keeps the decorated function's "
                     "result for this try; clear the task to run the function again"
                 )
+            self._input, self._ti, self._kept = values, ti, True
             self._set_fields(values)
-            self._resumed = True
         return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
 
 

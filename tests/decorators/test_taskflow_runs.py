@@ -64,7 +64,8 @@ def test_one_image_from_the_returned_prompt(
     assert result["status"] == "completed" and result["prompt"] == prompt
     assert result["output_path"] == str(tmp_path / f"{result['job_id']}.jpg")
     assert Path(result["output_path"]).is_file()
-    assert xcom_value(run, "hero", key=INPUT_XCOM_KEY) == {"prompt": prompt}
+    # kept for the resume only when the task deferred
+    assert xcom_value(run, "hero", key=INPUT_XCOM_KEY) == ({"prompt": prompt} if deferrable else None)
     assert calls == ["a fox"]  # once, even when the task ran again after its deferral
     assert _runs_of("hero", caplog) == (2 if deferrable else 1)
     assert doitong_conn.stats()["submissions_by_prompt"] == {prompt: 1}
@@ -146,6 +147,21 @@ def test_a_function_returning_no_prompt_fails_before_anything_is_sent(
     assert doitong_conn.stats()["submissions_by_prompt"] == {}
 
 
+def test_a_prompt_the_operator_refuses_is_neither_kept_nor_sent(doitong_conn: Any, tmp_path: Path) -> None:
+    """The function's result is kept (in XCom) only once the operator has checked it and defers."""
+    with _dag() as dag:
+
+        @task.doitong(output_path=f"{tmp_path}/", deferrable=True, retries=2)
+        def hero() -> str:
+            return "a fox " * 400  # 2,400 characters: over the contract's 2,000
+
+        hero()
+    run = run_dag(dag)
+    assert task_states(run) == {"hero": "failed"}
+    assert xcom_value(run, "hero", key=INPUT_XCOM_KEY) is None
+    assert doitong_conn.stats()["submissions_by_prompt"] == {}
+
+
 def test_a_batch_from_a_list_and_from_a_file(doitong_conn: Any, tmp_path: Path) -> None:
     listed = ["a kite over dunes", "a teapot on a windowsill"]
     from_file = ["a heron in the reeds", "a paper boat", "a lantern in the fog"]
@@ -170,10 +186,7 @@ def test_a_batch_from_a_list_and_from_a_file(doitong_conn: Any, tmp_path: Path) 
     run = run_dag(dag)
     assert task_states(run) == {"listed_batch": "success", "file_batch": "success"}
     assert sorted(calls) == ["file", "listed"]
-    for task_id, prompts, kept in (
-        ("listed_batch", listed, {"prompts": listed, "prompts_file": None}),
-        ("file_batch", from_file, {"prompts": None, "prompts_file": str(prompts_file)}),
-    ):
+    for task_id, prompts in (("listed_batch", listed), ("file_batch", from_file)):
         summary = xcom_value(run, task_id)
         assert isinstance(summary, dict)
         assert summary["stored"] == len(prompts) and summary["failed"] == 0
@@ -181,7 +194,7 @@ def test_a_batch_from_a_list_and_from_a_file(doitong_conn: Any, tmp_path: Path) 
         manifest = json.loads(Path(summary["manifest"]).read_text())
         assert [e["prompt"] for e in manifest["items"]] == prompts
         assert manifest_api.verify_manifest(summary["folder"]) == []
-        assert xcom_value(run, task_id, key=INPUT_XCOM_KEY) == kept
+        assert xcom_value(run, task_id, key=INPUT_XCOM_KEY) is None  # never deferred: nothing kept
     assert doitong_conn.stats()["submissions_by_prompt"] == {p: 1 for p in listed + from_file}
 
 
@@ -215,6 +228,7 @@ def test_a_deferred_batch_resumes_with_the_returned_prompts(
     assert isinstance(summary, dict) and summary["stored"] == len(prompts)
     manifest = json.loads(Path(summary["manifest"]).read_text())
     assert [item["prompt"] for item in manifest["items"]] == prompts
+    assert xcom_value(run, "batch", key=INPUT_XCOM_KEY) == {"prompts": prompts, "prompts_file": None}
     assert stats["submissions_by_prompt"] == {p: 1 for p in prompts}
 
 
