@@ -252,12 +252,11 @@ def test_resuming_with_a_result_of_another_form_fails_clearly() -> None:
 
 
 def test_a_failed_trigger_fails_the_task_without_reading_the_result() -> None:
-    from airflow.sdk.exceptions import TaskDeferralError
-
     op, calls = _decorated(doitong_task)
     ti = _TaskInstance(None)
-    with pytest.raises(TaskDeferralError):
+    with pytest.raises(Exception) as raised:  # noqa: B017 - its module differs between releases
         op.resume_execution("__fail__", {"error": "Trigger failure"}, {"ti": ti})
+    assert type(raised.value).__name__ == "TaskDeferralError"
     assert ti.pulls == [] and calls == []
 
 
