@@ -68,8 +68,8 @@ def test_the_example_runs_when_triggered_through_the_api_without_a_logical_date(
             states = cluster.task_states(run_id)
             seen = cluster.states_seen
             xcom = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{{}}/xcomEntries/return_value"
-            poster = api.get(xcom.format("poster"), params={"deserialize": True}).json()["value"]
-            batch = api.get(xcom.format("variations"), params={"deserialize": True}).json()["value"]
+            poster = api.get(xcom.format("poster")).json()["value"]
+            batch = api.get(xcom.format("variations")).json()["value"]
         stats = emu.stats()
 
     assert run["state"] == "success" and run["logical_date"] is None, states
