@@ -263,7 +263,7 @@ def doitong_batch_task(python_callable: Callable[..., Any] | None = None, **kwar
     Takes :class:`~airflow_provider_doitong.operators.batch.FluxBatchOperator`'s parameters but
     ``prompts`` and ``prompts_file``; the task's XCom value is the batch's summary::
 
-        @task.doitong_batch(output_path="s3://bucket/images/{{ ds }}/", deferrable=True)
+        @task.doitong_batch(output_path="s3://bucket/images/{{ run_id }}/", deferrable=True)
         def variants(subject: str) -> list[str]:
             return [f"{subject}, {style}" for style in ("watercolour", "woodcut")]
 
