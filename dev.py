@@ -106,6 +106,9 @@ COMPAT_TESTS = [
     "tests/triggers/test_trigger.py",
     "tests/operators/test_flux_operator.py",
     "tests/examples/test_example_dagbag.py",
+    # the TaskFlow decorators: registration, arguments, and each form in dag.test()
+    "tests/decorators/test_arguments.py",
+    "tests/decorators/test_taskflow_runs.py",
     # the batch in dag.test(): sync and deferred, and its ledger across a crashed try (no state store)
     "tests/batch/test_batch_operator.py::test_a_batch_stores_every_image_with_its_manifest",
     "tests/batch/test_batch_operator.py::test_a_crash_between_post_and_record_is_detected_on_retry",

@@ -50,6 +50,13 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "task-decorators": [
+            {"name": "doitong", "class-name": "airflow_provider_doitong.decorators.doitong.doitong_task"},
+            {
+                "name": "doitong_batch",
+                "class-name": "airflow_provider_doitong.decorators.doitong.doitong_batch_task",
+            },
+        ],
         "extra-links": [
             "airflow_provider_doitong.links.DoitongImageLink",
             "airflow_provider_doitong.links.DoitongContactSheetLink",

@@ -62,6 +62,7 @@ SHARED_AIRFLOW = {
     "tests/e2e/": "airflow-cluster",
     "tests/faults/": "airflow-cluster",
     "tests/ui/": "airflow-cluster",
+    "tests/decorators/test_example_through_the_api.py": "airflow-cluster",
 }
 
 

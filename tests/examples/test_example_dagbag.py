@@ -18,6 +18,7 @@ EXPECTED_DAG_IDS = {
     "doitong_submit_then_sense",
     "doitong_webhook",
     "doitong_review_and_publish",
+    "doitong_taskflow",
 }
 
 
