@@ -84,6 +84,7 @@ def test_provider_info_names_every_hook_operator_sensor_trigger_and_link() -> No
     info = get_provider_info()
     expected: dict[str, set[str]] = {"hooks": set(), "operators": set(), "sensors": set(), "triggers": set()}
     links: set[str] = set()
+    decorators: set[str] = set()
     hooks_with_conn_type: set[str] = set()
     for module in _modules():
         name = module.__name__
@@ -92,14 +93,18 @@ def test_provider_info_names_every_hook_operator_sensor_trigger_and_link() -> No
             if getattr(cls, "conn_type", None):
                 hooks_with_conn_type.add(f"{name}.{cls.__name__}")
         for cls in _classes_defined_in(module, "BaseOperator"):
-            is_sensor = any(parent.__name__ == "BaseSensorOperator" for parent in cls.__mro__)
-            expected["sensors" if is_sensor else "operators"].add(name)
+            parents = {parent.__name__ for parent in cls.__mro__}
+            if "DecoratedOperator" in parents:  # a TaskFlow form: listed under task-decorators
+                decorators.add(name)
+                continue
+            expected["sensors" if "BaseSensorOperator" in parents else "operators"].add(name)
         if _classes_defined_in(module, "BaseTrigger"):
             expected["triggers"].add(name)
         links |= {f"{name}.{cls.__name__}" for cls in _classes_defined_in(module, "BaseOperatorLink")}
     for key, modules in expected.items():
         assert _listed_modules(info, key) == modules, key
     assert set(info["extra-links"]) == links
+    assert {entry["class-name"].rpartition(".")[0] for entry in info["task-decorators"]} == decorators
     assert {entry["hook-class-name"] for entry in info["connection-types"]} == hooks_with_conn_type
     integrations = {entry["integration-name"] for entry in info["integrations"]}
     for key in expected:

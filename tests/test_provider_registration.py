@@ -171,7 +171,10 @@ def test_the_provider_distribution_carries_no_emulator() -> None:
     from importlib.metadata import distribution
 
     dist = distribution("airflow-provider-doitong")
-    assert {ep.group for ep in dist.entry_points} == {"apache_airflow_provider"}
+    # the provider's metadata, and the UI plugin the api-server mounts (nothing of the emulator's)
+    assert {ep.group for ep in dist.entry_points} == {"apache_airflow_provider", "airflow.plugins"}
+    plugins = [ep.value for ep in dist.entry_points if ep.group == "airflow.plugins"]
+    assert all(value.startswith("airflow_provider_doitong.ui") for value in plugins), plugins
     required = [r.lower() for r in dist.requires or [] if "extra ==" not in r]
     for name in ("starlette", "uvicorn", "graphql-core", "pillow", "doitong-emulator"):
         assert not [r for r in required if r.startswith(name)], required
