@@ -113,6 +113,14 @@ class DoitongProtocolError(DoitongError):
     """An answer that does not follow the contract (malformed body, missing fields)."""
 
 
+class DoitongAnswerTooLarge(DoitongProtocolError):
+    """An API answer over :data:`~airflow_provider_doitong.contract.MAX_ANSWER_BYTES`; reading stopped.
+
+    A protocol error: a status read is tried again like any answer that breaks the contract, and
+    a submission whose answer is this large may have created a job (an ambiguous submission).
+    """
+
+
 class DoitongConnectionError(DoitongError):
     """No answer came.
 

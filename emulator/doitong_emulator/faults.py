@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from doitong_emulator.hostile_values import check_value_options
 from doitong_emulator.jobs import OUTCOME_COMPLETED, OUTCOME_FAILED, OUTCOME_STUCK
 from doitong_emulator.outputs import check_hostile_options
 
@@ -62,6 +63,18 @@ class FaultConfig:
         ``download_body``; later ones get the image (0: every download).
     :param download_redirects: each download is redirected this many times before its body.
     :param redirect_base_url: where those redirects point (default: the emulator itself).
+
+    Hostile values (each off by default; see :mod:`doitong_emulator.hostile_values`):
+
+    :param time_headers: ``plain``; ``epoch_ms``: ``X-RateLimit-Reset`` and ``Retry-After`` as Unix
+        times in milliseconds; ``absurd``: a reset in the year 33658 and a ``Retry-After`` of 1e300 s.
+    :param credit_cost_as: ``int``; ``string`` (``"10"``) or ``negative`` (``-10``).
+    :param huge_answer_mib: status answers are 200s of this many MiB, streamed (0: off).
+    :param two_way_output_host: output URLs on ``https://<host>\\.cdn.doitong.com``, which
+        ``urllib.parse`` reads as a subdomain of ``cdn.doitong.com`` and HTTP libraries connect to
+        ``<host>``.
+    :param hold_slot_s: another client holds one job slot of every account for this many real
+        seconds after this configuration (submissions over the concurrency limit get 429).
     """
 
     error_500_rate: float = 0.0
@@ -84,6 +97,12 @@ class FaultConfig:
     download_faults: int = 0
     download_redirects: int = 0
     redirect_base_url: str | None = None
+    # --- hostile values ---
+    time_headers: str = "plain"
+    credit_cost_as: str = "int"
+    huge_answer_mib: int = 0
+    two_way_output_host: str | None = None
+    hold_slot_s: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.outage_s, self.outage_after_s, self.stale_reset_s) < 0:
@@ -101,6 +120,7 @@ class FaultConfig:
         if self.latency_s < 0:
             raise ValueError("latency_s must not be negative")
         check_hostile_options(self)
+        check_value_options(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultConfig:
