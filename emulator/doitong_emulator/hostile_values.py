@@ -70,6 +70,13 @@ def credit_cost(cost: int, *, form: str) -> Any:
     return cost
 
 
+def credit_costs_as_strings(data: dict[str, Any]) -> None:
+    """Turn every job's integer ``creditCost`` under a GraphQL answer's ``data`` into a digit string."""
+    for value in data.values():
+        if isinstance(value, dict) and isinstance(value.get("creditCost"), int):
+            value["creditCost"] = str(value["creditCost"])
+
+
 def two_way_base_url(host: str) -> str:
     """A base URL whose host parses two ways: ``urllib.parse`` sees a subdomain of ``cdn.doitong.com``,
     requests/urllib3 and httpx connect to ``host``."""
