@@ -237,6 +237,7 @@ def interpret(
     if error is not None:
         if isinstance(error, DoitongRateLimited):
             error.retry_at = cap_resume_at(error.retry_at, now=now, daily=error.is_daily_limit)
+            error.window_limit = rate_limit.limit
         raise error
     if not isinstance(body, dict):
         raise DoitongProtocolError(f"Doitong {request.what}: the answer is not a JSON object", status=status)

@@ -74,7 +74,8 @@ class FaultConfig:
         ``urllib.parse`` reads as a subdomain of ``cdn.doitong.com`` and HTTP libraries connect to
         ``<host>``.
     :param hold_slot_s: another client holds one job slot of every account for this many real
-        seconds after this configuration (submissions over the concurrency limit get 429).
+        seconds from the first submission after this configuration (submissions over the
+        concurrency limit get 429).
     """
 
     error_500_rate: float = 0.0
@@ -166,6 +167,7 @@ class FaultInjector:
         self.config = config or FaultConfig()
         self._rng = random.Random(self.config.seed)
         self.configured_at = clock()
+        self._hold_from: float | None = None
 
     def configure(self, config: FaultConfig) -> None:
         """Switch to a new configuration and re-seed; an outage window counts from now.
@@ -176,6 +178,7 @@ class FaultInjector:
             self.config = config
             self._rng = random.Random(config.seed)
             self.configured_at = self._clock()
+            self._hold_from = None
 
     def outage_fault(self) -> str | None:
         """During the outage window, :data:`FAULT_503` or :data:`FAULT_DROP` for an API request; else ``None``."""
@@ -190,6 +193,20 @@ class FaultInjector:
         with self._lock:
             draw = self._rng.random()
         return FAULT_DROP if draw < config.outage_drop_rate else FAULT_503
+
+    def slots_held(self, now: float) -> tuple[int, float]:
+        """The job slots another client holds at ``now``, and for how many more real seconds.
+
+        The hold (``hold_slot_s``) starts at the first submission after this configuration, so it
+        is met whatever time passed before it.
+        """
+        if self.config.hold_slot_s <= 0:
+            return 0, 0.0
+        with self._lock:
+            if self._hold_from is None:
+                self._hold_from = now
+            left = self._hold_from + self.config.hold_slot_s - now
+        return (1, left) if left > 0 else (0, 0.0)
 
     def reseed(self) -> None:
         """Restart the draws from the configured seed."""

@@ -83,12 +83,6 @@ def two_way_base_url(host: str) -> str:
     return f"https://{host}\\.cdn.doitong.com"
 
 
-def slots_held(config: FaultConfig, *, configured_at: float, now: float) -> tuple[int, float]:
-    """The job slots another client holds now, and for how many more real seconds."""
-    left = configured_at + config.hold_slot_s - now
-    return (1, left) if left > 0 else (0, 0.0)
-
-
 async def send_huge_answer(send: Send, mib: int) -> None:
     """Answer 200 with a JSON start and then ``mib`` MiB of blanks, streamed (never held whole, no
     ``Content-Length``); a client that stops reading ends it."""

@@ -119,9 +119,7 @@ class EmulatorState:
         with self.lock:
             now = self.clock()
             self._settle(now)
-            held = hostile_values.slots_held(
-                self.faults.config, configured_at=self.faults.configured_at, now=now
-            )
+            held = self.faults.slots_held(now)
             admission.check_limits(account, now, jobs=self.jobs, config=self.config, held=held)
             cost = admission.charge(account, request)
             job = admission.new_job(
