@@ -171,3 +171,33 @@ def test_a_well_formed_job_is_read_as_sent() -> None:
     )
     assert job.status is JobStatus.COMPLETED and (job.width, job.height, job.duration) == (1024, 768, 3.0)
     assert job.credit_cost == 30 and job.turnaround == 5.0
+
+
+def test_a_submission_answer_over_the_cap_is_ambiguous_and_a_status_read_is_retried() -> None:
+    from airflow_provider_doitong.client.errors import DoitongAnswerTooLarge
+    from airflow_provider_doitong.client.retry import is_retryable
+    from airflow_provider_doitong.outcomes import Kind, kind_of
+    from airflow_provider_doitong.submission import may_have_created_job
+
+    body = untrusted.CappedBody(what="submission", limit=10)
+    with pytest.raises(DoitongAnswerTooLarge) as info:
+        body.feed(b"x" * 11, status=200)
+    assert may_have_created_job(info.value)
+    assert not is_retryable(info.value, safe_to_resend=False, policy=RetryPolicy(), now=NOW)
+    assert is_retryable(info.value, safe_to_resend=True, policy=RetryPolicy(), now=NOW)
+    assert kind_of(info.value) is Kind.UNAVAILABLE
+    with pytest.raises(DoitongAnswerTooLarge, match="declares 11 bytes"):
+        untrusted.CappedBody(what="status", limit=10).declared("11", status=200)
+
+
+@pytest.mark.parametrize(
+    ("limit", "attempt", "floor"),
+    [(10, 1, 6.0), (60, 1, 1.0), (600, 1, 0.5), (None, 1, 0.5), (10, 7, 30.0), (0, 2, 1.0)],
+)
+def test_the_refusal_floor_keeps_to_the_plan_rate(limit: int | None, attempt: int, floor: float) -> None:
+    from airflow_provider_doitong.client.retry import rate_limit_resume_at, refusal_floor
+
+    stale = DoitongRateLimited("refused", retry_at=NOW - 30, window_limit=limit)
+    assert refusal_floor(stale, attempt=attempt, policy=RetryPolicy()) == pytest.approx(floor)
+    resume = rate_limit_resume_at(stale, attempt=attempt, policy=RetryPolicy(), now=NOW)
+    assert NOW + floor <= resume <= NOW + floor + 1.0
