@@ -64,18 +64,21 @@ def rate_limit_wait(error: DoitongRateLimited, *, now: float) -> float | None:
     return max(0.0, error.retry_at - now)
 
 
-def refusal_floor(error: DoitongRateLimited, *, attempt: int, policy: RetryPolicy) -> float:
-    """The shortest wait after a 429, whatever reset it named: the backoff ceiling for ``attempt``
-    refusals in a row, and never less than one request's share of the plan's window
-    (``RATE_LIMIT_WINDOW_SECONDS / X-RateLimit-Limit``), so refusals stay under the plan's rate even
-    while every reset header is already past.
+def refusal_floor(error: DoitongRateLimited, *, attempt: int, policy: RetryPolicy, now: float) -> float:
+    """The shortest wait after a 429: the backoff ceiling for ``attempt`` refusals in a row and,
+    when the answer named no reset still ahead (none, or a stale one), at least one request's share
+    of the plan's window (``RATE_LIMIT_WINDOW_SECONDS / X-RateLimit-Limit``), so refusals stay
+    under the plan's rate even while every reset header is already past.
 
     The single path (the operators' refusal waits, a wait's failed polls) and a batch's planner all
     take their floor from here.
     """
+    floor = backoff_ceiling(policy, attempt)
+    if error.retry_at is not None and error.retry_at > now:  # a reset still ahead is believed
+        return floor
     limit = getattr(error, "window_limit", None)
     share = RATE_LIMIT_WINDOW_SECONDS / limit if isinstance(limit, int) and limit > 0 else 0.0
-    return max(backoff_ceiling(policy, attempt), min(share, RATE_LIMIT_WINDOW_SECONDS))
+    return max(floor, min(share, RATE_LIMIT_WINDOW_SECONDS))
 
 
 def rate_limit_resume_at(
@@ -97,7 +100,7 @@ def rate_limit_resume_at(
     :param attempt: the attempt that was refused, from 1.
     :returns: a Unix time.
     """
-    floor = now + refusal_floor(error, attempt=attempt, policy=policy)
+    floor = now + refusal_floor(error, attempt=attempt, policy=policy, now=now)
     resume = floor if error.retry_at is None else max(error.retry_at, floor)
     return resume + (rng or random).uniform(0, min(1.0, backoff_ceiling(policy, attempt)))
 

@@ -198,6 +198,15 @@ def test_the_refusal_floor_keeps_to_the_plan_rate(limit: int | None, attempt: in
     from airflow_provider_doitong.client.retry import rate_limit_resume_at, refusal_floor
 
     stale = DoitongRateLimited("refused", retry_at=NOW - 30, window_limit=limit)
-    assert refusal_floor(stale, attempt=attempt, policy=RetryPolicy()) == pytest.approx(floor)
+    assert refusal_floor(stale, attempt=attempt, policy=RetryPolicy(), now=NOW) == pytest.approx(floor)
     resume = rate_limit_resume_at(stale, attempt=attempt, policy=RetryPolicy(), now=NOW)
     assert NOW + floor <= resume <= NOW + floor + 1.0
+    missing = DoitongRateLimited("refused", window_limit=limit)
+    assert refusal_floor(missing, attempt=attempt, policy=RetryPolicy(), now=NOW) == pytest.approx(floor)
+
+
+def test_a_reset_still_ahead_is_believed_without_the_plan_share() -> None:
+    from airflow_provider_doitong.client.retry import rate_limit_resume_at
+
+    fresh = DoitongRateLimited("refused", retry_at=NOW + 0.3, window_limit=1)
+    assert rate_limit_resume_at(fresh, attempt=1, policy=RetryPolicy(), now=NOW) <= NOW + 1.5
