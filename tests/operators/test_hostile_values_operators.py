@@ -51,3 +51,15 @@ def test_a_credit_cost_that_is_not_a_count_is_unknown_not_a_failure(
     summary = xcom_value(batch, "task")
     assert summary["stored"] == 3 and summary["credits_spent"] == 0
     assert int(doitong_conn.stats()["requests"]["submit"]) == 4  # nothing was paid twice
+
+
+def test_an_output_host_read_two_ways_fails_without_a_download(
+    doitong_conn: Any, tmp_path: Path, capfd: Any
+) -> None:
+    doitong_conn.set_faults(FaultConfig(two_way_output_host="127.0.0.1"))
+    run = run_dag(_dag(FluxGenerateOperator, prompt="a lighthouse", output_path=f"{tmp_path}/", retries=2))
+    assert task_states(run) == {"task": "failed"}
+    assert run.get_task_instances()[0].try_number == 1  # refused for good, not a download to retry
+    assert "backslash" in capfd.readouterr().out
+    assert [e for e in doitong_conn.request_log() if e["kind"] == "download"] == []
+    assert list(tmp_path.iterdir()) == []
