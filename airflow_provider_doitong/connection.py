@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_doitong.client.base import normalize_base_url
+from airflow_provider_doitong.client.base import check_api_key, normalize_base_url
 from airflow_provider_doitong.client.downloads import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_MAX_DOWNLOAD_BYTES,
@@ -15,11 +15,13 @@ from airflow_provider_doitong.client.downloads import (
     DownloadPolicy,
 )
 from airflow_provider_doitong.client.protocol import TRANSPORTS
-from airflow_provider_doitong.client.safety import ALLOWED_HOSTS_EXTRA, parse_host_list
+from airflow_provider_doitong.client.safety import ALLOWED_HOSTS_EXTRA, host_of, is_loopback, parse_host_list
 from airflow_provider_doitong.contract import DEFAULT_BASE_URL, DEFAULT_DOWNLOAD_HOSTS, PLANS
 from airflow_provider_doitong.redaction import known_secrets
 
 CONN_TYPE = "doitong"
+#: The connection extra that lets the API key go over plain http to a non-loopback host.
+INSECURE_HTTP_EXTRA = "allow_insecure_http"
 DEFAULT_CONN_ID = "doitong_default"
 DEFAULT_TIMEOUT = 30.0
 
@@ -55,6 +57,14 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Timeout (seconds)",
         "description": "Timeout of each HTTP request to the API.",
         "schema": {"type": ["number", "null"], "minimum": 1, "default": DEFAULT_TIMEOUT},
+    },
+    INSECURE_HTTP_EXTRA: {
+        "label": "Allow plain http",
+        "description": (
+            "Send the API key over plain http to a host other than this machine (a trusted private "
+            "network only). Off: such a base URL is refused; http to loopback is always allowed."
+        ),
+        "schema": {"type": ["boolean", "null"], "default": False},
     },
     ALLOWED_HOSTS_EXTRA: {
         "label": "Allowed download hosts",
@@ -94,6 +104,9 @@ class ConnectionSettings:
     :param allowed_download_hosts: hosts added to the API's own and the vendor's CDN for downloads.
     :param max_download_bytes: the largest output read.
     :param download_timeout: seconds one download may take in all.
+
+    The base URL holds no user name, password, query or fragment (they are refused), so the
+    ``repr`` can show it.
     """
 
     conn_id: str
@@ -165,9 +178,7 @@ def settings_from_fields(
     raw = _extra_dict(extra)
     prefix = f"extra__{CONN_TYPE}__"
     extras = {k.removeprefix(prefix): v for k, v in raw.items() if v not in (None, "")}
-    api_key = (password or extras.get("api_key") or "").strip()
-    if not api_key:
-        raise DoitongConnectionInvalid(f"connection {conn_id!r} has no API key (set its password)")
+    api_key = _api_key(conn_id, password or extras.get("api_key"))
     plan = str(extras.get("plan") or "pro").lower()
     if plan not in PLANS:
         raise DoitongConnectionInvalid(
@@ -185,6 +196,7 @@ def settings_from_fields(
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None
     if timeout <= 0:
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: timeout must be positive")
+    _check_plain_http(conn_id, base_url, extras.get(INSECURE_HTTP_EXTRA))
     downloads = _download_extras(conn_id, extras)
     return ConnectionSettings(
         conn_id=conn_id,
@@ -196,6 +208,35 @@ def settings_from_fields(
         timeout=timeout,
         **downloads,
     )
+
+
+def _api_key(conn_id: str, value: object) -> str:
+    """The key, sendable as a header value (never repeated in a message)."""
+    if not isinstance(value, str) or not value.strip():
+        raise DoitongConnectionInvalid(f"connection {conn_id!r} has no API key (set its password)")
+    try:
+        return check_api_key(value)
+    except ValueError as exc:
+        raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _check_plain_http(conn_id: str, base_url: str, allow: object) -> None:
+    """Refuse a base URL that would send the key in clear text, unless the extra allows it."""
+    text = str(allow).strip().lower() if allow is not None else "false"
+    if text not in _TRUE + _FALSE:
+        raise DoitongConnectionInvalid(
+            f"connection {conn_id!r}: {INSECURE_HTTP_EXTRA} must be true or false, got {allow!r}"
+        )
+    host = host_of(base_url)
+    if base_url.startswith("http://") and not is_loopback(host) and text in _FALSE:
+        raise DoitongConnectionInvalid(
+            f"connection {conn_id!r}: the base URL is plain http to {host!r}, which would send the API "
+            f"key unencrypted; use https, or set the extra {INSECURE_HTTP_EXTRA!r} to true on a "
+            "trusted private network"
+        )
 
 
 def _download_extras(conn_id: str, extras: dict[str, Any]) -> dict[str, Any]:

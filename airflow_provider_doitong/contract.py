@@ -100,6 +100,11 @@ RATE_LIMIT_RESET_HEADER = "X-RateLimit-Reset"
 RETRY_AFTER_HEADER = "Retry-After"
 #: The requests/minute window.
 RATE_LIMIT_WINDOW_SECONDS = 60.0
+#: The longest wait a daily limit can ask for (a reset or ``Retry-After`` further ahead is capped).
+DAILY_LIMIT_MAX_WAIT_SECONDS = 24 * 3600.0
+#: The largest API answer read (JSON of a hundred jobs is a few hundred KiB); a larger one is a
+#: protocol error, and reading stops there.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperatorLink
 
 from airflow_provider_doitong import ui
+from airflow_provider_doitong.client.safety import UrlRefused, parse_strict_url
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -33,7 +34,10 @@ class DoitongImageLink(BaseOperatorLink):
 
     The stored image (through the plugin) when the operator wrote one (``stored_image``); else the
     API's output URL, [A] valid for 24 hours (``image_url``); empty while the job is still running.
-    Airflow asks for the link when a try ends and stores it under :attr:`xcom_key`.
+    Airflow asks for the link when a try ends and stores it under :attr:`xcom_key`. The output URL
+    is judged again here by the same strict URL grammar as downloads
+    (:func:`~airflow_provider_doitong.client.safety.parse_strict_url`): a URL a browser could read as
+    another host (a backslash, user info, an odd authority) is never linked.
     """
 
     name = "Doitong image"
@@ -42,7 +46,13 @@ class DoitongImageLink(BaseOperatorLink):
         if getattr(operator, "stored_image", None):
             return _page(ui.IMAGE_PAGE, ti_key)
         url = getattr(operator, "image_url", None)
-        return url if isinstance(url, str) else ""
+        if not isinstance(url, str) or not url:
+            return ""
+        try:
+            judged = parse_strict_url(url)
+        except UrlRefused:
+            return ""
+        return judged.url if judged.scheme in ("http", "https") else ""
 
 
 class DoitongContactSheetLink(BaseOperatorLink):

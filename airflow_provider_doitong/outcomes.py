@@ -263,4 +263,7 @@ def output_error(error: BaseException, *, job_id: str) -> AirflowException:
 
 
 def _iso(unix_time: float) -> str:
-    return datetime.fromtimestamp(unix_time, tz=timezone.utc).isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(unix_time, tz=timezone.utc).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):  # a time no answer should name; never a crash
+        return f"Unix time {unix_time:.0f}"

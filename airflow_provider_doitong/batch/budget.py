@@ -19,11 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
-def charge_of(value: object) -> int | None:
-    """A charged ``creditCost`` as a number of credits, or ``None`` when the answer says nothing usable."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
 @dataclass
 class CreditBudget:
     """The batch's projected credits against ``max_credits``.
@@ -42,12 +37,12 @@ class CreditBudget:
     def __post_init__(self) -> None:
         self._estimate_sum = sum(self.estimates)
 
-    def charged(self, index: int, credits: object) -> int:
+    def charged(self, index: int, credits: int | None) -> int:
         """Item ``index`` was charged ``credits`` (``None``: not said); how many more than estimated.
 
         :return: the credits over the item's estimate (0 when not over, or when already reported).
         """
-        charge = charge_of(credits)
+        charge = credits  # read once, by the client's parser or the ledger's checks
         if charge is None:
             return 0  # not said (or not a charge): the estimate stands
         excess = charge - self.estimates[index]
@@ -62,7 +57,7 @@ class CreditBudget:
         if previous is not None:
             self._excess_sum -= previous
 
-    def learn(self, charges: Iterable[tuple[int, object]]) -> None:
+    def learn(self, charges: Iterable[tuple[int, int | None]]) -> None:
         """Charges already known (from the ledger, when a try resumes); no warning is due for them."""
         for index, credits in charges:
             self.charged(index, credits)

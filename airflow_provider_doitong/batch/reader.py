@@ -24,7 +24,7 @@ from airflow_provider_doitong.client import (
     JobStatus,
     RetryPolicy,
 )
-from airflow_provider_doitong.client.retry import backoff
+from airflow_provider_doitong.client.retry import backoff, rate_limit_resume_at
 from airflow_provider_doitong.outcomes import Kind, kind_of
 
 
@@ -82,8 +82,8 @@ class JobReader:
             return exc
         self._failures += 1
         self.planner.polled(now)
-        if isinstance(exc, DoitongRateLimited) and exc.retry_at is not None:
-            until = exc.retry_at
+        if isinstance(exc, DoitongRateLimited):  # never sooner than the refusal floor: a reset may be stale
+            until = rate_limit_resume_at(exc, attempt=self._failures, policy=RetryPolicy(), now=now)
         else:
             until = now + min(self.planner.poll_interval, backoff(RetryPolicy(), self._failures))
         self.planner.refused(until=until, all_requests=True)

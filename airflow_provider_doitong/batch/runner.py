@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_doitong.batch.budget import CreditBudget, charge_of
+from airflow_provider_doitong.batch.budget import CreditBudget
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Action, Planner, View
@@ -294,7 +294,7 @@ class BatchRunner:
             job_ids=[*self.ledger.records[index].job_ids, job.id],
             submitted_at=now,
             error=None,
-            credits=charge_of(job.credit_cost),  # the charge, if said: kept for the budget across resumes
+            credits=job.credit_cost,  # the charge, if said: kept for the budget across resumes
         )
         self.ledger.flush()
         self._jobs[job.id] = job

@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow_provider_doitong.client.async_client import AsyncDoitongClient
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.errors import (
+    DoitongAnswerTooLarge,
     DoitongBadImage,
     DoitongBadRequest,
     DoitongConnectionError,
@@ -33,6 +34,7 @@ __all__ = [
     "DoitongBadImage",
     "DoitongBadRequest",
     "DoitongClient",
+    "DoitongAnswerTooLarge",
     "DoitongConnectionError",
     "DoitongDownloadTimeout",
     "DoitongDownloadTooLarge",

@@ -16,6 +16,7 @@ from airflow_provider_doitong.client.errors import DoitongConnectionError, Doito
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
+from airflow_provider_doitong.client.untrusted import CappedBody
 from airflow_provider_doitong.client.waiting import JobWait
 
 
@@ -54,18 +55,23 @@ class AsyncDoitongClient(ClientBase):
         await self.aclose()
 
     async def _send_once(self, request: ApiRequest) -> ApiResponse:
+        body = CappedBody(what=request.what)
         try:
-            resp = await self._http.request(
+            # Streamed: read up to the cap, never the whole of an answer of any size.
+            async with self._http.stream(
                 request.method,
                 self.url_for(request),
                 json=request.json_body,
                 headers=self.headers_for(request),
                 follow_redirects=False,
-            )
+            ) as resp:
+                body.declared(resp.headers.get("Content-Length"), status=resp.status_code)
+                async for chunk in resp.aiter_bytes():
+                    body.feed(chunk, status=resp.status_code)
         except httpx.TransportError as exc:
             raise _connection_error(exc, request.what) from None
         answer = protocol.interpret(
-            request, status=resp.status_code, headers=resp.headers, content=resp.content, now=self.clock()
+            request, status=resp.status_code, headers=resp.headers, content=body.content(), now=self.clock()
         )
         self.last_rate_limit = answer.rate_limit
         return answer

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from airflow_provider_doitong import __version__, contract
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
+from airflow_provider_doitong.client.safety import UrlRefused, parse_strict_url
 
 USER_AGENT = f"airflow-provider-doitong/{__version__}"
 
@@ -19,10 +19,15 @@ def normalize_base_url(host: str | None, *, schema: str | None = None, port: int
     """The API's base URL from an Airflow connection's host, schema and port.
 
     ``host`` may be a full URL (``http://127.0.0.1:8765``) or a bare host name, in which case
-    ``schema`` (``http``/``https``, default ``https``) and ``port`` complete it.
+    ``schema`` (``http``/``https``, default ``https``) and ``port`` complete it. The URL is read
+    by the strict grammar downloads are judged by
+    (:func:`~airflow_provider_doitong.client.safety.parse_strict_url`): no user name or password
+    (it would replace the bearer key, and show in logs), no query string or fragment (it would be
+    glued before every request's path), no character an HTTP library could read as another host.
 
     :param host: the host or base URL; empty for :data:`~airflow_provider_doitong.contract.DEFAULT_BASE_URL`.
-    :raises ValueError: for anything but ``http(s)://host[:port]``.
+    :raises ValueError: for anything but ``http(s)://host[:port][/path]``; the message never repeats
+        a user name or password.
     """
     if not host:
         return contract.DEFAULT_BASE_URL
@@ -30,12 +35,38 @@ def normalize_base_url(host: str | None, *, schema: str | None = None, port: int
     if "://" not in host:
         scheme = schema if schema in ("http", "https") else "https"
         host = f"{scheme}://{host}" + (f":{port}" if port else "")
-    parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"the Doitong base URL must be http(s)://host[:port], got {host!r}")
-    if port and parts.port is None:
-        host = f"{host}:{port}"
-    return host
+    try:
+        judged = parse_strict_url(host)
+    except UrlRefused as exc:
+        raise ValueError(f"the Doitong base URL is not usable: {exc}") from None
+    if judged.scheme not in ("http", "https"):
+        raise ValueError(f"the Doitong base URL must be http(s)://host[:port], got scheme {judged.scheme!r}")
+    if "?" in host or "#" in host:
+        raise ValueError(
+            "the Doitong base URL must not hold a query string or fragment (it would be put before "
+            "every request's path)"
+        )
+    base = judged.url.rstrip("/")
+    if port and judged.port is None and base.count("/") == 2:
+        base = f"{base}:{port}"
+    return base
+
+
+def check_api_key(api_key: object) -> str:
+    """The API key as it is sent: trimmed, and sendable as an HTTP header value.
+
+    :raises ValueError: for an empty key, or one holding non-ASCII or control characters (a line
+        break pasted with it, say); the message never repeats the key.
+    """
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise ValueError("a Doitong API key is required")
+    key = api_key.strip()
+    if not key.isascii() or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        raise ValueError(
+            "the Doitong API key holds characters that cannot be sent in an HTTP header (non-ASCII "
+            "letters, line breaks or other control characters); paste the key again"
+        )
+    return key
 
 
 class ClientBase:
@@ -65,8 +96,7 @@ class ClientBase:
         clock: Callable[[], float] = time.time,
         download_policy: DownloadPolicy | None = None,
     ) -> None:
-        if not api_key:
-            raise ValueError("a Doitong API key is required")
+        api_key = check_api_key(api_key)
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self._api_key = api_key
@@ -80,9 +110,7 @@ class ClientBase:
 
     def set_api_key(self, api_key: str) -> None:
         """Use another key from now on (a rotated one)."""
-        if not api_key:
-            raise ValueError("a Doitong API key is required")
-        self._api_key = api_key
+        self._api_key = check_api_key(api_key)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, transport={self.transport!r})"

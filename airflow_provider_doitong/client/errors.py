@@ -94,11 +94,16 @@ class DoitongRateLimited(DoitongError):
     """429: a rate, concurrency or daily limit.
 
     :param retry_at: the Unix time at which a retry may succeed, if the answer said.
+    :param window_limit: the requests the plan allows per rate-limit window, if the answer said
+        (``X-RateLimit-Limit``): a refused client waits at least one request's share of the window.
     """
 
-    def __init__(self, message: str, *, retry_at: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, retry_at: float | None = None, window_limit: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.retry_at = retry_at
+        self.window_limit = window_limit
 
     @property
     def is_daily_limit(self) -> bool:
@@ -111,6 +116,14 @@ class DoitongServerError(DoitongError):
 
 class DoitongProtocolError(DoitongError):
     """An answer that does not follow the contract (malformed body, missing fields)."""
+
+
+class DoitongAnswerTooLarge(DoitongProtocolError):
+    """An API answer over :data:`~airflow_provider_doitong.contract.MAX_ANSWER_BYTES`; reading stopped.
+
+    A protocol error: a status read is tried again like any answer that breaks the contract, and
+    a submission whose answer is this large may have created a job (an ambiguous submission).
+    """
 
 
 class DoitongConnectionError(DoitongError):

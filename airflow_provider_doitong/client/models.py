@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_doitong import contract
 from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongValidationError
+from airflow_provider_doitong.client.untrusted import MAX_FIELD_CHARS, read_credits, read_job
 from airflow_provider_doitong.contract import JobStatus
 
 
@@ -92,11 +93,6 @@ def prompt_problem(prompt: str) -> str | None:
     if _VISIBLE_ASCII.search(prompt) is None and not any(_visible(char) for char in prompt):
         return "prompt has no visible character (only spaces, controls or invisible characters)"
     return None
-
-
-def _object(value: Any) -> dict[str, Any]:
-    """``value`` if the answer put an object there, else an empty one."""
-    return value if isinstance(value, dict) else {}
 
 
 def _is_http_url(value: Any) -> bool:
@@ -208,32 +204,13 @@ class Job:
 
     @classmethod
     def from_api(cls, data: Any) -> Job:
-        """Read a job object from any of the API's answers.
+        """Read a job object from any of the API's answers, each field with its type and bounds
+        (:func:`~airflow_provider_doitong.client.untrusted.read_job`).
 
         :param data: the job object (the one under ``data``).
-        :raises DoitongProtocolError: if it is not a job.
+        :raises DoitongProtocolError: if it is not a job (no string id, a status that is not a string).
         """
-        if not isinstance(data, dict) or not data.get("id"):
-            raise DoitongProtocolError(f"expected a job object with an id, got {type(data).__name__}")
-        error = _object(data.get("error"))
-        metadata = _object(data.get("metadata"))
-        raw_status = str(data.get("status") or "")
-        return cls(
-            id=str(data["id"]),
-            status=JobStatus.parse(raw_status),
-            raw_status=raw_status,
-            provider=data.get("provider") or data.get("service"),
-            url=data.get("url"),
-            width=data.get("width") or metadata.get("width"),
-            height=data.get("height") or metadata.get("height"),
-            credit_cost=data.get("creditCost"),
-            created_at=data.get("createdAt"),
-            completed_at=data.get("completedAt"),
-            duration=data.get("duration") if data.get("duration") is not None else metadata.get("duration"),
-            error_code=error.get("code"),
-            error_message=error.get("message"),
-            metadata=dict(metadata),
-        )
+        return cls(**read_job(data))
 
     @property
     def is_terminal(self) -> bool:
@@ -271,8 +248,12 @@ class Account:
     def from_api(cls, data: Any) -> Account:
         """Read the ``account`` object of an answer.
 
-        :raises DoitongProtocolError: if it has no ``credits``.
+        :raises DoitongProtocolError: if it has no ``credits``, or they are not a non-negative integer.
         """
         if not isinstance(data, dict) or "credits" not in data:
             raise DoitongProtocolError("expected an account object with credits")
-        return cls(plan=str(data.get("plan") or ""), credits=int(data["credits"]))
+        plan = data.get("plan")
+        return cls(
+            plan=plan if isinstance(plan, str) and len(plan) <= MAX_FIELD_CHARS else "",
+            credits=read_credits(data["credits"]),
+        )

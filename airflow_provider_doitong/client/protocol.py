@@ -13,9 +13,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow_provider_doitong import contract
-from airflow_provider_doitong.client.errors import DoitongProtocolError, classify
+from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongRateLimited, classify
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+from airflow_provider_doitong.client.untrusted import cap_resume_at
 
 #: How a submission is sent: the ``generate`` mutation, the ``generateImage`` mutation, or the REST
 #: endpoint. The three are documented; the connection's ``transport`` extra picks one.
@@ -234,6 +235,9 @@ def interpret(
         partial_ok=request.kind == "status",
     )
     if error is not None:
+        if isinstance(error, DoitongRateLimited):
+            error.retry_at = cap_resume_at(error.retry_at, now=now, daily=error.is_daily_limit)
+            error.window_limit = rate_limit.limit
         raise error
     if not isinstance(body, dict):
         raise DoitongProtocolError(f"Doitong {request.what}: the answer is not a JSON object", status=status)

@@ -1,59 +1,42 @@
 """Reading the ``X-RateLimit-*`` and ``Retry-After`` headers, defensively.
 
 [A] ``X-RateLimit-Reset`` is a Unix time in seconds, but services disagree, so a value is read as
-a Unix time when it is large, as seconds-until when it is small, and as an HTTP date otherwise.
+a Unix time (seconds, or milliseconds when very large) when it is large, as seconds-until when it
+is small, and as an HTTP date otherwise; the one parser of these values is
+:mod:`~airflow_provider_doitong.client.untrusted`, which also bounds them.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 
+from airflow_provider_doitong.client.untrusted import read_int_header, read_time_value
 from airflow_provider_doitong.contract import (
+    DAILY_LIMIT_MAX_WAIT_SECONDS,
     RATE_LIMIT_LIMIT_HEADER,
     RATE_LIMIT_REMAINING_HEADER,
     RATE_LIMIT_RESET_HEADER,
+    RATE_LIMIT_WINDOW_SECONDS,
     RETRY_AFTER_HEADER,
 )
 
-#: A number above this is a Unix time, at or below it a count of seconds (about 3 years).
-_EPOCH_THRESHOLD = 100_000_000.0
 
+def parse_time_value(
+    value: str | None,
+    *,
+    now: float,
+    max_ahead: float = DAILY_LIMIT_MAX_WAIT_SECONDS,
+    name: str = "time value",
+) -> float | None:
+    """Read a reset or retry time as a Unix time, at most ``max_ahead`` seconds from ``now``.
 
-def parse_time_value(value: str | None, *, now: float) -> float | None:
-    """Read a reset or retry time as a Unix time.
+    See :func:`~airflow_provider_doitong.client.untrusted.read_time_value`.
 
-    :param value: a Unix time, a count of seconds from now, or an HTTP date.
+    :param value: a Unix time (seconds or milliseconds), a count of seconds from now, or an HTTP date.
     :param now: the current Unix time.
     """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment.tzinfo is None:  # "-0000" or no zone: HTTP dates are always UTC
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
-    if not math.isfinite(number) or number < 0:
-        return None
-    return number if number > _EPOCH_THRESHOLD else now + number
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(float(value)) if value is not None else None
-    except (ValueError, OverflowError):
-        return None
+    return read_time_value(value, now=now, max_ahead=max_ahead, name=name)
 
 
 @dataclass(frozen=True)
@@ -81,10 +64,17 @@ class RateLimitInfo:
         :param now: the current Unix time.
         """
         return cls(
-            limit=_int(headers.get(RATE_LIMIT_LIMIT_HEADER)),
-            remaining=_int(headers.get(RATE_LIMIT_REMAINING_HEADER)),
-            reset_at=parse_time_value(headers.get(RATE_LIMIT_RESET_HEADER), now=now),
-            retry_at=parse_time_value(headers.get(RETRY_AFTER_HEADER), now=now),
+            limit=read_int_header(headers.get(RATE_LIMIT_LIMIT_HEADER)),
+            remaining=read_int_header(headers.get(RATE_LIMIT_REMAINING_HEADER)),
+            # The window's reset is never more than a window away; Retry-After (the daily limit's
+            # too) at most a day: the 429 it comes with bounds it further (``untrusted.cap_resume_at``).
+            reset_at=parse_time_value(
+                headers.get(RATE_LIMIT_RESET_HEADER),
+                now=now,
+                max_ahead=RATE_LIMIT_WINDOW_SECONDS,
+                name=RATE_LIMIT_RESET_HEADER,
+            ),
+            retry_at=parse_time_value(headers.get(RETRY_AFTER_HEADER), now=now, name=RETRY_AFTER_HEADER),
             observed_at=now,
         )
 

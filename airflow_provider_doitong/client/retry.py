@@ -22,6 +22,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongRateLimited,
     DoitongServerError,
 )
+from airflow_provider_doitong.contract import RATE_LIMIT_WINDOW_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,23 @@ def rate_limit_wait(error: DoitongRateLimited, *, now: float) -> float | None:
     return max(0.0, error.retry_at - now)
 
 
+def refusal_floor(error: DoitongRateLimited, *, attempt: int, policy: RetryPolicy, now: float) -> float:
+    """The shortest wait after a 429: the backoff ceiling for ``attempt`` refusals in a row and,
+    when the answer named no reset still ahead (none, or a stale one), at least one request's share
+    of the plan's window (``RATE_LIMIT_WINDOW_SECONDS / X-RateLimit-Limit``), so refusals stay
+    under the plan's rate even while every reset header is already past.
+
+    The single path (the operators' refusal waits, a wait's failed polls) and a batch's planner all
+    take their floor from here.
+    """
+    floor = backoff_ceiling(policy, attempt)
+    if error.retry_at is not None and error.retry_at > now:  # a reset still ahead is believed
+        return floor
+    limit = getattr(error, "window_limit", None)
+    share = RATE_LIMIT_WINDOW_SECONDS / limit if isinstance(limit, int) and limit > 0 else 0.0
+    return max(floor, min(share, RATE_LIMIT_WINDOW_SECONDS))
+
+
 def rate_limit_resume_at(
     error: DoitongRateLimited,
     *,
@@ -73,16 +91,16 @@ def rate_limit_resume_at(
 ) -> float:
     """When to try again after a 429: never before the reset it named, never sooner than the backoff.
 
-    The wait is bounded below by ``max(reset, now + backoff_ceiling(attempt))``, so a reset that is
+    The wait is bounded below by ``max(reset, now + refusal_floor(attempt))``, so a reset that is
     already past (a stale header, a server clock behind ours) or missing still spaces the attempts
-    out exponentially instead of resending at once. Jitter (up to a second) follows, so callers
+    out (exponentially, and at the plan's pace at least) instead of resending at once. Jitter (up to a second) follows, so callers
     refused together do not all return together. ``attempt`` counts the 429s in a row, across
     deferrals.
 
     :param attempt: the attempt that was refused, from 1.
     :returns: a Unix time.
     """
-    floor = now + backoff_ceiling(policy, attempt)
+    floor = now + refusal_floor(error, attempt=attempt, policy=policy, now=now)
     resume = floor if error.retry_at is None else max(error.retry_at, floor)
     return resume + (rng or random).uniform(0, min(1.0, backoff_ceiling(policy, attempt)))
 

@@ -10,7 +10,13 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx
+import idna
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from airflow_provider_doitong.client.errors import DoitongUntrustedOutput
 
@@ -25,6 +31,14 @@ MAPPED_STEM_CHARS = 64
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9_-]+")
 _HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+#: An absolute URL: scheme, authority (to the first ``/``, ``?`` or ``#``) and the rest.
+_ABSOLUTE = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<rest>[/?#].*)?", re.S
+)
+#: An authority that ends with a port (after an IPv6 literal's bracket, if any).
+_HAS_PORT = re.compile(r":[^:\]]*$")
+#: A host as RFC 3986 allows it without percent-encoding: a name or IPv4 address, or an IPv6 literal.
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?\.?|\[[0-9A-Fa-f:.]+\]")
 
 
 def safe_file_stem(name: str) -> str:
@@ -121,40 +135,130 @@ def host_of(url: str) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class JudgedUrl:
+    """A URL split by the strict grammar of :func:`parse_strict_url`.
+
+    :param url: the normalised URL: what is fetched (scheme and host lower case, IDNA host, no fragment).
+    :param scheme: ``http`` or ``https`` (or whatever scheme the URL had, lower case).
+    :param host: the host, lower case (an IPv6 literal without brackets).
+    :param port: the port, if the URL named one.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int | None
+
+
+class UrlRefused(ValueError):
+    """A URL :func:`parse_strict_url` refuses; the message names why, never the URL."""
+
+
+def _ascii_host(host: str) -> str:
+    """The host as it goes on the wire: an international name IDNA-encoded, else refused."""
+    if host.isascii():
+        return host
+    try:  # IDNA 2008 with the UTS 46 mapping, as browsers and httpx read names
+        return idna.encode(host, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise UrlRefused("its host is not a valid international domain name") from None
+
+
+def parse_strict_url(url: object) -> JudgedUrl:
+    """Split an absolute URL by RFC 3986, refusing anything HTTP libraries could read another way.
+
+    The authority (between ``//`` and the first ``/``, ``?`` or ``#``) may hold only a host name
+    (letters, digits, ``-``, ``.``, ``_``; an international name is IDNA-encoded), an IPv4 address
+    or a bracketed IPv6 address, and a port: no user info (``@``), no percent-encoding, no other
+    character. Backslashes, whitespace and control characters are refused anywhere. The
+    normalised URL is then parsed again by urllib3 (what ``requests`` sends with) and httpx (the
+    async client), and both must find the same host and port: the host judged is the host contacted.
+
+    :raises UrlRefused: naming the reason.
+    """
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
+        raise UrlRefused(f"not a URL of at most {MAX_URL_CHARS} characters")
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F or ch == "\\" for ch in url):
+        raise UrlRefused("the URL holds spaces, control characters or backslashes")
+    match = _ABSOLUTE.fullmatch(url)
+    if match is None:
+        raise UrlRefused("not an absolute URL")
+    scheme, authority, rest = match.group("scheme").lower(), match.group("authority"), match.group("rest")
+    if not authority:
+        raise UrlRefused("the URL has no host")
+    if "@" in authority:
+        raise UrlRefused("the URL carries credentials (user info before '@')")
+    if "%" in authority:
+        raise UrlRefused("the URL's host is percent-encoded")
+    host_part, _, port_text = (
+        authority.rpartition(":") if _HAS_PORT.search(authority) else (authority, "", "")
+    )
+    host_text = _ascii_host(host_part)
+    if not _HOST.fullmatch(host_text) or (port_text and not port_text.isdigit()):
+        raise UrlRefused("the URL's host holds characters outside RFC 3986")
+    port = int(port_text) if port_text else None
+    if port is not None and not 0 < port < 65536:
+        raise UrlRefused("the URL's port is out of range")
+    host = host_text.lower()
+    if not host.startswith("[") and not all(_HOST_LABEL.fullmatch(x) for x in host.rstrip(".").split(".")):
+        raise UrlRefused("the URL's host is not a host name")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise UrlRefused("the URL's IPv6 address is not valid") from None
+    normalized = f"{scheme}://{host}{f':{port}' if port is not None else ''}{(rest or '').partition('#')[0]}"
+    judged = JudgedUrl(url=normalized, scheme=scheme, host=_normalize_host(host), port=port)
+    _check_agreement(judged)
+    return judged
+
+
+def _check_agreement(judged: JudgedUrl) -> None:
+    """Both HTTP libraries must read the host and port that were judged."""
+    try:
+        by_urllib3 = parse_url(judged.url)
+        by_httpx = httpx.URL(judged.url)
+    except (LocationParseError, httpx.InvalidURL, ValueError):
+        raise UrlRefused("the URL cannot be read by the HTTP libraries") from None
+    httpx_host = by_httpx.raw_host.decode("ascii", "replace")  # IDNA-encoded, as sent
+    hosts = {_normalize_host(by_urllib3.host or ""), _normalize_host(httpx_host), judged.host}
+    ports = {by_urllib3.port, by_httpx.port, judged.port}
+    if len(hosts) != 1 or (len(ports) != 1 and not _default_port_only(ports, judged.scheme)):
+        raise UrlRefused("the URL's host reads differently to the HTTP libraries")
+
+
+def _default_port_only(ports: set[int | None], scheme: str) -> bool:
+    return ports <= {None, 443 if scheme == "https" else 80}
+
+
 def check_download_url(url: object, allowed_hosts: Sequence[str], *, via: str = "output URL") -> str:
     """Accept an output URL (or a redirect's target) for download, or refuse it.
 
-    It must be ``https`` (plain ``http`` only to a loopback host), carry no user name or password,
-    and be on one of ``allowed_hosts``. The refusal names the host and the connection extra that
-    widens the list; it never repeats the whole URL (signed URLs carry tokens).
+    It must pass :func:`parse_strict_url` (so the host judged here is the host the HTTP library
+    contacts), be ``https`` (plain ``http`` only to a loopback host), and be on one of
+    ``allowed_hosts``. The refusal names the host and the connection extra that widens the list;
+    it never repeats the whole URL (signed URLs carry tokens).
 
     :param via: what the URL is, for the message (``output URL``, ``redirect``).
+    :returns: the normalised URL: fetch exactly this one.
     :raises DoitongUntrustedOutput: for any other URL.
     """
-    if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
-        raise DoitongUntrustedOutput(f"Doitong {via}: not a URL of at most {MAX_URL_CHARS} characters")
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
-        raise DoitongUntrustedOutput(f"Doitong {via}: the URL holds spaces or control characters")
     try:
-        parts = urlsplit(url)
-        host = _normalize_host(parts.hostname or "")
-        parts.port  # noqa: B018 (raises ValueError for a port out of range)
-    except ValueError:
-        raise DoitongUntrustedOutput(f"Doitong {via}: not a valid URL") from None
-    if not host:
-        raise DoitongUntrustedOutput(f"Doitong {via}: the URL has no host")
-    if parts.scheme == "http" and not is_loopback(host):
+        judged = parse_strict_url(url)
+    except UrlRefused as exc:
+        raise DoitongUntrustedOutput(f"Doitong {via}: {exc}; refused") from None
+    host = judged.host
+    if judged.scheme == "http" and not is_loopback(host):
         raise DoitongUntrustedOutput(
             f"Doitong {via} on host {host!r} is plain http; only https is downloaded (http only from loopback)"
         )
-    if parts.scheme not in ("http", "https"):
-        raise DoitongUntrustedOutput(f"Doitong {via} on host {host!r}: scheme {parts.scheme!r} is not https")
-    if "@" in parts.netloc:
-        raise DoitongUntrustedOutput(f"Doitong {via} on host {host!r} carries credentials; refused")
+    if judged.scheme not in ("http", "https"):
+        raise DoitongUntrustedOutput(f"Doitong {via} on host {host!r}: scheme {judged.scheme!r} is not https")
     if not host_allowed(host, allowed_hosts):
         raise DoitongUntrustedOutput(
             f"Doitong {via} is on host {host!r}, which is not an allowed download host "
             f"({', '.join(allowed_hosts) or 'none'}); nothing was downloaded. If you trust it, add it "
             f"to the connection's extra {ALLOWED_HOSTS_EXTRA!r}"
         )
-    return url
+    return judged.url

@@ -17,6 +17,7 @@ from airflow_provider_doitong.client.errors import DoitongConnectionError, Doito
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
+from airflow_provider_doitong.client.untrusted import CappedBody
 from airflow_provider_doitong.client.waiting import JobWait
 
 #: urllib3 failures that happen before any byte of the request is sent: refused connections and DNS
@@ -84,8 +85,9 @@ class DoitongClient(ClientBase):
         self.close()
 
     def _send_once(self, request: ApiRequest) -> ApiResponse:
+        body = CappedBody(what=request.what)
         try:
-            resp = self._session.request(
+            with self._session.request(
                 request.method,
                 self.url_for(request),
                 json=request.json_body,
@@ -93,11 +95,15 @@ class DoitongClient(ClientBase):
                 timeout=self.timeout,
                 # A redirect is answered with an error, never followed: the key stays with the API.
                 allow_redirects=False,
-            )
+                stream=True,  # read up to the cap, never the whole of an answer of any size
+            ) as resp:
+                body.declared(resp.headers.get("Content-Length"), status=resp.status_code)
+                for chunk in resp.iter_content(CHUNK_BYTES):
+                    body.feed(chunk, status=resp.status_code)
         except requests.RequestException as exc:
             raise _connection_error(exc, request.what) from None
         answer = protocol.interpret(
-            request, status=resp.status_code, headers=resp.headers, content=resp.content, now=self.clock()
+            request, status=resp.status_code, headers=resp.headers, content=body.content(), now=self.clock()
         )
         self.last_rate_limit = answer.rate_limit
         return answer

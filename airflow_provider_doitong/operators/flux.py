@@ -12,7 +12,6 @@ from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, events, lineage, submission
 from airflow_provider_doitong._compat import AirflowFailException, conf
-from airflow_provider_doitong.batch.budget import charge_of
 from airflow_provider_doitong.batch.task_state import owner as task_owner
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -391,7 +390,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 )
             elif job.credit_cost is not None:
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
-                self._check_charge(job.id, charge_of(job.credit_cost))
+                self._check_charge(job.id, job.credit_cost)
             if self.output_path:
                 output = self.stored_image = self._store(job, context)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)

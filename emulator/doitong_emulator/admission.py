@@ -22,12 +22,19 @@ from doitong_emulator.limits import format_retry_after, next_utc_midnight
 
 
 def check_limits(
-    account: AccountState, now: float, *, jobs: Mapping[str, Job], config: EmulatorConfig
+    account: AccountState,
+    now: float,
+    *,
+    jobs: Mapping[str, Job],
+    config: EmulatorConfig,
+    held: tuple[int, float] = (0, 0.0),
 ) -> None:
     """Refuse a submission over the daily or the concurrency limit.
 
     The concurrency refusal's ``Retry-After`` is the time until the account's first running job
     is due (or one rate-limit window when only stuck jobs run).
+
+    :param held: job slots another client holds, and for how many more real seconds.
 
     :raises ApiError: 429 ``DAILY_LIMIT`` or ``CONCURRENCY_LIMIT``.
     """
@@ -42,8 +49,11 @@ def check_limits(
             dailyLimit=limits.daily_limit,
             resetAt=iso_utc(reset_at),
         )
-    if limits.concurrent_jobs is not None and len(account.active) >= limits.concurrent_jobs:
+    slots, held_for = held
+    if limits.concurrent_jobs is not None and len(account.active) + slots >= limits.concurrent_jobs:
         finishes = [jobs[job_id].finish_at for job_id in account.active if jobs[job_id].finish_at is not None]
+        if slots:
+            finishes.append(now + held_for)
         wait = (
             min(finishes) - now  # type: ignore[type-var,operator]
             if finishes
@@ -52,7 +62,7 @@ def check_limits(
         retry_after = format_retry_after(wait, exact=exact)
         raise ApiError(
             ErrorCode.CONCURRENCY_LIMIT,
-            f"{len(account.active)} jobs are still running; the plan allows {limits.concurrent_jobs} at once",
+            f"{len(account.active) + slots} jobs are still running; the plan allows {limits.concurrent_jobs} at once",
             headers={RETRY_AFTER_HEADER: retry_after},
             concurrentJobs=limits.concurrent_jobs,
             retryAfter=float(retry_after),

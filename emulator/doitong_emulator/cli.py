@@ -17,6 +17,7 @@ from doitong_emulator.accounts import (
     DEFAULT_WEBHOOK_SECRET,
 )
 from doitong_emulator.faults import FaultConfig
+from doitong_emulator.hostile_values import CREDIT_COST_FORMS, TIME_HEADER_FORMS
 from doitong_emulator.images import FORMATS
 from doitong_emulator.outputs import BODIES
 from doitong_emulator.server import DoitongEmulator
@@ -91,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hostile.add_argument("--download-redirects", type=int, default=0, help="redirects before each download")
     hostile.add_argument("--redirect-base-url", help="where download redirects point (default: itself)")
+    values = parser.add_argument_group("hostile values (each off by default)")
+    values.add_argument(
+        "--time-headers", default="plain", choices=TIME_HEADER_FORMS, help="reset/Retry-After form"
+    )
+    values.add_argument("--credit-cost-as", default="int", choices=CREDIT_COST_FORMS, help="creditCost form")
+    values.add_argument("--huge-answer-mib", type=int, default=0, help="status answers of this many MiB")
+    values.add_argument("--two-way-output-host", help="output URLs whose host parses two ways")
+    values.add_argument("--hold-slot", type=float, default=0.0, help="another client holds a slot this long")
     parser.add_argument("--state-file", help="load state from this file at start, save it on shutdown")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
@@ -132,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             download_faults=args.download_faults,
             download_redirects=args.download_redirects,
             redirect_base_url=args.redirect_base_url,
+            time_headers=args.time_headers,
+            credit_cost_as=args.credit_cost_as,
+            huge_answer_mib=args.huge_answer_mib,
+            two_way_output_host=args.two_way_output_host,
+            hold_slot_s=args.hold_slot,
         )
         emulator = DoitongEmulator(
             host=args.host,

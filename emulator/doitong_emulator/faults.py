@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from doitong_emulator.hostile_values import check_value_options
 from doitong_emulator.jobs import OUTCOME_COMPLETED, OUTCOME_FAILED, OUTCOME_STUCK
 from doitong_emulator.outputs import check_hostile_options
 
@@ -67,6 +68,19 @@ class FaultConfig:
 
     :param charge_factor: each new job is charged the contract's price times this, rounded up (and
         reports it as its ``creditCost``): above 1 the vendor charges more than any estimate.
+
+    Hostile values (each off by default; see :mod:`doitong_emulator.hostile_values`):
+
+    :param time_headers: ``plain``; ``epoch_ms``: ``X-RateLimit-Reset`` and ``Retry-After`` as Unix
+        times in milliseconds; ``absurd``: a reset in the year 33658 and a ``Retry-After`` of 1e300 s.
+    :param credit_cost_as: ``int``; ``string`` (``"10"``) or ``negative`` (``-10``).
+    :param huge_answer_mib: status answers are 200s of this many MiB, streamed (0: off).
+    :param two_way_output_host: output URLs on ``https://<host>\\.cdn.doitong.com``, which
+        ``urllib.parse`` reads as a subdomain of ``cdn.doitong.com`` and HTTP libraries connect to
+        ``<host>``.
+    :param hold_slot_s: another client holds one job slot of every account for this many real
+        seconds from the first submission after this configuration (submissions over the
+        concurrency limit get 429).
     """
 
     error_500_rate: float = 0.0
@@ -91,6 +105,12 @@ class FaultConfig:
     redirect_base_url: str | None = None
     # --- pricing ---
     charge_factor: float = 1.0
+    # --- hostile values ---
+    time_headers: str = "plain"
+    credit_cost_as: str = "int"
+    huge_answer_mib: int = 0
+    two_way_output_host: str | None = None
+    hold_slot_s: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.outage_s, self.outage_after_s, self.stale_reset_s) < 0:
@@ -110,6 +130,7 @@ class FaultConfig:
         if not self.charge_factor > 0:
             raise ValueError(f"charge_factor must be positive, got {self.charge_factor}")
         check_hostile_options(self)
+        check_value_options(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultConfig:
@@ -155,6 +176,7 @@ class FaultInjector:
         self.config = config or FaultConfig()
         self._rng = random.Random(self.config.seed)
         self.configured_at = clock()
+        self._hold_from: float | None = None
 
     def configure(self, config: FaultConfig) -> None:
         """Switch to a new configuration and re-seed; an outage window counts from now.
@@ -165,6 +187,7 @@ class FaultInjector:
             self.config = config
             self._rng = random.Random(config.seed)
             self.configured_at = self._clock()
+            self._hold_from = None
 
     def outage_fault(self) -> str | None:
         """During the outage window, :data:`FAULT_503` or :data:`FAULT_DROP` for an API request; else ``None``."""
@@ -179,6 +202,20 @@ class FaultInjector:
         with self._lock:
             draw = self._rng.random()
         return FAULT_DROP if draw < config.outage_drop_rate else FAULT_503
+
+    def slots_held(self, now: float) -> tuple[int, float]:
+        """The job slots another client holds at ``now``, and for how many more real seconds.
+
+        The hold (``hold_slot_s``) starts at the first submission after this configuration, so it
+        is met whatever time passed before it.
+        """
+        if self.config.hold_slot_s <= 0:
+            return 0, 0.0
+        with self._lock:
+            if self._hold_from is None:
+                self._hold_from = now
+            left = self._hold_from + self.config.hold_slot_s - now
+        return (1, left) if left > 0 else (0, 0.0)
 
     def reseed(self) -> None:
         """Restart the draws from the configured seed."""

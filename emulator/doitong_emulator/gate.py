@@ -26,6 +26,7 @@ from doitong_emulator import graphql_api
 from doitong_emulator.accounts import KeyRotations
 from doitong_emulator.errors import error_body_bytes
 from doitong_emulator.faults import FAULT_429, FAULT_500, FAULT_503, FAULT_DROP, drop_connection
+from doitong_emulator.hostile_values import send_huge_answer, time_headers
 from doitong_emulator.state import EmulatorState
 from doitong_emulator.stats import (
     KIND_ACCOUNT,
@@ -146,7 +147,13 @@ def _api_key(scope: Scope) -> str | None:
 
 
 async def send_json(
-    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None, *, stale_s: float = 0.0
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    stale_s: float = 0.0,
+    time_form: str = "plain",
 ) -> None:
     """Send a complete JSON answer on a raw ASGI ``send``.
 
@@ -155,11 +162,13 @@ async def send_json(
     :param body: the encoded body.
     :param headers: extra headers.
     :param stale_s: for a 429, send the rate-limit headers stale by this many seconds (0: as they are).
+    :param time_form: the hostile form of the time headers (``FaultConfig.time_headers``).
     """
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw.extend((key.lower().encode(), value.encode()) for key, value in (headers or {}).items())
     if status == 429 and stale_s > 0:
         raw = stale_rate_limit_headers(raw, stale_s=stale_s, now=time.time())
+    raw = time_headers(raw, form=time_form, now=time.time())
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
@@ -224,6 +233,9 @@ class ApiGate:
         if fault == FAULT_429:
             await self._rate_limited(scope, send)
             return 429
+        if info.kind == KIND_STATUS and faults.config.huge_answer_mib > 0:
+            await send_huge_answer(send, faults.config.huge_answer_mib)
+            return 200
         presented = _api_key(scope)
         account_key, revoked = self.rotations.resolve(presented)
         if revoked:
@@ -252,7 +264,8 @@ class ApiGate:
             headers.update(state.peek(account, exhausted=True).headers)
         message = "Rate limit exceeded, please retry later"
         body = error_body_bytes(ErrorCode.RATE_LIMITED, message, retryAfter=float(retry_after))
-        await send_json(send, 429, body, headers, stale_s=state.faults.config.stale_reset_s)
+        config = state.faults.config
+        await send_json(send, 429, body, headers, stale_s=config.stale_reset_s, time_form=config.time_headers)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> int:
         status = 0
@@ -262,11 +275,11 @@ class ApiGate:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers", []))
                 if status == 429 and stale_s > 0:
-                    headers = stale_rate_limit_headers(
-                        list(message.get("headers", [])), stale_s=stale_s, now=time.time()
-                    )
-                    message = {**message, "headers": headers}
+                    headers = stale_rate_limit_headers(headers, stale_s=stale_s, now=time.time())
+                form = self.state.faults.config.time_headers
+                message = {**message, "headers": time_headers(headers, form=form, now=time.time())}
             await send(message)
 
         try:

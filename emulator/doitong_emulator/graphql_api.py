@@ -26,6 +26,7 @@ from graphql.language import DocumentNode, ListValueNode, ObjectValueNode, Opera
 from graphql.utilities import get_operation_ast
 
 from airflow_provider_doitong.contract import HTTP_STATUS_BY_CODE, SDL, ErrorCode
+from doitong_emulator import hostile_values
 from doitong_emulator.accounts import AccountState
 from doitong_emulator.errors import ApiError, bad_input
 from doitong_emulator.state import EmulatorState
@@ -282,6 +283,9 @@ def run(payload: Any, *, state: EmulatorState, account: AccountState) -> GraphQL
         operation_name=operation_name,
     )
     assert isinstance(result, ExecutionResult)
+    if result.data and state.faults.config.credit_cost_as == "string":
+        # GraphQL's Int would turn "10" back into 10: the hostile form is applied after it.
+        hostile_values.credit_costs_as_strings(result.data)
     return _answer(result, prepared.document)
 
 

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from airflow_provider_doitong.contract import OUTPUT_PATH, ErrorCode
 from doitong_emulator.errors import ApiError
+from doitong_emulator.hostile_values import two_way_base_url
 from doitong_emulator.images import FORMATS, MEDIA_TYPES, render_image
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ def new_job_id(config: FaultConfig) -> str:
 
 def output_url(job_id: str, *, base_url: str, config: FaultConfig) -> str:
     """Where a job's output is served, as the API shows it (the id quoted whole: it is data)."""
+    if config.two_way_output_host:
+        base_url = two_way_base_url(config.two_way_output_host)
     base = (config.output_base_url or base_url).rstrip("/")
     path = OUTPUT_PATH.format(job_id=quote(job_id, safe=""))
     return base + path.removesuffix(DEFAULT_SUFFIX) + (config.output_suffix or DEFAULT_SUFFIX)

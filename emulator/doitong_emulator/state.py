@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_doitong.contract import REFUND_FAILED_JOBS, JobStatus
-from doitong_emulator import admission, outputs, persistence
+from doitong_emulator import admission, hostile_values, outputs, persistence
 from doitong_emulator.accounts import AccountState, EmulatorAccount
 from doitong_emulator.config import EmulatorConfig
 from doitong_emulator.faults import FaultInjector
@@ -119,7 +119,8 @@ class EmulatorState:
         with self.lock:
             now = self.clock()
             self._settle(now)
-            admission.check_limits(account, now, jobs=self.jobs, config=self.config)
+            held = self.faults.slots_held(now)
+            admission.check_limits(account, now, jobs=self.jobs, config=self.config, held=held)
             cost = admission.charge(account, request, factor=self.faults.config.charge_factor)
             job = admission.new_job(
                 account=account,
@@ -173,7 +174,11 @@ class EmulatorState:
 
     def job_json(self, job: Job, *, at_submission: bool = False) -> dict[str, Any]:
         """A job as the API shows it now (``at_submission``: as just created)."""
-        return job.to_json(output_url=self.output_url(job), now=self.clock(), at_submission=at_submission)
+        shown = job.to_json(output_url=self.output_url(job), now=self.clock(), at_submission=at_submission)
+        shown["creditCost"] = hostile_values.credit_cost(
+            job.credit_cost, form=self.faults.config.credit_cost_as
+        )
+        return shown
 
     def output_url(self, job: Job) -> str:
         """Where a job's output is served (another host or suffix under the hostile options)."""

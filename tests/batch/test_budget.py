@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from airflow_provider_doitong.batch.budget import CreditBudget, charge_of
+from airflow_provider_doitong.batch.budget import CreditBudget
+from airflow_provider_doitong.client.untrusted import read_credit_cost
 
 
 def test_the_projection_follows_real_charges_and_stops_past_max_credits() -> None:
@@ -25,7 +26,7 @@ def test_a_refund_takes_a_charge_back_and_unknown_charges_count_at_their_estimat
     budget = CreditBudget([10, 20], max_credits=None)
     budget.charged(0, 50)
     budget.charged(1, None)  # not said: the estimate stands
-    budget.charged(1, -5)  # nonsense: ignored
+    budget.charged(1, read_credit_cost(-5))  # nonsense: the parser makes it unknown
     assert budget.projected() == 70
     budget.refunded(0)
     assert budget.projected() == 30
@@ -40,6 +41,8 @@ def test_charges_learnt_from_the_ledger_are_not_reported_again() -> None:
 
 
 def test_a_charge_that_is_not_a_count_of_credits_is_not_learnt() -> None:
-    assert [charge_of(v) for v in (20, 0, "20", -5, True, None, 2.5)] == [20, 0, None, None, None, None, None]
+    """The client's one parser reads creditCost; what it cannot count leaves the estimate standing."""
+    charges = [read_credit_cost(v) for v in (20, 0, "20", -5, True, None, 2.5)]
+    assert charges == [20, 0, None, None, None, None, None]
     budget = CreditBudget([10], max_credits=10)
-    assert budget.charged(0, "500") == 0 and budget.projected() == 10
+    assert budget.charged(0, read_credit_cost("500")) == 0 and budget.projected() == 10
