@@ -78,6 +78,25 @@ def request_fingerprint(request: ImageRequest) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
 
 
+def trusted_request(
+    *, prompt: str, provider: str, width: int, height: int, quality: str, version: str | None
+) -> ImageRequest:
+    """A request rebuilt from the batch's own saved items (:mod:`.saved_items`), whose digest was
+    checked: every field was checked when the batch first read it, so none is checked again (a
+    million prompts would take seconds). Never for a value read from anywhere else."""
+    values = (prompt, provider, width, height, quality, version)
+    if not all(isinstance(value, kind) for value, kind in zip(values, _TRUSTED_TYPES, strict=True)):
+        raise TypeError("a saved item holds a value of the wrong type")
+    request = object.__new__(ImageRequest)
+    for name, value in zip(_TRUSTED_FIELDS, (*values, None), strict=True):
+        object.__setattr__(request, name, value)
+    return request
+
+
+_TRUSTED_FIELDS = ("prompt", "provider", "width", "height", "quality", "version", "webhook_url")
+_TRUSTED_TYPES: tuple[type | tuple[type, ...], ...] = (str, str, int, int, str, (str, type(None)))
+
+
 def slugify(text: str) -> str:
     """Lower-case ASCII words joined by ``-``, at most :data:`SLUG_MAX_CHARS` long; ``image`` if none.
 
