@@ -8,8 +8,9 @@ user's: it checks the digest and parses each line, and does not check every prom
 file is the batch's own: a prompts file changed or deleted after the first try does not change
 the batch it started.
 
-The file: a header line ``{"format": "doitong-batch-items", "version": 1, "items": N}``, then one
-JSON array per item: ``[key, source, prompt, provider, width, height, quality, version]``.
+The file: a header line ``{"format": "doitong-batch-items", "version": 1, "items": N}``, then lines
+of up to :data:`CHUNK_ITEMS` items, each line a JSON array of
+``[key, source, prompt, provider, width, height, quality, version]``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from airflow_provider_doitong.storage import Place, UnsafeOutputPath
 ITEMS_NAME = "items.jsonl"
 FORMAT = "doitong-batch-items"
 VERSION = 1
-#: Lines joined into one write.
-_CHUNK_LINES = 4096
+#: Items in one line of the file: parsed in one ``json.loads`` (a call per item would cost seconds).
+CHUNK_ITEMS = 4096
 
 
 class SavedItemsError(RuntimeError):
@@ -35,25 +36,24 @@ class SavedItemsError(RuntimeError):
 
 def _lines(items: Sequence[BatchItem]) -> Iterator[bytes]:
     yield json.dumps({"format": FORMAT, "version": VERSION, "items": len(items)}).encode() + b"\n"
-    batch: list[str] = []
-    for item in items:
-        request = item.request
-        row = [
-            item.fingerprint,
-            item.source,
-            request.prompt,
-            request.provider,
-            request.width,
-            request.height,
-            request.quality,
-            request.version,
-        ]
-        batch.append(json.dumps(row, separators=(",", ":")))  # ASCII: a lone surrogate never gets here
-        if len(batch) >= _CHUNK_LINES:
-            yield ("\n".join(batch) + "\n").encode("ascii")
-            batch.clear()
-    if batch:
-        yield ("\n".join(batch) + "\n").encode("ascii")
+    for start in range(0, len(items), CHUNK_ITEMS):
+        rows = [_row(item) for item in items[start : start + CHUNK_ITEMS]]
+        # ASCII (a lone surrogate never gets this far: the items were checked)
+        yield json.dumps(rows, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _row(item: BatchItem) -> list[Any]:
+    request = item.request
+    return [
+        item.fingerprint,
+        item.source,
+        request.prompt,
+        request.provider,
+        request.width,
+        request.height,
+        request.quality,
+        request.version,
+    ]
 
 
 def save_items(place: Place, items: Sequence[BatchItem]) -> tuple[str, int]:
@@ -131,16 +131,16 @@ def _parse(lines: Iterator[bytes]) -> list[BatchItem]:
     shared: dict[str, str] = {}  # one copy of each model, quality and version for a million items
     found: list[BatchItem] = []
     for line in lines:
-        key, source, prompt, provider, width, height, quality, version = json.loads(line)
-        request = trusted_request(
-            prompt=prompt,
-            provider=shared.setdefault(provider, provider),
-            width=width,
-            height=height,
-            quality=shared.setdefault(quality, quality),
-            version=shared.setdefault(version, version),
-        )
-        found.append(BatchItem(index=len(found), request=request, source=source, key=key))
+        for key, source, prompt, provider, width, height, quality, version in json.loads(line):
+            request = trusted_request(
+                prompt=prompt,
+                provider=shared.setdefault(provider, provider),
+                width=width,
+                height=height,
+                quality=shared.setdefault(quality, quality),
+                version=shared.setdefault(version, version),
+            )
+            found.append(BatchItem(index=len(found), request=request, source=source, key=key))
     if len(found) != header.get("items"):
         raise ValueError(f"{len(found)} items, the header says {header.get('items')}")
     return found
