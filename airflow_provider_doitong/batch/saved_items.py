@@ -31,7 +31,7 @@ CHUNK_ITEMS = 4096
 
 
 class SavedItemsError(RuntimeError):
-    """The saved items cannot be used (missing, changed by hand or damaged); the message names the file."""
+    """The saved items cannot be used (changed by hand or damaged); the message names the file."""
 
 
 def _lines(items: Sequence[BatchItem]) -> Iterator[bytes]:
@@ -86,10 +86,11 @@ def saved_digest(place: Place) -> str | None:
     return digest.hexdigest()
 
 
-def load_items(place: Place, *, sha256: str) -> list[BatchItem]:
-    """The items saved in ``place``, read streamed; their digest must be ``sha256``.
+def load_items(place: Place, *, sha256: str) -> list[BatchItem] | None:
+    """The items saved in ``place``, read streamed (``None`` if there are none); their digest must
+    be ``sha256``.
 
-    :raises SavedItemsError: if the file is missing, cannot be read, or is not the file that was
+    :raises SavedItemsError: if the file cannot be read, or is not the file that was
         saved (its digest differs, or a line is not what :func:`save_items` writes); the message
         names the file.
     """
@@ -98,7 +99,7 @@ def load_items(place: Place, *, sha256: str) -> list[BatchItem]:
     try:
         with place.open_read(ITEMS_NAME) as stream:
             if stream is None:
-                raise SavedItemsError(f"The batch's saved items {where} are missing")
+                return None
             found = _parse(_hashed(stream, digest))
     except (OSError, UnsafeOutputPath) as exc:
         raise SavedItemsError(f"The batch's saved items {where} cannot be read: {exc}") from None

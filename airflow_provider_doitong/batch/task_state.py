@@ -148,22 +148,30 @@ def resume(
     """The output folder, the ledger and the items of a batch resuming after a deferral.
 
     The items are those the first try saved (:func:`save_items`), not the prompts read again: a
-    prompts file changed or deleted since does not change the batch. A ledger from a provider that
-    saved no items has its items read again (``read_items``) and checked against it.
+    prompts file changed or deleted since does not change the batch. Where there are none (a ledger
+    from a provider that saved none, or the file deleted) the items are read again (``read_items``),
+    checked against the ledger, and saved again.
 
-    :raises AirflowFailException: as :func:`open_ledger`; or if the saved items are missing,
-        changed or damaged (the message names the file).
+    :raises AirflowFailException: as :func:`open_ledger`; or if the saved items are not the file
+        the ledger recorded (the message names the file).
     """
     with _no_collection():
         folder, ledger = open_ledger(context, output_path, None, resuming=True)
     recorded = ledger.meta.get("items_sha256")
     try:
         with _no_collection():
-            if recorded is None:
-                found = read_items()
-            else:
-                found = saved_items.load_items(items_place(folder, context), sha256=recorded)
+            place = items_place(folder, context)
+            saved = None if recorded is None else saved_items.load_items(place, sha256=recorded)
+            if saved is None:
+                log.warning(
+                    "The batch's saved items %s are missing; reading the prompts again, checked "
+                    "against the ledger",
+                    place.shown(saved_items.ITEMS_NAME),
+                )
+            found = read_items() if saved is None else saved
         ledger.check_items(found)
+        if saved is None:
+            save_items(context, folder, ledger, found)  # (flushed with the ledger's next change)
     except saved_items.SavedItemsError as exc:
         ledger.close()
         raise AirflowFailException(

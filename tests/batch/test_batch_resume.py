@@ -108,3 +108,36 @@ def test_tampered_saved_items_are_a_final_error_naming_the_file(
     assert f"The batch's saved items {saved} are not the file its first try wrote" in out
     assert "damaged or changed by hand" in out
     assert "a prompt nobody checked" not in doitong_conn.stats()["submissions_by_prompt"]
+
+
+def test_saved_items_deleted_are_read_again_checked_and_saved_again(
+    doitong_conn: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = tmp_path / "out"
+    deleted: list[str] = []
+
+    def delete() -> None:
+        (saved,) = folder.rglob(ITEMS_NAME)
+        deleted.append(saved.read_text())
+        saved.unlink()
+
+    on_first_deferral(monkeypatch, delete)
+    dag = batch_dag(
+        "batch_resume_items_deleted",
+        prompts=FIRST,
+        output_path=str(folder),
+        deferrable=True,
+        min_defer_seconds=0,
+    )
+    run = run_dag(dag)
+    out = capfd.readouterr().out
+    assert task_states(run) == {"batch": "success"}
+    assert "are missing; reading the prompts again" in out + caplog.text
+    (saved,) = folder.rglob(ITEMS_NAME)
+    assert saved.read_text() == deleted[0]  # saved again, the same
+    assert read_manifest(str(folder))["image_count"] == len(FIRST)
+    assert doitong_conn.stats()["submissions_by_prompt"] == {prompt: 1 for prompt in FIRST}
