@@ -78,6 +78,44 @@ def request_fingerprint(request: ImageRequest) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
 
 
+def trusted_request(
+    *, prompt: str, provider: str, width: int, height: int, quality: str, version: str | None
+) -> ImageRequest:
+    """A request rebuilt from the batch's own saved items (:mod:`.saved_items`), whose digest was
+    checked: every field was checked when the batch first read it, so none is checked again but
+    for its type (a million prompts would take seconds). Never for a value read from anywhere else."""
+    if not (
+        type(prompt) is str
+        and type(provider) is str
+        and type(width) is int
+        and type(height) is int
+        and type(quality) is str
+        and (version is None or type(version) is str)
+    ):
+        raise TypeError("a saved item holds a value of the wrong type")
+    request = _new(ImageRequest)
+    _set_prompt(request, prompt)
+    _set_provider(request, provider)
+    _set_width(request, width)
+    _set_height(request, height)
+    _set_quality(request, quality)
+    _set_version(request, version)
+    _set_webhook_url(request, None)
+    return request
+
+
+# The slots' own setters: a frozen dataclass refuses ``setattr``, and ``__init__`` would check again.
+_new = object.__new__
+_slots: dict[str, Any] = dict(vars(ImageRequest))
+_set_prompt = _slots["prompt"].__set__
+_set_provider = _slots["provider"].__set__
+_set_width = _slots["width"].__set__
+_set_height = _slots["height"].__set__
+_set_quality = _slots["quality"].__set__
+_set_version = _slots["version"].__set__
+_set_webhook_url = _slots["webhook_url"].__set__
+
+
 def slugify(text: str) -> str:
     """Lower-case ASCII words joined by ``-``, at most :data:`SLUG_MAX_CHARS` long; ``image`` if none.
 

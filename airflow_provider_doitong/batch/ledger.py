@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
@@ -158,14 +158,15 @@ class Ledger:
 
     # --- opening --------------------------------------------------------------------------
     @classmethod
-    def open(cls, store: LedgerStore, *, items: list[BatchItem], owner: dict[str, Any]) -> Ledger:
+    def open(cls, store: LedgerStore, *, items: list[BatchItem] | None, owner: dict[str, Any]) -> Ledger:
         """Load the ledger from ``store``, or start one for ``items``.
 
         A torn last journal record (a write cut short by a crash or a full disk) is cut away, with
         a warning, before anything is appended: it was never acknowledged, so nothing followed it.
 
         :param store: where it lives.
-        :param items: the batch's items, which must be those the ledger was written for.
+        :param items: the batch's items, which must be those the ledger was written for; ``None``
+            to check them later (:meth:`check_items`), once the ledger says where they were saved.
         :param owner: the task instance (dag_id, run_id, task_id, map_index), checked on load.
         :raises LedgerError: if the ledger belongs to another task instance, was written for other
             items, is damaged (anywhere but its last record) or holds a value no ledger holds.
@@ -173,8 +174,8 @@ class Ledger:
         snapshot = store.read_snapshot()
         journal = store.read_journal()
         if snapshot is None and not journal:
-            records = [ItemRecord(index=item.index, key=item.fingerprint) for item in items]
-            ledger = cls(store, meta={"owner": dict(owner), "items": len(items)}, records=records, seq=0)
+            records = [ItemRecord(index=item.index, key=item.fingerprint) for item in items or ()]
+            ledger = cls(store, meta={"owner": dict(owner), "items": len(records)}, records=records, seq=0)
             ledger._persisted = False  # written by the first flush: a refused batch leaves no file
             return ledger
         lines, whole = journal_lines(journal)
@@ -187,7 +188,13 @@ class Ledger:
             )
             store.cut_journal(whole)
         ledger = cls._load(store, snapshot, lines)
-        ledger._check(items, owner)
+        if ledger.meta.get("owner") != dict(owner):
+            raise LedgerError(
+                f"The batch ledger {store.location} belongs to another task instance "
+                f"({ledger.meta.get('owner')}); not touching it"
+            )
+        if items is not None:
+            ledger.check_items(items)
         return ledger
 
     @classmethod
@@ -236,13 +243,9 @@ class Ledger:
                     getattr(self.store, "journal_location", self.store.location), f"line {position}: {exc}"
                 ) from None
 
-    def _check(self, items: list[BatchItem], owner: dict[str, Any]) -> None:
+    def check_items(self, items: Sequence[BatchItem]) -> None:
+        """:raises LedgerError: if the ledger was written for other items."""
         where = self.store.location
-        if self.meta.get("owner") != dict(owner):
-            raise LedgerError(
-                f"The batch ledger {where} belongs to another task instance ({self.meta.get('owner')}); "
-                "not touching it"
-            )
         if len(self.records) != len(items):
             raise LedgerError(
                 f"The batch ledger {where} was written for {len(self.records)} items, this try has "

@@ -149,6 +149,8 @@ _META: dict[str, Callable[[Any, str], Any]] = {
     "resume_lead_s": _number,
     "resumes": count,
     "credits_estimated": _optional(count),
+    "items_sha256": _digest,
+    "items_bytes": count,
 }
 
 

@@ -8,24 +8,29 @@ rendered somewhere else is refused rather than allowed to submit everything agai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import gc
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_doitong._compat import AirflowFailException, task_instance_region, task_state_store
-from airflow_provider_doitong.batch import manifest
+from airflow_provider_doitong.batch import manifest, saved_items
 from airflow_provider_doitong.batch.items import BatchItem, budget_problem, estimated_credits
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
 from airflow_provider_doitong.batch.progress import credits_spent
-from airflow_provider_doitong.batch.stores import open_store
+from airflow_provider_doitong.batch.stores import ledger_parts, open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
 from airflow_provider_doitong.outcomes import Role, airflow_error
 from airflow_provider_doitong.redaction import redact
-from airflow_provider_doitong.storage import UnsafeOutputPath, shown, storage_path
+from airflow_provider_doitong.storage import Place, UnsafeOutputPath, shown, storage_path
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_doitong.batch.runner import BatchRunner
+
+log = logging.getLogger(__name__)
 
 #: The task state store key of the pointer to the ledger.
 STATE_KEY = "doitong_batch"
@@ -60,10 +65,12 @@ def save_pointer(context: Context, ledger: Ledger) -> None:
 
 
 def open_ledger(
-    context: Context, output_path: str, items: Sequence[BatchItem], *, resuming: bool = False
+    context: Context, output_path: str, items: Sequence[BatchItem] | None, *, resuming: bool = False
 ) -> tuple[Any, Ledger]:
     """The output folder and the batch's ledger (loaded, or started in memory for a first try).
 
+    :param items: the batch's items, checked against the ledger; ``None`` when resuming (the
+        caller reads them from the ledger's saved items: :func:`resume`).
     :param resuming: the task resumes after a deferral, so its ledger must exist.
 
     :raises AirflowFailException: if an earlier try kept its ledger elsewhere, if the folder holds
@@ -86,7 +93,7 @@ def open_ledger(
                 f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
                 "output_path (e.g. .../{{ run_id }}/) so that no image is overwritten"
             )
-        ledger = Ledger.open(store, items=list(items), owner=me)
+        ledger = Ledger.open(store, items=None if items is None else list(items), owner=me)
     except (LedgerError, manifest.ManifestError, UnsafeOutputPath) as exc:
         raise AirflowFailException(f"output_path: {exc}") from None
     except OSError as exc:  # a file where the folder should be, no permission...
@@ -99,6 +106,96 @@ def open_ledger(
             "starting over could pay for them twice. Restore the ledger, or clear the task to start over"
         )
     return folder, ledger
+
+
+def items_place(folder: Any, context: Context) -> Place:
+    """The ledger's folder, where the batch's items are saved (:mod:`.saved_items`)."""
+    return Place(folder, tuple(ledger_parts(**owner(context))))
+
+
+def save_items(context: Context, folder: Any, ledger: Ledger, items: Sequence[BatchItem]) -> None:
+    """Save the checked items beside the ledger, once, and record their digest in its metadata
+    (queued for the ledger's next flush, which follows the write).
+
+    A try that finds them saved, as recorded, leaves them; one that finds them missing or changed
+    (by hand, or a try stopped before its ledger was written) writes them again from the items it
+    has just read and checked against the ledger.
+    """
+    place = items_place(folder, context)
+    recorded = ledger.meta.get("items_sha256")
+    if recorded is not None:
+        found = saved_items.saved_digest(place)
+        if found == recorded:
+            return
+        if found is not None:
+            log.warning(
+                "The batch's saved items %s are not those its ledger recorded; writing them again",
+                place.shown(saved_items.ITEMS_NAME),
+            )
+    try:
+        digest, size = saved_items.save_items(place, items)
+    except (OSError, UnsafeOutputPath) as exc:
+        raise AirflowFailException(
+            f"Cannot save the batch's items to {place.shown(saved_items.ITEMS_NAME)} ({exc}); this "
+            "try submitted nothing"
+        ) from None
+    ledger.set_meta(items_sha256=digest, items_bytes=size)
+
+
+def resume(
+    context: Context, output_path: str, read_items: Callable[[], list[BatchItem]]
+) -> tuple[Any, Ledger, list[BatchItem]]:
+    """The output folder, the ledger and the items of a batch resuming after a deferral.
+
+    The items are those the first try saved (:func:`save_items`), not the prompts read again: a
+    prompts file changed or deleted since does not change the batch. Where there are none (a ledger
+    from a provider that saved none, or the file deleted) the items are read again (``read_items``),
+    checked against the ledger, and saved again.
+
+    :raises AirflowFailException: as :func:`open_ledger`; or if the saved items are not the file
+        the ledger recorded (the message names the file).
+    """
+    with _no_collection():
+        folder, ledger = open_ledger(context, output_path, None, resuming=True)
+    recorded = ledger.meta.get("items_sha256")
+    try:
+        with _no_collection():
+            place = items_place(folder, context)
+            saved = None if recorded is None else saved_items.load_items(place, sha256=recorded)
+            if saved is None:
+                log.warning(
+                    "The batch's saved items %s are missing; reading the prompts again, checked "
+                    "against the ledger",
+                    place.shown(saved_items.ITEMS_NAME),
+                )
+            found = read_items() if saved is None else saved
+        ledger.check_items(found)
+        if saved is None:
+            save_items(context, folder, ledger, found)  # (flushed with the ledger's next change)
+    except saved_items.SavedItemsError as exc:
+        ledger.close()
+        raise AirflowFailException(
+            f"{exc}. The batch cannot resume without them. Clear the task: its next try reads the "
+            "prompts again, checks them against the ledger and saves them again"
+        ) from None
+    except LedgerError as exc:
+        ledger.close()
+        raise AirflowFailException(f"output_path: {exc}") from None
+    return folder, ledger, found
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector paused: reading a million items and records creates
+    millions of objects (none in a cycle), and each collection would walk them all again, which
+    took a third of a resume's set-up."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def check_balance(

@@ -255,6 +255,7 @@ class FluxBatchOperator(BaseOperator):
                 runner, found, estimate, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
             )
             check_output(context, folder, whole_folder=True)  # writable, and this task's alone
+            task_state.save_items(context, folder, ledger, found)  # what a resume reads
             ledger.flush()  # a batch refused so far has written nothing
             task_state.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
@@ -270,8 +271,8 @@ class FluxBatchOperator(BaseOperator):
         except InvalidBatchEvent as exc:
             raise airflow_error(exc) from None
         self._secrets = self.hook.checked_settings().secrets
-        found = self._items()
-        folder, ledger = task_state.open_ledger(context, self.output_path, found, resuming=True)
+        self._check_numbers()
+        folder, ledger, found = task_state.resume(context, self.output_path, self._items)
         lead = max(0.0, time.time() - fired_at)
         old = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD)
         ledger.set_meta(

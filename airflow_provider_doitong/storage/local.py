@@ -15,7 +15,8 @@ import contextlib
 import errno
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 from airflow_provider_doitong.storage.paths import UnsafeOutputPath
 
@@ -71,14 +72,16 @@ def _unsafe_file(exc: OSError, where: str) -> Exception:
     return exc
 
 
-def _write_temporary(fd: int, name: str, data: bytes) -> str:
-    """Write ``data`` to a new, uniquely named file beside ``name``, synced; return its name."""
+def _write_temporary(fd: int, name: str, data: bytes | Iterable[bytes]) -> str:
+    """Write ``data`` (bytes, or chunks of them) to a new, uniquely named file beside ``name``,
+    synced; return its name."""
     tmp = f".{name[:100]}.{uuid.uuid4().hex[:12]}.part"
     out = os.open(tmp, _NEW, 0o666, dir_fd=fd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(out, view) :]
+        for chunk in (data,) if isinstance(data, bytes) else data:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]
         os.fsync(out)
     except BaseException:
         os.close(out)
@@ -94,8 +97,9 @@ def _fsync(fd: int) -> None:
         os.fsync(fd)
 
 
-def write_atomic(root: str, parts: Sequence[str], name: str, data: bytes) -> None:
-    """Replace ``name`` with ``data``, all or nothing: a link at ``name`` is replaced, never followed."""
+def write_atomic(root: str, parts: Sequence[str], name: str, data: bytes | Iterable[bytes]) -> None:
+    """Replace ``name`` with ``data`` (bytes, or chunks of them written as they come), all or
+    nothing: a link at ``name`` is replaced, never followed."""
     with folder_fd(root, parts, create=True) as fd:
         tmp = _write_temporary(fd, name, data)
         try:
@@ -158,6 +162,23 @@ def read_file(root: str, parts: Sequence[str], name: str) -> bytes | None:
                 return stream.read()
     except FileNotFoundError:
         return None
+
+
+@contextlib.contextmanager
+def open_read(root: str, parts: Sequence[str], name: str) -> Iterator[BinaryIO | None]:
+    """``name`` open for reading (streamed), or ``None`` if it (or its folder) does not exist; links
+    are refused."""
+    try:
+        with folder_fd(root, parts, create=False) as fd:
+            try:
+                handle = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise _unsafe_file(exc, _where(root, parts, name)) from None
+    except FileNotFoundError:
+        yield None
+        return
+    with os.fdopen(handle, "rb") as stream:
+        yield stream
 
 
 def open_append(root: str, parts: Sequence[str], name: str) -> int:

@@ -16,8 +16,10 @@ What each store gives:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec  # type: ignore[import-untyped]
 from airflow.sdk import ObjectStoragePath
@@ -65,13 +67,17 @@ class Place:
             fs = fsspec.filesystem(path.protocol)
         return fs, path.path
 
-    def write(self, name: str, data: bytes) -> None:
-        """Replace ``name`` with ``data``, all of it or nothing (see the module's table)."""
+    def write(self, name: str, data: bytes | Iterable[bytes]) -> None:
+        """Replace ``name`` with ``data``, all of it or nothing (see the module's table).
+
+        :param data: bytes, or chunks of them: written as they come locally (a big file is never
+            held whole), joined into one whole write on object storage.
+        """
         if self.local:
             local.write_atomic(self.base.path, self.parts, name, data)
         else:
             fs, key = self._fs(name)
-            fs.pipe_file(key, data)
+            fs.pipe_file(key, data if isinstance(data, bytes) else b"".join(data))
 
     def create(self, name: str, data: bytes) -> bool:
         """Create ``name`` holding ``data`` unless it exists.
@@ -97,6 +103,22 @@ class Place:
         except FileNotFoundError:
             return None
         return data
+
+    @contextlib.contextmanager
+    def open_read(self, name: str) -> Iterator[BinaryIO | None]:
+        """``name`` open for reading, streamed, or ``None`` if there is none (a local link is refused)."""
+        if self.local:
+            with local.open_read(self.base.path, self.parts, name) as stream:
+                yield stream
+            return
+        fs, key = self._fs(name)
+        try:
+            handle = fs.open(key, "rb")
+        except FileNotFoundError:
+            yield None
+            return
+        with handle:
+            yield handle
 
     def remove(self, name: str) -> None:
         """Remove ``name`` (a local link itself, never its target); a missing one is not an error."""
