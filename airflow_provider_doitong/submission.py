@@ -220,3 +220,25 @@ def may_have_created_job(error: BaseException) -> bool:
     if isinstance(error, DoitongConnectionError):
         return error.request_sent
     return isinstance(error, DoitongServerError | DoitongProtocolError) or not isinstance(error, DoitongError)
+
+
+def job_result(job: Job, *, prompt: str, output_path: str | None) -> dict[str, Any]:
+    """The operator's XCom value: plain JSON.
+
+    :param job: the job as last read.
+    :param prompt: the prompt sent.
+    :param output_path: where the image was written, if anywhere.
+    """
+    return {
+        "job_id": job.id,
+        "status": job.status.value,
+        "url": job.url,
+        "width": job.width,
+        "height": job.height,
+        "credit_cost": job.credit_cost,
+        "provider": job.provider,
+        "prompt": prompt,
+        "output_path": output_path,
+        "created_at": job.created_at,
+        "completed_at": job.completed_at,
+    }

@@ -19,6 +19,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
+def over_estimate(*, charged: int | None, estimate: int, max_credits: int | None = None) -> str | None:
+    """What to warn when Doitong charged more than an image's estimate, or ``None``; one wording for
+    the single image and the batch (the image is paid for either way, so it is still stored).
+
+    :param charged: the charge as read by the client's parser (``None``: not said).
+    :param estimate: the image's estimated credits.
+    :param max_credits: the task's cap, named when the charge alone passes it.
+    """
+    if charged is None or charged <= estimate:
+        return None
+    over_cap = (
+        f", over max_credits={max_credits}" if max_credits is not None and charged > max_credits else ""
+    )
+    return f"charged {charged} credits, {charged - estimate} more than the estimated {estimate}{over_cap}"
+
+
 @dataclass
 class CreditBudget:
     """The batch's projected credits against ``max_credits``.

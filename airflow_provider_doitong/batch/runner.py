@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_doitong.batch.budget import CreditBudget
+from airflow_provider_doitong.batch.budget import CreditBudget, over_estimate
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Action, Planner, View
@@ -336,16 +336,9 @@ class BatchRunner:
 
     # --- the budget, by real charges --------------------------------------------------------
     def _charged(self, index: int, credits: int | None) -> None:
-        excess = self.budget.charged(index, credits)
-        if excess:
-            self.log.warning(
-                "Item %d/%d: Doitong charged %s credits, %d more than the estimated %d",
-                index + 1,
-                len(self.items),
-                credits,
-                excess,
-                self.items[index].request.estimated_credits,
-            )
+        if self.budget.charged(index, credits):  # over its estimate, and not reported before
+            note = over_estimate(charged=credits, estimate=self.items[index].request.estimated_credits)
+            self.log.warning("Item %d/%d: Doitong %s", index + 1, len(self.items), note)
 
     def _over_budget(self) -> bool:
         """Whether ``max_credits`` stops the submissions now (decided by :class:`CreditBudget`)."""

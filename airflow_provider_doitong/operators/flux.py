@@ -12,6 +12,7 @@ from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong import contract, events, lineage, submission
 from airflow_provider_doitong._compat import AirflowFailException, conf
+from airflow_provider_doitong.batch.budget import over_estimate
 from airflow_provider_doitong.batch.task_state import owner as task_owner
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -34,7 +35,7 @@ from airflow_provider_doitong.operators.prompt_files import (
 )
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
 from airflow_provider_doitong.redaction import redact, secret_problem
-from airflow_provider_doitong.submission import Action, RecordState
+from airflow_provider_doitong.submission import Action, RecordState, job_result
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
@@ -47,28 +48,6 @@ def _seconds(value: float | timedelta | None) -> float | None:
     if value is None:
         return None
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def job_result(job: Job, *, prompt: str, output_path: str | None) -> dict[str, Any]:
-    """The operator's XCom value: plain JSON.
-
-    :param job: the job as last read.
-    :param prompt: the prompt sent.
-    :param output_path: where the image was written, if anywhere.
-    """
-    return {
-        "job_id": job.id,
-        "status": job.status.value,
-        "url": job.url,
-        "width": job.width,
-        "height": job.height,
-        "credit_cost": job.credit_cost,
-        "provider": job.provider,
-        "prompt": prompt,
-        "output_path": output_path,
-        "created_at": job.created_at,
-        "completed_at": job.completed_at,
-    }
 
 
 class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
@@ -390,7 +369,13 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 )
             elif job.credit_cost is not None:
                 self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
-                self._check_charge(job.id, job.credit_cost)
+                note = over_estimate(
+                    charged=job.credit_cost,
+                    estimate=self._request.estimated_credits,
+                    max_credits=self.max_credits,
+                )
+                if note:  # paid for: stored and returned all the same
+                    self.log.warning("Doitong job %s %s", job.id, note)
             if self.output_path:
                 output = self.stored_image = self._store(job, context)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
@@ -401,22 +386,6 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 context["outlet_events"][outlet].extra = result
         self._result = result
         return result
-
-    def _check_charge(self, job_id: str, charged: int | None) -> None:
-        """Warn when Doitong charged more than the estimate (or than ``max_credits``): the image is paid
-        for, so it is still stored and returned; only a submission could have been saved."""
-        estimate = self._request.estimated_credits
-        if charged is not None and charged > estimate:
-            self.log.warning(
-                "Doitong job %s charged %d credits, %d more than the estimated %d%s",
-                job_id,
-                charged,
-                charged - estimate,
-                estimate,
-                f", over max_credits={self.max_credits}"
-                if self.max_credits is not None and charged > self.max_credits
-                else "",
-            )
 
     def _store(self, job: Job, context: Context) -> str:
         """Download the image (checked by the client) and write it, never over another task's file."""
