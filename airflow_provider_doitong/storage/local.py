@@ -152,16 +152,8 @@ def _create_in_place(fd: int, name: str, data: bytes) -> bool:
 
 def read_file(root: str, parts: Sequence[str], name: str) -> bytes | None:
     """The bytes of ``name``, or ``None`` if it (or its folder) does not exist; links are refused."""
-    try:
-        with folder_fd(root, parts, create=False) as fd:
-            try:
-                handle = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                raise _unsafe_file(exc, _where(root, parts, name)) from None
-            with os.fdopen(handle, "rb") as stream:
-                return stream.read()
-    except FileNotFoundError:
-        return None
+    with open_read(root, parts, name) as stream:
+        return None if stream is None else stream.read()
 
 
 @contextlib.contextmanager
