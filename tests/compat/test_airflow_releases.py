@@ -136,7 +136,7 @@ def test_connection_form_as_the_ui_shows_it(airflow_home: Path) -> None:
     assert {name: field["schema"]["title"] for name, field in extra.items()} == {
         name: field["label"] for name, field in CONN_FIELDS.items()
     }
-    assert extra["plan"]["value"] == "pro" and set(extra["plan"]["schema"]["enum"]) >= set(PLANS)
+    assert extra["plan"]["value"] is None and set(extra["plan"]["schema"]["enum"]) >= set(PLANS)
     assert extra["transport"]["value"] == "graphql"
     assert extra["webhook_secret"]["schema"]["format"] == "password"
     assert float(extra["timeout"]["value"]) == 30
