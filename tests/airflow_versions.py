@@ -73,3 +73,8 @@ def share_the_in_process_execution_api() -> None:
 
     if not hasattr(supervisor.in_process_api_server, "cache_info"):
         supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(supervisor.in_process_api_server)
+
+
+def unwrapped(text: str) -> str:
+    """``text`` without its white space: Airflow 3.0 prints a task's exception wrapped at 80 columns."""
+    return "".join(text.split())

@@ -238,6 +238,7 @@ class FluxBatchOperator(BaseOperator):
         found = self._items()
         problem = batch_items.secret_items_problem(found, self._secrets, conn_id=self.doitong_conn_id)
         if problem:
+            del found  # a traceback that shows locals (Airflow 3.0's) must not print the secret
             raise AirflowFailException(problem)
         estimate = batch_items.estimated_credits(found)
         problem = batch_items.budget_problem(

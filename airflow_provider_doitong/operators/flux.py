@@ -224,6 +224,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             )
         problem = secret_problem(request, self._secrets, conn_id=self.doitong_conn_id)
         if problem is not None:
+            del prompt, request  # a traceback that shows locals (Airflow 3.0's) must not print the secret
             raise AirflowFailException(f"Refusing the Doitong request: {problem}; nothing was submitted")
         return request
 
