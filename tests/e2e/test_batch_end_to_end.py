@@ -115,8 +115,17 @@ def test_deferrable_batch_survives_a_triggerer_sigkill(batch_cluster: Any) -> No
     cluster.kill("triggerer", signal.SIGKILL)
     time.sleep(2)
     cluster.start_component("triggerer")
-    check(emu, output, cluster, run_id)
+    check(emu, output, cluster, run_id)  # every item submitted once, every image stored
     (ti,) = cluster.task_instances(run_id)
-    assert int(ti["try_number"]) == 1, ti  # the triggerer's death cost no task try
+    tries = int(ti["try_number"])
+    if tries == 2:
+        # Airflow's own race, not the triggerer's death: on a loaded machine the trigger can fire (and
+        # the task be queued again) before the executor has reported the deferring process's exit;
+        # the scheduler then fails that try ("state attribute is queued") and the retry goes on from
+        # the ledger, as check() shows. Anything else that cost a try is a failure.
+        lines = (cluster.home / "scheduler.log").read_text(errors="replace").splitlines()
+        assert any(run_id in line and "state attribute is queued" in line for line in lines), ti
+    else:
+        assert tries == 1, ti  # the triggerer's death cost no task try
     log = cluster.attempt_log("doitong_batch_deferrable", run_id, "batch", -1, 1)
     assert log.count("Resumed") >= 1 and "Deferring with" in log
