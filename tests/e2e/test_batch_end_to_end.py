@@ -1,6 +1,6 @@
 """``FluxBatchOperator`` end to end: a real scheduler, triggerer and LocalExecutor, the emulator on the pro plan.
 
-One Airflow for two runs of 25 prompts. Sync mode: the task's process is SIGKILLed while the first
+One Airflow for two runs of 20 prompts. Sync mode: the task's process is SIGKILLed while the first
 wave of jobs runs; the retry reads the ledger, submits nothing again, and finishes. Deferrable mode:
 the triggerer is SIGKILLed while the batch is deferred and started again. Both end with one
 submission per prompt, every image stored and listed in the manifest with a matching SHA-256.
@@ -25,10 +25,11 @@ from tests.support.airflow_cluster import AirflowCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
-PROMPTS = [f"a batch end-to-end image, number {n}" for n in range(25)]
+PROMPTS = [f"a batch end-to-end image, number {n}" for n in range(20)]
 TIME_SCALE = 0.25
-#: 12-s jobs: long enough for a deferral to be worth a resume (the default resume lead is ~7 s)
-JOB_SECONDS = 48
+#: 25-s jobs: a deferral lasts well past the executor's report of the deferring process's exit (the
+#: resume lead is ~7 s), so Airflow's resume race stays rare even on a loaded machine
+JOB_SECONDS = 100
 
 DAG_FILE = textwrap.dedent(
     """
@@ -44,7 +45,7 @@ DAG_FILE = textwrap.dedent(
             FluxBatchOperator(
                 task_id="batch", prompts="{{ dag_run.conf['prompts'] | tojson }}",
                 output_path="{{ dag_run.conf['output'] }}", width=256, height=256, deferrable=deferrable,
-                poll_interval=2.0, min_defer_seconds=2.0, retries=2, retry_delay=1,
+                poll_interval=2.0, min_defer_seconds=2.0, retries=4, retry_delay=1,
             )
     """
 )
@@ -93,7 +94,7 @@ def test_sync_batch_survives_a_worker_sigkill(batch_cluster: Any) -> None:
     emu.reset()
     output = root / "sync"
     run_id = cluster.trigger("doitong_batch_sync", {"prompts": PROMPTS, "output": str(output)})
-    # the first wave is submitted and recorded; its jobs run for 12 s: kill the task's process now
+    # the first wave is submitted and recorded; its jobs run for 25 s: kill the task's process now
     wait_until(lambda: emu.stats()["requests"]["submit"] >= 10, timeout=180, what="the first wave")
     time.sleep(0.5)
     (pid,) = wait_until(lambda: cluster.task_pids(run_id, "batch"), timeout=10, what="the task's process")
@@ -118,14 +119,19 @@ def test_deferrable_batch_survives_a_triggerer_sigkill(batch_cluster: Any) -> No
     check(emu, output, cluster, run_id)  # every item submitted once, every image stored
     (ti,) = cluster.task_instances(run_id)
     tries = int(ti["try_number"])
-    if tries == 2:
-        # Airflow's own race, not the triggerer's death: on a loaded machine the trigger can fire (and
-        # the task be queued again) before the executor has reported the deferring process's exit;
-        # the scheduler then fails that try ("state attribute is queued") and the retry goes on from
-        # the ledger, as check() shows. Anything else that cost a try is a failure.
-        lines = (cluster.home / "scheduler.log").read_text(errors="replace").splitlines()
-        assert any(run_id in line and "state attribute is queued" in line for line in lines), ti
-    else:
-        assert tries == 1, ti  # the triggerer's death cost no task try
-    log = cluster.attempt_log("doitong_batch_deferrable", run_id, "batch", -1, 1)
-    assert log.count("Resumed") >= 1 and "Deferring with" in log
+    # The triggerer's death costs no try. Airflow's own race can: on a loaded machine the trigger fires
+    # (and the task is scheduled, queued or even running again) before the executor has reported the
+    # deferring process's exit, and the scheduler then fails that try as "changed externally". Each try
+    # but the last must have been failed that way, by name, for this run; the ledger carries the batch
+    # over, as check() shows.
+    assert tries - 1 <= len(state_mismatches(cluster, run_id)), ti
+    logs = "\n".join(
+        cluster.attempt_log("doitong_batch_deferrable", run_id, "batch", -1, n) for n in range(1, tries + 1)
+    )
+    assert "Deferring with" in logs and "Resumed" in logs
+
+
+def state_mismatches(cluster: AirflowCluster, run_id: str) -> list[str]:
+    """The scheduler's lines that failed a try of ``run_id`` because its state changed under the executor."""
+    lines = (cluster.home / "scheduler.log").read_text(errors="replace").splitlines()
+    return [line for line in lines if run_id in line and "but the task instance's state attribute is" in line]
