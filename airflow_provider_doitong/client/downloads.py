@@ -21,7 +21,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongProtocolError,
     classify,
 )
-from airflow_provider_doitong.client.images import IMAGE_TYPES, ImageType, check_image
+from airflow_provider_doitong.client.images import IMAGE_TYPES, check_image
 from airflow_provider_doitong.client.protocol import decode_body
 from airflow_provider_doitong.client.safety import check_download_url, host_of
 
@@ -113,7 +113,6 @@ class Download:
         self.url = check_download_url(url, policy.allowed_hosts)
         self.hops = 0
         self.status = 0
-        self.image_type: ImageType | None = None
         self._clock = clock
         self._deadline = clock() + policy.time_limit
         self._body = bytearray()
@@ -200,5 +199,5 @@ class Download:
             raise DoitongProtocolError(f"Doitong {WHAT}: unexpected HTTP {self.status}", status=self.status)
         data = bytes(self._body)
         self._body = bytearray()
-        self.image_type = check_image(data, what=WHAT)
+        check_image(data, what=WHAT)
         return data

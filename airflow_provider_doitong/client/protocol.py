@@ -20,7 +20,6 @@ from airflow_provider_doitong.client.untrusted import cap_resume_at
 
 #: How a submission is sent: the ``generate`` mutation, the ``generateImage`` mutation, or the REST
 #: endpoint. The three are documented; the connection's ``transport`` extra picks one.
-Transport = Literal["graphql", "graphql-image", "rest"]
 TRANSPORTS: tuple[str, ...] = ("graphql", "graphql-image", "rest")
 #: Which auth header a request carries: ``graphql`` (bearer) for anything sent to ``/graphql``.
 Auth = Literal["graphql", "rest"]

@@ -30,7 +30,6 @@ from airflow_provider_doitong.storage.paths import (
     is_local,
     names_folder,
     output_file,
-    resolve_output_path,
     shown,
     storage_path,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "names_folder",
     "output_file",
     "probe",
-    "resolve_output_path",
     "safe_component",
     "shown",
     "storage_path",

@@ -11,7 +11,7 @@ import os
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_doitong.client.images import IMAGE_TYPES, check_image
+from airflow_provider_doitong.client.images import IMAGE_TYPES
 from airflow_provider_doitong.client.safety import safe_file_stem
 
 LOCAL_PROTOCOLS = ("", "file", "local")
@@ -82,14 +82,3 @@ def output_file(
     candidate = path / file_name
     _check_inside(path, candidate, file_name)
     return candidate
-
-
-def resolve_output_path(
-    location: str | ObjectStoragePath, *, job_id: str, data: bytes, folder: bool | None = None
-) -> ObjectStoragePath:
-    """The file a job's image goes to, its extension sniffed from ``data`` (see :func:`output_file`).
-
-    :raises DoitongBadImage: if ``data`` is not a whole PNG, JPEG or WebP image.
-    """
-    kind = check_image(data)
-    return output_file(location, name=job_id, extension=kind.extension, folder=folder)

@@ -159,7 +159,7 @@ def test_rest_account_request() -> None:
     ("auth", "expected"),
     [("graphql", {"Authorization": "Bearer k-123"}), ("rest", {"X-API-Key": "k-123"})],
 )
-def test_auth_headers(auth: protocol.Transport, expected: dict[str, str]) -> None:
+def test_auth_headers(auth: protocol.Auth, expected: dict[str, str]) -> None:
     assert protocol.auth_headers(auth, "k-123") == expected
 
 

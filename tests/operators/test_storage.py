@@ -23,7 +23,6 @@ from airflow_provider_doitong.storage import (
     UnsafeOutputPath,
     claim_folder,
     output_file,
-    resolve_output_path,
     shown,
     storage_path,
     store_image,
@@ -135,7 +134,7 @@ def test_object_storage_folders_get_safe_names() -> None:
 
 
 def test_the_pieces_keep_their_names(tmp_path: Path) -> None:
-    path = resolve_output_path(f"{tmp_path}/", job_id="j1", data=PNG)
+    path = output_file(f"{tmp_path}/", name="j1", extension="png")
     assert shown(path) == str(tmp_path / "j1.png")
     write_image(path, PNG)
     assert (tmp_path / "j1.png").read_bytes() == PNG
