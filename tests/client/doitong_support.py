@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, RetryPolicy
@@ -69,7 +69,7 @@ class AsyncApi:
 
             @functools.wraps(attr)
             def call(*args: Any, **kwargs: Any) -> Any:
-                return self.runner.run(attr(*args, **kwargs))
+                return self.runner.run(_settled(attr(*args, **kwargs)))
 
             return call
         return attr
@@ -77,6 +77,19 @@ class AsyncApi:
     def close(self) -> None:
         self.runner.run(self.client.aclose())
         self.runner.close()
+
+
+async def _settled(call: Awaitable[Any]) -> Any:
+    """Await ``call``, then let the loop run what it left ready before the runner stops it.
+
+    A closed transport shuts its socket a ``call_soon`` later; a loop stopped at once would keep the
+    socket open until the next call, where a running loop (a triggerer's) closes it at once.
+    """
+    try:
+        return await call
+    finally:
+        for _ in range(2):
+            await asyncio.sleep(0)
 
 
 Api = SyncApi | AsyncApi
