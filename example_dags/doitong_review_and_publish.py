@@ -47,6 +47,7 @@ with DAG(
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},  # a rejection is never retried
     render_template_as_native_obj=True,
     tags=["doitong", "example", "human-in-the-loop"],
     doc_md=__doc__,
