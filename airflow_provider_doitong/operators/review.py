@@ -61,6 +61,15 @@ def checked_timeout(
     return approval_timeout
 
 
+_MARKDOWN = frozenset("\\`*_{}[]()<>#+-.!|~&")
+
+
+def _plain(text: Any) -> str:
+    """A prompt as literal text in Markdown: no link, image, HTML or table cell of its own."""
+    flat = " ".join(str(text).split())
+    return "".join(f"\\{char}" if char in _MARKDOWN else char for char in flat)
+
+
 def request_body(summary: Mapping[str, Any], sheet_url: str) -> str:
     """The request's Markdown: where the contact sheet is, the counts, and each stored image's prompt."""
     doc = manifest.read_manifest(summary["folder"]) or {}
@@ -75,7 +84,7 @@ def request_body(summary: Mapping[str, Any], sheet_url: str) -> str:
         "| file | prompt |",
         "|---|---|",
     ]
-    lines += [f"| `{e['file']}` | {str(e.get('prompt')).replace('|', '/')} |" for e in stored[:LISTED]]
+    lines += [f"| `{e['file']}` | {_plain(e.get('prompt'))} |" for e in stored[:LISTED]]
     if len(stored) > LISTED:
         lines.append(f"| ... | {len(stored) - LISTED} more on the contact sheet |")
     return "\n".join(lines)

@@ -329,7 +329,10 @@ def test_review_scheduled_rejected_and_triggered_approved_over_rest(airflow: Set
                 pytest.fail(f"{run_id} ended without asking: {api.task_states(REVIEW, run_id)}")
             return listed["hitl_details"]
 
-        (request,) = wait_until(asked, f"the approval request of {run_id}")
+        try:
+            (request,) = wait_until(asked, f"the approval request of {run_id}")
+        except TimeoutError:
+            pytest.fail(f"no approval request from {run_id}: {api.task_states(REVIEW, run_id)}")
         ti = request["task_instance"]
         assert ti["task_id"] == "generate" and request["options"] == ["Approve", "Reject"]
         assert ti["state"] in ("awaiting_input", "deferred")  # waiting without a worker slot

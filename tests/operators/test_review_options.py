@@ -97,3 +97,27 @@ def test_the_timeout_s_answer_names_no_one() -> None:
 def test_anything_but_one_answer_fails_the_task(event: dict[str, Any]) -> None:
     with pytest.raises(AirflowFailException, match="review"):
         review.decision(event)
+
+
+def test_the_request_lists_each_stored_image_and_a_prompt_cannot_add_markdown(tmp_path: Any) -> None:
+    from airflow_provider_doitong.batch import manifest
+
+    hostile = "a fox ![x](https://tracker.example/p.png) <img src=x> | extra cell\n# heading"
+    entries = [
+        {"number": 1, "status": "stored", "file": "0001-a-fox.jpg", "prompt": hostile},
+        {"number": 2, "status": "failed", "file": None, "prompt": "a failed one"},
+    ]
+    manifest.write_manifest(str(tmp_path), manifest.build_manifest(entries, title="t"))
+    summary = {"folder": str(tmp_path), "contact_sheet": f"{tmp_path}/index.html", "stored": 1, "items": 2}
+    body = review.request_body(
+        {**summary, "failed": 1, "credits_spent": 10}, "http://airflow/doitong/batch?x=1"
+    )
+    assert body.startswith(
+        f"[Open the contact sheet](http://airflow/doitong/batch?x=1) ({tmp_path}/index.html)"
+    )
+    assert "1 of 2 images stored, 1 failed, 10 credits spent" in body
+    (row,) = [line for line in body.splitlines() if line.startswith("| `")]
+    assert row.startswith("| `0001-a-fox.jpg` | a fox ")
+    assert r"a fox \!\[x\]\(https://tracker\.example/p\.png\) \<img src=x\> \| extra cell \# heading |" in row
+    assert "a failed one" not in body
+    assert row.count("|") - row.count("\\|") == 3  # one row of two cells
