@@ -26,10 +26,8 @@ def test_defaults_ask_no_one() -> None:
 
 
 def test_the_timeout_is_read_as_seconds_or_a_timedelta() -> None:
-    assert build(require_approval=True, approval_timeout=90).approval_timeout == timedelta(seconds=90)
-    assert build(require_approval=True, approval_timeout=timedelta(hours=2)).approval_timeout == timedelta(
-        hours=2
-    )
+    assert build(approval_timeout=90).approval_timeout == timedelta(seconds=90)
+    assert build(approval_timeout=timedelta(hours=2)).approval_timeout == timedelta(hours=2)
 
 
 @pytest.mark.parametrize(
