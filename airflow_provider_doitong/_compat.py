@@ -46,6 +46,14 @@ What differs, and what this provider does about it:
   in 3.1; 3.0 ignores it. Teams (``DagDetails.team_name``) arrived in 3.1; :func:`dag_details` sets
   it where the release has it.
 
+* Human-in-the-loop requests (the batch's ``require_approval``) arrived in 3.1, with
+  ``apache-airflow-providers-standard``'s HITL module; :data:`HUMAN_REVIEW_UNAVAILABLE` says why
+  there is none (3.0). From 3.3 a waiting task parks in ``awaiting_input``: no trigger, and the
+  scheduler applies the timeout's default answer; on 3.1 and 3.2 it defers to the standard
+  provider's ``HITLTrigger``, which polls for the answer and applies the default itself. Either
+  way the wait holds no worker slot, and the task resumes in the named method with the same event.
+  :func:`await_human` hides the difference.
+
 What 3.4 changes that needs nothing here: ``BaseTrigger.supports_triggerer_queue`` is now
 ``trigger_queue_inherited_from_task``, beside a new ``queue`` attribute; the provider's triggers set
 neither (and have no attribute of their own by that name), so with ``[triggerer] queues_enabled``
@@ -57,13 +65,15 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
     AirflowNotFoundException,
+    AirflowOptionalProviderFeatureException,
     AirflowSkipException,
     BaseHook,
     conf,
@@ -72,24 +82,42 @@ from airflow.providers.common.compat.sdk import (
 from airflow.sdk.definitions.context import Context
 
 if TYPE_CHECKING:
-    from airflow.sdk import Asset, Connection
+    from airflow.sdk import Asset, BaseOperator, Connection
 
 #: True where a retry reattaches to the job an earlier try submitted: the task context has a
 #: ``task_state_store`` (Airflow 3.3 and later); False where every try starts afresh.
 DURABLE_RETRIES: bool = "task_state_store" in getattr(Context, "__annotations__", {})
 
 
+def _human_review_unavailable() -> str | None:
+    try:
+        import airflow.providers.standard.operators.hitl  # noqa: F401 - only whether it imports
+    except Exception as exc:  # ImportError, or the standard provider's "needs Airflow 3.1+"
+        return (
+            "human review needs Airflow's human-in-the-loop requests (Airflow 3.1+ with "
+            f"apache-airflow-providers-standard's operators.hitl): {exc}"
+        )
+    return None
+
+
+#: Why this Airflow cannot ask a person (before 3.1), or ``None`` where it can.
+HUMAN_REVIEW_UNAVAILABLE: str | None = _human_review_unavailable()
+
+
 __all__ = [
     "DURABLE_RETRIES",
     "AirflowException",
     "AirflowFailException",
+    "HUMAN_REVIEW_UNAVAILABLE",
     "AirflowNotFoundException",
+    "AirflowOptionalProviderFeatureException",
     "AirflowSkipException",
     "BaseHook",
     "aextra",
     "aget_connection",
     "amask_secret",
     "asset_schedule",
+    "await_human",
     "conf",
     "api_base_url",
     "connection_form_widgets",
@@ -116,6 +144,54 @@ def task_instance_region(ti: Any) -> str | None:
     if region_id is None or uuid.UUID(str(region_id)).int == 0:  # the zero UUID: no region
         return None
     return f"{region_id}.{ti.region_index}"
+
+
+def await_human(
+    operator: BaseOperator,
+    context: Context,
+    *,
+    subject: str,
+    body: str,
+    options: list[str],
+    default: str,
+    timeout: timedelta | None,
+    method_name: str,
+    kwargs: dict[str, Any],
+) -> NoReturn:
+    """Ask a person to choose one of ``options``, and stop the task until they answer (or time runs out).
+
+    The request is Airflow's own (its *Required actions* view and the REST API's ``hitlDetails``).
+    The task resumes in ``method_name`` with ``kwargs`` and an ``event``: ``chosen_options``,
+    ``responded_by_user`` (``None`` when the timeout chose ``default``), ``responded_at``, ``timedout``.
+    """
+    from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+
+    ti_id = context["task_instance"].id
+    upsert_hitl_detail(
+        ti_id=ti_id,
+        options=options,
+        subject=subject,
+        body=body,
+        defaults=[default],
+        multiple=False,
+        params={},
+    )
+    try:
+        from airflow.sdk.exceptions import TaskAwaitingInput
+    except ImportError:  # 3.1 and 3.2: the standard provider's trigger waits in the triggerer
+        from airflow.providers.standard.triggers.hitl import HITLTrigger
+
+        until = None if timeout is None else datetime.now(timezone.utc) + timeout
+        trigger = HITLTrigger(
+            ti_id=ti_id,
+            options=options,
+            params={},
+            defaults=[default],
+            multiple=False,
+            timeout_datetime=until,
+        )
+        operator.defer(trigger=trigger, method_name=method_name, kwargs=kwargs)
+    raise TaskAwaitingInput(method_name=method_name, kwargs=kwargs, timeout=timeout)
 
 
 def asset_schedule(asset: Asset, *, batch_asset_events: bool) -> Any:

@@ -11,7 +11,9 @@ pair from its XCom results::
 
 The manifest has one entry per item (``status`` ``stored`` or ``failed``): prompt and options,
 job id, credits, file (relative to the manifest's folder), its SHA-256 and size, and the error of
-a failed item. :func:`verify_manifest` checks a folder against its manifest.
+a failed item. :func:`verify_manifest` checks a folder against its manifest. A reviewed batch's
+manifest also has a ``review`` record (:func:`record_review`): the decision, who made it and when,
+or that the timeout made it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ CONTACT_SHEET_NAME = "index.html"
 STORED = ItemState.STORED.value
 FAILED = ItemState.FAILED.value
 _CHUNK = 1 << 20
+#: A ``review`` record's ``decision``.
+APPROVED, REJECTED = "approved", "rejected"
 
 
 class ManifestError(ValueError):
@@ -224,6 +228,12 @@ def render_contact_sheet(manifest: Mapping[str, Any]) -> str:
     source = manifest.get("source") or {}
     run = f" &middot; run <code>{esc(str(source['run_id']))}</code>" if source.get("run_id") else ""
     failures = f" &middot; {failed} failed" if failed else ""
+    review = manifest.get("review")
+    if isinstance(review, Mapping):
+        who = "the timeout" if review.get("timed_out") else str(review.get("by") or "someone")
+        failures += (
+            f" &middot; {esc(str(review.get('decision')))} by {esc(who)} at {esc(str(review.get('at')))}"
+        )
     figures = "\n".join(_figure(entry) for entry in manifest.get("items") or [])
     return (
         "<!doctype html>\n"
@@ -296,8 +306,42 @@ def read_manifest(folder: Any) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
+def record_review(
+    folder: Any, *, decision: str, by: str | None, by_id: str | None, at: str, timed_out: bool
+) -> dict[str, str]:
+    """Add a person's (or the timeout's) decision on a batch to the manifest in ``folder`` as its
+    ``review`` record, and show it on the contact sheet; the items and their files are untouched.
+
+    :param decision: :data:`APPROVED` or :data:`REJECTED`.
+    :param by: who answered, as Airflow names them (``None`` when the timeout decided).
+    :param by_id: their Airflow user id.
+    :param at: when, as an ISO 8601 time.
+    :param timed_out: no one answered in time: the timeout's fallback decided.
+    :raises ManifestError: if there is no manifest, or the decision is not one of the two.
+    """
+    if decision not in (APPROVED, REJECTED):
+        raise ManifestError(f"a review decides {APPROVED!r} or {REJECTED!r}, not {decision!r}")
+    base = _folder(folder)
+    doc = read_manifest(base)
+    if doc is None:
+        raise ManifestError(f"no {MANIFEST_NAME} in {shown(base)} to record the review in")
+    doc["review"] = {"decision": decision, "by": by, "by_id": by_id, "at": at, "timed_out": bool(timed_out)}
+    return write_manifest(base, doc)
+
+
+def _review_problems(review: Any) -> list[str]:
+    if review is None:
+        return []
+    if not isinstance(review, Mapping) or review.get("decision") not in (APPROVED, REJECTED):
+        return [f"the review record is not a decision: {review!r}"]
+    if not review.get("at") or not (review.get("timed_out") or review.get("by")):
+        return ["the review record names neither who decided nor the timeout, or not when"]
+    return []
+
+
 def verify_manifest(folder: Any) -> list[str]:
-    """Check a folder against its manifest: every stored item's file exists and matches its SHA-256.
+    """Check a folder against its manifest: every stored item's file exists and matches its SHA-256,
+    and a ``review`` record, if any, says what was decided, when, and by whom or by the timeout.
 
     :param folder: a local path, a URI or an ``ObjectStoragePath``.
     :return: the problems found (none: all good).
@@ -306,7 +350,7 @@ def verify_manifest(folder: Any) -> list[str]:
     manifest = read_manifest(base)
     if manifest is None:
         return [f"no {MANIFEST_NAME} in {shown(base)}"]
-    problems = []
+    problems = _review_problems(manifest.get("review"))
     for entry in manifest.get("items") or []:
         if entry.get("status") != STORED:
             continue

@@ -19,6 +19,7 @@ from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
+from airflow_provider_doitong.operators import review
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
@@ -78,6 +79,9 @@ class FluxBatchOperator(BaseOperator):
         without retry), ``skip`` (the same, ending skipped) or ``wait`` for the reset and go on.
     :param min_defer_seconds: deferrable mode waits in the worker when the next job is due sooner
         than this plus the measured resume time: a resume costs a task process start.
+    :param require_approval: once the images are stored, wait for a person's approval (Airflow 3.1+):
+        see :mod:`~airflow_provider_doitong.operators.review`, with ``approval_timeout`` (seconds or a
+        timedelta; ``None``: no limit) and ``on_approval_timeout`` (``reject`` or ``approve``).
     """
 
     template_fields: Sequence[str] = (
@@ -118,9 +122,16 @@ class FluxBatchOperator(BaseOperator):
         on_ambiguous_submission: str = "resubmit",
         on_daily_limit: str = "fail",
         min_defer_seconds: float = 10.0,
+        require_approval: bool = False,
+        approval_timeout: float | timedelta | None = None,
+        on_approval_timeout: str = "reject",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.require_approval, self.on_approval_timeout = require_approval, on_approval_timeout
+        self.approval_timeout = review.checked_timeout(
+            require_approval, approval_timeout, on_approval_timeout
+        )
         if (prompts is None) == (prompts_file is None):
             raise ValueError("give exactly one of prompts and prompts_file")
         for name, value, allowed in (
@@ -361,6 +372,18 @@ class FluxBatchOperator(BaseOperator):
             on_daily_limit=self.on_daily_limit,
             conn_id=self.doitong_conn_id,
         )
+        if self.require_approval:
+            review.request(self, context, summary, self._lineage_state)
+        return self._announce(context, summary)
+
+    def execute_review(
+        self, context: Context, event: dict[str, Any], summary: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Resume after the review: record it in the manifest; fail if rejected, else announce the batch."""
+        self._lineage_state = state
+        return self._announce(context, review.conclude(self, event, summary))
+
+    def _announce(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = summary

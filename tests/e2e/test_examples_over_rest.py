@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 EXAMPLES = REPO / "example_dags"
 DAILY, CONSUMER, MAPPED = "doitong_daily_prompt_batch", "doitong_asset_consumer", "doitong_mapped_batch"
 SENSE, WEBHOOK, REVIEW = "doitong_submit_then_sense", "doitong_webhook", "doitong_review_and_publish"
+TASKFLOW, TASKFLOW_STYLES = "doitong_taskflow", ("watercolour", "woodcut print", "neon sign")
 
 
 class WebhookInbox(http.server.ThreadingHTTPServer):
@@ -302,44 +303,70 @@ def test_webhook_example_from_the_trigger_button_and_each_job_delivered(airflow:
     assert set(job_ids) <= set(wait_until(delivered, "a webhook per job", timeout=120))
 
 
+def ended(airflow: Setup, dag_id: str, run_id: str) -> str:
+    """Wait for a run to end; its final state."""
+
+    def state() -> str | None:
+        found = str(airflow.api.run(dag_id, run_id)["state"])
+        return found if found in ("success", "failed") else None
+
+    return str(wait_until(state, f"{dag_id} {run_id} to finish"))
+
+
 def test_review_scheduled_rejected_and_triggered_approved_over_rest(airflow: Setup) -> None:
-    """Both runs wait for a person; the answers come through the REST API's HITL endpoints."""
+    """Both runs' batches wait for a person; the answers come through the REST API's HITL endpoints."""
     pytest.importorskip("airflow.providers.standard.operators.hitl", reason="needs Airflow 3.1+")
     cluster, api, images = airflow.cluster, airflow.api, airflow.images
     cluster.wait_for_dag(REVIEW)
+    (scheduled, *_) = wait_until(lambda: api.runs(REVIEW, "scheduled"), "the latest day's scheduled run")
     manual = api.trigger(REVIEW)  # queued behind the scheduled run (one active run at a time)
-    answers = {}
-    while len(answers) < 2:
-        pending = wait_until(
-            lambda: api.get(f"/api/v2/dags/{REVIEW}/dagRuns/~/hitlDetails", response_received=False)[
-                "hitl_details"
-            ],
-            "an approval request",
-        )
-        ti = pending[0]["task_instance"]
-        run_id = ti["dag_run_id"]
-        approve = run_id == manual["dag_run_id"]
-        sheet = api.xcom(REVIEW, run_id, "contact_sheet")
-        left_out = [sheet["images"][1]["file"]] if approve else []
-        answer = {"chosen_options": ["Approve" if approve else "Reject"]}
-        answer["params_input"] = {"rejected_images": left_out}
-        url = f"/api/v2/dags/{REVIEW}/dagRuns/{run_id}/taskInstances/review/-1/hitlDetails"
-        assert api.http.patch(url, json=answer).status_code == 200
-        answers[run_id] = (approve, sheet, left_out)
-    assert manual["dag_run_id"] in answers
+    answered: dict[str, tuple[bool, dict[str, Any]]] = {}
+    for run_id, approve in ((scheduled["dag_run_id"], False), (manual["dag_run_id"], True)):
+
+        def asked(run_id: str = run_id) -> Any:
+            listed = api.get(f"/api/v2/dags/{REVIEW}/dagRuns/{run_id}/hitlDetails", response_received=False)
+            if not listed["hitl_details"] and api.run(REVIEW, run_id)["state"] in ("success", "failed"):
+                pytest.fail(f"{run_id} ended without asking: {api.task_states(REVIEW, run_id)}")
+            return listed["hitl_details"]
+
+        try:
+            (request,) = wait_until(asked, f"the approval request of {run_id}")
+        except TimeoutError:
+            pytest.fail(f"no approval request from {run_id}: {api.task_states(REVIEW, run_id)}")
+        ti = request["task_instance"]
+        assert ti["task_id"] == "generate" and request["options"] == ["Approve", "Reject"]
+        assert ti["state"] in ("awaiting_input", "deferred")  # waiting without a worker slot
+        url = f"/api/v2/dags/{REVIEW}/dagRuns/{run_id}/taskInstances/generate/-1/hitlDetails"
+        kept = api.http.patch(url, json={"chosen_options": ["Approve" if approve else "Reject"]})
+        assert kept.status_code == 200, kept.text
+        answered[run_id] = (approve, kept.json())
     prompts = api.form_defaults(REVIEW)["prompts"]
-    for run_id, (approve, sheet, left_out) in answers.items():
-        finished(airflow, REVIEW, run_id)
-        drafts = Path(sheet["folder"])
-        assert drafts.parent == images / "review" / "drafts"
-        doc = check_images(drafts, prompts)
-        published = images / "review" / "published" / sheet["day"]
-        if not approve:
-            assert api.task_states(REVIEW, run_id)["publish"] == "skipped"
-            assert not published.exists()
-            continue
-        assert sheet["day"] == daily_folder(Path(), manual).name
-        kept = sorted(e["file"] for e in doc["items"] if e["file"] not in left_out)
-        assert sorted(p.name for p in published.glob("*.jpg")) == kept and len(kept) == len(prompts) - 1
-        record = json.loads((published / "publication.json").read_text())
-        assert record["rejected"] == left_out and record["date"] == sheet["day"]
+    for run_id, (approve, kept) in answered.items():
+        assert ended(airflow, REVIEW, run_id) == ("success" if approve else "failed")
+        assert api.task_states(REVIEW, run_id) == {
+            "folder": "success",
+            "generate": "success" if approve else "failed",
+        }
+        folder = daily_folder(images / "review", api.run(REVIEW, run_id))
+        doc = check_images(folder, prompts)  # a rejected batch's images stay, as its manifest says
+        review = doc["review"]
+        assert review["decision"] == ("approved" if approve else "rejected") and review["timed_out"] is False
+        assert (review["by"], review["by_id"]) == (kept["responded_by"]["name"], kept["responded_by"]["id"])
+        assert review["at"][:19] == kept["responded_at"][:19]
+        if approve:
+            assert api.xcom(REVIEW, run_id, "generate")["review"] == review
+
+
+def test_taskflow_example_from_the_trigger_button(airflow: Setup) -> None:
+    cluster, api, images = airflow.cluster, airflow.api, airflow.images
+    cluster.wait_for_dag(TASKFLOW)
+    run = api.trigger(TASKFLOW)
+    finished(airflow, TASKFLOW, run["dag_run_id"])
+    subject = api.form_defaults(TASKFLOW)["subject"]
+    poster = api.xcom(TASKFLOW, run["dag_run_id"], "poster")
+    assert poster["prompt"] == f"A poster of {subject}, flat colours, bold shapes"
+    assert Path(poster["output_path"]).is_relative_to(images / "taskflow")
+    variations = api.xcom(TASKFLOW, run["dag_run_id"], "variations")
+    check_images(
+        Path(variations["folder"]), [f"{poster['prompt']}, as a {s}" for s in TASKFLOW_STYLES], (512, 512)
+    )

@@ -1,16 +1,15 @@
 """The human-approval example in real Airflow: ``dag.test()`` against the emulator, answered by a person.
 
-On Airflow 3.3 the ``review`` task waits in the ``awaiting_input`` state and ``dag.test()`` waits
-with it until an answer arrives from outside. The reviewer here answers as the UI does: through
-Airflow's own REST API (``PATCH .../taskInstances/review/-1/hitlDetails``), served in-process by the
-real API app over the test session's metadata database, from a second thread.
+On Airflow 3.3 the batch's ``generate`` task, once its images are stored, waits in the
+``awaiting_input`` state and ``dag.test()`` waits with it until an answer arrives from outside. The
+reviewer here answers as the UI does: through Airflow's own REST API
+(``PATCH .../taskInstances/generate/-1/hitlDetails``), served in-process by the real API app over
+the test session's metadata database, from a second thread.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_doitong.batch.manifest import read_manifest, verify_manifest
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import load_example, submissions
 
@@ -94,19 +94,11 @@ class Reviewer(threading.Thread):
 
 
 def _run_reviewed(
-    example: Any, api: Any, answer: Callable[[dict[str, Any]], dict[str, Any]], tmp_path: Path
+    example: Any, api: Any, answer: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> tuple[Any, Reviewer]:
     reviewer = Reviewer(api, example.DAG_ID, answer)
     reviewer.start()
-    run = run_dag(
-        example.dag,
-        run_conf={
-            "prompts": PROMPTS,
-            "width": 256,
-            "height": 256,
-            "poll_interval": 0.1,
-        },
-    )
+    run = run_dag(example.dag, run_conf={"prompts": PROMPTS})
     reviewer.join(timeout=30)
     assert reviewer.error is None, reviewer.error
     assert reviewer.response is not None and reviewer.response.status_code == 200, reviewer.response.text
@@ -117,100 +109,76 @@ def _files_listed(body: str) -> list[str]:
     return re.findall(r"^\| `([^`]+)` \|", body, re.MULTILINE)
 
 
-def test_approved_images_are_published_and_a_left_out_one_is_not(
+def _folder(tmp_path: Path) -> Path:
+    (folder,) = (tmp_path / "review").iterdir()
+    return folder
+
+
+def test_an_approved_batch_succeeds_and_its_manifest_records_who_approved(
     example: Any, api: Any, doitong_conn: Any, tmp_path: Path
 ) -> None:
-    def approve_all_but_the_second(request: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "chosen_options": ["Approve"],
-            "params_input": {"rejected_images": [_files_listed(request["body"])[1]]},
-        }
-
-    run, reviewer = _run_reviewed(example, api, approve_all_but_the_second, tmp_path)
-    assert task_states(run) == {
-        **{f"generate[{n}]": "success" for n in range(3)},
-        "plan": "success",
-        "contact_sheet": "success",
-        "review": "success",
-        "publish": "success",
-    }
-    sheet = xcom_value(run, "contact_sheet")
-    day = sheet["day"]  # a manual run: its date and time
-    assert day.startswith(run.logical_date.strftime("%Y-%m-%d") + "-manual-")
-    drafts = tmp_path / "review" / "drafts" / day
-    files = [image["file"] for image in sheet["images"]]
-    assert sorted(files) == sorted(p.name for p in drafts.glob("*.jpg")) and len(files) == 3
-    assert (drafts / "index.html").read_text().count("<figure>") == 3
+    run, reviewer = _run_reviewed(example, api, lambda _request: {"chosen_options": ["Approve"]})
+    assert task_states(run) == {"folder": "success", "generate": "success"}
+    folder = _folder(tmp_path)
+    assert folder.name.startswith(run.logical_date.strftime("%Y-%m-%d") + "-manual-")
+    doc = read_manifest(str(folder))
+    assert doc is not None and verify_manifest(str(folder)) == []
+    files = [entry["file"] for entry in doc["items"]]
+    assert sorted(entry["prompt"] for entry in doc["items"]) == sorted(PROMPTS)
     assert submissions(doitong_conn) == 3
 
-    # What the reviewer was shown: the day, where the contact sheet is, every image and its prompt.
+    # What the reviewer was shown: the contact sheet's page and file, every image and its prompt.
     shown = reviewer.request
     assert shown is not None
-    assert shown["subject"] == f"Publish the Doitong images of {day}?"
     assert shown["options"] == ["Approve", "Reject"] and shown["defaults"] == ["Reject"]
-    assert str(drafts / "index.html") in shown["body"]
+    assert "/doitong/batch?" in shown["body"] and str(folder / "index.html") in shown["body"]
     assert _files_listed(shown["body"]) == files
-    for image in sheet["images"]:
-        assert image["prompt"] in shown["body"]
-    assert "rejected_images" in shown["params"]
+    assert all(prompt in shown["body"] for prompt in PROMPTS)
 
-    left_out = files[1]
-    published = tmp_path / "review" / "published" / day
-    assert sorted(p.name for p in published.glob("*.jpg")) == sorted(set(files) - {left_out})
-    for name in set(files) - {left_out}:
-        assert (published / name).read_bytes() == (drafts / name).read_bytes()
-    record = json.loads((published / "publication.json").read_text())
-    assert record["rejected"] == [left_out]
-    assert [image["file"] for image in record["images"]] == [f for f in files if f != left_out]
-    assert record["approved_by"]  # who answered, as Airflow recorded it
-    assert xcom_value(run, "review")["chosen_options"] == ["Approve"]
+    # Who approved, and when, as Airflow recorded the answer; in the manifest, the XCom and the sheet.
+    kept = api.get(
+        f"/api/v2/dags/{example.DAG_ID}/dagRuns/{run.run_id}/taskInstances/generate/-1/hitlDetails"
+    )
+    user = kept.json()["responded_by_user"]
+    review = doc["review"]
+    assert review["decision"] == "approved" and review["timed_out"] is False
+    assert (review["by"], review["by_id"]) == (user["name"], str(user["id"]))
+    assert review["at"][:19] == kept.json()["responded_at"][:19]
+    assert xcom_value(run, "generate")["review"] == review
+    assert "approved by" in (folder / "index.html").read_text()
 
 
-def test_a_rejected_sheet_publishes_nothing(
+def test_a_rejected_batch_fails_and_keeps_its_images(
     example: Any, api: Any, doitong_conn: Any, tmp_path: Path
 ) -> None:
-    run, reviewer = _run_reviewed(example, api, lambda _request: {"chosen_options": ["Reject"]}, tmp_path)
-    states = task_states(run)
-    assert states["review"] == "success" and states["contact_sheet"] == "success"
-    assert states["publish"] == "skipped"
-    assert not (tmp_path / "review" / "published").exists()
-    drafts = tmp_path / "review" / "drafts"
-    assert len(list(drafts.glob("*/*.jpg"))) == 3  # the drafts stay for a look later
-    # The answer as Airflow keeps it (a rejecting ApprovalOperator skips downstream and returns no XCom).
-    ti = reviewer.request["task_instance"] if reviewer.request else {}
-    kept = api.get(
-        f"/api/v2/dags/{example.DAG_ID}/dagRuns/{ti['dag_run_id']}/taskInstances/review/-1/hitlDetails"
-    )
-    assert kept.json()["chosen_options"] == ["Reject"] and kept.json()["response_received"] is True
+    run, _reviewer = _run_reviewed(example, api, lambda _request: {"chosen_options": ["Reject"]})
+    assert task_states(run) == {"folder": "success", "generate": "failed"}
+    folder = _folder(tmp_path)
+    assert len(list(folder.glob("*.jpg"))) == 3  # the images stay for a look later
+    doc = read_manifest(str(folder))
+    assert doc is not None and verify_manifest(str(folder)) == []
+    assert doc["review"]["decision"] == "rejected" and doc["review"]["by"]
+    assert submissions(doitong_conn) == 3
 
 
 def test_shape(example: Any) -> None:
-    dag = example.dag
-    review = dag.get_task("review")
-    assert isinstance(review, hitl.ApprovalOperator)
-    assert review.defaults == ["Reject"] and review.response_timeout == example.REVIEW_TIMEOUT
-    assert review.upstream_task_ids == {"contact_sheet"} and review.downstream_task_ids == {"publish"}
-    assert [asset.name for asset in dag.get_task("publish").outlets] == ["doitong_published_images"]
-    assert dag.get_task("generate").partial_kwargs["deferrable"] is True
-
-
-def test_a_name_not_on_the_sheet_publishes_nothing(example: Any) -> None:
-    entries = [{"file": "a.jpg"}, {"file": "b.jpg"}]
-    assert example.approved_entries(entries, ["b.jpg", " "]) == [{"file": "a.jpg"}]
-    from airflow.sdk.exceptions import AirflowFailException
-
-    with pytest.raises(AirflowFailException, match="not on the contact sheet"):
-        example.approved_entries(entries, ["c.jpg"])
+    generate = example.dag.get_task("generate")
+    assert type(generate).__name__ == "FluxBatchOperator"
+    assert generate.require_approval is True and generate.on_approval_timeout == "reject"
+    assert generate.approval_timeout == example.REVIEW_TIMEOUT and generate.deferrable is True
+    assert [asset.name for asset in generate.outlets] == ["doitong_reviewed_images"]
+    assert len(Path(example.__file__).read_text().splitlines()) <= 120
 
 
 def test_without_human_in_the_loop_the_example_skips_with_the_reason(
     monkeypatch: pytest.MonkeyPatch, doitong_conn: Any
 ) -> None:
-    # As on Airflow 3.0, where importing the operators fails.
-    monkeypatch.setitem(sys.modules, "airflow.providers.standard.operators.hitl", None)
+    from airflow_provider_doitong import _compat
+
+    # As on Airflow 3.0, where the human-in-the-loop module does not import.
+    monkeypatch.setattr(_compat, "HUMAN_REVIEW_UNAVAILABLE", "needs Airflow 3.1+")
     example = load_example("doitong_review_and_publish")
-    assert "Airflow 3.1+" in example.HITL_UNAVAILABLE
-    assert example.dag.task_ids == ["hitl_unavailable"]
+    assert example.dag.task_ids == ["review_unavailable"]
     run = run_dag(example.dag)
-    assert task_states(run) == {"hitl_unavailable": "skipped"}
+    assert task_states(run) == {"review_unavailable": "skipped"}
     assert submissions(doitong_conn) == 0
