@@ -264,12 +264,17 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         except events.InvalidTriggerEvent as exc:
             raise airflow_error(exc) from None
         error = events.error_of(status, job_id, job, message)
+        if error is not None:
+            try:  # counting it never hides why the wait failed (an unreadable connection, say)
+                observe_end(self.client, job=None, error=error, model=self.provider)
+            except Exception:
+                pass
+            finally:
+                self._close()
+            raise airflow_error(error, role=Role.SUBMITTER, conn_id=self.doitong_conn_id)
+        assert job is not None  # read_event checks a success carries its job
         self._request = self._image_request()
         try:
-            if error is not None:
-                observe_end(self.client, job=None, error=error, model=self._request.provider)
-                raise airflow_error(error, role=Role.SUBMITTER, conn_id=self.doitong_conn_id)
-            assert job is not None  # read_event checks a success carries its job
             return self._finish(job, context)
         finally:
             self._close()
