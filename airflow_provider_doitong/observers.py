@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: The span of one job, from its submission to its stored image.
 JOB_SPAN = "doitong.job"
+#: The span attribute of each metric tag that names where the job ran.
+_SPAN_ATTRIBUTE = {"dag_id": "airflow.dag_id", "task_id": "airflow.task_id", "conn_id": "doitong.conn_id"}
 
 
 def _nanoseconds(unix_time: float) -> int:
@@ -91,10 +93,7 @@ class AirflowObserver:
             attributes: dict[str, Any] = {
                 "doitong.job_id": trace_.job_id,
                 "doitong.model": trace_.model,
-                **{
-                    f"airflow.{key}" if key != "conn_id" else "doitong.conn_id": v
-                    for key, v in self.base_tags.items()
-                },
+                **{_SPAN_ATTRIBUTE[key]: value for key, value in self.base_tags.items()},
             }
             if trace_.credits is not None:
                 attributes["doitong.credits_charged"] = trace_.credits
