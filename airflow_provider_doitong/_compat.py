@@ -54,6 +54,13 @@ What differs, and what this provider does about it:
   way the wait holds no worker slot, and the task resumes in the named method with the same event.
   :func:`await_human` hides the difference.
 
+* Metrics: Airflow's ``Stats`` moved from ``airflow.stats`` (3.0, 3.1; it configures itself from
+  ``[metrics]`` on first use) to the task SDK's ``airflow.sdk.observability.stats`` (3.2+), which
+  emits nothing until the process has called its ``initialize``: the task runner and the triggerer
+  do, ``dag.test()`` does when it first (de)serializes. :func:`stats` gives the one to use, set up
+  from ``[metrics]`` where nobody has yet. Traces need nothing here: the OpenTelemetry API's current
+  span is the task's where the release makes one (see ``docs/metrics.md``).
+
 What 3.4 changes that needs nothing here: ``BaseTrigger.supports_triggerer_queue`` is now
 ``trigger_queue_inherited_from_task``, beside a new ``queue`` attribute; the provider's triggers set
 neither (and have no attribute of their own by that name), so with ``[triggerer] queues_enabled``
@@ -119,6 +126,7 @@ __all__ = [
     "asset_schedule",
     "await_human",
     "conf",
+    "stats",
     "api_base_url",
     "connection_form_widgets",
     "dag_details",
@@ -295,3 +303,23 @@ def dag_details(dag_id: str) -> Any:
     if get_team_name is None:
         return DagDetails(id=dag_id)
     return DagDetails(id=dag_id, team_name=get_team_name(dag_id))
+
+
+def stats() -> Any:
+    """Airflow's ``Stats`` for this process (``incr``/``timing`` with ``tags``), configured from
+    ``[metrics]``: StatsD, Datadog, OpenTelemetry, or nothing.
+    """
+    try:
+        from airflow.sdk._shared.observability.metrics import stats as sdk_stats
+    except ImportError:  # before 3.2: airflow.stats.Stats, which configures itself
+        from airflow.providers.common.compat.sdk import Stats
+
+        return Stats
+    if getattr(sdk_stats, "_factory", True) is None:  # a process that has not set its metrics up
+        from airflow.sdk.observability.metrics import stats_utils
+
+        sdk_stats.initialize(
+            factory=stats_utils.get_stats_factory(),
+            export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=True),
+        )
+    return sdk_stats.Stats

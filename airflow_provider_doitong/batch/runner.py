@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_doitong import observability
 from airflow_provider_doitong.batch.budget import CreditBudget, over_estimate
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
@@ -180,6 +181,8 @@ class BatchRunner:
     def _setback(self, index: int, message: str, *, unconfirmed: bool = False) -> None:
         """An item's job failed (or its submission is unconfirmed): submit it again, or fail it for good."""
         record = self.ledger.records[index]
+        if not unconfirmed:  # a job that ran and failed (refunded)
+            self.client.observer.count(observability.JOBS_FAILED, model=self.items[index].request.provider)
         failures = record.failures + 1
         changes: dict[str, Any] = {"failures": failures, "error": message, "job_id": None, "credits": None}
         if unconfirmed:
@@ -368,7 +371,14 @@ class BatchRunner:
         fatal = self.reader.poll()
         for index in self.ledger.in_state(ItemState.COMPLETED):
             if index not in before:
-                self._charged(index, self.ledger.records[index].credits)
+                record = self.ledger.records[index]
+                self._charged(index, record.credits)
+                observability.completed(
+                    self.client.observer,
+                    model=self.items[index].request.provider,
+                    credits=record.credits,
+                    turnaround=record.duration,
+                )
         if fatal is not None:
             self.fatal, self.stop_error = str(fatal), fatal
 

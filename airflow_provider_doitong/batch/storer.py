@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from airflow_provider_doitong import observability
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Planner
@@ -91,6 +92,7 @@ class ImageStorer:
         stem = self.items[index].stem(len(self.items))
         try:
             data = self.client.download(job.url)
+            downloaded = self.clock()
             name = store_image(self.folder, stem, data, folder=True).name
         except (DoitongError, UnsafeOutputPath) as exc:
             if answer_for(exc, downloading=True) is not Answer.RETRY:  # the same answer would come again
@@ -101,6 +103,7 @@ class ImageStorer:
         self.ledger.update(
             index, state=ItemState.STORED, file=name, sha256=digest, bytes=len(data), error=None
         )
+        self._observe(index, size=len(data), downloaded=downloaded)
         self.log.info(
             "[%d/%d] stored %s (job %s, %s credits, %.1fs)",
             self.ledger.count(ItemState.STORED),
@@ -111,6 +114,21 @@ class ImageStorer:
             record.duration or 0.0,
         )
         return None
+
+    def _observe(self, index: int, *, size: int, downloaded: float) -> None:
+        record = self.ledger.records[index]
+        submitted = record.submitted_at
+        trace = observability.JobTrace(
+            job_id=str(record.job_id),
+            model=self.items[index].request.provider,
+            credits=record.credits,
+            submitted_at=submitted if submitted is not None else downloaded,
+            ended_at=None if submitted is None or record.duration is None else submitted + record.duration,
+            stored_at=self.clock(),
+            item=index + 1,
+            events=(("downloaded", downloaded),),
+        )
+        observability.stored(self.client.observer, trace=trace, size=size)
 
     def _store_failed(self, index: int, reason: str, *, final: bool = False) -> None:
         failures = self._failures.get(index, 0) + 1

@@ -70,6 +70,7 @@ class AsyncDoitongClient(ClientBase):
                     body.feed(chunk, status=resp.status_code)
         except httpx.TransportError as exc:
             raise _connection_error(exc, request.what) from None
+        self.observe_answer(request, resp.status_code)
         answer = protocol.interpret(
             request, status=resp.status_code, headers=resp.headers, content=body.content(), now=self.clock()
         )
@@ -96,10 +97,16 @@ class AsyncDoitongClient(ClientBase):
         :param request: the image.
         :param retry_policy: overrides the client's policy for this call.
         """
-        answer = await self.send(
-            protocol.build_submit(request, transport=self.transport), retry_policy=retry_policy
-        )
-        return protocol.parse_job(answer.body)
+        try:
+            answer = await self.send(
+                protocol.build_submit(request, transport=self.transport), retry_policy=retry_policy
+            )
+            job = protocol.parse_job(answer.body)
+        except DoitongError as exc:
+            self.observe_submit(request, None, exc)
+            raise
+        self.observe_submit(request, job, None)
+        return job
 
     async def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job | None]:
         """Read many jobs, :data:`~airflow_provider_doitong.client.protocol.MAX_JOBS_PER_QUERY` per aliased GraphQL request.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from airflow_provider_doitong import __version__, contract
+from airflow_provider_doitong import __version__, contract, observability
 from airflow_provider_doitong.client.downloads import DownloadPolicy
+from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
@@ -80,6 +81,8 @@ class ClientBase:
     :param clock: the source of the current Unix time (tests pass a fake one).
     :param download_policy: where outputs may be downloaded from, and how much is read; by default
         the API's own host and the vendor's CDN (``contract.DEFAULT_DOWNLOAD_HOSTS``), 64 MiB, 300 s.
+    :param observer: told of every answer, submission and refusal (see :mod:`~airflow_provider_doitong.observability`);
+        by default nobody.
     """
 
     #: What the rate-limit headers of the last answer said.
@@ -95,6 +98,7 @@ class ClientBase:
         retry_policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         download_policy: DownloadPolicy | None = None,
+        observer: observability.Observer = observability.NO_OBSERVER,
     ) -> None:
         api_key = check_api_key(api_key)
         if transport not in TRANSPORTS:
@@ -107,6 +111,7 @@ class ClientBase:
         self.clock = clock
         self.download_policy = download_policy or DownloadPolicy.for_api(self.base_url)
         self.last_rate_limit = None
+        self.observer = observer
 
     def set_api_key(self, api_key: str) -> None:
         """Use another key from now on (a rotated one)."""
@@ -125,3 +130,22 @@ class ClientBase:
             "User-Agent": USER_AGENT,
             **auth_headers(request.auth, self._api_key),
         }
+
+    def observe_answer(self, request: ApiRequest, status: int) -> None:
+        """Count a status request and a 429, for every answer (before it is interpreted)."""
+        if request.job_ids:
+            self.observer.count(observability.STATUS_REQUESTS)
+        if status == 429:
+            self.observer.count(observability.RATE_LIMITED)
+
+    def observe_submit(self, request: ImageRequest, job: Job | None, error: BaseException | None) -> None:
+        """Count a submission made (with its estimated credits) or refused (by kind)."""
+        if job is not None:
+            self.observer.count(observability.JOBS_SUBMITTED, model=request.provider)
+            self.observer.count(
+                observability.CREDITS_ESTIMATED, request.estimated_credits, model=request.provider
+            )
+        elif error is not None:
+            self.observer.count(
+                observability.JOBS_REFUSED, model=request.provider, kind=observability.refusal_kind(error)
+            )

@@ -102,6 +102,7 @@ class DoitongClient(ClientBase):
                     body.feed(chunk, status=resp.status_code)
         except requests.RequestException as exc:
             raise _connection_error(exc, request.what) from None
+        self.observe_answer(request, resp.status_code)
         answer = protocol.interpret(
             request, status=resp.status_code, headers=resp.headers, content=body.content(), now=self.clock()
         )
@@ -128,10 +129,16 @@ class DoitongClient(ClientBase):
         :param request: the image.
         :param retry_policy: overrides the client's policy for this call.
         """
-        answer = self.send(
-            protocol.build_submit(request, transport=self.transport), retry_policy=retry_policy
-        )
-        return protocol.parse_job(answer.body)
+        try:
+            answer = self.send(
+                protocol.build_submit(request, transport=self.transport), retry_policy=retry_policy
+            )
+            job = protocol.parse_job(answer.body)
+        except DoitongError as exc:
+            self.observe_submit(request, None, exc)
+            raise
+        self.observe_submit(request, job, None)
+        return job
 
     def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job | None]:
         """Read many jobs, :data:`~airflow_provider_doitong.client.protocol.MAX_JOBS_PER_QUERY` per aliased GraphQL request.

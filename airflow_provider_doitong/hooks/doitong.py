@@ -25,6 +25,7 @@ from airflow_provider_doitong.connection import (
     DoitongConnectionInvalid,
     settings_from_fields,
 )
+from airflow_provider_doitong.observers import observer_for
 
 
 class DoitongHook(BaseHook):
@@ -140,6 +141,7 @@ class DoitongHook(BaseHook):
             "timeout": settings.timeout,
             "retry_policy": self.retry_policy,
             "download_policy": settings.download_policy(),
+            "observer": observer_for(self.doitong_conn_id),
         }
 
     def get_conn(self) -> DoitongClient:

@@ -27,7 +27,7 @@ from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
 from airflow_provider_doitong.operators._submit import SubmitOnceMixin
-from airflow_provider_doitong.operators.outputs import check_output, fetch_and_store, link_url
+from airflow_provider_doitong.operators.outputs import check_output, fetch_and_store, link_url, observe_end
 from airflow_provider_doitong.operators.prompt_files import (
     PromptFileError,
     prompt_file_location,
@@ -265,6 +265,12 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             raise airflow_error(exc) from None
         error = events.error_of(status, job_id, job, message)
         if error is not None:
+            try:  # counting it never hides why the wait failed (an unreadable connection, say)
+                observe_end(self.client, job=None, error=error, model=self.provider)
+            except Exception:
+                pass
+            finally:
+                self._close()
             raise airflow_error(error, role=Role.SUBMITTER, conn_id=self.doitong_conn_id)
         assert job is not None  # read_event checks a success carries its job
         self._request = self._image_request()
@@ -337,6 +343,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 refresh_key=lambda: self.hook.reread_settings().api_key,
             )
         except DoitongError as exc:
+            observe_end(self.client, job=None, error=exc, model=self._request.provider)
             raise airflow_error(
                 exc, doing=f"Waiting for Doitong job {job_id} failed", conn_id=self.doitong_conn_id
             ) from None
@@ -362,6 +369,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         """
         output: str | None = None
         if job.status is contract.JobStatus.COMPLETED:
+            observe_end(self.client, job=None if reused else job, error=None, model=self._request.provider)
             if reused and job.credit_cost is not None:
                 self.log.info(
                     "Doitong job %s was charged %d credits by an earlier try; reusing it costs 0 credits now",
@@ -397,4 +405,6 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             location=str(self.output_path),
             log=self.log,
             owner=task_owner(context),
+            job=job,
+            model=self._request.provider,
         )

@@ -15,19 +15,24 @@ come again); any other failure fails the try.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_doitong import observability
 from airflow_provider_doitong._compat import AirflowFailException
 from airflow_provider_doitong.batch.task_state import owner as task_owner
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
+    DoitongJobFailed,
     DoitongProtocolError,
     DoitongUntrustedOutput,
+    Job,
 )
+from airflow_provider_doitong.client.models import parse_api_time
 from airflow_provider_doitong.client.safety import check_download_url
 from airflow_provider_doitong.outcomes import output_error
 from airflow_provider_doitong.storage import (
@@ -64,12 +69,16 @@ def fetch_and_store(
     log: TaskLog,
     name: str | None = None,
     owner: Mapping[str, Any] | None = None,
+    job: Job | None = None,
+    model: str = "",
 ) -> str:
     """Download a job's image and write it to ``location`` (a folder gets ``<safe name>.<ext>``).
 
     :param name: the file stem in a folder (default: the job id); made safe either way.
     :param owner: the task instance, when the folder may be shared: another task's file is never
         replaced (see :func:`~airflow_provider_doitong.storage.store_image`).
+    :param job: the job, to report its stored image (and the job's span) to the client's observer.
+    :param model: the job's model, for that report.
     :return: where it went, as users write it (a local path or a URI).
     :raises AirflowFailException: for a refused host, an over-large body or an unsafe path.
     :raises AirflowException: for any other failure (the try fails; a retry may succeed).
@@ -78,12 +87,44 @@ def fetch_and_store(
         if not url:
             raise DoitongProtocolError(f"Doitong job {job_id} completed without an output URL")
         data = client.download(url)
+        downloaded = time.time()
         path = store_image(location, name if name is not None else job_id, data, owner=owner)
     except (DoitongError, UnsafeOutputPath) as exc:
         raise output_error(exc, job_id=job_id) from None
+    if job is not None:
+        observability.stored(client.observer, trace=job_trace(job, model, downloaded), size=len(data))
     where = shown(path)
     log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job_id, len(data), where)
     return where
+
+
+def job_trace(job: Job, model: str, downloaded: float) -> observability.JobTrace:
+    """A single job's life for its span: the API's own times for its creation and end."""
+    ended = parse_api_time(job.completed_at)
+    created = parse_api_time(job.created_at)
+    return observability.JobTrace(
+        job_id=job.id,
+        model=model,
+        credits=job.credit_cost,
+        submitted_at=created if created is not None else downloaded,
+        ended_at=ended,
+        stored_at=time.time(),
+        events=(("downloaded", downloaded),),
+    )
+
+
+def observe_end(client: DoitongClient, *, job: Job | None, error: BaseException | None, model: str) -> None:
+    """Report a single job's end: completed (with its charge and turnaround) or failed.
+
+    :param job: the completed job, paid for in this try (``None`` for a job an earlier try paid for).
+    :param error: why the wait ended otherwise; only a failed job (:class:`DoitongJobFailed`) counts.
+    """
+    if isinstance(error, DoitongJobFailed):
+        client.observer.count(observability.JOBS_FAILED, model=model)
+    elif job is not None:
+        observability.completed(
+            client.observer, model=model, credits=job.credit_cost, turnaround=job.turnaround
+        )
 
 
 def link_url(

@@ -26,6 +26,7 @@ from airflow_provider_doitong.client import (
     Job,
 )
 from airflow_provider_doitong.client.downloads import DownloadPolicy
+from airflow_provider_doitong.observability import NO_OBSERVER
 from airflow_provider_doitong.operators import flux
 from airflow_provider_doitong.operators._submit import SHORTEST_DEFERRAL_S
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
@@ -68,6 +69,7 @@ class FakeClient:
         self.submit_errors = list(submit_errors)
         self.submitted: list[ImageRequest] = []
         self.download_policy = DownloadPolicy.for_api("https://api.doitong.com")
+        self.observer = NO_OBSERVER
         self.reads: list[str] = []
         self.waits: list[str] = []
 
