@@ -70,6 +70,8 @@ class BatchRunner:
     :param on_daily_limit: ``fail``, ``skip`` or ``wait`` on a 429 ``DAILY_LIMIT``.
     :param logger: where progress goes (the task's logger, so that it reaches the task log).
     :param max_credits: the most the batch may cost by Doitong's real charges (see :mod:`.budget`).
+    :param refresh_key: called once when the API refuses the key on a status read, for the
+        connection's current one (a rotated key), as the single-image wait does.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class BatchRunner:
         sleep: Callable[[float], None] = time.sleep,
         logger: Any = None,
         max_credits: int | None = None,
+        refresh_key: Callable[[], str] | None = None,
     ) -> None:
         self.items = items
         self.ledger = ledger
@@ -124,6 +127,7 @@ class BatchRunner:
             job_failed=self._setback,
             log=self.log,
             clock=clock,
+            refresh_key=refresh_key,
         )
         self._last_progress = clock()
         self.budget = CreditBudget([item.request.estimated_credits for item in items], max_credits)
