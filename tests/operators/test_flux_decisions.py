@@ -24,6 +24,7 @@ from airflow_provider_doitong.client import (
     DoitongUnauthorized,
     ImageRequest,
     Job,
+    RetryPolicy,
 )
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.operators import flux
@@ -68,6 +69,7 @@ class FakeClient:
         self.submit_errors = list(submit_errors)
         self.submitted: list[ImageRequest] = []
         self.download_policy = DownloadPolicy.for_api("https://api.doitong.com")
+        self.retry_policy = RetryPolicy()  # a client's own, as DoitongClient's default
         self.reads: list[str] = []
         self.waits: list[str] = []
 
