@@ -1,12 +1,13 @@
 """One coalesced poller per connection per triggerer: every waiting job read in one request.
 
 However many Doitong triggers wait in a triggerer process, each connection gets one poller, which
-reads all their jobs with one aliased GraphQL request, when
-:func:`~airflow_provider_doitong.client.pacing.next_read_delay` says (the schedule the sync wait and
-a batch follow too): at the latest after the shortest ``poll_interval`` its watchers asked for,
-paced by the plan's ``X-RateLimit-*`` headers (on :func:`~airflow_provider_doitong.client.pacing.status_budget`'s
-share), and just after a job is due once it has learned how long jobs take. Status requests per
-minute then depend on the interval, not on the number of waiting tasks. A trigger that leaves (done or cancelled) unregisters; the last one out
+reads all their jobs with one aliased GraphQL request when
+:func:`~airflow_provider_doitong.client.pacing.next_read_delay` says (the schedule of the sync wait
+and of a batch too): at the latest after the shortest ``poll_interval`` its watchers asked for,
+paced by the plan's ``X-RateLimit-*`` headers on
+:func:`~airflow_provider_doitong.client.pacing.status_budget`'s share of the window, and sooner
+when a job is young or due. Status requests per minute then depend on the interval, not on the
+number of waiting tasks. A trigger that leaves (done or cancelled) unregisters; the last one out
 stops the poller and closes its client.
 
 While the API is unavailable (5xx, no answer, 429) the poller backs off and keeps polling: no
