@@ -4,9 +4,10 @@ The runner (:mod:`~airflow_provider_doitong.batch.runner`) tells the :class:`Pla
 ledger holds and what the API answered; the planner answers with one :class:`Step` at a time. It
 keeps the plan's job slots full (a new job goes out as soon as a finished one is seen), and spends
 the plan's requests per window on submissions first and on status reads only when one is worth
-it: it learns how long jobs take and reads every running job in one coalesced request just after
-the next of them is due (or, before any job has finished, at intervals growing with the jobs' age,
-a tenth of it, so a finish is seen within about a tenth of a job's duration).
+it: when to read is :func:`~airflow_provider_doitong.client.pacing.next_read_at`'s decision (the
+schedule of the sync wait and the triggerer's poller too): every running job in one coalesced
+request just after the next of them is due once durations are learned, before that at intervals
+growing with the jobs' age, and never more than ``poll_interval`` apart.
 """
 
 from __future__ import annotations
@@ -18,19 +19,9 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from airflow_provider_doitong.client.pacing import DURATION_SAMPLES, due_wave_end, next_read_at
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
-#: Share of a running job's age (or its expected duration) allowed between two reads of it.
-POLL_FRACTION = 0.1
-#: The shortest gap between two reads while no job is known to be due (capped by ``poll_interval``).
-MIN_POLL_GAP = 1.0
-#: How long after a job's expected end the read that checks it comes (the expected end is already late:
-#: it counts from when the submission's answer arrived, the job's own clock from before).
-DUE_MARGIN = 0.05
-#: Jobs due within this much of the first due one are checked by one read, after the last of them.
-DUE_WINDOW = 2.0
-#: How many recent job durations the planner keeps.
-DURATION_SAMPLES = 50
 #: Jobs one status request reads (the API's coalesced query limit).
 JOBS_PER_READ = 100
 
@@ -99,7 +90,8 @@ class Planner:
     """Decides each step; keeps what it learned (durations, rate-limit refusals, the last read).
 
     :param limits: the plan's limits.
-    :param poll_interval: the longest gap between two status reads while jobs run.
+    :param poll_interval: the longest gap between two status reads while jobs run (see
+        :mod:`~airflow_provider_doitong.client.pacing`).
     :param deadline: a Unix time at which the batch stops waiting (``None``: none).
     :param durations: job durations learned earlier (from the ledger), oldest first.
     """
@@ -202,20 +194,12 @@ class Planner:
         """
         if not running:
             return math.inf
-        last = self.last_poll_at
-        typical = self.typical_duration
-        floor = min(MIN_POLL_GAP, self.poll_interval)
-        wanted = []
-        for submitted in running:
-            if typical is not None and submitted + typical > last:
-                wanted.append(submitted + typical + DUE_MARGIN)
-            else:
-                age = max(0.0, max(last, submitted) - submitted)
-                wanted.append(max(last, submitted) + min(self.poll_interval, max(floor, POLL_FRACTION * age)))
-        first = min(wanted)
-        window = DUE_WINDOW if typical is None else min(DUE_WINDOW, POLL_FRACTION * typical)
-        group_end = max(w for w in wanted if w <= first + window)
-        return min(group_end, last + self.poll_interval)
+        return next_read_at(
+            last_read_at=self.last_poll_at,
+            poll_interval=self.poll_interval,
+            started=running,
+            typical_duration=self.typical_duration,
+        )
 
     def decide(self, view: View, now: float) -> Step:
         """The next step.
@@ -281,11 +265,9 @@ class Planner:
         events = []
         typical = self.typical_duration
         if typical is not None:
-            upcoming = [s + typical + DUE_MARGIN for s in view.running if s + typical > self.last_poll_at]
-            if upcoming:
-                first = min(upcoming)
-                window = min(DUE_WINDOW, POLL_FRACTION * typical)
-                events.append(max(u for u in upcoming if u <= first + window))
+            due = due_wave_end(view.running, typical_duration=typical, last_read_at=self.last_poll_at)
+            if due is not None:
+                events.append(due)
         free = self.limits.concurrency - len(view.running)
         if view.pending and free > 0 and not view.stop_submitting:
             ready = max(now, self.submissions_blocked_until)

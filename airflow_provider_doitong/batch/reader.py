@@ -3,8 +3,11 @@
 The runner asks for a read when the planner says so; this records what ended: a completed job's
 item becomes ``completed`` (its image is the :class:`~airflow_provider_doitong.batch.storer.ImageStorer`'s
 to store), a failed or unknown job goes back to the runner, which submits its item again or fails
-it. A read that fails is tried again after a backoff the planner waits out; only a refused key
-ends the batch.
+it. A read that fails is judged by :func:`~airflow_provider_doitong.client.waiting.after_poll_error`,
+the rule the sync wait and the triggerer's poller follow too, with the client's own retry policy:
+an unavailable API is waited out (the planner holds every request until the backoff is over), a
+refused key is read again once from the connection (a rotated key), and what cannot be cured (a
+second refusal in a row, a 400, answers that keep breaking the contract) ends the batch.
 """
 
 from __future__ import annotations
@@ -16,16 +19,8 @@ from typing import Any
 
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Planner
-from airflow_provider_doitong.client import (
-    DoitongClient,
-    DoitongError,
-    DoitongRateLimited,
-    Job,
-    JobStatus,
-    RetryPolicy,
-)
-from airflow_provider_doitong.client.retry import backoff, rate_limit_resume_at
-from airflow_provider_doitong.outcomes import Kind, kind_of
+from airflow_provider_doitong.client import DoitongClient, DoitongError, Job, JobStatus
+from airflow_provider_doitong.client.waiting import after_poll_error
 
 
 class JobReader:
@@ -33,6 +28,8 @@ class JobReader:
 
     :param jobs: the runner's cache of jobs as last read (their output URLs), shared with the storer.
     :param job_failed: called with an item's index and why, when its job failed or is unknown.
+    :param refresh_key: called once when the API refuses the key, for the connection's current one
+        (a rotated key); without it a refused key ends the batch.
     """
 
     def __init__(
@@ -45,6 +42,7 @@ class JobReader:
         job_failed: Callable[[int, str], None],
         log: logging.Logger | Any,
         clock: Callable[[], float] = time.time,
+        refresh_key: Callable[[], str] | None = None,
     ) -> None:
         self.ledger = ledger
         self.client = client
@@ -53,12 +51,14 @@ class JobReader:
         self.job_failed = job_failed
         self.log = log
         self.clock = clock
+        self.refresh_key = refresh_key
         self._failures = 0
+        self._reauthed = False
 
     def poll(self) -> DoitongError | None:
         """Read every running job in coalesced requests and record what ended.
 
-        :return: the error that ends the batch (a refused key), if any.
+        :return: the error that ends the batch (see :func:`after_poll_error`), if any.
         """
         running = self.ledger.in_state(ItemState.RUNNING)
         ids = [str(self.ledger.records[i].job_id) for i in running]
@@ -69,7 +69,9 @@ class JobReader:
             return self._failed(exc, now)
         finally:
             self.planner.saw_rate_limit(self.client.last_rate_limit)
-        self._failures = 0
+        if self._failures:
+            self.log.info("Doitong answers again after %d failed reads", self._failures)
+        self._failures, self._reauthed = 0, False
         self.planner.polled(now)
         for index in running:
             job_id = str(self.ledger.records[index].job_id)
@@ -78,16 +80,35 @@ class JobReader:
         return None
 
     def _failed(self, exc: DoitongError, now: float) -> DoitongError | None:
-        if kind_of(exc) is Kind.REFUSED_KEY:
-            return exc
         self._failures += 1
+        step = after_poll_error(
+            "(the batch's running jobs)",
+            exc,
+            failures=self._failures,
+            reauthed=self._reauthed,
+            now=now,
+            deadline=None,
+            policy=self.client.retry_policy,
+        )
+        if step.reauth:
+            if self.refresh_key is None:
+                return exc
+            self.log.warning("Doitong refused the API key (%s); reading the connection again", exc)
+            self._reauthed = True
+            self.client.set_api_key(self.refresh_key())
+            self.planner.poll_now = True  # read again at once, with the key just read
+            return None
+        if step.error is not None:  # the wait's own errors (a timeout) need a deadline: none here
+            self.log.error("Reading the running jobs failed (%d in a row): %s", self._failures, exc)
+            return exc
         self.planner.polled(now)
-        if isinstance(exc, DoitongRateLimited):  # never sooner than the refusal floor: a reset may be stale
-            until = rate_limit_resume_at(exc, attempt=self._failures, policy=RetryPolicy(), now=now)
-        else:
-            until = now + min(self.planner.poll_interval, backoff(RetryPolicy(), self._failures))
-        self.planner.refused(until=until, all_requests=True)
-        self.log.warning("Reading the running jobs failed (%d in a row; retried): %s", self._failures, exc)
+        self.planner.refused(until=now + step.sleep, all_requests=True)
+        self.log.warning(
+            "Reading the running jobs failed (%d in a row): %s; reading again in %.1fs",
+            self._failures,
+            exc,
+            step.sleep,
+        )
         return None
 
     def _observe(self, index: int, job_id: str, job: Job | None) -> None:

@@ -8,6 +8,7 @@ moves bytes and records what happened, in the order that keeps the batch durable
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,14 +24,12 @@ from airflow_provider_doitong.batch.progress import progress_line_of, write_snap
 from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.storer import ImageStorer
 from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
-from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongRateLimited, Job, RetryPolicy
+from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongRateLimited, Job
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two progress lines.
 PROGRESS_SECONDS = 30.0
-#: 429s are the planner's to wait for, not the client's to sleep through.
-SUBMIT_POLICY = RetryPolicy(max_rate_limit_wait=0)
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,8 @@ class BatchRunner:
     :param on_daily_limit: ``fail``, ``skip`` or ``wait`` on a 429 ``DAILY_LIMIT``.
     :param logger: where progress goes (the task's logger, so that it reaches the task log).
     :param max_credits: the most the batch may cost by Doitong's real charges (see :mod:`.budget`).
+    :param refresh_key: called once when the API refuses the key on a status read, for the
+        connection's current one (a rotated key), as the single-image wait does.
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class BatchRunner:
         sleep: Callable[[float], None] = time.sleep,
         logger: Any = None,
         max_credits: int | None = None,
+        refresh_key: Callable[[], str] | None = None,
     ) -> None:
         self.items = items
         self.ledger = ledger
@@ -125,6 +127,7 @@ class BatchRunner:
             job_failed=self._setback,
             log=self.log,
             clock=clock,
+            refresh_key=refresh_key,
         )
         self._last_progress = clock()
         self.budget = CreditBudget([item.request.estimated_credits for item in items], max_credits)
@@ -283,7 +286,9 @@ class BatchRunner:
     def _submit_one(self, index: int) -> bool:
         request = self.items[index].request
         try:
-            job = self.client.submit(request, retry_policy=SUBMIT_POLICY)
+            # 429s are the planner's to wait for, not the client's to sleep through.
+            policy = dataclasses.replace(self.client.retry_policy, max_rate_limit_wait=0)
+            job = self.client.submit(request, retry_policy=policy)
         except DoitongError as exc:
             self.planner.saw_rate_limit(self.client.last_rate_limit)
             return self._submit_failed(index, exc)
@@ -315,7 +320,12 @@ class BatchRunner:
         """Record a refused or lost submission; whether the next item may still be submitted now."""
         self._refusals = self._refusals + 1 if isinstance(exc, DoitongRateLimited) else 0
         verdict = judge_submit_error(
-            exc, now=self.clock(), item=index + 1, refusals=self._refusals, on_daily_limit=self.on_daily_limit
+            exc,
+            now=self.clock(),
+            item=index + 1,
+            policy=self.client.retry_policy,
+            refusals=self._refusals,
+            on_daily_limit=self.on_daily_limit,
         )
         if verdict.verdict is Verdict.ITEM_FAILED:
             self.ledger.update(index, state=ItemState.FAILED, error=verdict.message)

@@ -57,23 +57,30 @@ class SubmitVerdict:
 
 
 def judge_submit_error(
-    exc: DoitongError, *, now: float, item: int, refusals: int = 1, on_daily_limit: str = "fail"
+    exc: DoitongError,
+    *,
+    now: float,
+    item: int,
+    policy: RetryPolicy,
+    refusals: int = 1,
+    on_daily_limit: str = "fail",
 ) -> SubmitVerdict:
     """Judge a submission the client could not complete.
 
     :param exc: what the client raised (it never resends a request that may have created a job).
     :param now: the Unix time.
     :param item: the item's number (from 1), for messages.
+    :param policy: the client's own retry policy, whose backoff spaces the submissions after one is refused.
     :param refusals: 429s in a row, this one included: the wait after one is bounded below by a
         backoff that grows with them (``retry.rate_limit_resume_at``).
     :param on_daily_limit: ``wait`` turns a 429 ``DAILY_LIMIT`` into a wait for its reset; ``fail``
         and ``skip`` stop submitting, and the task ends as :mod:`~airflow_provider_doitong.outcomes`
         says.
     """
-    pause = now + backoff(RetryPolicy(), 2)
+    pause = now + backoff(policy, 2)
     if resubmit_after_wait(exc, on_daily_limit=on_daily_limit):
         if isinstance(exc, DoitongRateLimited):
-            until = rate_limit_resume_at(exc, attempt=max(1, refusals), policy=RetryPolicy(), now=now)
+            until = rate_limit_resume_at(exc, attempt=max(1, refusals), policy=policy, now=now)
             return SubmitVerdict(
                 Verdict.LATER,
                 f"Doitong refused a submission ({exc.code}); the next one waits {until - now:.1f}s",

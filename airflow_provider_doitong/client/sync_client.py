@@ -213,7 +213,8 @@ class DoitongClient(ClientBase):
         An unavailable API (5xx, no answer, 429) does not end the wait before the deadline: the
         polls back off and go on (see :func:`~airflow_provider_doitong.client.waiting.after_poll_error`).
 
-        :param poll_interval: seconds between polls (stretched to stay within the plan's rate).
+        :param poll_interval: the longest gap between polls, stretched only to stay within the plan's
+            rate, never under :data:`~airflow_provider_doitong.client.pacing.MIN_POLL_GAP`.
         :param deadline: a Unix time to give up at.
         :param refresh_key: called once when the API refuses the key, for the current one (a
             rotated key); without it a 401 ends the wait.

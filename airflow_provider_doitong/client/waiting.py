@@ -24,6 +24,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongUnauthorized,
 )
 from airflow_provider_doitong.client.models import Job
+from airflow_provider_doitong.client.pacing import MIN_POLL_GAP, next_read_delay
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy, compute_wait, is_transient
 from airflow_provider_doitong.contract import JobStatus
@@ -109,7 +110,7 @@ def next_step(
     :param job: what the poll read; ``None`` if the API does not know the job.
     :param now: the current Unix time.
     :param deadline: the Unix time the wait gives up at, if any.
-    :param poll_interval: the wait between polls.
+    :param poll_interval: the longest wait between polls (see :mod:`~airflow_provider_doitong.client.pacing`).
     :param rate_limit: the last rate-limit headers seen, to pace polls within the plan.
     """
     if job is None:
@@ -120,7 +121,7 @@ def next_step(
         return WaitStep(error=job_failed_error(job))
     if deadline is not None and now >= deadline:
         return WaitStep(error=timeout_error(job_id, job))
-    sleep = rate_limit.pace_delay(now=now, min_interval=poll_interval) if rate_limit else poll_interval
+    sleep = next_read_delay(now=now, last_read_at=now, poll_interval=poll_interval, rate_limit=rate_limit)
     if deadline is not None:
         sleep = min(sleep, max(0.0, deadline - now))
     return WaitStep(sleep=sleep)
@@ -146,6 +147,10 @@ def after_poll_error(
     - Answers that break the contract: back off, up to ``max_odd_errors`` in a row.
     - Anything else (400, 402, 404...) ends the wait.
 
+    This is the one read-failure rule: the sync wait, the triggerer's shared poller and a batch's
+    reads in the worker all follow it, with the client's own :class:`RetryPolicy`. No poll comes
+    sooner than :data:`~airflow_provider_doitong.client.pacing.MIN_POLL_GAP` after a failed one.
+
     :param failures: failed polls in a row, this one included.
     :param reauthed: the connection was already re-read since the last good poll.
     :param now: the current Unix time.
@@ -158,7 +163,7 @@ def after_poll_error(
         return WaitStep(error=error)
     if deadline is not None and now >= deadline:
         return WaitStep(error=timeout_error(job_id, None, cause=error))
-    sleep = compute_wait(error, attempt=failures, policy=policy, now=now, rng=rng)
+    sleep = max(MIN_POLL_GAP, compute_wait(error, attempt=failures, policy=policy, now=now, rng=rng))
     if deadline is not None:
         sleep = min(sleep, max(0.0, deadline - now))
     return WaitStep(sleep=sleep)
@@ -169,10 +174,11 @@ class JobWait:
     """One wait for a job, shared by the sync and async clients: judges polls, logs status changes.
 
     :param job_id: the job.
-    :param poll_interval: the wait between polls.
+    :param poll_interval: the longest wait between polls.
     :param deadline: the Unix time the wait gives up at, if any.
     :param clock: the source of the current Unix time.
-    :param policy: the backoff between failed polls.
+    :param policy: the backoff between failed polls: the client's own (the default is only for
+        judging answers, as a sensor's single poke does).
     """
 
     job_id: str

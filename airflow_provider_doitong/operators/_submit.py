@@ -9,6 +9,7 @@ no job was made.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,6 @@ from airflow_provider_doitong.client import (
     DoitongTimeout,
     ImageRequest,
     Job,
-    RetryPolicy,
 )
 from airflow_provider_doitong.client.retry import compute_wait
 from airflow_provider_doitong.outcomes import airflow_error, resubmit_after_wait
@@ -122,7 +122,7 @@ class SubmitOnceMixin:
         """Submit, keeping the record; wait out refusals that prove no job was made (429, no connection)."""
         request = self._request
         # 429s and refused connections are waited out here (deferring, so no worker slot is held).
-        policy = RetryPolicy(max_rate_limit_wait=0)
+        policy = dataclasses.replace(self.client.retry_policy, max_rate_limit_wait=0)
         while True:
             attempt += 1
             self._save_record(context, RecordState.SUBMITTING)
@@ -157,7 +157,7 @@ class SubmitOnceMixin:
 
     def _wait_before_resubmitting(self, exc: DoitongError, attempt: int) -> None:
         now = time.time()
-        resume_at = now + compute_wait(exc, attempt=attempt, policy=RetryPolicy(), now=now)
+        resume_at = now + compute_wait(exc, attempt=attempt, policy=self.client.retry_policy, now=now)
         if self._deadline is not None and resume_at > self._deadline:
             late = DoitongTimeout(f"Doitong refuses the submission past the task's deadline: {exc}")
             raise airflow_error(late) from None

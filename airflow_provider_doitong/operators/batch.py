@@ -240,6 +240,7 @@ class FluxBatchOperator(BaseOperator):
             on_daily_limit=self.on_daily_limit,
             logger=self.log,
             max_credits=self._budget,
+            refresh_key=lambda: self.hook.reread_settings().api_key,
         )
 
     # --- entry points ---------------------------------------------------------------------------

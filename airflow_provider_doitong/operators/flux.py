@@ -72,7 +72,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     :param doitong_conn_id: the ``doitong`` connection.
     :param wait_for_completion: wait for the job; if False, return right after submission.
     :param deferrable: wait in the triggerer, holding no worker slot.
-    :param poll_interval: the longest wait between two status polls, in seconds.
+    :param poll_interval: the longest wait between two status polls, in seconds (stretched only to
+        stay within the plan's rate, never under 0.25 s; see :mod:`~airflow_provider_doitong.client.pacing`).
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;
         the job keeps running at Doitong past it. An unavailable API is waited out until then.
     :param output_path: where to store the image (templated): a local path or an

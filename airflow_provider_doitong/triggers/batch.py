@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound
+from airflow_provider_doitong.client.pacing import next_read_at
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.events import InvalidTriggerEvent
 from airflow_provider_doitong.hooks.doitong import DoitongHook
@@ -195,7 +196,8 @@ class DoitongBatchTrigger(BaseTrigger):
             nonlocal poller, watched_from
             # The task read these jobs at ``read_at``: the next read is due a poll interval later.
             if self.read_at is not None:
-                await asyncio.sleep(max(0.0, self.read_at + self.poll_interval - time.time()))
+                first = next_read_at(last_read_at=self.read_at, poll_interval=self.poll_interval)
+                await asyncio.sleep(max(0.0, first - time.time()))
             source = poller = get_poller(self.doitong_conn_id, self._client_factory)
             watched_from = time.time()
             self._tasks.extend(asyncio.create_task(watch(j, source)) for j in self.job_ids)

@@ -1,9 +1,12 @@
 """One coalesced poller per connection per triggerer: every waiting job read in one request.
 
 However many Doitong triggers wait in a triggerer process, each connection gets one poller, which
-reads all their jobs with one aliased GraphQL request per interval, paced by the plan's
-``X-RateLimit-*`` headers. It also learns how long jobs take and polls just after a job is due, so
-a finished image is seen within a fraction of a second, not up to a whole interval later. Status requests per minute then depend on the interval, not on the
+reads all their jobs with one aliased GraphQL request when
+:func:`~airflow_provider_doitong.client.pacing.next_read_delay` says (the schedule of the sync wait
+and of a batch too): at the latest after the shortest ``poll_interval`` its watchers asked for,
+paced by the plan's ``X-RateLimit-*`` headers on
+:func:`~airflow_provider_doitong.client.pacing.status_budget`'s share of the window, and sooner
+when a job is young or due. Status requests per minute then depend on the interval, not on the
 number of waiting tasks. A trigger that leaves (done or cancelled) unregisters; the last one out
 stops the poller and closes its client.
 
@@ -11,89 +14,28 @@ While the API is unavailable (5xx, no answer, 429) the poller backs off and keep
 watcher hears of it, and each trigger's own deadline decides when to give up. A 401 makes it build
 a fresh client from the connection once (a rotated key); a second 401 in a row reaches every
 watcher. What to do after a failed poll is :func:`~airflow_provider_doitong.client.waiting.after_poll_error`'s
-decision, as for the sync wait.
+decision, as for the sync wait and a batch's reads in the worker, with the backoff of the poller's
+client's own retry policy (the connection's).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import math
 import statistics
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job, JobStatus
 from airflow_provider_doitong.client.models import parse_api_time
-from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+from airflow_provider_doitong.client.pacing import DURATION_SAMPLES, MIN_POLL_GAP, next_read_delay
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.waiting import WaitStep, after_poll_error
 
 log = logging.getLogger(__name__)
-
-#: Share of each rate-limit window the status polls may use; the rest of the window's limit is kept
-#: for submissions from workers on the same account (see :func:`status_budget`).
-STATUS_SHARE = 0.5
-#: The shortest gap between two polls, whatever is due.
-MIN_POLL_GAP = 0.25
-#: How long after a job's expected completion the poll that checks it comes.
-DUE_MARGIN = 0.1
-#: Jobs due within this many seconds of the earliest are checked by one poll, after the last of them.
-DUE_WINDOW = 2.0
-#: How many recent job durations the poller keeps to expect the next completions.
-DURATION_SAMPLES = 50
-
-
-def next_poll_delay(
-    *,
-    now: float,
-    last_poll_at: float,
-    interval: float,
-    created_at: Iterable[float],
-    typical_duration: float | None,
-) -> float:
-    """When to poll next: at the latest after ``interval``, earlier when a job is due to finish.
-
-    A job is expected to finish ``typical_duration`` after it was created; the poller looks just
-    after the earliest such moment still ahead of its last poll (or after the last of the jobs due
-    within :data:`DUE_WINDOW` of it, so one poll sees a whole wave), so a finished job is seen at
-    once without polling more often than jobs finish.
-
-    :param now: the current Unix time.
-    :param last_poll_at: the Unix time of the last poll.
-    :param interval: the longest wait (the watchers' poll interval, stretched by rate-limit pacing).
-    :param created_at: when each pending job was created.
-    :param typical_duration: the recent median job duration, if any job has finished yet.
-    """
-    delay = interval
-    if typical_duration is not None:
-        due = sorted(
-            c + typical_duration + DUE_MARGIN for c in created_at if c + typical_duration > last_poll_at
-        )
-        if due:
-            group_end = max(d for d in due if d <= due[0] + DUE_WINDOW)
-            delay = min(delay, max(MIN_POLL_GAP, group_end - now))
-    return max(0.0, delay)
-
-
-def status_budget(rate_limit: RateLimitInfo) -> int:
-    """How many of the window's remaining requests the status polls may still use.
-
-    The rate-limit headers are account-wide, so every poller (one per connection per triggerer)
-    reads the same ``remaining``. Keeping a fixed part of the window's *limit* for submissions holds
-    however many triggerers poll: once the window is down to that reserve, all of them wait for the
-    reset. (A share of what *remains* does not: two pollers each taking half of it use it all.)
-
-    :param rate_limit: the last answer's headers, with ``remaining`` known.
-    """
-    remaining = rate_limit.remaining or 0
-    if rate_limit.limit is None:
-        return int(remaining * STATUS_SHARE)
-    return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE)))
 
 
 @dataclass
@@ -111,7 +53,8 @@ class JobPoller:
         the connection afresh).
     :param max_consecutive_errors: failed polls in a row, of answers that break the contract, after
         which every watcher gets the error (an unavailable API is waited out instead).
-    :param retry_policy: backoff between failed polls.
+    :param retry_policy: backoff between failed polls (``None``: the client's own, as for every
+        other read).
     """
 
     def __init__(
@@ -129,7 +72,7 @@ class JobPoller:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.max_consecutive_errors = max_consecutive_errors
-        self.retry_policy = retry_policy or RetryPolicy()
+        self.retry_policy = retry_policy
         self._created_at: dict[str, float] = {}
         # Shared by every poller of the connection in this process, so what one learned outlives it.
         self._durations = _DURATIONS.setdefault(key, deque(maxlen=DURATION_SAMPLES))
@@ -200,23 +143,15 @@ class JobPoller:
                 self._task.cancel()
 
     def _interval(self) -> float:
-        now = time.time()
-        wanted = min(w.poll_interval for ws in self._watchers.values() for w in ws)
-        rate_limit = self._client.last_rate_limit if self._client else None
-        floor = MIN_POLL_GAP
-        if rate_limit is not None and rate_limit.remaining is not None:
-            usable = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit))
-            wanted = usable.pace_delay(now=now, min_interval=wanted)
-            floor = usable.pace_delay(now=now, min_interval=MIN_POLL_GAP)
-        delay = next_poll_delay(
-            now=now,
-            last_poll_at=self._last_poll_at,
-            interval=wanted,
-            created_at=[self._created_at[j] for j in self._watchers if j in self._created_at],
+        return next_read_delay(
+            now=time.time(),
+            last_read_at=self._last_poll_at,
+            poll_interval=min(w.poll_interval for ws in self._watchers.values() for w in ws),
+            started=[self._created_at[j] for j in self._watchers if j in self._created_at],
             typical_duration=statistics.median(self._durations) if self._durations else None,
+            rate_limit=self._client.last_rate_limit if self._client else None,
+            status_share=True,
         )
-        # Never faster than the gap, whatever interval a watcher asked for (0 included).
-        return max(MIN_POLL_GAP, delay, min(floor, wanted))
 
     async def _poll_once(self, client: AsyncDoitongClient) -> None:
         ids = list(self._watchers)
@@ -251,7 +186,7 @@ class JobPoller:
             for watcher in watchers:
                 watcher.queue.put_nowait(item)
 
-    def _failed(self, exc: DoitongError, failures: int, reauthed: bool) -> WaitStep:
+    def _failed(self, exc: DoitongError, failures: int, reauthed: bool, policy: RetryPolicy) -> WaitStep:
         """Judge a failed poll (see :func:`after_poll_error`), log it, and tell every watcher if it is final."""
         now = time.time()
         if self.failing_since is None:
@@ -264,7 +199,7 @@ class JobPoller:
             reauthed=reauthed,
             now=now,
             deadline=None,
-            policy=self.retry_policy,
+            policy=policy,
             max_odd_errors=self.max_consecutive_errors,
         )
         if step.reauth:
@@ -294,7 +229,7 @@ class JobPoller:
                     await self._poll_once(client)
                 except DoitongError as exc:
                     failures += 1
-                    step = self._failed(exc, failures, reauthed)
+                    step = self._failed(exc, failures, reauthed, self.retry_policy or client.retry_policy)
                     if step.reauth:  # a fresh client, read from the connection, polls at once
                         reauthed = True
                         stale, client = client, None

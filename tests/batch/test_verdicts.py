@@ -15,10 +15,12 @@ from airflow_provider_doitong.client import (
     DoitongServerError,
     DoitongUnauthorized,
     DoitongValidationError,
+    RetryPolicy,
 )
 from airflow_provider_doitong.outcomes import Answer, Role, answer_for
 
 NOW = 1_000.0
+POLICY = RetryPolicy()
 
 
 def limited(code: str, retry_at: float | None) -> DoitongRateLimited:
@@ -26,10 +28,10 @@ def limited(code: str, retry_at: float | None) -> DoitongRateLimited:
 
 
 def test_a_429_waits_for_its_reset_and_never_less_than_a_growing_floor() -> None:
-    verdict = judge_submit_error(limited("CONCURRENCY_LIMIT", NOW + 7), now=NOW, item=1)
+    verdict = judge_submit_error(limited("CONCURRENCY_LIMIT", NOW + 7), now=NOW, policy=POLICY, item=1)
     assert verdict.verdict is Verdict.LATER and not verdict.all_requests
     assert NOW + 7 <= (verdict.until or 0) <= NOW + 8
-    stale = judge_submit_error(limited("RATE_LIMITED", NOW - 5), now=NOW, item=1, refusals=4)
+    stale = judge_submit_error(limited("RATE_LIMITED", NOW - 5), now=NOW, policy=POLICY, item=1, refusals=4)
     assert stale.all_requests and (stale.until or 0) >= NOW + 4  # a past reset still backs off
 
 
@@ -37,7 +39,9 @@ def test_a_429_waits_for_its_reset_and_never_less_than_a_growing_floor() -> None
     ("policy", "verdict"), [("fail", Verdict.STOP), ("skip", Verdict.STOP), ("wait", Verdict.LATER)]
 )
 def test_the_daily_limit_follows_on_daily_limit(policy: str, verdict: Verdict) -> None:
-    got = judge_submit_error(limited("DAILY_LIMIT", NOW + 3_600), now=NOW, item=2, on_daily_limit=policy)
+    got = judge_submit_error(
+        limited("DAILY_LIMIT", NOW + 3_600), now=NOW, policy=POLICY, item=2, on_daily_limit=policy
+    )
     assert got.verdict is verdict
     if verdict is Verdict.LATER:
         assert (got.until or 0) >= NOW + 3_600 and got.all_requests
@@ -52,22 +56,23 @@ def test_refusals_that_made_no_job_and_answers_that_were_lost() -> None:
         code="INSUFFICIENT_CREDITS",
         extensions={"creditsRequired": 10, "creditsAvailable": 3},
     )
-    got = judge_submit_error(credits, now=NOW, item=4)
+    got = judge_submit_error(credits, now=NOW, policy=POLICY, item=4)
     assert got.verdict is Verdict.STOP and "item 4 needs 10, the account has 3" in got.message
     assert (
-        judge_submit_error(DoitongUnauthorized("key", status=401), now=NOW, item=1).verdict is Verdict.FATAL
+        judge_submit_error(DoitongUnauthorized("key", status=401), now=NOW, policy=POLICY, item=1).verdict
+        is Verdict.FATAL
     )
     assert (
-        judge_submit_error(DoitongBadRequest("bad", status=400), now=NOW, item=1).verdict
+        judge_submit_error(DoitongBadRequest("bad", status=400), now=NOW, policy=POLICY, item=1).verdict
         is Verdict.ITEM_FAILED
     )
     never_sent = DoitongConnectionError("refused", request_sent=False)
-    assert judge_submit_error(never_sent, now=NOW, item=1).verdict is Verdict.LATER
+    assert judge_submit_error(never_sent, now=NOW, policy=POLICY, item=1).verdict is Verdict.LATER
     for lost in (
         DoitongConnectionError("dropped", request_sent=True),
         DoitongServerError("boom", status=500),
     ):
-        got = judge_submit_error(lost, now=NOW, item=1)
+        got = judge_submit_error(lost, now=NOW, policy=POLICY, item=1)
         assert got.verdict is Verdict.UNCONFIRMED and (got.until or 0) > NOW
 
 
@@ -90,7 +95,7 @@ VERDICTS: list[tuple[str, DoitongError, Verdict]] = [
 
 @pytest.mark.parametrize(("error", "verdict"), [pytest.param(e, v, id=n) for n, e, v in VERDICTS])
 def test_each_kind_of_error_has_its_verdict(error: DoitongError, verdict: Verdict) -> None:
-    assert judge_submit_error(error, now=NOW, item=1).verdict is verdict
+    assert judge_submit_error(error, now=NOW, policy=POLICY, item=1).verdict is verdict
 
 
 @pytest.mark.parametrize("policy", ["fail", "skip", "wait"])
@@ -100,8 +105,15 @@ def test_the_verdict_is_final_exactly_where_the_outcome_table_is(
 ) -> None:
     """The batch decides nothing of its own about retrying: a verdict that gives the item no other
     submission comes from an answer that is final for a single job too, and the other way round."""
-    got = judge_submit_error(error, now=NOW, item=1, on_daily_limit=policy)
+    got = judge_submit_error(error, now=NOW, policy=POLICY, item=1, on_daily_limit=policy)
     final = answer_for(error, role=Role.SUBMITTER, on_daily_limit=policy) is not Answer.RETRY
     assert (got.verdict in (Verdict.ITEM_FAILED, Verdict.STOP, Verdict.FATAL)) is final
     if got.verdict in (Verdict.STOP, Verdict.FATAL):
         assert got.error is error  # the task's answer is then outcomes.airflow_error(error)
+
+
+def test_the_wait_after_a_refusal_is_the_clients_own_backoff() -> None:
+    """A refused submission is spaced by the client's retry policy (here 30 s), not a default's."""
+    slow = RetryPolicy(backoff_base=30.0, backoff_max=30.0)
+    got = judge_submit_error(limited("RATE_LIMITED", NOW - 5), now=NOW, policy=slow, item=1)
+    assert got.verdict is Verdict.LATER and (got.until or 0) >= NOW + 30

@@ -24,6 +24,7 @@ from airflow_provider_doitong.client import (
     DoitongUnauthorized,
     ImageRequest,
     Job,
+    RetryPolicy,
 )
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.observability import NO_OBSERVER
@@ -70,6 +71,7 @@ class FakeClient:
         self.submitted: list[ImageRequest] = []
         self.download_policy = DownloadPolicy.for_api("https://api.doitong.com")
         self.observer = NO_OBSERVER
+        self.retry_policy = RetryPolicy()  # a client's own, as DoitongClient's default
         self.reads: list[str] = []
         self.waits: list[str] = []
 
@@ -267,6 +269,14 @@ def test_refusals_that_prove_no_job_are_waited_out_with_a_growing_floor(
     if isinstance(refusal, DoitongRateLimited):
         # Never sooner than the exponential floor, whatever the reset said: 0.5, 1, 2, 4, 8, 16 s.
         assert all(s >= 0.5 * 2**n - 0.01 for n, s in enumerate(_no_sleeping)), _no_sleeping
+
+
+def test_refusals_are_waited_out_with_the_clients_own_backoff(_no_sleeping: list[float]) -> None:
+    """The floor after a refusal is the connection's retry policy's (here 4 s), not a default's."""
+    client = FakeClient(submit_errors=[_429(retry_in=-30.0)])
+    client.retry_policy = RetryPolicy(backoff_base=4.0, backoff_max=4.0)
+    _operator(client, timeout=3600).execute({"task_state_store": FakeStore()})
+    assert len(_no_sleeping) == 1 and _no_sleeping[0] >= 4.0 - 0.01, _no_sleeping
 
 
 def test_the_refusal_count_survives_in_the_record_when_deferral_kwargs_are_lost() -> None:

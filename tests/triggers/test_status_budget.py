@@ -12,8 +12,8 @@ import math
 
 import pytest
 
+from airflow_provider_doitong.client.pacing import MIN_POLL_GAP, STATUS_SHARE, status_budget
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
-from airflow_provider_doitong.triggers.poller import MIN_POLL_GAP, STATUS_SHARE, status_budget
 
 LIMIT = 60
 WINDOW = 60.0

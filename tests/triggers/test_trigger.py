@@ -12,6 +12,7 @@ import pytest
 
 from airflow_provider_doitong import events
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
+from airflow_provider_doitong.client.pacing import next_read_delay
 from airflow_provider_doitong.triggers import poller as poller_module
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 from doitong_emulator import FaultConfig
@@ -206,11 +207,11 @@ def test_what_the_poller_learns_outlives_it(doitong_conn: Any) -> None:
     second = poller_module.JobPoller(key="doitong_default", client_factory=_unused_factory)
     assert list(second._durations) == learned
     now = time.time()
-    delay = poller_module.next_poll_delay(
+    delay = next_read_delay(
         now=now,
-        last_poll_at=now,
-        interval=30.0,
-        created_at=[now],
+        last_read_at=now,
+        poll_interval=30.0,
+        started=[now],
         typical_duration=statistics.median(learned),
     )
     assert delay < 5.0

@@ -1,0 +1,148 @@
+"""When the next status read happens: the one schedule of the sync wait, the triggerer's poller and a batch.
+
+``poll_interval`` means the same everywhere: the **longest gap** between two status reads, so a job's
+end is seen at most that long after it happens. Three things move a read:
+
+- *earlier*, when a job is worth a look: just after its expected end (:data:`DUE_MARGIN` after its
+  start plus the recent median job duration; one read for a wave of jobs due within
+  :data:`DUE_WINDOW`), or, for a job whose end cannot be predicted yet, after a tenth of its age
+  (:data:`POLL_FRACTION`, at least :data:`YOUNG_JOB_GAP` apart);
+- *later*, when the plan's rate limit needs it: the requests left in the window are spread over the
+  time left in it (:meth:`RateLimitInfo.pace_delay`);
+- *never sooner* than :data:`MIN_POLL_GAP` after the last read, whatever interval was asked for.
+
+The sync wait knows neither the job's age nor any durations, so it reads every ``poll_interval``
+(paced); the shared poller and the batch planner pass their jobs' starts and what they learned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+
+#: The shortest gap between two status reads of one caller, whatever is due or asked for.
+MIN_POLL_GAP = 0.25
+#: The shortest gap between two reads of jobs whose end cannot be predicted yet (nor more than
+#: ``poll_interval``).
+YOUNG_JOB_GAP = 1.0
+#: Share of a job's age (while its end cannot be predicted) allowed between two reads of it.
+POLL_FRACTION = 0.1
+#: How long after a job's expected end the read that checks it comes.
+DUE_MARGIN = 0.05
+#: Jobs due within this much of the first due one (and within a tenth of the typical duration) are
+#: checked by one read, after the last of them.
+DUE_WINDOW = 2.0
+#: How many recent job durations a caller keeps to expect the next ends.
+DURATION_SAMPLES = 50
+#: Share of each rate-limit window the triggerer's status polls may use; the rest of the window's
+#: limit is kept for submissions from workers on the same account (see :func:`status_budget`).
+STATUS_SHARE = 0.5
+
+
+def _wave_end(wanted: list[float], typical_duration: float | None) -> float | None:
+    """The last read time within the window of the first one: one read for a whole wave."""
+    if not wanted:
+        return None
+    first = min(wanted)
+    window = DUE_WINDOW if typical_duration is None else min(DUE_WINDOW, POLL_FRACTION * typical_duration)
+    return max(w for w in wanted if w <= first + window)
+
+
+def due_wave_end(started: Iterable[float], *, typical_duration: float, last_read_at: float) -> float | None:
+    """When to read the next wave of jobs expected to end, or ``None`` if none is expected after the last read.
+
+    A job is expected to end ``typical_duration`` after its start; the read comes :data:`DUE_MARGIN`
+    after the last of the jobs due within ``min(DUE_WINDOW, POLL_FRACTION * typical_duration)`` of
+    the first one still ahead of ``last_read_at``, so one read sees a whole wave.
+
+    :param started: the Unix time each pending job started.
+    :param typical_duration: the recent median job duration.
+    :param last_read_at: the Unix time of the last read.
+    """
+    due = [s + typical_duration + DUE_MARGIN for s in started if s + typical_duration > last_read_at]
+    return _wave_end(due, typical_duration)
+
+
+def next_read_at(
+    *,
+    last_read_at: float,
+    poll_interval: float,
+    started: Iterable[float] = (),
+    typical_duration: float | None = None,
+    min_gap: float = MIN_POLL_GAP,
+) -> float:
+    """The Unix time of the next status read (see the module's docstring for the rule).
+
+    :param last_read_at: the Unix time of the last read (or of the decision, for the sync wait).
+    :param poll_interval: the longest gap, already stretched by rate-limit pacing if any.
+    :param started: the Unix time each pending job started (none: read every ``poll_interval``).
+    :param typical_duration: the recent median job duration, once any job has ended.
+    :param min_gap: the shortest gap; never below :data:`MIN_POLL_GAP`.
+    """
+    last = last_read_at
+    young_gap = min(YOUNG_JOB_GAP, poll_interval)
+    wanted: list[float] = []
+    for start in started:
+        if typical_duration is not None and start + typical_duration > last:
+            wanted.append(start + typical_duration + DUE_MARGIN)
+        else:
+            base = max(last, start)
+            wanted.append(base + min(poll_interval, max(young_gap, POLL_FRACTION * (base - start))))
+    wave = _wave_end(wanted, typical_duration)
+    latest = last + poll_interval if wave is None else min(wave, last + poll_interval)
+    return max(latest, last + max(MIN_POLL_GAP, min_gap))
+
+
+def status_budget(rate_limit: RateLimitInfo) -> int:
+    """How many of the window's remaining requests the triggerer's status polls may still use.
+
+    The rate-limit headers are account-wide, so every poller (one per connection per triggerer)
+    reads the same ``remaining``. Keeping a fixed part of the window's *limit* for submissions holds
+    however many triggerers poll: once the window is down to that reserve, all of them wait for the
+    reset. (A share of what *remains* does not: two pollers each taking half of it use it all.)
+
+    :param rate_limit: the last answer's headers, with ``remaining`` known.
+    """
+    remaining = rate_limit.remaining or 0
+    if rate_limit.limit is None:
+        return int(remaining * STATUS_SHARE)
+    return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE)))
+
+
+def next_read_delay(
+    *,
+    now: float,
+    last_read_at: float,
+    poll_interval: float,
+    started: Iterable[float] = (),
+    typical_duration: float | None = None,
+    rate_limit: RateLimitInfo | None = None,
+    status_share: bool = False,
+) -> float:
+    """Seconds from ``now`` to the next status read: :func:`next_read_at`, paced by the plan's rate limit.
+
+    With rate-limit headers, ``poll_interval`` is stretched to spread the window's remaining
+    requests over the time left in it, and early reads are spaced at least as far apart.
+
+    :param now: the current Unix time.
+    :param rate_limit: the last answer's rate-limit headers, if any.
+    :param status_share: pace on :func:`status_budget`'s share of the window (the triggerer's
+        poller), not all of it.
+    """
+    interval, gap = poll_interval, MIN_POLL_GAP
+    if rate_limit is not None and rate_limit.remaining is not None:
+        if status_share:
+            rate_limit = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit))
+        interval = rate_limit.pace_delay(now=now, min_interval=poll_interval)
+        gap = rate_limit.pace_delay(now=now, min_interval=MIN_POLL_GAP)
+    at = next_read_at(
+        last_read_at=last_read_at,
+        poll_interval=interval,
+        started=started,
+        typical_duration=typical_duration,
+        min_gap=min(gap, interval),
+    )
+    return max(0.0, at - now)
