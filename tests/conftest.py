@@ -30,6 +30,14 @@ os.environ.pop("AIRFLOW_CONN_DOITONG_DEFAULT", None)
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """``--unit``, and the lanes as a plugin of the whole session (``tests`` and ``emulator/tests``)."""
+    from tests import lanes
+
+    lanes.add_options(parser)
+    pluginmanager.register(lanes, "doitong-lanes")
+
+
 #: Set by a session that made its database, for the worker processes it starts (pytest-xdist): each
 #: worker has its own home and copies that freshly migrated database instead of migrating again.
 _TEMPLATE_DB = "DOITONG_TEST_AIRFLOW_DB"
@@ -37,6 +45,8 @@ _TEMPLATE_DB = "DOITONG_TEST_AIRFLOW_DB"
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers, which read the template
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if session.config.getoption("unit"):
+        return  # the unit lane has no Airflow database (lanes.py refuses one)
     database = _HOME / "airflow.db"
     template = os.environ.get(_TEMPLATE_DB)
     if database.exists():

@@ -49,6 +49,10 @@ from .doitong_support import (
     statuses,
 )
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
+
 REQUEST = ImageRequest(provider="flux-krea", prompt="A futuristic city at dusk", width=512, height=384)
 POLL = 0.01
 

@@ -21,6 +21,10 @@ from airflow_provider_doitong.decorators.doitong import INPUT_XCOM_KEY
 from doitong_emulator import DoitongEmulator, EmulatorAccount
 from tests.conftest import conn_json, run_dag, task_states, xcom_value
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
+
 _ids = itertools.count()
 
 

@@ -99,6 +99,7 @@ def test_publish_day_refuses_altered_or_missing_images(consumer: Any, tmp_path: 
         consumer.publish_day(extra)
 
 
+@pytest.mark.integration
 def test_without_triggering_events_there_is_nothing_to_publish(consumer: Any, capfd: Any) -> None:
     run = run_dag(consumer.dag)
     assert task_states(run) == {"publish": "skipped"}

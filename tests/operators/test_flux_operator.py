@@ -239,6 +239,7 @@ def slow_emulator() -> Any:
         yield emu
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 def test_rate_limited_submission_waits_for_the_reset(
     slow_emulator: Any, monkeypatch: Any, deferrable: bool
@@ -257,6 +258,7 @@ def test_rate_limited_submission_waits_for_the_reset(
     assert stats["submissions_by_prompt"]["after the reset"] == 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 def test_concurrency_limit_waits_for_a_free_slot(
     slow_emulator: Any, monkeypatch: Any, deferrable: bool

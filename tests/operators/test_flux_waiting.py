@@ -19,6 +19,10 @@ from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from doitong_emulator import DoitongEmulator, FaultConfig
 from tests.conftest import run_dag, task_states
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
+
 MODES = pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 _ids = itertools.count()
 

@@ -160,6 +160,7 @@ def test_openlineage_objects_serialise_with_the_doitong_facet() -> None:
     }
 
 
+@pytest.mark.integration
 def test_the_provider_imports_no_openlineage() -> None:
     # Airflow itself reads every installed provider's get_provider_info; nothing else may be loaded.
     code = (

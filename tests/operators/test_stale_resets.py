@@ -18,6 +18,10 @@ from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from doitong_emulator import DoitongEmulator, FaultConfig
 from tests.conftest import run_dag, task_states
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
+
 _ids = itertools.count()
 HOLD_S = 8.0
 

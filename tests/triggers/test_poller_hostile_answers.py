@@ -18,6 +18,10 @@ from airflow_provider_doitong.client import (
 from airflow_provider_doitong.triggers.poller import JobPoller
 from doitong_emulator import DoitongEmulator, FaultConfig
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
+
 FAST = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02)
 REQUEST = ImageRequest(provider="flux-krea", prompt="a lighthouse", width=256, height=256)
 
