@@ -122,15 +122,11 @@ COMPAT_TESTS = [
     "tests/batch/test_batch_operator.py::test_a_crash_between_post_and_record_is_detected_on_retry",
 ]
 #: Left out of those files: slow tests whose subject has no Airflow in it (client waits and retries,
-#: the poller's schedule, input checks), each covered by a kept sibling and by the main suite.
+#: the poller's schedule), each covered by a kept sibling and by the main suite.
 COMPAT_DESELECT = [
     "tests/operators/test_flux_operator.py::test_mapped_prompts_each_submitted_once",  # = tests/compat
     "tests/operators/test_flux_operator.py::test_rate_limited_submission_waits_for_the_reset[sync]",
     "tests/operators/test_flux_operator.py::test_concurrency_limit_waits_for_a_free_slot",
-    *(
-        f"tests/operators/test_flux_operator.py::test_bad_input_fails_before_any_request[{case}]"
-        for case in ("long-prompt", "width-13", "provider", "quality", "budget")
-    ),
     "tests/triggers/test_trigger.py::test_what_the_poller_learns_outlives_it",
 ]
 
