@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.airflow_cluster import PRISTINE_DB
+
 # Airflow reads its configuration at import, so the isolated home is set before anything imports it.
 _HOME = Path(os.environ.get("DOITONG_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="doitong-airflow-"))
 (_HOME / "dags").mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
+        # Kept untouched by the tests, for the real Airflows they start (tests/support/airflow_cluster.py).
+        pristine = _HOME / "airflow-pristine.db"
+        shutil.copyfile(database, pristine)
+        os.environ[PRISTINE_DB] = str(pristine)
     os.environ.setdefault(_TEMPLATE_DB, str(database))
 
 
@@ -71,7 +77,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 SHARED_AIRFLOW = {
     "tests/e2e/": "airflow-cluster",
     "tests/faults/": "airflow-cluster",
-    "tests/ui/": "airflow-cluster",
+    "tests/ui/test_browser.py": "airflow-cluster",
     "tests/decorators/test_example_through_the_api.py": "airflow-cluster",
 }
 
