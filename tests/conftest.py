@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.support.airflow_cluster import PRISTINE_DB
 
 # Airflow reads its configuration at import, so the isolated home is set before anything imports it.
@@ -108,11 +109,9 @@ def airflow_home() -> Path:
 
 
 @pytest.fixture
-def emulator() -> Iterator[object]:
+def emulator(doitong_emulators: EmulatorFactory) -> Iterator[object]:
     """A fresh Doitong emulator on loopback: pro plan, 20 s jobs at a 0.02 time scale (0.4 s)."""
-    from doitong_emulator import DoitongEmulator
-
-    with DoitongEmulator(plan="pro", time_scale=0.02, job_seconds=20, credits=100_000) as emu:
+    with doitong_emulators(plan="pro", time_scale=0.02, job_seconds=20, credits=100_000) as emu:
         yield emu
 
 

@@ -28,13 +28,9 @@ import pytest
 #: database: a test using any of them, directly or through another fixture, is not a unit test.
 INTEGRATION_FIXTURES = frozenset(
     {
-        "emulator",  # tests/conftest.py
-        "doitong_conn",
-        "shared_emulator",  # tests/client/conftest.py, emulator/tests/conftest.py
-        "doitong_emulator",  # the emulator's pytest plugin
+        "doitong_emulators",  # the emulator's pytest plugin: every fixture that starts an emulator
         "receiver",  # emulator/tests/conftest.py: a webhook receiver on loopback
-        "fault_emulator",  # tests/faults/conftest.py
-        "fault_cluster",
+        "fault_cluster",  # tests/faults/conftest.py: a real Airflow
     }
 )
 

@@ -28,8 +28,7 @@ class _Item:
     ("fixtures", "marks", "unit"),
     [
         (["tmp_path", "monkeypatch"], (), True),
-        (["tmp_path", "doitong_conn", "emulator"], (), False),  # a fixture that starts the emulator
-        (["make_api", "shared_emulator"], (), False),  # ... or depends on one that does
+        (["tmp_path", "doitong_conn", "emulator", "doitong_emulators"], (), False),  # starts an emulator
         (["tmp_path"], ("integration",), False),  # starts what it needs itself
         (["tmp_path"], ("e2e",), False),
     ],

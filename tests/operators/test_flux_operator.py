@@ -17,6 +17,7 @@ from airflow_provider_doitong.client import DoitongClient, ImageRequest
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.sensors.doitong import DoitongJobSensor
 from doitong_emulator import EmulatorAccount, FaultConfig
+from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.airflow_versions import AIRFLOW_VERSION, unwrapped, without_mask_requests
 from tests.conftest import conn_json, run_dag, task_states, xcom_value
 
@@ -263,15 +264,13 @@ def _use_account(emu: Any, monkeypatch: Any, **account: Any) -> str:
 
 
 @pytest.fixture
-def slow_emulator() -> Any:
+def slow_emulator(doitong_emulators: EmulatorFactory) -> Any:
     """A 12-second rate-limit window and 8-second jobs: long enough to outlast ``dag.test()``'s start."""
-    from doitong_emulator import DoitongEmulator
 
-    with DoitongEmulator(plan="pro", time_scale=0.2, job_seconds=40, credits=100_000) as emu:
+    with doitong_emulators(plan="pro", time_scale=0.2, job_seconds=40, credits=100_000) as emu:
         yield emu
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 def test_rate_limited_submission_waits_for_the_reset(
     slow_emulator: Any, monkeypatch: Any, deferrable: bool
@@ -290,7 +289,6 @@ def test_rate_limited_submission_waits_for_the_reset(
     assert stats["submissions_by_prompt"]["after the reset"] == 1
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 def test_concurrency_limit_waits_for_a_free_slot(
     slow_emulator: Any, monkeypatch: Any, deferrable: bool
