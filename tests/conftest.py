@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from doitong_emulator.pytest_plugin import EmulatorFactory
-from tests.support.airflow_cluster import PRISTINE_DB
 
 # Airflow reads its configuration at import, so the isolated home is set before anything imports it.
 _HOME = Path(os.environ.get("DOITONG_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="doitong-airflow-"))
@@ -64,10 +63,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
-        # Kept untouched by the tests, for the real Airflows they start (tests/support/airflow_cluster.py).
-        pristine = _HOME / "airflow-pristine.db"
-        shutil.copyfile(database, pristine)
-        os.environ[PRISTINE_DB] = str(pristine)
     os.environ.setdefault(_TEMPLATE_DB, str(database))
 
 

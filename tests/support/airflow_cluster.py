@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import sqlite3
@@ -22,9 +21,6 @@ from pathlib import Path
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
-#: The path of a freshly migrated metadata database, set by the test session that made it
-#: (``tests/conftest.py``): a cluster copies it instead of migrating its own (seconds each).
-PRISTINE_DB = "DOITONG_TEST_PRISTINE_DB"
 
 
 def unix_time(value: object) -> float | None:
@@ -116,15 +112,8 @@ class AirflowCluster:
     db_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def migrate(self) -> None:
-        """Create the metadata database unless it exists: a copy of the test session's freshly migrated
-        one (:data:`PRISTINE_DB`) when there is one, else with ``airflow db migrate``."""
-        database = self.home / "airflow.db"
-        pristine = os.environ.get(PRISTINE_DB)
-        if database.exists():
-            return
-        if pristine and Path(pristine).is_file():
-            shutil.copyfile(pristine, database)
-        else:
+        """Create the metadata database unless it exists."""
+        if not (self.home / "airflow.db").exists():
             self.airflow("db", "migrate")
 
     def start(self, components: Iterable[str] = COMPONENTS) -> AirflowCluster:
