@@ -17,7 +17,9 @@ from that release's pinned constraints (``.ci/constraints/``; the main release, 
 Without releases it runs those other than the main one. A venv is rebuilt when its files change;
 ``--install-only`` (first) installs the venvs and runs nothing.
 ``python3 dev.py test`` without named tests runs the whole suite in several worker processes
-(``TEST_WORKERS``); with a path or node id it runs those tests in one process (``-n N`` chooses).
+(``TEST_WORKERS``) and prints the provider package's coverage; with a path or node id it runs those
+tests in one process (``-n N`` chooses). ``python3 dev.py test --unit`` runs the unit lane: every test
+that needs no server, no Airflow database and no subprocess (``tests/lanes.py``), in one process.
 ``python3 dev.py test-s3`` runs the storage layer's tests on S3 (moto) in ``.venv-distributed``.
 ``python3 dev.py setup`` makes ``.venv`` with everything ``test`` and ``check`` need (and installs
 Chromium with apt-get for the browser tests when it is missing), and runs nothing.
@@ -59,17 +61,23 @@ COMMANDS = {
 TEST_WORKERS = 3
 
 
+#: The whole suite measures the provider package's coverage and prints it (the ``TOTAL`` line).
+COVERAGE = ["--cov=airflow_provider_doitong", "--cov-report=term:skip-covered"]
+
+
 def test_args(args: list[str]) -> list[str]:
-    """pytest's arguments for ``test``: ``args`` plus the workers, unless tests are named.
+    """pytest's arguments for ``test``: ``args`` plus the workers and coverage, unless tests are named.
 
     Named tests (a path or node id, as in ``dev.py test tests/batch -x``) run in one process, where
     ``-x``, ``--pdb`` and the output behave as usual; ``-n`` or ``-p no:xdist`` choose for themselves.
+    ``--unit`` (the unit lane: no server, no Airflow database, no subprocess; see ``tests/lanes.py``)
+    runs in one process too, without coverage.
     """
     named = any(not arg.startswith("-") and (ROOT / arg.split("::")[0]).exists() for arg in args)
     chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg == "no:xdist" for arg in args)
-    if named or chosen:
+    if named or chosen or "--unit" in args:
         return args
-    return ["-n", str(TEST_WORKERS), "--dist", "loadgroup", *args]
+    return ["-n", str(TEST_WORKERS), "--dist", "loadgroup", *COVERAGE, *args]
 
 
 #: What ``check`` runs, in order: every one runs, and ``check`` fails if any failed. ``docs`` serves
@@ -114,15 +122,11 @@ COMPAT_TESTS = [
     "tests/batch/test_batch_operator.py::test_a_crash_between_post_and_record_is_detected_on_retry",
 ]
 #: Left out of those files: slow tests whose subject has no Airflow in it (client waits and retries,
-#: the poller's schedule, input checks), each covered by a kept sibling and by the main suite.
+#: the poller's schedule), each covered by a kept sibling and by the main suite.
 COMPAT_DESELECT = [
     "tests/operators/test_flux_operator.py::test_mapped_prompts_each_submitted_once",  # = tests/compat
     "tests/operators/test_flux_operator.py::test_rate_limited_submission_waits_for_the_reset[sync]",
     "tests/operators/test_flux_operator.py::test_concurrency_limit_waits_for_a_free_slot",
-    *(
-        f"tests/operators/test_flux_operator.py::test_bad_input_fails_before_any_request[{case}]"
-        for case in ("long-prompt", "width-13", "provider", "quality", "budget")
-    ),
     "tests/triggers/test_trigger.py::test_what_the_poller_learns_outlives_it",
 ]
 

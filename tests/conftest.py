@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from doitong_emulator.pytest_plugin import EmulatorFactory
+
 # Airflow reads its configuration at import, so the isolated home is set before anything imports it.
 _HOME = Path(os.environ.get("DOITONG_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="doitong-airflow-"))
 (_HOME / "dags").mkdir(parents=True, exist_ok=True)
@@ -30,6 +32,14 @@ os.environ.pop("AIRFLOW_CONN_DOITONG_DEFAULT", None)
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """``--unit``, and the lanes as a plugin of the whole session (``tests`` and ``emulator/tests``)."""
+    from tests import lanes
+
+    lanes.add_options(parser)
+    pluginmanager.register(lanes, "doitong-lanes")
+
+
 #: Set by a session that made its database, for the worker processes it starts (pytest-xdist): each
 #: worker has its own home and copies that freshly migrated database instead of migrating again.
 _TEMPLATE_DB = "DOITONG_TEST_AIRFLOW_DB"
@@ -37,6 +47,8 @@ _TEMPLATE_DB = "DOITONG_TEST_AIRFLOW_DB"
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers, which read the template
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if session.config.getoption("unit"):
+        return  # the unit lane has no Airflow database (lanes.py refuses one)
     database = _HOME / "airflow.db"
     template = os.environ.get(_TEMPLATE_DB)
     if database.exists():
@@ -61,7 +73,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 SHARED_AIRFLOW = {
     "tests/e2e/": "airflow-cluster",
     "tests/faults/": "airflow-cluster",
-    "tests/ui/": "airflow-cluster",
+    "tests/ui/test_browser.py": "airflow-cluster",
     "tests/decorators/test_example_through_the_api.py": "airflow-cluster",
 }
 
@@ -92,11 +104,9 @@ def airflow_home() -> Path:
 
 
 @pytest.fixture
-def emulator() -> Iterator[object]:
+def emulator(doitong_emulators: EmulatorFactory) -> Iterator[object]:
     """A fresh Doitong emulator on loopback: pro plan, 20 s jobs at a 0.02 time scale (0.4 s)."""
-    from doitong_emulator import DoitongEmulator
-
-    with DoitongEmulator(plan="pro", time_scale=0.02, job_seconds=20, credits=100_000) as emu:
+    with doitong_emulators(plan="pro", time_scale=0.02, job_seconds=20, credits=100_000) as emu:
         yield emu
 
 

@@ -285,6 +285,7 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     shutil.rmtree(root / "venv", ignore_errors=True)
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(1800)
 def test_the_wheels_run_a_dag_in_a_fresh_venv(wheel_venv: tuple[Path, dict[str, str]]) -> None:
     root, env = wheel_venv

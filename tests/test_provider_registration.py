@@ -48,6 +48,7 @@ def _airflow_cli(*args: str) -> Any:
     raise AssertionError(f"no JSON list in the output: {done.stdout[-2000:]}")
 
 
+@pytest.mark.integration
 def test_cli_providers_hooks_lists_doitong() -> None:
     hooks = {row["connection_type"]: row for row in _airflow_cli("providers", "hooks")}
     assert "doitong" in hooks
@@ -58,6 +59,7 @@ def test_cli_providers_hooks_lists_doitong() -> None:
     assert row["hook_name"] == "Doitong"
 
 
+@pytest.mark.integration
 def test_cli_providers_list_lists_the_package() -> None:
     providers = {row["package_name"]: row for row in _airflow_cli("providers", "list")}
     assert PACKAGE in providers

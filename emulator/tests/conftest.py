@@ -15,7 +15,7 @@ import requests
 
 from airflow_provider_doitong.contract import JobStatus
 from doitong_emulator import DoitongEmulator, FaultConfig
-from doitong_emulator.pytest_plugin import doitong_emulator  # noqa: F401
+from doitong_emulator.pytest_plugin import EmulatorFactory, doitong_emulator  # noqa: F401
 
 #: Fast emulated time: a 5 s job takes 0.1 s, the rate-limit window 1.2 s.
 TIME_SCALE = 0.02
@@ -88,8 +88,10 @@ class Api:
 
 
 @pytest.fixture(scope="session")
-def shared_emulator() -> Iterator[DoitongEmulator]:
-    with DoitongEmulator(time_scale=TIME_SCALE, job_seconds=JOB_SECONDS, requests_per_minute=100_000) as emu:
+def shared_emulator(doitong_emulators: EmulatorFactory) -> Iterator[DoitongEmulator]:
+    with doitong_emulators(
+        time_scale=TIME_SCALE, job_seconds=JOB_SECONDS, requests_per_minute=100_000
+    ) as emu:
         yield emu
 
 

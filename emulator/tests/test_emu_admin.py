@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import requests
 
 from doitong_emulator import DoitongEmulator, EmulatorAccount
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
 
 
 def test_stats_count_what_clients_did(emu, api):

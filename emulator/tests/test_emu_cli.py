@@ -77,6 +77,7 @@ def run_cli() -> Iterator:
             cli.process.wait(5)
 
 
+@pytest.mark.integration
 def test_cli_serves_and_stops_cleanly(run_cli):
     port = _free_port()
     cli = run_cli(
@@ -101,6 +102,7 @@ def test_cli_serves_and_stops_cleanly(run_cli):
     assert cli.stop() == 0
 
 
+@pytest.mark.integration
 def test_cli_state_file_keeps_jobs_across_restarts(run_cli, tmp_path: Path):
     state_file = tmp_path / "state.json"
     port = _free_port()
@@ -177,6 +179,7 @@ def test_cli_options_parse():
     assert (args.requests_per_minute, args.concurrent_jobs, args.daily_limit) == (600, 20, -1)
 
 
+@pytest.mark.integration
 def test_cli_rejects_bad_fault_rates(run_cli):
     cli = run_cli("--port", str(_free_port()), "--error-500-rate", "3")
     assert cli.process.wait(timeout=20) == 2

@@ -122,6 +122,7 @@ def test_fault_config_validates():
         FaultConfig(error_500_rate=0.6, error_429_rate=0.6)
 
 
+@pytest.mark.integration
 def test_restart_keeps_state_and_port(make_api):
     with DoitongEmulator(time_scale=0.02, job_seconds=5) as emu:
         client = make_api(emu)
@@ -140,6 +141,7 @@ def test_restart_keeps_state_and_port(make_api):
         assert stats["requests"]["submit"] == 2
 
 
+@pytest.mark.integration
 def test_stop_then_start_refuses_then_serves(make_api):
     with DoitongEmulator(time_scale=0.02, job_seconds=5) as emu:
         client = make_api(emu)

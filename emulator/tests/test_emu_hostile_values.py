@@ -73,6 +73,7 @@ def test_huge_status_answer_is_streamed(emu, api):
     assert got > 8 << 20
 
 
+@pytest.mark.integration
 def test_a_slot_held_by_another_client(make_api):
     from doitong_emulator import DoitongEmulator
 

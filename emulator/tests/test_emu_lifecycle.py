@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import requests
 
 from doitong_emulator import DoitongEmulator
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
 
 
 def _emulator_threads() -> set[str]:

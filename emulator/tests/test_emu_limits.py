@@ -10,6 +10,9 @@ import pytest
 from airflow_provider_doitong.contract import PLANS
 from doitong_emulator import DoitongEmulator
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def limited(make_api):

@@ -11,6 +11,10 @@ import pytest
 
 from doitong_emulator import DoitongEmulator
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
+
 POLLS = 1000
 
 

@@ -45,6 +45,7 @@ def test_stale_reset_headers_are_in_the_past_without_retry_after(emu, api):
     assert "Retry-After" in fresh.headers and float(fresh.headers["X-RateLimit-Reset"]) > time.time() - 1
 
 
+@pytest.mark.integration
 def test_stale_reset_applies_to_the_plans_own_429s(make_api):
     from doitong_emulator import DoitongEmulator
 

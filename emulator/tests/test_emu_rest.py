@@ -5,8 +5,13 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import pytest
+
 from airflow_provider_doitong.contract import credit_cost
 from doitong_emulator import DoitongEmulator
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
 
 
 def test_submit_answers_under_lowercase_generateimage(api):

@@ -5,9 +5,14 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from airflow_provider_doitong.contract import SIGNATURE_HEADER
 from airflow_provider_doitong.webhooks import verify_signature
 from doitong_emulator import DoitongEmulator, EmulatorAccount, FaultConfig
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
 
 
 def _webhook_stats(emu, delivered: int, timeout: float = 5.0) -> dict:

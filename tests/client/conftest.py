@@ -8,13 +8,16 @@ from typing import Any
 import pytest
 
 from doitong_emulator import DoitongEmulator, EmulatorAccount, FaultConfig
+from doitong_emulator.pytest_plugin import EmulatorFactory
 
 from .doitong_support import FAST, JOB_SECONDS, SPECIAL_ACCOUNTS, TIME_SCALE, Api, AsyncApi, MakeApi, SyncApi
 
 
 @pytest.fixture(scope="session")
-def shared_emulator() -> Iterator[DoitongEmulator]:
-    with DoitongEmulator(plan="pro", time_scale=TIME_SCALE, job_seconds=JOB_SECONDS, credits=100_000) as emu:
+def shared_emulator(doitong_emulators: EmulatorFactory) -> Iterator[DoitongEmulator]:
+    with doitong_emulators(
+        plan="pro", time_scale=TIME_SCALE, job_seconds=JOB_SECONDS, credits=100_000
+    ) as emu:
         for name, fields in SPECIAL_ACCOUNTS.items():
             emu.add_account(EmulatorAccount(name=name, plan="pro", **{"credits": 100_000, **fields}))
         yield emu

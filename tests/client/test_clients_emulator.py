@@ -34,7 +34,8 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
     protocol,
 )
-from doitong_emulator import DoitongEmulator, FaultConfig
+from doitong_emulator import FaultConfig
+from doitong_emulator.pytest_plugin import EmulatorFactory
 
 from .doitong_support import (
     FAST,
@@ -48,6 +49,10 @@ from .doitong_support import (
     log_of,
     statuses,
 )
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
 
 REQUEST = ImageRequest(provider="flux-krea", prompt="A futuristic city at dusk", width=512, height=384)
 POLL = 0.01
@@ -397,9 +402,11 @@ def _seed_with_failures_first(*, rate: float, failures: int) -> int:
 
 
 @pytest.fixture(params=["sync", "async"])
-def paced_api(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
+def paced_api(
+    request: pytest.FixtureRequest, doitong_emulators: EmulatorFactory
+) -> Iterator[tuple[Any, Any]]:
     """A client against an emulator allowing 3 requests per 0.3 s window, running 1 s jobs."""
-    with DoitongEmulator(time_scale=TIME_SCALE, job_seconds=200, requests_per_minute=3) as emu:
+    with doitong_emulators(time_scale=TIME_SCALE, job_seconds=200, requests_per_minute=3) as emu:
         cls = SyncApi if request.param == "sync" else AsyncApi
         api = cls(api_key=emu.api_key, base_url=emu.base_url, retry_policy=FAST, timeout=5.0)
         try:

@@ -113,6 +113,7 @@ print("FORM=" + json.dumps(meta.model_dump(mode="json"), default=str))
 """
 
 
+@pytest.mark.integration
 def test_connection_form_as_the_ui_shows_it(airflow_home: Path) -> None:
     import json
     import os

@@ -19,7 +19,12 @@ from airflow_provider_doitong.batch import manifest as manifest_api
 from airflow_provider_doitong.client import DoitongClient
 from airflow_provider_doitong.decorators.doitong import INPUT_XCOM_KEY
 from doitong_emulator import DoitongEmulator, EmulatorAccount
+from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.conftest import conn_json, run_dag, task_states, xcom_value
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
 
 _ids = itertools.count()
 
@@ -93,9 +98,9 @@ def test_mapped_deferrable_tasks_each_resume_with_their_own_prompt(doitong_conn:
 
 
 @pytest.fixture
-def windowed_emulator() -> Any:
+def windowed_emulator(doitong_emulators: EmulatorFactory) -> Any:
     """A 12-second rate-limit window and 1-second jobs: a refused submission is waited out in a deferral."""
-    with DoitongEmulator(plan="pro", time_scale=0.2, job_seconds=5, credits=100_000) as emu:
+    with doitong_emulators(plan="pro", time_scale=0.2, job_seconds=5, credits=100_000) as emu:
         yield emu
 
 

@@ -26,6 +26,7 @@ def consumer() -> Any:
     return load_example("doitong_asset_consumer")
 
 
+@pytest.mark.integration
 def test_without_triggering_events_there_is_nothing_to_publish(consumer: Any, capfd: Any) -> None:
     run = run_dag(consumer.dag)
     assert task_states(run) == {"publish": "skipped"}

@@ -10,8 +10,14 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
 from tests.conftest import REPO
 from tests.examples._helpers import DEFAULT_PROMPTS, EXAMPLES, prompts_in
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
 
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 

@@ -28,6 +28,10 @@ from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, sign_payload
 from tests.examples._helpers import EXAMPLES, load_example
 from tests.examples.test_webhooks import SECRET, _free_port, job_body, post, records
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
+
 HEAD = b"POST /doitong/webhook HTTP/1.1\r\nHost: receiver\r\n"
 
 

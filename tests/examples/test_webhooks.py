@@ -19,6 +19,10 @@ from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, sign_payload
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import EXAMPLES, load_example
 
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
+
 SECRET = "receiver-test-secret"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from doitong_emulator import DoitongEmulator
+from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.support.airflow_cluster import AirflowCluster, free_port
 
 TIME_SCALE = 0.1
@@ -74,9 +75,9 @@ DAGS = {
 
 
 @pytest.fixture(scope="package")
-def fault_emulator() -> Iterator[DoitongEmulator]:
+def fault_emulator(doitong_emulators: EmulatorFactory) -> Iterator[DoitongEmulator]:
     # A port no outgoing connection can be given while the emulator is stopped (then started on it).
-    with DoitongEmulator(
+    with doitong_emulators(
         port=free_port(),
         plan="pro",
         time_scale=TIME_SCALE,

@@ -12,11 +12,12 @@ from airflow.sdk import DAG
 from PIL import Image
 
 from airflow_provider_doitong import ui
-from airflow_provider_doitong._compat import DURABLE_RETRIES
+from airflow_provider_doitong._compat import DURABLE_RETRIES, AirflowFailException
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.sensors.doitong import DoitongJobSensor
 from doitong_emulator import EmulatorAccount, FaultConfig
+from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.airflow_versions import AIRFLOW_VERSION, unwrapped, without_mask_requests
 from tests.conftest import conn_json, run_dag, task_states, xcom_value
 
@@ -101,15 +102,34 @@ def test_a_prompt_file_is_data_and_a_prompt_ending_in_txt_is_a_prompt(
     assert xcom_value(run, "generate")["prompt"] == "prompts/hero.txt"
 
 
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        pytest.param(None, "does not exist; nothing was submitted", id="missing"),
-        pytest.param(b"a fox \xff", "is not UTF-8 text (byte 7); nothing was submitted", id="not-utf8"),
-        pytest.param("\u200b \n".encode(), "prompt has no visible character", id="invisible"),
-        pytest.param(b"x" * 10_000, "more than a prompt of 2000 characters", id="too-big"),
-    ],
-)
+#: A connection to nothing (the discard port): a request sent would fail otherwise than the check.
+NOWHERE = json.dumps({"conn_type": "doitong", "host": "http://127.0.0.1:9", "password": "sk-nowhere"})
+
+
+UNUSABLE_PROMPT_FILES = [
+    pytest.param(None, "does not exist; nothing was submitted", id="missing"),
+    pytest.param(b"a fox \xff", "is not UTF-8 text (byte 7); nothing was submitted", id="not-utf8"),
+    pytest.param("\u200b \n".encode(), "prompt has no visible character", id="invisible"),
+    pytest.param(b"x" * 10_000, "more than a prompt of 2000 characters", id="too-big"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), UNUSABLE_PROMPT_FILES)
+def test_an_unusable_prompt_file_is_refused_for_good_before_any_request(
+    monkeypatch: Any, tmp_path: Any, content: bytes | None, message: str
+) -> None:
+    """The refusal itself, without Airflow's run (the one below shows a run failing on it, unretried)."""
+    monkeypatch.setenv("AIRFLOW_CONN_DOITONG_DEFAULT", NOWHERE)
+    path = tmp_path / "prompt.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AirflowFailException) as refused:
+        FluxGenerateOperator(task_id="generate", prompt_file=str(path)).execute({})
+    said = unwrapped(str(refused.value))
+    assert unwrapped(message) in said and unwrapped(f"prompt_file {path}") in said
+
+
+@pytest.mark.parametrize(("content", "message"), UNUSABLE_PROMPT_FILES[:1])
 def test_an_unusable_prompt_file_fails_before_any_request(
     doitong_conn: Any, tmp_path: Any, content: bytes | None, message: str, capfd: Any
 ) -> None:
@@ -166,6 +186,19 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("kwargs", "message"), BAD_INPUTS)
+def test_bad_input_is_refused_for_good_before_any_request(
+    monkeypatch: Any, kwargs: dict[str, Any], message: str
+) -> None:
+    """The refusal itself, without Airflow's run (the one below shows a run failing on it, unretried)."""
+    monkeypatch.setenv("AIRFLOW_CONN_DOITONG_DEFAULT", NOWHERE)
+    operator = FluxGenerateOperator(task_id="generate", **kwargs)
+    with pytest.raises(AirflowFailException) as refused:
+        operator.execute({})
+    assert unwrapped(message) in unwrapped(str(refused.value))
+    assert "nothing was submitted" in str(refused.value)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [BAD_INPUTS[0]])
 def test_bad_input_fails_before_any_request(
     doitong_conn: Any, kwargs: dict[str, Any], message: str, capfd: Any
 ) -> None:
@@ -231,11 +264,10 @@ def _use_account(emu: Any, monkeypatch: Any, **account: Any) -> str:
 
 
 @pytest.fixture
-def slow_emulator() -> Any:
+def slow_emulator(doitong_emulators: EmulatorFactory) -> Any:
     """A 12-second rate-limit window and 8-second jobs: long enough to outlast ``dag.test()``'s start."""
-    from doitong_emulator import DoitongEmulator
 
-    with DoitongEmulator(plan="pro", time_scale=0.2, job_seconds=40, credits=100_000) as emu:
+    with doitong_emulators(plan="pro", time_scale=0.2, job_seconds=40, credits=100_000) as emu:
         yield emu
 
 

@@ -17,7 +17,12 @@ from airflow.sdk import DAG
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from doitong_emulator import DoitongEmulator, FaultConfig
+from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.conftest import run_dag, task_states
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
 
 MODES = pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 _ids = itertools.count()
@@ -55,9 +60,9 @@ def _when(predicate: Callable[[], bool], then: Callable[[], None], timeout: floa
 
 
 @pytest.fixture
-def slow_emulator() -> Iterator[DoitongEmulator]:
+def slow_emulator(doitong_emulators: EmulatorFactory) -> Iterator[DoitongEmulator]:
     """A 12-second rate-limit window and 8-second jobs."""
-    with DoitongEmulator(plan="pro", time_scale=0.2, job_seconds=40, credits=100_000) as emu:
+    with doitong_emulators(plan="pro", time_scale=0.2, job_seconds=40, credits=100_000) as emu:
         yield emu
 
 

@@ -19,6 +19,7 @@ import pytest
 from airflow_provider_doitong import lineage
 from airflow_provider_doitong.lineage import DatasetRef, DoitongRun
 from doitong_emulator import DoitongEmulator, FaultConfig
+from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.conftest import REPO, conn_json
 
 RESULT = {
@@ -160,6 +161,7 @@ def test_openlineage_objects_serialise_with_the_doitong_facet() -> None:
     }
 
 
+@pytest.mark.integration
 def test_the_provider_imports_no_openlineage() -> None:
     # Airflow itself reads every installed provider's get_provider_info; nothing else may be loaded.
     code = (
@@ -176,8 +178,8 @@ def test_the_provider_imports_no_openlineage() -> None:
 
 # --- a real run, with the OpenLineage provider's file transport ---------------------------------
 @pytest.fixture
-def failing_emulator() -> Iterator[DoitongEmulator]:
-    with DoitongEmulator(plan="pro", time_scale=0.02, job_seconds=5, credits=1_000) as emu:
+def failing_emulator(doitong_emulators: EmulatorFactory) -> Iterator[DoitongEmulator]:
+    with doitong_emulators(plan="pro", time_scale=0.02, job_seconds=5, credits=1_000) as emu:
         emu.set_faults(FaultConfig(fail_job_rate=1.0))
         yield emu
 

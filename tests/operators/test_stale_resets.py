@@ -16,16 +16,23 @@ from airflow.sdk import DAG
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from doitong_emulator import DoitongEmulator, FaultConfig
+from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.conftest import run_dag, task_states
+
+#: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).
+pytestmark = pytest.mark.integration
+
 
 _ids = itertools.count()
 HOLD_S = 8.0
 
 
 @pytest.fixture
-def free_plan(monkeypatch: pytest.MonkeyPatch) -> Iterator[DoitongEmulator]:
+def free_plan(
+    monkeypatch: pytest.MonkeyPatch, doitong_emulators: EmulatorFactory
+) -> Iterator[DoitongEmulator]:
     """The free plan (10 requests a minute, one job at a time) in real time, 1 s jobs."""
-    with DoitongEmulator(plan="free", time_scale=1.0, job_seconds=1, credits=10_000) as emu:
+    with doitong_emulators(plan="free", time_scale=1.0, job_seconds=1, credits=10_000) as emu:
         conn = {
             "conn_type": "doitong",
             "host": emu.base_url,

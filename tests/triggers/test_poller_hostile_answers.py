@@ -17,14 +17,15 @@ from airflow_provider_doitong.client import (
 )
 from airflow_provider_doitong.triggers.poller import JobPoller
 from doitong_emulator import DoitongEmulator, FaultConfig
+from doitong_emulator.pytest_plugin import EmulatorFactory
 
 FAST = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02)
 REQUEST = ImageRequest(provider="flux-krea", prompt="a lighthouse", width=256, height=256)
 
 
 @pytest.fixture(scope="module")
-def emu() -> Iterator[DoitongEmulator]:
-    with DoitongEmulator(plan="pro", time_scale=0.01, job_seconds=20, credits=100_000) as emulator:
+def emu(doitong_emulators: EmulatorFactory) -> Iterator[DoitongEmulator]:
+    with doitong_emulators(plan="pro", time_scale=0.01, job_seconds=20, credits=100_000) as emulator:
         yield emulator
 
 
