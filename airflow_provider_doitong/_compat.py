@@ -46,13 +46,11 @@ What differs, and what this provider does about it:
   in 3.1; 3.0 ignores it. Teams (``DagDetails.team_name``) arrived in 3.1; :func:`dag_details` sets
   it where the release has it.
 
-* Human-in-the-loop requests (the batch's ``require_approval``) arrived in 3.1, with
-  ``apache-airflow-providers-standard``'s HITL module; :data:`HUMAN_REVIEW_UNAVAILABLE` says why
-  there is none (3.0). From 3.3 a waiting task parks in ``awaiting_input``: no trigger, and the
-  scheduler applies the timeout's default answer; on 3.1 and 3.2 it defers to the standard
-  provider's ``HITLTrigger``, which polls for the answer and applies the default itself. Either
-  way the wait holds no worker slot, and the task resumes in the named method with the same event.
-  :func:`await_human` hides the difference.
+* Human-in-the-loop requests (the batch's ``require_approval``): from 3.3 a waiting task parks in
+  ``awaiting_input``, holding no worker slot and no trigger, and the scheduler applies the timeout's
+  default answer; :func:`await_human` asks. 3.1 and 3.2 have requests only through the standard
+  provider's trigger, which ``dag.test()`` cannot run and which is not tested end to end here, so
+  :data:`HUMAN_REVIEW_UNAVAILABLE` refuses the option there (and on 3.0) before the first credit.
 
 * Metrics: Airflow's ``Stats`` moved from ``airflow.stats`` (3.0, 3.1; it configures itself from
   ``[metrics]`` on first use) to the task SDK's ``airflow.sdk.observability.stats`` (3.2+), which
@@ -72,7 +70,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
@@ -98,16 +96,19 @@ DURABLE_RETRIES: bool = "task_state_store" in getattr(Context, "__annotations__"
 
 def _human_review_unavailable() -> str | None:
     try:
-        import airflow.providers.standard.operators.hitl  # noqa: F401 - only whether it imports
-    except Exception as exc:  # ImportError, or the standard provider's "needs Airflow 3.1+"
+        from airflow.sdk.exceptions import TaskAwaitingInput  # noqa: F401 - only whether it imports
+        from airflow.sdk.execution_time.hitl import upsert_hitl_detail  # noqa: F401
+    except ImportError:
+        from airflow import __version__
+
         return (
-            "human review needs Airflow's human-in-the-loop requests (Airflow 3.1+ with "
-            f"apache-airflow-providers-standard's operators.hitl): {exc}"
+            "a batch's human review needs Airflow 3.3 or later, where a task waits for a person's "
+            f"answer in the awaiting_input state (this is Airflow {__version__})"
         )
     return None
 
 
-#: Why this Airflow cannot ask a person (before 3.1), or ``None`` where it can.
+#: Why this Airflow cannot ask a person (before 3.3), or ``None`` where it can.
 HUMAN_REVIEW_UNAVAILABLE: str | None = _human_review_unavailable()
 
 
@@ -184,21 +185,8 @@ def await_human(
         multiple=False,
         params={},
     )
-    try:
-        from airflow.sdk.exceptions import TaskAwaitingInput
-    except ImportError:  # 3.1 and 3.2: the standard provider's trigger waits in the triggerer
-        from airflow.providers.standard.triggers.hitl import HITLTrigger
+    from airflow.sdk.exceptions import TaskAwaitingInput
 
-        until = None if timeout is None else datetime.now(timezone.utc) + timeout
-        trigger = HITLTrigger(
-            ti_id=ti_id,
-            options=options,
-            params={},
-            defaults=[default],
-            multiple=False,
-            timeout_datetime=until,
-        )
-        operator.defer(trigger=trigger, method_name=method_name, kwargs=kwargs)
     raise TaskAwaitingInput(method_name=method_name, kwargs=kwargs, timeout=timeout)
 
 

@@ -79,7 +79,7 @@ class FluxBatchOperator(BaseOperator):
         without retry), ``skip`` (the same, ending skipped) or ``wait`` for the reset and go on.
     :param min_defer_seconds: deferrable mode waits in the worker when the next job is due sooner
         than this plus the measured resume time: a resume costs a task process start.
-    :param require_approval: once the images are stored, wait for a person's approval (Airflow 3.1+):
+    :param require_approval: once the images are stored, wait for a person's approval (Airflow 3.3+):
         see :mod:`~airflow_provider_doitong.operators.review`, with ``approval_timeout`` (seconds or a
         timedelta; ``None``: no limit) and ``on_approval_timeout`` (``reject`` or ``approve``).
     """

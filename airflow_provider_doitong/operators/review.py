@@ -1,7 +1,7 @@
 """A person's approval of a stored batch: ``FluxBatchOperator(require_approval=True)``.
 
 After its images and manifest are stored, the batch asks for a review on Airflow's human-in-the-loop
-machinery (Airflow 3.1+): the request, in Airflow's *Required actions* view and its REST API, links
+machinery (Airflow 3.3+): the request, in Airflow's *Required actions* view and its REST API, links
 the contact sheet and lists each image and its prompt, with the options ``Approve`` and ``Reject``.
 The wait holds no worker slot (see :func:`~airflow_provider_doitong._compat.await_human`). The
 answer, or the timeout's fallback, goes into the manifest's ``review`` record

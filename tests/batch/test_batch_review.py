@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_doitong import _compat
 from airflow_provider_doitong.batch.manifest import verify_manifest
 from tests.batch.test_batch_operator import batch_dag
 from tests.conftest import run_dag, task_states, xcom_value
 
-pytest.importorskip("airflow.providers.standard.operators.hitl", reason="needs Airflow 3.1+")
+if _compat.HUMAN_REVIEW_UNAVAILABLE:
+    pytest.skip(_compat.HUMAN_REVIEW_UNAVAILABLE, allow_module_level=True)
 
 
 class TimeoutSweep(threading.Thread):

@@ -17,6 +17,8 @@ from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from doitong_emulator import DoitongEmulator
 from tests.conftest import run_dag, task_states
 
+pytestmark = pytest.mark.integration  # emulators and Airflow runs of its own
+
 PROMPTS = [f"a rotated key, study {n}" for n in range(3)]
 
 

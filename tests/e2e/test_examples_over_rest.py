@@ -25,6 +25,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from airflow_provider_doitong import _compat
 from airflow_provider_doitong.batch.manifest import STORED, read_manifest, verify_manifest
 from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, verify_signature
 from doitong_emulator import DoitongEmulator
@@ -315,7 +316,8 @@ def ended(airflow: Setup, dag_id: str, run_id: str) -> str:
 
 def test_review_scheduled_rejected_and_triggered_approved_over_rest(airflow: Setup) -> None:
     """Both runs' batches wait for a person; the answers come through the REST API's HITL endpoints."""
-    pytest.importorskip("airflow.providers.standard.operators.hitl", reason="needs Airflow 3.1+")
+    if _compat.HUMAN_REVIEW_UNAVAILABLE:
+        pytest.skip(_compat.HUMAN_REVIEW_UNAVAILABLE)
     cluster, api, images = airflow.cluster, airflow.api, airflow.images
     cluster.wait_for_dag(REVIEW)
     (scheduled, *_) = wait_until(lambda: api.runs(REVIEW, "scheduled"), "the latest day's scheduled run")

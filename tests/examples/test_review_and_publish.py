@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_doitong import _compat
 from airflow_provider_doitong.batch.manifest import read_manifest, verify_manifest
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import load_example, submissions
 
-hitl = pytest.importorskip("airflow.providers.standard.operators.hitl", reason="needs Airflow 3.1+")
+if _compat.HUMAN_REVIEW_UNAVAILABLE:
+    pytest.skip(_compat.HUMAN_REVIEW_UNAVAILABLE, allow_module_level=True)
 # The all-admins tokens are signed with the test home's generated key, shorter than PyJWT recommends.
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 PROMPTS = ["a kite over dunes", "a teapot on a windowsill", "a heron in the reeds"]
@@ -173,10 +175,9 @@ def test_shape(example: Any) -> None:
 def test_without_human_in_the_loop_the_example_skips_with_the_reason(
     monkeypatch: pytest.MonkeyPatch, doitong_conn: Any
 ) -> None:
-    from airflow_provider_doitong import _compat
 
     # As on Airflow 3.0, where the human-in-the-loop module does not import.
-    monkeypatch.setattr(_compat, "HUMAN_REVIEW_UNAVAILABLE", "needs Airflow 3.1+")
+    monkeypatch.setattr(_compat, "HUMAN_REVIEW_UNAVAILABLE", "needs Airflow 3.3+")
     example = load_example("doitong_review_and_publish")
     assert example.dag.task_ids == ["review_unavailable"]
     run = run_dag(example.dag)
