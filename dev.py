@@ -120,6 +120,11 @@ COMPAT_TESTS = [
     # the batch in dag.test(): sync and deferred, and its ledger across a crashed try (no state store)
     "tests/batch/test_batch_operator.py::test_a_batch_stores_every_image_with_its_manifest",
     "tests/batch/test_batch_operator.py::test_a_crash_between_post_and_record_is_detected_on_retry",
+    # human review: refused before 3.3, a timeout's answer in dag.test() from 3.3
+    "tests/operators/test_review_options.py",
+    "tests/batch/test_batch_review.py",
+    # metrics and job spans: Airflow's Stats and OpenTelemetry on each release, to real receivers
+    "tests/observability",
 ]
 #: Left out of those files: slow tests whose subject has no Airflow in it (client waits and retries,
 #: the poller's schedule), each covered by a kept sibling and by the main suite.
