@@ -23,7 +23,6 @@ a deadline, so both are worth a retry; a task that *watches* a job submitted els
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
 
 from airflow_provider_doitong._compat import AirflowException, AirflowFailException, AirflowSkipException
 from airflow_provider_doitong.client.errors import (
@@ -41,6 +40,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongUntrustedOutput,
     DoitongValidationError,
 )
+from airflow_provider_doitong.client.times import utc_iso
 from airflow_provider_doitong.events import InvalidTriggerEvent
 from airflow_provider_doitong.storage import UnsafeOutputPath
 from airflow_provider_doitong.submission import may_have_created_job
@@ -218,7 +218,7 @@ def describe(error: BaseException, *, conn_id: str | None = None) -> str:
             f"{error.credits_available} ({error})"
         )
     if isinstance(error, DoitongRateLimited) and error.is_daily_limit:
-        resets = _iso(error.retry_at) if error.retry_at is not None else "the next UTC midnight"
+        resets = utc_iso(error.retry_at) if error.retry_at is not None else "the next UTC midnight"
         return f"The Doitong daily limit is reached; it resets at {resets}: {error.message}"
     return str(error)
 
@@ -260,10 +260,3 @@ def output_error(error: BaseException, *, job_id: str) -> AirflowException:
         else f"Downloading the image of Doitong job {job_id} failed"
     )
     return airflow_error(error, doing=doing, downloading=True)
-
-
-def _iso(unix_time: float) -> str:
-    try:
-        return datetime.fromtimestamp(unix_time, tz=timezone.utc).isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):  # a time no answer should name; never a crash
-        return f"Unix time {unix_time:.0f}"

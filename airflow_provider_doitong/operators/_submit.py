@@ -26,6 +26,7 @@ from airflow_provider_doitong.client import (
     Job,
 )
 from airflow_provider_doitong.client.retry import compute_wait
+from airflow_provider_doitong.client.times import utc_iso
 from airflow_provider_doitong.outcomes import airflow_error, resubmit_after_wait
 from airflow_provider_doitong.submission import Action, Record, RecordState, Step
 
@@ -161,7 +162,7 @@ class SubmitOnceMixin:
         if self._deadline is not None and resume_at > self._deadline:
             late = DoitongTimeout(f"Doitong refuses the submission past the task's deadline: {exc}")
             raise airflow_error(late) from None
-        self.log.warning("Doitong refused the submission (%s); trying again at %s", exc, _iso(resume_at))
+        self.log.warning("Doitong refused the submission (%s); trying again at %s", exc, utc_iso(resume_at))
         if self.deferrable and resume_at - now >= SHORTEST_DEFERRAL_S:
             self.defer(
                 trigger=DateTimeTrigger(moment=datetime.fromtimestamp(resume_at, tz=timezone.utc)),
@@ -175,10 +176,3 @@ class SubmitOnceMixin:
 #: start (seconds), and a trigger that fires before the executor has reported the deferring
 #: process's exit makes Airflow fail the try ("task state changed externally").
 SHORTEST_DEFERRAL_S = 5.0
-
-
-def _iso(unix_time: float) -> str:
-    try:
-        return datetime.fromtimestamp(unix_time, tz=timezone.utc).isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):  # a time no answer should name; never a crash
-        return f"Unix time {unix_time:.0f}"

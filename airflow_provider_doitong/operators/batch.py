@@ -17,6 +17,7 @@ from airflow_provider_doitong.batch import task_state
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
+from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators import review
@@ -33,12 +34,6 @@ if TYPE_CHECKING:
 
 #: Seconds from a trigger firing to the task running again, until the batch has measured it.
 DEFAULT_RESUME_LEAD = 5.0
-
-
-def _seconds(value: float | timedelta | None) -> float | None:
-    if value is None:
-        return None
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class FluxBatchOperator(BaseOperator):
@@ -159,7 +154,7 @@ class FluxBatchOperator(BaseOperator):
         self.max_failed_items = max_failed_items
         self.deferrable = deferrable
         self.poll_interval = poll_interval
-        self.timeout = _seconds(timeout)
+        self.timeout = seconds(timeout)
         self.on_ambiguous_submission = on_ambiguous_submission
         self.on_daily_limit = on_daily_limit
         self.min_defer_seconds = float(min_defer_seconds)

@@ -23,6 +23,7 @@ from airflow_provider_doitong.client import (
     Job,
 )
 from airflow_provider_doitong.client.models import image_side
+from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.links import DoitongImageLink
@@ -42,12 +43,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DAILY_LIMIT_ACTIONS = tuple(DAILY_LIMIT_ANSWERS)
-
-
-def _seconds(value: float | timedelta | None) -> float | None:
-    if value is None:
-        return None
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
@@ -156,7 +151,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
-        self.timeout = _seconds(timeout)
+        self.timeout = seconds(timeout)
         self.output_path = output_path
         self.max_credits = max_credits
         self.on_daily_limit = on_daily_limit
