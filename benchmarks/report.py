@@ -42,6 +42,11 @@ GOALS: tuple[tuple[str, ...], ...] = (
     ("batch_operator_deferrable.duplicate_submissions", "FluxBatchOperator deferrable: duplicates", "== 0"),
     ("batch_operator_deferrable.missing_files", "FluxBatchOperator deferrable: missing files", "== 0"),
     ("scale.batch_operator.missing_files", "past 1,024 prompts: missing files", "== 0"),
+    ("shared_account.ratio", "three DAGs on one account: makespan / bound", "<= 1.25"),
+    ("shared_account.http_429", "three DAGs on one account: answers 429", "<= 3"),
+    ("shared_account.failed_tasks", "three DAGs on one account: failed tasks", "== 0"),
+    ("shared_account.duplicate_submissions", "three DAGs on one account: duplicates", "== 0"),
+    ("shared_account.missing_images", "three DAGs on one account: missing images", "== 0"),
 )
 
 
@@ -91,6 +96,7 @@ def assemble(
     parse: dict[str, Any] | None,
     distributed: dict[str, Any] | None = None,
     scale: dict[str, Any] | None = None,
+    shared_account: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``batch`` is this provider's side (headline keys at its top), ``baseline`` the HTTP provider's."""
     doc: dict[str, Any] = {"meta": meta}
@@ -122,6 +128,8 @@ def assemble(
             **distributed,
             "secret_leaks": sum(len(files) for files in distributed["secrets_in_logs"].values()),
         }
+    if shared_account is not None:
+        doc["shared_account"] = shared_account
     doc["goals"] = evaluate_goals(doc)
     return doc
 
@@ -272,6 +280,8 @@ def markdown(doc: dict[str, Any]) -> str:
         out.append("")
     if "distributed" in doc:
         out.extend(distributed_markdown(doc["distributed"]))
+    if "shared_account" in doc:
+        out.extend(shared_account_markdown(doc["shared_account"]))
     out.append("### Goals\n")
     out.append("| goal | target | measured | met |")
     out.append("|---|---|---:|---|")
@@ -326,4 +336,23 @@ def distributed_markdown(d: dict[str, Any]) -> list[str]:
         f"\nSecrets in logs: {found} ({scanned.get('files', 0)} log files, "
         f"{scanned.get('bytes', 0):,} characters searched).\n"
     )
+    return out
+
+
+def shared_account_markdown(d: dict[str, Any]) -> list[str]:
+    """The three DAGs on one account: the whole, then each DAG."""
+    st = d["settings"]
+    out = [
+        f"### Three DAGs on one {st['plan']} account: {d['makespan_s'] and round(d['makespan_s'], 1)} s "
+        f"against a bound of {d['lower_bound_s']:.1f} s (ratio {_f(d['ratio'], 2)}), {d['requests']:,} "
+        f"requests, {d['http_429']} answered 429 {d['http_429_by_kind'] or ''}\n",
+        "| DAG | prompts | run | failed tasks | jobs | duplicates | missing images |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for side, s in d["sides"].items():
+        out.append(
+            f"| {side} | {s['prompts']} | {s['run_state']} | {s['failed_tasks']} | {s['jobs']} "
+            f"| {s['duplicate_submissions']} | {s['missing_images']} |"
+        )
+    out.append("")
     return out

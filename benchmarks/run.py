@@ -29,11 +29,12 @@ from benchmarks.parse import run_parse  # noqa: E402
 from benchmarks.plot import plot_requests  # noqa: E402
 from benchmarks.report import assemble, evaluate_goals, markdown  # noqa: E402
 from benchmarks.scale import run_scale  # noqa: E402
+from benchmarks.shared_account import SharedAccountSettings, run_shared_account  # noqa: E402
 from benchmarks.triggerer import TriggererSettings, run_triggerer  # noqa: E402
 
 SECTIONS = ("batch", "scale", "triggerer", "parse")
 #: Sections run only when named in ``--only``.
-OPTIONAL_SECTIONS = ("distributed",)
+OPTIONAL_SECTIONS = ("distributed", "shared_account")
 PROFILES = {
     "quick": {
         "batch": BatchSettings(
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.time() - started:6.0f}s] {message}", flush=True)
 
-    batch = triggerer = parse = scale = distributed = None
+    batch = triggerer = parse = scale = distributed = shared_account = None
     if "distributed" in sections:
         chosen = (
             {"scenarios": tuple(x.strip() for x in args.scenarios.split(",") if x.strip())}
@@ -189,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep / "scale" if args.keep else None,
             mapped=not args.no_mapped_scale,
         )
+    if "shared_account" in sections:
+        shared_account = run_shared_account(
+            SharedAccountSettings(), say=say, keep=args.keep / "shared" if args.keep else None
+        )
     meta = {
         "started": datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds"),
         "profile": profile_name,
@@ -199,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         **git_state(),
     }
     doc = assemble(
-        meta=meta, batch=batch, triggerer=triggerer, parse=parse, scale=scale, distributed=distributed
+        meta=meta,
+        batch=batch,
+        triggerer=triggerer,
+        parse=parse,
+        scale=scale,
+        distributed=distributed,
+        shared_account=shared_account,
     )
     if batch is not None:
         png = plot_requests(batch, json_path.with_suffix(".png"))
