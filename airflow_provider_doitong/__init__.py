@@ -11,8 +11,8 @@ _INTEGRATION = "Doitong"
 
 def get_provider_info() -> dict[str, Any]:
     """What Airflow's providers manager reads; imports nothing heavy."""
-    from airflow_provider_doitong.connection import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
-    from airflow_provider_doitong.contract import DEFAULT_BASE_URL
+    from airflow_provider_doitong.client.contract import DEFAULT_BASE_URL
+    from airflow_provider_doitong.hooks.connection import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
 
     return {
         "package-name": "airflow-provider-doitong",
@@ -58,9 +58,9 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
         "extra-links": [
-            "airflow_provider_doitong.links.DoitongImageLink",
-            "airflow_provider_doitong.links.DoitongContactSheetLink",
-            "airflow_provider_doitong.links.DoitongManifestLink",
+            "airflow_provider_doitong.operators.links.DoitongImageLink",
+            "airflow_provider_doitong.operators.links.DoitongContactSheetLink",
+            "airflow_provider_doitong.operators.links.DoitongManifestLink",
         ],
         "connection-types": [
             {

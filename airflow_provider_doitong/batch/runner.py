@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_doitong import observability
 from airflow_provider_doitong.batch.budget import CreditBudget, over_estimate
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
@@ -24,7 +23,13 @@ from airflow_provider_doitong.batch.progress import progress_line_of, write_snap
 from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.storer import ImageStorer
 from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
-from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongRateLimited, Job
+from airflow_provider_doitong.client import (
+    DoitongClient,
+    DoitongError,
+    DoitongRateLimited,
+    Job,
+    observability,
+)
 
 log = logging.getLogger(__name__)
 

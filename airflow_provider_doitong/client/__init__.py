@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow_provider_doitong.client.async_client import AsyncDoitongClient
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.errors import (
     DoitongAnswerTooLarge,
@@ -26,7 +27,6 @@ from airflow_provider_doitong.client.errors import (
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.sync_client import DoitongClient
-from airflow_provider_doitong.contract import JobStatus
 
 __all__ = [
     "Account",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_doitong.contract import ErrorCode
+from airflow_provider_doitong.client.contract import ErrorCode
 
 if TYPE_CHECKING:
     from airflow_provider_doitong.client.models import Job
@@ -119,7 +119,7 @@ class DoitongProtocolError(DoitongError):
 
 
 class DoitongAnswerTooLarge(DoitongProtocolError):
-    """An API answer over :data:`~airflow_provider_doitong.contract.MAX_ANSWER_BYTES`; reading stopped.
+    """An API answer over :data:`~airflow_provider_doitong.client.contract.MAX_ANSWER_BYTES`; reading stopped.
 
     A protocol error: a status read is tried again like any answer that breaks the contract, and
     a submission whose answer is this large may have created a job (an ambiguous submission).

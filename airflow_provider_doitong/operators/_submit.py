@@ -1,7 +1,7 @@
 """Submitting a job at most once per request: the task state store record, and waiting out refusals.
 
 A mixin for operators that submit Doitong jobs (``FluxGenerateOperator``). The decisions are
-:mod:`~airflow_provider_doitong.submission`'s; this moves their inputs and outputs: the record in
+:mod:`~airflow_provider_doitong.client.submission`'s; this moves their inputs and outputs: the record in
 the task state store (read and written in three small methods, so another store can stand in), the
 job read back, the POST itself, and the wait (a sleep, or a deferral) after a refusal that proves
 no job was made.
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-from airflow_provider_doitong import submission
 from airflow_provider_doitong._compat import AirflowFailException, task_state_store
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -24,11 +23,12 @@ from airflow_provider_doitong.client import (
     DoitongTimeout,
     ImageRequest,
     Job,
+    submission,
 )
+from airflow_provider_doitong.client.outcomes import airflow_error, resubmit_after_wait
 from airflow_provider_doitong.client.retry import compute_wait
+from airflow_provider_doitong.client.submission import Action, Record, RecordState, Step
 from airflow_provider_doitong.client.times import utc_iso
-from airflow_provider_doitong.outcomes import airflow_error, resubmit_after_wait
-from airflow_provider_doitong.submission import Action, Record, RecordState, Step
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

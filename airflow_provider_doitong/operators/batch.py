@@ -10,22 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong import contract, lineage, links
 from airflow_provider_doitong._compat import AirflowFailException, AirflowSkipException, conf
 from airflow_provider_doitong.batch import items as batch_items
-from airflow_provider_doitong.batch import task_state
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
+from airflow_provider_doitong.client import contract
+from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
+from airflow_provider_doitong.client.redaction import redact
+from airflow_provider_doitong.client.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.client.times import seconds
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.operators import review
+from airflow_provider_doitong.operators import batch_task, lineage, links, review
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
-from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
-from airflow_provider_doitong.redaction import redact
-from airflow_provider_doitong.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
 
@@ -253,19 +252,19 @@ class FluxBatchOperator(BaseOperator):
         )
         if problem:
             raise AirflowFailException(problem)
-        folder, ledger = task_state.open_ledger(context, self.output_path, found)
+        folder, ledger = batch_task.open_ledger(context, self.output_path, found)
         links.publish(self, context)
         runner = self._runner(folder, ledger, found)
         try:
             self._new_try(context, runner)
             runner.resolve_unconfirmed()
-            task_state.check_balance(
+            batch_task.check_balance(
                 runner, found, estimate, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
             )
             check_output(context, folder, whole_folder=True)  # writable, and this task's alone
-            task_state.save_items(context, folder, ledger, found)  # what a resume reads
+            batch_task.save_items(context, folder, ledger, found)  # what a resume reads
             ledger.flush()  # a batch refused so far has written nothing
-            task_state.save_pointer(context, ledger)
+            batch_task.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
             return self._run(context, runner, found)
         finally:
@@ -280,7 +279,7 @@ class FluxBatchOperator(BaseOperator):
             raise airflow_error(exc) from None
         self._secrets = self.hook.checked_settings().secrets
         self._check_numbers()
-        folder, ledger, found = task_state.resume(context, self.output_path, self._items)
+        folder, ledger, found = batch_task.resume(context, self.output_path, self._items)
         lead = max(0.0, time.time() - fired_at)
         old = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD)
         ledger.set_meta(
@@ -322,7 +321,7 @@ class FluxBatchOperator(BaseOperator):
         outcome = runner.run(defer=defer)
         ledger.set_meta(durations=list(runner.planner.durations)[-20:])
         ledger.flush()
-        task_state.save_pointer(context, ledger)
+        batch_task.save_pointer(context, ledger)
         if isinstance(outcome, Defer):
             self.log.info(
                 "Deferring with %d jobs running; the trigger wakes this task %s",
@@ -350,7 +349,7 @@ class FluxBatchOperator(BaseOperator):
     ) -> dict[str, Any]:
         ledger = runner.ledger
         summary = redact(
-            task_state.write_manifest(context, runner, found, secrets=self._secrets), self._secrets
+            batch_task.write_manifest(context, runner, found, secrets=self._secrets), self._secrets
         )
         self._lineage_state = {
             "folder": summary["folder"],
@@ -360,7 +359,7 @@ class FluxBatchOperator(BaseOperator):
             "images": summary["stored"],
             "prompts_file": self._prompts_location(),
         }
-        task_state.raise_for_outcome(
+        batch_task.raise_for_outcome(
             runner,
             reason,
             summary,

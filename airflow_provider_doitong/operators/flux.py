@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong import contract, events, lineage, submission
 from airflow_provider_doitong._compat import AirflowFailException, conf
 from airflow_provider_doitong.batch.budget import over_estimate
-from airflow_provider_doitong.batch.task_state import owner as task_owner
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
@@ -21,22 +19,27 @@ from airflow_provider_doitong.client import (
     DoitongValidationError,
     ImageRequest,
     Job,
+    contract,
+    submission,
 )
 from airflow_provider_doitong.client.models import image_side
+from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
+from airflow_provider_doitong.client.redaction import redact, secret_problem
+from airflow_provider_doitong.client.submission import Action, RecordState, job_result
 from airflow_provider_doitong.client.times import seconds
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.links import DoitongImageLink
+from airflow_provider_doitong.operators import lineage
 from airflow_provider_doitong.operators._submit import SubmitOnceMixin
+from airflow_provider_doitong.operators.batch_task import owner as task_owner
+from airflow_provider_doitong.operators.links import DoitongImageLink
 from airflow_provider_doitong.operators.outputs import check_output, fetch_and_store, link_url, observe_end
 from airflow_provider_doitong.operators.prompt_files import (
     PromptFileError,
     prompt_file_location,
     read_prompt_file,
 )
-from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
-from airflow_provider_doitong.redaction import redact, secret_problem
-from airflow_provider_doitong.submission import Action, RecordState, job_result
+from airflow_provider_doitong.triggers import events
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
@@ -49,7 +52,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     """Generate an image with Doitong's ``flux-krea`` or ``flux-dev`` model.
 
     Every input is checked against the contract before any request is sent. The task keeps a
-    record of its submission in its task state store (see :mod:`~airflow_provider_doitong.submission`):
+    record of its submission in its task state store (see :mod:`~airflow_provider_doitong.client.submission`):
     before the POST, with the job id right after it, and once the image is stored. A retry, a
     worker crash or a triggerer restart reattaches to the same job instead of paying for it twice;
     a job is reused only for the very request (model, prompt, size, quality, version) it was made for.

@@ -25,10 +25,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound
 from airflow_provider_doitong.client.pacing import next_read_at
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
-from airflow_provider_doitong.events import InvalidTriggerEvent
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.triggers.doitong import redacted_event
+from airflow_provider_doitong.triggers.events import InvalidTriggerEvent
 from airflow_provider_doitong.triggers.poller import JobPoller, get_poller
 
 ENDED = "ended"

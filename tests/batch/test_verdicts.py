@@ -17,7 +17,7 @@ from airflow_provider_doitong.client import (
     DoitongValidationError,
     RetryPolicy,
 )
-from airflow_provider_doitong.outcomes import Answer, Role, answer_for
+from airflow_provider_doitong.client.outcomes import Answer, Role, answer_for
 
 NOW = 1_000.0
 POLICY = RetryPolicy()

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
 
-from airflow_provider_doitong import events, submission
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongConnectionError,
@@ -25,12 +24,14 @@ from airflow_provider_doitong.client import (
     ImageRequest,
     Job,
     RetryPolicy,
+    submission,
 )
 from airflow_provider_doitong.client.downloads import DownloadPolicy
-from airflow_provider_doitong.observability import NO_OBSERVER
+from airflow_provider_doitong.client.observability import NO_OBSERVER
 from airflow_provider_doitong.operators import flux
 from airflow_provider_doitong.operators._submit import SHORTEST_DEFERRAL_S
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+from airflow_provider_doitong.triggers import events
 
 PROMPT = "a lighthouse at dawn"
 REQUEST = ImageRequest(provider="flux-krea", prompt=PROMPT, width=256, height=256)

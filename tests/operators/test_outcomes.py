@@ -23,8 +23,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongUntrustedOutput,
     DoitongValidationError,
 )
-from airflow_provider_doitong.events import InvalidTriggerEvent
-from airflow_provider_doitong.outcomes import (
+from airflow_provider_doitong.client.outcomes import (
     Answer,
     Kind,
     Role,
@@ -37,6 +36,7 @@ from airflow_provider_doitong.outcomes import (
 )
 from airflow_provider_doitong.storage import UnsafeOutputPath
 from airflow_provider_doitong.triggers.batch import InvalidBatchEvent
+from airflow_provider_doitong.triggers.events import InvalidTriggerEvent
 
 R, F, S = Answer.RETRY, Answer.FAIL, Answer.SKIP
 

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import (
     DoitongConnectionError,
     DoitongError,
@@ -35,7 +36,6 @@ from airflow_provider_doitong.client.errors import (
 )
 from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.retry import is_transient
-from airflow_provider_doitong.contract import JobStatus
 
 #: The task state store key of the record. Renaming it strands the records of running tasks.
 STATE_KEY = "doitong_submission"

@@ -87,7 +87,7 @@ def event_for(job_id: str, outcome: Job | BaseException, *, last: Job | None = N
 def error_of(status: str, job_id: str, job: Job | None, message: str) -> DoitongError | None:
     """The error an event (as :func:`read_event` returns it) stands for; ``None`` for a success.
 
-    The worker hands it to :func:`~airflow_provider_doitong.outcomes.airflow_error`, as it would an
+    The worker hands it to :func:`~airflow_provider_doitong.client.outcomes.airflow_error`, as it would an
     error raised in the worker.
     """
     if status == SUCCESS:

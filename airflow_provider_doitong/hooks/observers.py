@@ -1,4 +1,4 @@
-"""The Airflow side of :mod:`~airflow_provider_doitong.observability`: metrics through Airflow's own
+"""The Airflow side of :mod:`~airflow_provider_doitong.client.observability`: metrics through Airflow's own
 ``Stats`` (so ``[metrics]`` decides between StatsD, Datadog and OpenTelemetry), job spans through the
 OpenTelemetry API (so ``[traces]`` decides whether they go anywhere).
 
@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry import trace
 
 from airflow_provider_doitong import __version__, _compat
-from airflow_provider_doitong.observability import JobTrace
+from airflow_provider_doitong.client.observability import JobTrace
 
 log = logging.getLogger(__name__)
 

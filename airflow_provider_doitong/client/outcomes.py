@@ -40,10 +40,10 @@ from airflow_provider_doitong.client.errors import (
     DoitongUntrustedOutput,
     DoitongValidationError,
 )
+from airflow_provider_doitong.client.submission import may_have_created_job
 from airflow_provider_doitong.client.times import utc_iso
-from airflow_provider_doitong.events import InvalidTriggerEvent
 from airflow_provider_doitong.storage import UnsafeOutputPath
-from airflow_provider_doitong.submission import may_have_created_job
+from airflow_provider_doitong.triggers.events import InvalidTriggerEvent
 
 
 class Answer(str, enum.Enum):
@@ -192,7 +192,7 @@ def resubmit_after_wait(error: BaseException, *, on_daily_limit: str = "fail") -
     True for a connection never made and for a 429 the task waits out (a rate or concurrency
     limit; the daily limit under ``on_daily_limit="wait"``): submit the same request again once its
     wait is over. Whether a job may exist is
-    :func:`~airflow_provider_doitong.submission.may_have_created_job`'s; the wait itself is
+    :func:`~airflow_provider_doitong.client.submission.may_have_created_job`'s; the wait itself is
     :mod:`~airflow_provider_doitong.client.retry`'s.
     """
     if may_have_created_job(error):
