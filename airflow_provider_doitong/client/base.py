@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from collections.abc import Callable
 
-from airflow_provider_doitong import __version__
 from airflow_provider_doitong.client import contract, observability
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.models import ImageRequest, Job
@@ -14,7 +14,17 @@ from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.safety import UrlRefused, parse_strict_url
 
-USER_AGENT = f"airflow-provider-doitong/{__version__}"
+
+def _installed_version() -> str:
+    """The installed distribution's version: the client reads it from the package metadata rather
+    than from the package root, which it does not import."""
+    try:
+        return importlib.metadata.version("airflow-provider-doitong")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+USER_AGENT = f"airflow-provider-doitong/{_installed_version()}"
 
 
 def normalize_base_url(host: str | None, *, schema: str | None = None, port: int | None = None) -> str:

@@ -25,10 +25,11 @@ from airflow_provider_doitong.client import (
     Job,
     submission,
 )
-from airflow_provider_doitong.client.outcomes import airflow_error, resubmit_after_wait
+from airflow_provider_doitong.client.outcomes import resubmit_after_wait
 from airflow_provider_doitong.client.retry import compute_wait
 from airflow_provider_doitong.client.submission import Action, Record, RecordState, Step
 from airflow_provider_doitong.client.times import utc_iso
+from airflow_provider_doitong.operators.airflow_errors import airflow_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

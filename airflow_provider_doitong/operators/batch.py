@@ -16,17 +16,18 @@ from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.client import contract
-from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
+from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS
 from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.client.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators import batch_task, lineage, links, review
+from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
-from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
-from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
+from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger
+from airflow_provider_doitong.triggers.events import BATCH_ERROR, InvalidBatchEvent, read_batch_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -290,7 +291,7 @@ class FluxBatchOperator(BaseOperator):
         runner = self._runner(folder, ledger, found)
         if read_at is not None:  # the trigger's last read counts as the task's own
             runner.planner.polled(min(read_at, time.time()))
-        runner.planner.poll_now = bool(ended) or status == TRIGGER_ERROR
+        runner.planner.poll_now = bool(ended) or status == BATCH_ERROR
         try:
             return self._run(context, runner, found)
         finally:

@@ -21,8 +21,9 @@ from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError
 from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import ledger_parts, open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
-from airflow_provider_doitong.client.outcomes import Role, airflow_error
+from airflow_provider_doitong.client.outcomes import Role
 from airflow_provider_doitong.client.redaction import redact
+from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.storage import Place, UnsafeOutputPath, shown, storage_path
 
 if TYPE_CHECKING:

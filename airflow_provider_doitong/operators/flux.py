@@ -23,7 +23,7 @@ from airflow_provider_doitong.client import (
     submission,
 )
 from airflow_provider_doitong.client.models import image_side
-from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
+from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, Role
 from airflow_provider_doitong.client.redaction import redact, secret_problem
 from airflow_provider_doitong.client.submission import Action, RecordState, job_result
 from airflow_provider_doitong.client.times import seconds
@@ -31,6 +31,7 @@ from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators import lineage
 from airflow_provider_doitong.operators._submit import SubmitOnceMixin
+from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.batch_task import owner as task_owner
 from airflow_provider_doitong.operators.links import DoitongImageLink
 from airflow_provider_doitong.operators.outputs import check_output, fetch_and_store, link_url, observe_end

@@ -8,7 +8,7 @@ their folder, so there each image is created exclusively when it is written inst
 The client checks the download (an allowed host, a capped body, a whole image) and
 :func:`~airflow_provider_doitong.storage.store_image` the file (a safe name inside the folder, the
 extension from the bytes, an atomic write); this module only moves the bytes between them. What a
-refusal means for the task is :func:`~airflow_provider_doitong.client.outcomes.output_error`'s: a refused
+refusal means for the task is :func:`~airflow_provider_doitong.operators.airflow_errors.output_error`'s: a refused
 host, an over-large body or an unsafe path fails the task without retries (the same answer would
 come again); any other failure fails the try.
 """
@@ -32,8 +32,8 @@ from airflow_provider_doitong.client import (
     observability,
 )
 from airflow_provider_doitong.client.models import parse_api_time
-from airflow_provider_doitong.client.outcomes import output_error
 from airflow_provider_doitong.client.safety import check_download_url
+from airflow_provider_doitong.operators.airflow_errors import output_error
 from airflow_provider_doitong.operators.batch_task import owner as task_owner
 from airflow_provider_doitong.storage import (
     OutputClaimed,

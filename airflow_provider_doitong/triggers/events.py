@@ -1,8 +1,15 @@
-"""The events a Doitong trigger sends, and their checking on the worker: plain JSON, an allow-list."""
+"""The events the Doitong triggers send, and their checking on the worker: plain JSON, an allow-list.
+
+A job's trigger (:class:`~airflow_provider_doitong.triggers.doitong.DoitongTrigger`) sends a
+:class:`JobEvent` (:func:`make_event`, :func:`read_event`); a batch's trigger
+(:class:`~airflow_provider_doitong.triggers.batch.DoitongBatchTrigger`) sends a :class:`BatchEvent`
+(:func:`make_batch_event`, :func:`read_batch_event`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from airflow_provider_doitong.client import (
     DoitongError,
@@ -12,6 +19,7 @@ from airflow_provider_doitong.client import (
     DoitongUnauthorized,
     Job,
 )
+from airflow_provider_doitong.client.errors import InvalidTriggerEvent as InvalidTriggerEvent
 
 SUCCESS = "success"
 FAILED = "failed"
@@ -31,8 +39,14 @@ _ERRORS: dict[str, type[DoitongError]] = {
 _KEYS = frozenset({"status", "job_id", "job", "message"})
 
 
-class InvalidTriggerEvent(ValueError):
-    """An event that no Doitong trigger sends."""
+class JobEvent(NamedTuple):
+    """A job trigger's event, checked."""
+
+    status: str
+    job_id: str
+    #: The job as last read, if any (always, for a success).
+    job: Job | None
+    message: str
 
 
 def make_event(*, status: str, job_id: str, job: Job | None = None, message: str = "") -> dict[str, Any]:
@@ -47,10 +61,9 @@ def make_event(*, status: str, job_id: str, job: Job | None = None, message: str
     return {"status": status, "job_id": job_id, "job": job.to_dict() if job else None, "message": message}
 
 
-def read_event(event: Any) -> tuple[str, str, Job | None, str]:
+def read_event(event: Any) -> JobEvent:
     """Check an event against the allow-list and read it back.
 
-    :returns: ``(status, job_id, job, message)``.
     :raises InvalidTriggerEvent: for anything a Doitong trigger does not send.
     """
     if not isinstance(event, dict) or set(event) != _KEYS:
@@ -66,7 +79,7 @@ def read_event(event: Any) -> tuple[str, str, Job | None, str]:
         raise InvalidTriggerEvent(f"unexpected Doitong trigger event: bad job ({exc})") from None
     if status == SUCCESS and (parsed is None or parsed.id != job_id):
         raise InvalidTriggerEvent("a success event must carry its completed job")
-    return status, job_id, parsed, message
+    return JobEvent(status, job_id, parsed, message)
 
 
 def event_for(job_id: str, outcome: Job | BaseException, *, last: Job | None = None) -> dict[str, Any]:
@@ -87,10 +100,91 @@ def event_for(job_id: str, outcome: Job | BaseException, *, last: Job | None = N
 def error_of(status: str, job_id: str, job: Job | None, message: str) -> DoitongError | None:
     """The error an event (as :func:`read_event` returns it) stands for; ``None`` for a success.
 
-    The worker hands it to :func:`~airflow_provider_doitong.client.outcomes.airflow_error`, as it would an
+    The worker hands it to :func:`~airflow_provider_doitong.operators.airflow_errors.airflow_error`, as it would an
     error raised in the worker.
     """
     if status == SUCCESS:
         return None
     cls = _ERRORS.get(status, DoitongError)
     return cls(message, job=job, code=job.error_code if job is not None and status == FAILED else None)
+
+
+# --- the batch trigger's events -------------------------------------------------------------------
+
+BATCH_ENDED = "ended"
+BATCH_WAKE = "wake"
+BATCH_TIMEOUT = "timeout"
+BATCH_ERROR = "error"
+BATCH_EVENT_STATUSES = frozenset({BATCH_ENDED, BATCH_WAKE, BATCH_TIMEOUT, BATCH_ERROR})
+_BATCH_KEYS = frozenset({"status", "ended", "fired_at", "message"})
+#: Keys an event may carry besides :data:`_BATCH_KEYS` (absent from events of earlier releases).
+_OPTIONAL_BATCH_KEYS = frozenset({"read_at"})
+
+
+class BatchEvent(NamedTuple):
+    """A batch trigger's event, checked."""
+
+    status: str
+    ended: list[str]
+    fired_at: float
+    message: str
+    #: When every watched job's status was last known (``None``: not said).
+    read_at: float | None
+
+
+class InvalidBatchEvent(InvalidTriggerEvent):
+    """An event no :class:`~airflow_provider_doitong.triggers.batch.DoitongBatchTrigger` sends."""
+
+
+def make_batch_event(
+    *, status: str, ended: Sequence[str], fired_at: float, message: str, read_at: float | None = None
+) -> dict[str, Any]:
+    """A batch trigger's event payload: plain JSON.
+
+    :param status: one of :data:`BATCH_EVENT_STATUSES`.
+    :param ended: the job ids seen ended.
+    :param fired_at: the Unix time the trigger fired (the task measures its resume time from it).
+    :param message: why, for the task log.
+    :param read_at: the Unix time every watched job's status was last known, if known.
+    """
+    if status not in BATCH_EVENT_STATUSES:
+        raise ValueError(f"unknown event status {status!r}")
+    return {
+        "status": status,
+        "ended": [str(j) for j in ended],
+        "fired_at": float(fired_at),
+        "message": message,
+        "read_at": None if read_at is None else float(read_at),
+    }
+
+
+def _is_time(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def read_batch_event(event: Any) -> BatchEvent:
+    """Check an event against the allow-list and read it back.
+
+    :param event: what the task's resume method received.
+    :raises InvalidBatchEvent: for anything the trigger does not send.
+    """
+    if (
+        not isinstance(event, dict)
+        or not _BATCH_KEYS <= set(event)
+        or not set(event) <= _BATCH_KEYS | _OPTIONAL_BATCH_KEYS
+    ):
+        raise InvalidBatchEvent(f"unexpected Doitong batch event: {event!r:.200}")
+    status, ended, fired_at, message = event["status"], event["ended"], event["fired_at"], event["message"]
+    read_at = event.get("read_at")
+    if (
+        status not in BATCH_EVENT_STATUSES
+        or not isinstance(ended, list)
+        or not all(isinstance(j, str) for j in ended)
+        or not _is_time(fired_at)
+        or not isinstance(message, str)
+        or not (read_at is None or _is_time(read_at))
+    ):
+        raise InvalidBatchEvent(f"unexpected Doitong batch event: {event!r:.200}")
+    return BatchEvent(
+        status, list(ended), float(fired_at), message, None if read_at is None else float(read_at)
+    )
