@@ -1,4 +1,15 @@
-"""Apache Airflow provider for the Doitong image generation API (``flux-krea``, ``flux-dev``)."""
+"""Apache Airflow provider for the Doitong image generation API (``flux-krea``, ``flux-dev``).
+
+``client/`` speaks to the Doitong API and decides everything about its answers, ``storage/`` writes
+files safely under an output folder, ``batch/`` runs a batch of images on top of both, and the
+Airflow layer (``operators/``, ``triggers/``, ``sensors/``, ``hooks/``, ``ui/``, ``decorators/``)
+puts all three into Airflow; each imports only the layers before it, and only the Airflow layer
+imports Airflow (but for the ``ObjectStoragePath`` that ``storage/`` writes through).
+
+Besides the layers, the root holds this face (the version and what Airflow's providers manager
+reads) and ``_compat.py``, where the differences between Airflow releases live.
+``tests/test_layers.py`` holds the layering against the imports.
+"""
 
 from __future__ import annotations
 
