@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong._compat import AirflowFailException, conf
+from airflow_provider_doitong._compat import AirflowFailException, conf, task_state_store
 from airflow_provider_doitong.batch.budget import over_estimate
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -25,12 +26,11 @@ from airflow_provider_doitong.client import (
 from airflow_provider_doitong.client.models import image_side
 from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, Role
 from airflow_provider_doitong.client.redaction import redact, secret_problem
-from airflow_provider_doitong.client.submission import Action, RecordState, job_result
+from airflow_provider_doitong.client.submission import Action, Records, RecordState, job_result
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators import lineage
-from airflow_provider_doitong.operators._submit import SubmitOnceMixin
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.batch_task import owner as task_owner
 from airflow_provider_doitong.operators.links import DoitongImageLink
@@ -40,6 +40,7 @@ from airflow_provider_doitong.operators.prompt_files import (
     prompt_file_location,
     read_prompt_file,
 )
+from airflow_provider_doitong.operators.submitter import Refused, Submitter
 from airflow_provider_doitong.triggers import events
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 DAILY_LIMIT_ACTIONS = tuple(DAILY_LIMIT_ANSWERS)
 
 
-class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
+class FluxGenerateOperator(BaseOperator):
     """Generate an image with Doitong's ``flux-krea`` or ``flux-dev`` model.
 
     Every input is checked against the contract before any request is sent. The task keeps a
@@ -237,20 +238,27 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         return request
 
     # --- entry points -------------------------------------------------------------------
-    def execute(
+    def execute(self, context: Context) -> Any:
+        """Submit (or reattach to, or reuse) the job, then wait as configured."""
+        return self._try(context, deadline=None, attempt=0)
+
+    def resume_submission(
         self,
         context: Context,
         event: dict[str, Any] | None = None,
         deadline: float | None = None,
         attempt: int = 0,
     ) -> Any:
-        """Submit (or reattach to, or reuse) the job, then wait as configured.
+        """Resume after a refused submission was waited out in the triggerer: submit again, then wait.
 
-        :param event: set when resumed after a deferred wait before resubmitting.
-        :param deadline: the wait's deadline, carried across such a deferral.
-        :param attempt: refused submissions in a row so far, carried across such a deferral, so
-            the backoff keeps growing.
+        :param event: the timer's event (nothing in it is read).
+        :param deadline: the wait's deadline, carried across the deferral.
+        :param attempt: refused submissions in a row so far, carried across the deferral, so the
+            backoff keeps growing (the task state store's record keeps it too, where kwargs are lost).
         """
+        return self._try(context, deadline=deadline, attempt=attempt)
+
+    def _try(self, context: Context, *, deadline: float | None, attempt: int) -> Any:
         self._request = self._prepare(deadline)
         try:
             return self._run(context, attempt)
@@ -301,12 +309,34 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             del self.__dict__["client"]
 
     # --- one try ------------------------------------------------------------------------
+    def _records(self, context: Context) -> Records:
+        return Records(task_state_store(context), submission.fingerprint(self._request))
+
     def _run(self, context: Context, attempt: int) -> Any:
-        step = self._resume_step(context)
+        submitter = Submitter(
+            client=self.client,
+            request=self._request,
+            records=self._records(context),
+            conn_id=self.doitong_conn_id,
+            on_clear=self.on_clear,
+            on_ambiguous_submission=self.on_ambiguous_submission,
+            on_daily_limit=self.on_daily_limit,
+            deadline=self._deadline,
+            may_defer=self.deferrable,
+            log=self.log,
+        )
+        step = submitter.first_step()
         if step.action is Action.SUBMIT:
             if self.output_path:  # before the first credit: a folder that takes the image
                 check_output(context, str(self.output_path), whole_folder=False)
-            job = self._submit(context, max(attempt, step.refusals))
+            job = submitter.submit(max(attempt, step.refusals))
+            if isinstance(job, Refused):
+                self.defer(
+                    trigger=DateTimeTrigger(moment=datetime.fromtimestamp(job.resume_at, tz=timezone.utc)),
+                    method_name="resume_submission",
+                    kwargs={"deadline": self._deadline, "attempt": job.attempt},
+                )
+            self._jobs[job.id] = job
             return self._wait(job.id, context, job)
         assert step.job_id is not None
         if step.job is not None:
@@ -388,7 +418,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             if self.output_path:
                 output = self.stored_image = self._store(job, context)
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
-            self._save_record(context, RecordState.STORED, job.id)
+            self._records(context).save(RecordState.STORED, job.id)
         result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
