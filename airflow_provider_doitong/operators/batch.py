@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong._compat import AirflowFailException, AirflowSkipException, conf
+from airflow_provider_doitong._compat import AirflowFailException, conf
 from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
@@ -22,7 +22,7 @@ from airflow_provider_doitong.client.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.operators import batch_task, lineage, links, review
+from airflow_provider_doitong.operators import batch_task, inputs, lineage, links, review
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
@@ -127,14 +127,13 @@ class FluxBatchOperator(BaseOperator):
         self.approval_timeout = review.checked_timeout(
             require_approval, approval_timeout, on_approval_timeout
         )
-        if (prompts is None) == (prompts_file is None):
-            raise ValueError("give exactly one of prompts and prompts_file")
-        for name, value, allowed in (
-            ("on_ambiguous_submission", on_ambiguous_submission, ON_AMBIGUOUS),
-            ("on_daily_limit", on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        inputs.check_arguments(
+            one_of=(("prompts", prompts), ("prompts_file", prompts_file)),
+            choices={
+                "on_ambiguous_submission": (on_ambiguous_submission, ON_AMBIGUOUS),
+                "on_daily_limit": (on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
+            },
+        )
         if item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
             raise ValueError("item_retries, max_failed_items and min_defer_seconds must not be negative")
         if concurrency is not None and concurrency < 1:
@@ -167,20 +166,8 @@ class FluxBatchOperator(BaseOperator):
         return DoitongHook(doitong_conn_id=self.doitong_conn_id)
 
     def _check_numbers(self) -> None:
-        """Read the templated numbers (a template may render them as strings) into ``_poll`` and ``_budget``."""
-        try:
-            self._poll = float(self.poll_interval)
-            budget = self.max_credits
-            if isinstance(budget, str):
-                budget = None if budget.strip() in ("", "None", "null") else int(budget)
-            self._budget = None if budget is None else int(budget)
-        except (TypeError, ValueError):
-            raise AirflowFailException(
-                f"poll_interval must be a number and max_credits an integer, got {self.poll_interval!r} "
-                f"and {self.max_credits!r}"
-            ) from None
-        if self._poll <= 0 or (self._budget is not None and self._budget < 0):
-            raise AirflowFailException("poll_interval must be positive and max_credits not negative")
+        """Read the templated numbers into ``_poll`` and ``_budget``."""
+        self._poll, self._budget = inputs.batch_numbers(self.poll_interval, self.max_credits)
 
     def _prompts_location(self) -> str | None:
         """The prompts file read, as a full path or URI (``None`` for a list of prompts)."""
@@ -197,16 +184,9 @@ class FluxBatchOperator(BaseOperator):
             quality=self.quality,
             version=self.version,
         )
-        try:
-            entries = batch_items.load_entries(prompts=self.prompts, prompts_file=self._prompts_location())
-            found, repeats = batch_items.build_items(entries, defaults)
-        except batch_items.BatchInputError as exc:
-            raise AirflowFailException(str(exc)) from None
-        if repeats:
-            self.log.warning("%d repeated items are generated once", repeats)
-        if not found:
-            raise AirflowSkipException("The batch has no prompts; nothing to generate")
-        return found
+        return inputs.batch_item_list(
+            prompts=self.prompts, prompts_file=self._prompts_location(), defaults=defaults, log=self.log
+        )
 
     # --- the batch's state ---------------------------------------------------------------------
     def _runner(self, folder: Any, ledger: Ledger, found: list[batch_items.BatchItem]) -> BatchRunner:

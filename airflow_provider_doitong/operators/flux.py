@@ -11,34 +11,35 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong._compat import AirflowFailException, conf, task_state_store
-from airflow_provider_doitong.batch.budget import over_estimate
+from airflow_provider_doitong._compat import conf, task_state_store
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
     DoitongNotFound,
-    DoitongValidationError,
     ImageRequest,
     Job,
     contract,
     submission,
 )
-from airflow_provider_doitong.client.models import image_side
 from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, Role
-from airflow_provider_doitong.client.redaction import redact, secret_problem
+from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.client.submission import Action, Records, RecordState, job_result
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.operators import lineage
+from airflow_provider_doitong.operators import inputs, lineage
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.batch_task import owner as task_owner
 from airflow_provider_doitong.operators.links import DoitongImageLink
-from airflow_provider_doitong.operators.outputs import check_output, fetch_and_store, link_url, observe_end
+from airflow_provider_doitong.operators.outputs import (
+    check_output,
+    fetch_and_store,
+    link_url,
+    observe_end,
+    report_charge,
+)
 from airflow_provider_doitong.operators.prompt_files import (
-    PromptFileError,
     prompt_file_location,
-    read_prompt_file,
 )
 from airflow_provider_doitong.operators.submitter import Refused, Submitter
 from airflow_provider_doitong.triggers import events
@@ -133,15 +134,14 @@ class FluxGenerateOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (prompt is None) == (prompt_file is None):
-            raise ValueError("give exactly one of prompt and prompt_file")
-        for name, value, allowed in (
-            ("on_daily_limit", on_daily_limit, DAILY_LIMIT_ACTIONS),
-            ("on_clear", on_clear, submission.ON_CLEAR),
-            ("on_ambiguous_submission", on_ambiguous_submission, submission.ON_AMBIGUOUS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        inputs.check_arguments(
+            one_of=(("prompt", prompt), ("prompt_file", prompt_file)),
+            choices={
+                "on_daily_limit": (on_daily_limit, DAILY_LIMIT_ACTIONS),
+                "on_clear": (on_clear, submission.ON_CLEAR),
+                "on_ambiguous_submission": (on_ambiguous_submission, submission.ON_AMBIGUOUS),
+            },
+        )
         if not poll_interval > 0:
             raise ValueError("poll_interval must be positive")
         self.prompt = prompt
@@ -188,46 +188,23 @@ class FluxGenerateOperator(BaseOperator):
             return None
         return prompt_file_location(self.prompt_file, self._dag)
 
-    def _prompt_text(self) -> Any:
-        """The prompt: ``prompt`` as rendered, or the text of ``prompt_file`` (plain text, no template)."""
-        location = self.prompt_location
-        if location is None:
-            return self.prompt
-        try:
-            return read_prompt_file(location)
-        except PromptFileError as exc:
-            raise AirflowFailException(str(exc)) from None
-
     def _image_request(self) -> ImageRequest:
         """The request, checked before any request is sent; the connection is read first, so its
         secrets are masked in the log before anything could print them."""
         self._secrets = self.hook.checked_settings().secrets
-        prompt = self._prompt_text()
-        try:
-            request = ImageRequest(
-                provider=self.provider,
-                prompt=prompt,
-                width=image_side("width", self.width),
-                height=image_side("height", self.height),
-                quality=self.quality,
-                version=self.version or None,
-                webhook_url=self.webhook_url or None,
-            )
-        except DoitongValidationError as exc:
-            source = f" (the text of prompt_file {self.prompt_location})" if self.prompt_file else ""
-            raise AirflowFailException(
-                f"Invalid Doitong request: {exc.message}{source}; nothing was submitted"
-            ) from None
-        if self.max_credits is not None and request.estimated_credits > self.max_credits:
-            raise AirflowFailException(
-                f"This image is estimated at {request.estimated_credits} credits, over max_credits="
-                f"{self.max_credits}; nothing was submitted"
-            )
-        problem = secret_problem(request, self._secrets, conn_id=self.doitong_conn_id)
-        if problem is not None:
-            del prompt, request  # a traceback that shows locals (Airflow 3.0's) must not print the secret
-            raise AirflowFailException(f"Refusing the Doitong request: {problem}; nothing was submitted")
-        return request
+        return inputs.image_request(
+            prompt=inputs.prompt_text(self.prompt, self.prompt_location),
+            prompt_file=self.prompt_location if self.prompt_file else None,
+            provider=self.provider,
+            width=self.width,
+            height=self.height,
+            quality=self.quality,
+            version=self.version,
+            webhook_url=self.webhook_url,
+            max_credits=self.max_credits,
+            secrets=self._secrets,
+            conn_id=self.doitong_conn_id,
+        )
 
     def _prepare(self, deadline: float | None) -> ImageRequest:
         request = self._image_request()
@@ -400,23 +377,25 @@ class FluxGenerateOperator(BaseOperator):
         output: str | None = None
         if job.status is contract.JobStatus.COMPLETED:
             observe_end(self.client, job=None if reused else job, error=None, model=self._request.provider)
-            if reused and job.credit_cost is not None:
-                self.log.info(
-                    "Doitong job %s was charged %d credits by an earlier try; reusing it costs 0 credits now",
-                    job.id,
-                    job.credit_cost,
-                )
-            elif job.credit_cost is not None:
-                self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
-                note = over_estimate(
-                    charged=job.credit_cost,
-                    estimate=self._request.estimated_credits,
-                    max_credits=self.max_credits,
-                )
-                if note:  # paid for: stored and returned all the same
-                    self.log.warning("Doitong job %s %s", job.id, note)
+            report_charge(
+                self.log,
+                job,
+                reused=reused,
+                estimate=self._request.estimated_credits,
+                max_credits=self.max_credits,
+            )
             if self.output_path:
-                output = self.stored_image = self._store(job, context)
+                # Downloaded (checked by the client) and written, never over another task's file.
+                output = self.stored_image = fetch_and_store(
+                    self.client,
+                    job_id=job.id,
+                    url=job.url,
+                    location=str(self.output_path),
+                    log=self.log,
+                    owner=task_owner(context),
+                    job=job,
+                    model=self._request.provider,
+                )
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._records(context).save(RecordState.STORED, job.id)
         result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
@@ -425,16 +404,3 @@ class FluxGenerateOperator(BaseOperator):
                 context["outlet_events"][outlet].extra = result
         self._result = result
         return result
-
-    def _store(self, job: Job, context: Context) -> str:
-        """Download the image (checked by the client) and write it, never over another task's file."""
-        return fetch_and_store(
-            self.client,
-            job_id=job.id,
-            url=job.url,
-            location=str(self.output_path),
-            log=self.log,
-            owner=task_owner(context),
-            job=job,
-            model=self._request.provider,
-        )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong.batch.budget import over_estimate
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
@@ -125,6 +126,25 @@ def observe_end(client: DoitongClient, *, job: Job | None, error: BaseException 
         observability.completed(
             client.observer, model=model, credits=job.credit_cost, turnaround=job.turnaround
         )
+
+
+def report_charge(log: TaskLog, job: Job, *, reused: bool, estimate: int, max_credits: int | None) -> None:
+    """Log what a completed single job cost: nothing now for a job an earlier try paid for, else its
+    charge, with a warning when it is over the estimate (the image, paid for, is stored all the same).
+    """
+    if job.credit_cost is None:
+        return
+    if reused:
+        log.info(
+            "Doitong job %s was charged %d credits by an earlier try; reusing it costs 0 credits now",
+            job.id,
+            job.credit_cost,
+        )
+        return
+    log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
+    note = over_estimate(charged=job.credit_cost, estimate=estimate, max_credits=max_credits)
+    if note:
+        log.warning("Doitong job %s %s", job.id, note)
 
 
 def link_url(
