@@ -96,3 +96,11 @@ def test_nothing_but_the_face_and_the_compatibility_module_at_the_root() -> None
     assert loose == ["__init__.py", "_compat.py"]
     folders = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").exists())
     assert folders == sorted({*ALLOWED, *AIRFLOW_LAYER})
+
+
+def test_the_client_knows_the_packages_version_without_importing_the_root() -> None:
+    import airflow_provider_doitong
+    from airflow_provider_doitong.client.base import USER_AGENT, VERSION
+
+    assert VERSION == airflow_provider_doitong.__version__
+    assert USER_AGENT == f"airflow-provider-doitong/{airflow_provider_doitong.__version__}"

@@ -24,7 +24,9 @@ def _installed_version() -> str:
         return "0+unknown"
 
 
-USER_AGENT = f"airflow-provider-doitong/{_installed_version()}"
+#: The installed provider's version, for the client's own use (the ``User-Agent``, traces).
+VERSION = _installed_version()
+USER_AGENT = f"airflow-provider-doitong/{VERSION}"
 
 
 def normalize_base_url(host: str | None, *, schema: str | None = None, port: int | None = None) -> str:
