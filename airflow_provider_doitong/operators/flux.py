@@ -206,14 +206,6 @@ class FluxGenerateOperator(BaseOperator):
             conn_id=self.doitong_conn_id,
         )
 
-    def _prepare(self, deadline: float | None) -> ImageRequest:
-        request = self._image_request()
-        if deadline is not None:
-            self._deadline = deadline
-        elif self.timeout is not None:
-            self._deadline = time.time() + self.timeout
-        return request
-
     # --- entry points -------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         """Submit (or reattach to, or reuse) the job, then wait as configured."""
@@ -236,7 +228,11 @@ class FluxGenerateOperator(BaseOperator):
         return self._try(context, deadline=deadline, attempt=attempt)
 
     def _try(self, context: Context, *, deadline: float | None, attempt: int) -> Any:
-        self._request = self._prepare(deadline)
+        """One try: the request checked, the deadline set (carried, or from ``timeout``), then run."""
+        self._request = self._image_request()
+        if deadline is None and self.timeout is not None:
+            deadline = time.time() + self.timeout
+        self._deadline = deadline
         try:
             return self._run(context, attempt)
         finally:
