@@ -1,4 +1,10 @@
-"""The Doitong API client, usable without Airflow: a sans-IO core with sync and async shells."""
+"""The Doitong API client, usable without Airflow: a sans-IO core with sync and async shells.
+
+Beside the clients stand the API's contract (:mod:`.contract`), the reading of every untrusted value
+(:mod:`.untrusted`, :mod:`.safety`) and the decisions both operators share: retries, pacing, waits,
+how a try ends (:mod:`.outcomes`) and what a try does with an earlier submission (:mod:`.submission`).
+Nothing here imports from the rest of the package.
+"""
 
 from __future__ import annotations
 
