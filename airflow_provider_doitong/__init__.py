@@ -1,4 +1,15 @@
-"""Apache Airflow provider for the Doitong image generation API (``flux-krea``, ``flux-dev``)."""
+"""Apache Airflow provider for the Doitong image generation API (``flux-krea``, ``flux-dev``).
+
+``client/`` speaks to the Doitong API and decides everything about its answers, ``storage/`` writes
+files safely under an output folder, ``batch/`` runs a batch of images on top of both, and the
+Airflow layer (``operators/``, ``triggers/``, ``sensors/``, ``hooks/``, ``ui/``, ``decorators/``)
+puts all three into Airflow; each imports only the layers before it, and only the Airflow layer
+imports Airflow (but for the ``ObjectStoragePath`` that ``storage/`` writes through).
+
+Besides the layers, the root holds this face (the version and what Airflow's providers manager
+reads) and ``_compat.py``, where the differences between Airflow releases live.
+``tests/test_layers.py`` holds the layering against the imports.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +22,8 @@ _INTEGRATION = "Doitong"
 
 def get_provider_info() -> dict[str, Any]:
     """What Airflow's providers manager reads; imports nothing heavy."""
-    from airflow_provider_doitong.connection import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
-    from airflow_provider_doitong.contract import DEFAULT_BASE_URL
+    from airflow_provider_doitong.client.contract import DEFAULT_BASE_URL
+    from airflow_provider_doitong.hooks.connection import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
 
     return {
         "package-name": "airflow-provider-doitong",
@@ -58,9 +69,9 @@ def get_provider_info() -> dict[str, Any]:
             },
         ],
         "extra-links": [
-            "airflow_provider_doitong.links.DoitongImageLink",
-            "airflow_provider_doitong.links.DoitongContactSheetLink",
-            "airflow_provider_doitong.links.DoitongManifestLink",
+            "airflow_provider_doitong.operators.links.DoitongImageLink",
+            "airflow_provider_doitong.operators.links.DoitongContactSheetLink",
+            "airflow_provider_doitong.operators.links.DoitongManifestLink",
         ],
         "connection-types": [
             {

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_doitong.contract import PLANS, RATE_LIMIT_WINDOW_SECONDS
+from airflow_provider_doitong.client.contract import PLANS, RATE_LIMIT_WINDOW_SECONDS
 from benchmarks import dags
 from benchmarks.batch_operator import batch_figures, resumes, run_and_measure, task_starts
 from doitong_emulator import DoitongEmulator

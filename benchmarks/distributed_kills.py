@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from airflow_provider_doitong.contract import PLANS
+from airflow_provider_doitong.client.contract import PLANS
 from doitong_emulator import DoitongEmulator
 from tests.support.airflow_cluster import unix_time
 from tests.support.distributed_cluster import DistributedCluster

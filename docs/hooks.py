@@ -2,7 +2,7 @@
 
 - Files kept elsewhere in the repository (the benchmarks' plot) are published without a copy.
 - ``<!-- connection-extras -->`` in a page becomes the table of the ``doitong`` connection's
-  extras, read from ``airflow_provider_doitong.connection.CONN_FIELDS`` (what the UI form shows).
+  extras, read from ``airflow_provider_doitong.hooks.connection.CONN_FIELDS`` (what the UI form shows).
 - ``<!-- changelog -->`` becomes ``CHANGELOG.md``, or a line saying there is none yet.
 - ``<!-- readme: HEADING -->`` becomes the body of the README's section of that heading (the
   README's tables stay the one place they are written; links to its own anchors become plain text).
@@ -49,7 +49,7 @@ def connection_extras_table() -> str:
     """
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from airflow_provider_doitong.connection import CONN_FIELDS
+    from airflow_provider_doitong.hooks.connection import CONN_FIELDS
 
     rows = ["| extra | form label | type | default | description |", "|---|---|---|---|---|"]
     for name, field in CONN_FIELDS.items():

@@ -26,9 +26,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, Param, task
 
-from airflow_provider_doitong import contract
-from airflow_provider_doitong.batch.roots import configured_roots, inside_roots
+from airflow_provider_doitong.client import contract
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
+from airflow_provider_doitong.operators.roots import configured_roots, inside_roots
 from airflow_provider_doitong.storage import storage_path, write_image
 
 DAG_ID = "doitong_daily_prompt_batch"

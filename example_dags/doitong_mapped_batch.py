@@ -19,9 +19,9 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from airflow_provider_doitong.batch import manifest
-from airflow_provider_doitong.batch.roots import configured_roots
 from airflow_provider_doitong.batch.stores import safe_component
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+from airflow_provider_doitong.operators.roots import configured_roots
 
 DAG_ID = "doitong_mapped_batch"
 DOITONG_POOL = "doitong"

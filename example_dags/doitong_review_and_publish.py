@@ -29,8 +29,8 @@ from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import DAG, Asset, Param, task
 
 from airflow_provider_doitong._compat import HUMAN_REVIEW_UNAVAILABLE
-from airflow_provider_doitong.batch.roots import configured_roots
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
+from airflow_provider_doitong.operators.roots import configured_roots
 
 DAG_ID = "doitong_review_and_publish"
 REVIEWED_IMAGES = Asset(name="doitong_reviewed_images")

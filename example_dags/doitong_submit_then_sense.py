@@ -14,8 +14,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param
 
-from airflow_provider_doitong import contract
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.client import contract
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.sensors.doitong import DoitongJobSensor
 

@@ -17,8 +17,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from airflow_provider_doitong.batch.roots import configured_roots
 from airflow_provider_doitong.batch.stores import safe_component
+from airflow_provider_doitong.operators.roots import configured_roots
 
 DAG_ID = "doitong_taskflow"
 OUTPUT_ROOTS_ENV = "DOITONG_OUTPUT_ROOTS"

@@ -25,7 +25,7 @@ import pendulum
 from airflow.providers.common.compat.sdk import AirflowSkipException
 from airflow.sdk import DAG, Param, task
 
-from airflow_provider_doitong import contract
+from airflow_provider_doitong.client import contract
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 
 log = logging.getLogger(__name__)

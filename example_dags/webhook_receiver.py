@@ -64,7 +64,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, verify_signature
+from airflow_provider_doitong.client.webhooks import SIGNATURE_HEADER, verify_signature
 
 log = logging.getLogger("doitong.webhook_receiver")
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong import contract
-from airflow_provider_doitong.client import protocol, retry
+from airflow_provider_doitong.client import contract, protocol, retry
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_DOC = ROOT / "docs" / "contract.md"

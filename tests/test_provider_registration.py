@@ -15,7 +15,7 @@ import pytest
 
 import airflow_provider_doitong
 from airflow_provider_doitong import get_provider_info
-from airflow_provider_doitong.connection import CONN_FIELDS
+from airflow_provider_doitong.hooks.connection import CONN_FIELDS
 from tests.airflow_versions import DECLARATIVE_CONNECTION_FORM
 
 PACKAGE = "airflow-provider-doitong"

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong import lineage
 from airflow_provider_doitong.batch.items import (
     ItemDefaults,
     build_items,
@@ -15,8 +14,9 @@ from airflow_provider_doitong.batch.items import (
     secret_items_problem,
 )
 from airflow_provider_doitong.client import ImageRequest
-from airflow_provider_doitong.connection import settings_from_fields
-from airflow_provider_doitong.redaction import REDACTED, known_secrets, redact, secret_problem
+from airflow_provider_doitong.client.redaction import REDACTED, known_secrets, redact, secret_problem
+from airflow_provider_doitong.hooks.connection import settings_from_fields
+from airflow_provider_doitong.operators import lineage
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 KEY = "sk-live-0123456789abcdef"

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_doitong import contract
-from airflow_provider_doitong.client import DoitongValidationError, ImageRequest
-from airflow_provider_doitong.redaction import secret_problem
+from airflow_provider_doitong.client import DoitongValidationError, ImageRequest, contract
+from airflow_provider_doitong.client.redaction import secret_problem
 from airflow_provider_doitong.storage import is_local, shown, storage_path
 
 #: A string as ``json.dumps`` writes it (ASCII, escaped), for :func:`request_fingerprint`.
@@ -375,7 +374,7 @@ def budget_problem(
 def secret_items_problem(items: Sequence[BatchItem], secrets: Sequence[str], *, conn_id: str) -> str | None:
     """Why the batch must not start because items would send a connection's secret, or ``None``.
 
-    The items are named by their source, never shown (see :func:`~airflow_provider_doitong.redaction.secret_problem`).
+    The items are named by their source, never shown (see :func:`~airflow_provider_doitong.client.redaction.secret_problem`).
 
     :param secrets: the connection's secrets.
     :param conn_id: the connection, named in the message.

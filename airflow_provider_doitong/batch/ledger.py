@@ -48,7 +48,7 @@ class ItemState(str, enum.Enum):
     """Where an item is: ``pending`` -> ``submitting`` -> ``running`` -> ``completed`` -> ``stored``.
 
     A failed job sends its item back to ``pending`` while it has retries left, else to ``failed``.
-    This is the item's state, not its job's :class:`~airflow_provider_doitong.contract.JobStatus`
+    This is the item's state, not its job's :class:`~airflow_provider_doitong.client.contract.JobStatus`
     (which the runner reads): ``completed`` here means the job completed and its image is still to
     be stored, and ``failed`` that the item has no retry left.
     """

@@ -1,21 +1,20 @@
 """The batch's shell: carries out the planner's steps with a client, the ledger and the output folder.
 
-Every decision is the :class:`~airflow_provider_doitong.batch.planner.Planner`'s; this module only
-moves bytes and records what happened, in the order that keeps the batch durable: an item is
-``submitting`` in the ledger before its POST, ``running`` with its job id right after the answer
-(flushed before the next request), and ``stored`` with the file's SHA-256 once the image is written.
+Every decision is the :class:`~airflow_provider_doitong.batch.planner.Planner`'s; this module (with
+:mod:`.submitter`, :mod:`.reader` and :mod:`.storer`) only moves bytes and records what happened,
+in the order that keeps the batch durable: an item is ``submitting`` in the ledger before its POST,
+``running`` with its job id right after the answer (flushed before the next request), and
+``stored`` with the file's SHA-256 once the image is written.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_doitong import observability
 from airflow_provider_doitong.batch.budget import CreditBudget, over_estimate
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
@@ -23,8 +22,14 @@ from airflow_provider_doitong.batch.planner import Action, Planner, View
 from airflow_provider_doitong.batch.progress import progress_line_of, write_snapshot
 from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.storer import ImageStorer
-from airflow_provider_doitong.batch.verdicts import Verdict, judge_submit_error
-from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongRateLimited, Job
+from airflow_provider_doitong.batch.submitter import ItemSubmitter
+from airflow_provider_doitong.batch.verdicts import Verdict
+from airflow_provider_doitong.client import (
+    DoitongClient,
+    DoitongError,
+    Job,
+    observability,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,6 @@ class BatchRunner:
         self.fatal = ""
         #: The error that stopped the submissions (or everything), for the task's final answer.
         self.stop_error: DoitongError | None = None
-        self._refusals = 0
         self._jobs: dict[str, Job] = {}
         self.images = ImageStorer(
             items=items,
@@ -117,6 +121,18 @@ class BatchRunner:
             planner=planner,
             folder=folder,
             jobs=self._jobs,
+            log=self.log,
+        )
+        self.submitter = ItemSubmitter(
+            items=items,
+            ledger=ledger,
+            client=client,
+            planner=planner,
+            jobs=self._jobs,
+            setback=self._setback,
+            charged=self._charged,
+            on_daily_limit=on_daily_limit,
+            clock=clock,
             log=self.log,
         )
         self.reader = JobReader(
@@ -275,77 +291,16 @@ class BatchRunner:
             attempts = self.ledger.records[index].attempts + 1
             self.ledger.update(index, state=ItemState.SUBMITTING, attempts=attempts)
             self.ledger.flush()
-            if not self._submit_one(index):
+            verdict = self.submitter.submit(index)
+            if verdict is None:
+                continue
+            if verdict.verdict is Verdict.STOP:
+                self.stop_submitting, self.stop_error = verdict.message, verdict.error
+            elif verdict.verdict is Verdict.FATAL:
+                self.fatal, self.stop_error = verdict.message, verdict.error
+            if verdict.verdict is not Verdict.ITEM_FAILED:  # the next item may not go out now
                 break
         self.ledger.flush()
-
-    def _revert(self, index: int) -> None:
-        record = self.ledger.records[index]
-        self.ledger.update(index, state=ItemState.PENDING, attempts=max(0, record.attempts - 1))
-
-    def _submit_one(self, index: int) -> bool:
-        request = self.items[index].request
-        try:
-            # 429s are the planner's to wait for, not the client's to sleep through.
-            policy = dataclasses.replace(self.client.retry_policy, max_rate_limit_wait=0)
-            job = self.client.submit(request, retry_policy=policy)
-        except DoitongError as exc:
-            self.planner.saw_rate_limit(self.client.last_rate_limit)
-            return self._submit_failed(index, exc)
-        now = self.clock()
-        self._refusals = 0
-        self.planner.saw_rate_limit(self.client.last_rate_limit)
-        record = self.ledger.update(
-            index,
-            state=ItemState.RUNNING,
-            job_id=job.id,
-            job_ids=[*self.ledger.records[index].job_ids, job.id],
-            submitted_at=now,
-            error=None,
-            credits=job.credit_cost,  # the charge, if said: kept for the budget across resumes
-        )
-        self.ledger.flush()
-        self._jobs[job.id] = job
-        self._charged(index, job.credit_cost)
-        self.log.info(
-            "Submitted item %d/%d as Doitong job %s (attempt %d)",
-            index + 1,
-            len(self.items),
-            job.id,
-            record.attempts,
-        )
-        return True
-
-    def _submit_failed(self, index: int, exc: DoitongError) -> bool:
-        """Record a refused or lost submission; whether the next item may still be submitted now."""
-        self._refusals = self._refusals + 1 if isinstance(exc, DoitongRateLimited) else 0
-        verdict = judge_submit_error(
-            exc,
-            now=self.clock(),
-            item=index + 1,
-            policy=self.client.retry_policy,
-            refusals=self._refusals,
-            on_daily_limit=self.on_daily_limit,
-        )
-        if verdict.verdict is Verdict.ITEM_FAILED:
-            self.ledger.update(index, state=ItemState.FAILED, error=verdict.message)
-            self.log.error("Item %d failed for good: %s", index + 1, verdict.message)
-            return True
-        if verdict.verdict is Verdict.UNCONFIRMED:
-            self.log.warning(
-                "The submission of item %d may or may not have created a job: %s", index + 1, exc
-            )
-            self._setback(index, verdict.message, unconfirmed=True)
-        else:
-            self._revert(index)
-            self.log.warning("%s", verdict.message)
-        if verdict.verdict is Verdict.STOP:
-            self.stop_submitting, self.stop_error = verdict.message, verdict.error
-        elif verdict.verdict is Verdict.FATAL:
-            self.fatal, self.stop_error = verdict.message, verdict.error
-        if verdict.until is not None:
-            self.planner.refused(until=verdict.until, all_requests=verdict.all_requests)
-        return False
 
     # --- the budget, by real charges --------------------------------------------------------
     def _charged(self, index: int, credits: int | None) -> None:

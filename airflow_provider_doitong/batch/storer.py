@@ -3,7 +3,7 @@
 Each image is named by its item (``0007-a-fox-in-the-snow.jpg``: the item's number and prompt, the
 extension from the image's own bytes), never by anything the API sent, and recorded ``stored`` in
 the ledger with its SHA-256 once written. An output whose answer is final in
-:mod:`~airflow_provider_doitong.outcomes` (a refused host, an over-large body, an unsafe path) fails
+:mod:`~airflow_provider_doitong.client.outcomes` (a refused host, an over-large body, an unsafe path) fails
 the item at once; other failures are tried again, :data:`STORE_ATTEMPTS` times in all.
 """
 
@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow_provider_doitong import observability
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Planner
-from airflow_provider_doitong.client import DoitongClient, DoitongError, Job
-from airflow_provider_doitong.outcomes import Answer, answer_for
+from airflow_provider_doitong.client import DoitongClient, DoitongError, Job, observability
+from airflow_provider_doitong.client.outcomes import Answer, answer_for
 from airflow_provider_doitong.storage import UnsafeOutputPath, store_image
 
 #: Downloads of one image tried before its item fails.

@@ -1,6 +1,6 @@
 """What a refused or lost submission means for a batch, decided as a pure function.
 
-Whether an error is worth another submission or final is :mod:`~airflow_provider_doitong.outcomes`'
+Whether an error is worth another submission or final is :mod:`~airflow_provider_doitong.client.outcomes`'
 (the same table as a single job's answer); this module only says how far a final one reaches: the
 item (its request was refused), the submissions (the balance or the day's limit is spent) or the
 whole batch (the key was refused).
@@ -17,9 +17,16 @@ from airflow_provider_doitong.client import (
     DoitongRateLimited,
     RetryPolicy,
 )
+from airflow_provider_doitong.client.contract import ErrorCode
+from airflow_provider_doitong.client.outcomes import (
+    Answer,
+    Kind,
+    answer_for,
+    describe,
+    kind_of,
+    resubmit_after_wait,
+)
 from airflow_provider_doitong.client.retry import backoff, rate_limit_resume_at
-from airflow_provider_doitong.contract import ErrorCode
-from airflow_provider_doitong.outcomes import Answer, Kind, answer_for, describe, kind_of, resubmit_after_wait
 
 
 class Verdict(str, enum.Enum):
@@ -46,7 +53,7 @@ class SubmitVerdict:
     :param until: for ``later`` and ``unconfirmed``, when the next submission may go out.
     :param all_requests: the whole rate-limit window is spent, so status reads wait too.
     :param error: for ``stop`` and ``fatal``, the error the task's answer is decided from
-        (:mod:`~airflow_provider_doitong.outcomes`).
+        (:mod:`~airflow_provider_doitong.client.outcomes`).
     """
 
     verdict: Verdict
@@ -74,7 +81,7 @@ def judge_submit_error(
     :param refusals: 429s in a row, this one included: the wait after one is bounded below by a
         backoff that grows with them (``retry.rate_limit_resume_at``).
     :param on_daily_limit: ``wait`` turns a 429 ``DAILY_LIMIT`` into a wait for its reset; ``fail``
-        and ``skip`` stop submitting, and the task ends as :mod:`~airflow_provider_doitong.outcomes`
+        and ``skip`` stop submitting, and the task ends as :mod:`~airflow_provider_doitong.client.outcomes`
         says.
     """
     pause = now + backoff(policy, 2)

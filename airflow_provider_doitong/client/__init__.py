@@ -1,8 +1,15 @@
-"""The Doitong API client, usable without Airflow: a sans-IO core with sync and async shells."""
+"""The Doitong API client, usable without Airflow: a sans-IO core with sync and async shells.
+
+Beside the clients stand the API's contract (:mod:`.contract`), the reading of every untrusted value
+(:mod:`.untrusted`, :mod:`.safety`) and the decisions both operators share: retries, pacing, waits,
+how a try ends (:mod:`.outcomes`) and what a try does with an earlier submission (:mod:`.submission`).
+Nothing here imports from the rest of the package.
+"""
 
 from __future__ import annotations
 
 from airflow_provider_doitong.client.async_client import AsyncDoitongClient
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.errors import (
     DoitongAnswerTooLarge,
@@ -26,7 +33,6 @@ from airflow_provider_doitong.client.errors import (
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.sync_client import DoitongClient
-from airflow_provider_doitong.contract import JobStatus
 
 __all__ = [
     "Account",

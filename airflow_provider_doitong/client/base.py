@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from collections.abc import Callable
 
-from airflow_provider_doitong import __version__, contract, observability
+from airflow_provider_doitong.client import contract, observability
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
@@ -13,7 +14,19 @@ from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.safety import UrlRefused, parse_strict_url
 
-USER_AGENT = f"airflow-provider-doitong/{__version__}"
+
+def _installed_version() -> str:
+    """The installed distribution's version: the client reads it from the package metadata rather
+    than from the package root, which it does not import."""
+    try:
+        return importlib.metadata.version("airflow-provider-doitong")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+#: The installed provider's version, for the client's own use (the ``User-Agent``, traces).
+VERSION = _installed_version()
+USER_AGENT = f"airflow-provider-doitong/{VERSION}"
 
 
 def normalize_base_url(host: str | None, *, schema: str | None = None, port: int | None = None) -> str:
@@ -26,7 +39,7 @@ def normalize_base_url(host: str | None, *, schema: str | None = None, port: int
     (it would replace the bearer key, and show in logs), no query string or fragment (it would be
     glued before every request's path), no character an HTTP library could read as another host.
 
-    :param host: the host or base URL; empty for :data:`~airflow_provider_doitong.contract.DEFAULT_BASE_URL`.
+    :param host: the host or base URL; empty for :data:`~airflow_provider_doitong.client.contract.DEFAULT_BASE_URL`.
     :raises ValueError: for anything but ``http(s)://host[:port][/path]``; the message never repeats
         a user name or password.
     """
@@ -81,7 +94,7 @@ class ClientBase:
     :param clock: the source of the current Unix time (tests pass a fake one).
     :param download_policy: where outputs may be downloaded from, and how much is read; by default
         the API's own host and the vendor's CDN (``contract.DEFAULT_DOWNLOAD_HOSTS``), 64 MiB, 300 s.
-    :param observer: told of every answer, submission and refusal (see :mod:`~airflow_provider_doitong.observability`);
+    :param observer: told of every answer, submission and refusal (see :mod:`~airflow_provider_doitong.client.observability`);
         by default nobody.
     """
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
-from airflow_provider_doitong import contract
+from airflow_provider_doitong.client import contract
 from airflow_provider_doitong.client.errors import (
     DoitongBadImage,
     DoitongDownloadTimeout,

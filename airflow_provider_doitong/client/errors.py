@@ -1,10 +1,16 @@
-"""The provider's errors, and the one classifier that turns an HTTP answer into one of them."""
+"""The provider's errors, and the one classifier that turns an HTTP answer into one of them.
+
+Two refusals of an untrusted value that is not an API answer stand here too, so that one table
+(:mod:`~airflow_provider_doitong.client.outcomes`) can judge them: :class:`UnsafeOutputPath` (a
+file name or folder that cannot be written safely) and :class:`InvalidTriggerEvent` (a trigger
+event outside the allow-list).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_doitong.contract import ErrorCode
+from airflow_provider_doitong.client.contract import ErrorCode
 
 if TYPE_CHECKING:
     from airflow_provider_doitong.client.models import Job
@@ -119,7 +125,7 @@ class DoitongProtocolError(DoitongError):
 
 
 class DoitongAnswerTooLarge(DoitongProtocolError):
-    """An API answer over :data:`~airflow_provider_doitong.contract.MAX_ANSWER_BYTES`; reading stopped.
+    """An API answer over :data:`~airflow_provider_doitong.client.contract.MAX_ANSWER_BYTES`; reading stopped.
 
     A protocol error: a status read is tried again like any answer that breaks the contract, and
     a submission whose answer is this large may have created a job (an ambiguous submission).
@@ -260,3 +266,16 @@ def _only_not_found(body: dict[str, Any]) -> bool:
         and err["extensions"].get("code") == ErrorCode.NOT_FOUND.value
         for err in errors
     )
+
+
+class UnsafeOutputPath(ValueError):
+    """A file that would leave its folder, or a folder that cannot be written safely (a symlink where
+    a folder must be, a file claimed by another task): the same answer would come again.
+
+    Also importable as ``airflow_provider_doitong.storage.UnsafeOutputPath``, where it is raised."""
+
+
+class InvalidTriggerEvent(ValueError):
+    """An event that no Doitong trigger sends.
+
+    Also importable from :mod:`~airflow_provider_doitong.triggers.events`, where it is raised."""

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_doitong import contract
+from airflow_provider_doitong.client import contract
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongValidationError
 from airflow_provider_doitong.client.untrusted import MAX_FIELD_CHARS, read_credits, read_job
-from airflow_provider_doitong.contract import JobStatus
 
 
 def image_side(name: str, value: object) -> int:

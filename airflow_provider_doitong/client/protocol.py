@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from airflow_provider_doitong import contract
+from airflow_provider_doitong.client import contract
 from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongRateLimited, classify
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from airflow_provider_doitong.client.untrusted import read_int_header, read_time_value
-from airflow_provider_doitong.contract import (
+from airflow_provider_doitong.client.contract import (
     DAILY_LIMIT_MAX_WAIT_SECONDS,
     RATE_LIMIT_LIMIT_HEADER,
     RATE_LIMIT_REMAINING_HEADER,
@@ -20,6 +19,7 @@ from airflow_provider_doitong.contract import (
     RATE_LIMIT_WINDOW_SECONDS,
     RETRY_AFTER_HEADER,
 )
+from airflow_provider_doitong.client.untrusted import read_int_header, read_time_value
 
 
 def parse_time_value(

@@ -15,6 +15,7 @@ from typing import Any
 
 from tenacity import RetryCallState, stop_after_attempt
 
+from airflow_provider_doitong.client.contract import RATE_LIMIT_WINDOW_SECONDS
 from airflow_provider_doitong.client.errors import (
     DoitongConnectionError,
     DoitongError,
@@ -22,7 +23,6 @@ from airflow_provider_doitong.client.errors import (
     DoitongRateLimited,
     DoitongServerError,
 )
-from airflow_provider_doitong.contract import RATE_LIMIT_WINDOW_SECONDS
 
 log = logging.getLogger(__name__)
 

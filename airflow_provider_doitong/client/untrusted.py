@@ -9,7 +9,7 @@ through here, so an answer that breaks the contract is judged the same way every
 - ``creditCost`` is a non-negative integer or unknown, never a crash after payment;
 - a job's status is a string (a known one, or one the contract says to treat as still running);
   a job's other fields have their types and bounds, or are dropped with a warning;
-- an answer's body is read up to :data:`~airflow_provider_doitong.contract.MAX_ANSWER_BYTES`.
+- an answer's body is read up to :data:`~airflow_provider_doitong.client.contract.MAX_ANSWER_BYTES`.
 
 Output URLs are judged by :func:`~airflow_provider_doitong.client.safety.check_download_url`.
 """
@@ -22,9 +22,9 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from airflow_provider_doitong import contract
+from airflow_provider_doitong.client import contract
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import DoitongAnswerTooLarge, DoitongProtocolError
-from airflow_provider_doitong.contract import JobStatus
 
 log = logging.getLogger(__name__)
 

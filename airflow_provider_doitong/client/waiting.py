@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import (
     DoitongError,
     DoitongJobFailed,
@@ -27,7 +28,6 @@ from airflow_provider_doitong.client.models import Job
 from airflow_provider_doitong.client.pacing import MIN_POLL_GAP, next_read_delay
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy, compute_wait, is_transient
-from airflow_provider_doitong.contract import JobStatus
 
 log = logging.getLogger(__name__)
 

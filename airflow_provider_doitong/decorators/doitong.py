@@ -129,8 +129,8 @@ class _FunctionInput:
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Set the fields from this try's ``doitong_input`` XCom, then resume as the operator does.
 
-        A resumed task runs the method its deferral named (``execute_complete``, or ``execute`` after
-        a refused submission was waited out), never the function again.
+        A resumed task runs the method its deferral named (``execute_complete``, or
+        ``resume_submission`` after a refused submission was waited out), never the function again.
         """
         if next_method != _FAIL_METHOD:
             ti = context["ti"]

@@ -16,7 +16,7 @@ from airflow_provider_doitong._compat import (
     mask_secret,
 )
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
-from airflow_provider_doitong.connection import (
+from airflow_provider_doitong.hooks.connection import (
     CONN_FIELDS,
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -25,7 +25,7 @@ from airflow_provider_doitong.connection import (
     DoitongConnectionInvalid,
     settings_from_fields,
 )
-from airflow_provider_doitong.observers import observer_for
+from airflow_provider_doitong.hooks.observers import observer_for
 
 
 class DoitongHook(BaseHook):

@@ -10,24 +10,24 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong import contract, lineage, links
-from airflow_provider_doitong._compat import AirflowFailException, AirflowSkipException, conf
+from airflow_provider_doitong._compat import AirflowFailException, conf
 from airflow_provider_doitong.batch import items as batch_items
-from airflow_provider_doitong.batch import task_state
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
+from airflow_provider_doitong.client import contract
+from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS
+from airflow_provider_doitong.client.redaction import redact
+from airflow_provider_doitong.client.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.client.times import seconds
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.operators import review
+from airflow_provider_doitong.operators import batch_task, inputs, lineage, links, review
+from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
-from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
-from airflow_provider_doitong.redaction import redact
-from airflow_provider_doitong.submission import ON_AMBIGUOUS
-from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
-from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
+from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger
+from airflow_provider_doitong.triggers.events import BATCH_ERROR, InvalidBatchEvent, read_batch_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -127,14 +127,13 @@ class FluxBatchOperator(BaseOperator):
         self.approval_timeout = review.checked_timeout(
             require_approval, approval_timeout, on_approval_timeout
         )
-        if (prompts is None) == (prompts_file is None):
-            raise ValueError("give exactly one of prompts and prompts_file")
-        for name, value, allowed in (
-            ("on_ambiguous_submission", on_ambiguous_submission, ON_AMBIGUOUS),
-            ("on_daily_limit", on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        inputs.check_arguments(
+            one_of=(("prompts", prompts), ("prompts_file", prompts_file)),
+            choices={
+                "on_ambiguous_submission": (on_ambiguous_submission, ON_AMBIGUOUS),
+                "on_daily_limit": (on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
+            },
+        )
         if item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
             raise ValueError("item_retries, max_failed_items and min_defer_seconds must not be negative")
         if concurrency is not None and concurrency < 1:
@@ -167,20 +166,8 @@ class FluxBatchOperator(BaseOperator):
         return DoitongHook(doitong_conn_id=self.doitong_conn_id)
 
     def _check_numbers(self) -> None:
-        """Read the templated numbers (a template may render them as strings) into ``_poll`` and ``_budget``."""
-        try:
-            self._poll = float(self.poll_interval)
-            budget = self.max_credits
-            if isinstance(budget, str):
-                budget = None if budget.strip() in ("", "None", "null") else int(budget)
-            self._budget = None if budget is None else int(budget)
-        except (TypeError, ValueError):
-            raise AirflowFailException(
-                f"poll_interval must be a number and max_credits an integer, got {self.poll_interval!r} "
-                f"and {self.max_credits!r}"
-            ) from None
-        if self._poll <= 0 or (self._budget is not None and self._budget < 0):
-            raise AirflowFailException("poll_interval must be positive and max_credits not negative")
+        """Read the templated numbers into ``_poll`` and ``_budget``."""
+        self._poll, self._budget = inputs.batch_numbers(self.poll_interval, self.max_credits)
 
     def _prompts_location(self) -> str | None:
         """The prompts file read, as a full path or URI (``None`` for a list of prompts)."""
@@ -197,16 +184,9 @@ class FluxBatchOperator(BaseOperator):
             quality=self.quality,
             version=self.version,
         )
-        try:
-            entries = batch_items.load_entries(prompts=self.prompts, prompts_file=self._prompts_location())
-            found, repeats = batch_items.build_items(entries, defaults)
-        except batch_items.BatchInputError as exc:
-            raise AirflowFailException(str(exc)) from None
-        if repeats:
-            self.log.warning("%d repeated items are generated once", repeats)
-        if not found:
-            raise AirflowSkipException("The batch has no prompts; nothing to generate")
-        return found
+        return inputs.batch_item_list(
+            prompts=self.prompts, prompts_file=self._prompts_location(), defaults=defaults, log=self.log
+        )
 
     # --- the batch's state ---------------------------------------------------------------------
     def _runner(self, folder: Any, ledger: Ledger, found: list[batch_items.BatchItem]) -> BatchRunner:
@@ -253,19 +233,19 @@ class FluxBatchOperator(BaseOperator):
         )
         if problem:
             raise AirflowFailException(problem)
-        folder, ledger = task_state.open_ledger(context, self.output_path, found)
+        folder, ledger = batch_task.open_ledger(context, self.output_path, found)
         links.publish(self, context)
         runner = self._runner(folder, ledger, found)
         try:
             self._new_try(context, runner)
             runner.resolve_unconfirmed()
-            task_state.check_balance(
+            batch_task.check_balance(
                 runner, found, estimate, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
             )
             check_output(context, folder, whole_folder=True)  # writable, and this task's alone
-            task_state.save_items(context, folder, ledger, found)  # what a resume reads
+            batch_task.save_items(context, folder, ledger, found)  # what a resume reads
             ledger.flush()  # a batch refused so far has written nothing
-            task_state.save_pointer(context, ledger)
+            batch_task.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
             return self._run(context, runner, found)
         finally:
@@ -280,7 +260,7 @@ class FluxBatchOperator(BaseOperator):
             raise airflow_error(exc) from None
         self._secrets = self.hook.checked_settings().secrets
         self._check_numbers()
-        folder, ledger, found = task_state.resume(context, self.output_path, self._items)
+        folder, ledger, found = batch_task.resume(context, self.output_path, self._items)
         lead = max(0.0, time.time() - fired_at)
         old = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD)
         ledger.set_meta(
@@ -291,7 +271,7 @@ class FluxBatchOperator(BaseOperator):
         runner = self._runner(folder, ledger, found)
         if read_at is not None:  # the trigger's last read counts as the task's own
             runner.planner.polled(min(read_at, time.time()))
-        runner.planner.poll_now = bool(ended) or status == TRIGGER_ERROR
+        runner.planner.poll_now = bool(ended) or status == BATCH_ERROR
         try:
             return self._run(context, runner, found)
         finally:
@@ -322,7 +302,7 @@ class FluxBatchOperator(BaseOperator):
         outcome = runner.run(defer=defer)
         ledger.set_meta(durations=list(runner.planner.durations)[-20:])
         ledger.flush()
-        task_state.save_pointer(context, ledger)
+        batch_task.save_pointer(context, ledger)
         if isinstance(outcome, Defer):
             self.log.info(
                 "Deferring with %d jobs running; the trigger wakes this task %s",
@@ -350,7 +330,7 @@ class FluxBatchOperator(BaseOperator):
     ) -> dict[str, Any]:
         ledger = runner.ledger
         summary = redact(
-            task_state.write_manifest(context, runner, found, secrets=self._secrets), self._secrets
+            batch_task.write_manifest(context, runner, found, secrets=self._secrets), self._secrets
         )
         self._lineage_state = {
             "folder": summary["folder"],
@@ -360,7 +340,7 @@ class FluxBatchOperator(BaseOperator):
             "images": summary["stored"],
             "prompts_file": self._prompts_location(),
         }
-        task_state.raise_for_outcome(
+        batch_task.raise_for_outcome(
             runner,
             reason,
             summary,

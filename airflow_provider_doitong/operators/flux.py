@@ -4,39 +4,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong import contract, events, lineage, submission
-from airflow_provider_doitong._compat import AirflowFailException, conf
-from airflow_provider_doitong.batch.budget import over_estimate
-from airflow_provider_doitong.batch.task_state import owner as task_owner
+from airflow_provider_doitong._compat import conf, task_state_store
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
     DoitongNotFound,
-    DoitongValidationError,
     ImageRequest,
     Job,
+    contract,
+    submission,
 )
-from airflow_provider_doitong.client.models import image_side
+from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, Role
+from airflow_provider_doitong.client.redaction import redact
+from airflow_provider_doitong.client.submission import Action, Records, RecordState, job_result
 from airflow_provider_doitong.client.times import seconds
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.links import DoitongImageLink
-from airflow_provider_doitong.operators._submit import SubmitOnceMixin
-from airflow_provider_doitong.operators.outputs import check_output, fetch_and_store, link_url, observe_end
-from airflow_provider_doitong.operators.prompt_files import (
-    PromptFileError,
-    prompt_file_location,
-    read_prompt_file,
+from airflow_provider_doitong.operators import inputs, lineage
+from airflow_provider_doitong.operators.airflow_errors import airflow_error
+from airflow_provider_doitong.operators.batch_task import owner as task_owner
+from airflow_provider_doitong.operators.links import DoitongImageLink
+from airflow_provider_doitong.operators.outputs import (
+    check_output,
+    fetch_and_store,
+    link_url,
+    observe_end,
+    report_charge,
 )
-from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
-from airflow_provider_doitong.redaction import redact, secret_problem
-from airflow_provider_doitong.submission import Action, RecordState, job_result
+from airflow_provider_doitong.operators.prompt_files import (
+    prompt_file_location,
+)
+from airflow_provider_doitong.operators.submitter import Refused, Submitter
+from airflow_provider_doitong.triggers import events
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
@@ -45,11 +51,11 @@ if TYPE_CHECKING:
 DAILY_LIMIT_ACTIONS = tuple(DAILY_LIMIT_ANSWERS)
 
 
-class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
+class FluxGenerateOperator(BaseOperator):
     """Generate an image with Doitong's ``flux-krea`` or ``flux-dev`` model.
 
     Every input is checked against the contract before any request is sent. The task keeps a
-    record of its submission in its task state store (see :mod:`~airflow_provider_doitong.submission`):
+    record of its submission in its task state store (see :mod:`~airflow_provider_doitong.client.submission`):
     before the POST, with the job id right after it, and once the image is stored. A retry, a
     worker crash or a triggerer restart reattaches to the same job instead of paying for it twice;
     a job is reused only for the very request (model, prompt, size, quality, version) it was made for.
@@ -128,15 +134,14 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (prompt is None) == (prompt_file is None):
-            raise ValueError("give exactly one of prompt and prompt_file")
-        for name, value, allowed in (
-            ("on_daily_limit", on_daily_limit, DAILY_LIMIT_ACTIONS),
-            ("on_clear", on_clear, submission.ON_CLEAR),
-            ("on_ambiguous_submission", on_ambiguous_submission, submission.ON_AMBIGUOUS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        inputs.check_arguments(
+            one_of=(("prompt", prompt), ("prompt_file", prompt_file)),
+            choices={
+                "on_daily_limit": (on_daily_limit, DAILY_LIMIT_ACTIONS),
+                "on_clear": (on_clear, submission.ON_CLEAR),
+                "on_ambiguous_submission": (on_ambiguous_submission, submission.ON_AMBIGUOUS),
+            },
+        )
         if not poll_interval > 0:
             raise ValueError("poll_interval must be positive")
         self.prompt = prompt
@@ -183,71 +188,51 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             return None
         return prompt_file_location(self.prompt_file, self._dag)
 
-    def _prompt_text(self) -> Any:
-        """The prompt: ``prompt`` as rendered, or the text of ``prompt_file`` (plain text, no template)."""
-        location = self.prompt_location
-        if location is None:
-            return self.prompt
-        try:
-            return read_prompt_file(location)
-        except PromptFileError as exc:
-            raise AirflowFailException(str(exc)) from None
-
     def _image_request(self) -> ImageRequest:
         """The request, checked before any request is sent; the connection is read first, so its
         secrets are masked in the log before anything could print them."""
         self._secrets = self.hook.checked_settings().secrets
-        prompt = self._prompt_text()
-        try:
-            request = ImageRequest(
-                provider=self.provider,
-                prompt=prompt,
-                width=image_side("width", self.width),
-                height=image_side("height", self.height),
-                quality=self.quality,
-                version=self.version or None,
-                webhook_url=self.webhook_url or None,
-            )
-        except DoitongValidationError as exc:
-            source = f" (the text of prompt_file {self.prompt_location})" if self.prompt_file else ""
-            raise AirflowFailException(
-                f"Invalid Doitong request: {exc.message}{source}; nothing was submitted"
-            ) from None
-        if self.max_credits is not None and request.estimated_credits > self.max_credits:
-            raise AirflowFailException(
-                f"This image is estimated at {request.estimated_credits} credits, over max_credits="
-                f"{self.max_credits}; nothing was submitted"
-            )
-        problem = secret_problem(request, self._secrets, conn_id=self.doitong_conn_id)
-        if problem is not None:
-            del prompt, request  # a traceback that shows locals (Airflow 3.0's) must not print the secret
-            raise AirflowFailException(f"Refusing the Doitong request: {problem}; nothing was submitted")
-        return request
-
-    def _prepare(self, deadline: float | None) -> ImageRequest:
-        request = self._image_request()
-        if deadline is not None:
-            self._deadline = deadline
-        elif self.timeout is not None:
-            self._deadline = time.time() + self.timeout
-        return request
+        return inputs.image_request(
+            prompt=inputs.prompt_text(self.prompt, self.prompt_location),
+            prompt_file=self.prompt_location if self.prompt_file else None,
+            provider=self.provider,
+            width=self.width,
+            height=self.height,
+            quality=self.quality,
+            version=self.version,
+            webhook_url=self.webhook_url,
+            max_credits=self.max_credits,
+            secrets=self._secrets,
+            conn_id=self.doitong_conn_id,
+        )
 
     # --- entry points -------------------------------------------------------------------
-    def execute(
+    def execute(self, context: Context) -> Any:
+        """Submit (or reattach to, or reuse) the job, then wait as configured."""
+        return self._try(context, deadline=None, attempt=0)
+
+    def resume_submission(
         self,
         context: Context,
         event: dict[str, Any] | None = None,
         deadline: float | None = None,
         attempt: int = 0,
     ) -> Any:
-        """Submit (or reattach to, or reuse) the job, then wait as configured.
+        """Resume after a refused submission was waited out in the triggerer: submit again, then wait.
 
-        :param event: set when resumed after a deferred wait before resubmitting.
-        :param deadline: the wait's deadline, carried across such a deferral.
-        :param attempt: refused submissions in a row so far, carried across such a deferral, so
-            the backoff keeps growing.
+        :param event: the timer's event (nothing in it is read).
+        :param deadline: the wait's deadline, carried across the deferral.
+        :param attempt: refused submissions in a row so far, carried across the deferral, so the
+            backoff keeps growing (the task state store's record keeps it too, where kwargs are lost).
         """
-        self._request = self._prepare(deadline)
+        return self._try(context, deadline=deadline, attempt=attempt)
+
+    def _try(self, context: Context, *, deadline: float | None, attempt: int) -> Any:
+        """One try: the request checked, the deadline set (carried, or from ``timeout``), then run."""
+        self._request = self._image_request()
+        if deadline is None and self.timeout is not None:
+            deadline = time.time() + self.timeout
+        self._deadline = deadline
         try:
             return self._run(context, attempt)
         finally:
@@ -297,12 +282,34 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
             del self.__dict__["client"]
 
     # --- one try ------------------------------------------------------------------------
+    def _records(self, context: Context) -> Records:
+        return Records(task_state_store(context), submission.fingerprint(self._request))
+
     def _run(self, context: Context, attempt: int) -> Any:
-        step = self._resume_step(context)
+        submitter = Submitter(
+            client=self.client,
+            request=self._request,
+            records=self._records(context),
+            conn_id=self.doitong_conn_id,
+            on_clear=self.on_clear,
+            on_ambiguous_submission=self.on_ambiguous_submission,
+            on_daily_limit=self.on_daily_limit,
+            deadline=self._deadline,
+            may_defer=self.deferrable,
+            log=self.log,
+        )
+        step = submitter.first_step()
         if step.action is Action.SUBMIT:
             if self.output_path:  # before the first credit: a folder that takes the image
                 check_output(context, str(self.output_path), whole_folder=False)
-            job = self._submit(context, max(attempt, step.refusals))
+            job = submitter.submit(max(attempt, step.refusals))
+            if isinstance(job, Refused):
+                self.defer(
+                    trigger=DateTimeTrigger(moment=datetime.fromtimestamp(job.resume_at, tz=timezone.utc)),
+                    method_name="resume_submission",
+                    kwargs={"deadline": self._deadline, "attempt": job.attempt},
+                )
+            self._jobs[job.id] = job
             return self._wait(job.id, context, job)
         assert step.job_id is not None
         if step.job is not None:
@@ -366,41 +373,30 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         output: str | None = None
         if job.status is contract.JobStatus.COMPLETED:
             observe_end(self.client, job=None if reused else job, error=None, model=self._request.provider)
-            if reused and job.credit_cost is not None:
-                self.log.info(
-                    "Doitong job %s was charged %d credits by an earlier try; reusing it costs 0 credits now",
-                    job.id,
-                    job.credit_cost,
-                )
-            elif job.credit_cost is not None:
-                self.log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
-                note = over_estimate(
-                    charged=job.credit_cost,
-                    estimate=self._request.estimated_credits,
-                    max_credits=self.max_credits,
-                )
-                if note:  # paid for: stored and returned all the same
-                    self.log.warning("Doitong job %s %s", job.id, note)
+            report_charge(
+                self.log,
+                job,
+                reused=reused,
+                estimate=self._request.estimated_credits,
+                max_credits=self.max_credits,
+            )
             if self.output_path:
-                output = self.stored_image = self._store(job, context)
+                # Downloaded (checked by the client) and written, never over another task's file.
+                output = self.stored_image = fetch_and_store(
+                    self.client,
+                    job_id=job.id,
+                    url=job.url,
+                    location=str(self.output_path),
+                    log=self.log,
+                    owner=task_owner(context),
+                    job=job,
+                    model=self._request.provider,
+                )
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
-            self._save_record(context, RecordState.STORED, job.id)
+            self._records(context).save(RecordState.STORED, job.id)
         result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = result
         self._result = result
         return result
-
-    def _store(self, job: Job, context: Context) -> str:
-        """Download the image (checked by the client) and write it, never over another task's file."""
-        return fetch_and_store(
-            self.client,
-            job_id=job.id,
-            url=job.url,
-            location=str(self.output_path),
-            log=self.log,
-            owner=task_owner(context),
-            job=job,
-            model=self._request.provider,
-        )

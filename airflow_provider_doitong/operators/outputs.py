@@ -8,7 +8,7 @@ their folder, so there each image is created exclusively when it is written inst
 The client checks the download (an allowed host, a capped body, a whole image) and
 :func:`~airflow_provider_doitong.storage.store_image` the file (a safe name inside the folder, the
 extension from the bytes, an atomic write); this module only moves the bytes between them. What a
-refusal means for the task is :func:`~airflow_provider_doitong.outcomes.output_error`'s: a refused
+refusal means for the task is :func:`~airflow_provider_doitong.operators.airflow_errors.output_error`'s: a refused
 host, an over-large body or an unsafe path fails the task without retries (the same answer would
 come again); any other failure fails the try.
 """
@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_doitong import observability
 from airflow_provider_doitong._compat import AirflowFailException
-from airflow_provider_doitong.batch.task_state import owner as task_owner
+from airflow_provider_doitong.batch.budget import over_estimate
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
@@ -31,10 +30,12 @@ from airflow_provider_doitong.client import (
     DoitongProtocolError,
     DoitongUntrustedOutput,
     Job,
+    observability,
 )
 from airflow_provider_doitong.client.models import parse_api_time
 from airflow_provider_doitong.client.safety import check_download_url
-from airflow_provider_doitong.outcomes import output_error
+from airflow_provider_doitong.operators.airflow_errors import output_error
+from airflow_provider_doitong.operators.batch_task import owner as task_owner
 from airflow_provider_doitong.storage import (
     OutputClaimed,
     Place,
@@ -125,6 +126,25 @@ def observe_end(client: DoitongClient, *, job: Job | None, error: BaseException 
         observability.completed(
             client.observer, model=model, credits=job.credit_cost, turnaround=job.turnaround
         )
+
+
+def report_charge(log: TaskLog, job: Job, *, reused: bool, estimate: int, max_credits: int | None) -> None:
+    """Log what a completed single job cost: nothing now for a job an earlier try paid for, else its
+    charge, with a warning when it is over the estimate (the image, paid for, is stored all the same).
+    """
+    if job.credit_cost is None:
+        return
+    if reused:
+        log.info(
+            "Doitong job %s was charged %d credits by an earlier try; reusing it costs 0 credits now",
+            job.id,
+            job.credit_cost,
+        )
+        return
+    log.info("Doitong job %s charged %d credits", job.id, job.credit_cost)
+    note = over_estimate(charged=job.credit_cost, estimate=estimate, max_credits=max_credits)
+    if note:
+        log.warning("Doitong job %s %s", job.id, note)
 
 
 def link_url(

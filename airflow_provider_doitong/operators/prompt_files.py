@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from airflow_provider_doitong import contract
+from airflow_provider_doitong.client import contract
 from airflow_provider_doitong.storage import is_local, shown, storage_path
 
 #: The most bytes a single prompt file may hold: a prompt of the longest length in any UTF-8 text.

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_doitong import events
 from airflow_provider_doitong._compat import conf
 from airflow_provider_doitong.client import DoitongError
+from airflow_provider_doitong.client.outcomes import Role
 from airflow_provider_doitong.client.waiting import JobWait
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.outcomes import Role, airflow_error
+from airflow_provider_doitong.operators.airflow_errors import airflow_error
+from airflow_provider_doitong.triggers import events
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:

@@ -11,15 +11,11 @@ import os
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_doitong.client.errors import UnsafeOutputPath as UnsafeOutputPath
 from airflow_provider_doitong.client.images import IMAGE_TYPES
 from airflow_provider_doitong.client.safety import safe_file_stem
 
 LOCAL_PROTOCOLS = ("", "file", "local")
-
-
-class UnsafeOutputPath(ValueError):
-    """A file that would leave its folder, or a folder that cannot be written safely (a symlink where
-    a folder must be, a file claimed by another task): the same answer would come again."""
 
 
 def storage_path(location: str | ObjectStoragePath) -> ObjectStoragePath:

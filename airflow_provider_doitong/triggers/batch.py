@@ -19,95 +19,23 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound
 from airflow_provider_doitong.client.pacing import next_read_at
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
-from airflow_provider_doitong.events import InvalidTriggerEvent
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.triggers.doitong import redacted_event
+from airflow_provider_doitong.triggers.events import (
+    BATCH_ENDED,
+    BATCH_ERROR,
+    BATCH_TIMEOUT,
+    BATCH_WAKE,
+    make_batch_event,
+)
 from airflow_provider_doitong.triggers.poller import JobPoller, get_poller
-
-ENDED = "ended"
-WAKE = "wake"
-TIMEOUT = "timeout"
-ERROR = "error"
-EVENT_STATUSES = frozenset({ENDED, WAKE, TIMEOUT, ERROR})
-_EVENT_KEYS = frozenset({"status", "ended", "fired_at", "message"})
-#: Keys an event may carry besides :data:`_EVENT_KEYS` (absent from events of earlier releases).
-_OPTIONAL_EVENT_KEYS = frozenset({"read_at"})
-
-
-class BatchEvent(NamedTuple):
-    """A batch trigger's event, checked."""
-
-    status: str
-    ended: list[str]
-    fired_at: float
-    message: str
-    #: When every watched job's status was last known (``None``: not said).
-    read_at: float | None
-
-
-class InvalidBatchEvent(InvalidTriggerEvent):
-    """An event no :class:`DoitongBatchTrigger` sends."""
-
-
-def make_batch_event(
-    *, status: str, ended: Sequence[str], fired_at: float, message: str, read_at: float | None = None
-) -> dict[str, Any]:
-    """A batch trigger's event payload: plain JSON.
-
-    :param status: one of :data:`EVENT_STATUSES`.
-    :param ended: the job ids seen ended.
-    :param fired_at: the Unix time the trigger fired (the task measures its resume time from it).
-    :param message: why, for the task log.
-    :param read_at: the Unix time every watched job's status was last known, if known.
-    """
-    if status not in EVENT_STATUSES:
-        raise ValueError(f"unknown event status {status!r}")
-    return {
-        "status": status,
-        "ended": [str(j) for j in ended],
-        "fired_at": float(fired_at),
-        "message": message,
-        "read_at": None if read_at is None else float(read_at),
-    }
-
-
-def _is_time(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float)
-
-
-def read_batch_event(event: Any) -> BatchEvent:
-    """Check an event against the allow-list and read it back.
-
-    :param event: what the task's resume method received.
-    :raises InvalidBatchEvent: for anything the trigger does not send.
-    """
-    if (
-        not isinstance(event, dict)
-        or not _EVENT_KEYS <= set(event)
-        or not set(event) <= _EVENT_KEYS | _OPTIONAL_EVENT_KEYS
-    ):
-        raise InvalidBatchEvent(f"unexpected Doitong batch event: {event!r:.200}")
-    status, ended, fired_at, message = event["status"], event["ended"], event["fired_at"], event["message"]
-    read_at = event.get("read_at")
-    if (
-        status not in EVENT_STATUSES
-        or not isinstance(ended, list)
-        or not all(isinstance(j, str) for j in ended)
-        or not _is_time(fired_at)
-        or not isinstance(message, str)
-        or not (read_at is None or _is_time(read_at))
-    ):
-        raise InvalidBatchEvent(f"unexpected Doitong batch event: {event!r:.200}")
-    return BatchEvent(
-        status, list(ended), float(fired_at), message, None if read_at is None else float(read_at)
-    )
 
 
 class DoitongBatchTrigger(BaseTrigger):
@@ -161,9 +89,11 @@ class DoitongBatchTrigger(BaseTrigger):
         return await DoitongHook(doitong_conn_id=self.doitong_conn_id).get_async_conn(max_connections=4)
 
     def _timer(self) -> tuple[float | None, str]:
-        moments = [(t, s) for t, s in ((self.wake_at, WAKE), (self.deadline, TIMEOUT)) if t is not None]
+        moments = [
+            (t, s) for t, s in ((self.wake_at, BATCH_WAKE), (self.deadline, BATCH_TIMEOUT)) if t is not None
+        ]
         if not moments:
-            return None, WAKE
+            return None, BATCH_WAKE
         moment, status = min(moments)
         return max(0.0, moment - time.time()), status
 
@@ -209,8 +139,10 @@ class DoitongBatchTrigger(BaseTrigger):
         timeout, timer_status = self._timer()
         try:
             await asyncio.wait_for(enough.wait(), timeout)
-            status = ERROR if errors and not ended else ENDED
-            message = errors[0] if status == ERROR else f"{len(ended)} of {len(self.job_ids)} jobs ended"
+            status = BATCH_ERROR if errors and not ended else BATCH_ENDED
+            message = (
+                errors[0] if status == BATCH_ERROR else f"{len(ended)} of {len(self.job_ids)} jobs ended"
+            )
         except (TimeoutError, asyncio.TimeoutError):
             status, message = (
                 timer_status,

@@ -9,12 +9,12 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_doitong import events
 from airflow_provider_doitong.client import DoitongError, Job
+from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.client.waiting import JobWait, timeout_error
-from airflow_provider_doitong.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.redaction import redact
+from airflow_provider_doitong.triggers import events
 from airflow_provider_doitong.triggers.poller import get_poller
 
 

@@ -12,7 +12,7 @@ Where the images are comes from the task instance, never from the request: its r
 ``output_path`` (what Airflow keeps of its templates, which no API call can change). A batch's
 files are served only if its manifest (or progress snapshot) belongs to that very task instance
 and lists them, and only from inside that folder. The extra links of both operators
-(:mod:`airflow_provider_doitong.links`) point here. The URLs are built in this module, which
+(:mod:`airflow_provider_doitong.operators.links`) point here. The URLs are built in this module, which
 imports neither FastAPI nor the api-server, so the worker can make links too.
 """
 

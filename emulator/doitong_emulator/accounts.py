@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_provider_doitong.contract import PLANS, RATE_LIMIT_WINDOW_SECONDS
+from airflow_provider_doitong.client.contract import PLANS, RATE_LIMIT_WINDOW_SECONDS
 from doitong_emulator.limits import DailyCounter, FixedWindow
 
 DEFAULT_API_KEY = "emulator-key"

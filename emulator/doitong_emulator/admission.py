@@ -7,7 +7,7 @@ import random
 import uuid
 from collections.abc import Mapping
 
-from airflow_provider_doitong.contract import (
+from airflow_provider_doitong.client.contract import (
     JOB_FAILED_ERROR_CODE,
     RATE_LIMIT_WINDOW_SECONDS,
     RETRY_AFTER_HEADER,

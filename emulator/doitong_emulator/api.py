@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from airflow_provider_doitong.contract import (
+from airflow_provider_doitong.client.contract import (
     GRAPHQL_AUTH_HEADER,
     GRAPHQL_AUTH_SCHEME,
     REST_AUTH_HEADER,

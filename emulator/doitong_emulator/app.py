@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from airflow_provider_doitong.contract import (
+from airflow_provider_doitong.client.contract import (
     GRAPHQL_PATH,
     REST_ACCOUNT_PATH,
     REST_JOB_PATH,

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from airflow_provider_doitong.contract import PLANS
+from airflow_provider_doitong.client.contract import PLANS
 from doitong_emulator.accounts import (
     DEFAULT_API_KEY,
     DEFAULT_CREDITS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from airflow_provider_doitong.contract import OUTPUT_URL_TTL_SECONDS
+from airflow_provider_doitong.client.contract import OUTPUT_URL_TTL_SECONDS
 from doitong_emulator.accounts import LimitOverrides
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airflow_provider_doitong.contract import HTTP_STATUS_BY_CODE, ErrorCode
+from airflow_provider_doitong.client.contract import HTTP_STATUS_BY_CODE, ErrorCode
 
 
 class ApiError(Exception):

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from airflow_provider_doitong.contract import (
+from airflow_provider_doitong.client.contract import (
     GRAPHQL_AUTH_SCHEME,
     GRAPHQL_PATH,
     RATE_LIMIT_RESET_HEADER,

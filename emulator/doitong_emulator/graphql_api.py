@@ -25,7 +25,7 @@ from graphql import (
 from graphql.language import DocumentNode, ListValueNode, ObjectValueNode, OperationDefinitionNode
 from graphql.utilities import get_operation_ast
 
-from airflow_provider_doitong.contract import HTTP_STATUS_BY_CODE, SDL, ErrorCode
+from airflow_provider_doitong.client.contract import HTTP_STATUS_BY_CODE, SDL, ErrorCode
 from doitong_emulator import hostile_values
 from doitong_emulator.accounts import AccountState
 from doitong_emulator.errors import ApiError, bad_input

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Send
 
-from airflow_provider_doitong.contract import RATE_LIMIT_RESET_HEADER, RETRY_AFTER_HEADER
+from airflow_provider_doitong.client.contract import RATE_LIMIT_RESET_HEADER, RETRY_AFTER_HEADER
 
 if TYPE_CHECKING:
     from doitong_emulator.faults import FaultConfig

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_doitong.contract import GENERATION_TYPE, JobStatus
+from airflow_provider_doitong.client.contract import GENERATION_TYPE, JobStatus
 
 #: Job outcomes decided at submission.
 OUTCOME_COMPLETED = "completed"

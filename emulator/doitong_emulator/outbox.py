@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from airflow_provider_doitong.webhooks import sign_payload
+from airflow_provider_doitong.client.webhooks import sign_payload
 from doitong_emulator.accounts import AccountState
 from doitong_emulator.jobs import Job
 from doitong_emulator.stats import Stats

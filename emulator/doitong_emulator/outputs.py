@@ -17,7 +17,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from airflow_provider_doitong.contract import OUTPUT_PATH, ErrorCode
+from airflow_provider_doitong.client.contract import OUTPUT_PATH, ErrorCode
 from doitong_emulator.errors import ApiError
 from doitong_emulator.hostile_values import two_way_base_url
 from doitong_emulator.images import FORMATS, MEDIA_TYPES, render_image

@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from airflow_provider_doitong.contract import OUTPUT_URL_TTL_SECONDS
+from airflow_provider_doitong.client.contract import OUTPUT_URL_TTL_SECONDS
 from doitong_emulator.accounts import (
     DEFAULT_ACCOUNT_NAME,
     DEFAULT_API_KEY,

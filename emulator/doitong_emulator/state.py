@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow_provider_doitong.contract import REFUND_FAILED_JOBS, JobStatus
+from airflow_provider_doitong.client.contract import REFUND_FAILED_JOBS, JobStatus
 from doitong_emulator import admission, hostile_values, outputs, persistence
 from doitong_emulator.accounts import AccountState, EmulatorAccount
 from doitong_emulator.config import EmulatorConfig

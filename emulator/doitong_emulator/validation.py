@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_doitong.contract import (
+from airflow_provider_doitong.client.contract import (
     DEFAULT_HEIGHT,
     DEFAULT_QUALITY,
     DEFAULT_WIDTH,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_doitong.contract import JobStatus
+from airflow_provider_doitong.client.contract import JobStatus
 from doitong_emulator import DoitongEmulator, FaultConfig
 from doitong_emulator.pytest_plugin import EmulatorFactory, doitong_emulator  # noqa: F401
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from airflow_provider_doitong.contract import credit_cost
+from airflow_provider_doitong.client.contract import credit_cost
 from doitong_emulator import DoitongEmulator, EmulatorAccount, FaultConfig
 
 #: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from airflow_provider_doitong.contract import JOB_FIELDS
+from airflow_provider_doitong.client.contract import JOB_FIELDS
 
 GENERATE = """
 mutation Generate($input: GenerateInput!) {

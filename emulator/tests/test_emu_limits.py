@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_provider_doitong.contract import PLANS
+from airflow_provider_doitong.client.contract import PLANS
 from doitong_emulator import DoitongEmulator
 
 #: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).

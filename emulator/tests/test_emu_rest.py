@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from airflow_provider_doitong.contract import credit_cost
+from airflow_provider_doitong.client.contract import credit_cost
 from doitong_emulator import DoitongEmulator
 
 #: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).

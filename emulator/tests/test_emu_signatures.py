@@ -1,11 +1,11 @@
-"""``airflow_provider_doitong.webhooks``: signing and verifying."""
+"""``airflow_provider_doitong.client.webhooks``: signing and verifying."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-from airflow_provider_doitong.webhooks import sign_payload, verify_signature
+from airflow_provider_doitong.client.webhooks import sign_payload, verify_signature
 
 
 def test_sign_payload_is_the_hmac_sha256_header_value():

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from airflow_provider_doitong.contract import SIGNATURE_HEADER
-from airflow_provider_doitong.webhooks import verify_signature
+from airflow_provider_doitong.client.contract import SIGNATURE_HEADER
+from airflow_provider_doitong.client.webhooks import verify_signature
 from doitong_emulator import DoitongEmulator, EmulatorAccount, FaultConfig
 
 #: Starts servers or subprocesses: not in the unit lane (tests/lanes.py).

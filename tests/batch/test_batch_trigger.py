@@ -10,12 +10,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
-from airflow_provider_doitong.triggers.batch import (
-    DoitongBatchTrigger,
-    InvalidBatchEvent,
-    make_batch_event,
-    read_batch_event,
-)
+from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger
+from airflow_provider_doitong.triggers.events import InvalidBatchEvent, make_batch_event, read_batch_event
 from doitong_emulator import FaultConfig
 
 

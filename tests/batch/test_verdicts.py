@@ -17,7 +17,7 @@ from airflow_provider_doitong.client import (
     DoitongValidationError,
     RetryPolicy,
 )
-from airflow_provider_doitong.outcomes import Answer, Role, answer_for
+from airflow_provider_doitong.client.outcomes import Answer, Role, answer_for
 
 NOW = 1_000.0
 POLICY = RetryPolicy()
@@ -109,7 +109,7 @@ def test_the_verdict_is_final_exactly_where_the_outcome_table_is(
     final = answer_for(error, role=Role.SUBMITTER, on_daily_limit=policy) is not Answer.RETRY
     assert (got.verdict in (Verdict.ITEM_FAILED, Verdict.STOP, Verdict.FATAL)) is final
     if got.verdict in (Verdict.STOP, Verdict.FATAL):
-        assert got.error is error  # the task's answer is then outcomes.airflow_error(error)
+        assert got.error is error  # the task's answer is then airflow_error(error)
 
 
 def test_the_wait_after_a_refusal_is_the_clients_own_backoff() -> None:

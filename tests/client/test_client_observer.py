@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_doitong import observability as obs
 from airflow_provider_doitong.client import (
     DoitongInsufficientCredits,
     DoitongRateLimited,
     ImageRequest,
     RetryPolicy,
 )
+from airflow_provider_doitong.client import observability as obs
 from doitong_emulator import DoitongEmulator, FaultConfig
 from tests.observability.recorder import RecordingObserver
 

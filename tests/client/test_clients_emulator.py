@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong import contract
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongConnectionError,
@@ -32,6 +31,7 @@ from airflow_provider_doitong.client import (
     ImageRequest,
     JobStatus,
     RetryPolicy,
+    contract,
     protocol,
 )
 from doitong_emulator import FaultConfig

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.client.downloads import DEFAULT_DOWNLOAD_TIMEOUT, DEFAULT_MAX_DOWNLOAD_BYTES
-from airflow_provider_doitong.connection import (
+from airflow_provider_doitong.hooks.connection import (
     CONN_FIELDS,
     ConnectionSettings,
     DoitongConnectionInvalid,

@@ -12,7 +12,7 @@ from airflow_provider_doitong.client import (
     DoitongUntrustedOutput,
     ImageRequest,
 )
-from airflow_provider_doitong.contract import MAX_ANSWER_BYTES
+from airflow_provider_doitong.client.contract import MAX_ANSWER_BYTES
 from doitong_emulator import FaultConfig
 
 from .doitong_support import MakeApi, log_of

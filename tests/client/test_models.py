@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong import contract
+from airflow_provider_doitong.client import contract
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongValidationError
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
-from airflow_provider_doitong.contract import JobStatus
 
 
 def _request(**overrides: Any) -> ImageRequest:

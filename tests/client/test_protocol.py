@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from requests.structures import CaseInsensitiveDict
 
-from airflow_provider_doitong import contract
-from airflow_provider_doitong.client import protocol
+from airflow_provider_doitong.client import contract, protocol
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import (
     DoitongNotFound,
     DoitongProtocolError,
@@ -18,7 +18,6 @@ from airflow_provider_doitong.client.errors import (
     DoitongUnauthorized,
 )
 from airflow_provider_doitong.client.models import ImageRequest
-from airflow_provider_doitong.contract import JobStatus
 
 graphql = pytest.importorskip("graphql")
 

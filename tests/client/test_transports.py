@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong import contract
-from airflow_provider_doitong.client import ImageRequest, JobStatus, protocol
+from airflow_provider_doitong.client import ImageRequest, JobStatus, contract, protocol
 
 from .doitong_support import MakeApi, log_of
 

@@ -9,12 +9,12 @@ import pytest
 from requests.structures import CaseInsensitiveDict
 
 from airflow_provider_doitong.client import untrusted
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongRateLimited
 from airflow_provider_doitong.client.models import Account, Job
 from airflow_provider_doitong.client.protocol import build_jobs_query, interpret
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy, compute_wait
-from airflow_provider_doitong.contract import JobStatus
 
 NOW = 1_800_000_000.0
 WINDOW = 60.0
@@ -175,9 +175,9 @@ def test_a_well_formed_job_is_read_as_sent() -> None:
 
 def test_a_submission_answer_over_the_cap_is_ambiguous_and_a_status_read_is_retried() -> None:
     from airflow_provider_doitong.client.errors import DoitongAnswerTooLarge
+    from airflow_provider_doitong.client.outcomes import Kind, kind_of
     from airflow_provider_doitong.client.retry import is_retryable
-    from airflow_provider_doitong.outcomes import Kind, kind_of
-    from airflow_provider_doitong.submission import may_have_created_job
+    from airflow_provider_doitong.client.submission import may_have_created_job
 
     body = untrusted.CappedBody(what="submission", limit=10)
     with pytest.raises(DoitongAnswerTooLarge) as info:

@@ -9,7 +9,7 @@ from urllib3.util import parse_url
 
 from airflow_provider_doitong.client.errors import DoitongUntrustedOutput
 from airflow_provider_doitong.client.safety import check_download_url, parse_strict_url
-from airflow_provider_doitong.links import DoitongImageLink
+from airflow_provider_doitong.operators.links import DoitongImageLink
 
 HOSTS = ("*.doitong.com", "127.0.0.1")
 

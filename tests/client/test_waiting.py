@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import (
     DoitongBadRequest,
     DoitongConnectionError,
@@ -21,7 +22,6 @@ from airflow_provider_doitong.client.models import Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.waiting import JobWait, after_poll_error, next_step
-from airflow_provider_doitong.contract import JobStatus
 
 NOW = 1_800_000_000.0
 

@@ -23,8 +23,8 @@ from PIL import Image
 
 from airflow_provider_doitong import _compat
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
-from airflow_provider_doitong.connection import CONN_FIELDS
-from airflow_provider_doitong.contract import PLANS
+from airflow_provider_doitong.client.contract import PLANS
+from airflow_provider_doitong.hooks.connection import CONN_FIELDS
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 from doitong_emulator import FaultConfig
@@ -262,7 +262,7 @@ def test_trigger_rebuilt_from_its_kwargs_reattaches_to_the_same_job(doitong_conn
     """What a triggerer restart does on every release: the trigger comes back from its kwargs alone."""
     import asyncio
 
-    from airflow_provider_doitong import events
+    from airflow_provider_doitong.triggers import events
 
     with DoitongClient(base_url=doitong_conn.base_url, api_key=doitong_conn.api_key) as client:
         job_id = client.submit(ImageRequest(provider="flux-krea", prompt="rebuilt", width=256, height=256)).id

@@ -27,7 +27,7 @@ from PIL import Image
 
 from airflow_provider_doitong import _compat
 from airflow_provider_doitong.batch.manifest import STORED, read_manifest, verify_manifest
-from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, verify_signature
+from airflow_provider_doitong.client.webhooks import SIGNATURE_HEADER, verify_signature
 from doitong_emulator import DoitongEmulator
 from tests.conftest import REPO
 from tests.examples._helpers import DEFAULT_PROMPTS, prompts_in

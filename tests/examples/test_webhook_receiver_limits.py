@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, sign_payload
+from airflow_provider_doitong.client.webhooks import SIGNATURE_HEADER, sign_payload
 from tests.examples._helpers import EXAMPLES, load_example
 from tests.examples.test_webhooks import SECRET, _free_port, job_body, post, records
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong.webhooks import SIGNATURE_HEADER, sign_payload
+from airflow_provider_doitong.client.webhooks import SIGNATURE_HEADER, sign_payload
 from tests.conftest import run_dag, task_states, xcom_value
 from tests.examples._helpers import EXAMPLES, load_example
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_doitong.submission import STATE_KEY
+from airflow_provider_doitong.client.submission import STATE_KEY
 from doitong_emulator import DoitongEmulator, FaultConfig
 from tests.faults.conftest import CLEAR_DAG_ID
 from tests.support.airflow_cluster import AirflowCluster

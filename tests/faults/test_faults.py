@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong.submission import STATE_KEY
+from airflow_provider_doitong.client.submission import STATE_KEY
 from doitong_emulator import DoitongEmulator, FaultConfig
 from tests.faults.scenario import (
     assert_all_succeeded,

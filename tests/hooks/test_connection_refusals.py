@@ -8,7 +8,11 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.client import DoitongClient
-from airflow_provider_doitong.connection import CONN_FIELDS, DoitongConnectionInvalid, settings_from_fields
+from airflow_provider_doitong.hooks.connection import (
+    CONN_FIELDS,
+    DoitongConnectionInvalid,
+    settings_from_fields,
+)
 
 KEY = "dk_live_0123456789abcdef"
 

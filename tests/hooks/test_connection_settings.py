@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.client.base import normalize_base_url
-from airflow_provider_doitong.connection import (
+from airflow_provider_doitong.hooks.connection import (
     ConnectionSettings,
     DoitongConnectionInvalid,
     settings_from_fields,

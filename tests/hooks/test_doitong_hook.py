@@ -19,7 +19,7 @@ from airflow_provider_doitong.client import (
     JobStatus,
     RetryPolicy,
 )
-from airflow_provider_doitong.connection import DoitongConnectionInvalid
+from airflow_provider_doitong.hooks.connection import DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from doitong_emulator import EmulatorAccount, FaultConfig
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong.connection import DoitongConnectionInvalid
 from airflow_provider_doitong.hooks import doitong as hook_module
+from airflow_provider_doitong.hooks.connection import DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 
 CONN_ID = "doitong_checks"

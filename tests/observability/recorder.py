@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from airflow_provider_doitong.observability import JobTrace
+from airflow_provider_doitong.client.observability import JobTrace
 
 
 class RecordingObserver:

@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from airflow_provider_doitong import observability as obs
 from airflow_provider_doitong.client import DoitongInsufficientCredits, DoitongRateLimited
+from airflow_provider_doitong.client import observability as obs
 from airflow_provider_doitong.hooks import doitong as hook_module
-from airflow_provider_doitong.observers import AirflowObserver, observer_for
+from airflow_provider_doitong.hooks.observers import AirflowObserver, observer_for
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from doitong_emulator import FaultConfig
@@ -101,7 +101,7 @@ def test_one_span_per_job_under_the_current_span_with_its_charge_and_id(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr("airflow_provider_doitong.observers.trace.get_tracer", provider.get_tracer)
+    monkeypatch.setattr("airflow_provider_doitong.hooks.observers.trace.get_tracer", provider.get_tracer)
     observer = AirflowObserver(
         conn_id="doitong_default", dag_id="nightly", task_id="render", stats=RecordingStats()
     )

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
 
-from airflow_provider_doitong import events, submission
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongConnectionError,
@@ -25,12 +24,14 @@ from airflow_provider_doitong.client import (
     ImageRequest,
     Job,
     RetryPolicy,
+    submission,
 )
 from airflow_provider_doitong.client.downloads import DownloadPolicy
-from airflow_provider_doitong.observability import NO_OBSERVER
+from airflow_provider_doitong.client.observability import NO_OBSERVER
 from airflow_provider_doitong.operators import flux
-from airflow_provider_doitong.operators._submit import SHORTEST_DEFERRAL_S
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+from airflow_provider_doitong.operators.submitter import SHORTEST_DEFERRAL_S
+from airflow_provider_doitong.triggers import events
 
 PROMPT = "a lighthouse at dawn"
 REQUEST = ImageRequest(provider="flux-krea", prompt=PROMPT, width=256, height=256)
@@ -283,13 +284,16 @@ def test_the_refusal_count_survives_in_the_record_when_deferral_kwargs_are_lost(
     """``dag.test()`` resumes with the trigger's event only; the record still knows the count."""
     store = FakeStore()
     op = _operator(FakeClient(submit_errors=[_429(retry_in=30.0)] * 2), deferrable=True)
-    for expected in (1, 2):
-        with pytest.raises(TaskDeferred) as info:
-            op.execute({"task_state_store": store})  # no attempt kwarg, as dag.test() resumes
-        assert info.value.kwargs["attempt"] == expected
-        assert store.value["state"] == "refused" and store.value["refusals"] == expected
-    with pytest.raises(TaskDeferred) as info:  # submitted: now it waits in the triggerer
+    with pytest.raises(TaskDeferred) as info:
         op.execute({"task_state_store": store})
+    assert info.value.method_name == "resume_submission" and info.value.kwargs["attempt"] == 1
+    assert store.value["state"] == "refused" and store.value["refusals"] == 1
+    with pytest.raises(TaskDeferred) as info:  # no attempt kwarg, as dag.test() resumes
+        op.resume_submission({"task_state_store": store}, event={})
+    assert info.value.kwargs["attempt"] == 2
+    assert store.value["state"] == "refused" and store.value["refusals"] == 2
+    with pytest.raises(TaskDeferred) as info:  # submitted: now it waits in the triggerer
+        op.resume_submission({"task_state_store": store}, event={})
     assert info.value.method_name == "execute_complete"
     assert store.value["state"] == "submitted" and store.value["job_id"] == "new-3"
 
@@ -297,8 +301,8 @@ def test_the_refusal_count_survives_in_the_record_when_deferral_kwargs_are_lost(
 def test_deferrable_refusals_carry_their_count_across_deferrals() -> None:
     client = FakeClient(submit_errors=[_429(retry_in=-30.0)])
     with pytest.raises(TaskDeferred) as info:
-        _operator(client, deferrable=True).execute({"task_state_store": FakeStore()}, attempt=4)
-    assert info.value.kwargs["attempt"] == 5 and info.value.method_name == "execute"
+        _operator(client, deferrable=True).resume_submission({"task_state_store": FakeStore()}, attempt=4)
+    assert info.value.kwargs["attempt"] == 5 and info.value.method_name == "resume_submission"
     moment = info.value.trigger.moment.timestamp()
     import time
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong import lineage
-from airflow_provider_doitong.lineage import DatasetRef, DoitongRun
+from airflow_provider_doitong.operators import lineage
+from airflow_provider_doitong.operators.lineage import DatasetRef, DoitongRun
 from doitong_emulator import DoitongEmulator, FaultConfig
 from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.conftest import REPO, conn_json
@@ -165,7 +165,7 @@ def test_openlineage_objects_serialise_with_the_doitong_facet() -> None:
 def test_the_provider_imports_no_openlineage() -> None:
     # Airflow itself reads every installed provider's get_provider_info; nothing else may be loaded.
     code = (
-        "import sys, airflow_provider_doitong.operators.flux, airflow_provider_doitong.lineage\n"
+        "import sys, airflow_provider_doitong.operators.flux, airflow_provider_doitong.operators.lineage\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] == 'openlineage'\n"
         "          or m.startswith('airflow.providers.openlineage.') and not m.endswith('.get_provider_info')]\n"
         "assert not loaded, loaded\n"

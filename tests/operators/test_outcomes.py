@@ -23,20 +23,18 @@ from airflow_provider_doitong.client.errors import (
     DoitongUntrustedOutput,
     DoitongValidationError,
 )
-from airflow_provider_doitong.events import InvalidTriggerEvent
-from airflow_provider_doitong.outcomes import (
+from airflow_provider_doitong.client.outcomes import (
     Answer,
     Kind,
     Role,
-    airflow_error,
     answer_for,
     describe,
     kind_of,
-    output_error,
     resubmit_after_wait,
 )
+from airflow_provider_doitong.operators.airflow_errors import airflow_error, output_error
 from airflow_provider_doitong.storage import UnsafeOutputPath
-from airflow_provider_doitong.triggers.batch import InvalidBatchEvent
+from airflow_provider_doitong.triggers.events import InvalidBatchEvent, InvalidTriggerEvent
 
 R, F, S = Answer.RETRY, Answer.FAIL, Answer.SKIP
 

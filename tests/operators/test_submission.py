@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.client import ImageRequest
-from airflow_provider_doitong.submission import Record, RecordState, fingerprint
+from airflow_provider_doitong.client.submission import Record, RecordState, fingerprint
 
 BASE = ImageRequest(provider="flux-krea", prompt="a fox", width=512, height=512, quality="standard")
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_doitong import events
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
 from airflow_provider_doitong.client.pacing import next_read_delay
+from airflow_provider_doitong.triggers import events
 from airflow_provider_doitong.triggers import poller as poller_module
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 from doitong_emulator import FaultConfig

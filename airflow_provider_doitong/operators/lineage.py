@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_doitong.redaction import redact
+from airflow_provider_doitong.client.redaction import redact
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -215,7 +215,7 @@ def run_facet(run: DoitongRun) -> Any:
 def redacted(lineage: Lineage, secrets: Sequence[str]) -> Lineage:
     """``lineage`` with the connection's secrets replaced in every name and value it reports.
 
-    :param secrets: the connection's secrets (see :mod:`~airflow_provider_doitong.redaction`).
+    :param secrets: the connection's secrets (see :mod:`~airflow_provider_doitong.client.redaction`).
     """
     if not secrets:
         return lineage

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.client.base import check_api_key, normalize_base_url
+from airflow_provider_doitong.client.contract import DEFAULT_BASE_URL, DEFAULT_DOWNLOAD_HOSTS, PLANS
 from airflow_provider_doitong.client.downloads import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_MAX_DOWNLOAD_BYTES,
@@ -15,9 +16,8 @@ from airflow_provider_doitong.client.downloads import (
     DownloadPolicy,
 )
 from airflow_provider_doitong.client.protocol import TRANSPORTS
+from airflow_provider_doitong.client.redaction import known_secrets
 from airflow_provider_doitong.client.safety import ALLOWED_HOSTS_EXTRA, host_of, is_loopback, parse_host_list
-from airflow_provider_doitong.contract import DEFAULT_BASE_URL, DEFAULT_DOWNLOAD_HOSTS, PLANS
-from airflow_provider_doitong.redaction import known_secrets
 
 CONN_TYPE = "doitong"
 #: The connection extra that lets the API key go over plain http to a non-loopback host.
@@ -126,7 +126,7 @@ class ConnectionSettings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """The values never to return, write or emit: the API key and the webhook secret (see
-        :mod:`~airflow_provider_doitong.redaction`)."""
+        :mod:`~airflow_provider_doitong.client.redaction`)."""
         return known_secrets((self.api_key, self.webhook_secret))
 
     def download_policy(self) -> DownloadPolicy:

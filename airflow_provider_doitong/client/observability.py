@@ -2,7 +2,7 @@
 
 The client and the batch core call an :class:`Observer` at a few central points (a request
 answered, a submission made or refused, a job ended, an image stored); the Airflow layer
-(:mod:`airflow_provider_doitong.observers`) passes the figures on to Airflow's own metrics and to
+(:mod:`airflow_provider_doitong.hooks.observers`) passes the figures on to Airflow's own metrics and to
 OpenTelemetry. Without one, :data:`NO_OBSERVER` drops everything. The metric names are the
 constants below; ``docs/metrics.md`` lists them with their types and tags.
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong._compat import AirflowFailException
-from airflow_provider_doitong.batch import task_state
 from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_list
 from airflow_provider_doitong.batch.ledger import ItemState
+from airflow_provider_doitong.operators import batch_task
 
 
 class StateStore:
@@ -38,38 +38,38 @@ ITEMS = build_items(entries_from_list(["a fox", "a tram"]), ItemDefaults())[0]
 
 def test_the_pointer_follows_the_ledger_and_guards_a_moved_output_path(tmp_path: Path) -> None:
     store = StateStore()
-    folder, ledger = task_state.open_ledger(context(store), str(tmp_path / "a"), ITEMS)
+    folder, ledger = batch_task.open_ledger(context(store), str(tmp_path / "a"), ITEMS)
     assert ledger.is_new
     ledger.update(0, state=ItemState.RUNNING, job_id="j0")
     ledger.flush()
-    task_state.save_pointer(context(store), ledger)
-    pointer = store.values[task_state.STATE_KEY]
+    batch_task.save_pointer(context(store), ledger)
+    pointer = store.values[batch_task.STATE_KEY]
     assert pointer["ledger"] == ledger.store.location and pointer["running"] == 1 and pointer["pending"] == 1
-    _, again = task_state.open_ledger(context(store), str(tmp_path / "a"), ITEMS)
+    _, again = batch_task.open_ledger(context(store), str(tmp_path / "a"), ITEMS)
     assert not again.is_new and again.records[0].job_id == "j0"
     with pytest.raises(AirflowFailException, match="output_path changed between tries"):
-        task_state.open_ledger(context(store), str(tmp_path / "b"), ITEMS)
-    assert task_state.read_pointer(context()) is None  # before Airflow 3.3: the ledger alone
+        batch_task.open_ledger(context(store), str(tmp_path / "b"), ITEMS)
+    assert batch_task.read_pointer(context()) is None  # before Airflow 3.3: the ledger alone
 
 
 def test_a_vanished_ledger_is_not_started_over_once_jobs_were_submitted(tmp_path: Path) -> None:
     store = StateStore()
-    _, ledger = task_state.open_ledger(context(store), str(tmp_path), ITEMS)
+    _, ledger = batch_task.open_ledger(context(store), str(tmp_path), ITEMS)
     ledger.update(1, state=ItemState.RUNNING, job_id="j1")
     ledger.flush()
-    task_state.save_pointer(context(store), ledger)
+    batch_task.save_pointer(context(store), ledger)
     for path in sorted(tmp_path.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     with pytest.raises(AirflowFailException, match="is gone, but an earlier run of this task submitted jobs"):
-        task_state.open_ledger(context(store), str(tmp_path), ITEMS)
+        batch_task.open_ledger(context(store), str(tmp_path), ITEMS)
     with pytest.raises(AirflowFailException, match="is gone"):
-        task_state.open_ledger(context(), str(tmp_path), ITEMS, resuming=True)
-    _, fresh = task_state.open_ledger(context(), str(tmp_path), ITEMS)  # a first try: nothing to lose
+        batch_task.open_ledger(context(), str(tmp_path), ITEMS, resuming=True)
+    _, fresh = batch_task.open_ledger(context(), str(tmp_path), ITEMS)  # a first try: nothing to lose
     assert fresh.is_new
 
 
 def test_a_tampered_or_linked_ledger_fails_the_task_for_good(tmp_path: Path) -> None:
-    _, ledger = task_state.open_ledger(context(), str(tmp_path), ITEMS)
+    _, ledger = batch_task.open_ledger(context(), str(tmp_path), ITEMS)
     ledger.update(0, state=ItemState.STORED, file="0001-a-fox.jpg", sha256="ab")
     ledger.flush()
     ledger.close()
@@ -78,12 +78,12 @@ def test_a_tampered_or_linked_ledger_fails_the_task_for_good(tmp_path: Path) -> 
     doc["items"][0]["file"] = "../../../../outside.jpg"
     snapshot.write_text(json.dumps(doc))
     with pytest.raises(AirflowFailException, match=r"changed by hand .*not a file name in the output folder"):
-        task_state.open_ledger(context(), str(tmp_path), ITEMS)
+        batch_task.open_ledger(context(), str(tmp_path), ITEMS)
     elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
     elsewhere.mkdir()
     other = tmp_path / "other"
     other.mkdir()
     (other / ".doitong").symlink_to(elsewhere)
     with pytest.raises(AirflowFailException, match="symlink"):
-        task_state.open_ledger(context(), str(other), ITEMS)
+        batch_task.open_ledger(context(), str(other), ITEMS)
     assert list(elsewhere.iterdir()) == []

@@ -23,9 +23,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.errors import (
     DoitongConnectionError,
     DoitongError,
@@ -35,7 +37,6 @@ from airflow_provider_doitong.client.errors import (
 )
 from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.retry import is_transient
-from airflow_provider_doitong.contract import JobStatus
 
 #: The task state store key of the record. Renaming it strands the records of running tasks.
 STATE_KEY = "doitong_submission"
@@ -134,6 +135,44 @@ class Record:
             at=float(at) if isinstance(at, int | float) else 0.0,
             refusals=refusals if isinstance(refusals, int) and refusals > 0 else 0,
         )
+
+
+class RecordStore(Protocol):
+    """Where a task keeps its record: Airflow's task state store, or anything with its three calls."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Records:
+    """A task's record of its submission of one rendered request, read and written in one place.
+
+    :param store: the task's store; ``None`` (no store, before Airflow 3.3) keeps nothing.
+    :param fingerprint: the :func:`fingerprint` of the request every record written here is for.
+    """
+
+    store: RecordStore | None
+    fingerprint: str
+
+    def plan(self, *, on_clear: str) -> Step:
+        """:func:`plan` for what the store holds."""
+        stored = None if self.store is None else self.store.get(STATE_KEY)
+        return plan(stored, fingerprint=self.fingerprint, on_clear=on_clear)
+
+    def save(self, state: RecordState, job_id: str | None = None, *, refusals: int = 0) -> None:
+        if self.store is not None:
+            record = Record(
+                state=state, fingerprint=self.fingerprint, job_id=job_id, at=time.time(), refusals=refusals
+            )
+            self.store.set(STATE_KEY, record.to_json())
+
+    def forget(self) -> None:
+        if self.store is not None:
+            self.store.delete(STATE_KEY)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Airflow side of :mod:`~airflow_provider_doitong.observability`: metrics through Airflow's own
+"""The Airflow side of :mod:`~airflow_provider_doitong.client.observability`: metrics through Airflow's own
 ``Stats`` (so ``[metrics]`` decides between StatsD, Datadog and OpenTelemetry), job spans through the
 OpenTelemetry API (so ``[traces]`` decides whether they go anywhere).
 
@@ -15,8 +15,9 @@ from typing import Any
 
 from opentelemetry import trace
 
-from airflow_provider_doitong import __version__, _compat
-from airflow_provider_doitong.observability import JobTrace
+from airflow_provider_doitong import _compat
+from airflow_provider_doitong.client.base import VERSION
+from airflow_provider_doitong.client.observability import JobTrace
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class AirflowObserver:
         of the wait (``completed``) and the download. A no-op where no tracer provider is set.
         """
         try:
-            tracer = trace.get_tracer("airflow_provider_doitong", __version__)
+            tracer = trace.get_tracer("airflow_provider_doitong", VERSION)
             attributes: dict[str, Any] = {
                 "doitong.job_id": trace_.job_id,
                 "doitong.model": trace_.model,

@@ -1,12 +1,13 @@
-"""Airflow's answer to a Doitong error or job outcome, decided in one place.
+"""How a try ends after a Doitong error or job outcome, decided in one place, without Airflow.
 
 Every task that talks to Doitong (the operators, the sensor, a trigger's event handled on the worker,
-a batch's items, the example DAGs) ends a try the same way: a retryable :class:`AirflowException`
-(the task's ``retries`` apply), a final :class:`AirflowFailException` (no retry can help), or a skip.
+a batch's items, the example DAGs) ends a try the same way: retried (the task's ``retries`` apply),
+failed for good (no retry can help), or skipped.
 
 Two tables decide it. :func:`kind_of` names what an error says (:class:`Kind`: the request is
 invalid, the key is refused, the job failed, the API is unavailable...), one row per error class;
-:func:`answer_for` gives each kind its :class:`Answer`; :func:`airflow_error` builds the exception.
+:func:`answer_for` gives each kind its :class:`Answer`;
+:func:`~airflow_provider_doitong.operators.airflow_errors.airflow_error` builds Airflow's exception.
 A batch judges its items from the same two (:mod:`~airflow_provider_doitong.batch.verdicts`): an
 error whose answer is final fails the item (or stops the batch), any other is tried again.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import enum
 
-from airflow_provider_doitong._compat import AirflowException, AirflowFailException, AirflowSkipException
 from airflow_provider_doitong.client.errors import (
     DoitongBadRequest,
     DoitongConnectionError,
@@ -39,21 +39,21 @@ from airflow_provider_doitong.client.errors import (
     DoitongUnauthorized,
     DoitongUntrustedOutput,
     DoitongValidationError,
+    InvalidTriggerEvent,
+    UnsafeOutputPath,
 )
+from airflow_provider_doitong.client.submission import may_have_created_job
 from airflow_provider_doitong.client.times import utc_iso
-from airflow_provider_doitong.events import InvalidTriggerEvent
-from airflow_provider_doitong.storage import UnsafeOutputPath
-from airflow_provider_doitong.submission import may_have_created_job
 
 
 class Answer(str, enum.Enum):
     """How a try ends."""
 
-    #: ``AirflowException``: the task's retries apply.
+    #: Retried: the task's retries apply (Airflow's ``AirflowException``).
     RETRY = "retry"
-    #: ``AirflowFailException``: final, whatever ``retries`` says.
+    #: Final, whatever ``retries`` says (``AirflowFailException``).
     FAIL = "fail"
-    #: ``AirflowSkipException``.
+    #: Skipped (``AirflowSkipException``).
     SKIP = "skip"
 
 
@@ -138,12 +138,6 @@ _ANSWERS: dict[Kind, tuple[Answer, Answer]] = {
     Kind.OTHER: (Answer.RETRY, Answer.RETRY),
 }
 
-_EXCEPTIONS: dict[Answer, type[AirflowException]] = {
-    Answer.RETRY: AirflowException,
-    Answer.FAIL: AirflowFailException,
-    Answer.SKIP: AirflowSkipException,
-}
-
 
 def kind_of(error: BaseException, *, downloading: bool = False) -> Kind:
     """What ``error`` says.
@@ -192,7 +186,7 @@ def resubmit_after_wait(error: BaseException, *, on_daily_limit: str = "fail") -
     True for a connection never made and for a 429 the task waits out (a rate or concurrency
     limit; the daily limit under ``on_daily_limit="wait"``): submit the same request again once its
     wait is over. Whether a job may exist is
-    :func:`~airflow_provider_doitong.submission.may_have_created_job`'s; the wait itself is
+    :func:`~airflow_provider_doitong.client.submission.may_have_created_job`'s; the wait itself is
     :mod:`~airflow_provider_doitong.client.retry`'s.
     """
     if may_have_created_job(error):
@@ -221,42 +215,3 @@ def describe(error: BaseException, *, conn_id: str | None = None) -> str:
         resets = utc_iso(error.retry_at) if error.retry_at is not None else "the next UTC midnight"
         return f"The Doitong daily limit is reached; it resets at {resets}: {error.message}"
     return str(error)
-
-
-def airflow_error(
-    error: BaseException,
-    *,
-    role: Role = Role.SUBMITTER,
-    on_daily_limit: str = "fail",
-    doing: str | None = None,
-    downloading: bool = False,
-    conn_id: str | None = None,
-) -> AirflowException:
-    """The exception a task raises for ``error`` (raise it ``from None``: the message says it all).
-
-    :param role: see :func:`answer_for`.
-    :param on_daily_limit: see :func:`answer_for`.
-    :param doing: a few words put before the message, e.g. ``"Doitong submission failed"``.
-    :param downloading: see :func:`kind_of`.
-    :param conn_id: see :func:`describe`.
-    """
-    answer = answer_for(error, role=role, on_daily_limit=on_daily_limit, downloading=downloading)
-    message = describe(error, conn_id=conn_id)
-    if doing:
-        message = f"{doing}: {message}"
-    return _EXCEPTIONS[answer](message)
-
-
-def output_error(error: BaseException, *, job_id: str) -> AirflowException:
-    """The exception for a job's output that could not be fetched or stored.
-
-    A refused output (host, size, file name) fails the task for good; any other failure fails the
-    try, and a retry fetches the output again.
-    """
-    final = answer_for(error, downloading=True) is not Answer.RETRY
-    doing = (
-        f"Not storing the image of Doitong job {job_id}"
-        if final
-        else f"Downloading the image of Doitong job {job_id} failed"
-    )
-    return airflow_error(error, doing=doing, downloading=True)

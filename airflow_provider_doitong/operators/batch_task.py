@@ -21,8 +21,9 @@ from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError
 from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import ledger_parts, open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
-from airflow_provider_doitong.outcomes import Role, airflow_error
-from airflow_provider_doitong.redaction import redact
+from airflow_provider_doitong.client.outcomes import Role
+from airflow_provider_doitong.client.redaction import redact
+from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.storage import Place, UnsafeOutputPath, shown, storage_path
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ def check_balance(
     :param estimate: the whole batch's estimated credits (kept in the ledger for the manifest).
     :param conn_id: the Airflow connection, named when its API key is refused.
     :raises AirflowFailException: if the balance does not cover them (nothing is submitted).
-    :raises AirflowException: as :mod:`~airflow_provider_doitong.outcomes` says, if the account
+    :raises AirflowException: as :mod:`~airflow_provider_doitong.client.outcomes` says, if the account
         cannot be read.
     """
     ledger = runner.ledger
@@ -305,7 +306,7 @@ def raise_for_outcome(
     on_daily_limit: str,
     conn_id: str | None = None,
 ) -> None:
-    """End the task as the batch ended, through the one outcome mapping (:mod:`~airflow_provider_doitong.outcomes`).
+    """End the task as the batch ended, through the one outcome mapping (:mod:`~airflow_provider_doitong.client.outcomes`).
 
     The manifest is written by then. A refused key and a spent balance fail the task for good; a
     daily limit as ``on_daily_limit`` says; the deadline (running jobs are picked up by the next

@@ -1,7 +1,7 @@
 """Signing and verifying Doitong webhook deliveries.
 
-A delivery carries the header :data:`~airflow_provider_doitong.contract.SIGNATURE_HEADER` whose value
-is :data:`~airflow_provider_doitong.contract.SIGNATURE_PREFIX` followed by the hex HMAC-SHA256 of the
+A delivery carries the header :data:`~airflow_provider_doitong.client.contract.SIGNATURE_HEADER` whose value
+is :data:`~airflow_provider_doitong.client.contract.SIGNATURE_PREFIX` followed by the hex HMAC-SHA256 of the
 raw request body under the account's webhook secret. There is no timestamp in the scheme, so a
 receiver cannot reject replays by age: deduplicate deliveries on the job ``id``.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from airflow_provider_doitong.contract import SIGNATURE_HEADER, SIGNATURE_PREFIX
+from airflow_provider_doitong.client.contract import SIGNATURE_HEADER, SIGNATURE_PREFIX
 
 __all__ = ["SIGNATURE_HEADER", "sign_payload", "verify_signature"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_doitong._compat import AirflowFailException
-from airflow_provider_doitong.batch.roots import configured_roots, inside_roots
+from airflow_provider_doitong.operators.roots import configured_roots, inside_roots
 
 
 def test_roots_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
