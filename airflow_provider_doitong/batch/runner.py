@@ -344,7 +344,11 @@ class BatchRunner:
         elif verdict.verdict is Verdict.FATAL:
             self.fatal, self.stop_error = verdict.message, verdict.error
         if verdict.until is not None:
-            self.planner.refused(until=verdict.until, all_requests=verdict.all_requests)
+            self.planner.refused(
+                until=verdict.until,
+                all_requests=verdict.all_requests,
+                running=self.ledger.count(ItemState.RUNNING),
+            )
         return False
 
     # --- the budget, by real charges --------------------------------------------------------
