@@ -168,7 +168,7 @@ BATCH = textwrap.dedent(
             output_path="{{ dag_run.conf['output'] }}", width=%(size)d, height=%(size)d,
             deferrable=%(deferrable)r, poll_interval=%(poll_interval)r, min_defer_seconds=%(min_defer)r,
             doitong_conn_id="%(conn_id)s",
-            retries=%(retries)d, retry_delay=timedelta(seconds=%(retry_delay)r),
+            retries=%(retries)d, retry_delay=timedelta(seconds=%(retry_delay)r),%(share)s
         )
     """
 )
@@ -184,10 +184,13 @@ def batch_dag(
     min_defer: float = 10.0,
     conn_id: str | None = None,
     retries: int = 2,
+    share: int | None = None,
 ) -> str:
     """One ``FluxBatchOperator`` task for the whole batch (its prompts from a file), sync or deferrable.
 
     :param conn_id: the Doitong connection; default the side's own (:data:`BATCH_CONN_IDS`).
+    :param share: a hard share of the account: this many jobs at once (``concurrency``) and as many
+        slots of the ``doitong`` pool.
     """
     return BATCH % {
         "dag_id": dag_id,
@@ -198,6 +201,7 @@ def batch_dag(
         "size": size,
         "conn_id": conn_id or BATCH_CONN_IDS[dag_id],
         "retries": retries,
+        "share": (f'\n            concurrency={share}, pool="doitong", pool_slots={share},' if share else ""),
     }
 
 
@@ -222,11 +226,13 @@ def write_batch_dags(
     dag_ids: tuple[str, str] = (BATCH_DAG_ID, BATCH_DEFERRABLE_DAG_ID),
     conn_id: str | None = None,
     retries: int = 2,
+    share: int | None = None,
 ) -> None:
     """Write the ``FluxBatchOperator`` DAG files, sync then deferrable, each ``<dag_id>.py``.
 
     :param dag_ids: the sync DAG's id and the deferrable one's.
     :param conn_id: both DAGs' Doitong connection (default: each side's own).
+    :param share: each batch's hard share of the account (see :func:`batch_dag`).
     """
     for dag_id, deferrable in zip(dag_ids, (False, True), strict=True):
         (dags_dir / f"{dag_id}.py").write_text(
@@ -239,6 +245,7 @@ def write_batch_dags(
                 size=settings.size,
                 conn_id=conn_id,
                 retries=retries,
+                share=share,
             )
         )
 

@@ -191,9 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             mapped=not args.no_mapped_scale,
         )
     if "shared_account" in sections:
-        shared_account = run_shared_account(
-            SharedAccountSettings(), say=say, keep=args.keep / "shared" if args.keep else None
-        )
+        shared_account = {
+            name: run_shared_account(
+                SharedAccountSettings(batch_share=share),
+                say=say,
+                keep=args.keep / f"shared-{name}" if args.keep else None,
+            )
+            for name, share in (("paced", None), ("pooled", 4))
+        }
     meta = {
         "started": datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds"),
         "profile": profile_name,

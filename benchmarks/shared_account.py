@@ -46,6 +46,9 @@ class SharedAccountSettings:
     plan: str = "pro"
     size: int = 256
     seed: int = 7
+    #: Each batch's hard share (``concurrency`` and ``pool_slots`` in the plan-sized ``doitong``
+    #: pool, where the mapped tasks take one slot each); ``None``: no share, each paces itself.
+    batch_share: int | None = None
 
     def as_batch(self) -> BatchSettings:
         """The same account as one batch of every prompt (its bound is the three DAGs' bound)."""
@@ -150,6 +153,7 @@ def collect(
         **bound,
         "ratio": makespan / bound["lower_bound_s"] if makespan else None,
         "requests": len(log),
+        "requests_by_kind": dict(Counter(e["kind"] for e in log)),
         "http_429": sum(refused.values()),
         "http_429_by_kind": dict(refused),
         "failed_tasks": sum(s["failed_tasks"] for s in per_side.values()),
@@ -177,7 +181,7 @@ def run_shared_account(
     (dags_dir / "bench_ours.py").write_text(
         dags.ours_dag(poll_interval=settings.poll_interval, retry_delay=retry_delay, size=settings.size)
     )
-    dags.write_batch_dags(batch, dags_dir, retry_delay=retry_delay)
+    dags.write_batch_dags(batch, dags_dir, retry_delay=retry_delay, share=settings.batch_share)
     timeout = 600 + 6 * lower_bound(batch)["lower_bound_s"]
     try:
         with contextlib.ExitStack() as stack:

@@ -118,6 +118,13 @@ class Planner:
         self.requests_blocked_until = 0.0
         self.submissions_blocked_until = 0.0
         self.rate: RateLimitInfo | None = None
+        #: How many jobs this batch keeps running at once: the plan's concurrent jobs (or the
+        #: operator's ``concurrency``) until the account refuses a submission for its job slots,
+        #: which other work on the same account holds; then only the jobs this batch holds, so it
+        #: refills its own slots without asking for more. After each round of its own jobs (as many
+        #: ends as it has slots) it tries for one slot more, up to the plan's.
+        self.job_slots = limits.concurrency
+        self._ended_in_round = 0
 
     # --- what the runner reports ----------------------------------------------------------
     def polled(self, now: float) -> None:
@@ -129,10 +136,14 @@ class Planner:
         self.poll_now = False
 
     def learn(self, duration: float | None) -> None:
-        """A job completed after ``duration`` seconds (server time).
+        """A job of this batch completed after ``duration`` seconds (server time); see :attr:`job_slots`.
 
         :param duration: the job's processing time, if the API said.
         """
+        self._ended_in_round += 1
+        if self._ended_in_round >= self.job_slots:  # a round of its own jobs: try for one slot more
+            self._ended_in_round = 0
+            self.job_slots = min(self.limits.concurrency, self.job_slots + 1)
         if duration is not None and math.isfinite(duration) and duration >= 0:
             self.durations.append(float(duration))
 
@@ -144,12 +155,18 @@ class Planner:
         if rate is not None:
             self.rate = rate
 
-    def refused(self, *, until: float, all_requests: bool) -> None:
+    def refused(self, *, until: float, all_requests: bool, running: int | None = None) -> None:
         """The API answered 429: wait until ``until`` before the next submission (or any request).
+
+        A refusal for the account's job slots (``all_requests`` false) also shrinks :attr:`job_slots`
+        to the ``running`` jobs this batch holds: other work on the account holds the rest.
 
         :param until: when a request may succeed again.
         :param all_requests: the window is spent (``RATE_LIMITED``), not only the job slots.
+        :param running: this batch's running jobs when the job slots were refused.
         """
+        if not all_requests and running is not None:
+            self.job_slots, self._ended_in_round = max(1, running), 0
         self.submissions_blocked_until = max(self.submissions_blocked_until, until)
         if all_requests:
             self.requests_blocked_until = max(self.requests_blocked_until, until)
@@ -175,7 +192,11 @@ class Planner:
             return math.inf
         if rate is None or rate.remaining is None or rate.reset_at is None or now >= rate.reset_at:
             return limit
-        return max(0, rate.remaining)
+        # The window is the account's, shared with every other DAG on it: past a burst of one round
+        # of job slots, spend it no faster than evenly over the window, so that batches started
+        # together do not spend it first and all wait out the reset.
+        even_share_left = limit * min(1.0, (rate.reset_at - now) / self.limits.window_s)
+        return max(0.0, rate.remaining - max(0.0, even_share_left - (self.job_slots + 1)))
 
     def statuses_known_at(self, running: Sequence[float]) -> float | None:
         """When every running job's status was last known: the last read, or the earliest
@@ -217,7 +238,7 @@ class Planner:
         available = self.available_requests(now)
         poll_at = now if (self.poll_now and running) else self.next_poll_at(view.running)
         # 1. fill free job slots: an idle slot is what lengthens a batch
-        free = self.limits.concurrency - running
+        free = self.job_slots - running
         can_submit = view.pending > 0 and free > 0 and not view.stop_submitting
         reserve = 1 if running else 0  # keep one request for the read that sees these jobs end
         if can_submit and now >= self.submissions_blocked_until:
@@ -230,10 +251,10 @@ class Planner:
             return Step(Action.POLL)
         # 3. store finished images until something else is due
         if running and available < reads:
-            poll_at = max(poll_at, self._window_reset(now))
+            poll_at = max(poll_at, self._requests_ready_at(now, reads))
         candidates = [poll_at]
         if can_submit:
-            ready = now if available - reserve >= 1 else self._window_reset(now)
+            ready = self._requests_ready_at(now, 1 + reserve)
             candidates.append(max(ready, self.submissions_blocked_until))
         if self.deadline is not None:
             candidates.append(self.deadline)
@@ -244,6 +265,25 @@ class Planner:
         if view.to_store:
             return Step(Action.STORE, seconds=seconds)
         return Step(Action.SLEEP, seconds=seconds, reason=self._why(wake, poll_at))
+
+    def _requests_ready_at(self, now: float, need: float) -> float:
+        """When the window allows ``need`` requests: now, when the even share lets them, or the reset."""
+        if self.available_requests(now) >= need:
+            return now
+        rate, limit = self.rate, self.limits.requests_per_window
+        if rate is not None and rate.limit is not None:
+            limit = rate.limit
+        if (
+            limit
+            and rate is not None
+            and rate.remaining is not None
+            and rate.reset_at is not None
+            and rate.remaining >= need
+            and now >= self.requests_blocked_until
+        ):
+            share_left = (rate.remaining - need + self.job_slots + 1) / limit
+            return max(now, rate.reset_at - share_left * self.limits.window_s)
+        return self._window_reset(now)
 
     def _window_reset(self, now: float) -> float:
         rate = self.rate
@@ -268,11 +308,10 @@ class Planner:
             due = due_wave_end(view.running, typical_duration=typical, last_read_at=self.last_poll_at)
             if due is not None:
                 events.append(due)
-        free = self.limits.concurrency - len(view.running)
+        free = self.job_slots - len(view.running)
         if view.pending and free > 0 and not view.stop_submitting:
             ready = max(now, self.submissions_blocked_until)
-            if self.available_requests(now) < 1 + (1 if view.running else 0):
-                ready = max(ready, self._window_reset(now))
+            ready = max(ready, self._requests_ready_at(now, 1 + (1 if view.running else 0)))
             events.append(ready)
         if self.deadline is not None:
             events.append(self.deadline)

@@ -116,5 +116,9 @@ class ItemSubmitter:
             self._revert(index)
             self.log.warning("%s", verdict.message)
         if verdict.until is not None:
-            self.planner.refused(until=verdict.until, all_requests=verdict.all_requests)
+            self.planner.refused(
+                until=verdict.until,
+                all_requests=verdict.all_requests,
+                running=self.ledger.count(ItemState.RUNNING),
+            )
         return verdict

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -57,6 +58,9 @@ class Sim:
     max_running: int = 0
     first_submit: float | None = None
     steps: int = 0
+    #: Other batches on the same account (their running jobs take its job slots too).
+    sharing: list[Sim] = field(default_factory=list)
+    _durations: Iterator[float] | None = None
 
     def __post_init__(self) -> None:
         self.pending = list(range(self.n))
@@ -69,46 +73,56 @@ class Sim:
         )
 
     def run(self, limit: int = 200_000) -> Step:
-        durations = iter(self.api.durations or [])
         while self.steps < limit:
-            self.steps += 1
-            step = self.planner.decide(self.view(), self.now)
+            step = self.step()
             if step.action is Action.DONE:
                 return step
-            if step.action is Action.SUBMIT:
-                assert 0 < step.count <= len(self.pending)
-                for _ in range(step.count):
-                    rate = self.api.hit(self.now, "submit")
-                    self.planner.saw_rate_limit(rate)
-                    assert self.api.allowed(), "the planner spent more requests than the window allows"
-                    if len(self.running) >= self.api.concurrency:
-                        self.api.refusals += 1
-                        self.planner.refused(until=self.now + 1, all_requests=False)
-                        break
-                    item = self.pending.pop(0)
-                    self.first_submit = self.first_submit or self.now
-                    d = next(durations, self.api.duration)
-                    self.running[item] = (self.now, self.now + d)
-                    self.max_running = max(self.max_running, len(self.running))
-                    self.now += 0.01
-            elif step.action is Action.POLL:
-                rate = self.api.hit(self.now, "status")
-                assert self.api.allowed(), "the planner spent more requests than the window allows"
-                self.planner.saw_rate_limit(rate)
-                self.planner.polled(self.now)
-                for item, (started, end) in list(self.running.items()):
-                    if end <= self.now:
-                        del self.running[item]
-                        self.completed.append(item)
-                        self.planner.learn(end - started)
-                self.now += 0.02
-            elif step.action is Action.STORE:
-                self.stored.append(self.completed.pop(0))
-                self.now += 0.01
-            else:
-                assert step.seconds >= 0
-                self.now += max(step.seconds, 1e-3)
         raise AssertionError("the planner did not finish")
+
+    def account_running(self) -> int:
+        """Jobs running on the account: this batch's and those of the batches sharing it."""
+        return len(self.running) + sum(len(other.running) for other in self.sharing)
+
+    def step(self) -> Step:
+        """Ask the planner once and do what it says."""
+        if self._durations is None:
+            self._durations = iter(self.api.durations or [])
+        self.steps += 1
+        step = self.planner.decide(self.view(), self.now)
+        if step.action is Action.SUBMIT:
+            assert 0 < step.count <= len(self.pending)
+            for _ in range(step.count):
+                rate = self.api.hit(self.now, "submit")
+                self.planner.saw_rate_limit(rate)
+                assert self.api.allowed(), "the planner spent more requests than the window allows"
+                if self.account_running() >= self.api.concurrency:
+                    self.api.refusals += 1
+                    self.planner.refused(until=self.now + 1, all_requests=False, running=len(self.running))
+                    break
+                item = self.pending.pop(0)
+                self.first_submit = self.first_submit or self.now
+                d = next(self._durations, self.api.duration)
+                self.running[item] = (self.now, self.now + d)
+                self.max_running = max(self.max_running, len(self.running))
+                self.now += 0.01
+        elif step.action is Action.POLL:
+            rate = self.api.hit(self.now, "status")
+            assert self.api.allowed(), "the planner spent more requests than the window allows"
+            self.planner.saw_rate_limit(rate)
+            self.planner.polled(self.now)
+            for item, (started, end) in list(self.running.items()):
+                if end <= self.now:
+                    del self.running[item]
+                    self.completed.append(item)
+                    self.planner.learn(end - started)
+            self.now += 0.02
+        elif step.action is Action.STORE:
+            self.stored.append(self.completed.pop(0))
+            self.now += 0.01
+        elif step.action is not Action.DONE:
+            assert step.seconds >= 0
+            self.now += max(step.seconds, 1e-3)
+        return step
 
     def status_requests(self) -> int:
         return sum(1 for _, kind in self.api.requests if kind == "status")
@@ -171,13 +185,13 @@ def test_a_concurrency_refusal_waits_before_the_next_submission() -> None:
 def test_one_request_is_kept_for_the_read_while_jobs_run() -> None:
     planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
     planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=3, reset_at=1_030.0, retry_at=None, observed_at=1_000)
+        RateLimitInfo(limit=60, remaining=3, reset_at=1_005.0, retry_at=None, observed_at=1_000)
     )
     assert planner.decide(View(pending=9, running=[999.0], to_store=0), 1_000.0) == Step(
         Action.SUBMIT, count=2
     )
     planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=1, reset_at=1_030.0, retry_at=None, observed_at=1_000)
+        RateLimitInfo(limit=60, remaining=1, reset_at=1_005.0, retry_at=None, observed_at=1_000)
     )
     planner.polled(1_000.0)
     step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_000.0)
@@ -275,3 +289,70 @@ def test_statuses_are_known_as_of_the_last_read_or_a_later_submission() -> None:
     planner.polled(110.0)
     assert planner.statuses_known_at([100.0, 112.0]) == 110.0  # one job was last seen by the read
     assert planner.statuses_known_at([111.0, 112.0]) == 111.0  # both submitted after it
+
+
+def test_a_refusal_for_the_accounts_job_slots_keeps_the_batch_to_the_jobs_it_holds() -> None:
+    planner = Planner(
+        limits=Limits(concurrency=10, requests_per_window=600, window_s=60.0), poll_interval=5.0
+    )
+    planner.refused(until=1_001.0, all_requests=False, running=3)
+    assert planner.job_slots == 3
+    # the other seven slots are someone else's: no submission into them when the wait is over
+    step = planner.decide(View(pending=20, running=[990.0] * 3, to_store=0), 1_002.0)
+    assert step.action is not Action.SUBMIT
+    # a job of its own ends: its slot is refilled, and no more
+    planner.learn(4.0)
+    assert planner.decide(View(pending=20, running=[990.0] * 2, to_store=0), 1_003.0) == Step(
+        Action.SUBMIT, count=1
+    )
+    # a whole round of its own jobs later it tries for one slot more, up to the plan's
+    planner.learn(4.0)
+    planner.learn(4.0)
+    assert planner.job_slots == 4
+    for _ in range(100):
+        planner.learn(4.0)
+    assert planner.job_slots == 10
+
+
+def test_batches_sharing_an_account_stop_asking_for_slots_the_others_hold() -> None:
+    api = FakeApi(duration=4.0, concurrency=10, per_window=100_000, window=60.0)
+    sims = [
+        Sim(
+            n=30,
+            api=api,
+            planner=Planner(
+                limits=Limits(concurrency=10, requests_per_window=None, window_s=60.0), poll_interval=5.0
+            ),
+        )
+        for _ in range(3)
+    ]
+    for sim in sims:
+        sim.sharing = [other for other in sims if other is not sim]
+    done: set[int] = set()
+    while len(done) < len(sims):
+        i, sim = min(((i, s) for i, s in enumerate(sims) if i not in done), key=lambda pair: pair[1].now)
+        for other in sims:  # one clock: the account's jobs end at the same times for everyone
+            other.now = max(other.now, sim.now)
+        if sim.step().action is Action.DONE:
+            done.add(i)
+        assert sim.steps < 100_000
+    assert all(sorted(sim.stored) == list(range(30)) for sim in sims)
+    # each batch is refused about once per round of its own jobs (when it tries for one slot more),
+    # not once per wait: 90 jobs in 10 slots are 9 rounds between them
+    assert api.refusals <= 30, api.refusals
+
+
+def test_the_accounts_window_is_spent_no_faster_than_evenly_past_one_round_of_slots() -> None:
+    planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    # a fresh window: one round of job slots at once
+    planner.saw_rate_limit(
+        RateLimitInfo(limit=60, remaining=59, reset_at=1_060.0, retry_at=None, observed_at=1_000)
+    )
+    assert planner.decide(View(pending=30, running=[], to_store=0), 1_000.0) == Step(Action.SUBMIT, count=10)
+    # halfway through, other DAGs on the account have spent it down to 10: wait for the even share
+    planner.saw_rate_limit(
+        RateLimitInfo(limit=60, remaining=10, reset_at=1_030.0, retry_at=None, observed_at=1_000)
+    )
+    step = planner.decide(View(pending=30, running=[], to_store=0), 1_000.0)
+    assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)
+    assert planner.decide(View(pending=30, running=[], to_store=0), 1_010.0) == Step(Action.SUBMIT, count=1)
