@@ -121,6 +121,19 @@ class DoitongHook(BaseHook):
         self.__dict__.pop("settings", None)
         return self.settings
 
+    def current_api_key(self) -> str:
+        """The connection's API key read again now, not from this hook's cache.
+
+        Every wait that the API refused the key to (a rotated key) reads it through this, or
+        :meth:`acurrent_api_key` in the triggerer, once, and goes on with the same client
+        (``set_api_key``); a second refusal in a row is final.
+        """
+        return self.reread_settings().api_key
+
+    async def acurrent_api_key(self) -> str:
+        """:meth:`current_api_key`, without blocking the triggerer's event loop."""
+        return (await self.aget_settings()).api_key
+
     async def aget_settings(self) -> ConnectionSettings:
         """The connection, read fresh on every call, its secrets masked without blocking the event loop.
 

@@ -215,7 +215,7 @@ class FluxBatchOperator(BaseOperator):
             on_daily_limit=self.on_daily_limit,
             logger=self.log,
             max_credits=self._budget,
-            refresh_key=lambda: self.hook.reread_settings().api_key,
+            refresh_key=self.hook.current_api_key,
         )
 
     # --- entry points ---------------------------------------------------------------------------

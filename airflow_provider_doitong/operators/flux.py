@@ -343,7 +343,7 @@ class FluxGenerateOperator(BaseOperator):
                 job_id,
                 poll_interval=self.poll_interval,
                 deadline=self._deadline,
-                refresh_key=lambda: self.hook.reread_settings().api_key,
+                refresh_key=self.hook.current_api_key,
             )
         except DoitongError as exc:
             observe_end(self.client, job=None, error=exc, model=self._request.provider)

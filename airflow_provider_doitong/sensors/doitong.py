@@ -78,8 +78,7 @@ class DoitongJobSensor(BaseSensorOperator):
         job_id = str(self.job_id)
         hook = DoitongHook(doitong_conn_id=self.doitong_conn_id)
         wait = JobWait(job_id=job_id, poll_interval=self.poll_interval)
-        client = hook.get_conn()
-        try:
+        with hook.get_conn() as client:
             while True:
                 try:
                     step = wait.observe(client.get_job(job_id))
@@ -88,11 +87,7 @@ class DoitongJobSensor(BaseSensorOperator):
                     step = wait.observe_error(exc)
                     if not step.reauth:
                         break
-                    client.close()
-                    hook.reread_settings()
-                    client = hook.get_conn()
-        finally:
-            client.close()
+                    client.set_api_key(hook.current_api_key())
         if isinstance(step.error, DoitongError):
             raise airflow_error(step.error, role=Role.WATCHER, conn_id=self.doitong_conn_id)
         if step.job is None:

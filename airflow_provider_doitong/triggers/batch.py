@@ -128,7 +128,11 @@ class DoitongBatchTrigger(BaseTrigger):
             if self.read_at is not None:
                 first = next_read_at(last_read_at=self.read_at, poll_interval=self.poll_interval)
                 await asyncio.sleep(max(0.0, first - time.time()))
-            source = poller = get_poller(self.doitong_conn_id, self._client_factory)
+            source = poller = get_poller(
+                self.doitong_conn_id,
+                self._client_factory,
+                DoitongHook(doitong_conn_id=self.doitong_conn_id).acurrent_api_key,
+            )
             watched_from = time.time()
             self._tasks.extend(asyncio.create_task(watch(j, source)) for j in self.job_ids)
 

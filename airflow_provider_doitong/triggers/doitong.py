@@ -75,7 +75,11 @@ class DoitongJobTrigger(BaseTrigger):
         return await DoitongHook(doitong_conn_id=self.doitong_conn_id).get_async_conn(max_connections=4)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        poller = get_poller(self.doitong_conn_id, self._client_factory)
+        poller = get_poller(
+            self.doitong_conn_id,
+            self._client_factory,
+            DoitongHook(doitong_conn_id=self.doitong_conn_id).acurrent_api_key,
+        )
         updates = self._updates = poller.watch(self.job_id, poll_interval=self.poll_interval)
         wait = JobWait(job_id=self.job_id, poll_interval=self.poll_interval, deadline=self.deadline)
         last: Job | None = None

@@ -11,9 +11,9 @@ number of waiting tasks. A trigger that leaves (done or cancelled) unregisters; 
 stops the poller and closes its client.
 
 While the API is unavailable (5xx, no answer, 429) the poller backs off and keeps polling: no
-watcher hears of it, and each trigger's own deadline decides when to give up. A 401 makes it build
-a fresh client from the connection once (a rotated key); a second 401 in a row reaches every
-watcher. What to do after a failed poll is :func:`~airflow_provider_doitong.client.waiting.after_poll_error`'s
+watcher hears of it, and each trigger's own deadline decides when to give up. A 401 makes it read
+the connection's current key once (a rotated key) and poll again with it; a second 401 in a row
+reaches every watcher. What to do after a failed poll is :func:`~airflow_provider_doitong.client.waiting.after_poll_error`'s
 decision, as for the sync wait and a batch's reads in the worker, with the backoff of the poller's
 client's own retry policy (the connection's).
 """
@@ -49,8 +49,9 @@ class JobPoller:
     """Polls every registered job of one connection in coalesced requests.
 
     :param key: the registry key (connection id).
-    :param client_factory: makes the async client the poller uses (again after a 401: it must read
-        the connection afresh).
+    :param client_factory: makes the async client the poller uses.
+    :param refresh_key: reads the connection's current API key, once after a 401 (a rotated key);
+        without it a 401 reaches every watcher.
     :param max_consecutive_errors: failed polls in a row, of answers that break the contract, after
         which every watcher gets the error (an unavailable API is waited out instead).
     :param retry_policy: backoff between failed polls (``None``: the client's own, as for every
@@ -62,11 +63,13 @@ class JobPoller:
         *,
         key: str,
         client_factory: Callable[[], Awaitable[AsyncDoitongClient]],
+        refresh_key: Callable[[], Awaitable[str]] | None = None,
         max_consecutive_errors: int = 5,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.key = key
         self._client_factory = client_factory
+        self._refresh_key = refresh_key
         self._client: AsyncDoitongClient | None = None
         self._watchers: dict[str, list[_Watcher]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -229,11 +232,15 @@ class JobPoller:
                     await self._poll_once(client)
                 except DoitongError as exc:
                     failures += 1
-                    step = self._failed(exc, failures, reauthed, self.retry_policy or client.retry_policy)
-                    if step.reauth:  # a fresh client, read from the connection, polls at once
+                    step = self._failed(
+                        exc,
+                        failures,
+                        reauthed or self._refresh_key is None,
+                        self.retry_policy or client.retry_policy,
+                    )
+                    if step.reauth and self._refresh_key is not None:  # the current key, at once
                         reauthed = True
-                        stale, client = client, None
-                        await asyncio.shield(stale.aclose())
+                        client.set_api_key(await self._refresh_key())
                         continue
                     if step.error is not None:  # told: whoever comes next starts afresh
                         failures, reauthed = 0, False
@@ -266,14 +273,19 @@ _REGISTRY: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, JobPol
 )
 
 
-def get_poller(key: str, client_factory: Callable[[], Awaitable[AsyncDoitongClient]]) -> JobPoller:
+def get_poller(
+    key: str,
+    client_factory: Callable[[], Awaitable[AsyncDoitongClient]],
+    refresh_key: Callable[[], Awaitable[str]] | None = None,
+) -> JobPoller:
     """The poller for ``key`` in the running event loop, created on first use.
 
     :param key: the connection id.
     :param client_factory: makes the poller's async client.
+    :param refresh_key: reads the connection's current API key (see :class:`JobPoller`).
     """
     pollers = _REGISTRY.setdefault(asyncio.get_running_loop(), {})
     poller = pollers.get(key)
     if poller is None:
-        poller = pollers[key] = JobPoller(key=key, client_factory=client_factory)
+        poller = pollers[key] = JobPoller(key=key, client_factory=client_factory, refresh_key=refresh_key)
     return poller

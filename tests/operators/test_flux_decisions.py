@@ -104,7 +104,7 @@ def _operator(client: FakeClient, **kwargs: Any) -> FluxGenerateOperator:
     op.__dict__["client"] = client
     op.__dict__["hook"] = SimpleNamespace(
         checked_settings=lambda: SimpleNamespace(secrets=()),
-        reread_settings=lambda: SimpleNamespace(api_key="k"),
+        current_api_key=lambda: "k",
     )
     op._close = lambda: None  # type: ignore[method-assign]
     return op

@@ -35,6 +35,10 @@ class FakeClient:
         self.log = log
         self.last_rate_limit = None
         self.closed = False
+        self.api_key = "old"
+
+    def set_api_key(self, api_key: str) -> None:
+        self.api_key = api_key
 
     async def get_jobs(self, ids: list[str]) -> dict[str, Job | None]:
         self.log.append((time.monotonic(), list(ids)))
@@ -155,32 +159,50 @@ def test_an_outage_reaches_no_watcher_and_ends_when_the_api_answers() -> None:
     assert len(polls) == 13 and poller.last_error is None
 
 
-def test_a_refused_key_rebuilds_the_client_once_then_fails() -> None:
+def test_a_refused_key_is_read_again_once_then_fails() -> None:
     make, polls, clients = _factory(
         lambda n, ids: (_ for _ in ()).throw(DoitongUnauthorized("bad key", status=401))
     )
-    poller = JobPoller(key="401", client_factory=make, retry_policy=FAST)
+    reads: list[str] = []
+
+    async def current_key() -> str:
+        reads.append("old")
+        return "old"
+
+    poller = JobPoller(key="401", client_factory=make, refresh_key=current_key, retry_policy=FAST)
     (error,) = _run_watch(poller, 10)
     assert isinstance(error, DoitongUnauthorized)
-    assert len(clients) == 2 and clients[0].closed  # the connection was read again once
+    assert reads == ["old"] and len(clients) == 1  # the connection was read again once, same client
     assert len(polls) == 2
 
 
+def test_without_a_way_to_read_the_key_a_refused_key_is_final() -> None:
+    make, polls, _ = _factory(
+        lambda n, ids: (_ for _ in ()).throw(DoitongUnauthorized("bad key", status=401))
+    )
+    poller = JobPoller(key="401-final", client_factory=make, retry_policy=FAST)
+    (error,) = _run_watch(poller, 10)
+    assert isinstance(error, DoitongUnauthorized) and len(polls) == 1
+
+
 def test_a_rotated_key_is_picked_up() -> None:
-    keys = iter(["old", "new"])
+    clients: list[FakeClient] = []
 
     async def make() -> FakeClient:
-        key = next(keys)
-
         def answer(n: int, ids: list[str]) -> dict[str, Job | None]:
-            if key == "old":
+            if clients[0].api_key == "old":
                 raise DoitongUnauthorized("bad key", status=401)
             return {i: _job(i, "completed") for i in ids}
 
-        return FakeClient(answer, [])
+        clients.append(FakeClient(answer, []))
+        return clients[-1]
 
-    poller = JobPoller(key="rotated", client_factory=make, retry_policy=FAST)
+    async def current_key() -> str:
+        return "new"
+
+    poller = JobPoller(key="rotated", client_factory=make, refresh_key=current_key, retry_policy=FAST)
     assert _run_watch(poller, 10) == ["completed"]
+    assert len(clients) == 1 and clients[0].api_key == "new"
 
 
 def test_answers_that_keep_breaking_the_contract_end_the_wait() -> None:
