@@ -259,11 +259,14 @@ def test_failed_jobs_are_retried_and_max_failed_items_is_honoured(doitong_conn: 
     )
     assert task_states(run) == {"batch": "failed"}
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["failed_count"] == 10 and manifest["image_count"] == 0  # the first wave, then it stopped
-    assert doitong_conn.stats()["requests"]["submit"] == 10
+    # It stops at the first read that sees more than 3 failed: the first wave of 10, and at most the
+    # 3 submitted into the slots of failures seen before (a loaded machine spreads the wave's ends).
+    submitted = manifest["failed_count"]
+    assert 10 <= submitted <= 13 and manifest["image_count"] == 0
+    assert doitong_conn.stats()["requests"]["submit"] == submitted
     failed = [e for e in manifest["items"] if e["status"] == "failed"]
     assert all("GENERATION_FAILED" in e["error"] for e in failed)
-    assert [e["status"] for e in manifest["items"][10:]] == ["pending"] * 13
+    assert [e["status"] for e in manifest["items"][submitted:]] == ["pending"] * (23 - submitted)
 
 
 def test_a_folder_holding_another_runs_batch_is_refused(
