@@ -35,6 +35,30 @@ def over_estimate(*, charged: int | None, estimate: int, max_credits: int | None
     return f"charged {charged} credits, {charged - estimate} more than the estimated {estimate}{over_cap}"
 
 
+def within_floor(*, balance: int, floor: int, estimates: Sequence[int]) -> int:
+    """How many of the next submissions (their estimated credits, in order) keep the balance at or above
+    the credit floor: the account's, shared by every task on it, read just before they go out.
+
+    :param balance: the account's balance now.
+    :param floor: the balance no submission may take it below.
+    :param estimates: the next items' estimated credits.
+    """
+    left = balance - floor
+    for count, estimate in enumerate(estimates):
+        left -= estimate
+        if left < 0:
+            return count
+    return len(estimates)
+
+
+def below_floor(*, balance: int, floor: int, estimate: int) -> str:
+    """Why a submission estimated at ``estimate`` credits must not go out: one wording for both operators."""
+    return (
+        f"the account has {balance} credits and its credit floor is {floor}: a job estimated at "
+        f"{estimate} credits would take it below the floor"
+    )
+
+
 @dataclass
 class CreditBudget:
     """The batch's projected credits against ``max_credits``.

@@ -348,7 +348,13 @@ def estimated_credits(items: Iterable[BatchItem]) -> int:
 
 
 def budget_problem(
-    *, images: int, estimate: int, to_spend: int, balance: int | None, max_credits: int | None
+    *,
+    images: int,
+    estimate: int,
+    to_spend: int,
+    balance: int | None,
+    max_credits: int | None,
+    credit_floor: int | None = None,
 ) -> str | None:
     """Why a batch must not start, or ``None``.
 
@@ -357,6 +363,7 @@ def budget_problem(
     :param to_spend: the estimate of what is still to be bought (less on a retry).
     :param balance: the account's credit balance, if read.
     :param max_credits: the most the whole batch may spend, if capped.
+    :param credit_floor: the balance the batch must leave the account at, if any.
     """
     if max_credits is not None and estimate > max_credits:
         return (
@@ -367,6 +374,12 @@ def budget_problem(
         return (
             f"Not enough Doitong credits: the images still to generate are estimated at {to_spend} "
             f"credits, the account balance is {balance}; nothing was submitted"
+        )
+    if balance is not None and credit_floor is not None and balance - to_spend < credit_floor:
+        return (
+            f"The images still to generate are estimated at {to_spend} credits: they would take the "
+            f"account from {balance} to {balance - to_spend} credits, below its credit floor of "
+            f"{credit_floor}; nothing was submitted"
         )
     return None
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_doitong.batch.budget import CreditBudget, over_estimate
+from airflow_provider_doitong.batch.budget import CreditBudget, below_floor, over_estimate, within_floor
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Action, Planner, View
@@ -30,6 +30,7 @@ from airflow_provider_doitong.client import (
     Job,
     observability,
 )
+from airflow_provider_doitong.client.retry import backoff
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class BatchRunner:
     :param max_credits: the most the batch may cost by Doitong's real charges (see :mod:`.budget`).
     :param refresh_key: called once when the API refuses the key on a status read, for the
         connection's current one (a rotated key), as the single-image wait does.
+    :param credit_floor: the balance no submission may take the account below: the balance is read
+        before each submission wave, and what would pass the floor is left unsubmitted.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class BatchRunner:
         logger: Any = None,
         max_credits: int | None = None,
         refresh_key: Callable[[], str] | None = None,
+        credit_floor: int | None = None,
     ) -> None:
         self.items = items
         self.ledger = ledger
@@ -106,6 +110,7 @@ class BatchRunner:
         self.max_failed_items = max_failed_items
         self.unconfirmed = unconfirmed
         self.on_daily_limit = on_daily_limit
+        self.credit_floor = credit_floor
         self.clock = clock
         self.sleep = sleep
         self.log = logger or log
@@ -150,7 +155,8 @@ class BatchRunner:
         self.budget.learn(
             (record.index, record.credits) for record in ledger if record.state is not ItemState.PENDING
         )
-        #: Set when ``max_credits`` stopped the submissions: items may be left unsubmitted.
+        #: Set when ``max_credits`` or the credit floor stopped the submissions: items may be left
+        #: unsubmitted.
         self.budget_stopped = False
 
     # --- starting ---------------------------------------------------------------------------
@@ -285,7 +291,7 @@ class BatchRunner:
 
         :param count: how many.
         """
-        for index in self.ledger.in_state(ItemState.PENDING)[:count]:
+        for index in self._within_floor(self.ledger.in_state(ItemState.PENDING)[:count]):
             if self._over_budget():
                 break
             attempts = self.ledger.records[index].attempts + 1
@@ -307,6 +313,38 @@ class BatchRunner:
         if self.budget.charged(index, credits):  # over its estimate, and not reported before
             note = over_estimate(charged=credits, estimate=self.items[index].request.estimated_credits)
             self.log.warning("Item %d/%d: Doitong %s", index + 1, len(self.items), note)
+
+    def _within_floor(self, wave: list[int]) -> list[int]:
+        """The items of ``wave`` that keep the account at or above the credit floor (one account read).
+
+        The balance is the account's, which other tasks spend too, so it is read before each wave;
+        an item that would pass the floor stops the submissions, as ``max_credits`` does. A failed
+        read sends nothing now: the planner asks again after the client's backoff.
+        """
+        if self.credit_floor is None or not wave or self.stop_submitting:
+            return wave
+        try:
+            balance = self.client.get_account().credits
+        except DoitongError as exc:
+            self.planner.saw_rate_limit(self.client.last_rate_limit)
+            self.log.warning("Reading the Doitong account's balance failed (%s); submitting later", exc)
+            until = self.clock() + backoff(self.client.retry_policy, 2)
+            self.planner.refused(until=until, all_requests=True)
+            return []
+        self.planner.saw_rate_limit(self.client.last_rate_limit)
+        estimates = [self.items[i].request.estimated_credits for i in wave]
+        allowed = within_floor(balance=balance, floor=self.credit_floor, estimates=estimates)
+        if allowed < len(wave):
+            reason = below_floor(balance=balance, floor=self.credit_floor, estimate=estimates[allowed])
+            self.budget_stopped = True
+            self.stop_submitting = reason
+            self.log.warning(
+                "Not submitting any more: %s; %d items are left unsubmitted, running jobs are still "
+                "waited for and stored",
+                reason,
+                self.ledger.count(ItemState.PENDING) - allowed,
+            )
+        return wave[:allowed]
 
     def _over_budget(self) -> bool:
         """Whether ``max_credits`` stops the submissions now (decided by :class:`CreditBudget`)."""

@@ -23,6 +23,8 @@ CONN_TYPE = "doitong"
 #: The connection extra that lets the API key go over plain http to a non-loopback host.
 INSECURE_HTTP_EXTRA = "allow_insecure_http"
 DEFAULT_CONN_ID = "doitong_default"
+#: The connection extra: no task submits a job that would take the account below this balance.
+CREDIT_FLOOR_EXTRA = "credit_floor"
 DEFAULT_TIMEOUT = 30.0
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -60,6 +62,14 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Timeout (seconds)",
         "description": "Timeout of each HTTP request to the API.",
         "schema": {"type": ["number", "null"], "minimum": 1, "default": DEFAULT_TIMEOUT},
+    },
+    CREDIT_FLOOR_EXTRA: {
+        "label": "Credit floor",
+        "description": (
+            "Credits kept for urgent work: no task using this connection submits a job that would take "
+            "the account's balance below this (read before each submission wave). Empty: none."
+        ),
+        "schema": {"type": ["integer", "null"], "minimum": 0},
     },
     INSECURE_HTTP_EXTRA: {
         "label": "Allow plain http",
@@ -107,6 +117,7 @@ class ConnectionSettings:
     :param allowed_download_hosts: hosts added to the API's own and the vendor's CDN for downloads.
     :param max_download_bytes: the largest output read.
     :param download_timeout: seconds one download may take in all.
+    :param credit_floor: the balance no submission may take the account below (``None``: none).
 
     The base URL holds no user name, password, query or fragment (they are refused), so the
     ``repr`` can show it.
@@ -122,6 +133,7 @@ class ConnectionSettings:
     allowed_download_hosts: tuple[str, ...] = ()
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+    credit_floor: int | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -201,6 +213,10 @@ def settings_from_fields(
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: timeout must be positive")
     _check_plain_http(conn_id, base_url, extras.get(INSECURE_HTTP_EXTRA))
     downloads = _download_extras(conn_id, extras)
+    try:
+        credit_floor = read_credit_floor(extras.get(CREDIT_FLOOR_EXTRA))
+    except ValueError as exc:
+        raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None
     return ConnectionSettings(
         conn_id=conn_id,
         base_url=base_url,
@@ -209,8 +225,22 @@ def settings_from_fields(
         transport=transport,
         webhook_secret=extras.get("webhook_secret"),
         timeout=timeout,
+        credit_floor=credit_floor,
         **downloads,
     )
+
+
+def read_credit_floor(value: object) -> int | None:
+    """A credit floor (the connection's extra or an operator's parameter): a whole number >= 0, or ``None``.
+
+    :raises ValueError: naming what is wrong.
+    """
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or len(text) > 12:
+        raise ValueError(f"{CREDIT_FLOOR_EXTRA} must be a whole number of credits >= 0, got {value!r}")
+    return int(text)
 
 
 def _api_key(conn_id: str, value: object) -> str:

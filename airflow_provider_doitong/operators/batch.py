@@ -20,7 +20,7 @@ from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS
 from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.client.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.client.times import seconds
-from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID, read_credit_floor
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators import batch_task, inputs, lineage, links, review
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
@@ -58,6 +58,10 @@ class FluxBatchOperator(BaseOperator):
     :param max_credits: refuse the batch when its estimated credits exceed this; while it runs, stop
         submitting once what Doitong really charged plus the estimate of the rest would exceed it
         (the images paid for are stored, then the task fails naming what was left unsubmitted).
+    :param credit_floor: credits the account keeps for other work: nothing is submitted that would
+        take its balance below this (read before the batch starts and before each submission wave;
+        the task then fails naming what was left unsubmitted). Default: the connection's
+        ``credit_floor`` extra, if any.
     :param concurrency: jobs at once; default the connection plan's concurrent jobs.
     :param item_retries: failed jobs an item may replace in one task try (failed jobs are refunded).
     :param max_failed_items: items that may fail for good before the batch stops and the task fails
@@ -108,6 +112,7 @@ class FluxBatchOperator(BaseOperator):
         version: str | None = None,
         doitong_conn_id: str = DEFAULT_CONN_ID,
         max_credits: int | str | None = None,
+        credit_floor: int | None = None,
         concurrency: int | None = None,
         item_retries: int = 2,
         max_failed_items: int = 0,
@@ -148,6 +153,7 @@ class FluxBatchOperator(BaseOperator):
         self.version = version
         self.doitong_conn_id = doitong_conn_id
         self.max_credits = max_credits
+        self.credit_floor = read_credit_floor(credit_floor)
         self.concurrency = concurrency
         self.item_retries = item_retries
         self.max_failed_items = max_failed_items
@@ -216,7 +222,14 @@ class FluxBatchOperator(BaseOperator):
             logger=self.log,
             max_credits=self._budget,
             refresh_key=self.hook.current_api_key,
+            credit_floor=self._credit_floor(),
         )
+
+    def _credit_floor(self) -> int | None:
+        """The task's ``credit_floor``, else its connection's."""
+        if self.credit_floor is not None:
+            return self.credit_floor
+        return self.hook.checked_settings().credit_floor
 
     # --- entry points ---------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:

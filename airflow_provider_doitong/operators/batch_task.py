@@ -207,7 +207,8 @@ def check_balance(
     on_daily_limit: str,
     conn_id: str | None = None,
 ) -> None:
-    """Refuse a batch whose items still to generate cost more than the account's balance.
+    """Refuse a batch whose items still to generate cost more than the account's balance, or would
+    take it below the runner's credit floor.
 
     :param estimate: the whole batch's estimated credits (kept in the ledger for the manifest).
     :param conn_id: the Airflow connection, named when its API key is refused.
@@ -229,7 +230,12 @@ def check_balance(
                 conn_id=conn_id,
             ) from None
     problem = budget_problem(
-        images=len(found), estimate=estimate, to_spend=to_spend, balance=balance, max_credits=None
+        images=len(found),
+        estimate=estimate,
+        to_spend=to_spend,
+        balance=balance,
+        max_credits=None,
+        credit_floor=runner.credit_floor,
     )
     if problem:
         raise AirflowFailException(problem)

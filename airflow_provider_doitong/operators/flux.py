@@ -25,7 +25,7 @@ from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, Role
 from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.client.submission import Action, Records, RecordState, job_result
 from airflow_provider_doitong.client.times import seconds
-from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
+from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID, read_credit_floor
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators import inputs, lineage
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
@@ -85,6 +85,9 @@ class FluxGenerateOperator(BaseOperator):
         as a warning, and the image, paid for, is still stored.
     :param on_daily_limit: on 429 ``DAILY_LIMIT``: ``fail`` at once, ``skip`` the task, or ``wait``
         for the reset.
+    :param credit_floor: credits the account keeps for other work: the task fails, submitting
+        nothing, when the image's estimate would take the balance below this (read just before the
+        submission). Default: the connection's ``credit_floor`` extra, if any.
     :param on_clear: when the task runs again after it succeeded (cleared) and its request did not
         change: ``reuse`` the paid image (fetched again, no charge) or ``regenerate`` a new one (a
         new charge). A changed request is always submitted anew.
@@ -128,6 +131,7 @@ class FluxGenerateOperator(BaseOperator):
         timeout: float | timedelta | None = 3600.0,
         output_path: str | None = None,
         max_credits: int | None = None,
+        credit_floor: int | None = None,
         on_daily_limit: str = "fail",
         on_clear: str = "reuse",
         on_ambiguous_submission: str = "resubmit",
@@ -160,6 +164,7 @@ class FluxGenerateOperator(BaseOperator):
         self.output_path = output_path
         self.max_credits = max_credits
         self.on_daily_limit = on_daily_limit
+        self.credit_floor = read_credit_floor(credit_floor)
         self.on_clear = on_clear
         self.on_ambiguous_submission = on_ambiguous_submission
         self._deadline: float | None = None
@@ -297,6 +302,11 @@ class FluxGenerateOperator(BaseOperator):
             deadline=self._deadline,
             may_defer=self.deferrable,
             log=self.log,
+            credit_floor=(
+                self.credit_floor
+                if self.credit_floor is not None
+                else self.hook.checked_settings().credit_floor
+            ),
         )
         step = submitter.first_step()
         if step.action is Action.SUBMIT:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong.batch.budget import below_floor, within_floor
 from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongTimeout, ImageRequest, Job
 from airflow_provider_doitong.client.outcomes import resubmit_after_wait
 from airflow_provider_doitong.client.retry import compute_wait
@@ -55,6 +56,7 @@ class Submitter:
     :param deadline: the Unix time past which a refusal is not waited out.
     :param may_defer: a wait of :data:`SHORTEST_DEFERRAL_S` or more is handed back as
         :class:`Refused` rather than slept.
+    :param credit_floor: the balance the submission must leave the account at (``None``: none).
     """
 
     client: DoitongClient
@@ -67,6 +69,7 @@ class Submitter:
     deadline: float | None
     may_defer: bool
     log: Any
+    credit_floor: int | None = None
 
     def first_step(self) -> Step:
         """What this try does with what earlier tries left: submit, wait, or reuse a completed job."""
@@ -111,6 +114,7 @@ class Submitter:
         :returns: the job, or :class:`Refused` when the next submission is worth a deferral.
         """
         request = self.request
+        self._check_floor()
         # 429s and refused connections are waited out here (or deferred, holding no worker slot).
         policy = dataclasses.replace(self.client.retry_policy, max_rate_limit_wait=0)
         while True:
@@ -136,6 +140,26 @@ class Submitter:
             request.estimated_credits,
         )
         return job
+
+    def _check_floor(self) -> None:
+        """Refuse, before the credit is spent, a job that would take the account below the floor."""
+        if self.credit_floor is None:
+            return
+        try:
+            balance = self.client.get_account().credits
+        except DoitongError as exc:
+            raise airflow_error(
+                exc,
+                on_daily_limit=self.on_daily_limit,
+                doing="Reading the Doitong account's balance failed",
+                conn_id=self.conn_id,
+            ) from None
+        estimate = self.request.estimated_credits
+        if within_floor(balance=balance, floor=self.credit_floor, estimates=[estimate]) == 0:
+            self.records.forget()
+            raise AirflowFailException(
+                f"Doitong: nothing was submitted: {below_floor(balance=balance, floor=self.credit_floor, estimate=estimate)}"
+            )
 
     def _refused(self, exc: DoitongError, attempt: int) -> Refused:
         """When to submit again after ``exc``; raises Airflow's exception when not at all."""

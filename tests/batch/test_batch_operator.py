@@ -17,7 +17,7 @@ from airflow_provider_doitong.batch import manifest as manifest_api
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from doitong_emulator import EmulatorAccount, FaultConfig
 from tests.airflow_versions import AIRFLOW_VERSION, unwrapped, without_mask_requests
-from tests.conftest import run_dag, task_states, xcom_value
+from tests.conftest import conn_json, run_dag, task_states, xcom_value
 
 PROMPTS = [f"a lighthouse at dawn, study {n}" for n in range(23)]
 IMAGES = Asset(name="doitong_batch_test_images")
@@ -412,3 +412,42 @@ def test_the_daily_limit_stops_submitting_and_keeps_what_was_made(
     assert [e["status"] for e in manifest["items"]] == ["stored"] * 5 + ["pending"] * 3
     assert manifest_api.verify_manifest(str(folder)) == []
     assert emulator.stats()["requests"]["submit"] == 6  # five jobs, then the one refusal
+
+
+def test_a_batch_that_would_take_the_account_below_its_credit_floor_submits_nothing(
+    doitong_conn: Any, tmp_path: Path
+) -> None:
+    # 10 items at 10 credits would leave 99,900 of the 100,000: the connection keeps 99,950.
+    dag = batch_dag("batch_floor_refused", prompts=PROMPTS[:10], output_path=str(tmp_path / "out"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_DOITONG_DEFAULT", conn_json(doitong_conn, credit_floor=99_950))
+        run = run_dag(dag)
+    assert task_states(run) == {"batch": "failed"}
+    assert doitong_conn.stats()["requests"].get("submit", 0) == 0 and doitong_conn.credits() == 100_000
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_the_credit_floor_is_read_before_each_submission_wave(
+    doitong_conn: Any, tmp_path: Path, capfd: Any, deferrable: bool
+) -> None:
+    # Estimated at 10 credits, each image is charged 50, as if other work spent the account meanwhile:
+    # waves of two, the balance read before each, stop once the next would pass 99,800.
+    doitong_conn.set_faults(FaultConfig(charge_factor=5))
+    folder = tmp_path / "out"
+    dag = batch_dag(
+        f"batch_floor_{deferrable}",
+        prompts=PROMPTS[:10],
+        output_path=str(folder),
+        credit_floor=99_800,
+        concurrency=2,
+        deferrable=deferrable,
+        min_defer_seconds=0,
+    )
+    run = run_dag(dag)
+    assert task_states(run) == {"batch": "failed"}  # it names what was left unsubmitted
+    assert doitong_conn.credits() == 99_800  # four images at 50: down to the floor, never below it
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["image_count"] == 4 and manifest["unsubmitted"] == 6
+    assert "the account has 99800 credits and its credit floor is 99800" in manifest["stopped"]
+    assert [e["status"] for e in manifest["items"]] == ["stored"] * 4 + ["pending"] * 6
+    assert "6 of 10 items were left unsubmitted" in capfd.readouterr().out

@@ -1,8 +1,9 @@
-"""``max_credits`` against real charges: the projection the runner asks before each submission."""
+"""``max_credits`` against real charges, and the credit floor: what the runner asks before each submission."""
 
 from __future__ import annotations
 
-from airflow_provider_doitong.batch.budget import CreditBudget
+from airflow_provider_doitong.batch.budget import CreditBudget, within_floor
+from airflow_provider_doitong.batch.items import budget_problem
 from airflow_provider_doitong.client.untrusted import read_credit_cost
 
 
@@ -46,3 +47,28 @@ def test_a_charge_that_is_not_a_count_of_credits_is_not_learnt() -> None:
     assert charges == [20, 0, None, None, None, None, None]
     budget = CreditBudget([10], max_credits=10)
     assert budget.charged(0, read_credit_cost("500")) == 0 and budget.projected() == 10
+
+
+def test_within_floor_counts_the_next_items_that_keep_the_balance_at_the_floor() -> None:
+    assert within_floor(balance=1_000, floor=900, estimates=[30, 30, 30, 30]) == 3
+    assert within_floor(balance=1_000, floor=900, estimates=[50, 50, 10]) == 2  # exactly at the floor
+    assert within_floor(balance=1_000, floor=990, estimates=[20, 5]) == 0  # in order: none jump the queue
+    assert within_floor(balance=100, floor=0, estimates=[10] * 5) == 5
+    assert within_floor(balance=80, floor=100, estimates=[1]) == 0  # already below it
+
+
+def test_a_batch_that_would_end_below_the_floor_is_refused_before_anything_is_spent() -> None:
+    problem = budget_problem(
+        images=10, estimate=100, to_spend=100, balance=1_000, max_credits=None, credit_floor=950
+    )
+    assert problem is not None and "from 1000 to 900 credits, below its credit floor of 950" in problem
+    assert (
+        budget_problem(
+            images=10, estimate=100, to_spend=100, balance=1_000, max_credits=None, credit_floor=900
+        )
+        is None
+    )
+    assert (
+        budget_problem(images=10, estimate=100, to_spend=0, balance=None, max_credits=None, credit_floor=5)
+        is None
+    )

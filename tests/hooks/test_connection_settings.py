@@ -137,3 +137,17 @@ def test_settings_repr_hides_secrets() -> None:
     for text in (repr(settings), str(settings), f"{settings}", f"{settings!r}"):
         assert KEY not in text and SECRET not in text
         assert "doitong_test" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "floor"),
+    [(None, None), ("", None), (0, 0), (5000, 5000), ("250", 250), (" 7 ", 7)],
+)
+def test_the_credit_floor_extra(value: Any, floor: int | None) -> None:
+    assert _settings(extra={"credit_floor": value}).credit_floor == floor
+
+
+@pytest.mark.parametrize("value", [-1, "ten", 1.5, True, "1e3", "9" * 13])
+def test_a_credit_floor_that_is_not_a_whole_number_of_credits_is_refused(value: Any) -> None:
+    with pytest.raises(DoitongConnectionInvalid, match="credit_floor must be a whole number of credits"):
+        _settings(extra={"credit_floor": value})

@@ -471,3 +471,19 @@ def test_a_charge_over_the_estimate_is_warned_and_the_paid_image_kept(
         f"Doitong job {result['job_id']} charged 20 credits, 10 more than the estimated 10, over max_credits=10"
         in capfd.readouterr().out
     )
+
+
+def test_an_image_that_would_take_the_account_below_its_credit_floor_is_not_submitted(
+    doitong_conn: Any, tmp_path: Any, capfd: Any
+) -> None:
+    run = run_dag(
+        make_dag(prompt="a fox", width=256, height=256, credit_floor=99_995, output_path=f"{tmp_path}/")
+    )
+    assert task_states(run) == {"generate": "failed"}
+    message = "the account has 100000 credits and its credit floor is 99995: a job estimated at 10 credits"
+    assert unwrapped(message) in unwrapped(capfd.readouterr().out)
+    assert doitong_conn.stats()["requests"].get("submit", 0) == 0 and doitong_conn.credits() == 100_000
+    run = run_dag(
+        make_dag(prompt="a fox", width=256, height=256, credit_floor=99_990, output_path=f"{tmp_path}/")
+    )
+    assert task_states(run) == {"generate": "success"} and doitong_conn.credits() == 99_990
