@@ -314,10 +314,9 @@ def ended(airflow: Setup, dag_id: str, run_id: str) -> str:
     return str(wait_until(state, f"{dag_id} {run_id} to finish"))
 
 
+@pytest.mark.skipif(bool(_compat.HUMAN_REVIEW_UNAVAILABLE), reason=str(_compat.HUMAN_REVIEW_UNAVAILABLE))
 def test_review_scheduled_rejected_and_triggered_approved_over_rest(airflow: Setup) -> None:
     """Both runs' batches wait for a person; the answers come through the REST API's HITL endpoints."""
-    if _compat.HUMAN_REVIEW_UNAVAILABLE:
-        pytest.skip(_compat.HUMAN_REVIEW_UNAVAILABLE)
     cluster, api, images = airflow.cluster, airflow.api, airflow.images
     cluster.wait_for_dag(REVIEW)
     (scheduled, *_) = wait_until(lambda: api.runs(REVIEW, "scheduled"), "the latest day's scheduled run")
