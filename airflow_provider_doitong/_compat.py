@@ -94,6 +94,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
     mask_secret,
 )
+from airflow.sdk import exceptions as sdk_exceptions
 from airflow.sdk.definitions.context import Context
 
 if TYPE_CHECKING:
@@ -104,17 +105,9 @@ if TYPE_CHECKING:
 DURABLE_RETRIES: bool = "task_state_store" in getattr(Context, "__annotations__", {})
 
 
-def _awaits_input() -> bool:
-    try:
-        from airflow.sdk.exceptions import TaskAwaitingInput  # noqa: F401 - only whether it imports
-    except ImportError:
-        return False
-    return True
-
-
 #: True where a task waits for a person's answer in ``awaiting_input`` (Airflow 3.3 and later);
 #: False where it defers to the standard provider's ``HITLTrigger`` (3.1, 3.2).
-AWAITS_INPUT: bool = _awaits_input()
+AWAITS_INPUT: bool = hasattr(sdk_exceptions, "TaskAwaitingInput")
 
 
 def _human_review_unavailable() -> str | None:
