@@ -46,17 +46,27 @@ What differs, and what this provider does about it:
   in 3.1; 3.0 ignores it. Teams (``DagDetails.team_name``) arrived in 3.1; :func:`dag_details` sets
   it where the release has it.
 
-* Human-in-the-loop requests (the batch's ``require_approval``): from 3.3 a waiting task parks in
-  ``awaiting_input``, holding no worker slot and no trigger, and the scheduler applies the timeout's
-  default answer; :func:`await_human` asks. 3.1 and 3.2 have requests only through the standard
-  provider's trigger, which ``dag.test()`` cannot run and which is not tested end to end here, so
-  :data:`HUMAN_REVIEW_UNAVAILABLE` refuses the option there (and on 3.0) before the first credit.
+* Human-in-the-loop requests (the batch's ``require_approval``) arrived in 3.1: the request is
+  written with the SDK's ``upsert_hitl_detail`` and answered through the REST API's ``hitlDetails``
+  (the UI's *Required actions*). How the task waits differs, and :func:`await_human` hides it: from
+  3.3 it parks in ``awaiting_input``, holding no worker slot and no trigger, and the scheduler
+  applies the timeout's default answer; on 3.1 and 3.2 it defers to the standard provider's
+  ``HITLTrigger``, which polls the request in the triggerer and applies the default itself. Either
+  way the task resumes in the named method with the same event. On 3.0 there are no requests:
+  :data:`HUMAN_REVIEW_UNAVAILABLE` says so. On 3.1 and 3.2, ``dag.test()`` (and ``airflow tasks
+  test``) runs a deferred task's trigger in its own process, whose supervisor cannot read or answer
+  a request (only the triggerer's can: the trigger gets ``None`` back), and which passes the
+  trigger's event to the task without the rest of its resume arguments: :func:`human_review_problem`
+  refuses the option there when the task starts, before the first credit.
 
 * Metrics: Airflow's ``Stats`` moved from ``airflow.stats`` (3.0, 3.1; it configures itself from
   ``[metrics]`` on first use) to the task SDK's ``airflow.sdk.observability.stats`` (3.2+), which
   emits nothing until the process has called its ``initialize``: the task runner and the triggerer
   do, ``dag.test()`` does when it first (de)serializes. :func:`stats` gives the one to use, set up
-  from ``[metrics]`` where nobody has yet. Traces need nothing here: the OpenTelemetry API's current
+  from ``[metrics]`` where nobody has yet. 3.0's OpenTelemetry metrics are exported only every
+  ``otel_interval_milliseconds``, never at exit (3.1 added the exit flush): :func:`stats` adds it
+  there, so a short task process still sends its figures. (3.0 and 3.1 send them to ``[metrics]
+  otel_host``/``otel_port`` and ignore ``OTEL_EXPORTER_OTLP_*``: a setting, documented.) Traces need nothing here: the OpenTelemetry API's current
   span is the task's where the release makes one (see ``docs/metrics.md``).
 
 What 3.4 changes that needs nothing here: ``BaseTrigger.supports_triggerer_queue`` is now
@@ -84,6 +94,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
     mask_secret,
 )
+from airflow.sdk import exceptions as sdk_exceptions
 from airflow.sdk.definitions.context import Context
 
 if TYPE_CHECKING:
@@ -94,25 +105,38 @@ if TYPE_CHECKING:
 DURABLE_RETRIES: bool = "task_state_store" in getattr(Context, "__annotations__", {})
 
 
-def _human_review_unavailable() -> str | None:
-    try:
-        from airflow.sdk.exceptions import TaskAwaitingInput  # noqa: F401 - only whether it imports
-        from airflow.sdk.execution_time.hitl import upsert_hitl_detail  # noqa: F401
-    except ImportError:
-        from airflow import __version__
+#: True where a task waits for a person's answer in ``awaiting_input`` (Airflow 3.3 and later);
+#: False where it defers to the standard provider's ``HITLTrigger`` (3.1, 3.2).
+AWAITS_INPUT: bool = hasattr(sdk_exceptions, "TaskAwaitingInput")
 
+
+def _human_review_unavailable() -> str | None:
+    from airflow import __version__
+
+    try:
+        from airflow.sdk.execution_time.hitl import upsert_hitl_detail  # noqa: F401 - only whether it imports
+    except ImportError:
         return (
-            "a batch's human review needs Airflow 3.3 or later, where a task waits for a person's "
-            f"answer in the awaiting_input state (this is Airflow {__version__})"
+            "a batch's human review needs Airflow 3.1 or later, which has human-in-the-loop requests "
+            f"(this is Airflow {__version__})"
         )
+    if not AWAITS_INPUT:
+        try:
+            from airflow.providers.standard.triggers.hitl import HITLTrigger  # noqa: F401
+        except Exception as exc:  # ImportError, or the standard provider refusing this Airflow
+            return (
+                f"a batch's human review on Airflow {__version__} waits in "
+                f"apache-airflow-providers-standard's HITLTrigger, which does not import: {exc}"
+            )
     return None
 
 
-#: Why this Airflow cannot ask a person (before 3.3), or ``None`` where it can.
+#: Why this Airflow cannot ask a person (3.0), or ``None`` where it can (3.1 and later).
 HUMAN_REVIEW_UNAVAILABLE: str | None = _human_review_unavailable()
 
 
 __all__ = [
+    "AWAITS_INPUT",
     "DURABLE_RETRIES",
     "AirflowException",
     "AirflowFailException",
@@ -131,6 +155,7 @@ __all__ = [
     "api_base_url",
     "connection_form_widgets",
     "dag_details",
+    "human_review_problem",
     "mask_secret",
     "task_instance_region",
     "task_state_store",
@@ -153,6 +178,32 @@ def task_instance_region(ti: Any) -> str | None:
     if region_id is None or uuid.UUID(str(region_id)).int == 0:  # the zero UUID: no region
         return None
     return f"{region_id}.{ti.region_index}"
+
+
+def human_review_problem() -> str | None:
+    """Why this task process cannot wait for a person's answer, or ``None`` where it can.
+
+    Besides a release without requests (:data:`HUMAN_REVIEW_UNAVAILABLE`): on 3.1 and 3.2, a task run
+    in-process by ``dag.test()`` or ``airflow tasks test``, whose deferral runs in a supervisor that
+    cannot read a request. Ask it when the task starts, before anything is spent.
+    """
+    if HUMAN_REVIEW_UNAVAILABLE or AWAITS_INPUT:
+        return HUMAN_REVIEW_UNAVAILABLE
+    import sys
+
+    supervisor = sys.modules.get("airflow.sdk.execution_time.supervisor")
+    in_process = getattr(supervisor, "InProcessSupervisorComms", None)
+    task_runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    if in_process is not None and isinstance(getattr(task_runner, "SUPERVISOR_COMMS", None), in_process):
+        from airflow import __version__
+
+        return (
+            f"on Airflow {__version__}, dag.test() and 'airflow tasks test' run the review's wait "
+            "(the standard provider's HITLTrigger) in the task's own process, which cannot read "
+            "a human-in-the-loop request; run the DAG in Airflow (a scheduler and a triggerer), "
+            "or use Airflow 3.3 or later"
+        )
+    return None
 
 
 def await_human(
@@ -185,9 +236,24 @@ def await_human(
         multiple=False,
         params={},
     )
-    from airflow.sdk.exceptions import TaskAwaitingInput
+    if AWAITS_INPUT:
+        from airflow.sdk.exceptions import TaskAwaitingInput
 
-    raise TaskAwaitingInput(method_name=method_name, kwargs=kwargs, timeout=timeout)
+        raise TaskAwaitingInput(method_name=method_name, kwargs=kwargs, timeout=timeout)
+    # 3.1 and 3.2: the standard provider's trigger polls the request in the triggerer, and applies
+    # the default itself once ``timeout_datetime`` (an instant, not a duration) has passed.
+    from airflow.providers.standard.triggers.hitl import HITLTrigger
+    from airflow.sdk.timezone import utcnow
+
+    trigger = HITLTrigger(
+        ti_id=ti_id,
+        options=options,
+        params={},
+        defaults=[default],
+        multiple=False,
+        timeout_datetime=None if timeout is None else utcnow() + timeout,
+    )
+    operator.defer(trigger=trigger, method_name=method_name, kwargs=kwargs)
 
 
 def asset_schedule(asset: Asset, *, batch_asset_events: bool) -> Any:
@@ -302,6 +368,7 @@ def stats() -> Any:
     except ImportError:  # before 3.2: airflow.stats.Stats, which configures itself
         from airflow.providers.common.compat.sdk import Stats
 
+        _flush_otel_metrics_at_exit(Stats)
         return Stats
     if getattr(sdk_stats, "_factory", True) is None:  # a process that has not set its metrics up
         from airflow.sdk.observability.metrics import stats_utils
@@ -311,3 +378,34 @@ def stats() -> Any:
             export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=True),
         )
     return sdk_stats.Stats
+
+
+_OTEL_FLUSH_PID: int | None = None
+
+
+def _flush_otel_metrics_at_exit(stats_class: Any) -> None:
+    """Export this process's OpenTelemetry metrics when it exits, on Airflow 3.0.
+
+    3.0's OpenTelemetry metrics logger exports every ``[metrics] otel_interval_milliseconds`` (60 s)
+    and never at exit, so a task process shorter than that sends nothing; 3.1 registers the flush
+    itself. A task process forked by the supervisor runs the exit hooks registered after its fork.
+    """
+    global _OTEL_FLUSH_PID
+    import os
+
+    if _OTEL_FLUSH_PID == os.getpid():
+        return
+    _OTEL_FLUSH_PID = os.getpid()
+    try:
+        from airflow.metrics import otel_logger  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return
+    if hasattr(otel_logger, "flush_otel_metrics"):  # 3.1: registered by Airflow
+        return
+    stats_class.incr  # noqa: B018 - makes Airflow set the process's logger up, from [metrics]
+    if isinstance(getattr(stats_class, "instance", None), otel_logger.SafeOtelLogger):
+        import atexit
+
+        from opentelemetry import metrics
+
+        atexit.register(lambda: metrics.get_meter_provider().force_flush())  # type: ignore[attr-defined]

@@ -3,7 +3,7 @@
 
 Every day, one `FluxBatchOperator` generates an image per prompt into
 `<$DOITONG_OUTPUT_ROOTS' first root>/review/<date>/` (a manual run adds its time), writes the contact
-sheet and `manifest.json`, then **waits for a person** (`require_approval=True`, Airflow 3.3+),
+sheet and `manifest.json`, then **waits for a person** (`require_approval=True`, Airflow 3.1+),
 holding no worker slot. Airflow's *Required actions* view shows the request: a link to the contact
 sheet and each image's file and prompt, with **Approve** and **Reject**.
 
@@ -15,7 +15,7 @@ sheet and each image's file and prompt, with **Approve** and **Reject**.
 Either way the manifest's `review` record says who decided and when (or that the timeout did). The
 reviewer answers in the UI or through the REST API:
 `PATCH /api/v2/dags/doitong_review_and_publish/dagRuns/<run_id>/taskInstances/generate/-1/hitlDetails`
-with `{"chosen_options": ["Approve"]}`. Before Airflow 3.3 the DAG loads and its one task skips with the
+with `{"chosen_options": ["Approve"]}`. On Airflow 3.0 the DAG loads and its one task skips with the
 reason. Unpausing starts the latest day's run at once: 30 credits on the real API.
 """
 

@@ -78,7 +78,7 @@ class FluxBatchOperator(BaseOperator):
         without retry), ``skip`` (the same, ending skipped) or ``wait`` for the reset and go on.
     :param min_defer_seconds: deferrable mode waits in the worker when the next job is due sooner
         than this plus the measured resume time: a resume costs a task process start.
-    :param require_approval: once the images are stored, wait for a person's approval (Airflow 3.3+):
+    :param require_approval: once the images are stored, wait for a person's approval (Airflow 3.1+):
         see :mod:`~airflow_provider_doitong.operators.review`, with ``approval_timeout`` (seconds or a
         timedelta; ``None``: no limit) and ``on_approval_timeout`` (``reject`` or ``approve``).
     """
@@ -234,6 +234,7 @@ class FluxBatchOperator(BaseOperator):
     # --- entry points ---------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         """Start (or, on a retry, pick up) the batch: check it all, then submit, wait and store."""
+        review.check_can_wait(self)
         self._secrets = self.hook.checked_settings().secrets  # read first: masked in the log from here on
         found = self._items()
         problem = batch_items.secret_items_problem(found, self._secrets, conn_id=self.doitong_conn_id)

@@ -1,7 +1,7 @@
 """A person's approval of a stored batch: ``FluxBatchOperator(require_approval=True)``.
 
 After its images and manifest are stored, the batch asks for a review on Airflow's human-in-the-loop
-machinery (Airflow 3.3+): the request, in Airflow's *Required actions* view and its REST API, links
+machinery (Airflow 3.1+): the request, in Airflow's *Required actions* view and its REST API, links
 the contact sheet and lists each image and its prompt, with the options ``Approve`` and ``Reject``.
 The wait holds no worker slot (see :func:`~airflow_provider_doitong._compat.await_human`). The
 answer, or the timeout's fallback, goes into the manifest's ``review`` record
@@ -59,6 +59,17 @@ def checked_timeout(
             f"require_approval=True: {_compat.HUMAN_REVIEW_UNAVAILABLE}; nothing was submitted"
         )
     return approval_timeout
+
+
+def check_can_wait(operator: BaseOperator) -> None:
+    """Refuse, when the task starts and before any credit, a review this process could not wait for
+    (``dag.test()`` on Airflow 3.1 and 3.2: :func:`~airflow_provider_doitong._compat.human_review_problem`).
+
+    :raises AirflowFailException: the review could not be waited for (no retry: none could).
+    """
+    problem = _compat.human_review_problem() if getattr(operator, "require_approval", False) else None
+    if problem:
+        raise AirflowFailException(f"require_approval=True: {problem}; nothing was submitted")
 
 
 _MARKDOWN = frozenset("\\`*_{}[]()<>#+-.!|~&")

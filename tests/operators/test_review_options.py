@@ -47,16 +47,16 @@ def test_unworkable_options_are_refused_when_the_task_is_built(kwargs: dict[str,
 def test_without_human_in_the_loop_asking_for_approval_is_refused_when_built(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if _compat.HUMAN_REVIEW_UNAVAILABLE is None:  # as before Airflow 3.3, where no task awaits input
-        monkeypatch.setattr(_compat, "HUMAN_REVIEW_UNAVAILABLE", "review needs Airflow 3.3 or later")
+    if _compat.HUMAN_REVIEW_UNAVAILABLE is None:  # as on Airflow 3.0, which has no requests
+        monkeypatch.setattr(_compat, "HUMAN_REVIEW_UNAVAILABLE", "review needs Airflow 3.1 or later")
     with pytest.raises(
-        AirflowOptionalProviderFeatureException, match=r"require_approval=True: .*needs Airflow 3\.3 or later"
+        AirflowOptionalProviderFeatureException, match=r"require_approval=True: .*needs Airflow 3\.1 or later"
     ):
         build(require_approval=True)
     assert build().require_approval is False  # a batch without review still builds
 
 
-@pytest.mark.skipif(_compat.HUMAN_REVIEW_UNAVAILABLE is not None, reason="needs Airflow 3.3+")
+@pytest.mark.skipif(_compat.HUMAN_REVIEW_UNAVAILABLE is not None, reason="needs Airflow 3.1+")
 def test_this_airflow_can_ask() -> None:
     assert build(require_approval=True).require_approval is True
 
