@@ -10,9 +10,10 @@ image keeps its own record in the task state store, under :data:`STATE_KEY`:
 - ``submitted`` with the job id, as soon as the answer came;
 - ``stored`` once the image is stored and the try is about to succeed.
 
-Each record carries a :func:`fingerprint` of the rendered request (model, prompt, size, quality,
-version), so a job is only ever reused for the very request it was made for: after a templated
-prompt changed and the task was cleared, the stored job is not the new prompt's image.
+Each record carries the fingerprint of the rendered request (model, prompt, size, quality, version;
+:mod:`~airflow_provider_doitong.client.fingerprint`), so a job is only ever reused for the very
+request it was made for: after a templated prompt changed and the task was cleared, the stored job
+is not the new prompt's image.
 
 :func:`plan` turns the record into the next step; :func:`after_read` finishes that decision once
 the stored job was read back.
@@ -21,8 +22,6 @@ the stored job was read back.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongServerError,
     DoitongUnauthorized,
 )
+from airflow_provider_doitong.client.fingerprint import recognises
 from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.retry import is_transient
 from airflow_provider_doitong.contract import JobStatus
@@ -69,23 +69,6 @@ class Action(str, enum.Enum):
     FINISH = "finish"
     #: A submission was sent and its answer lost: a job may exist, and was charged.
     AMBIGUOUS = "ambiguous"
-
-
-def fingerprint(request: ImageRequest) -> str:
-    """A SHA-256 of what makes the image: model, prompt, size, quality and version.
-
-    The webhook URL is left out: it changes where Doitong reports the job, not the image.
-    """
-    fields = {
-        "model": request.provider,
-        "prompt": request.prompt,
-        "width": request.width,
-        "height": request.height,
-        "quality": request.quality,
-        "version": request.version,
-    }
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,11 +134,11 @@ class Step:
     refusals: int = 0
 
 
-def plan(stored: Any, *, fingerprint: str, on_clear: str) -> Step:
+def plan(stored: Any, *, request: ImageRequest, on_clear: str) -> Step:
     """The first step of a try, from what the task state store holds.
 
     :param stored: the value under :data:`STATE_KEY` (``None`` if there is none).
-    :param fingerprint: the fingerprint of this try's rendered request.
+    :param request: this try's rendered request.
     :param on_clear: ``reuse`` or ``regenerate``, for a task cleared after it succeeded.
     """
     if stored is None:
@@ -165,7 +148,7 @@ def plan(stored: Any, *, fingerprint: str, on_clear: str) -> Step:
         return Step(
             Action.SUBMIT, f"the stored submission record is not one this version reads: {stored!r:.120}"
         )
-    if record.fingerprint != fingerprint:
+    if not recognises(record.fingerprint, request):
         earlier = f"job {record.job_id}" if record.job_id else "an earlier submission"
         return Step(
             Action.SUBMIT, f"the request changed since {earlier} (model, prompt, size, quality or version)"

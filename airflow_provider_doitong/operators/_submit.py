@@ -25,6 +25,7 @@ from airflow_provider_doitong.client import (
     ImageRequest,
     Job,
 )
+from airflow_provider_doitong.client.fingerprint import fingerprint
 from airflow_provider_doitong.client.retry import compute_wait
 from airflow_provider_doitong.client.times import utc_iso
 from airflow_provider_doitong.outcomes import airflow_error, resubmit_after_wait
@@ -69,7 +70,7 @@ class SubmitOnceMixin:
         if store is not None:
             record = Record(
                 state=state,
-                fingerprint=submission.fingerprint(self._request),
+                fingerprint=fingerprint(self._request),
                 job_id=job_id,
                 at=time.time(),
                 refusals=refusals,
@@ -85,7 +86,7 @@ class SubmitOnceMixin:
         """What this try does with what earlier tries left: submit, wait, or reuse a completed job."""
         step = submission.plan(
             self._load_record(context),
-            fingerprint=submission.fingerprint(self._request),
+            request=self._request,
             on_clear=self.on_clear,
         )
         if step.action is Action.READ:
