@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from airflow_provider_doitong.client.safety import safe_component
 from airflow_provider_doitong.storage import Place, storage_path
 from airflow_provider_doitong.storage import local as local_files
-from airflow_provider_doitong.storage.claims import PROVIDER_FOLDER, safe_component
+from airflow_provider_doitong.storage.claims import PROVIDER_FOLDER
 
 SNAPSHOT_NAME = "ledger.json"
 JOURNAL_NAME = "ledger.journal.jsonl"

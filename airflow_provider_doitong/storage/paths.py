@@ -1,7 +1,7 @@
 """Which file an image goes to: a local path or any ``ObjectStoragePath`` URI.
 
 Nothing from an API answer chooses a destination: a job id becomes a file name only through
-:func:`~airflow_provider_doitong.client.safety.safe_file_stem`, the path is checked to stay inside
+:func:`~airflow_provider_doitong.client.safety.safe_component`, the path is checked to stay inside
 the folder, and the extension comes from the image's own bytes, never from its URL.
 """
 
@@ -12,7 +12,7 @@ import os
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_doitong.client.images import IMAGE_TYPES
-from airflow_provider_doitong.client.safety import safe_file_stem
+from airflow_provider_doitong.client.safety import safe_component
 
 LOCAL_PROTOCOLS = ("", "file", "local")
 
@@ -78,7 +78,7 @@ def output_file(
         return path
     if extension not in {kind.extension for kind in IMAGE_TYPES}:
         raise UnsafeOutputPath(f"{extension!r} is not an image extension")
-    file_name = f"{safe_file_stem(name)}.{extension}"
+    file_name = f"{safe_component(name)}.{extension}"
     candidate = path / file_name
     _check_inside(path, candidate, file_name)
     return candidate

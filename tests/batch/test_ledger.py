@@ -18,7 +18,6 @@ from airflow_provider_doitong.batch.stores import (
     ObjectLedgerStore,
     ledger_parts,
     open_store,
-    safe_component,
 )
 from airflow_provider_doitong.storage import UnsafeOutputPath, storage_path
 
@@ -154,12 +153,7 @@ def test_an_object_storage_journal_stays_a_few_objects() -> None:
     assert reader.journal_objects == segments(folder)
 
 
-def test_ledger_folders_are_safe_and_distinct() -> None:
-    assert safe_component("daily") == "daily"
-    odd = safe_component("scheduled__2025-01-01T00:00:00+00:00")
-    assert "/" not in odd and ":" not in odd and odd.startswith("scheduled__2025-01-01T00_00_00_00_00-")
-    assert safe_component("a/b") != safe_component("a_b")
-    assert safe_component("..") not in ("..", ".")
+def test_ledger_folders_are_named_by_task_instance() -> None:
     assert ledger_parts(dag_id="d", run_id="r", task_id="t", map_index=3) == [".doitong", "d", "r", "t.3"]
 
 

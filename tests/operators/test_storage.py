@@ -127,7 +127,8 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path, monkeypatch: p
 def test_object_storage_folders_get_safe_names() -> None:
     folder = ObjectStoragePath("memory://bucket/images/")
     path = store_image(folder, "../../escape_x", WEBP, folder=True)
-    assert str(path).startswith("memory://bucket/images/escape_x-") and str(path).endswith(".webp")
+    assert str(path.parent).rstrip("/") == "memory://bucket/images" and str(path).endswith(".webp")
+    assert "/" not in path.name and path.name.startswith("_.._escape_x-")
     assert path.read_bytes() == WEBP
     assert not ObjectStoragePath("memory://escape_x.webp").exists()
     assert str(store_image("memory://bucket/images/", "job1", PNG)) == "memory://bucket/images/job1.png"
