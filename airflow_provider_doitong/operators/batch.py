@@ -17,6 +17,7 @@ from airflow_provider_doitong.batch import task_state
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
+from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
@@ -129,12 +130,8 @@ class FluxBatchOperator(BaseOperator):
         )
         if (prompts is None) == (prompts_file is None):
             raise ValueError("give exactly one of prompts and prompts_file")
-        for name, value, allowed in (
-            ("on_ambiguous_submission", on_ambiguous_submission, ON_AMBIGUOUS),
-            ("on_daily_limit", on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        check_choice("on_ambiguous_submission", on_ambiguous_submission, ON_AMBIGUOUS)
+        check_choice("on_daily_limit", on_daily_limit, DAILY_LIMIT_ANSWERS)
         if item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
             raise ValueError("item_retries, max_failed_items and min_defer_seconds must not be negative")
         if concurrency is not None and concurrency < 1:

@@ -22,6 +22,7 @@ from airflow_provider_doitong.client import (
     ImageRequest,
     Job,
 )
+from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.models import image_side
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.connection import DEFAULT_CONN_ID
@@ -130,13 +131,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         super().__init__(**kwargs)
         if (prompt is None) == (prompt_file is None):
             raise ValueError("give exactly one of prompt and prompt_file")
-        for name, value, allowed in (
-            ("on_daily_limit", on_daily_limit, DAILY_LIMIT_ACTIONS),
-            ("on_clear", on_clear, submission.ON_CLEAR),
-            ("on_ambiguous_submission", on_ambiguous_submission, submission.ON_AMBIGUOUS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        check_choice("on_daily_limit", on_daily_limit, DAILY_LIMIT_ACTIONS)
+        check_choice("on_clear", on_clear, submission.ON_CLEAR)
+        check_choice("on_ambiguous_submission", on_ambiguous_submission, submission.ON_AMBIGUOUS)
         if not poll_interval > 0:
             raise ValueError("poll_interval must be positive")
         self.prompt = prompt
