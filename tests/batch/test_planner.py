@@ -35,7 +35,6 @@ class FakeApi:
             remaining=max(0, self.per_window - self.used),
             reset_at=self.window_end,
             retry_at=None,
-            observed_at=now,
         )
 
     def allowed(self) -> bool:
@@ -170,22 +169,16 @@ def test_a_concurrency_refusal_waits_before_the_next_submission() -> None:
 
 def test_one_request_is_kept_for_the_read_while_jobs_run() -> None:
     planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
-    planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=3, reset_at=1_030.0, retry_at=None, observed_at=1_000)
-    )
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=3, reset_at=1_030.0, retry_at=None))
     assert planner.decide(View(pending=9, running=[999.0], to_store=0), 1_000.0) == Step(
         Action.SUBMIT, count=2
     )
-    planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=1, reset_at=1_030.0, retry_at=None, observed_at=1_000)
-    )
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=1, reset_at=1_030.0, retry_at=None))
     planner.polled(1_000.0)
     step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_000.0)
     assert step == Step(Action.SLEEP, seconds=1.0, reason="waiting for running jobs")  # kept for the read
     assert planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_001.0) == Step(Action.POLL)
-    planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=0, reset_at=1_030.0, retry_at=None, observed_at=1_000)
-    )
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=0, reset_at=1_030.0, retry_at=None))
     step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_020.0)
     assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)  # until the window resets
 
