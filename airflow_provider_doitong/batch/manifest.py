@@ -129,9 +129,9 @@ def entries_from_ledger(items: Sequence[BatchItem], records: Sequence[ItemRecord
             "completed_at": record.completed_at,
             "error": None if stored else record.error,
         }
-        if len(record.job_ids) > 1 or record.unconfirmed:
+        if len(record.job_ids) > 1 or record.ambiguous:
             entry["job_ids"] = list(record.job_ids)
-            entry["ambiguous_submissions"] = record.unconfirmed
+            entry["ambiguous_submissions"] = record.ambiguous
         entries.append(entry)
     return entries
 

@@ -228,7 +228,7 @@ class FluxBatchOperator(BaseOperator):
             folder=folder,
             item_retries=self.item_retries,
             max_failed_items=self.max_failed_items,
-            unconfirmed=self.on_ambiguous_submission,
+            on_ambiguous_submission=self.on_ambiguous_submission,
             on_daily_limit=self.on_daily_limit,
             logger=self.log,
             max_credits=self._budget,
@@ -255,7 +255,7 @@ class FluxBatchOperator(BaseOperator):
         runner = self._runner(folder, ledger, found)
         try:
             self._new_try(context, runner)
-            runner.resolve_unconfirmed()
+            runner.resolve_ambiguous()
             task_state.check_balance(
                 runner, found, estimate, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
             )

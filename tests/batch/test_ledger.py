@@ -266,6 +266,27 @@ def test_a_tampered_snapshot_is_one_clear_error(tmp_path: Path, change: dict) ->
         Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
 
 
+def test_a_ledger_written_with_the_earlier_name_of_ambiguous_submissions_is_read(tmp_path: Path) -> None:
+    # Ledgers written before the count was called ``ambiguous`` hold it as ``unconfirmed``, in the
+    # snapshot and in the journal: a batch resumed after an upgrade keeps both counts.
+    batch, ledger = _started(tmp_path, ["a", "b"])
+    ledger.close()
+    snapshot = tmp_path / "ledger.json"
+    doc = json.loads(snapshot.read_text())
+    doc["items"][0].update(state="failed", unconfirmed=2)
+    snapshot.write_text(json.dumps(doc))
+    with (tmp_path / JOURNAL_NAME).open("a") as handle:
+        handle.write(f'{{"q":{doc["seq"] + 1},"i":1,"set":{{"state":"pending","unconfirmed":1}}}}\n')
+    again = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert [record.ambiguous for record in again] == [2, 1]
+    again.update(1, ambiguous=3)
+    again.flush()
+    again.close()
+    assert b'"ambiguous":3' in (tmp_path / JOURNAL_NAME).read_bytes()
+    reopened = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert [record.ambiguous for record in reopened] == [2, 3]
+
+
 def test_a_journal_event_for_an_item_out_of_range_is_refused(tmp_path: Path) -> None:
     batch, ledger = _started(tmp_path, ["a"])
     ledger.close()
