@@ -19,7 +19,7 @@ from airflow_provider_doitong import observability
 from airflow_provider_doitong.batch.budget import CreditBudget, over_estimate
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
-from airflow_provider_doitong.batch.planner import Action, Planner, View
+from airflow_provider_doitong.batch.planner import BatchAction, Planner, View
 from airflow_provider_doitong.batch.progress import progress_line_of, write_snapshot
 from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.storer import ImageStorer
@@ -231,13 +231,13 @@ class BatchRunner:
         while True:
             view = self.view()
             step = self.planner.decide(view, self.clock())
-            if step.action is Action.SUBMIT:
+            if step.action is BatchAction.SUBMIT:
                 self.submit(step.count)
-            elif step.action is Action.POLL:
+            elif step.action is BatchAction.POLL:
                 self.poll()
-            elif step.action is Action.STORE:
+            elif step.action is BatchAction.STORE:
                 self.store(step.seconds)
-            elif step.action is Action.DONE:
+            elif step.action is BatchAction.DONE:
                 self.ledger.flush()
                 self.progress(force=True)
                 return Finished(step.reason)

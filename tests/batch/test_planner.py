@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from airflow_provider_doitong.batch.planner import Action, Limits, Planner, Step, View
+from airflow_provider_doitong.batch.planner import BatchAction, BatchStep, Limits, Planner, View
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
 
@@ -67,14 +67,14 @@ class Sim:
             to_store=len(self.completed),
         )
 
-    def run(self, limit: int = 200_000) -> Step:
+    def run(self, limit: int = 200_000) -> BatchStep:
         durations = iter(self.api.durations or [])
         while self.steps < limit:
             self.steps += 1
             step = self.planner.decide(self.view(), self.now)
-            if step.action is Action.DONE:
+            if step.action is BatchAction.DONE:
                 return step
-            if step.action is Action.SUBMIT:
+            if step.action is BatchAction.SUBMIT:
                 assert 0 < step.count <= len(self.pending)
                 for _ in range(step.count):
                     rate = self.api.hit(self.now, "submit")
@@ -90,7 +90,7 @@ class Sim:
                     self.running[item] = (self.now, self.now + d)
                     self.max_running = max(self.max_running, len(self.running))
                     self.now += 0.01
-            elif step.action is Action.POLL:
+            elif step.action is BatchAction.POLL:
                 rate = self.api.hit(self.now, "status")
                 assert self.api.allowed(), "the planner spent more requests than the window allows"
                 self.planner.saw_rate_limit(rate)
@@ -101,7 +101,7 @@ class Sim:
                         self.completed.append(item)
                         self.planner.learn(end - started)
                 self.now += 0.02
-            elif step.action is Action.STORE:
+            elif step.action is BatchAction.STORE:
                 self.stored.append(self.completed.pop(0))
                 self.now += 0.01
             else:
@@ -163,24 +163,30 @@ def test_a_concurrency_refusal_waits_before_the_next_submission() -> None:
     planner = Planner(limits=Limits(concurrency=3, requests_per_window=60, window_s=60.0), poll_interval=5.0)
     planner.refused(until=1_010.0, all_requests=False)
     step = planner.decide(View(pending=5, running=[], to_store=0), 1_000.0)
-    assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)
-    assert planner.decide(View(pending=5, running=[], to_store=0), 1_010.0) == Step(Action.SUBMIT, count=3)
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(10.0)
+    assert planner.decide(View(pending=5, running=[], to_store=0), 1_010.0) == BatchStep(
+        BatchAction.SUBMIT, count=3
+    )
 
 
 def test_one_request_is_kept_for_the_read_while_jobs_run() -> None:
     planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=3, reset_at=1_030.0, retry_at=None))
-    assert planner.decide(View(pending=9, running=[999.0], to_store=0), 1_000.0) == Step(
-        Action.SUBMIT, count=2
+    assert planner.decide(View(pending=9, running=[999.0], to_store=0), 1_000.0) == BatchStep(
+        BatchAction.SUBMIT, count=2
     )
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=1, reset_at=1_030.0, retry_at=None))
     planner.polled(1_000.0)
     step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_000.0)
-    assert step == Step(Action.SLEEP, seconds=1.0, reason="waiting for running jobs")  # kept for the read
-    assert planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_001.0) == Step(Action.POLL)
+    assert step == BatchStep(
+        BatchAction.SLEEP, seconds=1.0, reason="waiting for running jobs"
+    )  # kept for the read
+    assert planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_001.0) == BatchStep(
+        BatchAction.POLL
+    )
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=0, reset_at=1_030.0, retry_at=None))
     step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_020.0)
-    assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)  # until the window resets
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(10.0)  # until the window resets
 
 
 def test_reads_come_just_after_the_expected_end_once_durations_are_known() -> None:
@@ -208,11 +214,11 @@ def test_stop_and_fatal_and_deadline_end_the_batch() -> None:
         deadline=2_000.0,
     )
     stop = View(pending=5, running=[], to_store=0, stop_submitting="too many failures")
-    assert planner.decide(stop, 1_000.0) == Step(Action.DONE, reason="too many failures")
+    assert planner.decide(stop, 1_000.0) == BatchStep(BatchAction.DONE, reason="too many failures")
     waiting = View(pending=5, running=[990.0], to_store=0, stop_submitting="too many failures")
     assert planner.decide(waiting, 1_000.0).action in (
-        Action.POLL,
-        Action.SLEEP,
+        BatchAction.POLL,
+        BatchAction.SLEEP,
     )  # running jobs are waited for
     assert planner.decide(View(pending=1, running=[], to_store=0, fatal="401"), 1_000.0).reason == "401"
     assert planner.decide(View(pending=1, running=[1.0], to_store=0), 2_000.0).reason == "deadline"
@@ -230,7 +236,7 @@ def test_defer_only_when_the_quiet_time_until_the_next_due_job_is_worth_a_resume
     planner = known_planner()
     view = View(pending=5, running=[1_000.0] * 10, to_store=0)  # due at 1,016.05
     sleep = planner.decide(view, 1_000.5)
-    assert sleep.action is Action.SLEEP and sleep.seconds <= 2.0  # interval reads cap the sleep...
+    assert sleep.action is BatchAction.SLEEP and sleep.seconds <= 2.0  # interval reads cap the sleep...
     # ...but the trigger's poller does those: the quiet time runs to the wave's expected end
     leave, wake = planner.defer_until(view, sleep, now=1_000.5, resume_lead=5.0, min_defer=10.0)
     assert leave and wake == pytest.approx(1_011.05)
@@ -238,7 +244,9 @@ def test_defer_only_when_the_quiet_time_until_the_next_due_job_is_worth_a_resume
     assert not leave  # 9.05 s of quiet is not worth a resume
     leave, wake = planner.defer_until(view, sleep, now=1_015.5, resume_lead=5.0, min_defer=0.0)
     assert leave and wake == pytest.approx(1_015.5)  # 0 always defers
-    assert planner.defer_until(view, Step(Action.POLL), now=1_000.5, resume_lead=5.0, min_defer=0.0) == (
+    assert planner.defer_until(
+        view, BatchStep(BatchAction.POLL), now=1_000.5, resume_lead=5.0, min_defer=0.0
+    ) == (
         False,
         None,
     )
@@ -247,7 +255,7 @@ def test_defer_only_when_the_quiet_time_until_the_next_due_job_is_worth_a_resume
 def test_before_any_job_ended_the_batch_defers_once_its_jobs_prove_long() -> None:
     planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=2.0)
     view = View(pending=5, running=[1_000.0] * 10, to_store=0)
-    step = Step(Action.SLEEP, seconds=1.0)
+    step = BatchStep(BatchAction.SLEEP, seconds=1.0)
     assert planner.defer_until(view, step, now=1_020.0, resume_lead=5.0, min_defer=10.0) == (False, None)
     assert planner.defer_until(view, step, now=1_031.0, resume_lead=5.0, min_defer=10.0) == (True, None)
 
@@ -257,7 +265,7 @@ def test_a_refusal_delaying_the_next_submission_is_a_reason_to_defer() -> None:
     planner.refused(until=1_060.0, all_requests=False)
     view = View(pending=5, running=[], to_store=0)
     step = planner.decide(view, 1_000.0)
-    assert step.action is Action.SLEEP and step.seconds == pytest.approx(60.0)
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(60.0)
     assert planner.defer_until(view, step, now=1_000.0, resume_lead=5.0, min_defer=10.0) == (True, 1_055.0)
 
 
