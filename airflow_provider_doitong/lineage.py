@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_doitong.redaction import redact
+from airflow_provider_doitong.storage import LOCAL_PROTOCOLS
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 #: The key of the run facet in OpenLineage events.
 FACET_NAME = "doitong"
-#: Schemes of local files (an ``ObjectStoragePath`` of a local file is ``file://...``).
-_LOCAL_SCHEMES = ("", "file", "local")
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def dataset_for(location: str) -> DatasetRef:
     ``day/a.jpg``. A folder's trailing ``/`` is dropped.
     """
     parts = urlsplit(location) if "://" in location else None
-    if parts is None or parts.scheme in _LOCAL_SCHEMES:
+    if parts is None or parts.scheme in LOCAL_PROTOCOLS:
         path = parts.path if parts is not None else location
         path = os.path.abspath(os.path.expanduser(path))
         return DatasetRef(namespace="file", name=path)

@@ -14,6 +14,8 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_doitong.client.images import IMAGE_TYPES
 from airflow_provider_doitong.client.safety import safe_component
 
+#: The protocols (URI schemes) of the local file system: what :func:`is_local` (and lineage's
+#: naming of a location) counts as local.
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
