@@ -37,6 +37,7 @@ from airflow_provider_doitong.operators.prompt_files import (
 )
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, Role, airflow_error
 from airflow_provider_doitong.redaction import redact, secret_problem
+from airflow_provider_doitong.storage import Location
 from airflow_provider_doitong.submission import Action, RecordState, job_result
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
@@ -163,6 +164,10 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         self.image_url: str | None = None
         #: Where the image was stored, if anywhere (the link then opens the stored image).
         self.stored_image: str | None = None
+        #: ``output_path`` as rendered, parsed once (``None`` without one).
+        self._output: Location | None = None
+        #: Where this try stored the image, if it did.
+        self._stored: Location | None = None
 
     # --- set-up: everything checked before any request -----------------------------------
     @cached_property
@@ -219,6 +224,7 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         if problem is not None:
             del prompt, request  # a traceback that shows locals (Airflow 3.0's) must not print the secret
             raise AirflowFailException(f"Refusing the Doitong request: {problem}; nothing was submitted")
+        self._output = Location.of(self.output_path) if self.output_path else None
         return request
 
     def _prepare(self, deadline: float | None) -> ImageRequest:
@@ -275,11 +281,27 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """The stored image as an output, the prompt file as an input, a ``doitong`` run facet."""
-        return lineage.generate_operator_lineage(self)
+        return lineage.to_operator_lineage(self.task_io(), self._secrets)
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """As on completion, with no image output and no credits (nothing was stored)."""
-        return lineage.generate_operator_lineage(self, failed=True)
+        return lineage.to_operator_lineage(self.task_io(failed=True), self._secrets)
+
+    def task_io(self, *, failed: bool = False) -> lineage.Lineage:
+        """What this task read and wrote, and the jobs behind it, as it kept them.
+
+        :param failed: the task failed: whatever result it holds is not reported as stored.
+        """
+        return lineage.image_lineage(
+            result=None if failed else self._result,
+            stored=None if failed else self._stored,
+            job_ids=list(self._jobs),
+            model=self.provider,
+            width=self.width,
+            height=self.height,
+            quality=self.quality,
+            prompt_file=self.prompt_location,
+        )
 
     def on_kill(self) -> None:
         job_ids = ", ".join(self._jobs) or "none submitted yet"
@@ -297,8 +319,8 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
     def _run(self, context: Context, attempt: int) -> Any:
         step = self._resume_step(context)
         if step.action is Action.SUBMIT:
-            if self.output_path:  # before the first credit: a folder that takes the image
-                check_output(context, str(self.output_path), whole_folder=False)
+            if self._output is not None:  # before the first credit: a folder that takes the image
+                check_output(context, self._output, whole_folder=False)
             job = self._submit(context, max(attempt, step.refusals))
             return self._wait(job.id, context, job)
         assert step.job_id is not None
@@ -378,8 +400,9 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
                 )
                 if note:  # paid for: stored and returned all the same
                     self.log.warning("Doitong job %s %s", job.id, note)
-            if self.output_path:
-                output = self.stored_image = self._store(job, context)
+            if self._output is not None:
+                self._stored = self._store(self._output, job, context)
+                output = self.stored_image = self._stored.shown
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._save_record(context, RecordState.STORED, job.id)
         result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
@@ -389,13 +412,13 @@ class FluxGenerateOperator(SubmitOnceMixin, BaseOperator):
         self._result = result
         return result
 
-    def _store(self, job: Job, context: Context) -> str:
+    def _store(self, output: Location, job: Job, context: Context) -> Location:
         """Download the image (checked by the client) and write it, never over another task's file."""
         return fetch_and_store(
             self.client,
             job_id=job.id,
             url=job.url,
-            location=str(self.output_path),
+            location=output,
             log=self.log,
             owner=task_owner(context),
             job=job,

@@ -26,6 +26,7 @@ from airflow_provider_doitong.storage.images import claim_output_file, store_ima
 from airflow_provider_doitong.storage.local import UnsafeFolder
 from airflow_provider_doitong.storage.paths import (
     LOCAL_PROTOCOLS,
+    Location,
     UnsafeOutputPath,
     is_local,
     names_folder,
@@ -37,6 +38,7 @@ from airflow_provider_doitong.storage.places import Place
 
 __all__ = [
     "LOCAL_PROTOCOLS",
+    "Location",
     "OutputClaimed",
     "Place",
     "UnsafeFolder",

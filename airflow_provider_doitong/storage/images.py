@@ -17,7 +17,7 @@ from airflow_provider_doitong.storage.claims import (
     OutputClaimed,
     claim_file,
 )
-from airflow_provider_doitong.storage.paths import names_folder, output_file, shown
+from airflow_provider_doitong.storage.paths import Location, names_folder, output_file, shown
 from airflow_provider_doitong.storage.places import Place
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def claim_output_file(path: ObjectStoragePath, owner: Mapping[str, Any]) -> bool
 
 
 def store_image(
-    location: str | ObjectStoragePath,
+    location: str | ObjectStoragePath | Location,
     name: str,
     data: bytes,
     *,
