@@ -23,7 +23,7 @@ from airflow_provider_doitong.batch.stores import ledger_parts, open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
 from airflow_provider_doitong.outcomes import Role, airflow_error
 from airflow_provider_doitong.redaction import redact
-from airflow_provider_doitong.storage import Place, UnsafeOutputPath, shown, storage_path
+from airflow_provider_doitong.storage import Location, Place, UnsafeOutputPath, shown
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -65,7 +65,11 @@ def save_pointer(context: Context, ledger: Ledger) -> None:
 
 
 def open_ledger(
-    context: Context, output_path: str, items: Sequence[BatchItem] | None, *, resuming: bool = False
+    context: Context,
+    output_path: str | Location,
+    items: Sequence[BatchItem] | None,
+    *,
+    resuming: bool = False,
 ) -> tuple[Any, Ledger]:
     """The output folder and the batch's ledger (loaded, or started in memory for a first try).
 
@@ -77,7 +81,7 @@ def open_ledger(
         another run's batch, if the ledger belongs to other prompts, is damaged, holds a value no
         ledger holds or is reached through a symlink, or if it is gone although jobs were submitted.
     """
-    folder = storage_path(str(output_path))
+    folder = Location.of(output_path if isinstance(output_path, Location) else str(output_path)).path
     me = owner(context)
     store = open_store(folder, me)
     pointer = read_pointer(context)
@@ -143,7 +147,7 @@ def save_items(context: Context, folder: Any, ledger: Ledger, items: Sequence[Ba
 
 
 def resume(
-    context: Context, output_path: str, read_items: Callable[[], list[BatchItem]]
+    context: Context, output_path: str | Location, read_items: Callable[[], list[BatchItem]]
 ) -> tuple[Any, Ledger, list[BatchItem]]:
     """The output folder, the ledger and the items of a batch resuming after a deferral.
 

@@ -26,6 +26,7 @@ from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
 from airflow_provider_doitong.outcomes import DAILY_LIMIT_ANSWERS, airflow_error
 from airflow_provider_doitong.redaction import redact
+from airflow_provider_doitong.storage import Location
 from airflow_provider_doitong.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.triggers.batch import ERROR as TRIGGER_ERROR
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger, InvalidBatchEvent, read_batch_event
@@ -252,7 +253,7 @@ class FluxBatchOperator(BaseOperator):
         )
         if problem:
             raise AirflowFailException(problem)
-        folder, ledger = task_state.open_ledger(context, self.output_path, found)
+        folder, ledger = task_state.open_ledger(context, Location.of(str(self.output_path)), found)
         links.publish(self, context)
         runner = self._runner(folder, ledger, found)
         try:
@@ -279,7 +280,7 @@ class FluxBatchOperator(BaseOperator):
             raise airflow_error(exc) from None
         self._secrets = self.hook.checked_settings().secrets
         self._check_numbers()
-        folder, ledger, found = task_state.resume(context, self.output_path, self._items)
+        folder, ledger, found = task_state.resume(context, Location.of(str(self.output_path)), self._items)
         lead = max(0.0, time.time() - fired_at)
         old = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD)
         ledger.set_meta(
