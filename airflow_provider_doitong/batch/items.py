@@ -8,7 +8,6 @@ items (the same prompt with the same options) are generated once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import unicodedata
@@ -17,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest, contract
+from airflow_provider_doitong.client.fingerprint import short_fingerprint
 from airflow_provider_doitong.client.redaction import secret_problem
 from airflow_provider_doitong.storage import is_local, shown, storage_path
 
-#: A string as ``json.dumps`` writes it (ASCII, escaped), for :func:`request_fingerprint`.
-_json_str = json.encoder.encode_basestring_ascii
 #: The keys an item dict may have.
 ITEM_KEYS = frozenset({"prompt", "provider", "width", "height", "quality", "version"})
 #: How many problems an error message lists before summarising the rest.
@@ -51,7 +49,7 @@ class BatchItem:
     @property
     def fingerprint(self) -> str:
         """A digest of the request, so a ledger written for other prompts is never applied to these."""
-        return self.key or request_fingerprint(self.request)
+        return self.key or short_fingerprint(self.request)
 
     def stem(self, total: int) -> str:
         """The image's file name without extension: ``0007-a-fox-in-the-snow``.
@@ -60,21 +58,6 @@ class BatchItem:
         """
         width = max(4, len(str(total)))
         return f"{self.index + 1:0{width}d}-{slugify(self.request.prompt)}"
-
-
-def request_fingerprint(request: ImageRequest) -> str:
-    """Twelve hex digits of the SHA-256 of a request's fields.
-
-    :param request: a validated request.
-    """
-    # The text ``json.dumps([provider, prompt, width, height, quality, version])`` gives (ledgers
-    # already written hold it), built without the encoder's overhead.
-    text = (
-        f"[{_json_str(request.provider)}, {_json_str(request.prompt)}, {int(request.width)}, "
-        f"{int(request.height)}, {_json_str(request.quality)}, "
-        f"{'null' if request.version is None else _json_str(request.version)}]"
-    )
-    return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
 
 
 def trusted_request(
@@ -256,7 +239,7 @@ def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> t
         except DoitongValidationError as exc:
             problems.append(f"{source}{_shown(raw)}: {exc.message}")
             continue
-        key = request_fingerprint(request)
+        key = short_fingerprint(request)
         if key in seen:
             repeats += 1
             continue

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger_values import (
+    EARLIER_NAMES,
     checked_fields,
     checked_meta,
     count,
@@ -70,10 +71,11 @@ class ItemRecord:
     """What the ledger knows about one item.
 
     :param attempts: submissions of this item that may have created a job (refused ones excluded).
-    :param failures: failed jobs (or unconfirmed submissions) in the current task try.
+    :param failures: failed jobs (or ambiguous submissions) in the current task try.
     :param job_ids: every job created for the item, oldest first, so an audit sees any second charge.
     :param submitted_at: Unix time (the worker's clock) the current job's id was recorded.
-    :param unconfirmed: submissions whose answer was never recorded (each may have been charged).
+    :param ambiguous: submissions whose answer was never recorded (each may have been charged);
+        ledgers written before this name hold it as ``unconfirmed``, read the same.
     """
 
     index: int
@@ -91,7 +93,7 @@ class ItemRecord:
     sha256: str | None = None
     bytes: int | None = None
     error: str | None = None
-    unconfirmed: int = 0
+    ambiguous: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if v not in (None, [], 0) or k in ("index", "key")}
@@ -104,7 +106,7 @@ class ItemRecord:
 
         :raises ValueError: (or ``TypeError``) for a value no ledger holds.
         """
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | set(EARLIER_NAMES)
         values = _fields({k: v for k, v in data.items() if k in known})
         for key in ("index", "key"):
             if key not in values:

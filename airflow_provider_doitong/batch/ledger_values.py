@@ -106,8 +106,10 @@ _FIELDS: dict[str, Callable[[Any, str], Any]] = {
     "sha256": _optional(_digest),
     "bytes": _optional(count),
     "error": _optional(_text),
-    "unconfirmed": count,
+    "ambiguous": count,
 }
+#: Fields ledgers written by earlier versions name otherwise: read under their current name.
+EARLIER_NAMES = {"unconfirmed": "ambiguous"}
 
 
 def checked_fields(changes: Mapping[str, Any], *, state: Callable[[str], Any]) -> dict[str, Any]:
@@ -118,6 +120,7 @@ def checked_fields(changes: Mapping[str, Any], *, state: Callable[[str], Any]) -
     """
     checked = {}
     for key, value in changes.items():
+        key = EARLIER_NAMES.get(key, key)
         check = (lambda v, w: state(_text(v, w))) if key == "state" else _FIELDS.get(key)
         if check is None:
             raise ValueError(f"unknown field {key!r}")

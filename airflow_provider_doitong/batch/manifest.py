@@ -24,12 +24,15 @@ import json
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemRecord, ItemState
-from airflow_provider_doitong.storage import Place, UnsafeOutputPath, shown, storage_path, write_image
+from airflow_provider_doitong.storage import Location, Place, UnsafeOutputPath, shown, write_image
+
+if TYPE_CHECKING:
+    from airflow_provider_doitong.storage import ObjectStoragePath
 
 FORMAT = "doitong-manifest"
 VERSION = 1
@@ -57,8 +60,8 @@ def _file_digest(path: Any) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _folder(folder: Any) -> Any:
-    return storage_path(folder) if isinstance(folder, str) else folder
+def _folder(folder: str | ObjectStoragePath | Location) -> ObjectStoragePath:
+    return Location.of(folder).path
 
 
 def entries_from_results(results: Iterable[Mapping[str, Any]], *, folder: Any) -> list[dict[str, Any]]:
@@ -68,7 +71,8 @@ def entries_from_results(results: Iterable[Mapping[str, Any]], *, folder: Any) -
     is computed from the file.
 
     :param results: the XCom values of the mapped task.
-    :param folder: where the manifest goes: a local path, a URI or an ``ObjectStoragePath``.
+    :param folder: where the manifest goes: a :class:`~airflow_provider_doitong.storage.Location`,
+        a local path, a URI or an ``ObjectStoragePath``.
     :raises ManifestError: for a result without a stored image, or one outside ``folder``.
     """
     base = _folder(folder)
@@ -77,12 +81,13 @@ def entries_from_results(results: Iterable[Mapping[str, Any]], *, folder: Any) -
         location = result.get("output_path")
         if not location:
             raise ManifestError(f"Doitong job {result.get('job_id')} stored no image")
-        path = _folder(str(location))
+        image = Location.of(str(location))
+        path = image.path
         name = posixpath.relpath(str(path.path), str(base.path)) if path.protocol == base.protocol else ".."
         if name.startswith("..") or "/" in name:
-            raise ManifestError(f"The image {shown(path)} is not in the manifest's folder {shown(base)}")
+            raise ManifestError(f"The image {image.shown} is not in the manifest's folder {shown(base)}")
         if not path.exists():
-            raise ManifestError(f"The image of Doitong job {result.get('job_id')} is missing: {shown(path)}")
+            raise ManifestError(f"The image of Doitong job {result.get('job_id')} is missing: {image.shown}")
         sha256, size = _file_digest(path)
         entries.append(
             {
@@ -129,9 +134,9 @@ def entries_from_ledger(items: Sequence[BatchItem], records: Sequence[ItemRecord
             "completed_at": record.completed_at,
             "error": None if stored else record.error,
         }
-        if len(record.job_ids) > 1 or record.unconfirmed:
+        if len(record.job_ids) > 1 or record.ambiguous:
             entry["job_ids"] = list(record.job_ids)
-            entry["ambiguous_submissions"] = record.unconfirmed
+            entry["ambiguous_submissions"] = record.ambiguous
         entries.append(entry)
     return entries
 

@@ -1,7 +1,7 @@
 """What a batch does next, decided without I/O: submit, poll, store, sleep, defer or stop.
 
 The runner (:mod:`~airflow_provider_doitong.batch.runner`) tells the :class:`Planner` what the
-ledger holds and what the API answered; the planner answers with one :class:`Step` at a time. It
+ledger holds and what the API answered; the planner answers with one :class:`BatchStep` at a time. It
 keeps the plan's job slots full (a new job goes out as soon as a finished one is seen), and spends
 the plan's requests per window on submissions first and on status reads only when one is worth
 it: when to read is :func:`~airflow_provider_doitong.client.pacing.next_read_at`'s decision (the
@@ -26,8 +26,8 @@ from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 JOBS_PER_READ = 100
 
 
-class Action(str, enum.Enum):
-    """The kinds of step."""
+class BatchAction(str, enum.Enum):
+    """The kinds of a batch's step (a single image's try has its own: ``submission.Action``)."""
 
     SUBMIT = "submit"
     POLL = "poll"
@@ -37,8 +37,8 @@ class Action(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class Step:
-    """One thing to do.
+class BatchStep:
+    """One thing for the batch to do.
 
     :param action: what.
     :param count: for ``submit``, how many pending items.
@@ -47,7 +47,7 @@ class Step:
     :param reason: for ``sleep`` and ``done``, why (for logs and the final answer).
     """
 
-    action: Action
+    action: BatchAction
     count: int = 0
     seconds: float = 0.0
     reason: str = ""
@@ -222,19 +222,19 @@ class Planner:
             typical_duration=self.typical_duration,
         )
 
-    def decide(self, view: View, now: float) -> Step:
+    def decide(self, view: View, now: float) -> BatchStep:
         """The next step.
 
         :param view: what the ledger holds now.
         :param now: the Unix time.
         """
         if view.fatal:
-            return Step(Action.DONE, reason=view.fatal)
+            return BatchStep(BatchAction.DONE, reason=view.fatal)
         running = len(view.running)
         if self.deadline is not None and now >= self.deadline:
-            return Step(Action.DONE, reason="deadline")
+            return BatchStep(BatchAction.DONE, reason="deadline")
         if running == 0 and view.to_store == 0 and (view.pending == 0 or view.stop_submitting):
-            return Step(Action.DONE, reason=view.stop_submitting)
+            return BatchStep(BatchAction.DONE, reason=view.stop_submitting)
         available = self.available_requests(now)
         poll_at = now if (self.poll_now and running) else self.next_poll_at(view.running)
         # 1. fill free job slots: an idle slot is what lengthens a batch
@@ -244,11 +244,11 @@ class Planner:
         if can_submit and now >= self.submissions_blocked_until:
             count = int(min(free, view.pending, max(0, available - reserve)))
             if count > 0:
-                return Step(Action.SUBMIT, count=count)
+                return BatchStep(BatchAction.SUBMIT, count=count)
         # 2. read the running jobs when one is due
         reads = math.ceil(running / JOBS_PER_READ)
         if running and now >= poll_at and available >= reads:
-            return Step(Action.POLL)
+            return BatchStep(BatchAction.POLL)
         # 3. store finished images until something else is due
         if running and available < reads:
             poll_at = max(poll_at, self._requests_ready_at(now, reads))
@@ -263,8 +263,8 @@ class Planner:
             wake = now + self.poll_interval
         seconds = max(0.0, wake - now)
         if view.to_store:
-            return Step(Action.STORE, seconds=seconds)
-        return Step(Action.SLEEP, seconds=seconds, reason=self._why(wake, poll_at))
+            return BatchStep(BatchAction.STORE, seconds=seconds)
+        return BatchStep(BatchAction.SLEEP, seconds=seconds, reason=self._why(wake, poll_at))
 
     def _requests_ready_at(self, now: float, need: float) -> float:
         """When the window allows ``need`` requests: now, when the even share lets them, or the reset."""
@@ -318,7 +318,7 @@ class Planner:
         return events
 
     def defer_until(
-        self, view: View, step: Step, *, now: float, resume_lead: float, min_defer: float
+        self, view: View, step: BatchStep, *, now: float, resume_lead: float, min_defer: float
     ) -> tuple[bool, float | None]:
         """Whether a deferrable batch should leave the worker instead of sleeping through ``step``.
 
@@ -337,7 +337,7 @@ class Planner:
         :param min_defer: the shortest quiet time worth a deferral.
         :return: ``(defer, wake_at)``; ``wake_at`` ``None`` means only a job's end wakes the task.
         """
-        if step.action is not Action.SLEEP:
+        if step.action is not BatchAction.SLEEP:
             return False, None
         events = self._worker_events(view, now)
         if events:

@@ -18,7 +18,7 @@ from typing import Any
 from airflow_provider_doitong.batch.budget import CreditBudget, below_floor, over_estimate, within_floor
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
-from airflow_provider_doitong.batch.planner import Action, Planner, View
+from airflow_provider_doitong.batch.planner import BatchAction, Planner, View
 from airflow_provider_doitong.batch.progress import progress_line_of, write_snapshot
 from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.storer import ImageStorer
@@ -72,7 +72,7 @@ class BatchRunner:
     :param folder: the output folder (an ``ObjectStoragePath``).
     :param item_retries: failed jobs an item may replace in one task try.
     :param max_failed_items: failed items past which the batch stops submitting.
-    :param unconfirmed: ``resubmit`` or ``fail`` an item whose submission's answer was lost.
+    :param on_ambiguous_submission: ``resubmit`` or ``fail`` an item whose submission's answer was lost.
     :param on_daily_limit: ``fail``, ``skip`` or ``wait`` on a 429 ``DAILY_LIMIT``.
     :param logger: where progress goes (the task's logger, so that it reaches the task log).
     :param max_credits: the most the batch may cost by Doitong's real charges (see :mod:`.budget`).
@@ -92,7 +92,7 @@ class BatchRunner:
         folder: Any,
         item_retries: int,
         max_failed_items: int,
-        unconfirmed: str = "resubmit",
+        on_ambiguous_submission: str = "resubmit",
         on_daily_limit: str = "fail",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -108,7 +108,7 @@ class BatchRunner:
         self.folder = folder
         self.item_retries = item_retries
         self.max_failed_items = max_failed_items
-        self.unconfirmed = unconfirmed
+        self.on_ambiguous_submission = on_ambiguous_submission
         self.on_daily_limit = on_daily_limit
         self.credit_floor = credit_floor
         self.clock = clock
@@ -165,7 +165,7 @@ class BatchRunner:
 
         An item whose job completed but whose image could not be stored is stored again (its job
         is not paid for twice); other failed items are submitted again (failed jobs are refunded),
-        except those an unconfirmed submission failed under the ``fail`` policy.
+        except those an ambiguous submission failed under the ``fail`` policy.
 
         :param try_number: the task's try.
         :param deadline: the try's deadline (Unix time), if any.
@@ -178,7 +178,7 @@ class BatchRunner:
                     self.ledger.update(record.index, failures=0)  # item retries count per try
             for index in self.ledger.in_state(ItemState.FAILED):
                 record = self.ledger.records[index]
-                if self.unconfirmed == "fail" and record.unconfirmed:
+                if self.on_ambiguous_submission == "fail" and record.ambiguous:
                     continue
                 state = ItemState.COMPLETED if record.job_id else ItemState.PENDING
                 self.ledger.update(index, state=state, failures=0)
@@ -187,7 +187,7 @@ class BatchRunner:
         self.planner.deadline = deadline
         return again
 
-    def resolve_unconfirmed(self) -> int:
+    def resolve_ambiguous(self) -> int:
         """Settle items left ``submitting`` by a crash: their POST may have created a job (not flushed).
 
         :return: how many there were.
@@ -200,20 +200,20 @@ class BatchRunner:
                 "answer was never recorded, so a job may exist and be charged"
             )
             self.log.warning("%s", message)
-            self._setback(index, message, unconfirmed=True)
+            self._setback(index, message, ambiguous=True)
         return len(found)
 
-    def _setback(self, index: int, message: str, *, unconfirmed: bool = False) -> None:
-        """An item's job failed (or its submission is unconfirmed): submit it again, or fail it for good."""
+    def _setback(self, index: int, message: str, *, ambiguous: bool = False) -> None:
+        """An item's job failed (or its submission is ambiguous): submit it again, or fail it for good."""
         record = self.ledger.records[index]
-        if not unconfirmed:  # a job that ran and failed (refunded)
+        if not ambiguous:  # a job that ran and failed (refunded)
             self.client.observer.count(observability.JOBS_FAILED, model=self.items[index].request.provider)
         failures = record.failures + 1
         changes: dict[str, Any] = {"failures": failures, "error": message, "job_id": None, "credits": None}
-        if unconfirmed:
-            changes["unconfirmed"] = record.unconfirmed + 1
-        self.budget.refunded(index)  # a failed job is refunded; an unconfirmed one counts at its estimate
-        final = failures > self.item_retries or (unconfirmed and self.unconfirmed == "fail")
+        if ambiguous:
+            changes["ambiguous"] = record.ambiguous + 1
+        self.budget.refunded(index)  # a failed job is refunded; an ambiguous one counts at its estimate
+        final = failures > self.item_retries or (ambiguous and self.on_ambiguous_submission == "fail")
         self.ledger.update(index, state=ItemState.FAILED if final else ItemState.PENDING, **changes)
         if final:
             self.log.error("Item %d/%d failed for good: %s", index + 1, len(self.items), message)
@@ -225,7 +225,7 @@ class BatchRunner:
                 message,
                 failures,
                 self.item_retries,
-                ": this may charge it twice" if unconfirmed else "",
+                ": this may charge it twice" if ambiguous else "",
             )
 
     def view(self) -> View:
@@ -253,13 +253,13 @@ class BatchRunner:
         while True:
             view = self.view()
             step = self.planner.decide(view, self.clock())
-            if step.action is Action.SUBMIT:
+            if step.action is BatchAction.SUBMIT:
                 self.submit(step.count)
-            elif step.action is Action.POLL:
+            elif step.action is BatchAction.POLL:
                 self.poll()
-            elif step.action is Action.STORE:
+            elif step.action is BatchAction.STORE:
                 self.store(step.seconds)
-            elif step.action is Action.DONE:
+            elif step.action is BatchAction.DONE:
                 self.ledger.flush()
                 self.progress(force=True)
                 return Finished(step.reason)
@@ -287,7 +287,7 @@ class BatchRunner:
         """Submit up to ``count`` pending items, recording each job id as soon as it is known.
 
         Each item is ``submitting`` in the ledger (flushed) before its own POST, so after a crash only
-        an item whose POST may really have been sent is unconfirmed.
+        an item whose POST may really have been sent is ambiguous.
 
         :param count: how many.
         """

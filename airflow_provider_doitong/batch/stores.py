@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from airflow_provider_doitong.storage import Place, storage_path
+from airflow_provider_doitong.client.safety import safe_component
+from airflow_provider_doitong.storage import Place, is_local, storage_path
 from airflow_provider_doitong.storage import local as local_files
-from airflow_provider_doitong.storage.claims import PROVIDER_FOLDER, safe_component
+from airflow_provider_doitong.storage.claims import PROVIDER_FOLDER
 
 SNAPSHOT_NAME = "ledger.json"
 JOURNAL_NAME = "ledger.journal.jsonl"
@@ -183,7 +184,7 @@ def open_store(folder: Any, owner: dict[str, Any]) -> LocalLedgerStore | ObjectL
     :param owner: the task instance: ``dag_id``, ``run_id``, ``task_id``, ``map_index`` (and ``region``).
     """
     parts = ledger_parts(**owner)
-    if folder.protocol in ("", "file", "local"):
+    if is_local(folder):
         return LocalLedgerStore(str(folder.path), parts)
     ledger_folder = folder
     for part in parts:

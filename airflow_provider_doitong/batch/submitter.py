@@ -107,11 +107,11 @@ class ItemSubmitter:
             self.ledger.update(index, state=ItemState.FAILED, error=verdict.message)
             self.log.error("Item %d failed for good: %s", index + 1, verdict.message)
             return verdict
-        if verdict.verdict is Verdict.UNCONFIRMED:
+        if verdict.verdict is Verdict.AMBIGUOUS:
             self.log.warning(
                 "The submission of item %d may or may not have created a job: %s", index + 1, exc
             )
-            self._setback(index, verdict.message, unconfirmed=True)
+            self._setback(index, verdict.message, ambiguous=True)
         else:
             self._revert(index)
             self.log.warning("%s", verdict.message)

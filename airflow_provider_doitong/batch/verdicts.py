@@ -41,7 +41,7 @@ class Verdict(str, enum.Enum):
     #: The API refused this item's request for good.
     ITEM_FAILED = "item_failed"
     #: The request may have created a job whose answer was lost.
-    UNCONFIRMED = "unconfirmed"
+    AMBIGUOUS = "ambiguous"
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class SubmitVerdict:
 
     :param verdict: what it means.
     :param message: for the log and, for ``stop``/``fatal``/``item_failed``, the task's answer.
-    :param until: for ``later`` and ``unconfirmed``, when the next submission may go out.
+    :param until: for ``later`` and ``ambiguous``, when the next submission may go out.
     :param all_requests: the whole rate-limit window is spent, so status reads wait too.
     :param error: for ``stop`` and ``fatal``, the error the task's answer is decided from
         (:mod:`~airflow_provider_doitong.client.outcomes`).
@@ -103,7 +103,7 @@ def judge_submit_error(
     if answer_for(exc, on_daily_limit=on_daily_limit) is not Answer.RETRY:
         return _final(exc, kind_of(exc), item)
     return SubmitVerdict(
-        Verdict.UNCONFIRMED,
+        Verdict.AMBIGUOUS,
         f"the submission's answer was lost ({exc})",
         until=pause,
         all_requests=True,

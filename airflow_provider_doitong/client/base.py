@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from airflow_provider_doitong.client import contract, observability
+from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
@@ -114,8 +115,7 @@ class ClientBase:
         observer: observability.Observer = observability.NO_OBSERVER,
     ) -> None:
         api_key = check_api_key(api_key)
-        if transport not in TRANSPORTS:
-            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        check_choice("transport", transport, TRANSPORTS)
         self._api_key = api_key
         self.base_url = normalize_base_url(base_url)
         self.transport = transport

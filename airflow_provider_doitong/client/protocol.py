@@ -13,6 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow_provider_doitong.client import contract
+from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.errors import DoitongProtocolError, DoitongRateLimited, classify
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
@@ -70,11 +71,6 @@ def auth_headers(auth: Auth, api_key: str) -> dict[str, str]:
     return {contract.GRAPHQL_AUTH_HEADER: f"{contract.GRAPHQL_AUTH_SCHEME} {api_key}"}
 
 
-def _check_transport(transport: str) -> None:
-    if transport not in TRANSPORTS:
-        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
-
-
 def _image_fields(request: ImageRequest) -> dict[str, Any]:
     """The flat ``ImageGenerationInput`` shared by the REST body and ``generateImage``."""
     fields: dict[str, Any] = {
@@ -116,7 +112,7 @@ def build_submit(request: ImageRequest, *, transport: str = "graphql") -> ApiReq
         ``generateImage`` mutation) or ``rest`` (``POST /v1/text_to_image``). All three create the
         same job; the answer is read the same way (:func:`parse_job`).
     """
-    _check_transport(transport)
+    check_choice("transport", transport, TRANSPORTS)
     if transport == "rest":
         return ApiRequest(
             method="POST",
@@ -179,7 +175,7 @@ def build_account(*, transport: str = "graphql") -> ApiRequest:
 
     :param transport: ``graphql``, ``graphql-image`` or ``rest``.
     """
-    _check_transport(transport)
+    check_choice("transport", transport, TRANSPORTS)
     if transport == "rest":
         return ApiRequest(
             method="GET", path=contract.REST_ACCOUNT_PATH, auth="rest", kind="account", what="account"

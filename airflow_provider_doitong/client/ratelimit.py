@@ -47,14 +47,12 @@ class RateLimitInfo:
     :param remaining: requests left in the window.
     :param reset_at: Unix time the window resets.
     :param retry_at: Unix time from ``Retry-After``, if sent.
-    :param observed_at: Unix time the answer was read.
     """
 
     limit: int | None
     remaining: int | None
     reset_at: float | None
     retry_at: float | None
-    observed_at: float
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], *, now: float) -> RateLimitInfo:
@@ -75,7 +73,6 @@ class RateLimitInfo:
                 name=RATE_LIMIT_RESET_HEADER,
             ),
             retry_at=parse_time_value(headers.get(RETRY_AFTER_HEADER), now=now, name=RETRY_AFTER_HEADER),
-            observed_at=now,
         )
 
     @property

@@ -1,6 +1,7 @@
 """Answers are data, never paths or destinations: pure checks on what the API hands back.
 
-A job id becomes a file name only through :func:`safe_file_stem`; an output URL (and every redirect
+A job id (or any name: a dag, run or task id) becomes a file or folder name only through
+:func:`safe_component`; an output URL (and every redirect
 on the way to it) is fetched only once :func:`check_download_url` has accepted it.
 """
 
@@ -24,11 +25,12 @@ from airflow_provider_doitong.client.errors import DoitongUntrustedOutput
 ALLOWED_HOSTS_EXTRA = "allowed_download_hosts"
 #: Output URLs longer than this are refused (no legitimate CDN URL comes close).
 MAX_URL_CHARS = 8192
-#: Job ids (or any name) used as a file stem as they are: a safe charset, a length limit.
-SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-#: How much of an unsafe name survives in its mapped stem (before the hash that keeps it unique).
-MAPPED_STEM_CHARS = 64
-_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9_-]+")
+#: A name used as a path component as it is: letters, digits, ``_``, ``-`` and inner dots, neither
+#: starting with ``.`` or ``-`` nor ending with ``.``, 128 characters at most.
+SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?")
+#: How much of an unsafe name survives in its mapped form (before the digest that keeps it unique).
+MAPPED_COMPONENT_CHARS = 80
+_UNSAFE_CHAR = re.compile(r"[^A-Za-z0-9._-]")
 _HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 #: An absolute URL: scheme, authority (to the first ``/``, ``?`` or ``#``) and the rest.
@@ -41,19 +43,21 @@ _HAS_PORT = re.compile(r":[^:\]]*$")
 _HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?\.?|\[[0-9A-Fa-f:.]+\]")
 
 
-def safe_file_stem(name: str) -> str:
-    """A file name stem for a job id (or any name from an answer) that cannot leave its folder.
+def safe_component(value: str) -> str:
+    """A file or folder name for a name from anywhere (a job id, a dag, run or task id) that cannot
+    leave its folder: the one rule for every name the provider makes from a value.
 
-    An id made of letters, digits, ``_`` and ``-`` (128 characters at most, starting with a letter
-    or digit) is used as it is. Anything else (``../../escape_x``, a slash, a dot, a control
-    character, a very long id) is mapped to its safe characters plus a hash of the whole id, so two
-    different ids never share a file: ``../../escape_x`` becomes ``escape_x-<12 hex digits>``.
+    A :data:`SAFE_COMPONENT` is used as it is. Anything else (``../../escape_x``, a slash, a colon,
+    a control character, a very long name) is mapped to its safe characters plus a digest of the
+    whole value, so two different values never share a name:
+    ``scheduled__2025-01-01T00:00:00+00:00`` becomes ``scheduled__2025-01-01T00_00_00_00_00-<8 hex
+    digits>`` (the ledger folders already written are named so).
     """
-    if SAFE_STEM.fullmatch(name):
-        return name
-    cleaned = _UNSAFE_RUN.sub("_", name).strip("_-")[:MAPPED_STEM_CHARS].rstrip("_-")
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{cleaned or 'job'}-{digest}"
+    if SAFE_COMPONENT.fullmatch(value):
+        return value
+    cleaned = _UNSAFE_CHAR.sub("_", value).strip(".").lstrip("-") or "_"
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned[:MAPPED_COMPONENT_CHARS]}-{digest}"
 
 
 def _normalize_host(host: str) -> str:

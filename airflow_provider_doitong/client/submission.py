@@ -10,9 +10,10 @@ image keeps its own record in the task state store, under :data:`STATE_KEY`:
 - ``submitted`` with the job id, as soon as the answer came;
 - ``stored`` once the image is stored and the try is about to succeed.
 
-Each record carries a :func:`fingerprint` of the rendered request (model, prompt, size, quality,
-version), so a job is only ever reused for the very request it was made for: after a templated
-prompt changed and the task was cleared, the stored job is not the new prompt's image.
+Each record carries the fingerprint of the rendered request (model, prompt, size, quality, version;
+:mod:`~airflow_provider_doitong.client.fingerprint`), so a job is only ever reused for the very
+request it was made for: after a templated prompt changed and the task was cleared, the stored job
+is not the new prompt's image.
 
 :func:`plan` turns the record into the next step; :func:`after_read` finishes that decision once
 the stored job was read back.
@@ -21,8 +22,6 @@ the stored job was read back.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +34,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongServerError,
     DoitongUnauthorized,
 )
+from airflow_provider_doitong.client.fingerprint import fingerprint, recognises
 from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.retry import is_transient
 
@@ -70,23 +70,6 @@ class Action(str, enum.Enum):
     FINISH = "finish"
     #: A submission was sent and its answer lost: a job may exist, and was charged.
     AMBIGUOUS = "ambiguous"
-
-
-def fingerprint(request: ImageRequest) -> str:
-    """A SHA-256 of what makes the image: model, prompt, size, quality and version.
-
-    The webhook URL is left out: it changes where Doitong reports the job, not the image.
-    """
-    fields = {
-        "model": request.provider,
-        "prompt": request.prompt,
-        "width": request.width,
-        "height": request.height,
-        "quality": request.quality,
-        "version": request.version,
-    }
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,21 +135,26 @@ class Records:
     """A task's record of its submission of one rendered request, read and written in one place.
 
     :param store: the task's store; ``None`` (no store, before Airflow 3.3) keeps nothing.
-    :param fingerprint: the :func:`fingerprint` of the request every record written here is for.
+    :param request: the rendered request every record written here is for (kept by its
+        :func:`~airflow_provider_doitong.client.fingerprint.fingerprint`).
     """
 
     store: RecordStore | None
-    fingerprint: str
+    request: ImageRequest
 
     def plan(self, *, on_clear: str) -> Step:
         """:func:`plan` for what the store holds."""
         stored = None if self.store is None else self.store.get(STATE_KEY)
-        return plan(stored, fingerprint=self.fingerprint, on_clear=on_clear)
+        return plan(stored, request=self.request, on_clear=on_clear)
 
     def save(self, state: RecordState, job_id: str | None = None, *, refusals: int = 0) -> None:
         if self.store is not None:
             record = Record(
-                state=state, fingerprint=self.fingerprint, job_id=job_id, at=time.time(), refusals=refusals
+                state=state,
+                fingerprint=fingerprint(self.request),
+                job_id=job_id,
+                at=time.time(),
+                refusals=refusals,
             )
             self.store.set(STATE_KEY, record.to_json())
 
@@ -190,11 +178,11 @@ class Step:
     refusals: int = 0
 
 
-def plan(stored: Any, *, fingerprint: str, on_clear: str) -> Step:
+def plan(stored: Any, *, request: ImageRequest, on_clear: str) -> Step:
     """The first step of a try, from what the task state store holds.
 
     :param stored: the value under :data:`STATE_KEY` (``None`` if there is none).
-    :param fingerprint: the fingerprint of this try's rendered request.
+    :param request: this try's rendered request.
     :param on_clear: ``reuse`` or ``regenerate``, for a task cleared after it succeeded.
     """
     if stored is None:
@@ -204,7 +192,7 @@ def plan(stored: Any, *, fingerprint: str, on_clear: str) -> Step:
         return Step(
             Action.SUBMIT, f"the stored submission record is not one this version reads: {stored!r:.120}"
         )
-    if record.fingerprint != fingerprint:
+    if not recognises(record.fingerprint, request):
         earlier = f"job {record.job_id}" if record.job_id else "an earlier submission"
         return Step(
             Action.SUBMIT, f"the request changed since {earlier} (model, prompt, size, quality or version)"

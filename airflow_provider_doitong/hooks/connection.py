@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.client.base import check_api_key, normalize_base_url
+from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.contract import DEFAULT_BASE_URL, DEFAULT_DOWNLOAD_HOSTS, PLANS
 from airflow_provider_doitong.client.downloads import (
     DEFAULT_DOWNLOAD_TIMEOUT,
@@ -194,17 +195,9 @@ def settings_from_fields(
     prefix = f"extra__{CONN_TYPE}__"
     extras = {k.removeprefix(prefix): v for k, v in raw.items() if v not in (None, "")}
     api_key = _api_key(conn_id, password or extras.get("api_key"))
-    plan = str(extras.get("plan") or "pro").lower()
-    if plan not in PLANS:
-        raise DoitongConnectionInvalid(
-            f"connection {conn_id!r}: plan must be one of {', '.join(PLANS)}, got {plan!r}"
-        )
-    transport = str(extras.get("transport") or "graphql").lower()
-    if transport not in TRANSPORTS:
-        raise DoitongConnectionInvalid(
-            f"connection {conn_id!r}: transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}"
-        )
     try:
+        plan = check_choice("plan", str(extras.get("plan") or "pro").lower(), PLANS)
+        transport = check_choice("transport", str(extras.get("transport") or "graphql").lower(), TRANSPORTS)
         timeout = float(extras.get("timeout", DEFAULT_TIMEOUT))
         base_url = normalize_base_url(host, schema=schema, port=port)
     except ValueError as exc:

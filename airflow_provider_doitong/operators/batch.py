@@ -26,6 +26,7 @@ from airflow_provider_doitong.operators import batch_task, inputs, lineage, link
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
+from airflow_provider_doitong.storage import Location
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger
 from airflow_provider_doitong.triggers.events import BATCH_ERROR, InvalidBatchEvent, read_batch_event
 
@@ -165,6 +166,8 @@ class FluxBatchOperator(BaseOperator):
         self.min_defer_seconds = float(min_defer_seconds)
         #: The connection's secrets, kept out of the summary, the manifest and lineage.
         self._secrets: tuple[str, ...] = ()
+        #: What the task wrote and read, for lineage (:meth:`task_io`).
+        self._lineage_state = lineage.BatchIO()
 
     # --- inputs ------------------------------------------------------------------------------
     @cached_property
@@ -217,7 +220,7 @@ class FluxBatchOperator(BaseOperator):
             folder=folder,
             item_retries=self.item_retries,
             max_failed_items=self.max_failed_items,
-            unconfirmed=self.on_ambiguous_submission,
+            on_ambiguous_submission=self.on_ambiguous_submission,
             on_daily_limit=self.on_daily_limit,
             logger=self.log,
             max_credits=self._budget,
@@ -247,12 +250,12 @@ class FluxBatchOperator(BaseOperator):
         )
         if problem:
             raise AirflowFailException(problem)
-        folder, ledger = batch_task.open_ledger(context, self.output_path, found)
+        folder, ledger = batch_task.open_ledger(context, Location.of(str(self.output_path)), found)
         links.publish(self, context)
         runner = self._runner(folder, ledger, found)
         try:
             self._new_try(context, runner)
-            runner.resolve_unconfirmed()
+            runner.resolve_ambiguous()
             batch_task.check_balance(
                 runner, found, estimate, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
             )
@@ -274,7 +277,7 @@ class FluxBatchOperator(BaseOperator):
             raise airflow_error(exc) from None
         self._secrets = self.hook.checked_settings().secrets
         self._check_numbers()
-        folder, ledger, found = batch_task.resume(context, self.output_path, self._items)
+        folder, ledger, found = batch_task.resume(context, Location.of(str(self.output_path)), self._items)
         lead = max(0.0, time.time() - fired_at)
         old = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD)
         ledger.set_meta(
@@ -346,14 +349,14 @@ class FluxBatchOperator(BaseOperator):
         summary = redact(
             batch_task.write_manifest(context, runner, found, secrets=self._secrets), self._secrets
         )
-        self._lineage_state = {
-            "folder": summary["folder"],
-            "manifest": summary["manifest"],
-            "job_ids": [job_id for record in ledger for job_id in record.job_ids],
-            "credits": summary["credits_spent"],
-            "images": summary["stored"],
-            "prompts_file": self._prompts_location(),
-        }
+        self._lineage_state = lineage.BatchIO(
+            folder=summary["folder"],
+            manifest=summary["manifest"],
+            job_ids=tuple(job_id for record in ledger for job_id in record.job_ids),
+            credits=summary["credits_spent"],
+            images=summary["stored"],
+            prompts_file=self._prompts_location(),
+        )
         batch_task.raise_for_outcome(
             runner,
             reason,
@@ -363,14 +366,14 @@ class FluxBatchOperator(BaseOperator):
             conn_id=self.doitong_conn_id,
         )
         if self.require_approval:
-            review.request(self, context, summary, self._lineage_state)
+            review.request(self, context, summary, self._lineage_state.to_json())
         return self._announce(context, summary)
 
     def execute_review(
         self, context: Context, event: dict[str, Any], summary: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, Any]:
         """Resume after the review: record it in the manifest; fail if rejected, else announce the batch."""
-        self._lineage_state = state
+        self._lineage_state = lineage.BatchIO.from_json(state)
         return self._announce(context, review.conclude(self, event, summary))
 
     def _announce(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
@@ -382,26 +385,24 @@ class FluxBatchOperator(BaseOperator):
     # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """The output folder and manifest, the prompts file read, the jobs and credits."""
-        return self._operator_lineage()
+        return lineage.to_operator_lineage(self.task_io(), self._secrets)
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """As on completion: a failed batch still wrote its manifest and stored what finished."""
-        return self._operator_lineage()
+        return lineage.to_operator_lineage(self.task_io(), self._secrets)
 
-    def _operator_lineage(self) -> Any:
-        state: dict[str, Any] = getattr(self, "_lineage_state", {})
-        return lineage.to_operator_lineage(
-            lineage.batch_lineage(
-                folder=state.get("folder"),
-                manifest=state.get("manifest"),
-                prompts_file=state.get("prompts_file"),
-                model=self.provider,
-                width=self.width,
-                height=self.height,
-                quality=self.quality,
-                job_ids=state.get("job_ids", ()),
-                credits=state.get("credits"),
-                images=state.get("images", 0),
-            ),
-            getattr(self, "_secrets", ()),
+    def task_io(self) -> lineage.Lineage:
+        """What this task read and wrote, and the jobs behind it, as it kept them."""
+        state = self._lineage_state
+        return lineage.batch_lineage(
+            folder=state.folder,
+            manifest=state.manifest,
+            prompts_file=state.prompts_file,
+            model=self.provider,
+            width=self.width,
+            height=self.height,
+            quality=self.quality,
+            job_ids=state.job_ids,
+            credits=state.credits,
+            images=state.images,
         )

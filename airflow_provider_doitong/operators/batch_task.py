@@ -24,7 +24,7 @@ from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, Doit
 from airflow_provider_doitong.client.outcomes import Role
 from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
-from airflow_provider_doitong.storage import Place, UnsafeOutputPath, shown, storage_path
+from airflow_provider_doitong.storage import Location, Place, UnsafeOutputPath, shown
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -66,7 +66,11 @@ def save_pointer(context: Context, ledger: Ledger) -> None:
 
 
 def open_ledger(
-    context: Context, output_path: str, items: Sequence[BatchItem] | None, *, resuming: bool = False
+    context: Context,
+    output_path: str | Location,
+    items: Sequence[BatchItem] | None,
+    *,
+    resuming: bool = False,
 ) -> tuple[Any, Ledger]:
     """The output folder and the batch's ledger (loaded, or started in memory for a first try).
 
@@ -78,7 +82,7 @@ def open_ledger(
         another run's batch, if the ledger belongs to other prompts, is damaged, holds a value no
         ledger holds or is reached through a symlink, or if it is gone although jobs were submitted.
     """
-    folder = storage_path(str(output_path))
+    folder = Location.of(output_path if isinstance(output_path, Location) else str(output_path)).path
     me = owner(context)
     store = open_store(folder, me)
     pointer = read_pointer(context)
@@ -144,7 +148,7 @@ def save_items(context: Context, folder: Any, ledger: Ledger, items: Sequence[Ba
 
 
 def resume(
-    context: Context, output_path: str, read_items: Callable[[], list[BatchItem]]
+    context: Context, output_path: str | Location, read_items: Callable[[], list[BatchItem]]
 ) -> tuple[Any, Ledger, list[BatchItem]]:
     """The output folder, the ledger and the items of a batch resuming after a deferral.
 

@@ -42,6 +42,7 @@ from airflow_provider_doitong.operators.prompt_files import (
     prompt_file_location,
 )
 from airflow_provider_doitong.operators.submitter import Refused, Submitter
+from airflow_provider_doitong.storage import Location
 from airflow_provider_doitong.triggers import events
 from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
@@ -176,6 +177,10 @@ class FluxGenerateOperator(BaseOperator):
         self.image_url: str | None = None
         #: Where the image was stored, if anywhere (the link then opens the stored image).
         self.stored_image: str | None = None
+        #: ``output_path`` as rendered, parsed once (``None`` without one).
+        self._output: Location | None = None
+        #: Where this try stored the image, if it did.
+        self._stored: Location | None = None
 
     # --- set-up: everything checked before any request -----------------------------------
     @cached_property
@@ -197,7 +202,7 @@ class FluxGenerateOperator(BaseOperator):
         """The request, checked before any request is sent; the connection is read first, so its
         secrets are masked in the log before anything could print them."""
         self._secrets = self.hook.checked_settings().secrets
-        return inputs.image_request(
+        request = inputs.image_request(
             prompt=inputs.prompt_text(self.prompt, self.prompt_location),
             prompt_file=self.prompt_location if self.prompt_file else None,
             provider=self.provider,
@@ -210,6 +215,8 @@ class FluxGenerateOperator(BaseOperator):
             secrets=self._secrets,
             conn_id=self.doitong_conn_id,
         )
+        self._output = Location.of(self.output_path) if self.output_path else None
+        return request
 
     # --- entry points -------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
@@ -268,11 +275,27 @@ class FluxGenerateOperator(BaseOperator):
     # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """The stored image as an output, the prompt file as an input, a ``doitong`` run facet."""
-        return lineage.generate_operator_lineage(self)
+        return lineage.to_operator_lineage(self.task_io(), self._secrets)
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """As on completion, with no image output and no credits (nothing was stored)."""
-        return lineage.generate_operator_lineage(self, failed=True)
+        return lineage.to_operator_lineage(self.task_io(failed=True), self._secrets)
+
+    def task_io(self, *, failed: bool = False) -> lineage.Lineage:
+        """What this task read and wrote, and the jobs behind it, as it kept them.
+
+        :param failed: the task failed: whatever result it holds is not reported as stored.
+        """
+        return lineage.image_lineage(
+            result=None if failed else self._result,
+            stored=None if failed else self._stored,
+            job_ids=list(self._jobs),
+            model=self.provider,
+            width=self.width,
+            height=self.height,
+            quality=self.quality,
+            prompt_file=self.prompt_location,
+        )
 
     def on_kill(self) -> None:
         job_ids = ", ".join(self._jobs) or "none submitted yet"
@@ -288,7 +311,7 @@ class FluxGenerateOperator(BaseOperator):
 
     # --- one try ------------------------------------------------------------------------
     def _records(self, context: Context) -> Records:
-        return Records(task_state_store(context), submission.fingerprint(self._request))
+        return Records(task_state_store(context), self._request)
 
     def _run(self, context: Context, attempt: int) -> Any:
         submitter = Submitter(
@@ -310,8 +333,8 @@ class FluxGenerateOperator(BaseOperator):
         )
         step = submitter.first_step()
         if step.action is Action.SUBMIT:
-            if self.output_path:  # before the first credit: a folder that takes the image
-                check_output(context, str(self.output_path), whole_folder=False)
+            if self._output is not None:  # before the first credit: a folder that takes the image
+                check_output(context, self._output, whole_folder=False)
             job = submitter.submit(max(attempt, step.refusals))
             if isinstance(job, Refused):
                 self.defer(
@@ -390,18 +413,9 @@ class FluxGenerateOperator(BaseOperator):
                 estimate=self._request.estimated_credits,
                 max_credits=self.max_credits,
             )
-            if self.output_path:
-                # Downloaded (checked by the client) and written, never over another task's file.
-                output = self.stored_image = fetch_and_store(
-                    self.client,
-                    job_id=job.id,
-                    url=job.url,
-                    location=str(self.output_path),
-                    log=self.log,
-                    owner=task_owner(context),
-                    job=job,
-                    model=self._request.provider,
-                )
+            if self._output is not None:
+                self._stored = self._store(self._output, job, context)
+                output = self.stored_image = self._stored.shown
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._records(context).save(RecordState.STORED, job.id)
         result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
@@ -410,3 +424,16 @@ class FluxGenerateOperator(BaseOperator):
                 context["outlet_events"][outlet].extra = result
         self._result = result
         return result
+
+    def _store(self, output: Location, job: Job, context: Context) -> Location:
+        """Download the image (checked by the client) and write it, never over another task's file."""
+        return fetch_and_store(
+            self.client,
+            job_id=job.id,
+            url=job.url,
+            location=output,
+            log=self.log,
+            owner=task_owner(context),
+            job=job,
+            model=self._request.provider,
+        )

@@ -15,13 +15,14 @@ from typing import Any
 from airflow_provider_doitong._compat import AirflowFailException, AirflowSkipException
 from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest
+from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.models import image_side
 from airflow_provider_doitong.client.redaction import secret_problem
 from airflow_provider_doitong.operators.prompt_files import PromptFileError, read_prompt_file
 
 
 def check_arguments(
-    *, one_of: tuple[tuple[str, Any], tuple[str, Any]], choices: Mapping[str, tuple[Any, Sequence[Any]]]
+    *, one_of: tuple[tuple[str, Any], tuple[str, Any]], choices: Mapping[str, tuple[Any, Sequence[str]]]
 ) -> None:
     """An operator's arguments that no template changes: exactly one of two sources, and each
     choice among its allowed values (``{name: (value, allowed)}``).
@@ -32,8 +33,7 @@ def check_arguments(
     if (first_value is None) == (second_value is None):
         raise ValueError(f"give exactly one of {first} and {second}")
     for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        check_choice(name, value, allowed)
 
 
 def prompt_text(prompt: Any, location: str | None) -> Any:

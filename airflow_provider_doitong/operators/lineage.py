@@ -14,11 +14,11 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow_provider_doitong.client.redaction import redact
+from airflow_provider_doitong.storage import Location
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 #: The key of the run facet in OpenLineage events.
 FACET_NAME = "doitong"
-#: Schemes of local files (an ``ObjectStoragePath`` of a local file is ``file://...``).
-_LOCAL_SCHEMES = ("", "file", "local")
 
 
 @dataclass(frozen=True)
@@ -43,20 +41,18 @@ class DatasetRef:
     name: str
 
 
-def dataset_for(location: str) -> DatasetRef:
-    """The dataset a stored file or folder is, from a local path or an object-storage URI.
+def dataset_for(location: str | Location) -> DatasetRef:
+    """The dataset a stored file or folder is, from its :class:`Location` (or a path or URI, parsed).
 
     ``/data/a.jpg`` and ``file:///data/a.jpg`` are ``file`` + ``/data/a.jpg`` (the naming the
     common-io provider uses for ``file://`` assets); ``s3://bucket/day/a.jpg`` is ``s3://bucket`` +
-    ``day/a.jpg``. A folder's trailing ``/`` is dropped.
+    ``day/a.jpg``. A folder's trailing ``/`` is dropped, and so are credentials written in a URI.
     """
-    parts = urlsplit(location) if "://" in location else None
-    if parts is None or parts.scheme in _LOCAL_SCHEMES:
-        path = parts.path if parts is not None else location
-        path = os.path.abspath(os.path.expanduser(path))
-        return DatasetRef(namespace="file", name=path)
-    name = parts.path.strip("/")
-    return DatasetRef(namespace=f"{parts.scheme}://{parts.netloc}", name=name or "/")
+    place = Location.of(location)
+    if place.local:
+        return DatasetRef(namespace="file", name=os.path.normpath(place.path.path))
+    path = place.path
+    return DatasetRef(namespace=f"{path.protocol}://{path.bucket}", name=path.key.strip("/") or "/")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +91,48 @@ class Lineage:
     run: DoitongRun | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class BatchIO:
+    """What a batch task wrote and read, as ``FluxBatchOperator`` keeps it for its lineage.
+
+    :param folder: the output folder, as users write it (a local path or a URI).
+    :param manifest: the manifest written there.
+    :param prompts_file: the prompts file read, if the prompts came from one.
+    :param job_ids: every job the batch made, oldest first.
+    :param credits: credits charged in all; ``None`` when not known.
+    :param images: how many images were stored.
+    """
+
+    folder: str | None = None
+    manifest: str | None = None
+    prompts_file: str | None = None
+    job_ids: tuple[str, ...] = ()
+    credits: int | None = None
+    images: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON, for a deferral to carry."""
+        return {**asdict(self), "job_ids": list(self.job_ids)}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> BatchIO:
+        """Read back what :meth:`to_json` gave (anything else is left out)."""
+
+        def text(key: str) -> str | None:
+            found = value.get(key)
+            return found if isinstance(found, str) else None
+
+        job_ids = value.get("job_ids")
+        return cls(
+            folder=text("folder"),
+            manifest=text("manifest"),
+            prompts_file=text("prompts_file"),
+            job_ids=tuple(str(job_id) for job_id in job_ids) if isinstance(job_ids, list) else (),
+            credits=_int_or_none(value.get("credits")),
+            images=_int_or_none(value.get("images")) or 0,
+        )
+
+
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -111,16 +149,19 @@ def image_lineage(
     height: Any,
     quality: str | None,
     prompt_file: str | None = None,
+    stored: Location | None = None,
 ) -> Lineage:
     """The lineage of one image task (``FluxGenerateOperator``).
 
     :param result: the operator's XCom value; ``None`` when the task failed before finishing.
+    :param stored: where the image was stored, as the operator kept it (else the result's
+        ``output_path``).
     :param job_ids: the jobs the task knows of (a failed task may have submitted one).
     :param width: as asked (templated fields may still be strings; anything non-numeric is dropped).
     :param prompt_file: the prompt file the prompt was read from, if any (a full path or URI).
     """
     ids = list(dict.fromkeys(str(job_id) for job_id in job_ids))
-    stored = (result or {}).get("output_path")
+    written = stored or (result or {}).get("output_path")
     if result is not None and result.get("job_id") and str(result["job_id"]) not in ids:
         ids.append(str(result["job_id"]))
     run = DoitongRun(
@@ -130,11 +171,11 @@ def image_lineage(
         quality=quality,
         job_ids=tuple(ids),
         credits=_int_or_none((result or {}).get("credit_cost")) if result is not None else None,
-        images=1 if stored else 0,
+        images=1 if written else 0,
     )
     return Lineage(
         inputs=(dataset_for(prompt_file),) if prompt_file else (),
-        outputs=(dataset_for(str(stored)),) if stored else (),
+        outputs=(dataset_for(written),) if written else (),
         run=run,
     )
 
@@ -250,25 +291,4 @@ def to_operator_lineage(lineage: Lineage, secrets: Sequence[str] = ()) -> Operat
         inputs=[Dataset(namespace=ref.namespace, name=ref.name) for ref in lineage.inputs],
         outputs=[Dataset(namespace=ref.namespace, name=ref.name) for ref in lineage.outputs],
         run_facets={FACET_NAME: run_facet(lineage.run)} if lineage.run is not None else {},
-    )
-
-
-def generate_operator_lineage(operator: Any, *, failed: bool = False) -> OperatorLineage[Dataset, RunFacet]:
-    """The lineage of a ``FluxGenerateOperator`` task, from what the operator kept while it ran.
-
-    :param operator: the operator instance that ran (the listener is handed that very instance).
-    :param failed: the task failed: whatever result it holds is not reported as stored.
-    """
-    result = None if failed else getattr(operator, "_result", None)
-    return to_operator_lineage(
-        image_lineage(
-            result=result,
-            job_ids=list(getattr(operator, "_jobs", {}) or {}),
-            model=getattr(operator, "provider", None),
-            width=getattr(operator, "width", None),
-            height=getattr(operator, "height", None),
-            quality=getattr(operator, "quality", None),
-            prompt_file=getattr(operator, "prompt_location", None),
-        ),
-        getattr(operator, "_secrets", ()),
     )

@@ -37,6 +37,7 @@ from airflow_provider_doitong.client.safety import check_download_url
 from airflow_provider_doitong.operators.airflow_errors import output_error
 from airflow_provider_doitong.operators.batch_task import owner as task_owner
 from airflow_provider_doitong.storage import (
+    Location,
     OutputClaimed,
     Place,
     UnsafeOutputPath,
@@ -66,13 +67,13 @@ def fetch_and_store(
     *,
     job_id: str,
     url: str | None,
-    location: str | ObjectStoragePath,
+    location: str | ObjectStoragePath | Location,
     log: TaskLog,
     name: str | None = None,
     owner: Mapping[str, Any] | None = None,
     job: Job | None = None,
     model: str = "",
-) -> str:
+) -> Location:
     """Download a job's image and write it to ``location`` (a folder gets ``<safe name>.<ext>``).
 
     :param name: the file stem in a folder (default: the job id); made safe either way.
@@ -80,7 +81,7 @@ def fetch_and_store(
         replaced (see :func:`~airflow_provider_doitong.storage.store_image`).
     :param job: the job, to report its stored image (and the job's span) to the client's observer.
     :param model: the job's model, for that report.
-    :return: where it went, as users write it (a local path or a URI).
+    :return: where it went (its ``shown`` form is how users write it: a local path or a URI).
     :raises AirflowFailException: for a refused host, an over-large body or an unsafe path.
     :raises AirflowException: for any other failure (the try fails; a retry may succeed).
     """
@@ -94,8 +95,8 @@ def fetch_and_store(
         raise output_error(exc, job_id=job_id) from None
     if job is not None:
         observability.stored(client.observer, trace=job_trace(job, model, downloaded), size=len(data))
-    where = shown(path)
-    log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job_id, len(data), where)
+    where = Location.of(path)
+    log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job_id, len(data), where.shown)
     return where
 
 
@@ -164,7 +165,9 @@ def link_url(
         return None
 
 
-def check_output(context: Context, location: str | ObjectStoragePath, *, whole_folder: bool) -> None:
+def check_output(
+    context: Context, location: str | ObjectStoragePath | Location, *, whole_folder: bool
+) -> None:
     """Check ``output_path`` before anything is submitted: it takes a write, and no other task has it.
 
     A probe file is created exclusively and removed in the final folder (made when missing). Then

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow_provider_doitong import _compat, ui
 from airflow_provider_doitong._compat import AirflowFailException, AirflowOptionalProviderFeatureException
 from airflow_provider_doitong.batch import manifest
+from airflow_provider_doitong.client.choices import check_choice
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
@@ -42,10 +43,7 @@ def checked_timeout(
         human-in-the-loop requests (3.0).
     :raises ValueError: an unknown ``on_approval_timeout``, or a timeout that is not positive.
     """
-    if on_approval_timeout not in ON_TIMEOUT:
-        raise ValueError(
-            f"on_approval_timeout must be one of {tuple(ON_TIMEOUT)}, got {on_approval_timeout!r}"
-        )
+    check_choice("on_approval_timeout", on_approval_timeout, ON_TIMEOUT)
     if isinstance(approval_timeout, int | float) and not isinstance(approval_timeout, bool):
         approval_timeout = timedelta(seconds=approval_timeout)
     if approval_timeout is not None and not (

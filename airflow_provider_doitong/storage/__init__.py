@@ -14,18 +14,20 @@ This package is the provider's only writer there, local or on object storage:
 
 from __future__ import annotations
 
+from airflow_provider_doitong.client.safety import safe_component
 from airflow_provider_doitong.storage.claims import (
     OutputClaimed,
     claim_file,
     claim_folder,
     describe,
     probe,
-    safe_component,
 )
 from airflow_provider_doitong.storage.images import claim_output_file, store_image, write_image
 from airflow_provider_doitong.storage.local import UnsafeFolder
 from airflow_provider_doitong.storage.paths import (
     LOCAL_PROTOCOLS,
+    Location,
+    ObjectStoragePath,
     UnsafeOutputPath,
     is_local,
     names_folder,
@@ -36,7 +38,9 @@ from airflow_provider_doitong.storage.paths import (
 from airflow_provider_doitong.storage.places import Place
 
 __all__ = [
+    "ObjectStoragePath",
     "LOCAL_PROTOCOLS",
+    "Location",
     "OutputClaimed",
     "Place",
     "UnsafeFolder",

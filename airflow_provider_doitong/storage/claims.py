@@ -8,14 +8,13 @@ find their own claim and go on; any other writer is refused, whenever it comes.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_provider_doitong.client.safety import safe_component
 from airflow_provider_doitong.storage.paths import UnsafeOutputPath
 from airflow_provider_doitong.storage.places import Place
 
@@ -38,17 +37,6 @@ class OutputClaimed(UnsafeOutputPath):
     def __init__(self, message: str, *, owner: Mapping[str, Any] | None) -> None:
         super().__init__(message)
         self.owner = dict(owner) if owner is not None else None
-
-
-def safe_component(value: str) -> str:
-    """A path component made of ``[A-Za-z0-9._-]``; anything else is replaced, and a digest keeps it unique.
-
-    :param value: a dag id, run id, task id or file name.
-    """
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", value).strip(".") or "_"
-    if cleaned == value:
-        return value
-    return f"{cleaned[:80]}-{hashlib.sha256(value.encode('utf-8')).hexdigest()[:8]}"
 
 
 def describe(owner: Mapping[str, Any] | None) -> str:

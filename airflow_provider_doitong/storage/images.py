@@ -10,14 +10,14 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_doitong.client.images import check_image
+from airflow_provider_doitong.client.safety import safe_component
 from airflow_provider_doitong.storage.claims import (
     FILE_CLAIMS,
     PROVIDER_FOLDER,
     OutputClaimed,
     claim_file,
-    safe_component,
 )
-from airflow_provider_doitong.storage.paths import names_folder, output_file, shown
+from airflow_provider_doitong.storage.paths import Location, names_folder, output_file, shown
 from airflow_provider_doitong.storage.places import Place
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def claim_output_file(path: ObjectStoragePath, owner: Mapping[str, Any]) -> bool
 
 
 def store_image(
-    location: str | ObjectStoragePath,
+    location: str | ObjectStoragePath | Location,
     name: str,
     data: bytes,
     *,

@@ -1,25 +1,62 @@
 """Which file an image goes to: a local path or any ``ObjectStoragePath`` URI.
 
 Nothing from an API answer chooses a destination: a job id becomes a file name only through
-:func:`~airflow_provider_doitong.client.safety.safe_file_stem`, the path is checked to stay inside
+:func:`~airflow_provider_doitong.client.safety.safe_component`, the path is checked to stay inside
 the folder, and the extension comes from the image's own bytes, never from its URL.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from airflow.sdk import ObjectStoragePath
+from airflow.sdk import ObjectStoragePath as ObjectStoragePath  # the one Airflow class storage/ uses
 
 from airflow_provider_doitong.client.errors import UnsafeOutputPath as UnsafeOutputPath
 from airflow_provider_doitong.client.images import IMAGE_TYPES
-from airflow_provider_doitong.client.safety import safe_file_stem
+from airflow_provider_doitong.client.safety import safe_component
 
+#: The protocols (URI schemes) of the local file system: what :func:`is_local` counts as local.
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
-def storage_path(location: str | ObjectStoragePath) -> ObjectStoragePath:
+@dataclass(frozen=True)
+class Location:
+    """A place in storage (an ``output_path``, a prompts file, a stored image), parsed once.
+
+    Operators build it once from what the DAG says; storage, the manifest and lineage read it
+    rather than parsing the text again.
+
+    :param path: the place itself.
+    :param shown: as users write it: a plain local path, or the URI of an object store.
+    :param local: on the local file system (:func:`is_local`).
+    :param folder: written as a folder (with a trailing ``/``); an existing directory is a folder too,
+        which only the storage can tell (:func:`names_folder`).
+    """
+
+    path: ObjectStoragePath
+    shown: str
+    local: bool
+    folder: bool = False
+
+    @classmethod
+    def of(cls, location: str | ObjectStoragePath | Location) -> Location:
+        """A local path (``~`` expanded, made absolute), a URI or an ``ObjectStoragePath``, parsed."""
+        if isinstance(location, Location):
+            return location
+        path = storage_path(location)
+        return cls(
+            path=path,
+            shown=shown(path),
+            local=is_local(path),
+            folder=isinstance(location, str) and location.endswith("/"),
+        )
+
+
+def storage_path(location: str | ObjectStoragePath | Location) -> ObjectStoragePath:
     """A local path (``~`` expanded, made absolute) or a URI, as an ``ObjectStoragePath``."""
+    if isinstance(location, Location):
+        return location.path
     if isinstance(location, ObjectStoragePath):
         return location
     if "://" not in location:
@@ -37,9 +74,11 @@ def shown(path: ObjectStoragePath) -> str:
     return path.path if is_local(path) else str(path)
 
 
-def names_folder(location: str | ObjectStoragePath, path: ObjectStoragePath | None = None) -> bool:
+def names_folder(location: str | ObjectStoragePath | Location, path: ObjectStoragePath | None = None) -> bool:
     """Whether ``location`` is a folder (ends with ``/`` or is an existing directory), not a file."""
     path = path if path is not None else storage_path(location)
+    if isinstance(location, Location):
+        return location.folder or path.is_dir()
     text = location if isinstance(location, str) else str(location)
     return text.endswith("/") or path.is_dir()
 
@@ -57,7 +96,7 @@ def _check_inside(folder: ObjectStoragePath, candidate: ObjectStoragePath, file_
 
 
 def output_file(
-    location: str | ObjectStoragePath, *, name: str, extension: str, folder: bool | None = None
+    location: str | ObjectStoragePath | Location, *, name: str, extension: str, folder: bool | None = None
 ) -> ObjectStoragePath:
     """The file an image goes to.
 
@@ -74,7 +113,7 @@ def output_file(
         return path
     if extension not in {kind.extension for kind in IMAGE_TYPES}:
         raise UnsafeOutputPath(f"{extension!r} is not an image extension")
-    file_name = f"{safe_file_stem(name)}.{extension}"
+    file_name = f"{safe_component(name)}.{extension}"
     candidate = path / file_name
     _check_inside(path, candidate, file_name)
     return candidate

@@ -87,11 +87,6 @@ class JobPoller:
         #: The Unix time polls started failing, while they fail.
         self.failing_since: float | None = None
 
-    @property
-    def watching(self) -> int:
-        """How many jobs are being watched."""
-        return len(self._watchers)
-
     async def watch(self, job_id: str, *, poll_interval: float) -> AsyncGenerator[Job, None]:
         """Yield the job each time its status changes, ending after a terminal status.
 

@@ -14,6 +14,7 @@ from airflow.sdk import DAG, Asset
 from PIL import Image
 
 from airflow_provider_doitong.batch import manifest as manifest_api
+from airflow_provider_doitong.operators import lineage
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from doitong_emulator import EmulatorAccount, FaultConfig
 from tests.airflow_versions import AIRFLOW_VERSION, unwrapped, without_mask_requests
@@ -360,14 +361,17 @@ def test_openlineage_names_the_folder_the_manifest_the_prompts_file_and_the_jobs
     pytest.importorskip("airflow.providers.openlineage")
     prompts = tmp_path / "p.txt"
     operator = FluxBatchOperator(task_id="b", prompts_file=str(prompts), output_path=str(tmp_path / "out"))
-    operator._lineage_state = {
-        "folder": str(tmp_path / "out"),
-        "manifest": str(tmp_path / "out" / "manifest.json"),
-        "prompts_file": operator._prompts_location(),
-        "job_ids": ["j1", "j2", "j1"],
-        "credits": 20,
-        "images": 2,
-    }
+    # As the review's deferral carries it (plain JSON), read back as the resumed task does.
+    operator._lineage_state = lineage.BatchIO.from_json(
+        {
+            "folder": str(tmp_path / "out"),
+            "manifest": str(tmp_path / "out" / "manifest.json"),
+            "prompts_file": operator._prompts_location(),
+            "job_ids": ["j1", "j2", "j1"],
+            "credits": 20,
+            "images": 2,
+        }
+    )
     got = operator.get_openlineage_facets_on_complete(None)
     assert [d.name for d in got.inputs] == [str(prompts)]
     assert [d.name for d in got.outputs] == [str(tmp_path / "out"), str(tmp_path / "out" / "manifest.json")]

@@ -18,7 +18,6 @@ from airflow_provider_doitong.batch.stores import (
     ObjectLedgerStore,
     ledger_parts,
     open_store,
-    safe_component,
 )
 from airflow_provider_doitong.storage import UnsafeOutputPath, storage_path
 
@@ -154,12 +153,7 @@ def test_an_object_storage_journal_stays_a_few_objects() -> None:
     assert reader.journal_objects == segments(folder)
 
 
-def test_ledger_folders_are_safe_and_distinct() -> None:
-    assert safe_component("daily") == "daily"
-    odd = safe_component("scheduled__2025-01-01T00:00:00+00:00")
-    assert "/" not in odd and ":" not in odd and odd.startswith("scheduled__2025-01-01T00_00_00_00_00-")
-    assert safe_component("a/b") != safe_component("a_b")
-    assert safe_component("..") not in ("..", ".")
+def test_ledger_folders_are_named_by_task_instance() -> None:
     assert ledger_parts(dag_id="d", run_id="r", task_id="t", map_index=3) == [".doitong", "d", "r", "t.3"]
 
 
@@ -270,6 +264,27 @@ def test_a_tampered_snapshot_is_one_clear_error(tmp_path: Path, change: dict) ->
     snapshot.write_text(json.dumps({**doc, **change}))
     with pytest.raises(LedgerError, match="damaged or was changed by hand"):
         Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+
+
+def test_a_ledger_written_with_the_earlier_name_of_ambiguous_submissions_is_read(tmp_path: Path) -> None:
+    # Ledgers written before the count was called ``ambiguous`` hold it as ``unconfirmed``, in the
+    # snapshot and in the journal: a batch resumed after an upgrade keeps both counts.
+    batch, ledger = _started(tmp_path, ["a", "b"])
+    ledger.close()
+    snapshot = tmp_path / "ledger.json"
+    doc = json.loads(snapshot.read_text())
+    doc["items"][0].update(state="failed", unconfirmed=2)
+    snapshot.write_text(json.dumps(doc))
+    with (tmp_path / JOURNAL_NAME).open("a") as handle:
+        handle.write(f'{{"q":{doc["seq"] + 1},"i":1,"set":{{"state":"pending","unconfirmed":1}}}}\n')
+    again = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert [record.ambiguous for record in again] == [2, 1]
+    again.update(1, ambiguous=3)
+    again.flush()
+    again.close()
+    assert b'"ambiguous":3' in (tmp_path / JOURNAL_NAME).read_bytes()
+    reopened = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert [record.ambiguous for record in reopened] == [2, 3]
 
 
 def test_a_journal_event_for_an_item_out_of_range_is_refused(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from airflow_provider_doitong.batch.planner import Action, Limits, Planner, Step, View
+from airflow_provider_doitong.batch.planner import BatchAction, BatchStep, Limits, Planner, View
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
 
@@ -36,7 +36,6 @@ class FakeApi:
             remaining=max(0, self.per_window - self.used),
             reset_at=self.window_end,
             retry_at=None,
-            observed_at=now,
         )
 
     def allowed(self) -> bool:
@@ -72,10 +71,10 @@ class Sim:
             to_store=len(self.completed),
         )
 
-    def run(self, limit: int = 200_000) -> Step:
+    def run(self, limit: int = 200_000) -> BatchStep:
         while self.steps < limit:
             step = self.step()
-            if step.action is Action.DONE:
+            if step.action is BatchAction.DONE:
                 return step
         raise AssertionError("the planner did not finish")
 
@@ -83,13 +82,13 @@ class Sim:
         """Jobs running on the account: this batch's and those of the batches sharing it."""
         return len(self.running) + sum(len(other.running) for other in self.sharing)
 
-    def step(self) -> Step:
+    def step(self) -> BatchStep:
         """Ask the planner once and do what it says."""
         if self._durations is None:
             self._durations = iter(self.api.durations or [])
         self.steps += 1
         step = self.planner.decide(self.view(), self.now)
-        if step.action is Action.SUBMIT:
+        if step.action is BatchAction.SUBMIT:
             assert 0 < step.count <= len(self.pending)
             for _ in range(step.count):
                 rate = self.api.hit(self.now, "submit")
@@ -105,7 +104,7 @@ class Sim:
                 self.running[item] = (self.now, self.now + d)
                 self.max_running = max(self.max_running, len(self.running))
                 self.now += 0.01
-        elif step.action is Action.POLL:
+        elif step.action is BatchAction.POLL:
             rate = self.api.hit(self.now, "status")
             assert self.api.allowed(), "the planner spent more requests than the window allows"
             self.planner.saw_rate_limit(rate)
@@ -116,10 +115,10 @@ class Sim:
                     self.completed.append(item)
                     self.planner.learn(end - started)
             self.now += 0.02
-        elif step.action is Action.STORE:
+        elif step.action is BatchAction.STORE:
             self.stored.append(self.completed.pop(0))
             self.now += 0.01
-        elif step.action is not Action.DONE:
+        elif step.action is not BatchAction.DONE:
             assert step.seconds >= 0
             self.now += max(step.seconds, 1e-3)
         return step
@@ -178,30 +177,30 @@ def test_a_concurrency_refusal_waits_before_the_next_submission() -> None:
     planner = Planner(limits=Limits(concurrency=3, requests_per_window=60, window_s=60.0), poll_interval=5.0)
     planner.refused(until=1_010.0, all_requests=False)
     step = planner.decide(View(pending=5, running=[], to_store=0), 1_000.0)
-    assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)
-    assert planner.decide(View(pending=5, running=[], to_store=0), 1_010.0) == Step(Action.SUBMIT, count=3)
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(10.0)
+    assert planner.decide(View(pending=5, running=[], to_store=0), 1_010.0) == BatchStep(
+        BatchAction.SUBMIT, count=3
+    )
 
 
 def test_one_request_is_kept_for_the_read_while_jobs_run() -> None:
     planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
-    planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=3, reset_at=1_005.0, retry_at=None, observed_at=1_000)
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=3, reset_at=1_005.0, retry_at=None))
+    assert planner.decide(View(pending=9, running=[999.0], to_store=0), 1_000.0) == BatchStep(
+        BatchAction.SUBMIT, count=2
     )
-    assert planner.decide(View(pending=9, running=[999.0], to_store=0), 1_000.0) == Step(
-        Action.SUBMIT, count=2
-    )
-    planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=1, reset_at=1_005.0, retry_at=None, observed_at=1_000)
-    )
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=1, reset_at=1_005.0, retry_at=None))
     planner.polled(1_000.0)
     step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_000.0)
-    assert step == Step(Action.SLEEP, seconds=1.0, reason="waiting for running jobs")  # kept for the read
-    assert planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_001.0) == Step(Action.POLL)
-    planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=0, reset_at=1_030.0, retry_at=None, observed_at=1_000)
+    assert step == BatchStep(
+        BatchAction.SLEEP, seconds=1.0, reason="waiting for running jobs"
+    )  # kept for the read
+    assert planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_001.0) == BatchStep(
+        BatchAction.POLL
     )
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=0, reset_at=1_030.0, retry_at=None))
     step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_020.0)
-    assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)  # until the window resets
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(10.0)  # until the window resets
 
 
 def test_reads_come_just_after_the_expected_end_once_durations_are_known() -> None:
@@ -229,11 +228,11 @@ def test_stop_and_fatal_and_deadline_end_the_batch() -> None:
         deadline=2_000.0,
     )
     stop = View(pending=5, running=[], to_store=0, stop_submitting="too many failures")
-    assert planner.decide(stop, 1_000.0) == Step(Action.DONE, reason="too many failures")
+    assert planner.decide(stop, 1_000.0) == BatchStep(BatchAction.DONE, reason="too many failures")
     waiting = View(pending=5, running=[990.0], to_store=0, stop_submitting="too many failures")
     assert planner.decide(waiting, 1_000.0).action in (
-        Action.POLL,
-        Action.SLEEP,
+        BatchAction.POLL,
+        BatchAction.SLEEP,
     )  # running jobs are waited for
     assert planner.decide(View(pending=1, running=[], to_store=0, fatal="401"), 1_000.0).reason == "401"
     assert planner.decide(View(pending=1, running=[1.0], to_store=0), 2_000.0).reason == "deadline"
@@ -251,7 +250,7 @@ def test_defer_only_when_the_quiet_time_until_the_next_due_job_is_worth_a_resume
     planner = known_planner()
     view = View(pending=5, running=[1_000.0] * 10, to_store=0)  # due at 1,016.05
     sleep = planner.decide(view, 1_000.5)
-    assert sleep.action is Action.SLEEP and sleep.seconds <= 2.0  # interval reads cap the sleep...
+    assert sleep.action is BatchAction.SLEEP and sleep.seconds <= 2.0  # interval reads cap the sleep...
     # ...but the trigger's poller does those: the quiet time runs to the wave's expected end
     leave, wake = planner.defer_until(view, sleep, now=1_000.5, resume_lead=5.0, min_defer=10.0)
     assert leave and wake == pytest.approx(1_011.05)
@@ -259,7 +258,9 @@ def test_defer_only_when_the_quiet_time_until_the_next_due_job_is_worth_a_resume
     assert not leave  # 9.05 s of quiet is not worth a resume
     leave, wake = planner.defer_until(view, sleep, now=1_015.5, resume_lead=5.0, min_defer=0.0)
     assert leave and wake == pytest.approx(1_015.5)  # 0 always defers
-    assert planner.defer_until(view, Step(Action.POLL), now=1_000.5, resume_lead=5.0, min_defer=0.0) == (
+    assert planner.defer_until(
+        view, BatchStep(BatchAction.POLL), now=1_000.5, resume_lead=5.0, min_defer=0.0
+    ) == (
         False,
         None,
     )
@@ -268,7 +269,7 @@ def test_defer_only_when_the_quiet_time_until_the_next_due_job_is_worth_a_resume
 def test_before_any_job_ended_the_batch_defers_once_its_jobs_prove_long() -> None:
     planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=2.0)
     view = View(pending=5, running=[1_000.0] * 10, to_store=0)
-    step = Step(Action.SLEEP, seconds=1.0)
+    step = BatchStep(BatchAction.SLEEP, seconds=1.0)
     assert planner.defer_until(view, step, now=1_020.0, resume_lead=5.0, min_defer=10.0) == (False, None)
     assert planner.defer_until(view, step, now=1_031.0, resume_lead=5.0, min_defer=10.0) == (True, None)
 
@@ -278,7 +279,7 @@ def test_a_refusal_delaying_the_next_submission_is_a_reason_to_defer() -> None:
     planner.refused(until=1_060.0, all_requests=False)
     view = View(pending=5, running=[], to_store=0)
     step = planner.decide(view, 1_000.0)
-    assert step.action is Action.SLEEP and step.seconds == pytest.approx(60.0)
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(60.0)
     assert planner.defer_until(view, step, now=1_000.0, resume_lead=5.0, min_defer=10.0) == (True, 1_055.0)
 
 
@@ -299,11 +300,11 @@ def test_a_refusal_for_the_accounts_job_slots_keeps_the_batch_to_the_jobs_it_hol
     assert planner.job_slots == 3
     # the other seven slots are someone else's: no submission into them when the wait is over
     step = planner.decide(View(pending=20, running=[990.0] * 3, to_store=0), 1_002.0)
-    assert step.action is not Action.SUBMIT
+    assert step.action is not BatchAction.SUBMIT
     # a job of its own ends: its slot is refilled, and no more
     planner.learn(4.0)
-    assert planner.decide(View(pending=20, running=[990.0] * 2, to_store=0), 1_003.0) == Step(
-        Action.SUBMIT, count=1
+    assert planner.decide(View(pending=20, running=[990.0] * 2, to_store=0), 1_003.0) == BatchStep(
+        BatchAction.SUBMIT, count=1
     )
     # a whole round of its own jobs later it tries for one slot more, up to the plan's
     planner.learn(4.0)
@@ -333,7 +334,7 @@ def test_batches_sharing_an_account_stop_asking_for_slots_the_others_hold() -> N
         i, sim = min(((i, s) for i, s in enumerate(sims) if i not in done), key=lambda pair: pair[1].now)
         for other in sims:  # one clock: the account's jobs end at the same times for everyone
             other.now = max(other.now, sim.now)
-        if sim.step().action is Action.DONE:
+        if sim.step().action is BatchAction.DONE:
             done.add(i)
         assert sim.steps < 100_000
     assert all(sorted(sim.stored) == list(range(30)) for sim in sims)
@@ -345,14 +346,14 @@ def test_batches_sharing_an_account_stop_asking_for_slots_the_others_hold() -> N
 def test_the_accounts_window_is_spent_no_faster_than_evenly_past_one_round_of_slots() -> None:
     planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
     # a fresh window: one round of job slots at once
-    planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=59, reset_at=1_060.0, retry_at=None, observed_at=1_000)
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=59, reset_at=1_060.0, retry_at=None))
+    assert planner.decide(View(pending=30, running=[], to_store=0), 1_000.0) == BatchStep(
+        BatchAction.SUBMIT, count=10
     )
-    assert planner.decide(View(pending=30, running=[], to_store=0), 1_000.0) == Step(Action.SUBMIT, count=10)
     # halfway through, other DAGs on the account have spent it down to 10: wait for the even share
-    planner.saw_rate_limit(
-        RateLimitInfo(limit=60, remaining=10, reset_at=1_030.0, retry_at=None, observed_at=1_000)
-    )
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=10, reset_at=1_030.0, retry_at=None))
     step = planner.decide(View(pending=30, running=[], to_store=0), 1_000.0)
-    assert step.action is Action.SLEEP and step.seconds == pytest.approx(10.0)
-    assert planner.decide(View(pending=30, running=[], to_store=0), 1_010.0) == Step(Action.SUBMIT, count=1)
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(10.0)
+    assert planner.decide(View(pending=30, running=[], to_store=0), 1_010.0) == BatchStep(
+        BatchAction.SUBMIT, count=1
+    )

@@ -73,7 +73,7 @@ def test_refusals_that_made_no_job_and_answers_that_were_lost() -> None:
         DoitongServerError("boom", status=500),
     ):
         got = judge_submit_error(lost, now=NOW, policy=POLICY, item=1)
-        assert got.verdict is Verdict.UNCONFIRMED and (got.until or 0) > NOW
+        assert got.verdict is Verdict.AMBIGUOUS and (got.until or 0) > NOW
 
 
 # One row per kind of error a submission can meet: the batch's verdict, under on_daily_limit="fail".
@@ -86,10 +86,10 @@ VERDICTS: list[tuple[str, DoitongError, Verdict]] = [
     ("429-rate", limited("RATE_LIMITED", NOW + 3), Verdict.LATER),
     ("429-concurrency", limited("CONCURRENCY_LIMIT", NOW + 3), Verdict.LATER),
     ("refused", DoitongConnectionError("refused", request_sent=False), Verdict.LATER),
-    ("dropped", DoitongConnectionError("dropped", request_sent=True), Verdict.UNCONFIRMED),
-    ("500", DoitongServerError("boom", status=500), Verdict.UNCONFIRMED),
-    ("malformed", DoitongProtocolError("not JSON", status=200), Verdict.UNCONFIRMED),
-    ("other", DoitongError("?", status=418), Verdict.UNCONFIRMED),
+    ("dropped", DoitongConnectionError("dropped", request_sent=True), Verdict.AMBIGUOUS),
+    ("500", DoitongServerError("boom", status=500), Verdict.AMBIGUOUS),
+    ("malformed", DoitongProtocolError("not JSON", status=200), Verdict.AMBIGUOUS),
+    ("other", DoitongError("?", status=418), Verdict.AMBIGUOUS),
 ]
 
 

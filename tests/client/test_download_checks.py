@@ -24,7 +24,6 @@ from airflow_provider_doitong.client.safety import (
     check_download_url,
     host_allowed,
     parse_host_list,
-    safe_file_stem,
 )
 
 
@@ -69,30 +68,6 @@ def test_truncated_images_are_refused(images: dict[str, bytes], kind: str) -> No
 def test_a_webp_whose_riff_length_lies_is_refused(images: dict[str, bytes]) -> None:
     with pytest.raises(DoitongBadImage, match="RIFF header declares"):
         check_image(images["webp"] + b"\x00\x00")
-
-
-# --- file stems ----------------------------------------------------------------------------
-@pytest.mark.parametrize("job_id", ["abc123", "3f2a9c0d1e2f3a4b5c6d", "job_7-x", "A" * 128])
-def test_plain_ids_are_used_as_they_are(job_id: str) -> None:
-    assert safe_file_stem(job_id) == job_id
-
-
-@pytest.mark.parametrize(
-    "job_id",
-    ["../../escape_x", "..", ".hidden", "a/b", "a\\b", "x\x00y", "line\nbreak", "A" * 129, "", "é", "-x"],
-)
-def test_unsafe_ids_are_mapped_to_safe_unique_stems(job_id: str) -> None:
-    stem = safe_file_stem(job_id)
-    assert stem != job_id
-    assert all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in stem)
-    assert 0 < len(stem) <= 128 and stem[0].isalnum()
-    assert safe_file_stem(job_id) == stem
-
-
-def test_mapped_stems_keep_distinct_ids_apart() -> None:
-    ids = ["../a", "./a", "a/..", "//a", "a?", "a*"]
-    assert len({safe_file_stem(i) for i in ids}) == len(ids)
-    assert safe_file_stem("../../escape_x").startswith("escape_x-")
 
 
 # --- hosts and URLs ------------------------------------------------------------------------

@@ -28,9 +28,7 @@ NOW = 1_000.0
 
 
 def _rate(remaining: int, reset_in: float, limit: int = 60) -> RateLimitInfo:
-    return RateLimitInfo(
-        limit=limit, remaining=remaining, reset_at=NOW + reset_in, retry_at=None, observed_at=NOW
-    )
+    return RateLimitInfo(limit=limit, remaining=remaining, reset_at=NOW + reset_in, retry_at=None)
 
 
 # (started, typical duration, last read, poll_interval) -> the next read, a Unix time

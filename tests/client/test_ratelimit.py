@@ -137,7 +137,6 @@ def test_rate_limit_info_from_headers(
     assert info.reset_at == (pytest.approx(reset_at) if reset_at is not None else None)
     assert info.retry_at == (pytest.approx(retry_at) if retry_at is not None else None)
     assert info.resume_at == (pytest.approx(resume_at) if resume_at is not None else None)
-    assert info.observed_at == NOW
 
 
 @pytest.mark.parametrize(
@@ -151,7 +150,5 @@ def test_rate_limit_info_from_headers(
     ],
 )
 def test_pace_delay(remaining: int | None, reset_in: float, min_interval: float, expected: float) -> None:
-    info = RateLimitInfo(
-        limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None, observed_at=NOW
-    )
+    info = RateLimitInfo(limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None)
     assert info.pace_delay(now=NOW, min_interval=min_interval) == pytest.approx(expected)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_doitong.client import ImageRequest
 from airflow_provider_doitong.client.submission import STATE_KEY, Action, Records, RecordState
+
+FOX = ImageRequest(provider="flux-krea", prompt="a fox", width=512, height=512)
+OWL = ImageRequest(provider="flux-krea", prompt="an owl", width=512, height=512)
 
 
 class Store:
@@ -23,15 +27,15 @@ class Store:
 
 def test_what_one_try_writes_the_next_try_plans_from() -> None:
     store = Store()
-    Records(store, "fp-a").save(RecordState.SUBMITTED, "job-1")
-    step = Records(store, "fp-a").plan(on_clear="reuse")
+    Records(store, FOX).save(RecordState.SUBMITTED, "job-1")
+    step = Records(store, FOX).plan(on_clear="reuse")
     assert step.action is Action.READ and step.job_id == "job-1"
-    assert Records(store, "fp-b").plan(on_clear="reuse").action is Action.SUBMIT  # another request
+    assert Records(store, OWL).plan(on_clear="reuse").action is Action.SUBMIT  # another request
 
 
 def test_refusals_are_counted_and_a_forgotten_record_submits_afresh() -> None:
     store = Store()
-    records = Records(store, "fp")
+    records = Records(store, FOX)
     records.save(RecordState.REFUSED, refusals=3)
     assert store.values[STATE_KEY]["refusals"] == 3 and store.values[STATE_KEY]["at"] > 0
     assert records.plan(on_clear="reuse").refusals == 3
@@ -41,7 +45,7 @@ def test_refusals_are_counted_and_a_forgotten_record_submits_afresh() -> None:
 
 
 def test_without_a_store_nothing_is_kept() -> None:
-    records = Records(None, "fp")
+    records = Records(None, FOX)
     records.save(RecordState.SUBMITTING)
     records.forget()
     assert records.plan(on_clear="reuse").action is Action.SUBMIT

@@ -82,9 +82,7 @@ def test_timeout_says_the_job_keeps_running() -> None:
     [(0, 20.0, 20.0), (4, 20.0, 5.0), (50, 20.0, 1.0), (None, 20.0, 1.0)],
 )
 def test_polls_are_paced_by_the_rate_limit(remaining: int | None, reset_in: float, expected: float) -> None:
-    rate = RateLimitInfo(
-        limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None, observed_at=NOW
-    )
+    rate = RateLimitInfo(limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None)
     step = next_step("j", _job("processing"), now=NOW, deadline=None, poll_interval=1.0, rate_limit=rate)
     assert step.sleep == pytest.approx(expected)
 

@@ -6,6 +6,8 @@ submission error ends it. The emulator and ``dag.test()`` tests show the same pa
 
 from __future__ import annotations
 
+import hashlib
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,6 +29,7 @@ from airflow_provider_doitong.client import (
     submission,
 )
 from airflow_provider_doitong.client.downloads import DownloadPolicy
+from airflow_provider_doitong.client.fingerprint import fingerprint
 from airflow_provider_doitong.client.observability import NO_OBSERVER
 from airflow_provider_doitong.operators import flux
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
@@ -35,7 +38,7 @@ from airflow_provider_doitong.triggers import events
 
 PROMPT = "a lighthouse at dawn"
 REQUEST = ImageRequest(provider="flux-krea", prompt=PROMPT, width=256, height=256)
-FP = submission.fingerprint(REQUEST)
+FP = fingerprint(REQUEST)
 
 
 def _job(job_id: str = "job-1", status: str = "completed") -> Job:
@@ -122,9 +125,24 @@ def _no_sleeping(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 # --- what a try does with what an earlier one left ---------------------------------------------
-OTHER_FP = submission.fingerprint(
-    ImageRequest(provider="flux-krea", prompt="another prompt", width=256, height=256)
-)
+OTHER_FP = fingerprint(ImageRequest(provider="flux-krea", prompt="another prompt", width=256, height=256))
+#: The fingerprint records held before the batch's and the record's were made one: a cleared or
+#: retried task still finds the job it paid for.
+EARLIER_FP = hashlib.sha256(
+    json.dumps(
+        {
+            "model": "flux-krea",
+            "prompt": PROMPT,
+            "width": 256,
+            "height": 256,
+            "quality": "standard",
+            "version": "flux-krea",
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+).hexdigest()
 
 # id, stored record, the old job as the API reports it, operator kwargs, then: submissions, reads of
 # the old job, waits for a job
@@ -152,6 +170,16 @@ RESUME_TABLE: list[tuple[str, Any, Job | None, dict[str, Any], int, int, int]] =
         {},
         1,
         0,
+        1,
+    ),
+    ("earlier-form-completed-is-reused", _record("stored", fp=EARLIER_FP), _job("old-job"), {}, 0, 1, 0),
+    (
+        "earlier-form-running-reattaches",
+        _record("submitted", fp=EARLIER_FP),
+        _job("old-job", "processing"),
+        {},
+        0,
+        1,
         1,
     ),
     ("lost-answer-resubmits-by-default", _record("submitting", None), None, {}, 1, 0, 1),

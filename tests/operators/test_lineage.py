@@ -18,6 +18,7 @@ import pytest
 
 from airflow_provider_doitong.operators import lineage
 from airflow_provider_doitong.operators.lineage import DatasetRef, DoitongRun
+from airflow_provider_doitong.storage import Location
 from doitong_emulator import DoitongEmulator, FaultConfig
 from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.conftest import REPO, conn_json
@@ -42,10 +43,24 @@ RESULT = {
         ("/data/images/2025-01-01/", DatasetRef("file", "/data/images/2025-01-01")),
         ("s3://bucket/day/a.jpg", DatasetRef("s3://bucket", "day/a.jpg")),
         ("gs://bucket/day/", DatasetRef("gs://bucket", "day")),
+        ("s3://key-id:s3cr3t@bucket/day/a.jpg", DatasetRef("s3://bucket", "day/a.jpg")),
     ],
 )
 def test_dataset_names_follow_the_openlineage_conventions(location: str, expected: DatasetRef) -> None:
     assert lineage.dataset_for(location) == expected
+
+
+def test_a_location_parsed_once_is_named_as_its_text_is(tmp_path: Path) -> None:
+    for text in (f"{tmp_path}/out/", "s3://bucket/day/a.jpg"):
+        assert lineage.dataset_for(Location.of(text)) == lineage.dataset_for(text)
+
+
+def test_what_a_batch_keeps_for_lineage_crosses_a_deferral_unchanged() -> None:
+    kept = lineage.BatchIO(
+        folder="s3://b/day", manifest="s3://b/day/manifest.json", job_ids=("a", "b"), credits=20, images=2
+    )
+    assert lineage.BatchIO.from_json(json.loads(json.dumps(kept.to_json()))) == kept
+    assert lineage.BatchIO.from_json({"folder": 3, "job_ids": "a", "images": "x"}) == lineage.BatchIO()
 
 
 def test_a_relative_path_is_named_absolutely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,4 +74,4 @@ def test_a_completed_job_without_a_url_fails_the_try(tmp_path: Path) -> None:
 def test_an_image_is_written_under_a_safe_name(tmp_path: Path) -> None:
     data = render_jpeg("j1", "a fox", 256, 256)
     where = fetch_and_store(FakeDownloads(data), job_id="../j1", url=URL, location=f"{tmp_path}/", log=LOG)  # type: ignore[arg-type]
-    assert Path(where).parent == tmp_path and Path(where).read_bytes() == data
+    assert where.local and Path(where.shown).parent == tmp_path and Path(where.shown).read_bytes() == data

@@ -18,6 +18,7 @@ from airflow_provider_doitong._compat import AirflowFailException
 from airflow_provider_doitong.client import DoitongBadImage
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.storage import (
+    Location,
     OutputClaimed,
     Place,
     UnsafeOutputPath,
@@ -127,7 +128,8 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path, monkeypatch: p
 def test_object_storage_folders_get_safe_names() -> None:
     folder = ObjectStoragePath("memory://bucket/images/")
     path = store_image(folder, "../../escape_x", WEBP, folder=True)
-    assert str(path).startswith("memory://bucket/images/escape_x-") and str(path).endswith(".webp")
+    assert str(path.parent).rstrip("/") == "memory://bucket/images" and str(path).endswith(".webp")
+    assert "/" not in path.name and path.name.startswith("_.._escape_x-")
     assert path.read_bytes() == WEBP
     assert not ObjectStoragePath("memory://escape_x.webp").exists()
     assert str(store_image("memory://bucket/images/", "job1", PNG)) == "memory://bucket/images/job1.png"
@@ -235,3 +237,15 @@ def test_a_second_run_is_refused_by_the_check_naming_the_owner(tmp_path: Path) -
     check_output(ti_context("r1"), f"{tmp_path}/", whole_folder=True)  # a retry of the same task
     with pytest.raises(AirflowFailException, match=r"task \(dag d, run r1, task t;.*nothing was submitted"):
         check_output(ti_context("r2"), f"{tmp_path}/", whole_folder=True)
+
+
+def test_a_location_is_parsed_once_and_keeps_what_its_text_said(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = Location.of("out/")
+    assert folder.local and folder.folder and folder.shown == str(tmp_path / "out")
+    assert Location.of(folder) is folder and not Location.of("out/a.png").folder
+    remote = Location.of("memory://bucket/images/")
+    assert not remote.local and remote.folder and remote.shown == "memory://bucket/images"
+    # The folder it names is honoured without the text: the image goes inside it.
+    path = store_image(remote, "job1", PNG)
+    assert str(path) == "memory://bucket/images/job1.png" and path.read_bytes() == PNG

@@ -1,45 +1,12 @@
-"""The submission record and its fingerprint: what makes two requests the same image."""
+"""The submission record: what a task keeps of its submission, and what it reads back."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
 
-from airflow_provider_doitong.client import ImageRequest
-from airflow_provider_doitong.client.submission import Record, RecordState, fingerprint
-
-BASE = ImageRequest(provider="flux-krea", prompt="a fox", width=512, height=512, quality="standard")
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"prompt": "a fox in the snow"},
-        {"provider": "flux-dev"},
-        {"width": 768},
-        {"height": 768},
-        {"quality": "high"},
-    ],
-    ids=lambda c: next(iter(c)),
-)
-def test_every_part_of_the_image_changes_the_fingerprint(change: dict[str, Any]) -> None:
-    fields = {f.name: getattr(BASE, f.name) for f in dataclasses.fields(BASE)}
-    fields.update(change, version=None)
-    assert fingerprint(ImageRequest(**fields)) != fingerprint(BASE)
-
-
-def test_what_does_not_make_the_image_leaves_it_alone() -> None:
-    same = ImageRequest(
-        provider="flux-krea",
-        prompt="  a fox ",
-        width="512",
-        height=512,
-        webhook_url="https://hooks.example/x",
-    )
-    assert fingerprint(same) == fingerprint(BASE)
-    assert len(fingerprint(BASE)) == 64 and "fox" not in fingerprint(BASE)
+from airflow_provider_doitong.client.submission import Record, RecordState
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def test_a_hostile_id_and_suffix_stay_data(doitong_conn: Any, tmp_path: Path, de
     result = xcom_value(run, "generate")
     assert result["job_id"].startswith("../../escape_") and result["url"].endswith(".py")
     stored = Path(result["output_path"])
-    assert stored.parent == out and stored.name.startswith("escape_") and stored.suffix == ".png"
+    assert stored.parent == out and stored.name.startswith("_.._escape_") and stored.suffix == ".png"
     assert files_under(tmp_path) == {f"deep/out/{stored.name}"}
     with Image.open(stored) as image:
         assert image.format == "PNG" and image.size == (256, 256)

@@ -100,7 +100,7 @@ def test_departed_watchers_leave_nothing_behind() -> None:
         return poller
 
     poller = asyncio.run(scenario())
-    assert poller._created_at == {} and poller.watching == 0
+    assert poller._created_at == {} and len(poller._watchers) == 0
 
 
 @pytest.mark.parametrize("interval", [0.0, 1e-6, 0.01])

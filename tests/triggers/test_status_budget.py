@@ -31,9 +31,7 @@ def polls_in_one_window(pollers: int) -> int:
             return used
         remaining -= 1
         used += 1
-        seen = RateLimitInfo(
-            limit=LIMIT, remaining=remaining, reset_at=WINDOW, retry_at=None, observed_at=now
-        )
+        seen = RateLimitInfo(limit=LIMIT, remaining=remaining, reset_at=WINDOW, retry_at=None)
         usable = dataclasses.replace(seen, remaining=status_budget(seen))
         next_at[i] = now + usable.pace_delay(now=now, min_interval=MIN_POLL_GAP)
 
@@ -48,7 +46,7 @@ def test_pollers_together_leave_the_submissions_share(pollers: int) -> None:
 
 def test_budget_is_what_remains_above_the_reserve() -> None:
     def info(remaining: int, limit: int | None = LIMIT) -> RateLimitInfo:
-        return RateLimitInfo(limit=limit, remaining=remaining, reset_at=None, retry_at=None, observed_at=0)
+        return RateLimitInfo(limit=limit, remaining=remaining, reset_at=None, retry_at=None)
 
     assert status_budget(info(60)) == 30
     assert status_budget(info(31)) == 1

@@ -161,14 +161,14 @@ def test_cancelled_trigger_leaves_the_poller_and_the_last_one_stops_it(doitong_c
         t2 = asyncio.create_task(DoitongJobTrigger(job_id=b, poll_interval=0.05).run().asend(None))
         await asyncio.sleep(0.3)
         poller = poller_module._REGISTRY[loop]["doitong_default"]
-        assert poller.watching == 2
+        assert len(poller._watchers) == 2
         t1.cancel()
         await asyncio.gather(t1, return_exceptions=True)
-        assert poller.watching == 1 and not poller._task.done()
+        assert len(poller._watchers) == 1 and not poller._task.done()
         t2.cancel()
         await asyncio.gather(t2, return_exceptions=True)
         await asyncio.sleep(0.05)
-        assert poller.watching == 0 and poller._task.done()
+        assert len(poller._watchers) == 0 and poller._task.done()
         assert "doitong_default" not in poller_module._REGISTRY.get(loop, {})
 
     asyncio.run(_scenario())
