@@ -121,6 +121,10 @@ class DoitongHook(BaseHook):
         self.__dict__.pop("settings", None)
         return self.settings
 
+    def credit_floor(self, task_floor: int | None) -> int | None:
+        """The credit floor a task keeps to: its own ``credit_floor``, else the connection's extra."""
+        return task_floor if task_floor is not None else self.checked_settings().credit_floor
+
     def current_api_key(self) -> str:
         """The connection's API key read again now, not from this hook's cache.
 

@@ -225,14 +225,8 @@ class FluxBatchOperator(BaseOperator):
             logger=self.log,
             max_credits=self._budget,
             refresh_key=self.hook.current_api_key,
-            credit_floor=self._credit_floor(),
+            credit_floor=self.hook.credit_floor(self.credit_floor),
         )
-
-    def _credit_floor(self) -> int | None:
-        """The task's ``credit_floor``, else its connection's."""
-        if self.credit_floor is not None:
-            return self.credit_floor
-        return self.hook.checked_settings().credit_floor
 
     # --- entry points ---------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:

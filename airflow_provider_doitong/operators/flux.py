@@ -15,7 +15,6 @@ from airflow_provider_doitong._compat import conf, task_state_store
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
-    DoitongNotFound,
     ImageRequest,
     Job,
     contract,
@@ -36,6 +35,7 @@ from airflow_provider_doitong.operators.outputs import (
     fetch_and_store,
     link_url,
     observe_end,
+    read_job,
     report_charge,
 )
 from airflow_provider_doitong.operators.prompt_files import (
@@ -325,11 +325,7 @@ class FluxGenerateOperator(BaseOperator):
             deadline=self._deadline,
             may_defer=self.deferrable,
             log=self.log,
-            credit_floor=(
-                self.credit_floor
-                if self.credit_floor is not None
-                else self.hook.checked_settings().credit_floor
-            ),
+            credit_floor=self.hook.credit_floor(self.credit_floor),
         )
         step = submitter.first_step()
         if step.action is Action.SUBMIT:
@@ -355,7 +351,7 @@ class FluxGenerateOperator(BaseOperator):
 
     def _wait(self, job_id: str, context: Context, job: Job | None) -> dict[str, Any]:
         if not self.wait_for_completion:
-            return self._finish(job or self._read_job(job_id), context)
+            return self._finish(job or read_job(self.client, job_id, conn_id=self.doitong_conn_id), context)
         if self.deferrable:
             backstop = (
                 None if self._deadline is None else timedelta(seconds=self._deadline - time.time() + 60)
@@ -386,17 +382,6 @@ class FluxGenerateOperator(BaseOperator):
         self.log.info("Doitong job %s completed after %.1fs", job_id, time.monotonic() - started)
         return self._finish(done, context)
 
-    def _read_job(self, job_id: str) -> Job:
-        try:
-            job = self.client.get_job(job_id)
-        except DoitongError as exc:
-            raise airflow_error(
-                exc, doing=f"Reading Doitong job {job_id} failed", conn_id=self.doitong_conn_id
-            ) from None
-        if job is None:
-            raise airflow_error(DoitongNotFound(f"Doitong job {job_id} does not exist"))
-        return job
-
     # --- the result ----------------------------------------------------------------------
     def _finish(self, job: Job, context: Context, *, reused: bool = False) -> dict[str, Any]:
         """Store a completed job's image and return the task's result.
@@ -413,8 +398,17 @@ class FluxGenerateOperator(BaseOperator):
                 estimate=self._request.estimated_credits,
                 max_credits=self.max_credits,
             )
-            if self._output is not None:
-                self._stored = self._store(self._output, job, context)
+            if self._output is not None:  # checked by the client, never over another task's file
+                self._stored = fetch_and_store(
+                    self.client,
+                    job_id=job.id,
+                    url=job.url,
+                    location=self._output,
+                    log=self.log,
+                    owner=task_owner(context),
+                    job=job,
+                    model=self._request.provider,
+                )
                 output = self.stored_image = self._stored.shown
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._records(context).save(RecordState.STORED, job.id)
@@ -424,16 +418,3 @@ class FluxGenerateOperator(BaseOperator):
                 context["outlet_events"][outlet].extra = result
         self._result = result
         return result
-
-    def _store(self, output: Location, job: Job, context: Context) -> Location:
-        """Download the image (checked by the client) and write it, never over another task's file."""
-        return fetch_and_store(
-            self.client,
-            job_id=job.id,
-            url=job.url,
-            location=output,
-            log=self.log,
-            owner=task_owner(context),
-            job=job,
-            model=self._request.provider,
-        )

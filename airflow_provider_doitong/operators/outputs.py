@@ -27,6 +27,7 @@ from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
     DoitongJobFailed,
+    DoitongNotFound,
     DoitongProtocolError,
     DoitongUntrustedOutput,
     Job,
@@ -34,7 +35,7 @@ from airflow_provider_doitong.client import (
 )
 from airflow_provider_doitong.client.models import parse_api_time
 from airflow_provider_doitong.client.safety import check_download_url
-from airflow_provider_doitong.operators.airflow_errors import output_error
+from airflow_provider_doitong.operators.airflow_errors import airflow_error, output_error
 from airflow_provider_doitong.operators.batch_task import owner as task_owner
 from airflow_provider_doitong.storage import (
     Location,
@@ -98,6 +99,17 @@ def fetch_and_store(
     where = Location.of(path)
     log.info("Wrote the image of Doitong job %s (%d bytes) to %s", job_id, len(data), where.shown)
     return where
+
+
+def read_job(client: DoitongClient, job_id: str, *, conn_id: str) -> Job:
+    """A job read back once, or the task's failure (a job the API does not know fails for good)."""
+    try:
+        job = client.get_job(job_id)
+    except DoitongError as exc:
+        raise airflow_error(exc, doing=f"Reading Doitong job {job_id} failed", conn_id=conn_id) from None
+    if job is None:
+        raise airflow_error(DoitongNotFound(f"Doitong job {job_id} does not exist"))
+    return job
 
 
 def job_trace(job: Job, model: str, downloaded: float) -> observability.JobTrace:
