@@ -106,7 +106,8 @@ def _operator(client: FakeClient, **kwargs: Any) -> FluxGenerateOperator:
     op = FluxGenerateOperator(task_id="generate", prompt=PROMPT, width=256, height=256, **kwargs)
     op.__dict__["client"] = client
     op.__dict__["hook"] = SimpleNamespace(
-        checked_settings=lambda: SimpleNamespace(secrets=(), credit_floor=None),
+        checked_settings=lambda: SimpleNamespace(secrets=()),
+        credit_floor=lambda task_floor: task_floor,
         current_api_key=lambda: "k",
     )
     op._close = lambda: None  # type: ignore[method-assign]
