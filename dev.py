@@ -56,9 +56,10 @@ COMMANDS = {
 
 #: ``test`` without named tests runs the suite in this many pytest-xdist workers. Most tests wait on
 #: the emulator's clock or on Airflow's processes rather than the CPU, so there are more workers than
-#: cores; the tests that start a real Airflow run one after another on one worker (``--dist loadgroup``,
-#: ``SHARED_AIRFLOW`` in ``tests/conftest.py``).
-TEST_WORKERS = 3
+#: cores; the tests that start a real Airflow run in two groups, each one after another on one worker
+#: and handed out first (``--dist loadgroup``, ``SHARED_AIRFLOW`` in ``tests/conftest.py``), while the
+#: other workers run the rest.
+TEST_WORKERS = 4
 
 
 #: The whole suite measures the provider package's coverage and prints it (the ``TOTAL`` line).

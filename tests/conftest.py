@@ -40,8 +40,9 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     pluginmanager.register(lanes, "doitong-lanes")
 
 
-#: Set by a session that made its database, for the worker processes it starts (pytest-xdist): each
-#: worker has its own home and copies that freshly migrated database instead of migrating again.
+#: Set by a session that made its database, for the worker processes it starts (pytest-xdist) and for
+#: the real Airflows the tests start (``tests/support/airflow_cluster.py``): a freshly migrated database
+#: that each copies instead of migrating again. A copy of its own, never written by a test.
 _TEMPLATE_DB = "DOITONG_TEST_AIRFLOW_DB"
 
 
@@ -63,24 +64,47 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
-    os.environ.setdefault(_TEMPLATE_DB, str(database))
+        shutil.copyfile(database, _HOME / "migrated.db")
+        os.environ[_TEMPLATE_DB] = str(_HOME / "migrated.db")
 
 
-#: Tests that start a real Airflow (scheduler, triggerer, LocalExecutor: a cluster per module or
-#: package), by node id prefix, and their group: spread over several workers (``dev.py test``), a group
-#: stays on one worker. One group for all of them: one such Airflow at a time, as in a serial run (two
-#: or three at once beside the other workers starved them on two cores: timeouts, lost heartbeats).
+#: Tests that start a real Airflow (api-server, scheduler, dag-processor, triggerer, LocalExecutor: one
+#: per module or package), by node id prefix, and their group. ``dev.py test`` spreads the suite over
+#: several workers; a group stays on one worker and is handed out before any other test, since each
+#: group is the longest piece of work of the suite. Two groups: at most two such Airflows at once, each
+#: beside the workers that run the rest (more at once starved them on two cores: lost heartbeats).
 SHARED_AIRFLOW = {
-    "tests/e2e/": "airflow-cluster",
-    "tests/faults/": "airflow-cluster",
-    "tests/ui/test_browser.py": "airflow-cluster",
-    "tests/decorators/test_example_through_the_api.py": "airflow-cluster",
+    "tests/faults/": "airflow-faults",
+    "tests/e2e/test_end_to_end.py": "airflow-faults",
+    "tests/e2e/test_batch_end_to_end.py": "airflow-examples",
+    "tests/e2e/test_examples_over_rest.py": "airflow-examples",
+    "tests/ui/test_browser.py": "airflow-examples",
 }
+
+
+#: The slowest modules of the rest (a minute or more of waiting each), handed out right after the
+#: groups above, so that none of them is left alone at the end of the run. The lineage test comes
+#: before the packaging test: building the packages leaves ``airflow_provider_doitong.egg-info`` in the
+#: source tree, and with that second copy of the provider's metadata on the path the lineage test's
+#: ``dag.test()`` subprocess reports no task events.
+SLOW_FIRST = (
+    "tests/operators/test_lineage.py",
+    "tests/operators/test_flux_operator.py",
+    "tests/batch/test_batch_operator.py",
+    "tests/operators/test_flux_waiting.py",
+    "tests/decorators/test_taskflow_runs.py",
+    "tests/observability/test_receivers.py",
+    "tests/operators/test_stale_resets.py",
+    "tests/test_packaging.py",
+)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """With ``--dist loadgroup``, also keep each group of :data:`SHARED_AIRFLOW` on one worker.
+    """With ``--dist loadgroup``, keep each group of :data:`SHARED_AIRFLOW` on one worker.
+
+    The groups are handed out first, then :data:`SLOW_FIRST`, then the rest (most tests first); a
+    worker still running a group's last tests is given the smallest unit left.
 
     pytest-xdist's own ``xdist_group`` mark has no effect from pytest 9.2 on (it appends the group to
     the node id, which pytest 9.2 no longer lets a plugin change), so the groups go by node id here.
@@ -89,10 +113,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
         return None
     from xdist.scheduler import LoadGroupScheduling
 
+    groups = sorted(set(SHARED_AIRFLOW.values()))
+    first = [*groups, *SLOW_FIRST]
+
     class SharedAirflowScheduling(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
             group = next((g for prefix, g in SHARED_AIRFLOW.items() if nodeid.startswith(prefix)), None)
             return group or super()._split_scope(nodeid)
+
+        def _assign_work_unit(self, node: object) -> None:
+            for scope in reversed(first):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            held = self.assigned_work.get(node, {})  # type: ignore[call-overload]
+            if any(not all(held[group].values()) for group in groups if group in held):
+                # behind the last tests of a group: the smallest unit left (the queue ends with them)
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            super()._assign_work_unit(node)  # type: ignore[arg-type]
 
     return SharedAirflowScheduling(config, log)
 

@@ -5,8 +5,9 @@ process) serves ``example_dags/`` as shipped, unpaused as it is created, so the 
 start their latest day at once. Each example is started through the REST API as the UI's Trigger
 button does: ``POST /api/v2/dags/{id}/dagRuns`` with ``"logical_date": null`` and the form's
 defaults as the conf (read from the DAG's details, the params the form shows). The daily batch is
-also run scheduled, from ``airflow dags trigger`` without a logical date, and in a backfill. Each
-run's images are checked against its manifest with the provider's manifest API.
+also run scheduled, from ``airflow dags trigger`` without a logical date, and in a backfill. The
+TaskFlow example's decorated tasks wait in the triggerer. Each run's images are checked against its
+manifest with the provider's manifest API.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PIL import Image
 
 from airflow_provider_doitong import _compat
 from airflow_provider_doitong.batch.manifest import STORED, read_manifest, verify_manifest
+from airflow_provider_doitong.client.safety import safe_component
 from airflow_provider_doitong.client.webhooks import SIGNATURE_HEADER, verify_signature
 from doitong_emulator import DoitongEmulator
 from tests.conftest import REPO
@@ -371,15 +373,30 @@ def test_review_scheduled_rejected_and_triggered_approved_over_rest(airflow: Set
 
 
 def test_taskflow_example_from_the_trigger_button(airflow: Setup) -> None:
-    cluster, api, images = airflow.cluster, airflow.api, airflow.images
+    """The poster waits in the triggerer; each prompt is sent once; the manifest keeps the function's order."""
+    cluster, api, emu, images = airflow.cluster, airflow.api, airflow.emu, airflow.images
     cluster.wait_for_dag(TASKFLOW)
     run = api.trigger(TASKFLOW)
-    finished(airflow, TASKFLOW, run["dag_run_id"])
+    run_id = run["dag_run_id"]
+    finished(airflow, TASKFLOW, run_id)
+    assert api.task_states(TASKFLOW, run_id) == {
+        "folder": "success",
+        "poster": "success",
+        "variations": "success",
+    }
+    assert "deferred" in cluster.states_seen["poster[-1]"]  # the example's only run: its poster waited
     subject = api.form_defaults(TASKFLOW)["subject"]
-    poster = api.xcom(TASKFLOW, run["dag_run_id"], "poster")
+    poster = api.xcom(TASKFLOW, run_id, "poster")
     assert poster["prompt"] == f"A poster of {subject}, flat colours, bold shapes"
-    assert Path(poster["output_path"]).is_relative_to(images / "taskflow")
-    variations = api.xcom(TASKFLOW, run["dag_run_id"], "variations")
-    check_images(
-        Path(variations["folder"]), [f"{poster['prompt']}, as a {s}" for s in TASKFLOW_STYLES], (512, 512)
-    )
+    folder = images / "taskflow" / safe_component(run_id)
+    assert Path(poster["output_path"]).parent == folder / "poster" and Path(poster["output_path"]).is_file()
+    variations = api.xcom(TASKFLOW, run_id, "variations")
+    assert variations["stored"] == len(TASKFLOW_STYLES)
+    assert variations["folder"].rstrip("/") == str(folder / "variations")
+    prompts = [f"{poster['prompt']}, as a {s}" for s in TASKFLOW_STYLES]
+    doc = check_images(Path(variations["folder"]), prompts, (512, 512))
+    assert [item["prompt"] for item in doc["items"]] == prompts  # in the order the function returned
+    submitted = emu.stats()["submissions_by_prompt"]
+    assert {p: submitted.get(p) for p in [poster["prompt"], *prompts]} == {
+        p: 1 for p in [poster["prompt"], *prompts]
+    }

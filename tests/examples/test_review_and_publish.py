@@ -11,6 +11,7 @@ come over REST to a real Airflow in ``tests/e2e/test_examples_over_rest.py``.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -55,6 +56,23 @@ def api() -> Iterator[Any]:
         purge_cached_app()
 
 
+class _Parked(logging.Handler):
+    """Set once ``dag.test()`` has parked the paused task and waits for an answer from outside.
+
+    ``dag.test()`` writes the task's final state (``awaiting_input``) itself after the task's process
+    has ended: an answer given before that (it turns the state to ``scheduled``) would be overwritten,
+    and the run would wait forever. A person cannot be that quick; the reviewer waits for this.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Waiting for Human-in-the-loop input"):
+            self.event.set()
+
+
 class Reviewer(threading.Thread):
     """Waits for the DAG's pending approval request, keeps what it showed, and answers it.
 
@@ -73,6 +91,7 @@ class Reviewer(threading.Thread):
         self.api, self.dag_id, self.answer, self.timeout = api, dag_id, answer, timeout
         self.request: dict[str, Any] | None = None
         self.response: Any = None
+        self.parked = _Parked()
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -90,6 +109,8 @@ class Reviewer(threading.Thread):
                     time.sleep(0.3)
             if self.request is None:
                 raise TimeoutError("no approval request appeared")
+            if not self.parked.event.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("dag.test() did not wait for the answer")
             ti = self.request["task_instance"]
             self.response = self.api.patch(
                 f"/api/v2/dags/{self.dag_id}/dagRuns/{ti['dag_run_id']}/taskInstances/"
@@ -104,8 +125,13 @@ def _run_reviewed(
     example: Any, api: Any, answer: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> tuple[Any, Reviewer]:
     reviewer = Reviewer(api, example.DAG_ID, answer)
+    dag_log = logging.getLogger("airflow.sdk.definitions.dag")
+    dag_log.addHandler(reviewer.parked)
     reviewer.start()
-    run = run_dag(example.dag, run_conf={"prompts": PROMPTS})
+    try:
+        run = run_dag(example.dag, run_conf={"prompts": PROMPTS})
+    finally:
+        dag_log.removeHandler(reviewer.parked)
     reviewer.join(timeout=30)
     assert reviewer.error is None, reviewer.error
     assert reviewer.response is not None and reviewer.response.status_code == 200, reviewer.response.text

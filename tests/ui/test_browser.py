@@ -117,11 +117,16 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Airfl
 
 @pytest.fixture(scope="module")
 def runs(ui_cluster: tuple[AirflowCluster, Path]) -> dict[str, str]:
+    """The finished batch's and single image's runs, and the slow batch's, started once they are done.
+
+    The slow batch's first progress snapshot comes 30 s after it starts, its jobs end 60 s later: the
+    tests before :func:`test_the_sheet_follows_a_running_batch` run during that first wait.
+    """
     cluster, _ = ui_cluster
     found = {dag: cluster.trigger(dag) for dag in ("doitong_ui_batch", "doitong_ui_single")}
     for dag, run_id in found.items():
         assert cluster.wait_for_run(run_id, timeout=300) == "success", (dag, cluster.task_states(run_id))
-    return found
+    return {**found, "doitong_ui_live": cluster.trigger("doitong_ui_live")}
 
 
 @pytest.fixture(scope="module")
@@ -295,10 +300,10 @@ def test_a_user_without_access_to_the_dag_gets_no_image(
     context.close()
 
 
-def test_the_sheet_follows_a_running_batch(ui_cluster: Any, browser: Any) -> None:
+def test_the_sheet_follows_a_running_batch(ui_cluster: Any, runs: dict[str, str], browser: Any) -> None:
     """While the jobs run, the tab shows them running and left, and reloads itself; then the images."""
     cluster, output = ui_cluster
-    run_id = cluster.trigger("doitong_ui_live")
+    run_id = runs["doitong_ui_live"]
     owner = {"dag_id": "doitong_ui_live", "run_id": run_id, "task_id": "batch", "map_index": -1}
     snapshot = Path(progress.snapshot_path(str(output / "live" / run_id), owner).path)
     deadline = time.monotonic() + 240
