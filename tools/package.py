@@ -15,6 +15,7 @@ import argparse
 import email.parser
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -47,11 +48,17 @@ def build(project: Path, outdir: Path) -> list[Path]:
     """The sdist and the wheel of one project (the wheel built from the sdist).
 
     The isolated build environment takes ``constraints.txt`` too, so the setuptools that builds
-    a release is the pinned one.
+    a release is the pinned one. The ``*.egg-info`` folder setuptools leaves in the source tree is
+    removed: an editable install would otherwise find two distributions of the package there.
     """
     env = {**os.environ, "PIP_CONSTRAINT": str(CONSTRAINTS)}
     before = set(outdir.glob("*"))
-    _run(sys.executable, "-m", "build", "--quiet", "--outdir", outdir, project, env=env)
+    left_before = set(project.glob("*.egg-info"))
+    try:
+        _run(sys.executable, "-m", "build", "--quiet", "--outdir", outdir, project, env=env)
+    finally:
+        for left in set(project.glob("*.egg-info")) - left_before:
+            shutil.rmtree(left, ignore_errors=True)
     made = sorted(set(outdir.glob("*")) - before)
     kinds = sorted(path.suffix for path in made)
     if kinds != [".gz", ".whl"]:
