@@ -48,7 +48,7 @@ DAG_FILE = textwrap.dedent(
             FluxBatchOperator(
                 task_id="batch", prompts="{{ dag_run.conf['prompts'] | tojson }}",
                 output_path="{{ dag_run.conf['output'] }}", width=256, height=256, poll_interval=0.5,
-                require_approval=True, approval_timeout=3, on_approval_timeout=on_timeout,
+                require_approval=True, approval_timeout=15, on_approval_timeout=on_timeout,
                 retries=2, retry_delay=1,
             )
     """
@@ -161,6 +161,7 @@ def test_an_unanswered_review_in_airflow_takes_the_timeout_fallback(
         )
         for on_timeout in ("approve", "reject")
     }
+    # The wait lasts approval_timeout (15 s) from the request, long enough to be seen on a loaded machine.
     waiting = "awaiting_input" if _compat.AWAITS_INPUT else "deferred"
     seen: set[str] = set()
     deadline = time.monotonic() + 300
