@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,8 +195,8 @@ class ApiGate:
             return
         started = time.time()
         if scope["path"].startswith(OUTPUTS_PREFIX):
-            status = await self._call(scope, receive, send)
-            self.state.record_request(started, KIND_DOWNLOAD, status)
+            send, record = self._recorder(send, started, KIND_DOWNLOAD, None)
+            record(await self._call(scope, receive, send))
             return
         body = await _read_body(receive)
         if body is None:
@@ -206,8 +207,28 @@ class ApiGate:
             log.exception("Could not classify a request to %s", scope["path"])
             info = RequestInfo(KIND_OTHER, body, None, "the request could not be read")
         scope[SCOPE_KEY] = info
-        status = await self._api(scope, receive, send, info)
-        self.state.record_request(started, info.kind, status, form=info.form)
+        send, record = self._recorder(send, started, info.kind, info.form)
+        record(await self._api(scope, receive, send, info))
+
+    def _recorder(
+        self, send: Send, started: float, kind: str, form: str | None
+    ) -> tuple[Send, Callable[[int], None]]:
+        """``send`` that logs the request as its answer starts (before the client can have it), and
+        the call that logs it afterwards if no answer started (a dropped connection: status 0)."""
+        recorded = False
+
+        def record(status: int) -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self.state.record_request(started, kind, status, form=form)
+
+        async def send_logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record(message["status"])
+            await send(message)
+
+        return send_logged, record
 
     async def _api(self, scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> int:
         faults = self.state.faults
