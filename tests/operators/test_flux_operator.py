@@ -291,15 +291,16 @@ def test_rate_limited_submission_waits_for_the_reset(
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 def test_concurrency_limit_waits_for_a_free_slot(
-    slow_emulator: Any, monkeypatch: Any, deferrable: bool
+    doitong_emulators: EmulatorFactory, monkeypatch: Any, deferrable: bool
 ) -> None:
-    emu = slow_emulator
-    key = _use_account(emu, monkeypatch, plan="pro", concurrent_jobs=2)
-    _fill(emu, 2, key)  # both slots busy for 8 s
-    run = run_dag(make_dag(prompt="the third", width=256, height=256, deferrable=deferrable, timeout=120))
-    assert task_states(run) == {"generate": "success"}
-    assert emu.stats()["http_429"] >= 1
-    assert emu.stats()["submissions_by_prompt"]["the third"] == 1
+    # 24-second jobs: the slots are still busy when the task submits, however slowly dag.test() starts
+    with doitong_emulators(plan="pro", time_scale=0.2, job_seconds=120, credits=100_000) as emu:
+        key = _use_account(emu, monkeypatch, plan="pro", concurrent_jobs=2)
+        _fill(emu, 2, key)
+        run = run_dag(make_dag(prompt="the third", width=256, height=256, deferrable=deferrable, timeout=120))
+        assert task_states(run) == {"generate": "success"}
+        assert emu.stats()["http_429"] >= 1
+        assert emu.stats()["submissions_by_prompt"]["the third"] == 1
 
 
 def test_daily_limit_fails_clearly(emulator: Any, monkeypatch: Any, capfd: Any) -> None:
