@@ -88,7 +88,8 @@ def image_request(
         )
     problem = secret_problem(request, secrets, conn_id=conn_id)
     if problem is not None:
-        del prompt, request, secrets  # a traceback that shows locals (Airflow 3.0's) must not print the secret
+        # a traceback that shows locals (Airflow 3.0's) must not print the secret
+        del prompt, request, secrets
         raise AirflowFailException(f"Refusing the Doitong request: {problem}; nothing was submitted")
     return request
 
