@@ -30,7 +30,7 @@ from airflow_provider_doitong.client import (
     Job,
     observability,
 )
-from airflow_provider_doitong.client.retry import backoff
+from airflow_provider_doitong.client.retry import backoff, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +318,9 @@ class BatchRunner:
         """The items of ``wave`` that keep the account at or above the credit floor (one account read).
 
         The balance is the account's, which other tasks spend too, so it is read before each wave;
-        an item that would pass the floor stops the submissions, as ``max_credits`` does. A failed
-        read sends nothing now: the planner asks again after the client's backoff.
+        an item that would pass the floor stops the submissions, as ``max_credits`` does. A read that
+        failed for now sends nothing now (the planner asks again after the client's backoff); one
+        that cannot succeed (a refused key) stops the submissions with its error.
         """
         if self.credit_floor is None or not wave or self.stop_submitting:
             return wave
@@ -327,6 +328,10 @@ class BatchRunner:
             balance = self.client.get_account().credits
         except DoitongError as exc:
             self.planner.saw_rate_limit(self.client.last_rate_limit)
+            if not is_transient(exc):  # a refused key, say: no later read does better
+                self.stop_submitting = f"Reading the Doitong account's balance failed: {exc}"
+                self.stop_error = exc
+                return []
             self.log.warning("Reading the Doitong account's balance failed (%s); submitting later", exc)
             until = self.clock() + backoff(self.client.retry_policy, 2)
             self.planner.refused(until=until, all_requests=True)

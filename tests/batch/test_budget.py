@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+from typing import Any
+
 from airflow_provider_doitong.batch.budget import CreditBudget, within_floor
 from airflow_provider_doitong.batch.items import budget_problem
+from airflow_provider_doitong.batch.planner import Limits, Planner
+from airflow_provider_doitong.batch.runner import BatchRunner
+from airflow_provider_doitong.client import DoitongServerError, DoitongUnauthorized
+from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.untrusted import read_credit_cost
 
 
@@ -72,3 +80,41 @@ def test_a_batch_that_would_end_below_the_floor_is_refused_before_anything_is_sp
         budget_problem(images=10, estimate=100, to_spend=0, balance=None, max_credits=None, credit_floor=5)
         is None
     )
+
+
+def _floor_runner(account: Any) -> Any:
+    """What ``BatchRunner._within_floor`` reads of its runner: a client whose account read is ``account``."""
+
+    def read() -> Any:
+        if isinstance(account, Exception):
+            raise account
+        return SimpleNamespace(credits=account)
+
+    planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    return SimpleNamespace(
+        credit_floor=900,
+        stop_submitting="",
+        stop_error=None,
+        budget_stopped=False,
+        items=[SimpleNamespace(request=SimpleNamespace(estimated_credits=40))] * 5,
+        client=SimpleNamespace(get_account=read, last_rate_limit=None, retry_policy=RetryPolicy()),
+        planner=planner,
+        clock=lambda: 1_000.0,
+        log=logging.getLogger("test"),
+        ledger=SimpleNamespace(count=lambda *states: 5),
+    )
+
+
+def test_a_wave_keeps_the_items_within_the_floor_and_stops_at_the_next() -> None:
+    runner = _floor_runner(1_000)
+    assert BatchRunner._within_floor(runner, [0, 1, 2, 3, 4]) == [0, 1]  # 1,000 - 80 >= 900 > 1,000 - 120
+    assert runner.budget_stopped and "credit floor is 900" in runner.stop_submitting
+
+
+def test_an_account_read_that_cannot_succeed_stops_the_submissions_and_a_passing_one_waits() -> None:
+    refused = _floor_runner(DoitongUnauthorized("bad key", status=401))
+    assert BatchRunner._within_floor(refused, [0, 1]) == []
+    assert isinstance(refused.stop_error, DoitongUnauthorized) and refused.stop_submitting
+    down = _floor_runner(DoitongServerError("down", status=503))
+    assert BatchRunner._within_floor(down, [0, 1]) == []
+    assert down.stop_submitting == "" and down.planner.submissions_blocked_until > 1_000.0
