@@ -4,7 +4,9 @@ Every decision is the :class:`~airflow_provider_doitong.batch.planner.Planner`'s
 :mod:`.submitter`, :mod:`.reader` and :mod:`.storer`) only moves bytes and records what happened,
 in the order that keeps the batch durable: an item is ``submitting`` in the ledger before its POST,
 ``running`` with its job id right after the answer (flushed before the next request), and
-``stored`` with the file's SHA-256 once the image is written.
+``stored`` with the file's SHA-256 once the image is written. Submissions go out in groups sent at
+once, and images are downloaded and written while the loop goes on (:mod:`.lanes`); only the loop's
+thread touches the ledger and the planner.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from airflow_provider_doitong.batch.budget import CreditBudget, below_floor, over_estimate, within_floor
 from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.lanes import SUBMISSIONS_IN_FLIGHT, Lanes
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import BatchAction, Planner, View
 from airflow_provider_doitong.batch.progress import progress_line_of, write_snapshot
@@ -119,6 +122,8 @@ class BatchRunner:
         #: The error that stopped the submissions (or everything), for the task's final answer.
         self.stop_error: DoitongError | None = None
         self._jobs: dict[str, Job] = {}
+        #: The threads submissions and downloads run on (closed when :meth:`run` returns).
+        self.lanes = Lanes(client)
         self.images = ImageStorer(
             items=items,
             ledger=ledger,
@@ -127,6 +132,7 @@ class BatchRunner:
             folder=folder,
             jobs=self._jobs,
             log=self.log,
+            lanes=self.lanes,
         )
         self.submitter = ItemSubmitter(
             items=items,
@@ -139,6 +145,7 @@ class BatchRunner:
             on_daily_limit=on_daily_limit,
             clock=clock,
             log=self.log,
+            lanes=self.lanes,
         )
         self.reader = JobReader(
             ledger=ledger,
@@ -248,9 +255,22 @@ class BatchRunner:
     def run(self, *, defer: DeferPolicy | None = None) -> Finished | Defer:
         """Carry out steps until the batch is done or, with a ``defer`` policy, should defer.
 
+        Downloads still in flight when it returns (a fatal error, the deadline) are waited for and
+        recorded first.
+
         :param defer: deferrable mode's policy; ``None`` sleeps in the worker.
         """
+        try:
+            outcome = self._steps(defer)
+            self.images.drain()
+            return outcome
+        finally:
+            self.lanes.close()
+
+    def _steps(self, defer: DeferPolicy | None) -> Finished | Defer:
         while True:
+            if self.images.collect():
+                self.ledger.flush()
             view = self.view()
             step = self.planner.decide(view, self.clock())
             if step.action is BatchAction.SUBMIT:
@@ -284,27 +304,24 @@ class BatchRunner:
 
     # --- submitting -------------------------------------------------------------------------
     def submit(self, count: int) -> None:
-        """Submit up to ``count`` pending items, recording each job id as soon as it is known.
+        """Submit up to ``count`` pending items, in groups sent at once (see :mod:`.submitter`).
 
-        Each item is ``submitting`` in the ledger (flushed) before its own POST, so after a crash only
-        an item whose POST may really have been sent is ambiguous.
+        The credit floor is checked for all of them (one account read), ``max_credits`` before each
+        group: a group's charges are learnt from its answers, so the next group is the first that
+        a charge over its estimate can hold back.
 
         :param count: how many.
         """
-        for index in self._within_floor(self.ledger.in_state(ItemState.PENDING)[:count]):
-            if self._over_budget():
-                break
-            attempts = self.ledger.records[index].attempts + 1
-            self.ledger.update(index, state=ItemState.SUBMITTING, attempts=attempts)
-            self.ledger.flush()
-            verdict = self.submitter.submit(index)
-            if verdict is None:
-                continue
-            if verdict.verdict is Verdict.STOP:
-                self.stop_submitting, self.stop_error = verdict.message, verdict.error
-            elif verdict.verdict is Verdict.FATAL:
-                self.fatal, self.stop_error = verdict.message, verdict.error
-            if verdict.verdict is not Verdict.ITEM_FAILED:  # the next item may not go out now
+        wave = self._within_floor(self.ledger.in_state(ItemState.PENDING)[:count])
+        while wave and not self._over_budget():
+            group, wave = wave[:SUBMISSIONS_IN_FLIGHT], wave[SUBMISSIONS_IN_FLIGHT:]
+            verdicts = self.submitter.submit_group(group)
+            for verdict in sorted(verdicts, key=lambda v: v.verdict is Verdict.FATAL):  # fatal last: it wins
+                if verdict.verdict is Verdict.STOP:
+                    self.stop_submitting, self.stop_error = verdict.message, verdict.error
+                elif verdict.verdict is Verdict.FATAL:
+                    self.fatal, self.stop_error = verdict.message, verdict.error
+            if any(v.verdict is not Verdict.ITEM_FAILED for v in verdicts):  # the next may not go out now
                 break
         self.ledger.flush()
 
@@ -377,6 +394,7 @@ class BatchRunner:
         """Read every running job in coalesced requests and record what ended (see :mod:`.reader`)."""
         before = set(self.ledger.in_state(ItemState.COMPLETED))
         fatal = self.reader.poll()
+        self.images.start()  # the images of the jobs just seen complete, while the loop goes on
         for index in self.ledger.in_state(ItemState.COMPLETED):
             if index not in before:
                 record = self.ledger.records[index]

@@ -1,31 +1,94 @@
-"""Submitting a batch's items: one POST per item, its answer recorded before the next request.
+"""Submitting a batch's items: a group of POSTs in flight at once, its records flushed once each way.
 
-The runner marks an item ``submitting`` (flushed) before asking for its POST; this sends it and
-records the answer: the item becomes ``running`` with its job id (flushed at once), or the refusal
-is judged by :func:`~airflow_provider_doitong.batch.verdicts.judge_submit_error` and recorded on the
-item, with the planner told how long to hold the next submission. What a verdict means for the
-whole batch (stop submitting, stop everything) is the runner's to apply.
+The runner hands over a group of pending items (at most
+:data:`~airflow_provider_doitong.batch.lanes.SUBMISSIONS_IN_FLIGHT`, all sent at once); this keeps
+the ledger's promise with one flush for the whole group each way: every item of the group is
+``submitting`` in the ledger, flushed, before any of their POSTs goes out, so after a crash only an
+item whose POST may really have been sent is ambiguous; the POSTs then go out together on the
+:class:`~airflow_provider_doitong.batch.lanes.Lanes`' submission threads; once every answer is in,
+each accepted item becomes ``running`` with its job id, each refusal is judged by
+:func:`~airflow_provider_doitong.batch.verdicts.judge_submit_error` and recorded on its item, and
+all of it is flushed at once, before the runner makes any other request (so an accepted
+submission's record is durable before its item could be submitted again). A thread whose turn
+comes after a sibling's submission was refused (anything but a refused request) sends nothing: its
+item goes back to ``pending``, as an item the sequential loop had not reached yet did. What a
+verdict means for the whole batch (stop submitting, stop everything) is the runner's to apply.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.lanes import Lanes
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Planner
 from airflow_provider_doitong.batch.verdicts import SubmitVerdict, Verdict, judge_submit_error
-from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongRateLimited, Job
+from airflow_provider_doitong.client import (
+    DoitongClient,
+    DoitongError,
+    DoitongRateLimited,
+    ImageRequest,
+    Job,
+    RetryPolicy,
+)
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One submission thread's outcome: its job, or its error, or neither (not sent).
+
+    :param rate: the rate-limit headers of its answer.
+    :param at: the Unix time its answer came.
+    """
+
+    job: Job | None = None
+    error: DoitongError | None = None
+    rate: RateLimitInfo | None = None
+    at: float = 0.0
+
+
+def send_one(
+    client: DoitongClient,
+    *,
+    request: ImageRequest,
+    policy: RetryPolicy,
+    refused: threading.Event,
+    clock: Callable[[], float],
+    on_daily_limit: str,
+) -> Sent:
+    """A submission thread's work: send one POST unless a sibling's was refused first.
+
+    :param refused: set by the first thread of the group whose submission failed for more than its
+        own request (any verdict but ``item_failed``), so that the threads whose turn had not come
+        yet send nothing, as the sequential loop stopped at such a verdict.
+    """
+    if refused.is_set():
+        return Sent()
+    try:
+        job = client.submit(request, retry_policy=policy)
+    except DoitongError as exc:
+        now = clock()
+        verdict = judge_submit_error(exc, now=now, item=0, policy=policy, on_daily_limit=on_daily_limit)
+        if verdict.verdict is not Verdict.ITEM_FAILED:
+            refused.set()
+        return Sent(error=exc, rate=client.last_rate_limit, at=now)
+    return Sent(job=job, rate=client.last_rate_limit, at=clock())
 
 
 class ItemSubmitter:
-    """Sends items' submissions and records each answer in the ledger.
+    """Sends groups of items' submissions and records each answer in the ledger.
 
     :param jobs: the runner's cache of jobs as last read, shared with the reader and the storer.
     :param setback: called with an item's index and why, when its submission's answer was lost.
     :param charged: called with an item's index and its charge, once the answer says it.
+    :param lanes: the threads the POSTs are sent on.
     """
 
     def __init__(
@@ -41,6 +104,7 @@ class ItemSubmitter:
         on_daily_limit: str,
         clock: Callable[[], float],
         log: Any,
+        lanes: Lanes,
     ) -> None:
         self.items = items
         self.ledger = ledger
@@ -52,31 +116,73 @@ class ItemSubmitter:
         self.on_daily_limit = on_daily_limit
         self.clock = clock
         self.log = log
+        self.lanes = lanes
         self._refusals = 0
 
-    def submit(self, index: int) -> SubmitVerdict | None:
-        """Send item ``index``'s POST; ``None`` once it runs, else the verdict on its refusal."""
-        request = self.items[index].request
-        try:
-            # 429s are the planner's to wait for, not the client's to sleep through.
-            policy = dataclasses.replace(self.client.retry_policy, max_rate_limit_wait=0)
-            job = self.client.submit(request, retry_policy=policy)
-        except DoitongError as exc:
-            self.planner.saw_rate_limit(self.client.last_rate_limit)
-            return self._submit_failed(index, exc)
-        now = self.clock()
-        self._refusals = 0
-        self.planner.saw_rate_limit(self.client.last_rate_limit)
+    def submit_group(self, indices: Sequence[int]) -> list[SubmitVerdict]:
+        """Submit ``indices`` at once (see the module); flushed when this returns.
+
+        :param indices: pending items, at most as many as the lanes send at once.
+        :return: the verdicts on the group's refused submissions, in the items' order.
+        """
+        for index in indices:
+            attempts = self.ledger.records[index].attempts + 1
+            self.ledger.update(index, state=ItemState.SUBMITTING, attempts=attempts)
+        self.ledger.flush()  # one fsync: the whole group is ``submitting`` before any POST
+        # 429s are the planner's to wait for, not the client's to sleep through.
+        policy = dataclasses.replace(self.client.retry_policy, max_rate_limit_wait=0)
+        refused = threading.Event()
+        futures = [
+            self.lanes.submit(
+                functools.partial(
+                    send_one,
+                    request=self.items[index].request,
+                    policy=policy,
+                    refused=refused,
+                    clock=self.clock,
+                    on_daily_limit=self.on_daily_limit,
+                )
+            )
+            for index in indices
+        ]
+        verdicts = self.record(list(zip(indices, (future.result() for future in futures), strict=True)))
+        self.ledger.flush()  # one fsync: every answer of the group, before any other request
+        return verdicts
+
+    def record(self, group: list[tuple[int, Sent]]) -> list[SubmitVerdict]:
+        """Record a group's answers (not flushed): accepted items first, so that a refusal of the
+        job slots counts them among this batch's running jobs; then refusals, in the items' order.
+
+        :return: the verdicts on the refused submissions.
+        """
+        for _, sent in sorted(group, key=lambda pair: pair[1].at):
+            if sent.job is not None or sent.error is not None:
+                self.planner.saw_rate_limit(sent.rate)
+        if any(isinstance(sent.error, DoitongRateLimited) for _, sent in group):
+            self._refusals += 1  # one round of refusals, however many of the group were refused
+        elif any(sent.job is not None or sent.error is not None for _, sent in group):
+            self._refusals = 0
+        for index, sent in group:
+            if sent.job is not None:
+                self._accepted(index, sent.job, sent.at)
+        verdicts = []
+        for index, sent in group:
+            if sent.error is not None:
+                verdicts.append(self._submit_failed(index, sent.error))
+            elif sent.job is None:
+                self._revert(index)  # not sent: a sibling's refusal came first
+        return verdicts
+
+    def _accepted(self, index: int, job: Job, at: float) -> None:
         record = self.ledger.update(
             index,
             state=ItemState.RUNNING,
             job_id=job.id,
             job_ids=[*self.ledger.records[index].job_ids, job.id],
-            submitted_at=now,
+            submitted_at=at,
             error=None,
             credits=job.credit_cost,  # the charge, if said: kept for the budget across resumes
         )
-        self.ledger.flush()
         self._jobs[job.id] = job
         self._charged(index, job.credit_cost)
         self.log.info(
@@ -86,7 +192,6 @@ class ItemSubmitter:
             job.id,
             record.attempts,
         )
-        return None
 
     def _revert(self, index: int) -> None:
         record = self.ledger.records[index]
@@ -94,7 +199,6 @@ class ItemSubmitter:
 
     def _submit_failed(self, index: int, exc: DoitongError) -> SubmitVerdict:
         """Record a refused or lost submission on its item, and tell the planner when to go on."""
-        self._refusals = self._refusals + 1 if isinstance(exc, DoitongRateLimited) else 0
         verdict = judge_submit_error(
             exc,
             now=self.clock(),
