@@ -14,18 +14,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.batch.budget import CreditBudget, below_floor, over_estimate, within_floor
 from airflow_provider_doitong.batch.items import BatchItem
-from airflow_provider_doitong.batch.lanes import SUBMISSIONS_IN_FLIGHT, Lanes
+from airflow_provider_doitong.batch.lanes import Lanes
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import BatchAction, Planner, View
 from airflow_provider_doitong.batch.progress import progress_line_of, write_snapshot
 from airflow_provider_doitong.batch.reader import JobReader
+from airflow_provider_doitong.batch.results import Defer, DeferPolicy, Finished
 from airflow_provider_doitong.batch.storer import ImageStorer
-from airflow_provider_doitong.batch.submitter import ItemSubmitter
+from airflow_provider_doitong.batch.submitter import ItemSubmitter, group_size
 from airflow_provider_doitong.batch.verdicts import Verdict
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -35,38 +35,12 @@ from airflow_provider_doitong.client import (
 )
 from airflow_provider_doitong.client.retry import backoff, is_transient
 
+__all__ = ["PROGRESS_SECONDS", "BatchRunner", "Defer", "DeferPolicy", "Finished"]
+
 log = logging.getLogger(__name__)
 
 #: Seconds between two progress lines.
 PROGRESS_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The batch stopped: everything is done, or ``reason`` says why not."""
-
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Defer:
-    """A deferrable batch should wait in the triggerer until ``wake_at`` (``None``: no time) or until one
-    of ``job_ids`` ends."""
-
-    wake_at: float | None
-    job_ids: list[str]
-
-
-@dataclass(frozen=True)
-class DeferPolicy:
-    """When a deferrable batch leaves the worker (see :meth:`Planner.defer_until`).
-
-    :param resume_lead: seconds from a trigger firing to the task running again.
-    :param min_defer: the shortest quiet time worth a deferral.
-    """
-
-    resume_lead: float
-    min_defer: float
 
 
 class BatchRunner:
@@ -159,9 +133,11 @@ class BatchRunner:
         )
         self._last_progress = clock()
         self.budget = CreditBudget([item.request.estimated_credits for item in items], max_credits)
-        self.budget.learn(
-            (record.index, record.credits) for record in ledger if record.state is not ItemState.PENDING
-        )
+        known = [(r.index, r.credits) for r in ledger if r.state is not ItemState.PENDING]
+        self.budget.learn(known)
+        #: The highest ``charge / estimate`` seen (``None``: no charge yet); see :func:`group_size`.
+        self._worst_ratio: float | None = None
+        self._learn_ratio(known)
         #: Set when ``max_credits`` or the credit floor stopped the submissions: items may be left
         #: unsubmitted.
         self.budget_stopped = False
@@ -306,27 +282,39 @@ class BatchRunner:
     def submit(self, count: int) -> None:
         """Submit up to ``count`` pending items, in groups sent at once (see :mod:`.submitter`).
 
-        The credit floor is checked for all of them (one account read), ``max_credits`` before each
-        group: a group's charges are learnt from its answers, so the next group is the first that
-        a charge over its estimate can hold back.
+        The credit floor is checked for all of them (one account read, as for a wave before),
+        ``max_credits`` before each group, whose size it bounds (:func:`.submitter.group_size`).
 
         :param count: how many.
         """
         wave = self._within_floor(self.ledger.in_state(ItemState.PENDING)[:count])
-        while wave and not self._over_budget():
-            group, wave = wave[:SUBMISSIONS_IN_FLIGHT], wave[SUBMISSIONS_IN_FLIGHT:]
-            verdicts = self.submitter.submit_group(group)
-            for verdict in sorted(verdicts, key=lambda v: v.verdict is Verdict.FATAL):  # fatal last: it wins
-                if verdict.verdict is Verdict.STOP:
-                    self.stop_submitting, self.stop_error = verdict.message, verdict.error
-                elif verdict.verdict is Verdict.FATAL:
-                    self.fatal, self.stop_error = verdict.message, verdict.error
-            if any(v.verdict is not Verdict.ITEM_FAILED for v in verdicts):  # the next may not go out now
-                break
+        verdicts = self.submitter.submit_wave(
+            wave, over_budget=self._over_budget, group_limit=self._group_limit
+        )
+        for verdict in sorted(verdicts, key=lambda v: v.verdict is Verdict.FATAL):  # fatal last: it wins
+            if verdict.verdict is Verdict.STOP:
+                self.stop_submitting, self.stop_error = verdict.message, verdict.error
+            elif verdict.verdict is Verdict.FATAL:
+                self.fatal, self.stop_error = verdict.message, verdict.error
         self.ledger.flush()
 
+    def _group_limit(self, indices: list[int]) -> int:
+        """How many of ``indices`` the next group may hold, by ``max_credits`` (see :func:`group_size`)."""
+        estimates = [self.items[i].request.estimated_credits for i in indices]
+        if self.budget.max_credits is None:
+            return group_size(estimates, headroom=None, worst_ratio=None)
+        headroom = self.budget.max_credits - self.budget.projected(dropped=self._dropped())
+        return group_size(estimates, headroom=headroom, worst_ratio=self._worst_ratio)
+
     # --- the budget, by real charges --------------------------------------------------------
+    def _learn_ratio(self, charges: list[tuple[int, int | None]]) -> None:
+        for index, credits in charges:
+            if credits is not None:
+                ratio = credits / max(1, self.items[index].request.estimated_credits)
+                self._worst_ratio = max(ratio, self._worst_ratio or 0.0)
+
     def _charged(self, index: int, credits: int | None) -> None:
+        self._learn_ratio([(index, credits)])
         if self.budget.charged(index, credits):  # over its estimate, and not reported before
             note = over_estimate(charged=credits, estimate=self.items[index].request.estimated_credits)
             self.log.warning("Item %d/%d: Doitong %s", index + 1, len(self.items), note)
@@ -368,14 +356,15 @@ class BatchRunner:
             )
         return wave[:allowed]
 
+    def _dropped(self) -> list[int]:
+        """Items that failed for good without a charge (they cost nothing)."""
+        return [i for i in self.ledger.in_state(ItemState.FAILED) if self.ledger.records[i].credits is None]
+
     def _over_budget(self) -> bool:
         """Whether ``max_credits`` stops the submissions now (decided by :class:`CreditBudget`)."""
         if self.budget.max_credits is None:
             return False
-        dropped = [
-            i for i in self.ledger.in_state(ItemState.FAILED) if self.ledger.records[i].credits is None
-        ]
-        reason = self.budget.stop_reason(dropped=dropped)
+        reason = self.budget.stop_reason(dropped=self._dropped())
         if not reason:
             return False
         if not self.budget_stopped:

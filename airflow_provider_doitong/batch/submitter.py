@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.batch.items import BatchItem
-from airflow_provider_doitong.batch.lanes import Lanes
+from airflow_provider_doitong.batch.lanes import SUBMISSIONS_IN_FLIGHT, Lanes
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Planner
 from airflow_provider_doitong.batch.verdicts import SubmitVerdict, Verdict, judge_submit_error
@@ -38,6 +38,32 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
 )
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+
+
+def group_size(estimates: Sequence[int], *, headroom: int | None, worst_ratio: float | None) -> int:
+    """How many of the next items (their estimated credits, in order) one group may send at once.
+
+    A group's charges are learnt from its answers, after all of it went out; under ``max_credits``
+    a group is only as large as the headroom left covers if each of its items were charged at the
+    highest charge-to-estimate ratio seen so far, and one item at a time until a charge has been
+    seen (the sequential loop's own guarantee: nothing more goes out once a charge shows the cap
+    would be passed). Never fewer than one: the cap itself is checked before each group.
+
+    :param estimates: the next items' estimated credits (as many as may be in flight at once).
+    :param headroom: ``max_credits`` less the batch's projection; ``None`` without a cap.
+    :param worst_ratio: the highest ``charge / estimate`` seen; ``None`` before any charge.
+    """
+    if headroom is None:
+        return max(1, len(estimates))
+    if worst_ratio is None:
+        return 1
+    count, excess = 0, 0.0
+    for estimate in estimates:
+        excess += max(0.0, worst_ratio - 1.0) * estimate
+        if excess > headroom:
+            break
+        count += 1
+    return max(1, count)
 
 
 @dataclass(frozen=True)
@@ -119,6 +145,31 @@ class ItemSubmitter:
         self.lanes = lanes
         self._refusals = 0
 
+    def submit_wave(
+        self,
+        wave: Sequence[int],
+        *,
+        over_budget: Callable[[], bool],
+        group_limit: Callable[[list[int]], int],
+    ) -> list[SubmitVerdict]:
+        """Submit ``wave`` in groups (:meth:`submit_group`) until one is refused for more than its
+        own request, or the budget says stop.
+
+        :param over_budget: whether ``max_credits`` stops the submissions now (asked before each group).
+        :param group_limit: how many of the next items (at most :data:`SUBMISSIONS_IN_FLIGHT`) the
+            next group may hold (:func:`group_size`).
+        :return: the verdicts on the refused submissions.
+        """
+        verdicts: list[SubmitVerdict] = []
+        left = list(wave)
+        while left and not over_budget():
+            size = group_limit(left[:SUBMISSIONS_IN_FLIGHT])
+            group, left = left[:size], left[size:]
+            verdicts += self.submit_group(group)
+            if any(v.verdict is not Verdict.ITEM_FAILED for v in verdicts):  # the next may not go out now
+                break
+        return verdicts
+
     def submit_group(self, indices: Sequence[int]) -> list[SubmitVerdict]:
         """Submit ``indices`` at once (see the module); flushed when this returns.
 
@@ -145,9 +196,11 @@ class ItemSubmitter:
             )
             for index in indices
         ]
-        verdicts = self.record(list(zip(indices, (future.result() for future in futures), strict=True)))
-        self.ledger.flush()  # one fsync: every answer of the group, before any other request
-        return verdicts
+        answers = list(zip(indices, (future.result() for future in futures), strict=True))
+        try:
+            return self.record(answers)
+        finally:  # one fsync: every answer of the group recorded, before any other request
+            self.ledger.flush()
 
     def record(self, group: list[tuple[int, Sent]]) -> list[SubmitVerdict]:
         """Record a group's answers (not flushed): accepted items first, so that a refusal of the
@@ -162,9 +215,15 @@ class ItemSubmitter:
             self._refusals += 1  # one round of refusals, however many of the group were refused
         elif any(sent.job is not None or sent.error is not None for _, sent in group):
             self._refusals = 0
+        failed: list[Exception] = []
         for index, sent in group:
             if sent.job is not None:
-                self._accepted(index, sent.job, sent.at)
+                try:
+                    self._accepted(index, sent.job, sent.at)
+                except Exception as exc:  # the others' job ids are still recorded (and flushed)
+                    failed.append(exc)
+        if failed:
+            raise failed[0]
         verdicts = []
         for index, sent in group:
             if sent.error is not None:

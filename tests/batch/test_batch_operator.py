@@ -92,7 +92,8 @@ def test_a_batch_stores_every_image_with_its_manifest(
     assert stats["max_in_flight"]["overall"] == 10  # the pro plan's slots, all used
     assert stats["requests"]["status"] < len(PROMPTS)  # coalesced reads
     out = capfd.readouterr().out
-    assert re.search(r"\[23/23\] stored 0023-", out) and "23/23 done, 0 failed" in out
+    # images are stored as their downloads end, several at once: the 23rd stored is any of them
+    assert re.search(r"\[23/23\] stored 00[0-2][0-9]-", out) and "23/23 done, 0 failed" in out
     assert ("Deferring with" in out) is deferrable and ("Resumed" in out) is deferrable
     # (Airflow 3.0's dag.test() debug log echoes the request to mask the key, key included: not ours)
     assert not [
@@ -413,9 +414,11 @@ def test_the_daily_limit_stops_submitting_and_keeps_what_was_made(
     assert task_states(run) == {"batch": state}  # no retry: the limit holds until midnight
     assert "daily limit" in capfd.readouterr().out.lower()
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert [e["status"] for e in manifest["items"]] == ["stored"] * 5 + ["pending"] * 3
+    # (which five the API accepted of the eight sent at once is its choice)
+    assert sorted(e["status"] for e in manifest["items"]) == ["pending"] * 3 + ["stored"] * 5
     assert manifest_api.verify_manifest(str(folder)) == []
-    assert emulator.stats()["requests"]["submit"] == 6  # five jobs, then the one refusal
+    # the eight went out at once (one group): five jobs, three refusals; nothing was sent after them
+    assert emulator.stats()["requests"]["submit"] == 8
 
 
 def test_a_batch_that_would_take_the_account_below_its_credit_floor_submits_nothing(

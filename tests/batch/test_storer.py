@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_list
+from airflow_provider_doitong.batch.lanes import Lanes
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.storer import STORE_ATTEMPTS, ImageStorer
@@ -40,10 +41,14 @@ class FailingDownloads:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-        self.downloads = 0
+        self.calls: list[str] = []  # shared by the copies the download threads use
+
+    @property
+    def downloads(self) -> int:
+        return len(self.calls)
 
     def download(self, url: str) -> bytes:
-        self.downloads += 1
+        self.calls.append(url)
         raise self.error
 
     def get_jobs(self, ids: Any) -> dict[str, Job | None]:
@@ -90,8 +95,10 @@ def test_a_refused_output_fails_the_item_at_once_and_others_are_tried_again(
         folder=storage_path(str(tmp_path / "out")),
         jobs={"j1": _job("j1")},
         log=logging.getLogger(__name__),
+        lanes=Lanes(client),  # type: ignore[arg-type]
     )
     storer.store(until=0)
+    storer.drain()
     record = ledger.records[0]
     assert record.state is (ItemState.FAILED if final else ItemState.COMPLETED)
     if final:
@@ -99,4 +106,5 @@ def test_a_refused_output_fails_the_item_at_once_and_others_are_tried_again(
         return
     for _ in range(STORE_ATTEMPTS - 1):
         storer.store(until=0)
+        storer.drain()
     assert ledger.records[0].state is ItemState.FAILED and client.downloads == STORE_ATTEMPTS
