@@ -5,11 +5,14 @@ A fake client stands in for the download (a pure decision path); the ledger and 
 
 from __future__ import annotations
 
+import io
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_list
 from airflow_provider_doitong.batch.lanes import Lanes
@@ -29,6 +32,7 @@ from airflow_provider_doitong.client import (
     Job,
     JobStatus,
 )
+from airflow_provider_doitong.client.observability import NO_OBSERVER
 from airflow_provider_doitong.storage import storage_path
 
 OWNER = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1}
@@ -108,3 +112,63 @@ def test_a_refused_output_fails_the_item_at_once_and_others_are_tried_again(
         storer.store(until=0)
         storer.drain()
     assert ledger.records[0].state is ItemState.FAILED and client.downloads == STORE_ATTEMPTS
+
+
+class HeldDownloads:
+    """A client whose downloads wait until the test lets them go (or 10 s), counting those at once."""
+
+    last_rate_limit = None
+    observer = NO_OBSERVER
+
+    def __init__(self, image: bytes) -> None:
+        self.image = image
+        self.release = threading.Event()
+        self.flight = {"now": 0, "most": 0, "held_to_the_end": 0}  # shared with the threads' copies
+        self.lock = threading.Lock()
+
+    def download(self, url: str) -> bytes:
+        with self.lock:
+            self.flight["now"] += 1
+            self.flight["most"] = max(self.flight["most"], self.flight["now"])
+        released = self.release.wait(timeout=10)
+        with self.lock:
+            self.flight["now"] -= 1
+            self.flight["held_to_the_end"] += not released
+        return self.image
+
+    def get_jobs(self, ids: Any) -> dict[str, Job | None]:
+        return {job_id: _job(job_id) for job_id in ids}
+
+
+def test_downloads_run_beside_the_loop_several_at_once(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, "JPEG")
+    items = build_items(entries_from_list([f"a fox {n}" for n in range(6)]), ItemDefaults())[0]
+    ledger = Ledger.open(LocalLedgerStore(str(tmp_path / "ledger")), items=items, owner=OWNER)
+    for n in range(6):
+        ledger.update(n, state=ItemState.COMPLETED, job_id=f"j{n}", job_ids=[f"j{n}"])
+    client = HeldDownloads(buffer.getvalue())
+    lanes = Lanes(client)  # type: ignore[arg-type]
+    storer = ImageStorer(
+        items=items,
+        ledger=ledger,
+        client=client,  # type: ignore[arg-type]
+        planner=Planner(
+            limits=Limits(concurrency=1, requests_per_window=None, window_s=60.0), poll_interval=1.0
+        ),
+        folder=storage_path(str(tmp_path / "out")),
+        jobs={f"j{n}": _job(f"j{n}") for n in range(6)},
+        log=logging.getLogger(__name__),
+        lanes=lanes,
+    )
+    storer.store(until=0)  # returns with the downloads still held: the loop is free to go on
+    assert ledger.count(ItemState.COMPLETED) == 6 and ledger.count(ItemState.STORED) == 0
+    client.release.set()
+    storer.drain()
+    lanes.close()
+    assert client.flight["held_to_the_end"] == 0  # every download was still held when store() returned
+    assert client.flight["most"] > 1
+    assert ledger.count(ItemState.STORED) == 6
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"000{n + 1}-a-fox-{n}.jpg" for n in range(6)
+    ]
