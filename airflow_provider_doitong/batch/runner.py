@@ -25,7 +25,7 @@ from airflow_provider_doitong.batch.progress import progress_line_of, write_snap
 from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.results import Defer, DeferPolicy, Finished
 from airflow_provider_doitong.batch.storer import ImageStorer
-from airflow_provider_doitong.batch.submitter import ItemSubmitter, group_size
+from airflow_provider_doitong.batch.submitter import GroupSizer, ItemSubmitter
 from airflow_provider_doitong.batch.verdicts import Verdict
 from airflow_provider_doitong.client import (
     DoitongClient,
@@ -135,9 +135,9 @@ class BatchRunner:
         self.budget = CreditBudget([item.request.estimated_credits for item in items], max_credits)
         known = [(r.index, r.credits) for r in ledger if r.state is not ItemState.PENDING]
         self.budget.learn(known)
-        #: The highest ``charge / estimate`` seen (``None``: no charge yet); see :func:`group_size`.
-        self._worst_ratio: float | None = None
-        self._learn_ratio(known)
+        self.sizer = GroupSizer(self.budget.estimates)
+        for index, credits in known:
+            self.sizer.charged(index, credits)
         #: Set when ``max_credits`` or the credit floor stopped the submissions: items may be left
         #: unsubmitted.
         self.budget_stopped = False
@@ -299,22 +299,13 @@ class BatchRunner:
         self.ledger.flush()
 
     def _group_limit(self, indices: list[int]) -> int:
-        """How many of ``indices`` the next group may hold, by ``max_credits`` (see :func:`group_size`)."""
-        estimates = [self.items[i].request.estimated_credits for i in indices]
-        if self.budget.max_credits is None:
-            return group_size(estimates, headroom=None, worst_ratio=None)
-        headroom = self.budget.max_credits - self.budget.projected(dropped=self._dropped())
-        return group_size(estimates, headroom=headroom, worst_ratio=self._worst_ratio)
-
-    # --- the budget, by real charges --------------------------------------------------------
-    def _learn_ratio(self, charges: list[tuple[int, int | None]]) -> None:
-        for index, credits in charges:
-            if credits is not None:
-                ratio = credits / max(1, self.items[index].request.estimated_credits)
-                self._worst_ratio = max(ratio, self._worst_ratio or 0.0)
+        """How many of ``indices`` the next group may hold, by ``max_credits`` (see :class:`GroupSizer`)."""
+        cap = self.budget.max_credits
+        headroom = None if cap is None else cap - self.budget.projected(dropped=self._dropped())
+        return self.sizer.limit(indices, headroom=headroom)
 
     def _charged(self, index: int, credits: int | None) -> None:
-        self._learn_ratio([(index, credits)])
+        self.sizer.charged(index, credits)
         if self.budget.charged(index, credits):  # over its estimate, and not reported before
             note = over_estimate(charged=credits, estimate=self.items[index].request.estimated_credits)
             self.log.warning("Item %d/%d: Doitong %s", index + 1, len(self.items), note)

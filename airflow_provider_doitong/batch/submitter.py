@@ -66,6 +66,29 @@ def group_size(estimates: Sequence[int], *, headroom: int | None, worst_ratio: f
     return max(1, count)
 
 
+class GroupSizer:
+    """:func:`group_size` with the highest charge-to-estimate ratio seen (every charge learnt, the
+    ledger's included).
+
+    :param estimates: every item's estimated credits, by index.
+    """
+
+    def __init__(self, estimates: Sequence[int]) -> None:
+        self.estimates = estimates
+        self.worst_ratio: float | None = None
+
+    def charged(self, index: int, credits: int | None) -> None:
+        """Item ``index`` was charged ``credits`` (``None``: not said)."""
+        if credits is not None:
+            ratio = credits / max(1, self.estimates[index])
+            self.worst_ratio = max(ratio, self.worst_ratio or 0.0)
+
+    def limit(self, indices: Sequence[int], *, headroom: int | None) -> int:
+        """How many of ``indices`` the next group may hold (``headroom``: see :func:`group_size`)."""
+        estimates = [self.estimates[i] for i in indices]
+        return group_size(estimates, headroom=headroom, worst_ratio=self.worst_ratio)
+
+
 @dataclass(frozen=True)
 class Sent:
     """One submission thread's outcome: its job, or its error, or neither (not sent).
