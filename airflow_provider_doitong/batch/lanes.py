@@ -29,7 +29,7 @@ import requests
 from airflow_provider_doitong.client import DoitongClient
 
 #: Submissions in flight at once (and so the largest group one ledger flush covers): with a 100 ms
-#: round trip, 160 a second, more than the largest plan's requests per window allow.
+#: round trip, some 300 a second, more than the largest plan's requests per window allow.
 SUBMISSIONS_IN_FLIGHT = 32
 #: Downloads and writes of finished images in flight at once.
 DOWNLOADS_IN_FLIGHT = 16

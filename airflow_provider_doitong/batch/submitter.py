@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.batch.items import BatchItem
-from airflow_provider_doitong.batch.lanes import SUBMISSIONS_IN_FLIGHT, Lanes
+from airflow_provider_doitong.batch.lanes import Lanes
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Planner
 from airflow_provider_doitong.batch.verdicts import SubmitVerdict, Verdict, judge_submit_error
@@ -179,14 +179,15 @@ class ItemSubmitter:
         own request, or the budget says stop.
 
         :param over_budget: whether ``max_credits`` stops the submissions now (asked before each group).
-        :param group_limit: how many of the next items (at most :data:`SUBMISSIONS_IN_FLIGHT`) the
-            next group may hold (:func:`group_size`).
+        :param group_limit: how many of the next items (at most the lanes' submission threads, so
+            that every item marked ``submitting`` is sent at once) the next group may hold
+            (:func:`group_size`).
         :return: the verdicts on the refused submissions.
         """
         verdicts: list[SubmitVerdict] = []
         left = list(wave)
         while left and not over_budget():
-            size = group_limit(left[:SUBMISSIONS_IN_FLIGHT])
+            size = group_limit(left[: self.lanes.submissions])
             group, left = left[:size], left[size:]
             verdicts += self.submit_group(group)
             if any(v.verdict is not Verdict.ITEM_FAILED for v in verdicts):  # the next may not go out now

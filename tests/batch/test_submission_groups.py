@@ -200,9 +200,10 @@ def test_after_a_refusal_the_threads_whose_turn_had_not_come_send_nothing() -> N
 
     runner, store, client = runner_for(5, answer)
     runner.lanes.submissions = 1  # one thread: the group's POSTs take turns
-    runner.submit(5)
+    verdicts = runner.submitter.submit_group(list(range(5)))
     runner.lanes.close()
     assert list(client.durable_at_post) == [0]  # the others were never sent
+    assert [v.verdict.value for v in verdicts] == ["later"]
     assert durable_states(store, runner.items) == ["pending"] * 5
     assert [r.attempts for r in runner.ledger.records] == [0] * 5
 
