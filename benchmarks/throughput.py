@@ -266,7 +266,7 @@ def run_side(
     )  # fmt: skip
     figures.pop("timeline", None)
     tis = cluster.task_instances(run_id)
-    ends = [ti["end"] for ti in tis if ti["end"] is not None]
+    ends = [end for ti in tis if isinstance(end := ti["end"], float)]
     submits = sorted(e["t"] for e in emu.request_log() if e["kind"] == "submit" and e["status"] == 200)
     figures.update(
         batch_figures(
