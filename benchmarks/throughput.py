@@ -31,7 +31,7 @@ from typing import Any
 from airflow_provider_doitong.client.contract import PLANS
 from airflow_provider_doitong.client.protocol import MAX_JOBS_PER_QUERY
 from benchmarks import dags
-from benchmarks.batch import BatchSettings, collect, lower_bound, make_prompts, settings_doc
+from benchmarks.batch import WARM_UP_S, BatchSettings, collect, lower_bound, make_prompts, settings_doc
 from benchmarks.batch_operator import airflow_cpu_seconds, batch_figures, resumes
 from doitong_emulator import DoitongEmulator
 from doitong_emulator.faults import FaultConfig
@@ -193,6 +193,7 @@ def _run_cluster(
             with AirflowCluster(home=work / "airflow", dags_folder=dags_dir, env=env) as cluster:
                 for scenario, side in runs:
                     cluster.wait_for_dag(dag_id(scenario, side))
+                time.sleep(WARM_UP_S)  # start-up work settles first, as in the batch section
                 for scenario, side in runs:
                     settings = getattr(prof, scenario)
                     figures = run_side(
