@@ -121,3 +121,16 @@ def test_the_table_shows_each_scenario_and_the_unfinished_run() -> None:
         "| enterprise, 1,500 prompts, 100-ms round trip: makespan (s) | <= 20 | did not finish in 300 s | no |"
         in text
     )
+
+
+def test_the_table_puts_the_realistic_profiles_beside_the_scenarios() -> None:
+    doc = _doc()
+    batch_settings = {"plan": "pro", "time_scale": 0.25, "job_seconds": 64.0, "poll_interval": 3.2}
+    batch_settings.update(batch_poll_interval=10.0, baseline_poke_real_seconds=0.5, job_real_seconds=16.0)
+    realistic = {"settings": {**doc["throughput"]["short_jobs"]["settings"], **batch_settings}}
+    doc["batch_operator"] = {**_side(1.01, prompts=30), **realistic}
+    doc["goals"] = evaluate_goals(doc)
+    text = markdown(doc)
+    assert "| enterprise | realistic (batch section), sync |" in text
+    assert "| makespan / bound | 1.080 | 1.300 | n/a | 1.010 |" in text
+    assert "30 x 16 s, 10 at once, 60 / 60 s |" in text
