@@ -42,6 +42,25 @@ GOALS: tuple[tuple[str, ...], ...] = (
     ("batch_operator_deferrable.duplicate_submissions", "FluxBatchOperator deferrable: duplicates", "== 0"),
     ("batch_operator_deferrable.missing_files", "FluxBatchOperator deferrable: missing files", "== 0"),
     ("scale.batch_operator.missing_files", "past 1,024 prompts: missing files", "== 0"),
+    ("throughput.short_jobs.sync.ratio", "short jobs (pro, 3-s jobs), sync: makespan / bound", "<= 1.10"),
+    (
+        "throughput.short_jobs.deferrable.ratio",
+        "short jobs (pro, 3-s jobs), deferrable: makespan / bound",
+        "<= 1.10",
+    ),
+    (
+        "throughput.enterprise.makespan_s",
+        "enterprise, 1,500 prompts, 100-ms round trip: makespan (s)",
+        "<= 20",
+    ),
+    ("throughput.pro_day.ratio", "pro plan's day: makespan / bound", "<= 1.10"),
+    ("throughput.prompts_file.validate_s", "million-line prompts file: validated in (s)", "< 5"),
+    ("throughput.prompts_file.peak_rss_mb", "million-line prompts file: peak RSS of the task (MB)", "< 300"),
+    *(
+        (f"throughput.{run}.{key}", f"throughput {run.replace('.', ' ')}: {label}", "== 0")
+        for run in ("short_jobs.sync", "short_jobs.deferrable", "pro_day", "enterprise")
+        for key, label in (("duplicate_submissions", "duplicates"), ("missing_files", "missing files"))
+    ),
     *(
         (f"shared_account.{form}.{key}", f"three DAGs on one account, {form}: {label}", rule)
         for form in ("paced", "pooled")
@@ -79,19 +98,37 @@ def _met(value: Any, rule: str) -> bool | None:
 
 
 def evaluate_goals(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each goal of the run's profile (a goal without a profile applies to both) that the run measured."""
+    """Each goal of the run's profile (a goal without a profile applies to both) whose section or
+    scenario ran (a figure it did not measure shows as missing, or why: :func:`unmeasured`)."""
     profile = (doc.get("meta") or {}).get("profile")
     goals = []
     for key, label, rule, *only in GOALS:
         if only and only[0] != profile:
             continue
         measured = lookup(doc, key)
-        if measured is None and key.split(".")[0] not in doc:
-            continue
-        goals.append(
-            {"key": key, "goal": label, "target": rule, "measured": measured, "met": _met(measured, rule)}
-        )
+        if measured is None and lookup(doc, key.rpartition(".")[0]) is None:
+            continue  # its section or scenario did not run
+        met = _met(measured, rule)
+        if measured is None:
+            measured, met = unmeasured(doc, key)
+        goals.append({"key": key, "goal": label, "target": rule, "measured": measured, "met": met})
     return goals
+
+
+def unmeasured(doc: dict[str, Any], key: str) -> tuple[str | None, bool | None]:
+    """Why a goal's figure is missing, and whether that misses the goal.
+
+    A run stopped at its deadline (``did_not_finish_s`` beside the figure) misses it; a part of the
+    run that was skipped (``skipped``) or not run says nothing (``None``).
+    """
+    parent = lookup(doc, key.rpartition(".")[0])
+    if not isinstance(parent, dict):
+        return None, None
+    if parent.get("did_not_finish_s") is not None:
+        return f"did not finish in {parent['did_not_finish_s']:.0f} s", False
+    if parent.get("skipped"):
+        return "skipped", None
+    return None, None
 
 
 def assemble(
@@ -103,6 +140,7 @@ def assemble(
     distributed: dict[str, Any] | None = None,
     scale: dict[str, Any] | None = None,
     shared_account: dict[str, Any] | None = None,
+    throughput: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``batch`` is this provider's side (headline keys at its top), ``baseline`` the HTTP provider's."""
     doc: dict[str, Any] = {"meta": meta}
@@ -136,6 +174,8 @@ def assemble(
         }
     if shared_account is not None:
         doc["shared_account"] = shared_account
+    if throughput is not None:
+        doc["throughput"] = throughput
     doc["goals"] = evaluate_goals(doc)
     return doc
 
@@ -288,6 +328,8 @@ def markdown(doc: dict[str, Any]) -> str:
         out.extend(distributed_markdown(doc["distributed"]))
     for form, figures in (doc.get("shared_account") or {}).items():
         out.extend(shared_account_markdown(form, figures))
+    if "throughput" in doc:
+        out.extend(throughput_markdown(doc))
     out.append("### Goals\n")
     out.append("| goal | target | measured | met |")
     out.append("|---|---|---:|---|")
@@ -360,5 +402,66 @@ def shared_account_markdown(form: str, d: dict[str, Any]) -> list[str]:
             f"| {side} | {s['prompts']} | {s['run_state']} | {s['failed_tasks']} | {s['jobs']} "
             f"| {s['duplicate_submissions']} | {s['missing_images']} |"
         )
+    out.append("")
+    return out
+
+
+_THROUGHPUT_COLUMNS = (
+    ("throughput.short_jobs.sync", "short jobs, sync"),
+    ("throughput.short_jobs.deferrable", "short jobs, deferrable"),
+    ("throughput.pro_day", "pro day"),
+    ("throughput.enterprise", "enterprise"),
+    ("batch_operator", "realistic (batch section), sync"),
+    ("batch_operator_deferrable", "realistic (batch section), deferrable"),
+)
+_THROUGHPUT_ROWS = (
+    ("run state", "run_state", 0),
+    ("makespan (s)", "makespan_s", 1),
+    ("bound, every request counted (s)", "lower_bound_s", 1),
+    ("makespan / bound", "ratio", 3),
+    ("status requests per image", "status_requests_per_job", 2),
+    ("requests per image", "requests_per_image", 2),
+    ("429s received", "http_429", 0),
+    ("resumes after a deferral", "resumes", 0),
+    ("Airflow CPU-seconds per image", "airflow_cpu_s_per_image", 2),
+    ("duplicate submissions", "duplicate_submissions", 0),
+    ("missing files", "missing_files", 0),
+    ("images on disk", "images_on_disk", 0),
+    ("did not finish in (s)", "did_not_finish_s", 0),
+)
+
+
+def _setting_cell(side: dict[str, Any], settings: dict[str, Any] | None) -> str:
+    s = side.get("settings") or settings or {}
+    if not s:
+        return "n/a"
+    latency = f", +{s['latency_s'] * 1000:.0f} ms" if s.get("latency_s") else ""
+    return (
+        f"{side.get('prompts', s.get('prompts')):,} x {s['job_real_seconds']:g} s, "
+        f"{s['concurrency']:,} at once, {s['requests_per_window']:,} / {s['window_real_seconds']:g} s{latency}"
+    )
+
+
+def throughput_markdown(doc: dict[str, Any]) -> list[str]:
+    """The throughput scenarios side by side, with the batch section's realistic profiles if they ran."""
+    columns = [(key, label, lookup(doc, key)) for key, label in _THROUGHPUT_COLUMNS]
+    columns = [(key, label, side) for key, label, side in columns if isinstance(side, dict)]
+    out = ["### Throughput: FluxBatchOperator against what the plan allows\n"]
+    if columns:
+        out.append("| figure | " + " | ".join(label for _, label, _ in columns) + " |")
+        out.append("|---|" + "---:|" * len(columns))
+        cells = [
+            _setting_cell(side, lookup(doc, key.rpartition(".")[0] + ".settings")) for key, _, side in columns
+        ]
+        out.append("| prompts x job, plan | " + " | ".join(cells) + " |")
+        for label, key, digits in _THROUGHPUT_ROWS:
+            out.append(f"| {label} | " + " | ".join(_f(side.get(key), digits) for *_, side in columns) + " |")
+    pf = lookup(doc, "throughput.prompts_file")
+    if isinstance(pf, dict):
+        if pf.get("skipped"):
+            out.append(f"\nPrompts file: skipped ({pf['skipped']}).")
+        else:
+            shown = ", ".join(f"{k} {_f(v, 2)}" for k, v in pf.items() if not isinstance(v, dict | list))
+            out.append(f"\nPrompts file: {shown}.")
     out.append("")
     return out

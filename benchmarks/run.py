@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Run the benchmarks: ``python benchmarks/run.py [--quick] [--json PATH] [--only batch,triggerer,parse]``.
 
+``--only throughput`` runs the batch operator against what the plan allows (short jobs, the pro plan's
+day, enterprise limits with a 100-ms round trip, a million-line prompts file).
+
 ``--only distributed`` runs the batch on a distributed Airflow (CeleryExecutor, Redis, PostgreSQL,
 two workers, two triggerers, S3); it needs the ``distributed`` extra: ``python3 dev.py distributed``.
 
@@ -30,11 +33,14 @@ from benchmarks.plot import plot_requests  # noqa: E402
 from benchmarks.report import assemble, evaluate_goals, markdown  # noqa: E402
 from benchmarks.scale import run_scale  # noqa: E402
 from benchmarks.shared_account import SharedAccountSettings, run_shared_account  # noqa: E402
+from benchmarks.throughput import SCENARIOS as THROUGHPUT_SCENARIOS  # noqa: E402
+from benchmarks.throughput import profile as throughput_profile  # noqa: E402
+from benchmarks.throughput import run_throughput, with_changes  # noqa: E402
 from benchmarks.triggerer import TriggererSettings, run_triggerer  # noqa: E402
 
 SECTIONS = ("batch", "scale", "triggerer", "parse")
 #: Sections run only when named in ``--only``.
-OPTIONAL_SECTIONS = ("distributed", "shared_account")
+OPTIONAL_SECTIONS = ("distributed", "shared_account", "throughput")
 PROFILES = {
     "quick": {
         "batch": BatchSettings(
@@ -51,6 +57,7 @@ PROFILES = {
         "triggerer": TriggererSettings(waits=1000, job_seconds=20.0, poll=2.0),
         "parse_repetitions": 7,
         "distributed": {"prompts": 20, "time_scale": 0.25, "job_seconds": 64.0, "poll_interval": 8.0},
+        "throughput": throughput_profile(day_prompts=2_000, enterprise_deadline_s=300.0),
     },
     "full": {
         "batch": BatchSettings(
@@ -62,6 +69,7 @@ PROFILES = {
         "triggerer": TriggererSettings(waits=1000, job_seconds=60.0, poll=2.0),
         "parse_repetitions": 25,
         "distributed": {"prompts": 60, "time_scale": 0.25, "job_seconds": 160.0, "poll_interval": 20.0},
+        "throughput": throughput_profile(day_prompts=10_000, enterprise_deadline_s=900.0),
     },
 }
 
@@ -115,6 +123,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--scenarios",
         help="distributed scenarios, comma-separated: batch, worker_sigkill, triggerer_sigkill, budget",
     )
+    parser.add_argument(
+        "--throughput-scenarios",
+        default=",".join(THROUGHPUT_SCENARIOS),
+        help="throughput scenarios, comma-separated: " + ", ".join(THROUGHPUT_SCENARIOS),
+    )
+    parser.add_argument("--day-prompts", type=int, help="prompts of the throughput pro_day scenario")
+    parser.add_argument("--day-time-scale", type=float, help="emulator time scale of the pro_day scenario")
+    parser.add_argument("--day-job-seconds", type=float, help="emulated seconds per job of pro_day")
+    parser.add_argument(
+        "--enterprise-deadline", type=float, help="real seconds the enterprise scenario may take"
+    )
     parser.add_argument("--render", type=Path, help="print the Markdown of an earlier JSON result and exit")
     return parser.parse_args(argv)
 
@@ -132,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(sections) - set(SECTIONS) - set(OPTIONAL_SECTIONS)
     if unknown:
         print(f"unknown section(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    chosen_tp = tuple(x.strip() for x in args.throughput_scenarios.split(",") if x.strip())
+    unknown_tp = set(chosen_tp) - set(THROUGHPUT_SCENARIOS)
+    if unknown_tp:
+        print(f"unknown throughput scenario(s): {', '.join(sorted(unknown_tp))}", file=sys.stderr)
         return 2
     batch_settings: BatchSettings = profile["batch"]
     overrides = {
@@ -166,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.time() - started:6.0f}s] {message}", flush=True)
 
-    batch = triggerer = parse = scale = distributed = shared_account = None
+    batch = triggerer = parse = scale = distributed = shared_account = throughput = None
     if "distributed" in sections:
         chosen = (
             {"scenarios": tuple(x.strip() for x in args.scenarios.split(",") if x.strip())}
@@ -199,6 +223,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name, share in (("paced", None), ("pooled", 4))
         }
+    if "throughput" in sections:
+        day = {
+            "prompts": args.day_prompts,
+            "time_scale": args.day_time_scale,
+            "job_seconds": args.day_job_seconds,
+        }
+        throughput = run_throughput(
+            with_changes(profile["throughput"], day=day, enterprise_deadline_s=args.enterprise_deadline),
+            scenarios=chosen_tp,
+            say=say,
+            keep=args.keep / "throughput" if args.keep else None,
+        )
     meta = {
         "started": datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds"),
         "profile": profile_name,
@@ -216,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         scale=scale,
         distributed=distributed,
         shared_account=shared_account,
+        throughput=throughput,
     )
     if batch is not None:
         png = plot_requests(batch, json_path.with_suffix(".png"))
