@@ -192,7 +192,10 @@ def _probe_main(argv: list[str]) -> None:
 
 # --- the parent ---------------------------------------------------------------------------------------
 def _run_probe(kind: str, prompts_file: Path, output: Path) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
+    }
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     started = time.perf_counter()
     child = subprocess.Popen(

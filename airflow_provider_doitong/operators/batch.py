@@ -184,7 +184,7 @@ class FluxBatchOperator(BaseOperator):
             return None
         return prompt_file_location(self.prompts_file, self._dag)
 
-    def _items(self) -> list[batch_items.BatchItem]:
+    def _items(self) -> batch_items.ItemList:
         self._check_numbers()
         defaults = batch_items.ItemDefaults(
             provider=self.provider,
@@ -198,7 +198,7 @@ class FluxBatchOperator(BaseOperator):
         )
 
     # --- the batch's state ---------------------------------------------------------------------
-    def _runner(self, folder: Any, ledger: Ledger, found: list[batch_items.BatchItem]) -> BatchRunner:
+    def _runner(self, folder: Any, ledger: Ledger, found: Sequence[batch_items.BatchItem]) -> BatchRunner:
         plan = contract.PLANS[self.hook.checked_settings().plan]
         concurrency = self.concurrency or plan.concurrent_jobs
         deadline = ledger.meta.get("deadline")
@@ -303,7 +303,7 @@ class FluxBatchOperator(BaseOperator):
             )
 
     def _run(
-        self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem]
+        self, context: Context, runner: BatchRunner, found: Sequence[batch_items.BatchItem]
     ) -> dict[str, Any]:
         ledger = runner.ledger
         defer = None
@@ -337,7 +337,7 @@ class FluxBatchOperator(BaseOperator):
         return self._finish(context, runner, found, outcome.reason)
 
     def _finish(
-        self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem], reason: str
+        self, context: Context, runner: BatchRunner, found: Sequence[batch_items.BatchItem], reason: str
     ) -> dict[str, Any]:
         ledger = runner.ledger
         summary = redact(

@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_doitong._compat import AirflowFailException, task_instance_region, task_state_store
 from airflow_provider_doitong.batch import manifest, saved_items
@@ -98,7 +98,8 @@ def open_ledger(
                 f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
                 "output_path (e.g. .../{{ run_id }}/) so that no image is overwritten"
             )
-        ledger = Ledger.open(store, items=None if items is None else list(items), owner=me)
+        # the ledger only iterates the items: an ItemList is not copied into a million objects
+        ledger = Ledger.open(store, items=cast("list[BatchItem] | None", items), owner=me)
     except (LedgerError, manifest.ManifestError, UnsafeOutputPath) as exc:
         raise AirflowFailException(f"output_path: {exc}") from None
     except OSError as exc:  # a file where the folder should be, no permission...
@@ -148,8 +149,8 @@ def save_items(context: Context, folder: Any, ledger: Ledger, items: Sequence[Ba
 
 
 def resume(
-    context: Context, output_path: str | Location, read_items: Callable[[], list[BatchItem]]
-) -> tuple[Any, Ledger, list[BatchItem]]:
+    context: Context, output_path: str | Location, read_items: Callable[[], Sequence[BatchItem]]
+) -> tuple[Any, Ledger, Sequence[BatchItem]]:
     """The output folder, the ledger and the items of a batch resuming after a deferral.
 
     The items are those the first try saved (:func:`save_items`), not the prompts read again: a
@@ -221,7 +222,7 @@ def check_balance(
         cannot be read.
     """
     ledger = runner.ledger
-    to_spend = estimated_credits(found[i] for i in ledger.in_state(ItemState.PENDING))
+    to_spend = estimated_credits(found, only=ledger.in_state(ItemState.PENDING))
     balance = None
     if to_spend:
         try:
