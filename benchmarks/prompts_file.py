@@ -16,7 +16,8 @@ its peak resident memory is the task's alone (``os.wait4`` gives the child's own
 
 Each probe reports its wall time once the operator's module is imported (``imports_s``, Airflow's
 own start, apart), the peak RSS of its whole process (imports included: ``imports_rss_mb`` of it
-is there before the first line is read). ``python benchmarks/prompts_file.py
+is there before the first line is read), and the CPU seconds of the whole process (``*_cpu_s``:
+on a machine shared with other work, steadier than the wall time). ``python benchmarks/prompts_file.py
 [--lines N]`` prints the figures as JSON.
 """
 
@@ -213,6 +214,7 @@ def _run_probe(kind: str, prompts_file: Path, output: Path) -> dict[str, Any]:
         raise RuntimeError(f"the {kind} probe failed ({child.returncode}): {err.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # kilobytes on Linux
+    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)  # imports included
     result["process_s"] = round(wall, 2)
     return result
 
@@ -220,19 +222,27 @@ def _run_probe(kind: str, prompts_file: Path, output: Path) -> dict[str, Any]:
 def _measure(path: Path, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
     output = work / f"out-{path.suffix.lstrip('.')}"
     first = _run_probe("validate", path, output)
-    say(f"  validate {path.name}: {first['seconds']:.2f}s, peak {first['peak_rss_mb']:.0f} MB")
+    say(
+        f"  validate {path.name}: {first['seconds']:.2f}s ({first['cpu_s']:.1f}s CPU), "
+        f"peak {first['peak_rss_mb']:.0f} MB"
+    )
     again = _run_probe("resume", path, output)
-    say(f"  resume   {path.name}: {again['seconds']:.2f}s, peak {again['peak_rss_mb']:.0f} MB")
+    say(
+        f"  resume   {path.name}: {again['seconds']:.2f}s ({again['cpu_s']:.1f}s CPU), "
+        f"peak {again['peak_rss_mb']:.0f} MB"
+    )
     return {
         "items": first["items"],
         "validate_s": round(first["seconds"], 2),
         "peak_rss_mb": first["peak_rss_mb"],
         "validate_process_s": first["process_s"],
+        "validate_cpu_s": first["cpu_s"],
         "imports_s": round(first["imports_s"], 2),
         "imports_rss_mb": first["imports_rss_mb"],
         "resume_s": round(again["seconds"], 2),
         "resume_peak_rss_mb": again["peak_rss_mb"],
         "resume_process_s": again["process_s"],
+        "resume_cpu_s": again["cpu_s"],
     }
 
 
