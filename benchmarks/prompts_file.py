@@ -149,7 +149,8 @@ def probe_validate(prompts_file: str, output: str) -> dict[str, Any]:
     to_spend = batch_items.estimated_credits(found[i] for i in ledger.in_state(ItemState.PENDING))
     batch_task.save_items(context, folder, ledger, found)
     ledger.set_meta(credits_estimated=estimate)
-    ledger.flush()
+    with batch_task.no_collection():
+        ledger.flush()
     ledger.close()
     runner.client.close()
     return {"items": len(found), "credits": to_spend}

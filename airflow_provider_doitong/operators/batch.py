@@ -255,7 +255,8 @@ class FluxBatchOperator(BaseOperator):
             )
             check_output(context, folder, whole_folder=True)  # writable, and this task's alone
             batch_task.save_items(context, folder, ledger, found)  # what a resume reads
-            ledger.flush()  # a batch refused so far has written nothing
+            with batch_task.no_collection():  # the first write holds a record of every item
+                ledger.flush()  # a batch refused so far has written nothing
             batch_task.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
             return self._run(context, runner, found)

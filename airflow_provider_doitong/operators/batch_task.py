@@ -99,7 +99,8 @@ def open_ledger(
                 "output_path (e.g. .../{{ run_id }}/) so that no image is overwritten"
             )
         # the ledger only iterates the items: an ItemList is not copied into a million objects
-        ledger = Ledger.open(store, items=cast("list[BatchItem] | None", items), owner=me)
+        with no_collection():
+            ledger = Ledger.open(store, items=cast("list[BatchItem] | None", items), owner=me)
     except (LedgerError, manifest.ManifestError, UnsafeOutputPath) as exc:
         raise AirflowFailException(f"output_path: {exc}") from None
     except OSError as exc:  # a file where the folder should be, no permission...
@@ -161,11 +162,11 @@ def resume(
     :raises AirflowFailException: as :func:`open_ledger`; or if the saved items are not the file
         the ledger recorded (the message names the file).
     """
-    with _no_collection():
+    with no_collection():
         folder, ledger = open_ledger(context, output_path, None, resuming=True)
     recorded = ledger.meta.get("items_sha256")
     try:
-        with _no_collection():
+        with no_collection():
             place = items_place(folder, context)
             saved = None if recorded is None else saved_items.load_items(place, sha256=recorded)
             if saved is None:
@@ -191,7 +192,7 @@ def resume(
 
 
 @contextlib.contextmanager
-def _no_collection() -> Iterator[None]:
+def no_collection() -> Iterator[None]:
     """Python's cyclic garbage collector paused: reading a million items and records creates
     millions of objects (none in a cycle), and each collection would walk them all again, which
     took a third of a resume's set-up."""
