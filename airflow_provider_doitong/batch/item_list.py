@@ -215,6 +215,31 @@ class ItemList(Sequence[BatchItem]):
             yield index, text[start:end].decode("utf-8")
             start = end
 
+    def rows(self) -> Iterator[list[Any]]:
+        """``[key, source, prompt, provider, width, height, quality, version]`` of every item, in
+        order, without building the items (the saved items' rows: :mod:`.saved_items`)."""
+        text, keys, numbers, shape_of, shapes, start = (
+            self._text,
+            self._keys,
+            self._numbers,
+            self._shape_of,
+            self._shapes,
+            0,
+        )
+        for index, end in enumerate(self._ends):
+            provider, width, height, quality, version, word = shapes[shape_of[index]]
+            yield [
+                keys[index * _KEY_BYTES : (index + 1) * _KEY_BYTES].hex(),
+                f"{word} {numbers[index]}",
+                text[start:end].decode("utf-8"),
+                provider,
+                width,
+                height,
+                quality,
+                version,
+            ]
+            start = end
+
     def estimated_credits(self, indices: Iterable[int] | None = None) -> int:
         """What the items (all, or those at ``indices``) should cost, from their options alone."""
         costs = [self._request_of(shape).estimated_credits for shape in self._shapes]

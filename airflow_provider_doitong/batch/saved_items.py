@@ -38,8 +38,9 @@ class SavedItemsError(RuntimeError):
 def _lines(items: Sequence[BatchItem]) -> Iterator[bytes]:
     yield json.dumps({"format": FORMAT, "version": VERSION, "items": len(items)}).encode() + b"\n"
     rows: list[list[Any]] = []
-    for item in items:  # one chunk built at a time: an ItemList builds its items as they are read
-        rows.append(_row(item))
+    # one chunk at a time; an ItemList gives its rows without building its items
+    for row in items.rows() if isinstance(items, ItemList) else map(_row, items):
+        rows.append(row)
         if len(rows) == CHUNK_ITEMS:
             yield _chunk(rows)
             rows = []
