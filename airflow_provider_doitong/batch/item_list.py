@@ -136,8 +136,45 @@ class ItemList(Sequence[BatchItem]):
         :param request: its checked request.
         :param source: where it came from: a word and a number (``line 12``, ``item 3``).
         :param key: its :func:`~airflow_provider_doitong.client.fingerprint.short_fingerprint`.
-        :raises ValueError: for a source or a key of another form (a saved items file changed by hand).
+        :raises ValueError: for a source or a key of another form.
         """
+        self.append_saved(
+            key,
+            source,
+            request.prompt,
+            request.provider,
+            request.width,
+            request.height,
+            request.quality,
+            request.version,
+        )
+
+    def append_saved(
+        self,
+        key: str,
+        source: str,
+        prompt: str,
+        provider: str,
+        width: int,
+        height: int,
+        quality: str,
+        version: str | None,
+    ) -> None:
+        """Add an item from a row of the batch's saved items (:mod:`.saved_items`), whose values were
+        checked when the batch first read them: each is checked again for its type and form only.
+
+        :raises ValueError: (or ``TypeError``) for a value of another type or form (a saved items
+            file changed by hand).
+        """
+        if not (
+            type(prompt) is str
+            and type(provider) is str
+            and type(width) is int
+            and type(height) is int
+            and type(quality) is str
+            and (version is None or type(version) is str)
+        ):
+            raise TypeError("a saved item holds a value of the wrong type")
         word, _, digits = source.rpartition(" ")
         number = int(digits)
         raw_key = bytes.fromhex(key)
@@ -145,19 +182,12 @@ class ItemList(Sequence[BatchItem]):
             raise ValueError(f"a source of an unknown form: {source!r}")
         if len(raw_key) != _KEY_BYTES or raw_key.hex() != key:
             raise ValueError(f"a key of an unknown form: {key!r}")
-        shape: Shape = (
-            request.provider,
-            request.width,
-            request.height,
-            request.quality,
-            request.version,
-            word,
-        )
+        shape: Shape = (provider, width, height, quality, version, word)
         found = self._shape_index.get(shape)
         if found is None:
             found = self._shape_index[shape] = len(self._shapes)
             self._shapes.append(shape)
-        self._text += request.prompt.encode("utf-8")
+        self._text += prompt.encode("utf-8")
         self._ends.append(len(self._text))
         self._keys += raw_key
         self._numbers.append(number)

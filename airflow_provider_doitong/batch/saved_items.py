@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from airflow_provider_doitong.batch.item_list import BatchItem, ItemList, trusted_request
+from airflow_provider_doitong.batch.item_list import BatchItem, ItemList
 from airflow_provider_doitong.storage import Place, UnsafeOutputPath
 
 ITEMS_NAME = "items.jsonl"
@@ -142,11 +142,8 @@ def _parse(lines: Iterator[bytes]) -> ItemList:
         raise ValueError("not a saved items file")
     found = ItemList()
     for line in lines:
-        for key, source, prompt, provider, width, height, quality, version in json.loads(line):
-            request = trusted_request(
-                prompt=prompt, provider=provider, width=width, height=height, quality=quality, version=version
-            )
-            found.append(request, source=source, key=key)
+        for row in json.loads(line):
+            found.append_saved(*row)
     if len(found) != header.get("items"):
         raise ValueError(f"{len(found)} items, the header says {header.get('items')}")
     return found
