@@ -129,14 +129,15 @@ class ItemList(Sequence[BatchItem]):
         self._shape_of = array("I")  # each item's index in _shapes
         self._shapes: list[Shape] = []
         self._shape_index: dict[Shape, int] = {}
+        self._other_sources: dict[int, str] = {}  # a source of another form than ``line 12``
 
     def append(self, request: ImageRequest, *, source: str, key: str) -> None:
         """Add an item (it gets the next index).
 
         :param request: its checked request.
-        :param source: where it came from: a word and a number (``line 12``, ``item 3``).
+        :param source: where it came from (``line 12``, ``item 3``: a word and a number, kept as such).
         :param key: its :func:`~airflow_provider_doitong.client.fingerprint.short_fingerprint`.
-        :raises ValueError: for a source or a key of another form.
+        :raises ValueError: for a key of another form.
         """
         self.append_saved(
             key,
@@ -175,11 +176,14 @@ class ItemList(Sequence[BatchItem]):
             and (version is None or type(version) is str)
         ):
             raise TypeError("a saved item holds a value of the wrong type")
+        if type(source) is not str:
+            raise TypeError("a saved item holds a value of the wrong type")
         word, _, digits = source.rpartition(" ")
-        number = int(digits)
+        number = int(digits) if digits.isdigit() and digits.isascii() else -1
+        if not word or number < 0 or f"{word} {number}" != source:  # not ``line 12``: kept as it is
+            self._other_sources[len(self)] = source
+            word, number = "", 0
         raw_key = bytes.fromhex(key)
-        if f"{word} {number}" != source or not word or number < 0:
-            raise ValueError(f"a source of an unknown form: {source!r}")
         if len(raw_key) != _KEY_BYTES or raw_key.hex() != key:
             raise ValueError(f"a key of an unknown form: {key!r}")
         shape: Shape = (provider, width, height, quality, version, word)
@@ -234,9 +238,12 @@ class ItemList(Sequence[BatchItem]):
         item = _new(BatchItem)
         _set_index(item, index)
         _set_request(item, request)
-        _set_source(item, f"{word} {self._numbers[index]}")
+        _set_source(item, self._source(index, word))
         _set_key(item, self._keys[index * _KEY_BYTES : (index + 1) * _KEY_BYTES].hex())
         return item
+
+    def _source(self, index: int, word: str) -> str:
+        return f"{word} {self._numbers[index]}" if word else self._other_sources[index]
 
     def prompts(self) -> Iterator[tuple[int, str]]:
         """``(index, prompt)`` of every item, without building the items."""
@@ -248,19 +255,12 @@ class ItemList(Sequence[BatchItem]):
     def rows(self) -> Iterator[list[Any]]:
         """``[key, source, prompt, provider, width, height, quality, version]`` of every item, in
         order, without building the items (the saved items' rows: :mod:`.saved_items`)."""
-        text, keys, numbers, shape_of, shapes, start = (
-            self._text,
-            self._keys,
-            self._numbers,
-            self._shape_of,
-            self._shapes,
-            0,
-        )
+        text, keys, shape_of, shapes, start = self._text, self._keys, self._shape_of, self._shapes, 0
         for index, end in enumerate(self._ends):
             provider, width, height, quality, version, word = shapes[shape_of[index]]
             yield [
                 keys[index * _KEY_BYTES : (index + 1) * _KEY_BYTES].hex(),
-                f"{word} {numbers[index]}",
+                self._source(index, word),
                 text[start:end].decode("utf-8"),
                 provider,
                 width,

@@ -82,18 +82,25 @@ def test_the_secret_check_names_each_item_holding_one() -> None:
     assert secret_items_problem(found, ("other",), conn_id="doitong_default") is None
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [(1, "line +3"), (1, "line 03"), (1, "3"), (1, "line \u0663"), (0, "ABCDEF012345"), (0, "abc")],
-)
-def test_saved_items_of_another_form_are_refused_as_damaged(tmp_path: Path, field: int, value: str) -> None:
+def test_sources_of_any_form_are_kept(tmp_path: Path) -> None:
+    sources = ["line 7", "line 07", " 3", "row +3", "item \u0663", "4", "from the catalogue"]
+    found, _ = build_items([(source, f"a fox, take {n}") for n, source in enumerate(sources)], DEFAULTS)
+    assert [item.source for item in found] == sources
+    place = Place(storage_path(str(tmp_path)))
+    digest, _ = saved_items.save_items(place, found)
+    again = saved_items.load_items(place, sha256=digest)
+    assert again is not None and [item.source for item in again] == sources
+
+
+@pytest.mark.parametrize("key", ["ABCDEF012345", "abc", "abcdef01234g", "abcdef0123456789"])
+def test_saved_items_with_a_key_of_another_form_are_refused_as_damaged(tmp_path: Path, key: str) -> None:
     place = Place(storage_path(str(tmp_path)))
     found, _ = build_items(entries_from_list(["a fox", "a tram"]), DEFAULTS)
     saved_items.save_items(place, found)
     path = tmp_path / saved_items.ITEMS_NAME
     header, rows = path.read_text().splitlines()
     changed = json.loads(rows)
-    changed[1][field] = value
+    changed[1][0] = key
     path.write_text(header + "\n" + json.dumps(changed) + "\n")
     digest = saved_items.saved_digest(place)
     assert digest is not None
