@@ -18,6 +18,7 @@ from airflow_provider_doitong._compat import AirflowFailException, task_instance
 from airflow_provider_doitong.batch import manifest, saved_items
 from airflow_provider_doitong.batch.items import BatchItem, budget_problem, estimated_credits
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
+from airflow_provider_doitong.batch.ledger_manifest import write_ledger_manifest
 from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import ledger_parts, open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
@@ -268,19 +269,24 @@ def write_manifest(
     ledger, ti = runner.ledger, context["ti"]
     estimated = ledger.meta.get("credits_estimated")
     stopped = budget_stop(runner)
-    doc = manifest.build_manifest(
-        manifest.entries_from_ledger(found, ledger.records),
+    written = write_ledger_manifest(  # an entry at a time: a million items are never all held
+        runner.folder,
+        found,
+        ledger.records,
         title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
         credits_estimated=estimated,
         source=owner(context),
         extra=stopped,
+        clean=lambda value: redact(value, secrets),
     )
     summary: dict[str, Any] = {
-        **manifest.write_manifest(runner.folder, redact(doc, secrets)),
-        "items": doc["item_count"],
-        "stored": doc["image_count"],
-        "failed": doc["failed_count"],
-        "credits_spent": doc["credits_spent"],
+        "folder": written["folder"],
+        "manifest": written["manifest"],
+        "contact_sheet": written["contact_sheet"],
+        "items": written["item_count"],
+        "stored": written["image_count"],
+        "failed": written["failed_count"],
+        "credits_spent": written["credits_spent"],
         "credits_estimated": estimated,
         **stopped,
     }
