@@ -35,6 +35,31 @@ def ledger_counts(records: Iterable[ItemRecord]) -> dict[str, int]:
     return {"item_count": items, "image_count": images, "failed_count": failed, "credits_spent": spent}
 
 
+def ledger_head(
+    records: Iterable[ItemRecord],
+    *,
+    title: str,
+    credits_estimated: int | None,
+    source: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The top-level keys :func:`~.manifest.build_manifest` gives a batch's manifest, but its ``items``."""
+    counts = ledger_counts(records)
+    return {
+        "format": manifest.FORMAT,
+        "version": manifest.VERSION,
+        "title": title,
+        **dict(extra or {}),
+        "source": dict(source),
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "item_count": counts["item_count"],
+        "image_count": counts["image_count"],
+        "failed_count": counts["failed_count"],
+        "credits_estimated": credits_estimated,
+        "credits_spent": counts["credits_spent"],
+    }
+
+
 def write_ledger_manifest(
     folder: Any,
     items: Sequence[BatchItem],
@@ -55,28 +80,15 @@ def write_ledger_manifest(
         :func:`ledger_counts`.
     """
     base = Location.of(folder).path
-    counts = ledger_counts(records)
-    head = clean(
-        {
-            "format": manifest.FORMAT,
-            "version": manifest.VERSION,
-            "title": title,
-            **dict(extra or {}),
-            "source": dict(source),
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "item_count": counts["item_count"],
-            "image_count": counts["image_count"],
-            "failed_count": counts["failed_count"],
-            "credits_estimated": credits_estimated,
-            "credits_spent": counts["credits_spent"],
-        }
-    )
+    head = ledger_head(records, title=title, credits_estimated=credits_estimated, source=source, extra=extra)
+    counts = {key: head[key] for key in ("item_count", "image_count", "failed_count", "credits_spent")}
+    head = clean(head)
 
     def entries() -> Iterator[Any]:
         return (clean(entry) for entry in manifest.iter_entries_from_ledger(items, records))
 
     place = Place(base)
-    place.write(manifest.MANIFEST_NAME, _json_chunks(head, entries()))
+    place.write(manifest.MANIFEST_NAME, json_chunks(head, entries()))
     place.write(manifest.CONTACT_SHEET_NAME, _encoded(manifest.contact_sheet_parts(head, entries())))
     return {
         "folder": shown(base),
@@ -86,8 +98,9 @@ def write_ledger_manifest(
     }
 
 
-def _json_chunks(head: Mapping[str, Any], entries: Iterable[Any]) -> Iterator[bytes]:
-    """The manifest's JSON: ``head``'s keys, then ``"items"``, one entry per line."""
+def json_chunks(head: Mapping[str, Any], entries: Iterable[Any]) -> Iterator[bytes]:
+    """A manifest document's JSON in chunks, for :meth:`~airflow_provider_doitong.storage.Place.write`:
+    ``head``'s keys, then ``"items"``, one entry per line."""
     text = json.dumps(head, indent=1, ensure_ascii=False)
     yield (text[: text.rindex("}")].rstrip() + ',\n "items": [').encode("utf-8")
     lines: list[str] = []

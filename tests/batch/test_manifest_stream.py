@@ -93,7 +93,7 @@ def test_entries_are_made_and_written_a_chunk_at_a_time(tmp_path: Path) -> None:
         return value
 
     seen_chunks: list[int] = []
-    original = ledger_manifest._json_chunks
+    original = ledger_manifest.json_chunks
 
     def chunks(head: object, entries: Iterator[object]) -> Iterator[bytes]:
         for chunk in original(head, entries):  # type: ignore[arg-type]
@@ -101,7 +101,7 @@ def test_entries_are_made_and_written_a_chunk_at_a_time(tmp_path: Path) -> None:
             yield chunk
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ledger_manifest, "_json_chunks", chunks)
+        patch.setattr(ledger_manifest, "json_chunks", chunks)
         ledger_manifest.write_ledger_manifest(
             str(tmp_path), items, kept, title="t", credits_estimated=None, source={}, clean=clean
         )
