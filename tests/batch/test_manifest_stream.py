@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,33 @@ def test_entries_are_made_and_written_a_chunk_at_a_time(tmp_path: Path) -> None:
     # the file was written while its entries were still being made, a chunk's worth ahead at most
     assert len(seen_chunks) > 3 and seen_chunks[1] <= ledger_manifest.CHUNK_ENTRIES + 1
     assert made == 2 * count  # the manifest and the page, each from entries made for it
+
+
+def test_the_progress_snapshot_is_the_whole_snapshot_written_a_chunk_at_a_time(tmp_path: Path) -> None:
+    from airflow_provider_doitong.batch import progress
+    from airflow_provider_doitong.batch.ledger import Ledger
+    from airflow_provider_doitong.batch.stores import LocalLedgerStore
+
+    owner = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1}
+    count = ledger_manifest.CHUNK_ENTRIES * 2 + 5
+    items, _ = build_items(entries_from_list([f"a fox, take {n}" for n in range(count)]), ItemDefaults())
+    store = LocalLedgerStore(str(progress.snapshot_path(str(tmp_path), owner).parent.path))
+    ledger = Ledger.open(store, items=list(items), owner=owner)
+    ledger.update(0, state=ItemState.STORED, file="0001-a-fox.jpg", credits=10, job_id="j1")
+    ledger.update(1, state=ItemState.RUNNING, job_id="j2")
+    chunks: list[int] = []
+    original = ledger_manifest.json_chunks
+
+    def counted(head: Any, entries: Any) -> Iterator[bytes]:
+        for chunk in original(head, entries):
+            chunks.append(len(chunk))
+            yield chunk
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(progress, "json_chunks", counted)
+        progress.write_snapshot(str(tmp_path), items, ledger)
+    got = json.loads(progress.snapshot_path(str(tmp_path), owner).read_text())
+    expected = progress.snapshot(items, ledger)
+    got.pop("generated_at"), expected.pop("generated_at")
+    assert got == expected
+    assert len(chunks) == 4  # the head, two chunks of entries, the rest
