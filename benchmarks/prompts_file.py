@@ -12,7 +12,9 @@ its peak resident memory is the task's alone (``os.wait4`` gives the child's own
   buy estimated, the checked items saved and the ledger written;
 * **resume**: what ``execute_complete`` does after a deferral before it goes on: the ledger and
   the items read back (:func:`~airflow_provider_doitong.operators.batch_task.resume`), the runner
-  built.
+  built;
+* **manifest**: a resume, then ``manifest.json`` and ``index.html`` written as the task writes them
+  when the batch ends (:func:`~airflow_provider_doitong.operators.batch_task.write_manifest`).
 
 Each probe reports its wall time once the operator's module is imported (``imports_s``, Airflow's
 own start, apart), the peak RSS of its whole process (imports included: ``imports_rss_mb`` of it
@@ -177,6 +179,22 @@ def _rss_mb() -> float:
     return 0.0
 
 
+def probe_manifest(prompts_file: str, output: str) -> dict[str, Any]:
+    """A resume, then the batch's manifest and contact sheet written as the task writes them at its
+    end (every item still pending: the entries a finished batch lists, a little shorter)."""
+    from airflow_provider_doitong.operators import batch_task
+
+    operator, context = _operator(prompts_file, output), _context()
+    folder, ledger, found = batch_task.resume(context, output, operator._items)
+    runner = _runner(folder, ledger, found)
+    started = time.perf_counter()
+    before = _rss_mb()
+    summary = batch_task.write_manifest(context, runner, found, secrets=SECRETS)
+    ledger.close()
+    runner.client.close()
+    return {"items": summary["items"], "write_s": time.perf_counter() - started, "before_rss_mb": before}
+
+
 def _probe_main(argv: list[str]) -> None:
     kind, prompts_file, output = argv
     started = time.perf_counter()
@@ -185,7 +203,8 @@ def _probe_main(argv: list[str]) -> None:
 
     imported = time.perf_counter()
     baseline = _rss_mb()
-    result = (probe_validate if kind == "validate" else probe_resume)(prompts_file, output)
+    probe = {"validate": probe_validate, "resume": probe_resume, "manifest": probe_manifest}[kind]
+    result = probe(prompts_file, output)
     result["seconds"] = time.perf_counter() - imported
     result["imports_s"] = imported - started
     result["imports_rss_mb"] = round(baseline, 1)
@@ -232,6 +251,11 @@ def _measure(path: Path, work: Path, say: Callable[[str], None]) -> dict[str, An
         f"  resume   {path.name}: {again['seconds']:.2f}s ({again['cpu_s']:.1f}s CPU), "
         f"peak {again['peak_rss_mb']:.0f} MB"
     )
+    written = _run_probe("manifest", path, output)
+    say(
+        f"  manifest {path.name}: {written['write_s']:.2f}s, peak {written['peak_rss_mb']:.0f} MB "
+        f"({written['before_rss_mb']:.0f} MB before it)"
+    )
     return {
         "items": first["items"],
         "validate_s": round(first["seconds"], 2),
@@ -244,6 +268,9 @@ def _measure(path: Path, work: Path, say: Callable[[str], None]) -> dict[str, An
         "resume_peak_rss_mb": again["peak_rss_mb"],
         "resume_process_s": again["process_s"],
         "resume_cpu_s": again["cpu_s"],
+        "manifest_s": round(written["write_s"], 2),
+        "manifest_peak_rss_mb": written["peak_rss_mb"],
+        "manifest_before_rss_mb": round(written["before_rss_mb"], 1),
     }
 
 
@@ -251,8 +278,8 @@ def run_prompts_file(*, lines: int = 1_000_000, say: Callable[[str], None] = pri
     """Write a ``lines``-line prompts file (and a ``.jsonl`` one) and measure checking it, and a resume.
 
     :return: ``lines``, ``file_mb``, ``validate_s``, ``peak_rss_mb``, ``resume_s``,
-        ``resume_peak_rss_mb`` (the plain file), and the same under ``jsonl``; the ``*_process_s``
-        keys add the interpreter's start-up and imports.
+        ``resume_peak_rss_mb``, ``manifest_s``, ``manifest_peak_rss_mb`` (the plain file), and the
+        same under ``jsonl``; the ``*_process_s`` keys add the interpreter's start-up and imports.
     """
     work = Path(tempfile.mkdtemp(prefix="doitong-prompts-file-"))
     try:
