@@ -9,109 +9,30 @@ items (the same prompt with the same options) are generated once.
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_doitong.batch.item_list import SLUG_MAX_CHARS as SLUG_MAX_CHARS
+from airflow_provider_doitong.batch.item_list import BatchItem as BatchItem
+from airflow_provider_doitong.batch.item_list import ItemList as ItemList
+from airflow_provider_doitong.batch.item_list import slugify as slugify
+from airflow_provider_doitong.batch.item_list import trusted_request as trusted_request
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest, contract
 from airflow_provider_doitong.client.fingerprint import short_fingerprint
-from airflow_provider_doitong.client.redaction import secret_problem
+from airflow_provider_doitong.client.models import checked_prompt
+from airflow_provider_doitong.client.redaction import holds_secret, secret_problem
 from airflow_provider_doitong.storage import is_local, shown, storage_path
 
 #: The keys an item dict may have.
 ITEM_KEYS = frozenset({"prompt", "provider", "width", "height", "quality", "version"})
 #: How many problems an error message lists before summarising the rest.
 MAX_PROBLEMS_SHOWN = 20
-#: The longest slug in an image's file name.
-SLUG_MAX_CHARS = 40
 
 
 class BatchInputError(ValueError):
     """The batch's input cannot be used; nothing was submitted. The message names every problem."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BatchItem:
-    """One image of a batch (slotted: a batch may hold a million of them).
-
-    :param index: its position in the batch, from 0; it names the image file and keys the ledger.
-    :param source: where it came from, for messages (``line 12``, ``item 3``).
-    :param key: the request's fingerprint, if already computed (:func:`build_items` does, once).
-    """
-
-    index: int
-    request: ImageRequest
-    source: str
-    key: str = ""
-
-    @property
-    def fingerprint(self) -> str:
-        """A digest of the request, so a ledger written for other prompts is never applied to these."""
-        return self.key or short_fingerprint(self.request)
-
-    def stem(self, total: int) -> str:
-        """The image's file name without extension: ``0007-a-fox-in-the-snow``.
-
-        :param total: the batch's size, which sets the number's width (at least four digits).
-        """
-        width = max(4, len(str(total)))
-        return f"{self.index + 1:0{width}d}-{slugify(self.request.prompt)}"
-
-
-def trusted_request(
-    *, prompt: str, provider: str, width: int, height: int, quality: str, version: str | None
-) -> ImageRequest:
-    """A request rebuilt from the batch's own saved items (:mod:`.saved_items`), whose digest was
-    checked: every field was checked when the batch first read it, so none is checked again but
-    for its type (a million prompts would take seconds). Never for a value read from anywhere else."""
-    if not (
-        type(prompt) is str
-        and type(provider) is str
-        and type(width) is int
-        and type(height) is int
-        and type(quality) is str
-        and (version is None or type(version) is str)
-    ):
-        raise TypeError("a saved item holds a value of the wrong type")
-    request = _new(ImageRequest)
-    _set_prompt(request, prompt)
-    _set_provider(request, provider)
-    _set_width(request, width)
-    _set_height(request, height)
-    _set_quality(request, quality)
-    _set_version(request, version)
-    _set_webhook_url(request, None)
-    return request
-
-
-# The slots' own setters: a frozen dataclass refuses ``setattr``, and ``__init__`` would check again.
-_new = object.__new__
-_slots: dict[str, Any] = dict(vars(ImageRequest))
-_set_prompt = _slots["prompt"].__set__
-_set_provider = _slots["provider"].__set__
-_set_width = _slots["width"].__set__
-_set_height = _slots["height"].__set__
-_set_quality = _slots["quality"].__set__
-_set_version = _slots["version"].__set__
-_set_webhook_url = _slots["webhook_url"].__set__
-
-
-def slugify(text: str) -> str:
-    """Lower-case ASCII words joined by ``-``, at most :data:`SLUG_MAX_CHARS` long; ``image`` if none.
-
-    :param text: a prompt.
-    """
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
-    slug = ""
-    for word in words:
-        candidate = f"{slug}-{word}" if slug else word
-        if len(candidate) > SLUG_MAX_CHARS:
-            break
-        slug = candidate
-    return slug or (words[0][:SLUG_MAX_CHARS] if words else "image")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,37 +140,110 @@ def _escaped(char: str) -> str:
     return f"\\u{ord(char):04x}"
 
 
-def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> tuple[list[BatchItem], int]:
+def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> tuple[ItemList, int]:
     """Validate every entry, reporting every bad one at once; repeated items are kept once.
+
+    Entries are consumed one at a time and each kept compactly (:class:`ItemList`); each set of
+    options is checked once (:class:`ImageRequest` with a placeholder prompt), each prompt on its
+    own, by the same rules.
 
     :param entries: ``(source, prompt or item dict)`` pairs, in order.
     :param defaults: the options items do not set.
     :return: the items, and how many repeats were dropped.
     :raises BatchInputError: naming each invalid entry and why.
     """
-    items: list[BatchItem] = []
+    items = ItemList()
     problems: list[str] = []
-    seen: set[str] = set()
-    repeats = 0
-    total = 0
+    seen: set[int] = set()
+    checked: dict[Any, ImageRequest | DoitongValidationError] = {}
+    plain = _checked_options(_defaults(defaults), checked)
+    repeats = total = 0
     for source, raw in entries:
         total += 1
         try:
-            request = _request(raw, defaults)
+            if type(raw) is str and isinstance(plain, ImageRequest):
+                options, prompt = plain, checked_prompt(raw)
+            else:
+                options, prompt = _options_and_prompt(raw, defaults, checked)
         except DoitongValidationError as exc:
             problems.append(f"{source}{_shown(raw)}: {exc.message}")
             continue
+        request = trusted_request(
+            prompt=prompt,
+            provider=options.provider,
+            width=options.width,
+            height=options.height,
+            quality=options.quality,
+            version=options.version,
+        )
         key = short_fingerprint(request)
-        if key in seen:
+        digest = int(key, 16)
+        if digest in seen:
             repeats += 1
             continue
-        seen.add(key)
-        items.append(BatchItem(index=len(items), request=request, source=source, key=key))
+        seen.add(digest)
+        items.append(request, source=source, key=key)
     if problems:
         raise BatchInputError(
             f"{len(problems)} of {total} items are invalid; nothing was submitted: " + _join(problems)
         )
     return items, repeats
+
+
+#: The most sets of options :func:`build_items` remembers having checked.
+MAX_OPTION_SETS = 4096
+_OPTION_NAMES = ("provider", "width", "height", "quality", "version")
+
+
+def _defaults(defaults: ItemDefaults) -> tuple[Any, ...]:
+    return tuple(getattr(defaults, name) for name in _OPTION_NAMES)
+
+
+def _options_and_prompt(
+    raw: Any, defaults: ItemDefaults, checked: dict[Any, ImageRequest | DoitongValidationError]
+) -> tuple[ImageRequest, str]:
+    """An entry's checked options (a request for a placeholder prompt, shared by every entry with
+    the same options) and its checked prompt; where the options are refused, or the entry is not
+    a prompt nor an item of known keys, :func:`_request` checks it all, in its order.
+
+    :raises DoitongValidationError: naming the entry's first problem.
+    """
+    if type(raw) is dict and "prompt" in raw and raw.keys() <= ITEM_KEYS:
+        chosen = tuple(raw.get(name, getattr(defaults, name)) for name in _OPTION_NAMES)
+        options = _checked_options(chosen, checked)
+        if isinstance(options, ImageRequest):
+            return options, checked_prompt(raw["prompt"])
+    request = _request(raw, defaults)
+    return request, request.prompt
+
+
+def _checked_options(
+    chosen: tuple[Any, ...], checked: dict[Any, ImageRequest | DoitongValidationError]
+) -> ImageRequest | DoitongValidationError | None:
+    """``(provider, width, height, quality, version)`` checked, or why not, remembered in ``checked``
+    by type and value (``512`` and ``512.0``, ``True`` and ``1`` are not the same option); ``None``
+    for an option that is a list or an object."""
+    try:
+        key = tuple((type(value), value) for value in chosen)
+        found = checked.get(key)
+    except TypeError:
+        return None
+    if found is None:
+        provider, width, height, quality, version = chosen
+        try:
+            found = ImageRequest(
+                provider=provider,
+                prompt="x",
+                width=width,
+                height=height,
+                quality=quality,
+                version=version or None,
+            )
+        except DoitongValidationError as exc:
+            found = exc
+        if len(checked) < MAX_OPTION_SETS:
+            checked[key] = found
+    return found
 
 
 def _join(problems: Sequence[str]) -> str:
@@ -325,8 +319,16 @@ def _file_entries(path: Any) -> Iterator[tuple[str, Any]]:
         raise BatchInputError(f"Cannot read the prompts file {shown(path)}: {exc}") from None
 
 
-def estimated_credits(items: Iterable[BatchItem]) -> int:
-    """[A] What the items should cost in all."""
+def estimated_credits(items: Iterable[BatchItem], *, only: Iterable[int] | None = None) -> int:
+    """[A] What the items (or those at the indices ``only``) should cost in all.
+
+    :param items: the batch's items (an :class:`ItemList` sums them without building any).
+    """
+    if isinstance(items, ItemList):
+        return items.estimated_credits(only)
+    if only is not None:
+        listed = items if isinstance(items, Sequence) else list(items)
+        return sum(listed[index].request.estimated_credits for index in only)
     return sum(item.request.estimated_credits for item in items)
 
 
@@ -375,10 +377,16 @@ def secret_items_problem(items: Sequence[BatchItem], secrets: Sequence[str], *, 
     :param secrets: the connection's secrets.
     :param conn_id: the connection, named in the message.
     """
+    chosen = tuple(secrets)
+    if isinstance(items, ItemList):  # the prompts alone looked at first: items are built for those found
+        found = [index for index, prompt in items.prompts() if holds_secret(prompt, chosen)]
+        suspects: Iterable[BatchItem] = (items[index] for index in found)
+    else:
+        suspects = items
     problems = [
         problem
-        for item in items
-        if (problem := secret_problem(item.request, secrets, conn_id=conn_id, where=item.source)) is not None
+        for item in suspects
+        if (problem := secret_problem(item.request, chosen, conn_id=conn_id, where=item.source)) is not None
     ]
     if not problems:
         return None

@@ -22,7 +22,7 @@ import hashlib
 import html
 import json
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -113,7 +113,13 @@ def entries_from_ledger(items: Sequence[BatchItem], records: Sequence[ItemRecord
 
     :param records: their ledger records, in the same order.
     """
-    entries = []
+    return list(iter_entries_from_ledger(items, records))
+
+
+def iter_entries_from_ledger(
+    items: Iterable[BatchItem], records: Iterable[ItemRecord]
+) -> Iterator[dict[str, Any]]:
+    """:func:`entries_from_ledger`, one entry at a time."""
     for item, record in zip(items, records, strict=True):
         request = item.request
         stored = record.state is ItemState.STORED
@@ -137,8 +143,7 @@ def entries_from_ledger(items: Sequence[BatchItem], records: Sequence[ItemRecord
         if len(record.job_ids) > 1 or record.ambiguous:
             entry["job_ids"] = list(record.job_ids)
             entry["ambiguous_submissions"] = record.ambiguous
-        entries.append(entry)
-    return entries
+        yield entry
 
 
 def build_manifest(
@@ -226,6 +231,15 @@ def render_contact_sheet(manifest: Mapping[str, Any]) -> str:
 
     :param manifest: from :func:`build_manifest`.
     """
+    return "".join(contact_sheet_parts(manifest, manifest.get("items") or []))
+
+
+def contact_sheet_parts(manifest: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """:func:`render_contact_sheet`'s page in parts, one per entry, for a page written as it is made.
+
+    :param manifest: the manifest's top-level keys (its ``items`` are not read).
+    :param entries: its entries.
+    """
     esc = html.escape
     title = esc(str(manifest.get("title") or "Doitong images"))
     count = int(manifest.get("image_count") or 0)
@@ -239,8 +253,7 @@ def render_contact_sheet(manifest: Mapping[str, Any]) -> str:
         failures += (
             f" &middot; {esc(str(review.get('decision')))} by {esc(who)} at {esc(str(review.get('at')))}"
         )
-    figures = "\n".join(_figure(entry) for entry in manifest.get("items") or [])
-    return (
+    yield (
         "<!doctype html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -248,8 +261,11 @@ def render_contact_sheet(manifest: Mapping[str, Any]) -> str:
         f"<header>\n<h1>{title}</h1>\n"
         f"<p>{count} image{'s' if count != 1 else ''}{failures} &middot; {manifest.get('credits_spent')} "
         f'credits spent{run} &middot; <a href="{MANIFEST_NAME}">manifest.json</a></p>\n</header>\n'
-        f"<main>\n{figures}\n</main>\n</body>\n</html>\n"
+        "<main>\n"
     )
+    for number, entry in enumerate(entries):
+        yield ("\n" if number else "") + _figure(entry)
+    yield "\n</main>\n</body>\n</html>\n"
 
 
 def write_manifest(folder: Any, manifest: Mapping[str, Any]) -> dict[str, str]:

@@ -9,7 +9,6 @@ batch runs (see :mod:`airflow_provider_doitong.ui`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,9 +18,10 @@ from typing import Any
 from airflow_provider_doitong.batch import manifest
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemRecord, ItemState, Ledger
+from airflow_provider_doitong.batch.ledger_manifest import json_chunks, ledger_head
 from airflow_provider_doitong.batch.planner import Planner
 from airflow_provider_doitong.batch.stores import ledger_parts
-from airflow_provider_doitong.storage import storage_path, write_image
+from airflow_provider_doitong.storage import Place, storage_path
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,14 @@ def write_snapshot(folder: Any, items: Sequence[BatchItem], ledger: Ledger) -> N
         return
     try:
         path = snapshot_path(folder, owner)
-        write_image(path, json.dumps(snapshot(items, ledger), ensure_ascii=False).encode("utf-8"))
+        records = ledger.records
+        head = ledger_head(
+            records, title="", credits_estimated=ledger.meta.get("credits_estimated"), source=owner
+        )
+        head["credits_spent"] = credits_spent(records)
+        head["progress"] = counts_of(record.state.value for record in records).as_dict()
+        # an entry at a time, as the manifest: a million items are never all held
+        entries = manifest.iter_entries_from_ledger(items, records)
+        Place(path.parent).write(path.name, json_chunks(head, entries))
     except (OSError, ValueError) as exc:  # the batch goes on without it
         log.warning("Could not write the batch's progress snapshot: %s", exc)

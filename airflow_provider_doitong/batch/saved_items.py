@@ -4,7 +4,8 @@ The first try reads and checks ``prompts`` or ``prompts_file`` (see :mod:`.items
 items it will generate to ``items.jsonl`` in the ledger's folder, through the storage layer (a
 temporary file, fsync, rename; one whole object on object storage); the ledger's metadata records
 the file's SHA-256 and size. A resume after a deferral reads that file, streamed, instead of the
-user's: it checks the digest and parses each line, and does not check every prompt again. The
+user's: it checks the digest and parses each line into an :class:`~.item_list.ItemList`, and does
+not check every prompt again. The
 file is the batch's own: a prompts file changed or deleted after the first try does not change
 the batch it started.
 
@@ -20,7 +21,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from airflow_provider_doitong.batch.items import BatchItem, trusted_request
+from airflow_provider_doitong.batch.item_list import BatchItem, ItemList
 from airflow_provider_doitong.storage import Place, UnsafeOutputPath
 
 ITEMS_NAME = "items.jsonl"
@@ -36,10 +37,20 @@ class SavedItemsError(RuntimeError):
 
 def _lines(items: Sequence[BatchItem]) -> Iterator[bytes]:
     yield json.dumps({"format": FORMAT, "version": VERSION, "items": len(items)}).encode() + b"\n"
-    for start in range(0, len(items), CHUNK_ITEMS):
-        rows = [_row(item) for item in items[start : start + CHUNK_ITEMS]]
-        # ASCII (a lone surrogate never gets this far: the items were checked)
-        yield json.dumps(rows, separators=(",", ":")).encode("ascii") + b"\n"
+    rows: list[list[Any]] = []
+    # one chunk at a time; an ItemList gives its rows without building its items
+    for row in items.rows() if isinstance(items, ItemList) else map(_row, items):
+        rows.append(row)
+        if len(rows) == CHUNK_ITEMS:
+            yield _chunk(rows)
+            rows = []
+    if rows:
+        yield _chunk(rows)
+
+
+def _chunk(rows: list[list[Any]]) -> bytes:
+    # ASCII (a lone surrogate never gets this far: the items were checked)
+    return json.dumps(rows, separators=(",", ":")).encode("ascii") + b"\n"
 
 
 def _row(item: BatchItem) -> list[Any]:
@@ -86,7 +97,7 @@ def saved_digest(place: Place) -> str | None:
     return digest.hexdigest()
 
 
-def load_items(place: Place, *, sha256: str) -> list[BatchItem] | None:
+def load_items(place: Place, *, sha256: str) -> ItemList | None:
     """The items saved in ``place``, read streamed (``None`` if there are none); their digest must
     be ``sha256``.
 
@@ -123,25 +134,16 @@ def _hashed(stream: Any, digest: Any) -> Iterator[bytes]:
         yield line
 
 
-def _parse(lines: Iterator[bytes]) -> list[BatchItem]:
+def _parse(lines: Iterator[bytes]) -> ItemList:
     """Items from the file's lines; a line that is not what :func:`save_items` writes raises
     ``ValueError`` (or ``TypeError``)."""
     header = json.loads(next(lines, b""))
     if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
         raise ValueError("not a saved items file")
-    shared: dict[str, str] = {}  # one copy of each model, quality and version for a million items
-    found: list[BatchItem] = []
+    found = ItemList()
     for line in lines:
-        for key, source, prompt, provider, width, height, quality, version in json.loads(line):
-            request = trusted_request(
-                prompt=prompt,
-                provider=shared.setdefault(provider, provider),
-                width=width,
-                height=height,
-                quality=shared.setdefault(quality, quality),
-                version=shared.setdefault(version, version),
-            )
-            found.append(BatchItem(index=len(found), request=request, source=source, key=key))
+        for row in json.loads(line):
+            found.append_saved(*row)
     if len(found) != header.get("items"):
         raise ValueError(f"{len(found)} items, the header says {header.get('items')}")
     return found

@@ -95,6 +95,27 @@ def prompt_problem(prompt: str) -> str | None:
     return None
 
 
+def checked_prompt(value: Any) -> str:
+    """A request's prompt, trimmed, once the contract's rules hold (see :class:`ImageRequest`).
+
+    :raises DoitongValidationError: naming the first rule it breaks.
+    """
+    if not isinstance(value, str):
+        raise DoitongValidationError("prompt must be a string", field="prompt")
+    prompt = value.strip()
+    if len(prompt) < contract.PROMPT_MIN_CHARS:
+        raise DoitongValidationError("prompt is empty", field="prompt")
+    problem = prompt_problem(value)
+    if problem is not None:
+        raise DoitongValidationError(problem, field="prompt")
+    if len(prompt) > contract.PROMPT_MAX_CHARS:
+        raise DoitongValidationError(
+            f"prompt has {len(prompt)} characters after trimming; the limit is {contract.PROMPT_MAX_CHARS}",
+            field="prompt",
+        )
+    return prompt
+
+
 def _is_http_url(value: Any) -> bool:
     if not isinstance(value, str) or value != value.strip():
         return False
@@ -134,21 +155,7 @@ class ImageRequest:
                 f"provider must be one of {', '.join(contract.PROVIDERS)}, got {self.provider!r}",
                 field="provider",
             )
-        if not isinstance(self.prompt, str):
-            raise DoitongValidationError("prompt must be a string", field="prompt")
-        prompt = self.prompt.strip()
-        if len(prompt) < contract.PROMPT_MIN_CHARS:
-            raise DoitongValidationError("prompt is empty", field="prompt")
-        problem = prompt_problem(self.prompt)
-        if problem is not None:
-            raise DoitongValidationError(problem, field="prompt")
-        if len(prompt) > contract.PROMPT_MAX_CHARS:
-            raise DoitongValidationError(
-                f"prompt has {len(prompt)} characters after trimming; the limit is "
-                f"{contract.PROMPT_MAX_CHARS}",
-                field="prompt",
-            )
-        object.__setattr__(self, "prompt", prompt)
+        object.__setattr__(self, "prompt", checked_prompt(self.prompt))
         object.__setattr__(self, "width", image_side("width", self.width))
         object.__setattr__(self, "height", image_side("height", self.height))
         if self.quality not in contract.QUALITIES:

@@ -184,7 +184,7 @@ class FluxBatchOperator(BaseOperator):
             return None
         return prompt_file_location(self.prompts_file, self._dag)
 
-    def _items(self) -> list[batch_items.BatchItem]:
+    def _items(self) -> batch_items.ItemList:
         self._check_numbers()
         defaults = batch_items.ItemDefaults(
             provider=self.provider,
@@ -198,7 +198,7 @@ class FluxBatchOperator(BaseOperator):
         )
 
     # --- the batch's state ---------------------------------------------------------------------
-    def _runner(self, folder: Any, ledger: Ledger, found: list[batch_items.BatchItem]) -> BatchRunner:
+    def _runner(self, folder: Any, ledger: Ledger, found: Sequence[batch_items.BatchItem]) -> BatchRunner:
         plan = contract.PLANS[self.hook.checked_settings().plan]
         concurrency = self.concurrency or plan.concurrent_jobs
         deadline = ledger.meta.get("deadline")
@@ -255,7 +255,8 @@ class FluxBatchOperator(BaseOperator):
             )
             check_output(context, folder, whole_folder=True)  # writable, and this task's alone
             batch_task.save_items(context, folder, ledger, found)  # what a resume reads
-            ledger.flush()  # a batch refused so far has written nothing
+            with batch_task.no_collection():  # the first write holds a record of every item
+                ledger.flush()  # a batch refused so far has written nothing
             batch_task.save_pointer(context, ledger)
             runner.planner.poll_now = bool(ledger.count(ItemState.RUNNING, ItemState.COMPLETED))
             return self._run(context, runner, found)
@@ -303,7 +304,7 @@ class FluxBatchOperator(BaseOperator):
             )
 
     def _run(
-        self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem]
+        self, context: Context, runner: BatchRunner, found: Sequence[batch_items.BatchItem]
     ) -> dict[str, Any]:
         ledger = runner.ledger
         defer = None
@@ -337,7 +338,7 @@ class FluxBatchOperator(BaseOperator):
         return self._finish(context, runner, found, outcome.reason)
 
     def _finish(
-        self, context: Context, runner: BatchRunner, found: list[batch_items.BatchItem], reason: str
+        self, context: Context, runner: BatchRunner, found: Sequence[batch_items.BatchItem], reason: str
     ) -> dict[str, Any]:
         ledger = runner.ledger
         summary = redact(

@@ -12,12 +12,13 @@ import contextlib
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_doitong._compat import AirflowFailException, task_instance_region, task_state_store
 from airflow_provider_doitong.batch import manifest, saved_items
 from airflow_provider_doitong.batch.items import BatchItem, budget_problem, estimated_credits
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
+from airflow_provider_doitong.batch.ledger_manifest import write_ledger_manifest
 from airflow_provider_doitong.batch.progress import credits_spent
 from airflow_provider_doitong.batch.stores import ledger_parts, open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
@@ -98,7 +99,9 @@ def open_ledger(
                 f"{shown(folder)} holds the batch of {existing.get('source')}; give each run its own "
                 "output_path (e.g. .../{{ run_id }}/) so that no image is overwritten"
             )
-        ledger = Ledger.open(store, items=None if items is None else list(items), owner=me)
+        # the ledger only iterates the items: an ItemList is not copied into a million objects
+        with no_collection():
+            ledger = Ledger.open(store, items=cast("list[BatchItem] | None", items), owner=me)
     except (LedgerError, manifest.ManifestError, UnsafeOutputPath) as exc:
         raise AirflowFailException(f"output_path: {exc}") from None
     except OSError as exc:  # a file where the folder should be, no permission...
@@ -148,8 +151,8 @@ def save_items(context: Context, folder: Any, ledger: Ledger, items: Sequence[Ba
 
 
 def resume(
-    context: Context, output_path: str | Location, read_items: Callable[[], list[BatchItem]]
-) -> tuple[Any, Ledger, list[BatchItem]]:
+    context: Context, output_path: str | Location, read_items: Callable[[], Sequence[BatchItem]]
+) -> tuple[Any, Ledger, Sequence[BatchItem]]:
     """The output folder, the ledger and the items of a batch resuming after a deferral.
 
     The items are those the first try saved (:func:`save_items`), not the prompts read again: a
@@ -160,11 +163,11 @@ def resume(
     :raises AirflowFailException: as :func:`open_ledger`; or if the saved items are not the file
         the ledger recorded (the message names the file).
     """
-    with _no_collection():
+    with no_collection():
         folder, ledger = open_ledger(context, output_path, None, resuming=True)
     recorded = ledger.meta.get("items_sha256")
     try:
-        with _no_collection():
+        with no_collection():
             place = items_place(folder, context)
             saved = None if recorded is None else saved_items.load_items(place, sha256=recorded)
             if saved is None:
@@ -190,7 +193,7 @@ def resume(
 
 
 @contextlib.contextmanager
-def _no_collection() -> Iterator[None]:
+def no_collection() -> Iterator[None]:
     """Python's cyclic garbage collector paused: reading a million items and records creates
     millions of objects (none in a cycle), and each collection would walk them all again, which
     took a third of a resume's set-up."""
@@ -221,7 +224,7 @@ def check_balance(
         cannot be read.
     """
     ledger = runner.ledger
-    to_spend = estimated_credits(found[i] for i in ledger.in_state(ItemState.PENDING))
+    to_spend = estimated_credits(found, only=ledger.in_state(ItemState.PENDING))
     balance = None
     if to_spend:
         try:
@@ -266,19 +269,24 @@ def write_manifest(
     ledger, ti = runner.ledger, context["ti"]
     estimated = ledger.meta.get("credits_estimated")
     stopped = budget_stop(runner)
-    doc = manifest.build_manifest(
-        manifest.entries_from_ledger(found, ledger.records),
+    written = write_ledger_manifest(  # an entry at a time: a million items are never all held
+        runner.folder,
+        found,
+        ledger.records,
         title=f"{ti.dag_id} / {ti.task_id}, run {ti.run_id}",
         credits_estimated=estimated,
         source=owner(context),
         extra=stopped,
+        clean=lambda value: redact(value, secrets),
     )
     summary: dict[str, Any] = {
-        **manifest.write_manifest(runner.folder, redact(doc, secrets)),
-        "items": doc["item_count"],
-        "stored": doc["image_count"],
-        "failed": doc["failed_count"],
-        "credits_spent": doc["credits_spent"],
+        "folder": written["folder"],
+        "manifest": written["manifest"],
+        "contact_sheet": written["contact_sheet"],
+        "items": written["item_count"],
+        "stored": written["image_count"],
+        "failed": written["failed_count"],
+        "credits_spent": written["credits_spent"],
         "credits_estimated": estimated,
         **stopped,
     }

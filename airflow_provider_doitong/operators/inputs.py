@@ -114,8 +114,8 @@ def batch_numbers(poll_interval: Any, max_credits: Any) -> tuple[float, int | No
 
 def batch_item_list(
     *, prompts: Any, prompts_file: str | None, defaults: batch_items.ItemDefaults, log: Any
-) -> list[batch_items.BatchItem]:
-    """A batch's items, each checked; repeated items once.
+) -> batch_items.ItemList:
+    """A batch's items, each checked (the file streamed, the items held compactly); repeated items once.
 
     :param prompts_file: the prompts file's full path or URI, if the batch reads one.
     :raises AirflowSkipException: for a batch without prompts.

@@ -1,0 +1,285 @@
+"""A batch's items, and the compact list that holds a million of them.
+
+:class:`ItemList` keeps each item's prompt as UTF-8 bytes in one buffer, its key as six bytes, its
+source as a number and its options (model, size, quality, version) as the index of one of the few
+sets of options the batch uses; a :class:`BatchItem` is built only when one is asked for. A million
+prompts of 70 characters take about 90 MB there, against about 450 MB as a million objects.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+from airflow_provider_doitong.client import ImageRequest
+from airflow_provider_doitong.client.fingerprint import SHORT_CHARS, short_fingerprint
+
+#: The longest slug in an image's file name.
+SLUG_MAX_CHARS = 40
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchItem:
+    """One image of a batch (slotted: a batch may hold a million of them).
+
+    :param index: its position in the batch, from 0; it names the image file and keys the ledger.
+    :param source: where it came from, for messages (``line 12``, ``item 3``).
+    :param key: the request's fingerprint, if already computed (:func:`build_items` does, once).
+    """
+
+    index: int
+    request: ImageRequest
+    source: str
+    key: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the request, so a ledger written for other prompts is never applied to these."""
+        return self.key or short_fingerprint(self.request)
+
+    def stem(self, total: int) -> str:
+        """The image's file name without extension: ``0007-a-fox-in-the-snow``.
+
+        :param total: the batch's size, which sets the number's width (at least four digits).
+        """
+        width = max(4, len(str(total)))
+        return f"{self.index + 1:0{width}d}-{slugify(self.request.prompt)}"
+
+
+def slugify(text: str) -> str:
+    """Lower-case ASCII words joined by ``-``, at most :data:`SLUG_MAX_CHARS` long; ``image`` if none.
+
+    :param text: a prompt.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
+    slug = ""
+    for word in words:
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > SLUG_MAX_CHARS:
+            break
+        slug = candidate
+    return slug or (words[0][:SLUG_MAX_CHARS] if words else "image")
+
+
+def trusted_request(
+    *, prompt: str, provider: str, width: int, height: int, quality: str, version: str | None
+) -> ImageRequest:
+    """A request rebuilt from values that were checked when the batch read them (an
+    :class:`ItemList`, the batch's saved items whose digest was checked): none is checked again but
+    for its type (a million prompts would take seconds). Never for a value read from anywhere else."""
+    if not (
+        type(prompt) is str
+        and type(provider) is str
+        and type(width) is int
+        and type(height) is int
+        and type(quality) is str
+        and (version is None or type(version) is str)
+    ):
+        raise TypeError("a saved item holds a value of the wrong type")
+    request = _new(ImageRequest)
+    _set_prompt(request, prompt)
+    _set_provider(request, provider)
+    _set_width(request, width)
+    _set_height(request, height)
+    _set_quality(request, quality)
+    _set_version(request, version)
+    _set_webhook_url(request, None)
+    return request
+
+
+# The slots' own setters: a frozen dataclass refuses ``setattr``, and ``__init__`` would check again.
+_new = object.__new__
+_slots: dict[str, Any] = dict(vars(ImageRequest))
+_set_prompt = _slots["prompt"].__set__
+_set_provider = _slots["provider"].__set__
+_set_width = _slots["width"].__set__
+_set_height = _slots["height"].__set__
+_set_quality = _slots["quality"].__set__
+_set_version = _slots["version"].__set__
+_set_webhook_url = _slots["webhook_url"].__set__
+_item_slots: dict[str, Any] = dict(vars(BatchItem))
+_set_index = _item_slots["index"].__set__
+_set_request = _item_slots["request"].__set__
+_set_source = _item_slots["source"].__set__
+_set_key = _item_slots["key"].__set__
+#: The bytes of an item's key.
+_KEY_BYTES = SHORT_CHARS // 2
+
+#: An item's options and the word of its source: ``(provider, width, height, quality, version, "line")``.
+Shape = tuple[str, int, int, str, str | None, str]
+
+
+class ItemList(Sequence[BatchItem]):
+    """A batch's checked items, held compactly (see the module); ``items[i]`` builds item ``i``.
+
+    Only :meth:`append` adds to it, with values already checked (:func:`~.items.build_items`) or
+    read from the batch's own saved items (:mod:`.saved_items`).
+    """
+
+    def __init__(self) -> None:
+        self._text = bytearray()  # every prompt, UTF-8, one after the other
+        self._ends = array("Q")  # where each prompt ends in _text
+        self._keys = bytearray()  # each key's SHORT_CHARS hex digits as bytes
+        self._numbers = array("Q")  # each source's number (``line 12``: 12)
+        self._shape_of = array("I")  # each item's index in _shapes
+        self._shapes: list[Shape] = []
+        self._shape_index: dict[Shape, int] = {}
+        self._other_sources: dict[int, str] = {}  # a source of another form than ``line 12``
+
+    def append(self, request: ImageRequest, *, source: str, key: str) -> None:
+        """Add an item (it gets the next index).
+
+        :param request: its checked request.
+        :param source: where it came from (``line 12``, ``item 3``: a word and a number, kept as such).
+        :param key: its :func:`~airflow_provider_doitong.client.fingerprint.short_fingerprint`.
+        :raises ValueError: for a key of another form.
+        """
+        self.append_saved(
+            key,
+            source,
+            request.prompt,
+            request.provider,
+            request.width,
+            request.height,
+            request.quality,
+            request.version,
+        )
+
+    def append_saved(
+        self,
+        key: str,
+        source: str,
+        prompt: str,
+        provider: str,
+        width: int,
+        height: int,
+        quality: str,
+        version: str | None,
+    ) -> None:
+        """Add an item from a row of the batch's saved items (:mod:`.saved_items`), whose values were
+        checked when the batch first read them: each is checked again for its type and form only.
+
+        :raises ValueError: (or ``TypeError``) for a value of another type or form (a saved items
+            file changed by hand).
+        """
+        if not (
+            type(prompt) is str
+            and type(provider) is str
+            and type(width) is int
+            and type(height) is int
+            and type(quality) is str
+            and (version is None or type(version) is str)
+        ):
+            raise TypeError("a saved item holds a value of the wrong type")
+        if type(source) is not str:
+            raise TypeError("a saved item holds a value of the wrong type")
+        word, _, digits = source.rpartition(" ")
+        number = int(digits) if digits.isdigit() and digits.isascii() else -1
+        if not word or number < 0 or f"{word} {number}" != source:  # not ``line 12``: kept as it is
+            self._other_sources[len(self)] = source
+            word, number = "", 0
+        raw_key = bytes.fromhex(key)
+        if len(raw_key) != _KEY_BYTES or raw_key.hex() != key:
+            raise ValueError(f"a key of an unknown form: {key!r}")
+        shape: Shape = (provider, width, height, quality, version, word)
+        found = self._shape_index.get(shape)
+        if found is None:
+            found = self._shape_index[shape] = len(self._shapes)
+            self._shapes.append(shape)
+        self._text += prompt.encode("utf-8")
+        self._ends.append(len(self._text))
+        self._keys += raw_key
+        self._numbers.append(number)
+        self._shape_of.append(found)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @overload
+    def __getitem__(self, index: int) -> BatchItem: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[BatchItem]: ...
+
+    def __getitem__(self, index: int | slice) -> BatchItem | list[BatchItem]:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("item index out of range")
+        return self._item(index)
+
+    def __iter__(self) -> Iterator[BatchItem]:
+        start = 0
+        for index, end in enumerate(self._ends):
+            yield self._build(index, start, end)
+            start = end
+
+    def _item(self, index: int) -> BatchItem:
+        return self._build(index, self._ends[index - 1] if index else 0, self._ends[index])
+
+    def _build(self, index: int, start: int, end: int) -> BatchItem:
+        """Item ``index``, its prompt at ``_text[start:end]``: its values were checked when appended."""
+        provider, width, height, quality, version, word = self._shapes[self._shape_of[index]]
+        request = _new(ImageRequest)
+        _set_prompt(request, self._text[start:end].decode("utf-8"))
+        _set_provider(request, provider)
+        _set_width(request, width)
+        _set_height(request, height)
+        _set_quality(request, quality)
+        _set_version(request, version)
+        _set_webhook_url(request, None)
+        item = _new(BatchItem)
+        _set_index(item, index)
+        _set_request(item, request)
+        _set_source(item, self._source(index, word))
+        _set_key(item, self._keys[index * _KEY_BYTES : (index + 1) * _KEY_BYTES].hex())
+        return item
+
+    def _source(self, index: int, word: str) -> str:
+        return f"{word} {self._numbers[index]}" if word else self._other_sources[index]
+
+    def prompts(self) -> Iterator[tuple[int, str]]:
+        """``(index, prompt)`` of every item, without building the items."""
+        text, start = self._text, 0
+        for index, end in enumerate(self._ends):
+            yield index, text[start:end].decode("utf-8")
+            start = end
+
+    def rows(self) -> Iterator[list[Any]]:
+        """``[key, source, prompt, provider, width, height, quality, version]`` of every item, in
+        order, without building the items (the saved items' rows: :mod:`.saved_items`)."""
+        text, keys, shape_of, shapes, start = self._text, self._keys, self._shape_of, self._shapes, 0
+        for index, end in enumerate(self._ends):
+            provider, width, height, quality, version, word = shapes[shape_of[index]]
+            yield [
+                keys[index * _KEY_BYTES : (index + 1) * _KEY_BYTES].hex(),
+                self._source(index, word),
+                text[start:end].decode("utf-8"),
+                provider,
+                width,
+                height,
+                quality,
+                version,
+            ]
+            start = end
+
+    def estimated_credits(self, indices: Iterable[int] | None = None) -> int:
+        """What the items (all, or those at ``indices``) should cost, from their options alone."""
+        costs = [self._request_of(shape).estimated_credits for shape in self._shapes]
+        chosen: Iterable[int] = range(len(self)) if indices is None else indices
+        shape_of = self._shape_of
+        return sum(costs[shape_of[index]] for index in chosen)
+
+    @staticmethod
+    def _request_of(shape: Shape) -> ImageRequest:
+        provider, width, height, quality, version, _ = shape
+        return trusted_request(
+            prompt="", provider=provider, width=width, height=height, quality=quality, version=version
+        )
