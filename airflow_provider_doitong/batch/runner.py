@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_doitong.batch.budget import CreditBudget, below_floor, over_estimate, within_floor
+from airflow_provider_doitong.batch.cache import BatchCache
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import BatchAction, Planner, View
@@ -80,6 +81,7 @@ class BatchRunner:
         connection's current one (a rotated key), as the single-image wait does.
     :param credit_floor: the balance no submission may take the account below: the balance is read
         before each submission wave, and what would pass the floor is left unsubmitted.
+    :param cache: the image cache's use by this batch, if it has one (see :mod:`.cache`).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class BatchRunner:
         max_credits: int | None = None,
         refresh_key: Callable[[], str] | None = None,
         credit_floor: int | None = None,
+        cache: BatchCache | None = None,
     ) -> None:
         self.items = items
         self.ledger = ledger
@@ -111,6 +114,7 @@ class BatchRunner:
         self.on_ambiguous_submission = on_ambiguous_submission
         self.on_daily_limit = on_daily_limit
         self.credit_floor = credit_floor
+        self.cache = cache
         self.clock = clock
         self.sleep = sleep
         self.log = logger or log
@@ -237,7 +241,7 @@ class BatchRunner:
             stop = f"{failed} items failed, more than max_failed_items={self.max_failed_items}"
         running = [ledger.records[i].submitted_at or 0.0 for i in ledger.in_state(ItemState.RUNNING)]
         return View(
-            pending=ledger.count(ItemState.PENDING),
+            pending=ledger.count(ItemState.PENDING) - (len(self.cache.held) if self.cache else 0),
             running=running,
             to_store=ledger.count(ItemState.COMPLETED),
             stop_submitting=stop,
@@ -250,6 +254,8 @@ class BatchRunner:
 
         :param defer: deferrable mode's policy; ``None`` sleeps in the worker.
         """
+        if self.cache is not None:
+            self.cache.resolve()
         while True:
             view = self.view()
             step = self.planner.decide(view, self.clock())
@@ -260,6 +266,10 @@ class BatchRunner:
             elif step.action is BatchAction.STORE:
                 self.store(step.seconds)
             elif step.action is BatchAction.DONE:
+                if self.cache is not None and self.cache.settle(
+                    reason=step.reason, deadline=self.planner.deadline
+                ):
+                    continue
                 self.ledger.flush()
                 self.progress(force=True)
                 return Finished(step.reason)
@@ -291,7 +301,8 @@ class BatchRunner:
 
         :param count: how many.
         """
-        for index in self._within_floor(self.ledger.in_state(ItemState.PENDING)[:count]):
+        pending = self.ledger.in_state(ItemState.PENDING)
+        for index in self._within_floor((self.cache.ready(pending) if self.cache else pending)[:count]):
             if self._over_budget():
                 break
             attempts = self.ledger.records[index].attempts + 1
@@ -397,6 +408,8 @@ class BatchRunner:
         :param seconds: how long before the planner must be asked again.
         """
         self.images.store(until=self.clock() + seconds)
+        if self.cache is not None:
+            self.cache.stored()
 
     def progress(self, *, force: bool = False) -> None:
         """Log ``n/N done, k failed, credits spent, ETA`` every :data:`PROGRESS_SECONDS` (or now).
