@@ -22,7 +22,6 @@ symlinked entry is a miss, never a wrong image. Nothing here imports Airflow but
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -63,10 +62,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 def cache_key(request: ImageRequest) -> str:
     """The entry key of a request: :func:`~airflow_provider_doitong.client.fingerprint.fingerprint`
-    of what makes the image, the version given as the model when left out (the contract's default),
-    so ``version=None`` and ``version="flux-krea"`` share an entry. The webhook URL is left out."""
-    if request.version is None:
-        request = dataclasses.replace(request, version=request.provider)
+    of what makes the image (model, prompt as trimmed, width, height, quality, version; a request
+    checked against the contract spells its version out). The webhook URL, the output path and the
+    task are left out: they change where the image goes, not what it is."""
     return fingerprint(request)
 
 
@@ -232,7 +230,15 @@ class ImageCache:
         except (CacheEntryInvalid, UnsafeOutputPath, OSError) as exc:
             log.warning("The cache entry %s is not used (a miss): %s", place.shown(f"{key}.json"), exc)
             return None
-        return CacheEntry(key=key, data=data, **record)
+        return CacheEntry(
+            key=key,
+            data=data,
+            sha256=record["sha256"],
+            job_id=record["job_id"],
+            model=record["model"],
+            created_at=record["created_at"],
+            credits=record["credits"],
+        )
 
     # --- filling ----------------------------------------------------------------------------
     def fill(self, request: ImageRequest, *, data: bytes, job_id: str, credits: int | None) -> bool:
