@@ -37,9 +37,7 @@ def batch_dag(dag_id: str, **kwargs: Any) -> DAG:
 
 def run_batch(dag_id: str, out: Path, cache: Path, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """One batch of :data:`PROMPTS`: its manifest and its XCom summary."""
-    run = run_dag(
-        batch_dag(dag_id, prompts=PROMPTS, output_path=str(out), cache_path=str(cache), **kwargs)
-    )
+    run = run_dag(batch_dag(dag_id, prompts=PROMPTS, output_path=str(out), cache_path=str(cache), **kwargs))
     assert task_states(run) == {"batch": "success"}
     return json.loads((out / "manifest.json").read_text()), xcom_value(run, "batch")
 
@@ -65,7 +63,11 @@ def test_a_second_batch_of_the_same_prompts_takes_every_image_from_the_cache(
     assert not any(entry.get("cached") for entry in first["items"])
     credits = doitong_conn.credits()
     second, summary = run_batch(
-        f"cache_b_{deferrable}", tmp_path / "b", tmp_path / "cache", deferrable=deferrable, min_defer_seconds=0
+        f"cache_b_{deferrable}",
+        tmp_path / "b",
+        tmp_path / "cache",
+        deferrable=deferrable,
+        min_defer_seconds=0,
     )
     assert posts(doitong_conn) == len(PROMPTS) and doitong_conn.credits() == credits  # no new job
     assert summary["credits_spent"] == second["credits_spent"] == 0 and summary["stored"] == len(PROMPTS)
@@ -132,7 +134,12 @@ def runner_for(emu: Any, tmp_path: Path, name: str, prompts: list[str]) -> Batch
     client = DoitongClient(base_url=emu.base_url, api_key=emu.api_key)
     log = logging.getLogger(f"batch.{name}")
     cache = BatchCache(
-        cache=ImageCache(str(tmp_path / "cache")), items=items, ledger=ledger, folder=folder, owner=name, log=log
+        cache=ImageCache(str(tmp_path / "cache")),
+        items=items,
+        ledger=ledger,
+        folder=folder,
+        owner=name,
+        log=log,
     )
     planner = Planner(limits=Limits(concurrency=5, requests_per_window=60, window_s=60.0), poll_interval=0.2)
     return BatchRunner(
@@ -148,7 +155,9 @@ def runner_for(emu: Any, tmp_path: Path, name: str, prompts: list[str]) -> Batch
     )
 
 
-def test_two_batches_of_the_same_prompts_at_once_make_each_image_once(doitong_conn: Any, tmp_path: Path) -> None:
+def test_two_batches_of_the_same_prompts_at_once_make_each_image_once(
+    doitong_conn: Any, tmp_path: Path
+) -> None:
     prompts = [f"a market at dusk, study {n}" for n in range(12)]
     runners = [runner_for(doitong_conn, tmp_path, name, prompts) for name in ("one", "two")]
     outcomes: list[Any] = []
