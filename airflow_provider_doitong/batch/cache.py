@@ -66,14 +66,16 @@ class BatchCache:
         self.hits = 0
 
     # --- the runner's calls -------------------------------------------------------------------
-    def resolve(self) -> None:
+    def resolve(self) -> list[int]:
         """Once per runner: store the pending items' hits, claim the other keys, hold those claimed
-        by another run; flushes the ledger."""
+        by another run; flushes the ledger.
+
+        :return: the items stored from the cache now.
+        """
         if self._known is not None:
-            return
+            return []
         self._known = set(self.ledger.in_state(ItemState.STORED))
-        for index in self.ledger.in_state(ItemState.PENDING):
-            self._resolve_one(index)
+        hits = [index for index in self.ledger.in_state(ItemState.PENDING) if self._resolve_one(index)]
         self.ledger.flush()
         if self.hits or self.held:
             self.log.info(
@@ -82,6 +84,7 @@ class BatchCache:
                 self.hits,
                 len(self.held),
             )
+        return hits
 
     def ready(self, pending: list[int]) -> list[int]:
         """The items of ``pending`` that may be submitted now (none held back)."""
@@ -134,15 +137,17 @@ class BatchCache:
         return bool(self.ledger.count(ItemState.PENDING))
 
     # --- one item -----------------------------------------------------------------------------
-    def _resolve_one(self, index: int) -> None:
+    def _resolve_one(self, index: int) -> bool:
+        """A hit stored (``True``), or the key claimed or held."""
         request = self.items[index].request
         entry = self.cache.lookup(request)
         if entry is not None and self._store_hit(index, entry):
-            return
+            return True
         if self.cache.claim(request, self.owner):
             self.claimed.add(index)
         else:
             self.held.add(index)
+        return False
 
     def _store_hit(self, index: int, entry: CacheEntry) -> bool:
         """Copy a hit into the output folder and record it stored (0 credits, no job of its own)."""

@@ -254,8 +254,8 @@ class BatchRunner:
 
         :param defer: deferrable mode's policy; ``None`` sleeps in the worker.
         """
-        if self.cache is not None:
-            self.cache.resolve()
+        if self.cache is not None:  # hits cost nothing: the budget counts them at 0
+            self.budget.learn((index, 0) for index in self.cache.resolve())
         while True:
             view = self.view()
             step = self.planner.decide(view, self.clock())
