@@ -82,7 +82,7 @@ class FluxGenerateOperator(BaseOperator):
         the job keeps running at Doitong past it. An unavailable API is waited out until then.
     :param cache_path: an image cache's folder, local or a URI (templated; default: the connection's
         ``cache_path`` extra): with an ``output_path``, an image already made for the same request
-        is copied there for 0 credits, and a paid one is added (see :doc:`cache`).
+        is copied there for 0 credits, and a paid one is added (see :mod:`~airflow_provider_doitong.storage.cache`).
     :param cache_max_age: an entry older than this (seconds or a timedelta) is a miss.
     :param cache_refresh: ignore the cache's entries and fill it with a new image.
     :param output_path: where to store the image (templated): a local path or an
