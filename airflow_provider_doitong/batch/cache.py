@@ -59,9 +59,7 @@ class BatchCache:
         self.clock = clock
         #: Items another run is making: not submitted until :meth:`settle`.
         self.held: set[int] = set()
-        #: Items whose key this batch claimed and has not filled yet.
-        self.claimed: set[int] = set()
-        self._known: set[int] | None = None
+        self._resolved = False
         #: Hits stored by this object, for the log and the tests.
         self.hits = 0
 
@@ -72,9 +70,9 @@ class BatchCache:
 
         :return: the items stored from the cache now.
         """
-        if self._known is not None:
+        if self._resolved:
             return []
-        self._known = set(self.ledger.in_state(ItemState.STORED))
+        self._resolved = True
         hits = [index for index in self.ledger.in_state(ItemState.PENDING) if self._resolve_one(index)]
         self.ledger.flush()
         if self.hits or self.held:
@@ -90,17 +88,14 @@ class BatchCache:
         """The items of ``pending`` that may be submitted now (none held back)."""
         return [index for index in pending if index not in self.held] if self.held else pending
 
-    def stored(self) -> None:
-        """Fill the cache with the images stored since the last call (read back, checked) and
-        release their claims."""
-        known = self._known if self._known is not None else set()
-        for index in self.ledger.in_state(ItemState.STORED):
-            if index in known:
-                continue
-            known.add(index)
+    def stored(self, candidates: Sequence[int]) -> None:
+        """Fill the cache with the images of ``candidates`` (the items that were to be stored) that
+        are stored now, each read back and checked against the ledger's SHA-256, and release their
+        claims."""
+        for index in candidates:
             record = self.ledger.records[index]
-            if not record.job_ids or record.job_id is None or record.file is None:
-                continue  # a hit: the cache has it
+            if record.state is not ItemState.STORED or record.job_id is None or record.file is None:
+                continue
             request = self.items[index].request
             try:
                 data = Place(self.folder).read(record.file)
@@ -110,8 +105,6 @@ class BatchCache:
             if data is not None and record.sha256 is not None and _sha256(data) == record.sha256:
                 self.cache.fill(request, data=data, job_id=record.job_id, credits=record.credits)
             self.cache.release(request, self.owner)
-            self.claimed.discard(index)
-        self._known = known
 
     def settle(self, *, reason: str, deadline: float | None) -> bool:
         """The planner found nothing more to do: wait for the held items, if the batch ended well.
@@ -120,18 +113,16 @@ class BatchCache:
         :return: whether items were put back to be submitted (the runner goes on).
         """
         if reason or not self.held:
-            for index in sorted(self.claimed):  # failed or left unsubmitted: let another run make them
-                if self.ledger.records[index].state is not ItemState.STORED:
+            # failed, or left unsubmitted: another run may make them (running ones stay claimed)
+            for index in self.ledger.in_state(ItemState.FAILED, ItemState.PENDING):
+                if index not in self.held:
                     self.cache.release(self.items[index].request, self.owner)
-            self.claimed.clear()
             return False
         self.log.info("Waiting for %d images another run is making (image cache)", len(self.held))
         for index in sorted(self.held):
             entry = self.cache.wait(self.items[index].request, self.owner, deadline=deadline)
             if entry is not None:
                 self._store_hit(index, entry)
-            else:
-                self.claimed.add(index)
         self.held.clear()
         self.ledger.flush()
         return bool(self.ledger.count(ItemState.PENDING))
@@ -143,9 +134,7 @@ class BatchCache:
         entry = self.cache.lookup(request)
         if entry is not None and self._store_hit(index, entry):
             return True
-        if self.cache.claim(request, self.owner):
-            self.claimed.add(index)
-        else:
+        if not self.cache.claim(request, self.owner):
             self.held.add(index)
         return False
 
@@ -169,8 +158,6 @@ class BatchCache:
             bytes=len(entry.data),
             error=None,
         )
-        if self._known is not None:
-            self._known.add(index)
         self.hits += 1
         self.log.info("[cache] item %d: %s from job %s, 0 credits", index + 1, name, entry.job_id)
         return True

@@ -407,9 +407,10 @@ class BatchRunner:
 
         :param seconds: how long before the planner must be asked again.
         """
+        completed = self.ledger.in_state(ItemState.COMPLETED) if self.cache is not None else []
         self.images.store(until=self.clock() + seconds)
         if self.cache is not None:
-            self.cache.stored()
+            self.cache.stored(completed)
 
     def progress(self, *, force: bool = False) -> None:
         """Log ``n/N done, k failed, credits spent, ETA`` every :data:`PROGRESS_SECONDS` (or now).
