@@ -176,3 +176,30 @@ def test_two_batches_of_the_same_prompts_at_once_make_each_image_once(
         assert a.job_id == b.job_id and a.sha256 == b.sha256  # the same image, paid for once
         assert bool(a.job_ids) != bool(b.job_ids)  # by one of the two; the other took it from the cache
     assert not list((tmp_path / "cache").rglob("*.claim"))  # every claim released
+
+
+def test_two_batches_each_making_half_of_the_others_images_wait_for_nothing_they_hold(
+    doitong_conn: Any, tmp_path: Path
+) -> None:
+    """Each batch holds the claims of half the keys: each makes its half first, then takes the
+    other's half from the cache; neither waits on the other while it holds an unfilled claim."""
+    prompts = [f"a bridge in fog, study {n}" for n in range(8)]
+    runners = [runner_for(doitong_conn, tmp_path, name, prompts) for name in ("one", "two")]
+    cache = ImageCache(str(tmp_path / "cache"))
+    for n, prompt in enumerate(prompts):
+        assert cache.claim(ImageRequest_of(prompt), "one" if n % 2 else "two")
+    outcomes: list[Any] = []
+    threads = [threading.Thread(target=lambda r=r: outcomes.append(r.run())) for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert outcomes == [Finished(""), Finished("")]
+    assert doitong_conn.stats()["submissions_by_prompt"] == {prompt: 1 for prompt in prompts}
+    one, two = (runner.ledger.records for runner in runners)
+    assert [bool(record.job_ids) for record in one] == [n % 2 == 1 for n in range(len(prompts))]
+    assert [bool(record.job_ids) for record in two] == [n % 2 == 0 for n in range(len(prompts))]
+    for a, b in zip(one, two, strict=True):
+        assert a.job_id == b.job_id and a.sha256 == b.sha256
+    for runner in runners:
+        runner.client.close()
