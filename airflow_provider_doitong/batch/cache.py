@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_doitong.batch.items import BatchItem
@@ -48,7 +47,6 @@ class BatchCache:
         folder: Any,
         owner: str,
         log: logging.Logger | Any,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cache = cache
         self.items = items
@@ -56,7 +54,6 @@ class BatchCache:
         self.folder = folder
         self.owner = owner
         self.log = log
-        self.clock = clock
         #: Items another run is making: not submitted until :meth:`settle`.
         self.held: set[int] = set()
         self._resolved = False
