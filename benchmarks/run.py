@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.batch import BatchSettings, run_batch  # noqa: E402
+from benchmarks.cache import CacheSettings, cache_markdown, run_cache  # noqa: E402
 from benchmarks.parse import run_parse  # noqa: E402
 from benchmarks.plot import plot_requests  # noqa: E402
 from benchmarks.report import assemble, evaluate_goals, markdown  # noqa: E402
@@ -40,7 +41,7 @@ from benchmarks.triggerer import TriggererSettings, run_triggerer  # noqa: E402
 
 SECTIONS = ("batch", "scale", "triggerer", "parse")
 #: Sections run only when named in ``--only``.
-OPTIONAL_SECTIONS = ("distributed", "shared_account", "throughput")
+OPTIONAL_SECTIONS = ("distributed", "shared_account", "throughput", "cache")
 PROFILES = {
     "quick": {
         "batch": BatchSettings(
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             say=say,
             keep=args.keep / "throughput" if args.keep else None,
         )
+    # the image cache (benchmarks/cache.py)
+    cache = run_cache(CacheSettings(), say=say) if "cache" in sections else None
     meta = {
         "started": datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds"),
         "profile": profile_name,
@@ -254,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         shared_account=shared_account,
         throughput=throughput,
     )
+    if cache is not None:  # the image cache (benchmarks/cache.py)
+        doc["cache"] = cache
     if batch is not None:
         png = plot_requests(batch, json_path.with_suffix(".png"))
         doc["meta"]["plot"] = str(png)
     json_path.write_text(json.dumps(doc, indent=1, default=str))
     table = markdown(doc)
+    if cache is not None:  # the image cache (benchmarks/cache.py)
+        table += cache_markdown(cache)
     json_path.with_suffix(".md").write_text(table)
     print()
     print(table)

@@ -11,7 +11,8 @@ pair from its XCom results::
 
 The manifest has one entry per item (``status`` ``stored`` or ``failed``): prompt and options,
 job id, credits, file (relative to the manifest's folder), its SHA-256 and size, and the error of
-a failed item. :func:`verify_manifest` checks a folder against its manifest. A reviewed batch's
+a failed item; an image the image cache supplied is ``cached`` (0 credits), with the
+``source_job_id`` that made it. :func:`verify_manifest` checks a folder against its manifest. A reviewed batch's
 manifest also has a ``review`` record (:func:`record_review`): the decision, who made it and when,
 or that the timeout made it.
 """
@@ -140,6 +141,9 @@ def iter_entries_from_ledger(
             "completed_at": record.completed_at,
             "error": None if stored else record.error,
         }
+        if stored and record.job_id and not record.job_ids:  # from the image cache: no job of its own
+            entry["cached"] = True
+            entry["source_job_id"] = record.job_id
         if len(record.job_ids) > 1 or record.ambiguous:
             entry["job_ids"] = list(record.job_ids)
             entry["ambiguous_submissions"] = record.ambiguous

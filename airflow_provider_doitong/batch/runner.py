@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_doitong.batch.budget import CreditBudget, below_floor, over_estimate, within_floor
+from airflow_provider_doitong.batch.cache import BatchCache
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.lanes import Lanes
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
@@ -57,6 +58,7 @@ class BatchRunner:
         connection's current one (a rotated key), as the single-image wait does.
     :param credit_floor: the balance no submission may take the account below: the balance is read
         before each submission wave, and what would pass the floor is left unsubmitted.
+    :param cache: the image cache's use by this batch, if it has one (see :mod:`.cache`).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class BatchRunner:
         max_credits: int | None = None,
         refresh_key: Callable[[], str] | None = None,
         credit_floor: int | None = None,
+        cache: BatchCache | None = None,
     ) -> None:
         self.items = items
         self.ledger = ledger
@@ -88,6 +91,7 @@ class BatchRunner:
         self.on_ambiguous_submission = on_ambiguous_submission
         self.on_daily_limit = on_daily_limit
         self.credit_floor = credit_floor
+        self.cache = cache
         self.clock = clock
         self.sleep = sleep
         self.log = logger or log
@@ -220,7 +224,7 @@ class BatchRunner:
             stop = f"{failed} items failed, more than max_failed_items={self.max_failed_items}"
         running = [ledger.records[i].submitted_at or 0.0 for i in ledger.in_state(ItemState.RUNNING)]
         return View(
-            pending=ledger.count(ItemState.PENDING),
+            pending=ledger.count(ItemState.PENDING) - (len(self.cache.held) if self.cache else 0),
             running=running,
             to_store=ledger.count(ItemState.COMPLETED),
             stop_submitting=stop,
@@ -236,17 +240,23 @@ class BatchRunner:
 
         :param defer: deferrable mode's policy; ``None`` sleeps in the worker.
         """
+        if self.cache is not None:  # hits cost nothing: the budget counts them at 0
+            self.budget.learn((index, 0) for index in self.cache.resolve())
         try:
             outcome = self._steps(defer)
+            candidates = self._to_fill()
             self.images.drain()
+            self._fill(candidates)
             return outcome
         finally:
             self.lanes.close()
 
     def _steps(self, defer: DeferPolicy | None) -> Finished | Defer:
         while True:
+            candidates = self._to_fill()
             if self.images.collect():
                 self.ledger.flush()
+                self._fill(candidates)
             view = self.view()
             step = self.planner.decide(view, self.clock())
             if step.action is BatchAction.SUBMIT:
@@ -256,6 +266,10 @@ class BatchRunner:
             elif step.action is BatchAction.STORE:
                 self.store(step.seconds)
             elif step.action is BatchAction.DONE:
+                if self.cache is not None and self.cache.settle(
+                    reason=step.reason, deadline=self.planner.deadline
+                ):
+                    continue
                 self.ledger.flush()
                 self.progress(force=True)
                 return Finished(step.reason)
@@ -287,7 +301,8 @@ class BatchRunner:
 
         :param count: how many.
         """
-        wave = self._within_floor(self.ledger.in_state(ItemState.PENDING)[:count])
+        pending = self.ledger.in_state(ItemState.PENDING)
+        wave = self._within_floor((self.cache.ready(pending) if self.cache else pending)[:count])
         verdicts = self.submitter.submit_wave(
             wave, over_budget=self._over_budget, group_limit=self._group_limit
         )
@@ -394,7 +409,18 @@ class BatchRunner:
 
         :param seconds: how long before the planner must be asked again.
         """
+        candidates = self._to_fill()
         self.images.store(until=self.clock() + seconds)
+        self._fill(candidates)
+
+    def _to_fill(self) -> list[int]:
+        """The items whose images may be stored next, to fill the image cache with (none without one)."""
+        return self.ledger.in_state(ItemState.COMPLETED) if self.cache is not None else []
+
+    def _fill(self, candidates: list[int]) -> None:
+        """Fill the image cache with those of ``candidates`` stored since :meth:`_to_fill`."""
+        if self.cache is not None and candidates:
+            self.cache.stored(candidates)
 
     def progress(self, *, force: bool = False) -> None:
         """Log ``n/N done, k failed, credits spent, ETA`` every :data:`PROGRESS_SECONDS` (or now).

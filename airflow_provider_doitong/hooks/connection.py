@@ -26,6 +26,7 @@ INSECURE_HTTP_EXTRA = "allow_insecure_http"
 DEFAULT_CONN_ID = "doitong_default"
 #: The connection extra: no task submits a job that would take the account below this balance.
 CREDIT_FLOOR_EXTRA = "credit_floor"
+CACHE_PATH_EXTRA = "cache_path"
 DEFAULT_TIMEOUT = 30.0
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -71,6 +72,15 @@ CONN_FIELDS: dict[str, Any] = {
             "the account's balance below this (read before each submission wave). Empty: none."
         ),
         "schema": {"type": ["integer", "null"], "minimum": 0},
+    },
+    CACHE_PATH_EXTRA: {
+        "label": "Image cache",
+        "description": (
+            "A folder (local, or a URI such as s3://bucket/prefix) where every task using this "
+            "connection keeps the images it paid for and takes them instead of paying again for the "
+            "same request. Empty: no cache."
+        ),
+        "schema": {"type": ["string", "null"]},
     },
     INSECURE_HTTP_EXTRA: {
         "label": "Allow plain http",
@@ -119,6 +129,7 @@ class ConnectionSettings:
     :param max_download_bytes: the largest output read.
     :param download_timeout: seconds one download may take in all.
     :param credit_floor: the balance no submission may take the account below (``None``: none).
+    :param cache_path: the image cache's folder (``None``: none); see :mod:`~airflow_provider_doitong.storage.cache`.
 
     The base URL holds no user name, password, query or fragment (they are refused), so the
     ``repr`` can show it.
@@ -135,6 +146,7 @@ class ConnectionSettings:
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
     credit_floor: int | None = None
+    cache_path: str | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -208,6 +220,7 @@ def settings_from_fields(
     downloads = _download_extras(conn_id, extras)
     try:
         credit_floor = read_credit_floor(extras.get(CREDIT_FLOOR_EXTRA))
+        cache_path = read_cache_path(extras.get(CACHE_PATH_EXTRA))
     except ValueError as exc:
         raise DoitongConnectionInvalid(f"connection {conn_id!r}: {exc}") from None
     return ConnectionSettings(
@@ -219,6 +232,7 @@ def settings_from_fields(
         webhook_secret=extras.get("webhook_secret"),
         timeout=timeout,
         credit_floor=credit_floor,
+        cache_path=cache_path,
         **downloads,
     )
 
@@ -234,6 +248,19 @@ def read_credit_floor(value: object) -> int | None:
     if isinstance(value, bool) or not text.isdigit() or len(text) > 12:
         raise ValueError(f"{CREDIT_FLOOR_EXTRA} must be a whole number of credits >= 0, got {value!r}")
     return int(text)
+
+
+def read_cache_path(value: object) -> str | None:
+    """An image cache's folder (the connection's extra or an operator's parameter): a path or URI,
+    or ``None``.
+
+    :raises ValueError: naming what is wrong.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip() or not value.isprintable() or len(value) > 2048:
+        raise ValueError(f"{CACHE_PATH_EXTRA} must be a folder's path or URI, got {value!r}")
+    return value.strip()
 
 
 def _api_key(conn_id: str, value: object) -> str:

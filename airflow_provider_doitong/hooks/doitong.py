@@ -125,6 +125,10 @@ class DoitongHook(BaseHook):
         """The credit floor a task keeps to: its own ``credit_floor``, else the connection's extra."""
         return task_floor if task_floor is not None else self.checked_settings().credit_floor
 
+    def cache_path(self, task_path: str | None) -> str | None:
+        """The image cache a task uses: its own ``cache_path``, else the connection's extra."""
+        return task_path if task_path else self.checked_settings().cache_path
+
     def current_api_key(self) -> str:
         """The connection's API key read again now, not from this hook's cache.
 

@@ -12,6 +12,7 @@ from airflow.sdk import Asset, BaseOperator
 
 from airflow_provider_doitong._compat import AirflowFailException, conf
 from airflow_provider_doitong.batch import items as batch_items
+from airflow_provider_doitong.batch.cache import BatchCache
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
@@ -22,7 +23,7 @@ from airflow_provider_doitong.client.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID, read_credit_floor
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.operators import batch_task, inputs, lineage, links, review
+from airflow_provider_doitong.operators import batch_task, image_cache, inputs, lineage, links, review
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
@@ -82,6 +83,11 @@ class FluxBatchOperator(BaseOperator):
     :param require_approval: once the images are stored, wait for a person's approval (Airflow 3.1+):
         see :mod:`~airflow_provider_doitong.operators.review`, with ``approval_timeout`` (seconds or a
         timedelta; ``None``: no limit) and ``on_approval_timeout`` (``reject`` or ``approve``).
+    :param cache_path: an image cache's folder, local or a URI (templated; default: the connection's
+        ``cache_path`` extra): an item whose image was made before (by any run) is copied for 0
+        credits, and each image paid for is added; see :mod:`~airflow_provider_doitong.batch.cache`.
+    :param cache_max_age: an entry older than this (seconds or a timedelta) is a miss.
+    :param cache_refresh: ignore the cache's entries and fill it with new images.
     """
 
     template_fields: Sequence[str] = (
@@ -95,6 +101,7 @@ class FluxBatchOperator(BaseOperator):
         "version",
         "max_credits",
         "poll_interval",
+        "cache_path",
     )
     template_fields_renderers = {"prompts": "json"}
     operator_extra_links = links.BATCH_LINKS
@@ -126,6 +133,9 @@ class FluxBatchOperator(BaseOperator):
         require_approval: bool = False,
         approval_timeout: float | timedelta | None = None,
         on_approval_timeout: str = "reject",
+        cache_path: str | None = None,
+        cache_max_age: float | timedelta | None = None,
+        cache_refresh: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -164,6 +174,7 @@ class FluxBatchOperator(BaseOperator):
         self.on_ambiguous_submission = on_ambiguous_submission
         self.on_daily_limit = on_daily_limit
         self.min_defer_seconds = float(min_defer_seconds)
+        self.cache_path, self.cache_max_age, self.cache_refresh = cache_path, cache_max_age, cache_refresh
         #: The connection's secrets, kept out of the summary, the manifest and lineage.
         self._secrets: tuple[str, ...] = ()
         #: What the task wrote and read, for lineage (:meth:`task_io`).
@@ -198,7 +209,9 @@ class FluxBatchOperator(BaseOperator):
         )
 
     # --- the batch's state ---------------------------------------------------------------------
-    def _runner(self, folder: Any, ledger: Ledger, found: Sequence[batch_items.BatchItem]) -> BatchRunner:
+    def _runner(
+        self, context: Context, folder: Any, ledger: Ledger, found: Sequence[batch_items.BatchItem]
+    ) -> BatchRunner:
         plan = contract.PLANS[self.hook.checked_settings().plan]
         concurrency = self.concurrency or plan.concurrent_jobs
         deadline = ledger.meta.get("deadline")
@@ -226,7 +239,19 @@ class FluxBatchOperator(BaseOperator):
             max_credits=self._budget,
             refresh_key=self.hook.current_api_key,
             credit_floor=self.hook.credit_floor(self.credit_floor),
+            cache=self._cache(context, folder, ledger, found),
         )
+
+    def _cache(
+        self, context: Context, folder: Any, ledger: Ledger, found: Sequence[batch_items.BatchItem]
+    ) -> BatchCache | None:
+        cache = image_cache.open_cache(
+            self.hook, self.cache_path, max_age=self.cache_max_age, refresh=self.cache_refresh
+        )
+        if cache is None:
+            return None
+        owner = image_cache.claimant(context)
+        return BatchCache(cache=cache, items=found, ledger=ledger, folder=folder, owner=owner, log=self.log)
 
     # --- entry points ---------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
@@ -246,7 +271,7 @@ class FluxBatchOperator(BaseOperator):
             raise AirflowFailException(problem)
         folder, ledger = batch_task.open_ledger(context, Location.of(str(self.output_path)), found)
         links.publish(self, context)
-        runner = self._runner(folder, ledger, found)
+        runner = self._runner(context, folder, ledger, found)
         try:
             self._new_try(context, runner)
             runner.resolve_ambiguous()
@@ -280,7 +305,7 @@ class FluxBatchOperator(BaseOperator):
             resumes=int(ledger.meta.get("resumes", 0)) + 1,
         )
         self.log.info("Resumed %.1fs after the trigger fired (%s: %s)", lead, status, message)
-        runner = self._runner(folder, ledger, found)
+        runner = self._runner(context, folder, ledger, found)
         if read_at is not None:  # the trigger's last read counts as the task's own
             runner.planner.polled(min(read_at, time.time()))
         runner.planner.poll_now = bool(ended) or status == BATCH_ERROR

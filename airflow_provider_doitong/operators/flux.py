@@ -26,7 +26,7 @@ from airflow_provider_doitong.client.submission import Action, Records, RecordSt
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID, read_credit_floor
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.operators import inputs, lineage
+from airflow_provider_doitong.operators import image_cache, inputs, lineage
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.batch_task import owner as task_owner
 from airflow_provider_doitong.operators.links import DoitongImageLink
@@ -48,6 +48,8 @@ from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_doitong.storage.cache import ImageCache
 
 DAILY_LIMIT_ACTIONS = tuple(DAILY_LIMIT_ANSWERS)
 
@@ -78,6 +80,11 @@ class FluxGenerateOperator(BaseOperator):
         stay within the plan's rate, never under 0.25 s; see :mod:`~airflow_provider_doitong.client.pacing`).
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;
         the job keeps running at Doitong past it. An unavailable API is waited out until then.
+    :param cache_path: an image cache's folder, local or a URI (templated; default: the connection's
+        ``cache_path`` extra): with an ``output_path``, an image already made for the same request
+        is copied there for 0 credits, and a paid one is added (see :mod:`~airflow_provider_doitong.storage.cache`).
+    :param cache_max_age: an entry older than this (seconds or a timedelta) is a miss.
+    :param cache_refresh: ignore the cache's entries and fill it with a new image.
     :param output_path: where to store the image (templated): a local path or an
         ``ObjectStoragePath`` URI; a folder (ends with ``/`` or exists) gets ``<job_id>.<ext>``, the
         extension from the image's bytes and an unsafe job id mapped to a safe name.
@@ -107,6 +114,7 @@ class FluxGenerateOperator(BaseOperator):
         "version",
         "webhook_url",
         "output_path",
+        "cache_path",
     )
     #: No file is read as a template: a prompt file's text is data (see ``prompt_file``).
     template_ext: Sequence[str] = ()
@@ -136,6 +144,9 @@ class FluxGenerateOperator(BaseOperator):
         on_daily_limit: str = "fail",
         on_clear: str = "reuse",
         on_ambiguous_submission: str = "resubmit",
+        cache_path: str | None = None,
+        cache_max_age: float | timedelta | None = None,
+        cache_refresh: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -168,6 +179,7 @@ class FluxGenerateOperator(BaseOperator):
         self.credit_floor = read_credit_floor(credit_floor)
         self.on_clear = on_clear
         self.on_ambiguous_submission = on_ambiguous_submission
+        self.cache_path, self.cache_max_age, self.cache_refresh = cache_path, cache_max_age, cache_refresh
         self._deadline: float | None = None
         self._jobs: dict[str, Job] = {}
         self._result: dict[str, Any] | None = None
@@ -331,7 +343,21 @@ class FluxGenerateOperator(BaseOperator):
         if step.action is Action.SUBMIT:
             if self._output is not None:  # before the first credit: a folder that takes the image
                 check_output(context, self._output, whole_folder=False)
-            job = submitter.submit(max(attempt, step.refusals))
+            cache = self._cache()
+            if cache is not None:  # before the first credit too: the image may be there already
+                hit = image_cache.before_submit(
+                    cache, self._request, context, deadline=self._deadline, log=self.log
+                )
+                if hit is not None:
+                    assert self._output is not None
+                    self._stored, result = image_cache.store_hit(hit, self._request, self._output, context)
+                    self.stored_image = self._stored.shown
+                    return self._announce(context, redact(result, self._secrets))
+            try:
+                job = submitter.submit(max(attempt, step.refusals))
+            except Exception:  # nothing was made: another task may make it
+                self._release_claim(context)
+                raise
             if isinstance(job, Refused):
                 self.defer(
                     trigger=DateTimeTrigger(moment=datetime.fromtimestamp(job.resume_at, tz=timezone.utc)),
@@ -376,6 +402,7 @@ class FluxGenerateOperator(BaseOperator):
             )
         except DoitongError as exc:
             observe_end(self.client, job=None, error=exc, model=self._request.provider)
+            self._release_claim(context)
             raise airflow_error(
                 exc, doing=f"Waiting for Doitong job {job_id} failed", conn_id=self.doitong_conn_id
             ) from None
@@ -412,7 +439,26 @@ class FluxGenerateOperator(BaseOperator):
                 output = self.stored_image = self._stored.shown
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._records(context).save(RecordState.STORED, job.id)
+            cache = self._cache()
+            if cache is not None:
+                image_cache.after_store(cache, self._request, job, self._stored, context)
         result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
+        return self._announce(context, result)
+
+    def _cache(self) -> ImageCache | None:
+        """The image cache, where the task stores its image (and waits for it); else ``None``."""
+        if self._output is None or not self.wait_for_completion:
+            return None
+        return image_cache.open_cache(
+            self.hook, self.cache_path, max_age=self.cache_max_age, refresh=self.cache_refresh
+        )
+
+    def _release_claim(self, context: Context) -> None:
+        cache = self._cache()
+        if cache is not None:
+            cache.release(self._request, image_cache.claimant(context))
+
+    def _announce(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = result

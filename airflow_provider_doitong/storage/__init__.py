@@ -7,6 +7,8 @@ This package is the provider's only writer there, local or on object storage:
   what each store gives; :mod:`.local` the local primitives (no symlink ever followed);
 - :mod:`.claims`: who writes a folder or a file (an exclusive claim), and the probe write;
 - :mod:`.images`: storing a finished image.
+- :mod:`.cache`: the image cache, a folder outside ``output_path`` shared by every task that names
+  it (entries verified when read, claims on the keys being made).
 
 ``store_image(location, name, data)`` is the whole of it for an image; the pieces
 (:func:`output_file`, :func:`write_image`) are public for callers that need the path first.

@@ -417,8 +417,9 @@ def test_the_daily_limit_stops_submitting_and_keeps_what_was_made(
     # (which five the API accepted of the eight sent at once is its choice)
     assert sorted(e["status"] for e in manifest["items"]) == ["pending"] * 3 + ["stored"] * 5
     assert manifest_api.verify_manifest(str(folder)) == []
-    # the eight went out at once (one group): five jobs, three refusals; nothing was sent after them
-    assert emulator.stats()["requests"]["submit"] == 8
+    # the eight went out in one group: five jobs, and a refusal for at least one of the other three
+    # (a thread whose turn comes after the first refusal sends nothing); nothing was sent after them
+    assert 6 <= emulator.stats()["requests"]["submit"] <= 8
 
 
 def test_a_batch_that_would_take_the_account_below_its_credit_floor_submits_nothing(

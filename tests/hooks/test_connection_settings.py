@@ -151,3 +151,22 @@ def test_the_credit_floor_extra(value: Any, floor: int | None) -> None:
 def test_a_credit_floor_that_is_not_a_whole_number_of_credits_is_refused(value: Any) -> None:
     with pytest.raises(DoitongConnectionInvalid, match="credit_floor must be a whole number of credits"):
         _settings(extra={"credit_floor": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        (None, None),
+        ("", None),
+        ("s3://images/cache/", "s3://images/cache/"),
+        (" /data/cache ", "/data/cache"),
+    ],
+)
+def test_the_cache_path_extra(value: Any, path: str | None) -> None:
+    assert _settings(extra={"cache_path": value}).cache_path == path
+
+
+@pytest.mark.parametrize("value", [7, ["/a"], "   ", "/data/\ncache", "x" * 3000])
+def test_a_cache_path_that_is_not_a_path_is_refused(value: Any) -> None:
+    with pytest.raises(DoitongConnectionInvalid, match="cache_path must be a folder's path or URI"):
+        _settings(extra={"cache_path": value})
