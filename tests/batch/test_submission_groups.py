@@ -94,7 +94,7 @@ class Answers:
         return self.flight["most"]
 
     def submit(self, request: Any, *, retry_policy: Any = None) -> Job:
-        index = next(i for i, item in enumerate(self.items) if item.request is request)
+        index = next(i for i, item in enumerate(self.items) if item.request == request)
         with self._lock:
             seen = Ledger.open(self.store, items=self.items, owner=OWNER)
             self.durable_at_post[index] = seen.records[index].state.value
