@@ -9,7 +9,7 @@ that a submission waiting for the window could use. When to read is
 wait and the triggerer's poller too): every running job in one coalesced request just after the
 next of them is due once durations are learned (with items left to submit, only the jobs due
 together, so that each freed slot is refilled at once; then no read until the next expected end),
-before that at intervals growing with the jobs' age, never more than ``poll_interval`` apart.
+before that at intervals growing with the jobs' age, at most ``poll_interval`` apart.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 The ``X-RateLimit-*`` headers are the account's, shared with every DAG, worker and triggerer using
 it. A batch counts its own answers in the current window; the rest of what the window has spent is
 someone else's. Alone on the account, the batch spends the window as fast as its work needs (a short
-batch then ends before the reset). Once anyone else spends it too (or did in the previous window),
-it spends the window no faster than evenly over the time left in it, past a burst of one round of
+batch then ends before the reset). Once anyone else spends it too, it spends the window no faster than evenly over the time left in it, past a burst of one round of
 its job slots, so that batches started together do not spend it first and all wait out the reset.
 """
 
@@ -35,7 +34,6 @@ class RequestWindow:
         #: No request before this Unix time (the window is spent, or the API is unavailable).
         self.blocked_until = 0.0
         self._own = 0  # this batch's answers in the current window
-        self._shared_before = False  # someone else spent the previous window
 
     # --- what the answers say -------------------------------------------------------------
     def saw(self, rate: RateLimitInfo | None) -> None:
@@ -50,7 +48,7 @@ class RequestWindow:
             if rate.reset_at < old.reset_at - 0.5:  # an answer from a window already over
                 return
             if rate.reset_at > old.reset_at + 0.5:  # a new window
-                self._shared_before, self._own = self.shared, 0
+                self._own = 0
             elif (
                 rate.remaining is not None and old.remaining is not None and rate.remaining > old.remaining
             ):  # an earlier answer of the same window, arriving late
@@ -76,9 +74,13 @@ class RequestWindow:
 
     @property
     def shared(self) -> bool:
-        """Whether others spend the window too (now, or in the previous window)."""
+        """Whether others spend the current window too.
+
+        Each window is judged by itself: work that shared the last one may be over (the batch's
+        last window, its items left alone, is then as fast as its job slots allow).
+        """
         limit = self.limit or 0
-        return self._shared_before or self.others > max(OTHERS_TOLERANCE, OTHERS_TOLERANCE_SHARE * limit)
+        return self.others > max(OTHERS_TOLERANCE, OTHERS_TOLERANCE_SHARE * limit)
 
     # --- what the batch may spend ---------------------------------------------------------
     def available(self, now: float, *, burst: int) -> float:

@@ -29,9 +29,11 @@ def test_alone_on_the_account_the_batch_spends_the_window_as_its_work_needs() ->
     # 19 left for 50 s: an even share of the rest (50) less a round of job slots (11) is 39: none now
     assert planner.available_requests(1_010.0) == 0
     assert planner.available_requests(1_050.0) == 19  # 10 s left: the even share no longer holds any back
-    # the next window starts shared too: the others are still there
+    # each window is judged by itself: alone in the next one (the others' work is over), all of it
     _answers(planner, [59], reset_at=1_120.0)
-    assert planner.available_requests(1_060.0) == pytest.approx(59 - (60 - 11))
+    assert planner.available_requests(1_060.0) == 59
+    _answers(planner, [50], reset_at=1_120.0)  # ...until they spend it too
+    assert planner.available_requests(1_060.0) == pytest.approx(50 - (60 - 11))
 
 
 def test_the_same_answer_reported_twice_and_a_late_one_count_once() -> None:
