@@ -83,11 +83,14 @@ class RequestWindow:
         return self.others > max(OTHERS_TOLERANCE, OTHERS_TOLERANCE_SHARE * limit)
 
     # --- what the batch may spend ---------------------------------------------------------
-    def available(self, now: float, *, burst: int) -> float:
+    def available(self, now: float, *, burst: int, demand: int | None = None) -> float:
         """Requests the batch may make now (``inf`` when the plan does not limit them).
 
         :param now: the Unix time.
         :param burst: requests allowed ahead of the even share when shared (one round of job slots).
+        :param demand: the requests the batch still needs (its items and their reads), if known:
+            when what is left of the window holds them and as much again as others spent in it,
+            the window does not bind, and the batch spends it as its work needs.
         """
         if now < self.blocked_until:
             return 0
@@ -96,7 +99,7 @@ class RequestWindow:
             return math.inf
         if rate is None or rate.remaining is None or rate.reset_at is None or now >= rate.reset_at:
             return limit
-        if not self.shared:
+        if not self.shared or (demand is not None and rate.remaining >= demand + self.others):
             return rate.remaining
         even_share_left = limit * min(1.0, (rate.reset_at - now) / self.window_s)
         return max(0.0, rate.remaining - max(0.0, even_share_left - burst))
