@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
 #: Requests of the window that others may have spent while the batch still counts as alone: the
@@ -99,8 +100,15 @@ class RequestWindow:
         limit, rate = self.limit, self.rate
         if limit is None:
             return math.inf
-        if rate is None or rate.remaining is None or rate.reset_at is None or now >= rate.reset_at:
+        if (
+            rate is None
+            or rate.remaining is None
+            or rate.reset_at is None
+            or now >= rate.reset_at + RESET_MARGIN
+        ):
             return limit
+        if now >= rate.reset_at:  # the reset, as the API may not have seen it yet
+            return 0
         if not self.shared or (demand is not None and rate.remaining >= demand + self.others):
             return rate.remaining
         even_share_left = limit * min(1.0, (rate.reset_at - now) / self.window_s)
@@ -130,6 +138,6 @@ class RequestWindow:
     def reset_at(self, now: float, *, fallback: float) -> float:
         """When the window (or a block on every request) is over."""
         rate, blocked = self.rate, self.blocked_until
-        if rate is not None and rate.reset_at is not None and rate.reset_at > now:
-            return max(rate.reset_at, blocked)
+        if rate is not None and rate.reset_at is not None and rate.reset_at + RESET_MARGIN > now:
+            return max(rate.reset_at + RESET_MARGIN, blocked)
         return max(blocked, now + min(fallback, self.window_s))

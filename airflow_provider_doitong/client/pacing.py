@@ -47,6 +47,9 @@ DUE_GROUP_FRACTION = 0.02
 OVERDUE_FRACTION = 0.05
 #: How many recent job durations a caller keeps to expect the next ends.
 DURATION_SAMPLES = 50
+#: How long after a spent window's reset the next request goes: a request at the reset itself may
+#: reach the API a moment before its window rolls over, and be refused.
+RESET_MARGIN = 0.1
 #: Share of each rate-limit window the triggerer's status polls may use; the rest of the window's
 #: limit is kept for submissions from workers on the same account (see :func:`status_budget`).
 STATUS_SHARE = 0.5
@@ -170,6 +173,8 @@ def next_read_delay(
             rate_limit = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit))
         interval = rate_limit.pace_delay(now=now, min_interval=poll_interval)
         gap = rate_limit.pace_delay(now=now, min_interval=MIN_POLL_GAP)
+        if rate_limit.remaining <= 0 and rate_limit.reset_at is not None and rate_limit.reset_at > now:
+            gap = interval = max(interval, rate_limit.reset_at - now + RESET_MARGIN)
     at = next_read_at(
         last_read_at=last_read_at,
         poll_interval=interval,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from airflow_provider_doitong.batch.planner import BatchAction, BatchStep, Limits, Planner, View
+from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
 
@@ -230,7 +231,7 @@ def test_submissions_take_the_windows_requests_before_reads() -> None:
     # a read is due (the first job ended at 994), but free slots wait for the window: no read takes
     # a submission's request, the batch waits for the reset
     step = planner.decide(View(pending=6, running=[990.0, 1_000.0, 1_000.0, 1_000.0], to_store=0), 1_000.0)
-    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(5.0)
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(5.0 + RESET_MARGIN)
     # every slot is full: reading is what frees one, and it is due
     full = View(pending=6, running=[990.0] + [1_000.0] * 9, to_store=0)
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=50, reset_at=1_065.0, retry_at=None))

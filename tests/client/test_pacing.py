@@ -16,6 +16,7 @@ from airflow_provider_doitong.client.models import Job, parse_api_time
 from airflow_provider_doitong.client.pacing import (
     DUE_MARGIN,
     MIN_POLL_GAP,
+    RESET_MARGIN,
     YOUNG_JOB_GAP,
     next_read_at,
     next_read_delay,
@@ -63,7 +64,10 @@ def test_next_read_at(
         pytest.param(None, False, 5.0, id="no-headers"),
         pytest.param(_rate(remaining=60, reset_in=30.0), False, 5.0, id="plenty-left"),
         pytest.param(_rate(remaining=3, reset_in=30.0), False, 10.0, id="stretched-to-the-window"),
-        pytest.param(_rate(remaining=0, reset_in=30.0), False, 30.0, id="spent-waits-for-reset"),
+        pytest.param(
+            _rate(remaining=0, reset_in=30.0), False, 30.0 + RESET_MARGIN, id="spent-waits-for-reset"
+        ),
+        pytest.param(_rate(remaining=30, reset_in=30.0), True, 30.0 + RESET_MARGIN, id="status-share-spent"),
         pytest.param(_rate(remaining=36, reset_in=30.0), True, 5.0, id="status-share-6-left"),
         pytest.param(_rate(remaining=33, reset_in=30.0), True, 10.0, id="status-share-3-left"),
     ],
