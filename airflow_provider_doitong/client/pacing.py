@@ -173,7 +173,7 @@ def next_read_delay(
             rate_limit = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit))
         interval = rate_limit.pace_delay(now=now, min_interval=poll_interval)
         gap = rate_limit.pace_delay(now=now, min_interval=MIN_POLL_GAP)
-        if rate_limit.remaining <= 0 and rate_limit.reset_at is not None and rate_limit.reset_at > now:
+        if (rate_limit.remaining or 0) <= 0 and rate_limit.reset_at is not None and rate_limit.reset_at > now:
             gap = interval = max(interval, rate_limit.reset_at - now + RESET_MARGIN)
     at = next_read_at(
         last_read_at=last_read_at,
