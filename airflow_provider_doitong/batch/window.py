@@ -3,10 +3,12 @@
 The ``X-RateLimit-*`` headers are the account's, shared with every DAG, worker and triggerer using
 it. A batch counts its own answers in the current window; the rest of what the window has spent is
 someone else's. Alone on the account, the batch spends the window as fast as its work needs (a short
-batch then ends before the reset). Once anyone else spends it too, it spends the window no faster than evenly over the time left in it, past a burst of one round of
-its job slots, so that batches started together do not spend it first and all wait out the reset;
-unless what is left of the window holds all the batch still needs and as much again as the others
-spent in it (the window does not bind). Each window is judged by itself.
+batch then ends before the reset). Once anyone else spends it too, it spends the window no faster
+than evenly over the time left in it, past a burst of one round of its job slots, so that batches
+started together do not spend it first and all wait out the reset; unless what is left of the
+window holds all the batch still needs and as much again as the others spent in it (the window
+does not bind). Each window is judged by itself. A request waiting for a spent window goes
+:data:`~airflow_provider_doitong.client.pacing.RESET_MARGIN` after its reset.
 """
 
 from __future__ import annotations
