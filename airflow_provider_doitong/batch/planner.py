@@ -194,18 +194,13 @@ class Planner:
         return statistics.median(self.durations) if self.durations else None
 
     # --- deciding -------------------------------------------------------------------------
-    def available_requests(self, now: float, view: View | None = None) -> float:
+    def available_requests(self, now: float) -> float:
         """Requests the window still allows now (``inf`` when the plan does not limit them); see
         :class:`~airflow_provider_doitong.batch.window.RequestWindow`.
 
         :param now: the Unix time.
-        :param view: what the ledger holds, for the requests the batch still needs.
         """
-        demand = None
-        if view is not None:
-            items = 0 if view.stop_submitting else view.pending
-            demand = items + math.ceil(items / self.job_slots) + (1 if view.running else 0)
-        return self.window.available(now, burst=self.job_slots + 1, demand=demand)
+        return self.window.available(now, burst=self.job_slots + 1)
 
     def statuses_known_at(self, running: Sequence[float]) -> float | None:
         """When every running job's status was last known: the last read, or the earliest
@@ -248,7 +243,7 @@ class Planner:
             return BatchStep(BatchAction.DONE, reason="deadline")
         if running == 0 and view.to_store == 0 and (view.pending == 0 or view.stop_submitting):
             return BatchStep(BatchAction.DONE, reason=view.stop_submitting)
-        available = self.available_requests(now, view)
+        available = self.available_requests(now)
         # 1. fill free job slots: an idle slot is what lengthens a batch
         free = self.job_slots - running
         can_submit = view.pending > 0 and free > 0 and not view.stop_submitting

@@ -5,9 +5,8 @@ it. A batch counts its own answers in the current window; the rest of what the w
 someone else's. Alone on the account, the batch spends the window as fast as its work needs (a short
 batch then ends before the reset). Once anyone else spends it too, it spends the window no faster
 than evenly over the time left in it, past a burst of one round of its job slots, so that batches
-started together do not spend it first and all wait out the reset; unless what is left of the
-window holds all the batch still needs and as much again as the others spent in it (the window
-does not bind). Each window is judged by itself. A request waiting for a spent window goes
+started together do not spend it first and all wait out the reset. Each window is judged by
+itself. A request waiting for a spent window goes
 :data:`~airflow_provider_doitong.client.pacing.RESET_MARGIN` after its reset.
 """
 
@@ -88,14 +87,11 @@ class RequestWindow:
         return self.others > max(OTHERS_TOLERANCE, OTHERS_TOLERANCE_SHARE * limit)
 
     # --- what the batch may spend ---------------------------------------------------------
-    def available(self, now: float, *, burst: int, demand: int | None = None) -> float:
+    def available(self, now: float, *, burst: int) -> float:
         """Requests the batch may make now (``inf`` when the plan does not limit them).
 
         :param now: the Unix time.
         :param burst: requests allowed ahead of the even share when shared (one round of job slots).
-        :param demand: the requests the batch still needs (its items and their reads), if known:
-            when what is left of the window holds them and as much again as others spent in it,
-            the window does not bind, and the batch spends it as its work needs.
         """
         if now < self.blocked_until:
             return 0
@@ -111,7 +107,7 @@ class RequestWindow:
             return limit
         if now >= rate.reset_at:  # the reset, as the API may not have seen it yet
             return 0
-        if not self.shared or (demand is not None and rate.remaining >= demand + self.others):
+        if not self.shared:
             return rate.remaining
         even_share_left = limit * min(1.0, (rate.reset_at - now) / self.window_s)
         return max(0.0, rate.remaining - max(0.0, even_share_left - burst))

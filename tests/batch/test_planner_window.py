@@ -47,16 +47,3 @@ def test_the_same_answer_reported_twice_and_a_late_one_count_once() -> None:
     # an answer from a window already over changes nothing
     _answers(planner, [2], reset_at=1_000.0)
     assert planner.available_requests(1_010.0) == 57
-
-
-def test_a_shared_window_that_holds_the_batchs_rest_does_not_hold_it_back() -> None:
-    planner = _planner()
-    _answers(planner, [59, 38])  # others spent 20 of the window
-    # five items left: what is left of the window holds them, their reads and as much again as the
-    # others spent, so they go out at once
-    assert planner.decide(View(pending=5, running=[], to_store=0), 1_010.0) == BatchStep(
-        BatchAction.SUBMIT, count=5
-    )
-    # thirty items left do not fit beside the others: an even share (38 - (50 - 11) < 1), and a wait
-    step = planner.decide(View(pending=30, running=[], to_store=0), 1_010.0)
-    assert step.action is BatchAction.SLEEP and step.seconds > 0
