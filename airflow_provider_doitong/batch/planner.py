@@ -2,12 +2,14 @@
 
 The runner (:mod:`~airflow_provider_doitong.batch.runner`) tells the :class:`Planner` what the
 ledger holds and what the API answered; the planner answers with one :class:`BatchStep` at a time. It
-keeps the plan's job slots full (a new job goes out as soon as a finished one is seen), and spends
-the plan's requests per window on submissions first and on status reads only when one is worth
-it: when to read is :func:`~airflow_provider_doitong.client.pacing.next_read_at`'s decision (the
-schedule of the sync wait and the triggerer's poller too): every running job in one coalesced
-request just after the next of them is due once durations are learned, before that at intervals
-growing with the jobs' age, and never more than ``poll_interval`` apart.
+keeps the plan's job slots full (each job's slot is refilled as soon as its end is seen), and spends
+the window's requests (:mod:`.window`) on submissions first: a status read never takes a request
+that a submission waiting for the window could use. When to read is
+:func:`~airflow_provider_doitong.client.pacing.next_read_at`'s decision (the schedule of the sync
+wait and the triggerer's poller too): every running job in one coalesced request just after the
+next of them is due once durations are learned (with items left to submit, only the jobs due
+together, so that each freed slot is refilled at once; then no read until the next expected end),
+before that at intervals growing with the jobs' age, at most ``poll_interval`` apart.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from airflow_provider_doitong.client.pacing import DURATION_SAMPLES, due_wave_end, next_read_at
+from airflow_provider_doitong.batch.window import RequestWindow
+from airflow_provider_doitong.client.pacing import (
+    DUE_GROUP_FRACTION,
+    DURATION_SAMPLES,
+    POLL_FRACTION,
+    due_wave_end,
+    next_read_at,
+)
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
 #: Jobs one status request reads (the API's coalesced query limit).
@@ -115,9 +124,8 @@ class Planner:
         self.last_poll_at = 0.0
         #: Read the running jobs at once (set after a resume: the ledger's running jobs may be done).
         self.poll_now = False
-        self.requests_blocked_until = 0.0
         self.submissions_blocked_until = 0.0
-        self.rate: RateLimitInfo | None = None
+        self.window = RequestWindow(requests_per_window=limits.requests_per_window, window_s=limits.window_s)
         #: How many jobs this batch keeps running at once: the plan's concurrent jobs (or the
         #: operator's ``concurrency``) until the account refuses a submission for its job slots,
         #: which other work on the same account holds; then only the jobs this batch holds, so it
@@ -152,8 +160,17 @@ class Planner:
 
         :param rate: what the last answer said, if anything.
         """
-        if rate is not None:
-            self.rate = rate
+        self.window.saw(rate)
+
+    @property
+    def rate(self) -> RateLimitInfo | None:
+        """The latest ``X-RateLimit-*`` headers."""
+        return self.window.rate
+
+    @property
+    def requests_blocked_until(self) -> float:
+        """No request before this Unix time (the window is spent, or the API is unavailable)."""
+        return self.window.blocked_until
 
     def refused(self, *, until: float, all_requests: bool, running: int | None = None) -> None:
         """The API answered 429: wait until ``until`` before the next submission (or any request).
@@ -169,7 +186,7 @@ class Planner:
             self.job_slots, self._ended_in_round = max(1, running), 0
         self.submissions_blocked_until = max(self.submissions_blocked_until, until)
         if all_requests:
-            self.requests_blocked_until = max(self.requests_blocked_until, until)
+            self.window.blocked_until = max(self.window.blocked_until, until)
 
     @property
     def typical_duration(self) -> float | None:
@@ -178,25 +195,12 @@ class Planner:
 
     # --- deciding -------------------------------------------------------------------------
     def available_requests(self, now: float) -> float:
-        """Requests the window still allows now (``inf`` when the plan does not limit them).
+        """Requests the window still allows now (``inf`` when the plan does not limit them); see
+        :class:`~airflow_provider_doitong.batch.window.RequestWindow`.
 
         :param now: the Unix time.
         """
-        if now < self.requests_blocked_until:
-            return 0
-        limit = self.limits.requests_per_window
-        rate = self.rate
-        if rate is not None and rate.limit is not None:
-            limit = rate.limit
-        if limit is None:
-            return math.inf
-        if rate is None or rate.remaining is None or rate.reset_at is None or now >= rate.reset_at:
-            return limit
-        # The window is the account's, shared with every other DAG on it: past a burst of one round
-        # of job slots, spend it no faster than evenly over the window, so that batches started
-        # together do not spend it first and all wait out the reset.
-        even_share_left = limit * min(1.0, (rate.reset_at - now) / self.limits.window_s)
-        return max(0.0, rate.remaining - max(0.0, even_share_left - (self.job_slots + 1)))
+        return self.window.available(now, burst=self.job_slots + 1)
 
     def statuses_known_at(self, running: Sequence[float]) -> float | None:
         """When every running job's status was last known: the last read, or the earliest
@@ -208,10 +212,12 @@ class Planner:
             return None
         return max(self.last_poll_at, min(running))
 
-    def next_poll_at(self, running: Sequence[float]) -> float:
+    def next_poll_at(self, running: Sequence[float], *, refill: bool = False) -> float:
         """When the next status read is worth making, for jobs submitted at ``running``.
 
         :param running: the ``submitted_at`` of every running job.
+        :param refill: items wait for the slots these jobs hold: read the jobs due together
+            (:data:`~airflow_provider_doitong.client.pacing.DUE_GROUP_FRACTION`), not a whole wave.
         """
         if not running:
             return math.inf
@@ -220,6 +226,8 @@ class Planner:
             poll_interval=self.poll_interval,
             started=running,
             typical_duration=self.typical_duration,
+            group=DUE_GROUP_FRACTION if refill else POLL_FRACTION,
+            predicted_cap=False,
         )
 
     def decide(self, view: View, now: float) -> BatchStep:
@@ -236,26 +244,32 @@ class Planner:
         if running == 0 and view.to_store == 0 and (view.pending == 0 or view.stop_submitting):
             return BatchStep(BatchAction.DONE, reason=view.stop_submitting)
         available = self.available_requests(now)
-        poll_at = now if (self.poll_now and running) else self.next_poll_at(view.running)
         # 1. fill free job slots: an idle slot is what lengthens a batch
         free = self.job_slots - running
         can_submit = view.pending > 0 and free > 0 and not view.stop_submitting
-        reserve = 1 if running else 0  # keep one request for the read that sees these jobs end
-        if can_submit and now >= self.submissions_blocked_until:
-            count = int(min(free, view.pending, max(0, available - reserve)))
+        submit_now = can_submit and now >= self.submissions_blocked_until
+        if submit_now:
+            count = int(min(free, view.pending, available))
             if count > 0:
                 return BatchStep(BatchAction.SUBMIT, count=count)
-        # 2. read the running jobs when one is due
+        # 2. read the running jobs when one is due, unless a submission waits for the window: the
+        # read would take its request, and only the slots it frees (there are free ones) need it
+        refill = view.pending > 0 and not view.stop_submitting
+        if self.poll_now and running:
+            poll_at = now
+        elif submit_now:
+            poll_at = math.inf
+        else:
+            poll_at = self.next_poll_at(view.running, refill=refill)
         reads = math.ceil(running / JOBS_PER_READ)
         if running and now >= poll_at and available >= reads:
             return BatchStep(BatchAction.POLL)
         # 3. store finished images until something else is due
-        if running and available < reads:
+        if running and available < reads and poll_at < math.inf:
             poll_at = max(poll_at, self._requests_ready_at(now, reads))
         candidates = [poll_at]
         if can_submit:
-            ready = self._requests_ready_at(now, 1 + reserve)
-            candidates.append(max(ready, self.submissions_blocked_until))
+            candidates.append(max(self._requests_ready_at(now, 1), self.submissions_blocked_until))
         if self.deadline is not None:
             candidates.append(self.deadline)
         wake = min(candidates)
@@ -267,30 +281,8 @@ class Planner:
         return BatchStep(BatchAction.SLEEP, seconds=seconds, reason=self._why(wake, poll_at))
 
     def _requests_ready_at(self, now: float, need: float) -> float:
-        """When the window allows ``need`` requests: now, when the even share lets them, or the reset."""
-        if self.available_requests(now) >= need:
-            return now
-        rate, limit = self.rate, self.limits.requests_per_window
-        if rate is not None and rate.limit is not None:
-            limit = rate.limit
-        if (
-            limit
-            and rate is not None
-            and rate.remaining is not None
-            and rate.reset_at is not None
-            and rate.remaining >= need
-            and now >= self.requests_blocked_until
-        ):
-            share_left = (rate.remaining - need + self.job_slots + 1) / limit
-            return max(now, rate.reset_at - share_left * self.limits.window_s)
-        return self._window_reset(now)
-
-    def _window_reset(self, now: float) -> float:
-        rate = self.rate
-        blocked = self.requests_blocked_until
-        if rate is not None and rate.reset_at is not None and rate.reset_at > now:
-            return max(rate.reset_at, blocked)
-        return max(blocked, now + min(self.poll_interval, self.limits.window_s))
+        """When the window allows ``need`` requests (see :meth:`RequestWindow.ready_at`)."""
+        return self.window.ready_at(now, need, burst=self.job_slots + 1, fallback=self.poll_interval)
 
     def _why(self, wake: float, poll_at: float) -> str:
         if wake >= poll_at:
@@ -304,15 +296,19 @@ class Planner:
         """When the worker is next needed for something a trigger cannot see coming (a Unix time each)."""
         events = []
         typical = self.typical_duration
+        refill = view.pending > 0 and not view.stop_submitting
         if typical is not None:
-            due = due_wave_end(view.running, typical_duration=typical, last_read_at=self.last_poll_at)
+            due = due_wave_end(
+                view.running,
+                typical_duration=typical,
+                last_read_at=self.last_poll_at,
+                group=DUE_GROUP_FRACTION if refill else POLL_FRACTION,
+            )
             if due is not None:
                 events.append(due)
         free = self.job_slots - len(view.running)
-        if view.pending and free > 0 and not view.stop_submitting:
-            ready = max(now, self.submissions_blocked_until)
-            ready = max(ready, self._requests_ready_at(now, 1 + (1 if view.running else 0)))
-            events.append(ready)
+        if refill and free > 0:
+            events.append(max(now, self.submissions_blocked_until, self._requests_ready_at(now, 1)))
         if self.deadline is not None:
             events.append(self.deadline)
         return events

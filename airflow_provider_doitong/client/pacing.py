@@ -4,15 +4,20 @@
 end is seen at most that long after it happens. Three things move a read:
 
 - *earlier*, when a job is worth a look: just after its expected end (:data:`DUE_MARGIN` after its
-  start plus the recent median job duration; one read for a wave of jobs due within
-  :data:`DUE_WINDOW`), or, for a job whose end cannot be predicted yet, after a tenth of its age
-  (:data:`POLL_FRACTION`, at least :data:`YOUNG_JOB_GAP` apart);
+  start plus the recent median job duration; one read for the jobs due together, within a share
+  of the typical duration of the first of them: :data:`POLL_FRACTION` for a wave,
+  :data:`DUE_GROUP_FRACTION` for a caller that refills each job's slot as it frees), or, for a job
+  whose end cannot be predicted yet, after a tenth of its age (:data:`POLL_FRACTION`, at least
+  :data:`YOUNG_JOB_GAP` apart); a job seen running past its expected end is read again after a
+  twentieth of the typical duration (:data:`OVERDUE_FRACTION`), or a tenth of its age if longer;
 - *later*, when the plan's rate limit needs it: the requests left in the window are spread over the
   time left in it (:meth:`RateLimitInfo.pace_delay`);
 - *never sooner* than :data:`MIN_POLL_GAP` after the last read, whatever interval was asked for.
 
 The sync wait knows neither the job's age nor any durations, so it reads every ``poll_interval``
-(paced); the shared poller and the batch planner pass their jobs' starts and what they learned.
+(paced); the shared poller and the batch planner pass their jobs' starts and what they learned. A
+batch's jobs share one model and size, so once their durations are learned the planner reads only
+at expected ends (``predicted_cap=False``): no read every ``poll_interval`` while nothing is due.
 """
 
 from __future__ import annotations
@@ -35,35 +40,50 @@ DUE_MARGIN = 0.05
 #: Jobs due within this much of the first due one (and within a tenth of the typical duration) are
 #: checked by one read, after the last of them.
 DUE_WINDOW = 2.0
+#: Jobs due within this share of the typical duration after the first one due are read together
+#: when each freed job slot is refilled at once (a batch with items still to submit).
+DUE_GROUP_FRACTION = 0.02
+#: Share of the typical duration after which a job seen running past its expected end is read again.
+OVERDUE_FRACTION = 0.05
 #: How many recent job durations a caller keeps to expect the next ends.
 DURATION_SAMPLES = 50
+#: How long after a spent window's reset the next request goes: a request at the reset itself may
+#: reach the API a moment before its window rolls over, and be refused.
+RESET_MARGIN = 0.1
 #: Share of each rate-limit window the triggerer's status polls may use; the rest of the window's
 #: limit is kept for submissions from workers on the same account (see :func:`status_budget`).
 STATUS_SHARE = 0.5
 
 
-def _wave_end(wanted: list[float], typical_duration: float | None) -> float | None:
-    """The last read time within the window of the first one: one read for a whole wave."""
+def _wave_end(wanted: list[float], typical_duration: float | None, group: float) -> float | None:
+    """The last read time within the window of the first one: one read for the jobs due together."""
     if not wanted:
         return None
     first = min(wanted)
-    window = DUE_WINDOW if typical_duration is None else min(DUE_WINDOW, POLL_FRACTION * typical_duration)
+    window = DUE_WINDOW if typical_duration is None else min(DUE_WINDOW, group * typical_duration)
     return max(w for w in wanted if w <= first + window)
 
 
-def due_wave_end(started: Iterable[float], *, typical_duration: float, last_read_at: float) -> float | None:
-    """When to read the next wave of jobs expected to end, or ``None`` if none is expected after the last read.
+def due_wave_end(
+    started: Iterable[float],
+    *,
+    typical_duration: float,
+    last_read_at: float,
+    group: float = POLL_FRACTION,
+) -> float | None:
+    """When to read the next jobs expected to end, or ``None`` if none is expected after the last read.
 
     A job is expected to end ``typical_duration`` after its start; the read comes :data:`DUE_MARGIN`
-    after the last of the jobs due within ``min(DUE_WINDOW, POLL_FRACTION * typical_duration)`` of
-    the first one still ahead of ``last_read_at``, so one read sees a whole wave.
+    after the last of the jobs due within ``min(DUE_WINDOW, group * typical_duration)`` of the first
+    one still ahead of ``last_read_at``, so one read sees them all.
 
     :param started: the Unix time each pending job started.
     :param typical_duration: the recent median job duration.
     :param last_read_at: the Unix time of the last read.
+    :param group: the share of ``typical_duration`` within which jobs due are read together.
     """
     due = [s + typical_duration + DUE_MARGIN for s in started if s + typical_duration > last_read_at]
-    return _wave_end(due, typical_duration)
+    return _wave_end(due, typical_duration, group)
 
 
 def next_read_at(
@@ -73,6 +93,8 @@ def next_read_at(
     started: Iterable[float] = (),
     typical_duration: float | None = None,
     min_gap: float = MIN_POLL_GAP,
+    group: float = POLL_FRACTION,
+    predicted_cap: bool = True,
 ) -> float:
     """The Unix time of the next status read (see the module's docstring for the rule).
 
@@ -81,6 +103,9 @@ def next_read_at(
     :param started: the Unix time each pending job started (none: read every ``poll_interval``).
     :param typical_duration: the recent median job duration, once any job has ended.
     :param min_gap: the shortest gap; never below :data:`MIN_POLL_GAP`.
+    :param group: the share of ``typical_duration`` within which jobs due are read together.
+    :param predicted_cap: keep to ``poll_interval`` even while every job's end is predicted (false:
+        the read waits for the next expected end, for jobs of one kind whose durations agree).
     """
     last = last_read_at
     young_gap = min(YOUNG_JOB_GAP, poll_interval)
@@ -88,11 +113,21 @@ def next_read_at(
     for start in started:
         if typical_duration is not None and start + typical_duration > last:
             wanted.append(start + typical_duration + DUE_MARGIN)
-        else:
-            base = max(last, start)
-            wanted.append(base + min(poll_interval, max(young_gap, POLL_FRACTION * (base - start))))
-    wave = _wave_end(wanted, typical_duration)
-    latest = last + poll_interval if wave is None else min(wave, last + poll_interval)
+            continue
+        base = max(last, start)
+        gap = POLL_FRACTION * (base - start)
+        if typical_duration is None:
+            gap = max(young_gap, gap)
+        else:  # past its expected end: it should end any moment
+            gap = max(MIN_POLL_GAP, OVERDUE_FRACTION * typical_duration, gap)
+        wanted.append(base + min(poll_interval, gap))
+    wave = _wave_end(wanted, typical_duration, group)
+    if wave is None:
+        latest = last + poll_interval
+    elif predicted_cap or typical_duration is None:
+        latest = min(wave, last + poll_interval)
+    else:
+        latest = wave
     return max(latest, last + max(MIN_POLL_GAP, min_gap))
 
 
@@ -138,6 +173,8 @@ def next_read_delay(
             rate_limit = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit))
         interval = rate_limit.pace_delay(now=now, min_interval=poll_interval)
         gap = rate_limit.pace_delay(now=now, min_interval=MIN_POLL_GAP)
+        if (rate_limit.remaining or 0) <= 0 and rate_limit.reset_at is not None and rate_limit.reset_at > now:
+            gap = interval = max(interval, rate_limit.reset_at - now + RESET_MARGIN)
     at = next_read_at(
         last_read_at=last_read_at,
         poll_interval=interval,

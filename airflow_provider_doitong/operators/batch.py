@@ -69,7 +69,8 @@ class FluxBatchOperator(BaseOperator):
     :param max_failed_items: items that may fail for good before the batch stops and the task fails
         (after storing every finished image); fewer failures end the task successfully.
     :param deferrable: wait in the triggerer between completions, holding no worker slot.
-    :param poll_interval: the longest gap between two status reads while jobs run, in seconds.
+    :param poll_interval: the longest gap between two status reads until the jobs' durations are
+        learned, in seconds; after that the batch reads when its jobs are due to end.
     :param timeout: how long one task try may wait, in seconds or a timedelta (``None``: no limit);
         jobs still running then keep running and the next try picks them up.
     :param on_ambiguous_submission: an item whose submission's answer was lost (a crash or a dropped

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from airflow_provider_doitong.batch.planner import BatchAction, BatchStep, Limits, Planner, View
+from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
 
@@ -25,6 +26,8 @@ class FakeApi:
     used: int = 0
     requests: list[tuple[float, str]] = field(default_factory=list)
     refusals: int = 0
+    #: Answers 429 for a spent window (only when ``Sim.strict`` is off: several batches share it).
+    window_refusals: int = 0
 
     def hit(self, now: float, kind: str) -> RateLimitInfo:
         if now >= self.window_end:
@@ -59,6 +62,11 @@ class Sim:
     steps: int = 0
     #: Other batches on the same account (their running jobs take its job slots too).
     sharing: list[Sim] = field(default_factory=list)
+    #: Seconds one submission takes (its round trip and the ledger's write).
+    submit_seconds: float = 0.01
+    #: A request past the window fails the test (off: the API answers 429, as for batches sharing it).
+    strict: bool = True
+    finished_at: float | None = None
     _durations: Iterator[float] | None = None
 
     def __post_init__(self) -> None:
@@ -93,7 +101,8 @@ class Sim:
             for _ in range(step.count):
                 rate = self.api.hit(self.now, "submit")
                 self.planner.saw_rate_limit(rate)
-                assert self.api.allowed(), "the planner spent more requests than the window allows"
+                if self._window_refused():
+                    break
                 if self.account_running() >= self.api.concurrency:
                     self.api.refusals += 1
                     self.planner.refused(until=self.now + 1, all_requests=False, running=len(self.running))
@@ -103,11 +112,12 @@ class Sim:
                 d = next(self._durations, self.api.duration)
                 self.running[item] = (self.now, self.now + d)
                 self.max_running = max(self.max_running, len(self.running))
-                self.now += 0.01
+                self.now += self.submit_seconds
         elif step.action is BatchAction.POLL:
             rate = self.api.hit(self.now, "status")
-            assert self.api.allowed(), "the planner spent more requests than the window allows"
             self.planner.saw_rate_limit(rate)
+            if self._window_refused():
+                return step
             self.planner.polled(self.now)
             for item, (started, end) in list(self.running.items()):
                 if end <= self.now:
@@ -121,10 +131,36 @@ class Sim:
         elif step.action is not BatchAction.DONE:
             assert step.seconds >= 0
             self.now += max(step.seconds, 1e-3)
+        else:
+            self.finished_at = self.finished_at or self.now
         return step
+
+    def _window_refused(self) -> bool:
+        """Whether the last request was past the window (a 429 ``RATE_LIMITED``)."""
+        if self.api.allowed():
+            return False
+        assert not self.strict, "the planner spent more requests than the window allows"
+        self.api.window_refusals += 1
+        self.planner.refused(until=self.api.window_end, all_requests=True)
+        self.now += 0.01
+        return True
 
     def status_requests(self) -> int:
         return sum(1 for _, kind in self.api.requests if kind == "status")
+
+
+def run_together(sims: list[Sim]) -> None:
+    """Run batches sharing one account on one clock, the one furthest behind first."""
+    for sim in sims:
+        sim.sharing = [other for other in sims if other is not sim]
+    done: set[int] = set()
+    while len(done) < len(sims):
+        i, sim = min(((i, s) for i, s in enumerate(sims) if i not in done), key=lambda pair: pair[1].now)
+        for other in sims:  # one clock: the account's jobs end at the same times for everyone
+            other.now = max(other.now, sim.now)
+        if sim.step().action is BatchAction.DONE:
+            done.add(i)
+        assert sim.steps < 100_000
 
 
 def lower_bound(n: int, c: int, d: float, r: int, w: float) -> float:
@@ -183,24 +219,23 @@ def test_a_concurrency_refusal_waits_before_the_next_submission() -> None:
     )
 
 
-def test_one_request_is_kept_for_the_read_while_jobs_run() -> None:
+def test_submissions_take_the_windows_requests_before_reads() -> None:
     planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    planner.learn(4.0)
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=3, reset_at=1_005.0, retry_at=None))
-    assert planner.decide(View(pending=9, running=[999.0], to_store=0), 1_000.0) == BatchStep(
-        BatchAction.SUBMIT, count=2
+    # the last three requests go to submissions, none is kept for a read
+    assert planner.decide(View(pending=9, running=[990.0], to_store=0), 1_000.0) == BatchStep(
+        BatchAction.SUBMIT, count=3
     )
-    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=1, reset_at=1_005.0, retry_at=None))
-    planner.polled(1_000.0)
-    step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_000.0)
-    assert step == BatchStep(
-        BatchAction.SLEEP, seconds=1.0, reason="waiting for running jobs"
-    )  # kept for the read
-    assert planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_001.0) == BatchStep(
-        BatchAction.POLL
-    )
-    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=0, reset_at=1_030.0, retry_at=None))
-    step = planner.decide(View(pending=9, running=[999.0] * 3, to_store=0), 1_020.0)
-    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(10.0)  # until the window resets
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=0, reset_at=1_005.0, retry_at=None))
+    # a read is due (the first job ended at 994), but free slots wait for the window: no read takes
+    # a submission's request, the batch waits for the reset
+    step = planner.decide(View(pending=6, running=[990.0, 1_000.0, 1_000.0, 1_000.0], to_store=0), 1_000.0)
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(5.0 + RESET_MARGIN)
+    # every slot is full: reading is what frees one, and it is due
+    full = View(pending=6, running=[990.0] + [1_000.0] * 9, to_store=0)
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=50, reset_at=1_065.0, retry_at=None))
+    assert planner.decide(full, 1_005.0) == BatchStep(BatchAction.POLL)
 
 
 def test_reads_come_just_after_the_expected_end_once_durations_are_known() -> None:
@@ -250,8 +285,8 @@ def test_defer_only_when_the_quiet_time_until_the_next_due_job_is_worth_a_resume
     planner = known_planner()
     view = View(pending=5, running=[1_000.0] * 10, to_store=0)  # due at 1,016.05
     sleep = planner.decide(view, 1_000.5)
-    assert sleep.action is BatchAction.SLEEP and sleep.seconds <= 2.0  # interval reads cap the sleep...
-    # ...but the trigger's poller does those: the quiet time runs to the wave's expected end
+    # no read before the wave's expected end: the batch's jobs are alike
+    assert sleep.action is BatchAction.SLEEP and sleep.seconds == pytest.approx(15.55)
     leave, wake = planner.defer_until(view, sleep, now=1_000.5, resume_lead=5.0, min_defer=10.0)
     assert leave and wake == pytest.approx(1_011.05)
     leave, _ = planner.defer_until(view, sleep, now=1_002.0, resume_lead=5.0, min_defer=10.0)
@@ -327,16 +362,7 @@ def test_batches_sharing_an_account_stop_asking_for_slots_the_others_hold() -> N
         )
         for _ in range(3)
     ]
-    for sim in sims:
-        sim.sharing = [other for other in sims if other is not sim]
-    done: set[int] = set()
-    while len(done) < len(sims):
-        i, sim = min(((i, s) for i, s in enumerate(sims) if i not in done), key=lambda pair: pair[1].now)
-        for other in sims:  # one clock: the account's jobs end at the same times for everyone
-            other.now = max(other.now, sim.now)
-        if sim.step().action is BatchAction.DONE:
-            done.add(i)
-        assert sim.steps < 100_000
+    run_together(sims)
     assert all(sorted(sim.stored) == list(range(30)) for sim in sims)
     # each batch is refused about once per round of its own jobs (when it tries for one slot more),
     # not once per wait: 90 jobs in 10 slots are 9 rounds between them
@@ -351,9 +377,70 @@ def test_the_accounts_window_is_spent_no_faster_than_evenly_past_one_round_of_sl
         BatchAction.SUBMIT, count=10
     )
     # halfway through, other DAGs on the account have spent it down to 10: wait for the even share
-    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=10, reset_at=1_030.0, retry_at=None))
-    step = planner.decide(View(pending=30, running=[], to_store=0), 1_000.0)
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=10, reset_at=1_060.0, retry_at=None))
+    step = planner.decide(View(pending=30, running=[], to_store=0), 1_030.0)
     assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(10.0)
-    assert planner.decide(View(pending=30, running=[], to_store=0), 1_010.0) == BatchStep(
+    assert planner.decide(View(pending=30, running=[], to_store=0), 1_040.0) == BatchStep(
         BatchAction.SUBMIT, count=1
     )
+
+
+def test_a_short_batch_alone_on_the_account_keeps_to_the_bound_of_its_job_slots() -> None:
+    # 40 items of 3-s jobs on 10 slots and 60 requests a minute: the window holds the whole batch, so
+    # nothing but the slots should pace it (no even share of a window no one else spends)
+    sim = make(40, duration=3.0, r=60, w=60.0)
+    sim.submit_seconds = 0.05
+    sim.run()
+    assert sorted(sim.stored) == list(range(40))
+    makespan = sim.now - (sim.first_submit or 0)
+    # the plan's bound does not count the batch's own round trips: a wave's submissions take 0.5 s
+    assert makespan <= 1.10 * lower_bound(40, 10, 3.0, 60, 60.0) + 10 * 0.05, makespan
+
+
+def test_each_freed_slot_is_refilled_when_its_job_is_due_not_when_its_wave_is() -> None:
+    # submissions 0.15 s apart: the jobs of a wave end over 1.5 s, each slot is refilled as its own
+    # job ends (one read for the jobs due together), not after the last of its wave
+    sim = make(30, duration=16.0)
+    sim.planner.durations.extend([16.0] * 3)
+    sim.submit_seconds = 0.15
+    sim.run()
+    makespan = sim.now - (sim.first_submit or 0)
+    assert makespan <= lower_bound(30, 10, 16.0, 60, 15.0) + 10 * 0.15 + 1.0, makespan
+    assert sim.status_requests() / 30 < 0.5, sim.status_requests()
+
+
+def test_jobs_seen_running_past_their_expected_end_are_read_again_soon() -> None:
+    # every job takes a little longer than the first one did: the read at the expected end finds it
+    # running, and the next read comes a twentieth of the duration later, not a whole second
+    sim = make(40, duration=3.0, r=600, w=60.0)
+    sim.api.durations = [3.0] + [3.2] * 39
+    sim.run()
+    makespan = sim.now - (sim.first_submit or 0)
+    assert makespan <= 4 * 3.2 * 1.10, makespan
+
+
+def shared_account(*, c: int = 10, r: int = 60, w: float = 60.0, duration: float = 4.0) -> list[Sim]:
+    """Two batches of 30 and one of 12 on one account, started together."""
+    api = FakeApi(duration=duration, concurrency=c, per_window=r, window=w)
+    sims = []
+    for n in (30, 30, 12):
+        limits = Limits(concurrency=c, requests_per_window=r, window_s=w)
+        planner = Planner(limits=limits, poll_interval=10.0)
+        sims.append(Sim(n=n, api=api, planner=planner, strict=False, submit_seconds=0.05))
+    return sims
+
+
+def test_batches_sharing_the_accounts_window_spend_it_on_submissions() -> None:
+    # 72 submissions at 60 a minute bound the three batches together: every status read that takes
+    # a request a submission waits for pushes the end further into the next window
+    sims = shared_account()
+    run_together(sims)
+    assert [sorted(sim.stored) for sim in sims] == [list(range(sim.n)) for sim in sims]
+    start = min(sim.first_submit or math.inf for sim in sims)
+    makespan = max(sim.finished_at or 0.0 for sim in sims) - start
+    bound = lower_bound(72, 10, 4.0, 60, 60.0)
+    api = sims[0].api
+    statuses = sum(1 for _, kind in api.requests if kind == "status")
+    assert makespan <= 1.6 * bound, (makespan, bound, statuses, api.window_refusals)
+    assert statuses <= 40, statuses
+    assert api.window_refusals + api.refusals <= 6, (api.window_refusals, api.refusals)

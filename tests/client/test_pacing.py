@@ -14,8 +14,10 @@ from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.client import pacing
 from airflow_provider_doitong.client.models import Job, parse_api_time
 from airflow_provider_doitong.client.pacing import (
+    DUE_GROUP_FRACTION,
     DUE_MARGIN,
     MIN_POLL_GAP,
+    RESET_MARGIN,
     YOUNG_JOB_GAP,
     next_read_at,
     next_read_delay,
@@ -46,6 +48,7 @@ ROWS: list[Any] = [
     pytest.param([999.0], 30.0, NOW, 5.0, NOW + 5.0, id="due-after-the-interval"),
     pytest.param([985.0], 12.0, NOW, 5.0, NOW + 1.5, id="overdue-already-read-a-tenth-of-its-age"),
     pytest.param([999.95], 0.0, 999.9, 5.0, 999.9 + MIN_POLL_GAP, id="due-at-once-still-the-gap"),
+    pytest.param([997.0], 3.0, NOW + 0.05, 5.0, NOW + 0.05 + 0.305, id="overdue-short-job-read-again-soon"),
 ]
 
 
@@ -63,7 +66,10 @@ def test_next_read_at(
         pytest.param(None, False, 5.0, id="no-headers"),
         pytest.param(_rate(remaining=60, reset_in=30.0), False, 5.0, id="plenty-left"),
         pytest.param(_rate(remaining=3, reset_in=30.0), False, 10.0, id="stretched-to-the-window"),
-        pytest.param(_rate(remaining=0, reset_in=30.0), False, 30.0, id="spent-waits-for-reset"),
+        pytest.param(
+            _rate(remaining=0, reset_in=30.0), False, 30.0 + RESET_MARGIN, id="spent-waits-for-reset"
+        ),
+        pytest.param(_rate(remaining=30, reset_in=30.0), True, 30.0 + RESET_MARGIN, id="status-share-spent"),
         pytest.param(_rate(remaining=36, reset_in=30.0), True, 5.0, id="status-share-6-left"),
         pytest.param(_rate(remaining=33, reset_in=30.0), True, 10.0, id="status-share-3-left"),
     ],
@@ -150,3 +156,16 @@ def test_the_poller_reads_young_jobs_on_the_shared_schedule() -> None:
 def test_parse_api_time(value: str | None, expected: float | None) -> None:
     """The poller's job starts come from the API's ``createdAt``."""
     assert parse_api_time(value) == expected
+
+
+def test_a_batch_reads_the_jobs_due_together_and_nothing_before_the_next_due() -> None:
+    started = [990.0, 990.15, 990.3, 990.45]  # due at 1,006.05 to 1,006.5 (16-s jobs)
+    wave = next_read_at(last_read_at=NOW, poll_interval=5.0, started=started, typical_duration=16.0)
+    assert wave == pytest.approx(NOW + 5.0)  # the poller's rule: poll_interval caps it
+    kw: Any = {"last_read_at": NOW, "poll_interval": 5.0, "started": started, "typical_duration": 16.0}
+    # a batch: the whole wave in one read, at its expected end, no read at the interval before it
+    assert next_read_at(**kw, predicted_cap=False) == pytest.approx(1_006.45 + DUE_MARGIN)
+    # a batch with items waiting for slots: the jobs due within 2 % of 16 s of the first (0.32 s)
+    assert next_read_at(**kw, predicted_cap=False, group=DUE_GROUP_FRACTION) == pytest.approx(
+        1_006.3 + DUE_MARGIN
+    )

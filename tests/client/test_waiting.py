@@ -19,6 +19,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongUnauthorized,
 )
 from airflow_provider_doitong.client.models import Job
+from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.waiting import JobWait, after_poll_error, next_step
@@ -79,7 +80,7 @@ def test_timeout_says_the_job_keeps_running() -> None:
 
 @pytest.mark.parametrize(
     ("remaining", "reset_in", "expected"),
-    [(0, 20.0, 20.0), (4, 20.0, 5.0), (50, 20.0, 1.0), (None, 20.0, 1.0)],
+    [(0, 20.0, 20.0 + RESET_MARGIN), (4, 20.0, 5.0), (50, 20.0, 1.0), (None, 20.0, 1.0)],
 )
 def test_polls_are_paced_by_the_rate_limit(remaining: int | None, reset_in: float, expected: float) -> None:
     rate = RateLimitInfo(limit=60, remaining=remaining, reset_at=NOW + reset_in, retry_at=None)

@@ -1,0 +1,49 @@
+"""The account's request window as one batch sees it: alone it spends what its work needs; once
+others spend the window too, no faster than evenly. Pure decisions on plain Unix times."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_doitong.batch.planner import BatchAction, BatchStep, Limits, Planner, View
+from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+
+
+def _planner() -> Planner:
+    return Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+
+
+def _answers(planner: Planner, remaining: list[int], reset_at: float = 1_060.0) -> None:
+    for left in remaining:
+        planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=left, reset_at=reset_at, retry_at=None))
+
+
+def test_alone_on_the_account_the_batch_spends_the_window_as_its_work_needs() -> None:
+    planner = _planner()
+    _answers(planner, list(range(59, 29, -1)))  # thirty answers, all of them its own
+    assert planner.available_requests(1_010.0) == 30  # not an even share of the 50 s left
+    view = View(pending=20, running=[1_009.0] * 5, to_store=0)
+    assert planner.decide(view, 1_010.0) == BatchStep(BatchAction.SUBMIT, count=5)
+    # then others spend it too: 10 requests between two of its own answers are someone else's
+    _answers(planner, [19])
+    # 19 left for 50 s: an even share of the rest (50) less a round of job slots (11) is 39: none now
+    assert planner.available_requests(1_010.0) == 0
+    assert planner.available_requests(1_050.0) == 19  # 10 s left: the even share no longer holds any back
+    # each window is judged by itself: alone in the next one (the others' work is over), all of it
+    _answers(planner, [59], reset_at=1_120.0)
+    assert planner.available_requests(1_060.0) == 59
+    _answers(planner, [50], reset_at=1_120.0)  # ...until they spend it too
+    assert planner.available_requests(1_060.0) == pytest.approx(50 - (60 - 11))
+
+
+def test_the_same_answer_reported_twice_and_a_late_one_count_once() -> None:
+    planner = _planner()
+    rate = RateLimitInfo(limit=60, remaining=59, reset_at=1_060.0, retry_at=None)
+    for _ in range(5):  # a download reports the last API answer again
+        planner.saw_rate_limit(rate)
+    _answers(planner, [57, 58])  # the answer to an earlier request arrives after a later one
+    assert planner.rate is not None and planner.rate.remaining == 57
+    assert planner.available_requests(1_010.0) == 57  # 3 requests, all its own: still alone
+    # an answer from a window already over changes nothing
+    _answers(planner, [2], reset_at=1_000.0)
+    assert planner.available_requests(1_010.0) == 57
