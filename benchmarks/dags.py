@@ -185,13 +185,20 @@ def batch_dag(
     conn_id: str | None = None,
     retries: int = 2,
     share: int | None = None,
+    concurrency: int | None = None,
 ) -> str:
     """One ``FluxBatchOperator`` task for the whole batch (its prompts from a file), sync or deferrable.
 
     :param conn_id: the Doitong connection; default the side's own (:data:`BATCH_CONN_IDS`).
     :param share: a hard share of the account: this many jobs at once (``concurrency``) and as many
         slots of the ``doitong`` pool.
+    :param concurrency: the account's jobs at once, where its plan's custom limits differ from the
+        named plan's (an enterprise account), without a pool.
     """
+    if share is None and concurrency is not None:
+        extra = f"\n            concurrency={concurrency},"
+    else:
+        extra = f'\n            concurrency={share}, pool="doitong", pool_slots={share},' if share else ""
     return BATCH % {
         "dag_id": dag_id,
         "deferrable": deferrable,
@@ -201,7 +208,7 @@ def batch_dag(
         "size": size,
         "conn_id": conn_id or BATCH_CONN_IDS[dag_id],
         "retries": retries,
-        "share": (f'\n            concurrency={share}, pool="doitong", pool_slots={share},' if share else ""),
+        "share": extra,
     }
 
 

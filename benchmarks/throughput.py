@@ -187,7 +187,14 @@ def _run_cluster(
             for (scenario, side), emu in emus.items():
                 settings: ThroughputSettings = getattr(prof, scenario)
                 _write_dag(settings, dags_dir, scenario, side)
-                conn = json.dumps({"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key})
+                conn = json.dumps(
+                    {
+                        "conn_type": "doitong",
+                        "host": emu.base_url,
+                        "password": emu.api_key,
+                        "extra": {"plan": settings.plan},
+                    }
+                )
                 env[f"AIRFLOW_CONN_{dag_id(scenario, side).upper()}"] = conn
             say(f"throughput: starting Airflow in {work}")
             with AirflowCluster(home=work / "airflow", dags_folder=dags_dir, env=env) as cluster:
@@ -226,6 +233,7 @@ def _write_dag(settings: ThroughputSettings, dags_dir: Path, scenario: str, side
             size=settings.size,
             conn_id=name,
             retries=0,  # a try cut short by the deadline is not tried again
+            concurrency=settings.concurrent_jobs,  # a custom plan's jobs at once, as its owner sets it
         )
     )
 

@@ -12,7 +12,9 @@ end is seen at most that long after it happens. Three things move a read:
   twentieth of the typical duration (:data:`OVERDUE_FRACTION`), or a tenth of its age if longer;
 - *later*, when the plan's rate limit needs it: the requests left in the window are spread over the
   time left in it (:meth:`RateLimitInfo.pace_delay`);
-- *never sooner* than :data:`MIN_POLL_GAP` after the last read, whatever interval was asked for.
+- *never sooner* than :data:`MIN_POLL_GAP` after the last read, whatever interval was asked for
+  (a quarter of the typical duration of jobs shorter than a second, whose due reads come
+  :data:`DUE_MARGIN_FRACTION` of it after their expected end).
 
 The sync wait knows neither the job's age nor any durations, so it reads every ``poll_interval``
 (paced); the shared poller and the batch planner pass their jobs' starts and what they learned. A
@@ -28,15 +30,21 @@ from collections.abc import Iterable
 
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
-#: The shortest gap between two status reads of one caller, whatever is due or asked for.
+#: The shortest gap between two status reads of one caller, whatever is due or asked for (jobs
+#: of a known duration shorter than four times this: a quarter of it).
 MIN_POLL_GAP = 0.25
 #: The shortest gap between two reads of jobs whose end cannot be predicted yet (nor more than
 #: ``poll_interval``).
 YOUNG_JOB_GAP = 1.0
 #: Share of a job's age (while its end cannot be predicted) allowed between two reads of it.
 POLL_FRACTION = 0.1
-#: How long after a job's expected end the read that checks it comes.
+#: ... and never below this, however short the jobs.
+MIN_SHORT_JOB_GAP = 0.05
+#: How long after a job's expected end the read that checks it comes (at most; see
+#: :data:`DUE_MARGIN_FRACTION`).
 DUE_MARGIN = 0.05
+#: ... and at most this share of the typical duration, so that short jobs' slots do not idle.
+DUE_MARGIN_FRACTION = 0.01
 #: Jobs due within this much of the first due one (and within a tenth of the typical duration) are
 #: checked by one read, after the last of them.
 DUE_WINDOW = 2.0
@@ -73,7 +81,7 @@ def due_wave_end(
 ) -> float | None:
     """When to read the next jobs expected to end, or ``None`` if none is expected after the last read.
 
-    A job is expected to end ``typical_duration`` after its start; the read comes :data:`DUE_MARGIN`
+    A job is expected to end ``typical_duration`` after its start; the read comes :data:`DUE_MARGIN` (or less, for short jobs)
     after the last of the jobs due within ``min(DUE_WINDOW, group * typical_duration)`` of the first
     one still ahead of ``last_read_at``, so one read sees them all.
 
@@ -82,7 +90,8 @@ def due_wave_end(
     :param last_read_at: the Unix time of the last read.
     :param group: the share of ``typical_duration`` within which jobs due are read together.
     """
-    due = [s + typical_duration + DUE_MARGIN for s in started if s + typical_duration > last_read_at]
+    margin = _due_margin(typical_duration)
+    due = [s + typical_duration + margin for s in started if s + typical_duration > last_read_at]
     return _wave_end(due, typical_duration, group)
 
 
@@ -92,7 +101,7 @@ def next_read_at(
     poll_interval: float,
     started: Iterable[float] = (),
     typical_duration: float | None = None,
-    min_gap: float = MIN_POLL_GAP,
+    min_gap: float = 0.0,
     group: float = POLL_FRACTION,
     predicted_cap: bool = True,
 ) -> float:
@@ -102,24 +111,26 @@ def next_read_at(
     :param poll_interval: the longest gap, already stretched by rate-limit pacing if any.
     :param started: the Unix time each pending job started (none: read every ``poll_interval``).
     :param typical_duration: the recent median job duration, once any job has ended.
-    :param min_gap: the shortest gap; never below :data:`MIN_POLL_GAP`.
+    :param min_gap: the caller's own shortest gap; never below :data:`MIN_POLL_GAP` (a quarter of
+        jobs shorter than four times it).
     :param group: the share of ``typical_duration`` within which jobs due are read together.
     :param predicted_cap: keep to ``poll_interval`` even while every job's end is predicted (false:
         the read waits for the next expected end, for jobs of one kind whose durations agree).
     """
     last = last_read_at
     young_gap = min(YOUNG_JOB_GAP, poll_interval)
+    floor = _read_floor(typical_duration)
     wanted: list[float] = []
     for start in started:
         if typical_duration is not None and start + typical_duration > last:
-            wanted.append(start + typical_duration + DUE_MARGIN)
+            wanted.append(start + typical_duration + _due_margin(typical_duration))
             continue
         base = max(last, start)
         gap = POLL_FRACTION * (base - start)
         if typical_duration is None:
             gap = max(young_gap, gap)
         else:  # past its expected end: it should end any moment
-            gap = max(MIN_POLL_GAP, OVERDUE_FRACTION * typical_duration, gap)
+            gap = max(floor, OVERDUE_FRACTION * typical_duration, gap)
         wanted.append(base + min(poll_interval, gap))
     wave = _wave_end(wanted, typical_duration, group)
     if wave is None:
@@ -128,7 +139,19 @@ def next_read_at(
         latest = min(wave, last + poll_interval)
     else:
         latest = wave
-    return max(latest, last + max(MIN_POLL_GAP, min_gap))
+    return max(latest, last + max(floor, min_gap))
+
+
+def _read_floor(typical_duration: float | None) -> float:
+    """The shortest gap between two reads: :data:`MIN_POLL_GAP`, or a quarter of a shorter job."""
+    if typical_duration is None:
+        return MIN_POLL_GAP
+    return max(MIN_SHORT_JOB_GAP, min(MIN_POLL_GAP, typical_duration / 4))
+
+
+def _due_margin(typical_duration: float) -> float:
+    """How long after a job's expected end its read comes (see :data:`DUE_MARGIN_FRACTION`)."""
+    return min(DUE_MARGIN, DUE_MARGIN_FRACTION * max(typical_duration, 0.0))
 
 
 def status_budget(rate_limit: RateLimitInfo) -> int:

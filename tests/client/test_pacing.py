@@ -17,6 +17,7 @@ from airflow_provider_doitong.client.pacing import (
     DUE_GROUP_FRACTION,
     DUE_MARGIN,
     MIN_POLL_GAP,
+    MIN_SHORT_JOB_GAP,
     RESET_MARGIN,
     YOUNG_JOB_GAP,
     next_read_at,
@@ -47,7 +48,10 @@ ROWS: list[Any] = [
     pytest.param([990.0, 991.5], 12.0, NOW, 5.0, 1_002.0 + DUE_MARGIN, id="wave-within-a-tenth-of-typical"),
     pytest.param([999.0], 30.0, NOW, 5.0, NOW + 5.0, id="due-after-the-interval"),
     pytest.param([985.0], 12.0, NOW, 5.0, NOW + 1.5, id="overdue-already-read-a-tenth-of-its-age"),
-    pytest.param([999.95], 0.0, 999.9, 5.0, 999.9 + MIN_POLL_GAP, id="due-at-once-still-the-gap"),
+    pytest.param([999.95], 0.0, 999.9, 5.0, 999.9 + MIN_SHORT_JOB_GAP, id="due-at-once-still-a-gap"),
+    pytest.param([999.95], None, 999.9, 5.0, 999.95 + YOUNG_JOB_GAP, id="unknown-durations-the-young-gap"),
+    pytest.param([998.0], 0.4, 998.2, 5.0, 998.4 + 0.004, id="short-job-due-margin-a-hundredth"),
+    pytest.param([998.0], 0.4, 998.41, 5.0, 998.41 + 0.1, id="short-job-overdue-a-quarter-of-it"),
     pytest.param([997.0], 3.0, NOW + 0.05, 5.0, NOW + 0.05 + 0.305, id="overdue-short-job-read-again-soon"),
 ]
 
