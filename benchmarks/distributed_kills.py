@@ -70,6 +70,31 @@ def _quiet_after(emu: DoitongEmulator, count: int) -> bool:
     return submitted(emu) >= count and bool(submits) and time.time() - max(submits) >= QUIET_AFTER_SUBMIT_S
 
 
+def kill_worker_when_quiet(
+    cluster: DistributedCluster, emu: DoitongEmulator, *, after: int, down_s: float = WORKER_DOWN_S
+) -> dict[str, Any]:
+    """Once ``after`` jobs are submitted and submissions are quiet, SIGKILL a worker running tasks.
+
+    For runs of several DAGs where a sync ``FluxBatchOperator`` holds a worker slot while it waits:
+    the quiet moment keeps the kill out of a POST's gap before the ledger records its answer (as in
+    :func:`kill_batch_worker`). The worker starts again ``down_s`` later.
+    """
+    wait_until(lambda: _quiet_after(emu, after), 600, f"{after} submissions, then a quiet moment")
+    name = wait_until(lambda: _busy_worker(cluster), 60, "a worker running a task", step=0.05)
+    running = len(cluster.worker_task_pids(name))
+    before = submitted(emu)
+    cluster.kill(name, signal.SIGKILL)
+    killed_at = time.time()
+    time.sleep(down_s)
+    cluster.start_component(name)
+    return {
+        "component": name,
+        "at": killed_at,
+        "tasks_running_when_killed": running,
+        "submitted_when_killed": before,
+    }
+
+
 def kill_batch_worker(
     cluster: DistributedCluster, emu: DoitongEmulator, prompts: list[str], *, dag_id: str, run_id: str
 ) -> dict[str, Any]:
@@ -111,8 +136,12 @@ def _beat(beats: list[tuple[object, ...]], job_id: str) -> float:
     return next((unix_time(beat) or 0.0) for i, beat in beats if str(i) == job_id)
 
 
-def kill_triggerer(cluster: DistributedCluster, emu: DoitongEmulator, prompts: list[str]) -> dict[str, Any]:
+def kill_triggerer(
+    cluster: DistributedCluster, emu: DoitongEmulator, prompts: list[str], *, timeout: float = 600
+) -> dict[str, Any]:
     """When both triggerers hold waits, SIGKILL ``triggerer-1``; time until the other holds all its waits.
+
+    :param timeout: seconds to wait for both triggerers to hold waits.
 
     Which triggerer job (the ``trigger.triggerer_id``) was killed is told by its heartbeat stopping.
     """
@@ -121,7 +150,7 @@ def kill_triggerer(cluster: DistributedCluster, emu: DoitongEmulator, prompts: l
         held = cluster.triggers_by_triggerer()
         return held if len(held) >= len(cluster.triggerer_names) else None
 
-    held = wait_until(spread, 600, "waits on every triggerer", step=0.1)
+    held = wait_until(spread, timeout, "waits on every triggerer", step=0.1)
     name = cluster.triggerer_names[0]
     cluster.kill(name, signal.SIGKILL)
     killed_at = time.time()
