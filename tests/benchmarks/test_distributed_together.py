@@ -1,13 +1,23 @@
-"""The distributed run's scenarios of several runs at once: their pure parts (prompts, counts, DAG text)."""
+"""The distributed run's scenarios of several runs at once: their pure parts (prompts, counts, DAG text),
+and the worker kill on a real process tree."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from benchmarks.distributed import SCENARIO_TABLE, DistributedSettings
 from benchmarks.distributed_dags import CACHE_ARGUMENT, with_cache
+from benchmarks.distributed_kills import kill_worker_host
 from benchmarks.distributed_together import killed_summary, makespan, side_prompts, submission_figures
 
 
@@ -78,3 +88,42 @@ def test_with_cache_adds_the_cache_path_once_and_refuses_an_unknown_file() -> No
     )
     with pytest.raises(ValueError, match="connection"):
         with_cache('FluxBatchOperator(task_id="generate")')
+
+
+class _Cluster:
+    """The two members of ``DistributedCluster`` a worker kill uses, over a real process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.procs = {"worker-1": proc}
+
+    def kill(self, name: str, sig: int) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+
+def test_a_worker_kill_reaches_the_tasks_in_process_groups_of_their_own(tmp_path: Path) -> None:
+    """A "worker" whose child moves to its own process group, as Airflow's task supervisor does."""
+    pid_file = tmp_path / "task.pid"
+    task = f"import os, time; os.setpgid(0, 0); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {task!r}]); time.sleep(120)",
+        ],
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    task_pid = int(pid_file.read_text())
+    try:
+        assert kill_worker_host(_Cluster(worker), "worker-1") == 1  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(task_pid) and psutil.Process(task_pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the task outlived its worker"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(task_pid, signal.SIGKILL)
