@@ -7,7 +7,7 @@ DAG run of the same number of prompts against the emulator, reset in between. Wi
 deferrable ``FluxGenerateOperator`` (``operator: mapped``):
 
 * ``batch``: nothing breaks;
-* ``worker_sigkill``: a Celery worker (its whole process group) is SIGKILLed while it runs tasks,
+* ``worker_sigkill``: a Celery worker (its process group and each task's) is SIGKILLed while it runs tasks,
   mid-batch, and started again;
 * ``triggerer_sigkill``: once both triggerers hold waits, one is SIGKILLed; the other takes its
   waits over (after ``triggerer_health_check_threshold``), then the killed one is started again;
