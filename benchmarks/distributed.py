@@ -7,7 +7,7 @@ DAG run of the same number of prompts against the emulator, reset in between. Wi
 deferrable ``FluxGenerateOperator`` (``operator: mapped``):
 
 * ``batch``: nothing breaks;
-* ``worker_sigkill``: a Celery worker (its whole process group) is SIGKILLed while it runs tasks,
+* ``worker_sigkill``: a Celery worker (its process group and each task's) is SIGKILLed while it runs tasks,
   mid-batch, and started again;
 * ``triggerer_sigkill``: once both triggerers hold waits, one is SIGKILLed; the other takes its
   waits over (after ``triggerer_health_check_threshold``), then the killed one is started again;
@@ -21,6 +21,13 @@ With ``FluxBatchOperator`` (one task for the whole batch, its ledger under its S
 * ``flux_batch_worker_sigkill`` (sync): the worker running the batch is SIGKILLed once half its
   waves are submitted and stays down until the next try runs on the other worker;
 * ``flux_batch_triggerer_sigkill`` (deferrable): the triggerer running the batch's wait is SIGKILLed.
+
+Several DAG runs at once on the one account (:mod:`benchmarks.distributed_together`):
+
+* ``shared_account``: the sync batch, the deferrable batch and the mapped operator triggered
+  together (``shared_prompts`` each), a worker and then a triggerer SIGKILLed;
+* ``cache_concurrent``: two batches (sync, deferrable) of the same ``cache_prompts`` prompts with the
+  image cache on an ``s3://`` prefix, started together, a worker SIGKILLed.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from benchmarks.distributed_kills import (
     kill_triggerer,
     kill_worker,
 )
+from benchmarks.distributed_together import run_together
 from doitong_emulator import DoitongEmulator
 from tests.support.distributed_cluster import DistributedCluster
 from tests.support.services import Postgres, Redis, S3Server, ensure_system_packages
@@ -66,11 +74,16 @@ During = Callable[[DistributedCluster, DoitongEmulator, list[str], str, str], di
 
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
-    """One scenario: which operator (``mapped``, ``batch``, ``batch_deferrable``), its DAG, and what breaks."""
+    """One scenario: which operator (``mapped``, ``batch``, ``batch_deferrable``), its DAG, and what breaks.
+
+    ``together``: several DAG runs at once (:func:`benchmarks.distributed_together.run_together`
+    triggers them and does the kills); ``operator`` and ``dag_id`` then only name it.
+    """
 
     operator: str
     dag_id: str
     during: During | None = None
+    together: bool = False
 
 
 def _mapped_kill(kill: Callable[..., dict[str, Any]]) -> During:
@@ -98,6 +111,8 @@ SCENARIO_TABLE = {
     "flux_batch_triggerer_sigkill": Scenario(
         operator="batch_deferrable", dag_id=BATCH_DEFERRABLE_DAG_ID, during=_batch_kill(kill_batch_triggerer)
     ),
+    "shared_account": Scenario(operator="shared", dag_id="three DAGs", together=True),
+    "cache_concurrent": Scenario(operator="cache", dag_id="two cached batches", together=True),
 }
 SCENARIOS = tuple(SCENARIO_TABLE)
 #: The scenarios whose status rate is held to the goal (``budget`` polls eagerly on purpose).
@@ -115,6 +130,8 @@ class DistributedSettings(BatchSettings):
     :param scenarios: which scenarios to run, in order.
     :param batch_min_defer: as in :class:`BatchSettings`, low enough that the deferrable batch
         defers between the quick profile's 16-s waves.
+    :param shared_prompts: ``shared_account``'s prompts: sync batch, deferrable batch, mapped.
+    :param cache_prompts: ``cache_concurrent``'s prompts (each of its two runs asks for all of them).
     """
 
     workers: int = 2
@@ -122,6 +139,8 @@ class DistributedSettings(BatchSettings):
     triggerers: int = 2
     scenarios: tuple[str, ...] = SCENARIOS
     batch_min_defer: float = 2.0
+    shared_prompts: tuple[int, int, int] = (30, 30, 12)
+    cache_prompts: int = 20
 
 
 def run_scenario(
@@ -135,6 +154,10 @@ def run_scenario(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     scenario = SCENARIO_TABLE[name]
+    if scenario.together:
+        return run_together(
+            name, settings=settings, cluster=cluster, emu=emu, s3=s3, timeout=timeout, say=say
+        )
     emu.reset()
     prompts = [f"{name}: {p}" for p in make_prompts(settings.prompts)]
     prefix = f"{name}-{time.time_ns()}"

@@ -24,7 +24,9 @@ EAGER_DAG_ID = "doitong_distributed_eager"
 EAGER_POLL_INTERVAL = 0.25
 BATCH_DAG_ID = "doitong_distributed_batch"
 BATCH_DEFERRABLE_DAG_ID = "doitong_distributed_batch_deferrable"
-DAG_IDS = (MAPPED_DAG_ID, EAGER_DAG_ID, BATCH_DAG_ID, BATCH_DEFERRABLE_DAG_ID)
+#: Two ``FluxBatchOperator`` DAGs (sync, deferrable) with the image cache at ``dag_run.conf['cache']``.
+CACHE_DAG_IDS = ("doitong_distributed_cache_one", "doitong_distributed_cache_two")
+DAG_IDS = (MAPPED_DAG_ID, EAGER_DAG_ID, BATCH_DAG_ID, BATCH_DEFERRABLE_DAG_ID, *CACHE_DAG_IDS)
 BUCKET = "doitong-images"
 #: The Airflow connection of the S3 store; ``s3://<conn_id>@<bucket>/`` makes ObjectStoragePath use it.
 AWS_CONN_ID = "aws_default"
@@ -54,7 +56,8 @@ MANIFEST_TASK = textwrap.indent(
 
 
 def write_dags(settings: DistributedSettings, dags_dir: Path) -> None:
-    """Write the four DAG files: mapped, mapped polling eagerly, and ``FluxBatchOperator`` sync and deferrable.
+    """Write the DAG files: mapped, mapped polling eagerly, ``FluxBatchOperator`` sync and deferrable, and
+    those two again with the image cache.
 
     Retries wait one rate-limit window.
     """
@@ -70,14 +73,25 @@ def write_dags(settings: DistributedSettings, dags_dir: Path) -> None:
                 then=MANIFEST_TASK,
             )
         )
-    write_batch_dags(
-        settings,
-        dags_dir,
-        retry_delay=delay,
-        dag_ids=(BATCH_DAG_ID, BATCH_DEFERRABLE_DAG_ID),
-        conn_id=DOITONG_CONN_ID,
-        retries=RETRIES,
-    )
+    for dag_ids in ((BATCH_DAG_ID, BATCH_DEFERRABLE_DAG_ID), CACHE_DAG_IDS):
+        write_batch_dags(
+            settings, dags_dir, retry_delay=delay, dag_ids=dag_ids, conn_id=DOITONG_CONN_ID, retries=RETRIES
+        )
+    for dag_id in CACHE_DAG_IDS:
+        path = dags_dir / f"{dag_id}.py"
+        path.write_text(with_cache(path.read_text()))
+
+
+#: What :func:`with_cache` puts before the operator's connection argument.
+CACHE_ARGUMENT = "cache_path=\"{{ dag_run.conf['cache'] }}\", "
+
+
+def with_cache(source: str) -> str:
+    """A ``FluxBatchOperator`` DAG file's text with ``cache_path`` from the run's conf."""
+    marker = "doitong_conn_id="
+    if source.count(marker) != 1:
+        raise ValueError("the DAG file does not name its connection once")
+    return source.replace(marker, CACHE_ARGUMENT + marker)
 
 
 def s3_url(key: str) -> str:

@@ -8,6 +8,7 @@ aim at the one process that runs it.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -44,6 +45,46 @@ def submitted(emu: DoitongEmulator) -> int:
     return sum(emu.stats()["submissions_by_prompt"].values())
 
 
+def _task_groups(cluster: DistributedCluster, name: str) -> set[int]:
+    """The process groups of a worker's processes other than its own: Airflow's task supervisor puts
+    each task process in a group of its own (so it can signal the task's whole tree), which a
+    signal to the worker's group does not reach."""
+    import psutil
+
+    proc = cluster.procs.get(name)
+    if proc is None:
+        return set()
+    groups = set()
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return set()
+    for child in family:
+        try:
+            groups.add(os.getpgid(child.pid))
+        except ProcessLookupError:
+            continue
+    return groups - {proc.pid}
+
+
+def kill_worker_host(cluster: DistributedCluster, name: str) -> int:
+    """SIGKILL a Celery worker as if its machine were lost: its own process group, then each task's.
+
+    Without the second step the tasks outlive their supervisor, orphaned, and go on calling the API
+    until they fail to reach it. Returns how many task process groups were killed.
+    """
+    groups = _task_groups(cluster, name)
+    cluster.kill(name, signal.SIGKILL)
+    killed = 0
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            continue
+    return killed
+
+
 def _busy_worker(cluster: DistributedCluster) -> str | None:
     for name in cluster.worker_names:
         if cluster.worker_task_pids(name):
@@ -57,17 +98,48 @@ def kill_worker(cluster: DistributedCluster, emu: DoitongEmulator, prompts: list
     wait_until(lambda: submitted(emu) >= second_wave, 600, "the second wave's first submission")
     name = wait_until(lambda: _busy_worker(cluster), 600, "a worker running a task", step=0.05)
     running = len(cluster.worker_task_pids(name))
-    cluster.kill(name, signal.SIGKILL)
+    task_groups = kill_worker_host(cluster, name)
     killed_at = time.time()
     time.sleep(WORKER_DOWN_S)
     cluster.start_component(name)
-    return {"component": name, "at": killed_at, "tasks_running_when_killed": running}
+    return {
+        "component": name,
+        "at": killed_at,
+        "tasks_running_when_killed": running,
+        "task_groups_killed": task_groups,
+    }
 
 
 def _quiet_after(emu: DoitongEmulator, count: int) -> bool:
     """At least ``count`` jobs submitted, the last submission answered over QUIET_AFTER_SUBMIT_S ago."""
     submits = [e["t"] for e in emu.request_log() if e["kind"] == "submit"]
     return submitted(emu) >= count and bool(submits) and time.time() - max(submits) >= QUIET_AFTER_SUBMIT_S
+
+
+def kill_worker_when_quiet(
+    cluster: DistributedCluster, emu: DoitongEmulator, *, after: int, down_s: float = WORKER_DOWN_S
+) -> dict[str, Any]:
+    """Once ``after`` jobs are submitted and submissions are quiet, SIGKILL a worker running tasks.
+
+    For runs of several DAGs where a sync ``FluxBatchOperator`` holds a worker slot while it waits:
+    the quiet moment keeps the kill out of a POST's gap before the ledger records its answer (as in
+    :func:`kill_batch_worker`). The worker starts again ``down_s`` later.
+    """
+    wait_until(lambda: _quiet_after(emu, after), 600, f"{after} submissions, then a quiet moment")
+    name = wait_until(lambda: _busy_worker(cluster), 60, "a worker running a task", step=0.05)
+    running = len(cluster.worker_task_pids(name))
+    before = submitted(emu)
+    task_groups = kill_worker_host(cluster, name)
+    killed_at = time.time()
+    time.sleep(down_s)
+    cluster.start_component(name)
+    return {
+        "component": name,
+        "at": killed_at,
+        "tasks_running_when_killed": running,
+        "task_groups_killed": task_groups,
+        "submitted_when_killed": before,
+    }
 
 
 def kill_batch_worker(
@@ -84,7 +156,7 @@ def kill_batch_worker(
     wait_until(lambda: _quiet_after(emu, target), 600, f"{target} submissions, then a quiet moment")
     name = wait_until(lambda: _busy_worker(cluster), 60, "the worker running the batch", step=0.05)
     before = submitted(emu)
-    cluster.kill(name, signal.SIGKILL)
+    task_groups = kill_worker_host(cluster, name)
     killed_at = time.time()
 
     def next_try_elsewhere() -> str | None:
@@ -101,6 +173,7 @@ def kill_batch_worker(
         "component": name,
         "at": killed_at,
         "submitted_when_killed": before,
+        "task_groups_killed": task_groups,
         "pending_when_killed": len(prompts) - before,
         "next_try_on": other,
         "next_try_after_s": round(time.time() - killed_at, 1),
@@ -111,8 +184,12 @@ def _beat(beats: list[tuple[object, ...]], job_id: str) -> float:
     return next((unix_time(beat) or 0.0) for i, beat in beats if str(i) == job_id)
 
 
-def kill_triggerer(cluster: DistributedCluster, emu: DoitongEmulator, prompts: list[str]) -> dict[str, Any]:
+def kill_triggerer(
+    cluster: DistributedCluster, emu: DoitongEmulator, prompts: list[str], *, timeout: float = 600
+) -> dict[str, Any]:
     """When both triggerers hold waits, SIGKILL ``triggerer-1``; time until the other holds all its waits.
+
+    :param timeout: seconds to wait for both triggerers to hold waits.
 
     Which triggerer job (the ``trigger.triggerer_id``) was killed is told by its heartbeat stopping.
     """
@@ -121,7 +198,7 @@ def kill_triggerer(cluster: DistributedCluster, emu: DoitongEmulator, prompts: l
         held = cluster.triggers_by_triggerer()
         return held if len(held) >= len(cluster.triggerer_names) else None
 
-    held = wait_until(spread, 600, "waits on every triggerer", step=0.1)
+    held = wait_until(spread, timeout, "waits on every triggerer", step=0.1)
     name = cluster.triggerer_names[0]
     cluster.kill(name, signal.SIGKILL)
     killed_at = time.time()

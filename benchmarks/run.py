@@ -122,7 +122,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep", type=Path, help="keep the batch's Airflow home and images here")
     parser.add_argument(
         "--scenarios",
-        help="distributed scenarios, comma-separated: batch, worker_sigkill, triggerer_sigkill, budget",
+        help="distributed scenarios, comma-separated: batch, worker_sigkill, triggerer_sigkill, budget, "
+        "flux_batch, flux_batch_deferrable, flux_batch_worker_sigkill, flux_batch_triggerer_sigkill, "
+        "shared_account, cache_concurrent",
+    )
+    parser.add_argument(
+        "--cache-prompts", type=int, help="prompts of the distributed cache_concurrent scenario (default 20)"
     )
     parser.add_argument(
         "--throughput-scenarios",
@@ -193,11 +198,13 @@ def main(argv: list[str] | None = None) -> int:
 
     batch = triggerer = parse = scale = distributed = shared_account = throughput = None
     if "distributed" in sections:
-        chosen = (
+        chosen: dict[str, Any] = (
             {"scenarios": tuple(x.strip() for x in args.scenarios.split(",") if x.strip())}
             if args.scenarios
             else {}
         )
+        if args.cache_prompts:
+            chosen["cache_prompts"] = args.cache_prompts
         distributed = _run_distributed(
             {**profile["distributed"], **chosen}, overrides, keep=args.keep, say=say
         )
