@@ -270,6 +270,15 @@ class ItemList(Sequence[BatchItem]):
             ]
             start = end
 
+    def packed_keys(self) -> bytes:
+        """Every item's key as bytes (six each, in order): compared whole, without building an item."""
+        return bytes(self._keys)
+
+    def estimates(self) -> array[int]:
+        """Every item's estimated credits, by index, from its options alone (no item built)."""
+        costs = [self._request_of(shape).estimated_credits for shape in self._shapes]
+        return array("Q", [costs[shape] for shape in self._shape_of])
+
     def estimated_credits(self, indices: Iterable[int] | None = None) -> int:
         """What the items (all, or those at ``indices``) should cost, from their options alone."""
         costs = [self._request_of(shape).estimated_credits for shape in self._shapes]
