@@ -12,6 +12,7 @@ from airflow_provider_doitong.batch.budget import item_estimates
 from airflow_provider_doitong.batch.items import (
     BatchItem,
     ItemDefaults,
+    ItemList,
     build_items,
     entries_from_list,
     entries_from_text,
@@ -134,3 +135,25 @@ def test_the_estimates_of_a_compact_list_are_those_of_its_items() -> None:
     batch = build_items(entries_from_text("\n".join(lines), jsonl=True), ItemDefaults())[0]
     assert list(item_estimates(batch)) == [item.request.estimated_credits for item in batch]
     assert len(set(item_estimates(batch))) > 1
+
+
+def test_saved_items_are_written_as_json_writes_each_row() -> None:
+    # the saved items' lines are made without a list per row: the same text json.dumps gives
+    prompts = ['a fox "quoted" \\ back', "été à Paris \u2603", "日本語のプロンプト", "x" * 50]
+    found = ItemList()
+    for n in range(20):
+        source = f"line {n}" if n % 4 else (f"item {n}" if n % 3 else "odd source \u00e9 07")
+        found.append_saved(
+            f"{n:012x}",
+            source,
+            prompts[n % 4] + str(n),
+            "flux-krea" if n % 2 else "flux-dev",
+            1024 if n % 3 else 768,
+            1024,
+            "high" if n % 5 else "standard",
+            None if n % 2 else "flux-dev",
+        )
+    rows = list(found.rows())
+    assert found.rows_json(3, 17) == json.dumps(rows[3:17], separators=(",", ":"))
+    assert found.rows_json(0, 20) == json.dumps(rows, separators=(",", ":"))
+    assert len({row[3] for row in rows}) == 2 and any(row[1] == "odd source \u00e9 07" for row in rows)
