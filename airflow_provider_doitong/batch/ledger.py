@@ -274,7 +274,9 @@ class Ledger:
             found += len(self._keys) - sum(len(indices) for indices in self._by_state.values())
         return found
 
-    def __len__(self) -> int:
+    @property
+    def total(self) -> int:
+        """How many items the batch has."""
         return len(self._keys)
 
     def __iter__(self) -> Iterator[ItemRecord]:

@@ -93,7 +93,8 @@ _OPTIONAL_FIELDS = tuple(f.name for f in fields(ItemRecord) if f.name not in ("i
 
 
 class _RecordSource(Protocol):
-    def __len__(self) -> int: ...
+    @property
+    def total(self) -> int: ...
 
     def __iter__(self) -> Iterator[ItemRecord]: ...
 
@@ -107,7 +108,7 @@ class RecordView(Sequence[ItemRecord]):
         self._ledger = ledger
 
     def __len__(self) -> int:
-        return len(self._ledger)
+        return self._ledger.total
 
     @overload
     def __getitem__(self, index: int) -> ItemRecord: ...
