@@ -148,7 +148,7 @@ def probe_validate(prompts_file: str, output: str) -> dict[str, Any]:
     assert problem is None, problem
     folder, ledger = batch_task.open_ledger(context, output, found)
     runner = _runner(folder, ledger, found)
-    to_spend = batch_items.estimated_credits(found[i] for i in ledger.in_state(ItemState.PENDING))
+    to_spend = batch_items.estimated_credits(found, only=ledger.in_state(ItemState.PENDING))
     batch_task.save_items(context, folder, ledger, found)
     ledger.set_meta(credits_estimated=estimate)
     with batch_task.no_collection():

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from airflow_provider_doitong.batch.item_list import BatchItem, ItemList
+
 
 def over_estimate(*, charged: int | None, estimate: int, max_credits: int | None = None) -> str | None:
     """What to warn when Doitong charged more than an image's estimate, or ``None``; one wording for
@@ -57,6 +59,14 @@ def below_floor(*, balance: int, floor: int, estimate: int) -> str:
         f"the account has {balance} credits and its credit floor is {floor}: a job estimated at "
         f"{estimate} credits would take it below the floor"
     )
+
+
+def item_estimates(items: Sequence[BatchItem]) -> Sequence[int]:
+    """Every item's estimated credits, by index: from an :class:`ItemList`'s options without building
+    its items (a million items: a tenth of a second, not seconds)."""
+    if isinstance(items, ItemList):
+        return items.estimates()
+    return [item.request.estimated_credits for item in items]
 
 
 @dataclass

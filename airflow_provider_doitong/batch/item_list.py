@@ -8,11 +8,13 @@ prompts of 70 characters take about 90 MB there, against about 450 MB as a milli
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any, overload
 
 from airflow_provider_doitong.client import ImageRequest
@@ -107,6 +109,9 @@ _set_index = _item_slots["index"].__set__
 _set_request = _item_slots["request"].__set__
 _set_source = _item_slots["source"].__set__
 _set_key = _item_slots["key"].__set__
+#: A string as ASCII JSON (the encoder's own function, as ``json.dumps`` calls it), and any value.
+_json_text: Any = encode_basestring_ascii
+_json = json.dumps
 #: The bytes of an item's key.
 _KEY_BYTES = SHORT_CHARS // 2
 
@@ -139,16 +144,11 @@ class ItemList(Sequence[BatchItem]):
         :param key: its :func:`~airflow_provider_doitong.client.fingerprint.short_fingerprint`.
         :raises ValueError: for a key of another form.
         """
-        self.append_saved(
-            key,
-            source,
-            request.prompt,
-            request.provider,
-            request.width,
-            request.height,
-            request.quality,
-            request.version,
-        )
+        raw_key = bytes.fromhex(key)
+        if len(raw_key) != _KEY_BYTES:
+            raise ValueError(f"a key of an unknown form: {key!r}")
+        shape = (request.provider, request.width, request.height, request.quality, request.version)
+        self._add(raw_key, source, request.prompt, shape)
 
     def append_saved(
         self,
@@ -178,15 +178,19 @@ class ItemList(Sequence[BatchItem]):
             raise TypeError("a saved item holds a value of the wrong type")
         if type(source) is not str:
             raise TypeError("a saved item holds a value of the wrong type")
+        raw_key = bytes.fromhex(key)
+        if len(raw_key) != _KEY_BYTES or raw_key.hex() != key:
+            raise ValueError(f"a key of an unknown form: {key!r}")
+        self._add(raw_key, source, prompt, (provider, width, height, quality, version))
+
+    def _add(self, raw_key: bytes, source: str, prompt: str, options: tuple[Any, ...]) -> None:
+        """Add an item whose values are checked (``options``: provider, width, height, quality, version)."""
         word, _, digits = source.rpartition(" ")
         number = int(digits) if digits.isdigit() and digits.isascii() else -1
         if not word or number < 0 or f"{word} {number}" != source:  # not ``line 12``: kept as it is
             self._other_sources[len(self)] = source
             word, number = "", 0
-        raw_key = bytes.fromhex(key)
-        if len(raw_key) != _KEY_BYTES or raw_key.hex() != key:
-            raise ValueError(f"a key of an unknown form: {key!r}")
-        shape: Shape = (provider, width, height, quality, version, word)
+        shape: Shape = (*options, word)
         found = self._shape_index.get(shape)
         if found is None:
             found = self._shape_index[shape] = len(self._shapes)
@@ -269,6 +273,36 @@ class ItemList(Sequence[BatchItem]):
                 version,
             ]
             start = end
+
+    def packed_keys(self) -> bytes:
+        """Every item's key as bytes (six each, in order): compared whole, without building an item."""
+        return bytes(self._keys)
+
+    def estimates(self) -> array[int]:
+        """Every item's estimated credits, by index, from its options alone (no item built)."""
+        costs = [self._request_of(shape).estimated_credits for shape in self._shapes]
+        return array("Q", [costs[shape] for shape in self._shape_of])
+
+    def rows_json(self, start: int, stop: int) -> str:
+        """The JSON array (compact, ASCII) of :meth:`rows` ``start`` to ``stop``: the text
+        ``json.dumps(rows, separators=(",", ":"))`` gives, made without a list per row."""
+        text, ends, shape_of, numbers = self._text, self._ends, self._shape_of, self._numbers
+        tails = [",".join(map(_json, shape[:5])) for shape in self._shapes]
+        words = [_json(shape[5])[:-1] + " " if shape[5] else "" for shape in self._shapes]
+        keys = self._keys[start * _KEY_BYTES : stop * _KEY_BYTES].hex()
+        width = 2 * _KEY_BYTES
+        out = []
+        begin = ends[start - 1] if start else 0
+        for index in range(start, stop):
+            end = ends[index]
+            shape = shape_of[index]
+            word = words[shape]
+            source = f'{word}{numbers[index]}"' if word else _json_text(self._other_sources[index])
+            offset = (index - start) * width
+            prompt = _json_text(text[begin:end].decode("utf-8"))
+            out.append(f'["{keys[offset : offset + width]}",{source},{prompt},{tails[shape]}]')
+            begin = end
+        return "[" + ",".join(out) + "]"
 
     def estimated_credits(self, indices: Iterable[int] | None = None) -> int:
         """What the items (all, or those at ``indices``) should cost, from their options alone."""

@@ -10,6 +10,10 @@ journal is folded into a new snapshot once it outgrows it, so writing a batch of
 O(N) bytes in all; and once it is made of more than :data:`MAX_JOURNAL_OBJECTS` objects (object
 storage writes one per flush), so opening the ledger reads a bounded number of them.
 
+An item still pending and never changed has no record, in memory or in the snapshot (which lists
+every item's key once, then the other items' records): a million new items cost their keys, 6 MB,
+and the first write is a few MB, not a record each.
+
 An item is recorded ``submitting`` before its POST and ``running`` with its job id right after
 the answer, before anything else happens to it: an item found ``submitting`` on a retry may have
 been charged without its answer being recorded.
@@ -17,16 +21,17 @@ been charged without its answer being recorded.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
-from airflow_provider_doitong.batch.items import BatchItem
+from airflow_provider_doitong.batch.item_list import BatchItem, ItemList
+from airflow_provider_doitong.batch.ledger_records import ItemRecord as ItemRecord
+from airflow_provider_doitong.batch.ledger_records import ItemState as ItemState
+from airflow_provider_doitong.batch.ledger_records import RecordView
 from airflow_provider_doitong.batch.ledger_values import (
-    EARLIER_NAMES,
+    ItemKeys,
     checked_fields,
     checked_meta,
     count,
@@ -35,7 +40,10 @@ from airflow_provider_doitong.batch.ledger_values import (
 )
 
 FORMAT = "doitong-batch-ledger"
-VERSION = 1
+#: Version 2 lists the items' keys in one string and only the records of items no longer pristine
+#: (pending, never changed: implied); version 1 (still read) listed a record for every item.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: The journal is folded into the snapshot once it holds more than this and more than the snapshot.
 COMPACT_MIN_BYTES = 256 * 1024
 #: ... and once it is made of more objects than this: on object storage each is one request
@@ -45,73 +53,8 @@ MAX_JOURNAL_OBJECTS = 32
 log = logging.getLogger(__name__)
 
 
-class ItemState(str, enum.Enum):
-    """Where an item is: ``pending`` -> ``submitting`` -> ``running`` -> ``completed`` -> ``stored``.
-
-    A failed job sends its item back to ``pending`` while it has retries left, else to ``failed``.
-    This is the item's state, not its job's :class:`~airflow_provider_doitong.client.contract.JobStatus`
-    (which the runner reads): ``completed`` here means the job completed and its image is still to
-    be stored, and ``failed`` that the item has no retry left.
-    """
-
-    PENDING = "pending"
-    SUBMITTING = "submitting"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    STORED = "stored"
-    FAILED = "failed"
-
-
 class LedgerError(RuntimeError):
     """The ledger cannot be used as it is (another batch's, or damaged); the message says what to do."""
-
-
-@dataclass
-class ItemRecord:
-    """What the ledger knows about one item.
-
-    :param attempts: submissions of this item that may have created a job (refused ones excluded).
-    :param failures: failed jobs (or ambiguous submissions) in the current task try.
-    :param job_ids: every job created for the item, oldest first, so an audit sees any second charge.
-    :param submitted_at: Unix time (the worker's clock) the current job's id was recorded.
-    :param ambiguous: submissions whose answer was never recorded (each may have been charged);
-        ledgers written before this name hold it as ``unconfirmed``, read the same.
-    """
-
-    index: int
-    key: str
-    state: ItemState = ItemState.PENDING
-    attempts: int = 0
-    failures: int = 0
-    job_id: str | None = None
-    job_ids: list[str] = field(default_factory=list)
-    submitted_at: float | None = None
-    credits: int | None = None
-    duration: float | None = None
-    completed_at: str | None = None
-    file: str | None = None
-    sha256: str | None = None
-    bytes: int | None = None
-    error: str | None = None
-    ambiguous: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v not in (None, [], 0) or k in ("index", "key")}
-        out["state"] = self.state.value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ItemRecord:
-        """A record read back from a ledger, every value checked (unknown keys are left out).
-
-        :raises ValueError: (or ``TypeError``) for a value no ledger holds.
-        """
-        known = {f.name for f in fields(cls)} | set(EARLIER_NAMES)
-        values = _fields({k: v for k, v in data.items() if k in known})
-        for key in ("index", "key"):
-            if key not in values:
-                raise ValueError(f"an item without its {key}")
-        return cls(**values)
 
 
 class LedgerStore(Protocol):
@@ -140,27 +83,42 @@ class LedgerStore(Protocol):
 class Ledger:
     """The items' records in memory, with changes journaled to a :class:`LedgerStore`.
 
-    Changes are buffered by :meth:`update` and made durable, in order, by :meth:`flush`.
+    Changes are buffered by :meth:`update` and made durable, in order, by :meth:`flush`. An item
+    still pending and never changed has no record object (a million pending items cost their keys,
+    6 MB, not a million objects): :attr:`records` builds one when it is asked for.
     """
 
     def __init__(
-        self, store: LedgerStore, *, meta: dict[str, Any], records: list[ItemRecord], seq: int
+        self,
+        store: LedgerStore,
+        *,
+        meta: dict[str, Any],
+        records: Sequence[ItemRecord] = (),
+        seq: int,
+        keys: ItemKeys | None = None,
     ) -> None:
+        """:param records: every item's record, in order (``keys`` ``None``), or the records of
+        items no longer pristine (``keys`` given: the items' keys, which set how many there are)."""
         self.store = store
         self.meta = meta
-        self.records = records
+        self._keys = keys if keys is not None else ItemKeys.of(record.key for record in records)
+        self._records: dict[int, ItemRecord] = {}
         self._seq = seq
         self._buffer: list[dict[str, Any]] = []
         self._journal_bytes = 0
         self._snapshot_bytes = 0
         self._persisted = True
+        #: The items in each state but ``pending`` (pending: every other item).
         self._by_state: dict[ItemState, set[int]] = {state: set() for state in ItemState}
         for record in records:
-            self._by_state[record.state].add(record.index)
+            if not record.pristine:
+                self._records[record.index] = record
+                if record.state is not ItemState.PENDING:
+                    self._by_state[record.state].add(record.index)
 
     # --- opening --------------------------------------------------------------------------
     @classmethod
-    def open(cls, store: LedgerStore, *, items: list[BatchItem] | None, owner: dict[str, Any]) -> Ledger:
+    def open(cls, store: LedgerStore, *, items: Sequence[BatchItem] | None, owner: dict[str, Any]) -> Ledger:
         """Load the ledger from ``store``, or start one for ``items``.
 
         A torn last journal record (a write cut short by a crash or a full disk) is cut away, with
@@ -176,8 +134,8 @@ class Ledger:
         snapshot = store.read_snapshot()
         journal = store.read_journal()
         if snapshot is None and not journal:
-            records = [ItemRecord(index=item.index, key=item.fingerprint) for item in items or ()]
-            ledger = cls(store, meta={"owner": dict(owner), "items": len(records)}, records=records, seq=0)
+            keys = _keys_of(items or ())
+            ledger = cls(store, meta={"owner": dict(owner), "items": len(keys)}, seq=0, keys=keys)
             ledger._persisted = False  # written by the first flush: a refused batch leaves no file
             return ledger
         lines, whole = journal_lines(journal)
@@ -206,23 +164,37 @@ class Ledger:
             data = json.loads(snapshot) if snapshot is not None else None
         except ValueError:
             raise LedgerError(f"The batch ledger {where} is damaged (its snapshot is not JSON)") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != FORMAT
+            or data.get("version") not in READABLE_VERSIONS
+        ):
             raise LedgerError(f"{where} is not a version-{VERSION} Doitong batch ledger")
         try:
-            entries = typed(data.get("items"), list, "items")
-            records = [ItemRecord.from_dict(typed(item, dict, "item")) for item in entries]
-            if [record.index for record in records] != list(range(len(records))):
-                raise ValueError("items out of order")
             meta = checked_meta(typed(data.get("meta"), dict, "meta"))
             seq = count(data.get("seq", 0), "seq")
+            entries = typed(data.get("items"), list, "items")
+            records = [ItemRecord.from_dict(typed(item, dict, "item")) for item in entries]
+            if data["version"] == 1:  # a record for every item, in order
+                if [record.index for record in records] != list(range(len(records))):
+                    raise ValueError("items out of order")
+                ledger = cls(store, meta=meta, records=records, seq=seq)
+            else:  # the keys, and the records of items no longer pristine, in order
+                keys = ItemKeys.read(data.get("keys"))
+                indices = [record.index for record in records]
+                if indices != sorted(set(indices)) or (indices and indices[-1] >= len(keys)):
+                    raise ValueError("items out of order")
+                if any(record.key != keys[record.index] for record in records):
+                    raise ValueError("an item's key differs from the keys")
+                ledger = cls(store, meta=meta, records=records, seq=seq, keys=keys)
         except (ValueError, TypeError) as exc:
             raise _tampered(where, f"its snapshot: {exc}") from None
-        ledger = cls(store, meta=meta, records=records, seq=seq)
         ledger._snapshot_bytes = len(snapshot or "")
         ledger._replay(lines)
         return ledger
 
     def _replay(self, lines: list[bytes]) -> None:
+        total = len(self._keys)
         for position, line in enumerate(lines, start=1):
             try:
                 event = json.loads(line)
@@ -236,8 +208,8 @@ class Ledger:
                     self.meta.update(checked_meta(typed(event["meta"], dict, "meta")))
                 elif "i" in event:
                     index = count(event["i"], "i")
-                    if index >= len(self.records):
-                        raise ValueError(f"item {index + 1} of {len(self.records)}")
+                    if index >= total:
+                        raise ValueError(f"item {index + 1} of {total}")
                     self._apply(index, _fields(typed(event.get("set") or {}, dict, "set")))
                 self._seq = seq
             except (ValueError, TypeError) as exc:
@@ -248,13 +220,16 @@ class Ledger:
     def check_items(self, items: Sequence[BatchItem]) -> None:
         """:raises LedgerError: if the ledger was written for other items."""
         where = self.store.location
-        if len(self.records) != len(items):
+        if len(self._keys) != len(items):
             raise LedgerError(
-                f"The batch ledger {where} was written for {len(self.records)} items, this try has "
+                f"The batch ledger {where} was written for {len(self._keys)} items, this try has "
                 f"{len(items)}: a retry must see the same prompts. Delete the ledger to start over"
             )
-        for record, item in zip(self.records, items, strict=True):
-            if record.key != item.fingerprint:
+        packed = self._keys.packed
+        if packed is not None and isinstance(items, ItemList) and packed == items.packed_keys():
+            return  # the same keys, compared without building an item
+        for index, item in enumerate(items):
+            if self._keys[index] != item.fingerprint:
                 raise LedgerError(
                     f"The batch ledger {where} was written for other prompts (item {item.index + 1}, "
                     f"{item.source}, differs): a retry must see the same prompts. Delete the ledger to start over"
@@ -266,23 +241,54 @@ class Ledger:
         """Whether this ledger was started in memory, none having been found in its store."""
         return not self._persisted
 
+    @property
+    def records(self) -> Sequence[ItemRecord]:
+        """Every item's record, by index (a pending item's is built when asked for)."""
+        return RecordView(self)
+
+    def _record(self, index: int) -> ItemRecord:
+        record = self._records.get(index)
+        if record is None:
+            if not 0 <= index < len(self._keys):
+                raise IndexError("item index out of range")
+            record = self._records[index] = ItemRecord(index=index, key=self._keys[index])
+        return record
+
     def in_state(self, *states: ItemState) -> list[int]:
         """The indices of items in any of ``states``, in order."""
-        found: set[int] = set()
-        for state in states:
-            found |= self._by_state[state]
-        return sorted(found)
+        if ItemState.PENDING not in states:
+            found: set[int] = set()
+            for state in states:
+                found |= self._by_state[state]
+            return sorted(found)
+        others = [self._by_state[state] for state in ItemState if state not in states]
+        excluded = set().union(*others)
+        if not excluded:
+            return list(range(len(self._keys)))
+        return [index for index in range(len(self._keys)) if index not in excluded]
 
     def count(self, *states: ItemState) -> int:
         """:param states: the states counted."""
-        return sum(len(self._by_state[state]) for state in states)
+        found = sum(len(self._by_state[state]) for state in states if state is not ItemState.PENDING)
+        if ItemState.PENDING in states:
+            found += len(self._keys) - sum(len(indices) for indices in self._by_state.values())
+        return found
+
+    @property
+    def total(self) -> int:
+        """How many items the batch has."""
+        return len(self._keys)
 
     def __iter__(self) -> Iterator[ItemRecord]:
-        return iter(self.records)
+        """Every item's record, in order; a pending item's built for the moment (not kept)."""
+        records, keys = self._records, self._keys
+        for index in range(len(keys)):
+            record = records.get(index)
+            yield record if record is not None else ItemRecord(index=index, key=keys[index])
 
     # --- changing -------------------------------------------------------------------------
     def _apply(self, index: int, changes: Mapping[str, Any]) -> None:
-        record = self.records[index]
+        record = self._record(index)
         old = record.state
         for key, value in changes.items():
             if key == "state":
@@ -290,7 +296,8 @@ class Ledger:
             setattr(record, key, value)
         if record.state is not old:
             self._by_state[old].discard(index)
-            self._by_state[record.state].add(index)
+            if record.state is not ItemState.PENDING:
+                self._by_state[record.state].add(index)
 
     def update(self, index: int, **changes: Any) -> ItemRecord:
         """Change an item's record in memory and queue the change for :meth:`flush`.
@@ -301,7 +308,7 @@ class Ledger:
         plain = {k: (v.value if isinstance(v, ItemState) else v) for k, v in changes.items()}
         self._seq += 1
         self._buffer.append({"q": self._seq, "i": index, "set": plain})
-        return self.records[index]
+        return self._records[index]
 
     def set_meta(self, **values: Any) -> None:
         """Change the ledger's metadata (learned durations, the last try...), queued for :meth:`flush`.
@@ -336,7 +343,8 @@ class Ledger:
             "version": VERSION,
             "seq": self._seq,
             "meta": self.meta,
-            "items": [record.to_dict() for record in self.records],
+            "keys": self._keys.to_json(),
+            "items": [record.to_dict() for _, record in sorted(self._records.items()) if not record.pristine],
         }
         text = json.dumps(doc, separators=(",", ":"))
         self.store.write_snapshot(text)
@@ -350,8 +358,16 @@ class Ledger:
         self.store.close()
 
 
+def _keys_of(items: Sequence[BatchItem]) -> ItemKeys:
+    if isinstance(items, ItemList):
+        return ItemKeys(packed=items.packed_keys())
+    return ItemKeys.of(item.fingerprint for item in items)
+
+
 def summary_counts(records: Iterable[ItemRecord]) -> dict[str, int]:
     """How many items are in each state (every state listed)."""
+    if isinstance(records, Ledger):
+        return {state.value: records.count(state) for state in ItemState}
     counts = {state.value: 0 for state in ItemState}
     for record in records:
         counts[record.state.value] += 1

@@ -160,3 +160,66 @@ _META: dict[str, Callable[[Any, str], Any]] = {
 def checked_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The ledger's metadata read back: the values the provider reads are checked and typed."""
     return {key: _META[key](value, key) if key in _META else value for key, value in meta.items()}
+
+
+#: The bytes of a key of the compact form (``short_fingerprint``: 12 lower-case hex digits).
+KEY_BYTES = 6
+
+
+class ItemKeys:
+    """Every item's key, by index: six bytes each when all are of the fingerprint's form (a million
+    items: 6 MB), else a list of strings (keys of another form, e.g. written by hand in a test).
+
+    :param packed: the keys' bytes, :data:`KEY_BYTES` each, one after the other.
+    :param texts: the keys as strings, when they are not all of the compact form.
+    """
+
+    __slots__ = ("_packed", "_texts")
+
+    def __init__(self, *, packed: bytes = b"", texts: list[str] | None = None) -> None:
+        if len(packed) % KEY_BYTES:
+            raise ValueError("keys of an unknown form")
+        self._packed = packed
+        self._texts = texts
+
+    @classmethod
+    def of(cls, keys: Any) -> ItemKeys:
+        """The keys of an iterable of strings, packed when they all are of the compact form."""
+        texts = list(keys)
+        try:
+            packed = bytes.fromhex("".join(texts))
+        except ValueError:
+            return cls(texts=texts)
+        if packed.hex() == "".join(texts) and all(len(key) == 2 * KEY_BYTES for key in texts):
+            return cls(packed=packed)
+        return cls(texts=texts)
+
+    @classmethod
+    def read(cls, value: Any) -> ItemKeys:
+        """Keys read back from a snapshot (:meth:`to_json`), checked.
+
+        :raises ValueError: (or ``TypeError``) for keys no ledger holds.
+        """
+        if isinstance(value, str):
+            packed = bytes.fromhex(value)
+            if packed.hex() != value:
+                raise ValueError("keys of an unknown form")
+            return cls(packed=packed)
+        return cls(texts=[_text(key, "key") for key in typed(value, list, "keys")])
+
+    def __len__(self) -> int:
+        return len(self._texts) if self._texts is not None else len(self._packed) // KEY_BYTES
+
+    def __getitem__(self, index: int) -> str:
+        if self._texts is not None:
+            return self._texts[index]
+        return self._packed[index * KEY_BYTES : (index + 1) * KEY_BYTES].hex()
+
+    @property
+    def packed(self) -> bytes | None:
+        """The keys' bytes, if of the compact form."""
+        return None if self._texts is not None else self._packed
+
+    def to_json(self) -> str | list[str]:
+        """The keys as a snapshot holds them: one hex string, or a list of strings."""
+        return self._texts if self._texts is not None else self._packed.hex()

@@ -16,7 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow_provider_doitong.batch.budget import CreditBudget, below_floor, over_estimate, within_floor
+from airflow_provider_doitong.batch.budget import (
+    CreditBudget,
+    below_floor,
+    item_estimates,
+    over_estimate,
+    within_floor,
+)
 from airflow_provider_doitong.batch.cache import BatchCache
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.lanes import Lanes
@@ -136,8 +142,9 @@ class BatchRunner:
             refresh_key=refresh_key,
         )
         self._last_progress = clock()
-        self.budget = CreditBudget([item.request.estimated_credits for item in items], max_credits)
-        known = [(r.index, r.credits) for r in ledger if r.state is not ItemState.PENDING]
+        self.budget = CreditBudget(item_estimates(items), max_credits)
+        started = ledger.in_state(*(state for state in ItemState if state is not ItemState.PENDING))
+        known = [(index, ledger.records[index].credits) for index in started]
         self.budget.learn(known)
         self.sizer = GroupSizer(self.budget.estimates)
         for index, credits in known:

@@ -37,9 +37,12 @@ class SavedItemsError(RuntimeError):
 
 def _lines(items: Sequence[BatchItem]) -> Iterator[bytes]:
     yield json.dumps({"format": FORMAT, "version": VERSION, "items": len(items)}).encode() + b"\n"
+    if isinstance(items, ItemList):  # one chunk at a time, without a list per row nor an item
+        for start in range(0, len(items), CHUNK_ITEMS):
+            yield items.rows_json(start, min(start + CHUNK_ITEMS, len(items))).encode("ascii") + b"\n"
+        return
     rows: list[list[Any]] = []
-    # one chunk at a time; an ItemList gives its rows without building its items
-    for row in items.rows() if isinstance(items, ItemList) else map(_row, items):
+    for row in map(_row, items):
         rows.append(row)
         if len(rows) == CHUNK_ITEMS:
             yield _chunk(rows)

@@ -260,7 +260,9 @@ def test_a_tampered_snapshot_is_one_clear_error(tmp_path: Path, change: dict) ->
     ledger.close()
     snapshot = tmp_path / "ledger.json"
     doc = json.loads(snapshot.read_text())
-    doc["items"][0]["key"] = batch[0].fingerprint
+    Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER).close()  # read as written
+    for entry in change.get("items", []) if isinstance(change.get("items"), list) else []:
+        entry["key"] = batch[0].fingerprint  # only the value named is wrong
     snapshot.write_text(json.dumps({**doc, **change}))
     with pytest.raises(LedgerError, match="damaged or was changed by hand"):
         Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
@@ -273,7 +275,7 @@ def test_a_ledger_written_with_the_earlier_name_of_ambiguous_submissions_is_read
     ledger.close()
     snapshot = tmp_path / "ledger.json"
     doc = json.loads(snapshot.read_text())
-    doc["items"][0].update(state="failed", unconfirmed=2)
+    doc["items"] = [{"index": 0, "key": batch[0].fingerprint, "state": "failed", "unconfirmed": 2}]
     snapshot.write_text(json.dumps(doc))
     with (tmp_path / JOURNAL_NAME).open("a") as handle:
         handle.write(f'{{"q":{doc["seq"] + 1},"i":1,"set":{{"state":"pending","unconfirmed":1}}}}\n')

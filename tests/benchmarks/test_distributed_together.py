@@ -102,6 +102,7 @@ class _Cluster:
         proc.wait(timeout=30)
 
 
+@pytest.mark.integration
 def test_a_worker_kill_reaches_the_tasks_in_process_groups_of_their_own(tmp_path: Path) -> None:
     """A "worker" whose child moves to its own process group, as Airflow's task supervisor does."""
     pid_file = tmp_path / "task.pid"
