@@ -150,6 +150,12 @@ class ItemList(Sequence[BatchItem]):
         shape = (request.provider, request.width, request.height, request.quality, request.version)
         self._add(raw_key, source, request.prompt, shape)
 
+    def append_keyed(self, options: ImageRequest, prompt: str, *, source: str, raw_key: bytes) -> None:
+        """Add an item of checked ``options`` (its own prompt unused) and a checked ``prompt``, whose
+        key :func:`~airflow_provider_doitong.client.fingerprint.short_keyer` made, as bytes."""
+        shape = (options.provider, options.width, options.height, options.quality, options.version)
+        self._add(raw_key, source, prompt, shape)
+
     def append_saved(
         self,
         key: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from airflow_provider_doitong.batch.item_list import ItemList as ItemList
 from airflow_provider_doitong.batch.item_list import slugify as slugify
 from airflow_provider_doitong.batch.item_list import trusted_request as trusted_request
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest, contract
-from airflow_provider_doitong.client.fingerprint import short_fingerprint
+from airflow_provider_doitong.client.fingerprint import short_keyer
 from airflow_provider_doitong.client.models import checked_prompt
 from airflow_provider_doitong.client.redaction import holds_secret, secret_problem
 from airflow_provider_doitong.storage import is_local, shown, storage_path
@@ -156,6 +156,7 @@ def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> t
     problems: list[str] = []
     seen: set[int] = set()
     checked: dict[Any, ImageRequest | DoitongValidationError] = {}
+    keyers: dict[int, tuple[ImageRequest, Callable[[str], bytes]]] = {}
     plain = _checked_options(_defaults(defaults), checked)
     repeats = total = 0
     for source, raw in entries:
@@ -168,21 +169,16 @@ def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> t
         except DoitongValidationError as exc:
             problems.append(f"{source}{_shown(raw)}: {exc.message}")
             continue
-        request = trusted_request(
-            prompt=prompt,
-            provider=options.provider,
-            width=options.width,
-            height=options.height,
-            quality=options.quality,
-            version=options.version,
-        )
-        key = short_fingerprint(request)
-        digest = int(key, 16)
+        found = keyers.get(id(options))
+        if found is None:  # kept with its options, so that their id is not reused
+            found = keyers[id(options)] = (options, short_keyer(options))
+        raw_key = found[1](prompt)
+        digest = int.from_bytes(raw_key, "big")
         if digest in seen:
             repeats += 1
             continue
         seen.add(digest)
-        items.append(request, source=source, key=key)
+        items.append_keyed(options, prompt, source=source, raw_key=raw_key)
     if problems:
         raise BatchInputError(
             f"{len(problems)} of {total} items are invalid; nothing was submitted: " + _join(problems)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 from airflow_provider_doitong.client.models import ImageRequest
 
@@ -29,14 +30,34 @@ def fingerprint(request: ImageRequest) -> str:
 
     :param request: a validated request.
     """
-    # The text ``json.dumps([provider, prompt, width, height, quality, version])`` gives (batch
-    # ledgers already written hold its first 12 digits), built without the encoder's overhead.
-    text = (
-        f"[{_json_str(request.provider)}, {_json_str(request.prompt)}, {int(request.width)}, "
-        f"{int(request.height)}, {_json_str(request.quality)}, "
-        f"{'null' if request.version is None else _json_str(request.version)}]"
-    )
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    head, tail = _around_prompt(request)
+    return hashlib.sha256((head + _json_str(request.prompt) + tail).encode("ascii")).hexdigest()
+
+
+def short_keyer(options: ImageRequest) -> Callable[[str], bytes]:
+    """The :func:`short_fingerprint` of requests with ``options``' model, size, quality and version,
+    for a prompt, as :data:`SHORT_CHARS` // 2 bytes: the text around the prompt made once, for a
+    batch of many prompts sharing their options.
+
+    :param options: a validated request; its own prompt is not used.
+    """
+    head, tail = _around_prompt(options)
+    size = SHORT_CHARS // 2
+
+    def key(prompt: str) -> bytes:
+        return hashlib.sha256((head + _json_str(prompt) + tail).encode("ascii")).digest()[:size]
+
+    return key
+
+
+def _around_prompt(request: ImageRequest) -> tuple[str, str]:
+    """The text ``json.dumps([provider, prompt, width, height, quality, version])`` gives, before and
+    after the prompt (batch ledgers already written hold its first 12 digits), built without the
+    encoder's overhead."""
+    head = f"[{_json_str(request.provider)}, "
+    version = "null" if request.version is None else _json_str(request.version)
+    tail = f", {int(request.width)}, {int(request.height)}, {_json_str(request.quality)}, {version}]"
+    return head, tail
 
 
 def short_fingerprint(request: ImageRequest) -> str:

@@ -11,7 +11,12 @@ import pytest
 
 from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_list
 from airflow_provider_doitong.client import ImageRequest
-from airflow_provider_doitong.client.fingerprint import fingerprint, recognises, short_fingerprint
+from airflow_provider_doitong.client.fingerprint import (
+    fingerprint,
+    recognises,
+    short_fingerprint,
+    short_keyer,
+)
 
 BASE = ImageRequest(provider="flux-krea", prompt="a fox", width=512, height=512, quality="standard")
 
@@ -81,3 +86,15 @@ def test_a_submission_record_written_in_the_earlier_form_is_recognised(
     assert recognises(earlier, request_)
     assert not recognises(earlier, dataclasses.replace(request_, prompt="another"))
     assert not recognises(short_fingerprint(request_), request_)  # a batch key is never a record's
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["a red fox", 'quotes " and \\ slashes', "ünïcödé and emoji \U0001f98a", "tab\there"],
+)
+@pytest.mark.parametrize("version", [None, "flux-dev"])
+def test_the_batch_keyer_gives_the_short_fingerprint_of_each_prompt(prompt: str, version: str | None) -> None:
+    options = ImageRequest(provider="flux-dev", prompt="x", width=768, height=512, quality="high", version=version)
+    key = short_keyer(options)(prompt)
+    request = dataclasses.replace(options, prompt=prompt)
+    assert key.hex() == short_fingerprint(request)
