@@ -119,3 +119,29 @@ def test_a_task_whose_image_another_is_making_waits_for_it(doitong_conn: Any, tm
     assert posts(doitong_conn) == 0
     assert result["cached"] is True and result["job_id"] == "job-elsewhere" and result["credit_cost"] == 0
     assert Path(result["output_path"]).read_bytes() == made
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_a_failed_job_releases_the_claim(doitong_conn: Any, tmp_path: Path, deferrable: bool) -> None:
+    """A job that fails (seen in the worker, or by the trigger) leaves no claim: another task may make it."""
+    from doitong_emulator import FaultConfig
+
+    doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0, seed=1))
+    cache = tmp_path / "cache"
+    with DAG(
+        f"cache_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False
+    ) as dag:
+        FluxGenerateOperator(
+            task_id="generate",
+            prompt=PROMPT,
+            width=256,
+            height=256,
+            poll_interval=0.1,
+            output_path=f"{tmp_path / 'out'}/",
+            cache_path=str(cache),
+            deferrable=deferrable,
+        )
+    run = run_dag(dag)
+    assert task_states(run) == {"generate": "failed"} and posts(doitong_conn) == 1
+    key = cache_key(REQUEST)
+    assert not (cache / key[:2] / f"{key}.claim").exists()
