@@ -145,3 +145,27 @@ def test_a_failed_job_releases_the_claim(doitong_conn: Any, tmp_path: Path, defe
     assert task_states(run) == {"generate": "failed"} and posts(doitong_conn) == 1
     key = cache_key(REQUEST)
     assert not (cache / key[:2] / f"{key}.claim").exists()
+
+
+def test_an_image_that_cannot_be_read_back_leaves_the_cache_unfilled_and_the_claim_released(
+    tmp_path: Path,
+) -> None:
+    """The task's image is stored: reading it back to fill the cache failing (here the output has
+    turned into a link) is logged, never the task's failure, and the claim is released."""
+    from types import SimpleNamespace
+
+    from airflow_provider_doitong.client import Job, JobStatus
+    from airflow_provider_doitong.operators import image_cache
+    from airflow_provider_doitong.storage import Location
+
+    cache = ImageCache(str(tmp_path / "cache"))
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1)
+    context: Any = {"ti": ti}
+    assert cache.claim(REQUEST, image_cache.claimant(context))
+    (tmp_path / "elsewhere.jpg").write_bytes(render_image("job-1", PROMPT, 256, 256))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "job-1.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    job = Job(id="job-1", status=JobStatus.COMPLETED, raw_status="completed", credit_cost=10)
+    image_cache.after_store(cache, REQUEST, job, Location.of(str(tmp_path / "out" / "job-1.jpg")), context)
+    assert cache.lookup(REQUEST) is None  # not filled from a link
+    assert not list((tmp_path / "cache").rglob("*.claim"))
