@@ -109,11 +109,8 @@ class BatchCache:
         :param reason: why the batch stopped (``""``: everything it could do is done).
         :return: whether items were put back to be submitted (the runner goes on).
         """
+        self.release_unmade()
         if reason or not self.held:
-            # failed, or left unsubmitted: another run may make them (running ones stay claimed)
-            for index in self.ledger.in_state(ItemState.FAILED, ItemState.PENDING):
-                if index not in self.held:
-                    self.cache.release(self.items[index].request, self.owner)
             return False
         self.log.info("Waiting for %d images another run is making (image cache)", len(self.held))
         for index in sorted(self.held):
@@ -123,6 +120,13 @@ class BatchCache:
         self.held.clear()
         self.ledger.flush()
         return bool(self.ledger.count(ItemState.PENDING))
+
+    def release_unmade(self) -> None:
+        """Release the claims of the items failed or left unsubmitted: another run may make them
+        (running and completed ones stay claimed, held ones were never this run's)."""
+        for index in self.ledger.in_state(ItemState.FAILED, ItemState.PENDING):
+            if index not in self.held:
+                self.cache.release(self.items[index].request, self.owner)
 
     # --- one item -----------------------------------------------------------------------------
     def _resolve_one(self, index: int) -> bool:

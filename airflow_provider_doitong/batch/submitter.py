@@ -17,6 +17,7 @@ verdict means for the whole batch (stop submitting, stop everything) is the runn
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import threading
@@ -220,11 +221,18 @@ class ItemSubmitter:
             )
             for index in indices
         ]
-        answers = list(zip(indices, (future.result() for future in futures), strict=True))
+        concurrent.futures.wait(futures)
+        # A thread that raised what no verdict knows ends the step, but only once its siblings'
+        # jobs are recorded (they are paid for); its own item stays ``submitting``: ambiguous.
+        broken = [exc for exc in (future.exception() for future in futures) if exc is not None]
+        answers = [(i, f.result()) for i, f in zip(indices, futures, strict=True) if f.exception() is None]
         try:
-            return self.record(answers)
+            verdicts = self.record(answers)
         finally:  # one fsync: every answer of the group recorded, before any other request
             self.ledger.flush()
+        if broken:
+            raise broken[0]
+        return verdicts
 
     def record(self, group: list[tuple[int, Sent]]) -> list[SubmitVerdict]:
         """Record a group's answers (not flushed): accepted items first, so that a refusal of the

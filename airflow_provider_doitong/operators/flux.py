@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Asset, BaseOperator
 
-from airflow_provider_doitong._compat import conf, task_state_store
+from airflow_provider_doitong._compat import AirflowFailException, conf, task_state_store
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
@@ -276,6 +276,7 @@ class FluxGenerateOperator(BaseOperator):
                 pass
             finally:
                 self._close()
+            self._release_after(context, error)
             raise airflow_error(error, role=Role.SUBMITTER, conn_id=self.doitong_conn_id)
         assert job is not None  # read_event checks a success carries its job
         self._request = self._image_request()
@@ -426,16 +427,20 @@ class FluxGenerateOperator(BaseOperator):
                 max_credits=self.max_credits,
             )
             if self._output is not None:  # checked by the client, never over another task's file
-                self._stored = fetch_and_store(
-                    self.client,
-                    job_id=job.id,
-                    url=job.url,
-                    location=self._output,
-                    log=self.log,
-                    owner=task_owner(context),
-                    job=job,
-                    model=self._request.provider,
-                )
+                try:
+                    self._stored = fetch_and_store(
+                        self.client,
+                        job_id=job.id,
+                        url=job.url,
+                        location=self._output,
+                        log=self.log,
+                        owner=task_owner(context),
+                        job=job,
+                        model=self._request.provider,
+                    )
+                except AirflowFailException:  # no try stores it: another task may make the image
+                    self._release_claim(context)
+                    raise
                 output = self.stored_image = self._stored.shown
             self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
             self._records(context).save(RecordState.STORED, job.id)
@@ -454,9 +459,22 @@ class FluxGenerateOperator(BaseOperator):
         )
 
     def _release_claim(self, context: Context) -> None:
-        cache = self._cache()
-        if cache is not None:
-            cache.release(self._request, image_cache.claimant(context))
+        """Release this task's claim on its image's key; never raises over the task's own error."""
+        try:
+            cache = self._cache()
+            if cache is not None:
+                cache.release(self._request, image_cache.claimant(context))
+        except Exception as exc:
+            self.log.warning("Could not release the image cache's claim: %s", exc)
+
+    def _release_after(self, context: Context, error: Exception) -> None:
+        """The trigger saw the job fail (or time out): release the claim the submitting try took."""
+        try:
+            self._request = self._image_request()
+        except Exception:
+            self.log.warning("Could not release the image cache's claim after: %s", error)
+            return
+        self._release_claim(context)
 
     def _announce(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         for outlet in self.outlets or ():

@@ -11,6 +11,7 @@ for 0 credits; else the key is claimed; once the paid image is stored, it fills 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_doitong.hooks.doitong import DoitongHook
+
+log = logging.getLogger(__name__)
 
 
 def open_cache(
@@ -105,9 +108,18 @@ def store_hit(
 def after_store(
     cache: ImageCache, request: ImageRequest, job: Job, stored: Location | None, context: Context
 ) -> None:
-    """Fill the cache with the image just stored (read back from where it went) and release the claim."""
-    if stored is not None:
-        data = Place(stored.path.parent).read(stored.path.name)
+    """Fill the cache with the image just stored (read back from where it went) and release the claim.
+
+    The task's image is stored already: an output that cannot be read back leaves the cache unfilled
+    (logged), never fails the task, and the claim is released either way.
+    """
+    try:
+        data = None if stored is None else Place(stored.path.parent).read(stored.path.name)
+    except (OSError, UnsafeOutputPath) as exc:
+        data = None
+        log.warning("Not filling the image cache %s: %s", cache.shown, exc)
+    try:
         if data is not None:
             cache.fill(request, data=data, job_id=job.id, credits=job.credit_cost)
-    cache.release(request, claimant(context))
+    finally:
+        cache.release(request, claimant(context))

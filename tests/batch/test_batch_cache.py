@@ -203,3 +203,34 @@ def test_two_batches_each_making_half_of_the_others_images_wait_for_nothing_they
         assert a.job_id == b.job_id and a.sha256 == b.sha256
     for runner in runners:
         runner.client.close()
+
+
+def test_a_batch_that_waited_for_another_runs_image_releases_its_failed_items_claims(
+    doitong_conn: Any, tmp_path: Path
+) -> None:
+    """An item held for another run and an item that failed for good: once the held one is taken
+    from the cache, the failed one's claim is released, so that another run may make it."""
+    from doitong_emulator import FaultConfig
+    from doitong_emulator.images import render_image
+
+    held, doomed = "a lighthouse, held", "a lighthouse, doomed"
+    runner = runner_for(doitong_conn, tmp_path, "one", [held, doomed])
+    runner.item_retries, runner.max_failed_items = 0, 1
+    cache = ImageCache(str(tmp_path / "cache"))
+    assert cache.claim(ImageRequest_of(held), "other")
+    doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0, seed=1))
+    assert runner.cache is not None
+    waiting = runner.cache.cache
+
+    def other_run_fills(_seconds: float) -> None:  # the other run's image arrives while this one waits
+        image = render_image("job-other", held, 256, 256)
+        cache.fill(ImageRequest_of(held), data=image, job_id="job-other", credits=10)
+        cache.release(ImageRequest_of(held), "other")
+
+    waiting.sleep = other_run_fills
+    assert runner.run() == Finished("")
+    runner.client.close()
+    states = [record.state for record in runner.ledger.records]
+    assert states == [ItemState.STORED, ItemState.FAILED]
+    assert runner.ledger.records[0].job_id == "job-other"
+    assert not list((tmp_path / "cache").rglob("*.claim"))  # the failed item's claim too

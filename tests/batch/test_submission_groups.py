@@ -260,3 +260,27 @@ def test_submissions_are_in_flight_together(slow_enterprise: Any, tmp_path: Path
     assert most_at_once(submits, lasting=0.2) >= 10
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["image_count"] == 20
+
+
+def test_an_unexpected_error_in_one_submission_keeps_the_jobs_its_group_made() -> None:
+    """A submission thread that raises what no verdict knows (a defect, a broken transport) ends
+    the step with its error, after the jobs its siblings made are recorded: none is paid twice."""
+
+    def answer(index: int) -> Job:
+        if index == 0:
+            raise RuntimeError("a broken transport")
+        time.sleep(0.05)  # answered after the failing one
+        return job(index)
+
+    runner, store, _ = runner_for(4, answer)
+    with pytest.raises(RuntimeError, match="broken transport"):
+        runner.submit(4)
+    runner.lanes.close()
+    states = durable_states(store, runner.items)
+    assert states[1:] == ["running"] * 3  # the paid jobs are durable, with their ids
+    assert [r.job_id for r in Ledger.open(store, items=runner.items, owner=OWNER).records][1:] == [
+        "job-1",
+        "job-2",
+        "job-3",
+    ]
+    assert states[0] == "submitting"  # its answer is unknown: the next try settles it as ambiguous

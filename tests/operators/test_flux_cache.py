@@ -119,3 +119,53 @@ def test_a_task_whose_image_another_is_making_waits_for_it(doitong_conn: Any, tm
     assert posts(doitong_conn) == 0
     assert result["cached"] is True and result["job_id"] == "job-elsewhere" and result["credit_cost"] == 0
     assert Path(result["output_path"]).read_bytes() == made
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_a_failed_job_releases_the_claim(doitong_conn: Any, tmp_path: Path, deferrable: bool) -> None:
+    """A job that fails (seen in the worker, or by the trigger) leaves no claim: another task may make it."""
+    from doitong_emulator import FaultConfig
+
+    doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0, seed=1))
+    cache = tmp_path / "cache"
+    with DAG(
+        f"cache_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False
+    ) as dag:
+        FluxGenerateOperator(
+            task_id="generate",
+            prompt=PROMPT,
+            width=256,
+            height=256,
+            poll_interval=0.1,
+            output_path=f"{tmp_path / 'out'}/",
+            cache_path=str(cache),
+            deferrable=deferrable,
+        )
+    run = run_dag(dag)
+    assert task_states(run) == {"generate": "failed"} and posts(doitong_conn) == 1
+    key = cache_key(REQUEST)
+    assert not (cache / key[:2] / f"{key}.claim").exists()
+
+
+def test_an_image_that_cannot_be_read_back_leaves_the_cache_unfilled_and_the_claim_released(
+    tmp_path: Path,
+) -> None:
+    """The task's image is stored: reading it back to fill the cache failing (here the output has
+    turned into a link) is logged, never the task's failure, and the claim is released."""
+    from types import SimpleNamespace
+
+    from airflow_provider_doitong.client import Job, JobStatus
+    from airflow_provider_doitong.operators import image_cache
+    from airflow_provider_doitong.storage import Location
+
+    cache = ImageCache(str(tmp_path / "cache"))
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1)
+    context: Any = {"ti": ti}
+    assert cache.claim(REQUEST, image_cache.claimant(context))
+    (tmp_path / "elsewhere.jpg").write_bytes(render_image("job-1", PROMPT, 256, 256))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "job-1.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    job = Job(id="job-1", status=JobStatus.COMPLETED, raw_status="completed", credit_cost=10)
+    image_cache.after_store(cache, REQUEST, job, Location.of(str(tmp_path / "out" / "job-1.jpg")), context)
+    assert cache.lookup(REQUEST) is None  # not filled from a link
+    assert not list((tmp_path / "cache").rglob("*.claim"))
