@@ -94,7 +94,9 @@ def test_a_submission_record_written_in_the_earlier_form_is_recognised(
 )
 @pytest.mark.parametrize("version", [None, "flux-dev"])
 def test_the_batch_keyer_gives_the_short_fingerprint_of_each_prompt(prompt: str, version: str | None) -> None:
-    options = ImageRequest(provider="flux-dev", prompt="x", width=768, height=512, quality="high", version=version)
+    options = ImageRequest(
+        provider="flux-dev", prompt="x", width=768, height=512, quality="high", version=version
+    )
     key = short_keyer(options)(prompt)
     request = dataclasses.replace(options, prompt=prompt)
     assert key.hex() == short_fingerprint(request)
