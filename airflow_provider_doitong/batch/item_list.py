@@ -68,12 +68,10 @@ def slugify(text: str) -> str:
     return slug or (words[0][:SLUG_MAX_CHARS] if words else "image")
 
 
-def trusted_request(
-    *, prompt: str, provider: str, width: int, height: int, quality: str, version: str | None
-) -> ImageRequest:
-    """A request rebuilt from values that were checked when the batch read them (an
-    :class:`ItemList`, the batch's saved items whose digest was checked): none is checked again but
-    for its type (a million prompts would take seconds). Never for a value read from anywhere else."""
+def _check_types(
+    prompt: object, provider: object, width: object, height: object, quality: object, version: object
+) -> None:
+    """The one type check of a saved item's values (exact types: ``True`` is no width)."""
     if not (
         type(prompt) is str
         and type(provider) is str
@@ -83,6 +81,15 @@ def trusted_request(
         and (version is None or type(version) is str)
     ):
         raise TypeError("a saved item holds a value of the wrong type")
+
+
+def trusted_request(
+    *, prompt: str, provider: str, width: int, height: int, quality: str, version: str | None
+) -> ImageRequest:
+    """A request rebuilt from values that were checked when the batch read them (an
+    :class:`ItemList`, the batch's saved items whose digest was checked): none is checked again but
+    for its type (a million prompts would take seconds). Never for a value read from anywhere else."""
+    _check_types(prompt, provider, width, height, quality, version)
     request = _new(ImageRequest)
     _set_prompt(request, prompt)
     _set_provider(request, provider)
@@ -173,15 +180,7 @@ class ItemList(Sequence[BatchItem]):
         :raises ValueError: (or ``TypeError``) for a value of another type or form (a saved items
             file changed by hand).
         """
-        if not (
-            type(prompt) is str
-            and type(provider) is str
-            and type(width) is int
-            and type(height) is int
-            and type(quality) is str
-            and (version is None or type(version) is str)
-        ):
-            raise TypeError("a saved item holds a value of the wrong type")
+        _check_types(prompt, provider, width, height, quality, version)
         if type(source) is not str:
             raise TypeError("a saved item holds a value of the wrong type")
         raw_key = bytes.fromhex(key)
