@@ -132,10 +132,12 @@ class BatchCache:
     def _resolve_one(self, index: int) -> bool:
         """A hit stored (``True``), or the key claimed or held."""
         request = self.items[index].request
-        entry = self.cache.lookup(request)
-        if entry is not None and self._store_hit(index, entry):
-            return True
-        if not self.cache.claim(request, self.owner):
+        entry, claimed = self.cache.take(request, self.owner)
+        if entry is not None:
+            if self._store_hit(index, entry):
+                return True
+            claimed = self.cache.claim(request, self.owner)  # the copy failed: make it
+        if not claimed:
             self.held.add(index)
         return False
 

@@ -59,12 +59,11 @@ def before_submit(
 
     A key another task is making is waited for (up to ``deadline``; see :meth:`ImageCache.wait`).
     """
-    entry = cache.lookup(request)
-    if entry is None:
-        owner = claimant(context)
-        if not cache.claim(request, owner):
-            log.info("Another task is making this image (image cache %s); waiting for it", cache.shown)
-            entry = cache.wait(request, owner, deadline=deadline)
+    owner = claimant(context)
+    entry, claimed = cache.take(request, owner)
+    if entry is None and not claimed:
+        log.info("Another task is making this image (image cache %s); waiting for it", cache.shown)
+        entry = cache.wait(request, owner, deadline=deadline)
     if entry is not None:
         log.info(
             "Image cache %s: a hit, made by Doitong job %s; nothing is submitted (0 credits)",

@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_doitong.client.downloads import DEFAULT_MAX_DOWNLOAD_BYTES
 from airflow_provider_doitong.client.errors import DoitongError
@@ -86,6 +86,14 @@ class CacheEntry:
 
 class CacheEntryInvalid(ValueError):
     """An entry's record or image that is not what the key needs; read as a miss."""
+
+
+class Taken(NamedTuple):
+    """What :meth:`ImageCache.take` found: a hit, or whether the caller now holds the claim
+    (neither: another task is making the image)."""
+
+    entry: CacheEntry | None
+    claimed: bool
 
 
 def _count(value: Any, what: str, *, top: int) -> int:
@@ -261,6 +269,24 @@ class ImageCache:
         return True
 
     # --- claims -----------------------------------------------------------------------------
+    def take(self, request: ImageRequest, owner: str) -> Taken:
+        """The entry of ``request`` (a hit), else the key's claim for ``owner`` if it can have it.
+
+        A miss is looked up again once claimed: the task that made the image may have filled
+        it and released its claim between the first look and the claim, and that image is
+        then a hit (the claim is given back), never a second job.
+        """
+        entry = self.lookup(request)
+        if entry is not None:
+            return Taken(entry, claimed=False)
+        if not self.claim(request, owner):
+            return Taken(None, claimed=False)
+        entry = self.lookup(request)
+        if entry is not None:
+            self.release(request, owner)
+            return Taken(entry, claimed=False)
+        return Taken(None, claimed=True)
+
     def claim(self, request: ImageRequest, owner: str) -> bool:
         """Claim the key of ``request`` for ``owner`` before making its image.
 
@@ -312,10 +338,10 @@ class ImageCache:
         ``deadline`` (then the caller makes the image itself).
         """
         while True:
-            entry = self.lookup(request)
-            if entry is not None:
-                return entry
-            if self.claim(request, owner):
+            taken = self.take(request, owner)
+            if taken.entry is not None:
+                return taken.entry
+            if taken.claimed:
                 return None
             if deadline is not None and self.clock() + WAIT_POLL_S >= deadline:
                 log.warning(

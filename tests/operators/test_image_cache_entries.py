@@ -222,6 +222,29 @@ def test_a_waiter_gets_the_image_the_claimant_fills(tmp_path: Path) -> None:
     assert got and got[0] is not None and got[0].job_id == "job-fox"
 
 
+def test_an_image_filled_between_the_look_and_the_claim_is_a_hit(tmp_path: Path) -> None:
+    """The claimant fills and releases after the other task's first look missed: that task's
+    claim then succeeds, and it must find the image rather than make it again."""
+    winner = ImageCache(str(tmp_path / "cache"))
+    assert winner.claim(FOX, "run-a")
+    late = ImageCache(str(tmp_path / "cache"))
+    first_look = late.lookup
+
+    def look_then_finish(request: ImageRequest) -> Any:
+        found = first_look(request)
+        if found is None and late.lookup is look_then_finish:
+            late.lookup = first_look  # type: ignore[method-assign]
+            winner.fill(FOX, data=IMAGE, job_id="job-fox", credits=10)
+            winner.release(FOX, "run-a")
+        return found
+
+    late.lookup = look_then_finish  # type: ignore[method-assign]
+    taken = late.take(FOX, "run-b")
+    assert taken.entry is not None and taken.entry.job_id == "job-fox"
+    assert not taken.claimed
+    assert winner.claim(FOX, "run-c")  # run-b gave its claim back
+
+
 def test_a_waiter_takes_the_claim_the_claimant_gave_up(tmp_path: Path) -> None:
     winner = ImageCache(str(tmp_path / "cache"))
     assert winner.claim(FOX, "run-a")
