@@ -4,52 +4,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import BaseOperator
 
-from airflow_provider_doitong._compat import AirflowFailException, conf, task_state_store
-from airflow_provider_doitong.client import (
-    DoitongClient,
-    DoitongError,
-    ImageRequest,
-    Job,
-    contract,
-    submission,
-)
+from airflow_provider_doitong._compat import conf
+from airflow_provider_doitong.client import DoitongClient, Job, contract, submission
 from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS, Role
-from airflow_provider_doitong.client.redaction import redact
-from airflow_provider_doitong.client.submission import Action, Records, RecordState, job_result
+from airflow_provider_doitong.client.submission import job_result
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID, read_credit_floor
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.operators import image_cache, inputs, lineage
+from airflow_provider_doitong.operators import inputs, lineage
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
-from airflow_provider_doitong.operators.batch_task import owner as task_owner
+from airflow_provider_doitong.operators.image_try import ImageTry
 from airflow_provider_doitong.operators.links import DoitongImageLink
-from airflow_provider_doitong.operators.outputs import (
-    check_output,
-    fetch_and_store,
-    link_url,
-    observe_end,
-    read_job,
-    report_charge,
-)
-from airflow_provider_doitong.operators.prompt_files import (
-    prompt_file_location,
-)
-from airflow_provider_doitong.operators.submitter import Refused, Submitter
+from airflow_provider_doitong.operators.outputs import observe_end
+from airflow_provider_doitong.operators.prompt_files import prompt_file_location
 from airflow_provider_doitong.storage import Location
 from airflow_provider_doitong.triggers import events
-from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_doitong.storage.cache import ImageCache
+#: ``job_result`` is documented here, where the operator's result is.
+__all__ = ["FluxGenerateOperator", "job_result"]
 
 DAILY_LIMIT_ACTIONS = tuple(DAILY_LIMIT_ANSWERS)
 
@@ -180,7 +161,6 @@ class FluxGenerateOperator(BaseOperator):
         self.on_clear = on_clear
         self.on_ambiguous_submission = on_ambiguous_submission
         self.cache_path, self.cache_max_age, self.cache_refresh = cache_path, cache_max_age, cache_refresh
-        self._deadline: float | None = None
         self._jobs: dict[str, Job] = {}
         self._result: dict[str, Any] | None = None
         #: The connection's secrets, kept out of the XCom value, the asset event and lineage.
@@ -189,8 +169,6 @@ class FluxGenerateOperator(BaseOperator):
         self.image_url: str | None = None
         #: Where the image was stored, if anywhere (the link then opens the stored image).
         self.stored_image: str | None = None
-        #: ``output_path`` as rendered, parsed once (``None`` without one).
-        self._output: Location | None = None
         #: Where this try stored the image, if it did.
         self._stored: Location | None = None
 
@@ -210,9 +188,9 @@ class FluxGenerateOperator(BaseOperator):
             return None
         return prompt_file_location(self.prompt_file, self._dag)
 
-    def _image_request(self) -> ImageRequest:
-        """The request, checked before any request is sent; the connection is read first, so its
-        secrets are masked in the log before anything could print them."""
+    def _start(self, context: Context, *, deadline: float | None) -> ImageTry:
+        """A try of the request, checked before any request is sent; the connection is read first, so
+        its secrets are masked in the log before anything could print them."""
         self._secrets = self.hook.checked_settings().secrets
         request = inputs.image_request(
             prompt=inputs.prompt_text(self.prompt, self.prompt_location),
@@ -227,8 +205,8 @@ class FluxGenerateOperator(BaseOperator):
             secrets=self._secrets,
             conn_id=self.doitong_conn_id,
         )
-        self._output = Location.of(self.output_path) if self.output_path else None
-        return request
+        output = Location.of(self.output_path) if self.output_path else None
+        return ImageTry(task=self, context=context, request=request, output=output, deadline=deadline)
 
     # --- entry points -------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
@@ -253,17 +231,17 @@ class FluxGenerateOperator(BaseOperator):
 
     def _try(self, context: Context, *, deadline: float | None, attempt: int) -> Any:
         """One try: the request checked, the deadline set (carried, or from ``timeout``), then run."""
-        self._request = self._image_request()
-        if deadline is None and self.timeout is not None:
-            deadline = time.time() + self.timeout
-        self._deadline = deadline
+        one = self._start(context, deadline=deadline)
+        if one.deadline is None and self.timeout is not None:
+            one.deadline = time.time() + self.timeout
         try:
-            return self._run(context, attempt)
+            return one.run(attempt)
         finally:
             self._close()
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after :class:`DoitongJobTrigger` fired: check its event, fetch and store the image."""
+        """Resume after :class:`~airflow_provider_doitong.triggers.doitong.DoitongJobTrigger` fired:
+        check its event, fetch and store the image."""
         try:
             status, job_id, job, message = events.read_event(event)
         except events.InvalidTriggerEvent as exc:
@@ -279,11 +257,20 @@ class FluxGenerateOperator(BaseOperator):
             self._release_after(context, error)
             raise airflow_error(error, role=Role.SUBMITTER, conn_id=self.doitong_conn_id)
         assert job is not None  # read_event checks a success carries its job
-        self._request = self._image_request()
+        one = self._start(context, deadline=None)
         try:
-            return self._finish(job, context)
+            return one.finish(job)
         finally:
             self._close()
+
+    def _release_after(self, context: Context, error: Exception) -> None:
+        """The trigger saw the job fail (or time out): release the claim the submitting try took."""
+        try:
+            one = self._start(context, deadline=None)
+        except Exception:
+            self.log.warning("Could not release the image cache's claim after: %s", error)
+            return
+        one.release_claim()
 
     # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -321,164 +308,3 @@ class FluxGenerateOperator(BaseOperator):
         if "client" in self.__dict__:
             self.client.close()
             del self.__dict__["client"]
-
-    # --- one try ------------------------------------------------------------------------
-    def _records(self, context: Context) -> Records:
-        return Records(task_state_store(context), self._request)
-
-    def _run(self, context: Context, attempt: int) -> Any:
-        submitter = Submitter(
-            client=self.client,
-            request=self._request,
-            records=self._records(context),
-            conn_id=self.doitong_conn_id,
-            on_clear=self.on_clear,
-            on_ambiguous_submission=self.on_ambiguous_submission,
-            on_daily_limit=self.on_daily_limit,
-            deadline=self._deadline,
-            may_defer=self.deferrable,
-            log=self.log,
-            credit_floor=self.hook.credit_floor(self.credit_floor),
-        )
-        step = submitter.first_step()
-        if step.action is Action.SUBMIT:
-            if self._output is not None:  # before the first credit: a folder that takes the image
-                check_output(context, self._output, whole_folder=False)
-            cache = self._cache()
-            if cache is not None:  # before the first credit too: the image may be there already
-                hit = image_cache.before_submit(
-                    cache, self._request, context, deadline=self._deadline, log=self.log
-                )
-                if hit is not None:
-                    assert self._output is not None
-                    self._stored, result = image_cache.store_hit(hit, self._request, self._output, context)
-                    self.stored_image = self._stored.shown
-                    return self._announce(context, redact(result, self._secrets))
-            try:
-                job = submitter.submit(max(attempt, step.refusals))
-            except Exception:  # nothing was made: another task may make it
-                self._release_claim(context)
-                raise
-            if isinstance(job, Refused):
-                self.defer(
-                    trigger=DateTimeTrigger(moment=datetime.fromtimestamp(job.resume_at, tz=timezone.utc)),
-                    method_name="resume_submission",
-                    kwargs={"deadline": self._deadline, "attempt": job.attempt},
-                )
-            self._jobs[job.id] = job
-            return self._wait(job.id, context, job)
-        assert step.job_id is not None
-        if step.job is not None:
-            self._jobs[step.job_id] = step.job
-            self.log.info("Found Doitong job %s from an earlier try: %s", step.job_id, step.job.raw_status)
-        if step.action is Action.FINISH:
-            assert step.job is not None
-            return self._finish(step.job, context, reused=True)
-        return self._wait(step.job_id, context, step.job)
-
-    def _wait(self, job_id: str, context: Context, job: Job | None) -> dict[str, Any]:
-        if not self.wait_for_completion:
-            return self._finish(job or read_job(self.client, job_id, conn_id=self.doitong_conn_id), context)
-        if self.deferrable:
-            backstop = (
-                None if self._deadline is None else timedelta(seconds=self._deadline - time.time() + 60)
-            )
-            self.defer(
-                trigger=DoitongJobTrigger(
-                    job_id=job_id,
-                    doitong_conn_id=self.doitong_conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=self._deadline,
-                ),
-                method_name="execute_complete",
-                timeout=backstop,
-            )
-        started = time.monotonic()
-        try:
-            done = self.client.wait_for_job(
-                job_id,
-                poll_interval=self.poll_interval,
-                deadline=self._deadline,
-                refresh_key=self.hook.current_api_key,
-            )
-        except DoitongError as exc:
-            observe_end(self.client, job=None, error=exc, model=self._request.provider)
-            self._release_claim(context)
-            raise airflow_error(
-                exc, doing=f"Waiting for Doitong job {job_id} failed", conn_id=self.doitong_conn_id
-            ) from None
-        self.log.info("Doitong job %s completed after %.1fs", job_id, time.monotonic() - started)
-        return self._finish(done, context)
-
-    # --- the result ----------------------------------------------------------------------
-    def _finish(self, job: Job, context: Context, *, reused: bool = False) -> dict[str, Any]:
-        """Store a completed job's image and return the task's result.
-
-        :param reused: the job was paid for by an earlier try; this try is charged nothing.
-        """
-        output: str | None = None
-        if job.status is contract.JobStatus.COMPLETED:
-            observe_end(self.client, job=None if reused else job, error=None, model=self._request.provider)
-            report_charge(
-                self.log,
-                job,
-                reused=reused,
-                estimate=self._request.estimated_credits,
-                max_credits=self.max_credits,
-            )
-            if self._output is not None:  # checked by the client, never over another task's file
-                try:
-                    self._stored = fetch_and_store(
-                        self.client,
-                        job_id=job.id,
-                        url=job.url,
-                        location=self._output,
-                        log=self.log,
-                        owner=task_owner(context),
-                        job=job,
-                        model=self._request.provider,
-                    )
-                except AirflowFailException:  # no try stores it: another task may make the image
-                    self._release_claim(context)
-                    raise
-                output = self.stored_image = self._stored.shown
-            self.image_url = link_url(self.client, job_id=job.id, url=job.url, log=self.log)
-            self._records(context).save(RecordState.STORED, job.id)
-            cache = self._cache()
-            if cache is not None:
-                image_cache.after_store(cache, self._request, job, self._stored, context)
-        result = redact(job_result(job, prompt=self._request.prompt, output_path=output), self._secrets)
-        return self._announce(context, result)
-
-    def _cache(self) -> ImageCache | None:
-        """The image cache, where the task stores its image (and waits for it); else ``None``."""
-        if self._output is None or not self.wait_for_completion:
-            return None
-        return image_cache.open_cache(
-            self.hook, self.cache_path, max_age=self.cache_max_age, refresh=self.cache_refresh
-        )
-
-    def _release_claim(self, context: Context) -> None:
-        """Release this task's claim on its image's key; never raises over the task's own error."""
-        try:
-            cache = self._cache()
-            if cache is not None:
-                cache.release(self._request, image_cache.claimant(context))
-        except Exception as exc:
-            self.log.warning("Could not release the image cache's claim: %s", exc)
-
-    def _release_after(self, context: Context, error: Exception) -> None:
-        """The trigger saw the job fail (or time out): release the claim the submitting try took."""
-        try:
-            self._request = self._image_request()
-        except Exception:
-            self.log.warning("Could not release the image cache's claim after: %s", error)
-            return
-        self._release_claim(context)
-
-    def _announce(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
-        for outlet in self.outlets or ():
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra = result
-        self._result = result
-        return result

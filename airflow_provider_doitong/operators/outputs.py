@@ -10,16 +10,18 @@ The client checks the download (an allowed host, a capped body, a whole image) a
 extension from the bytes, an atomic write); this module only moves the bytes between them. What a
 refusal means for the task is :func:`~airflow_provider_doitong.operators.airflow_errors.output_error`'s: a refused
 host, an over-large body or an unsafe path fails the task without retries (the same answer would
-come again); any other failure fails the try.
+come again); any other failure fails the try. :func:`store_completed` is a single job's whole end
+(reported, its charge logged, its image stored, its link judged); :func:`announce` puts a task's
+result on its outlets' asset events.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from airflow.sdk import ObjectStoragePath
+from airflow.sdk import Asset, ObjectStoragePath
 
 from airflow_provider_doitong._compat import AirflowFailException
 from airflow_provider_doitong.batch.budget import over_estimate
@@ -30,6 +32,7 @@ from airflow_provider_doitong.client import (
     DoitongNotFound,
     DoitongProtocolError,
     DoitongUntrustedOutput,
+    ImageRequest,
     Job,
     observability,
 )
@@ -210,3 +213,46 @@ def check_output(
         raise AirflowFailException(
             f"output_path {shown(path)} cannot be written ({detail}); nothing was submitted"
         ) from None
+
+
+def store_completed(
+    client: DoitongClient,
+    job: Job,
+    *,
+    request: ImageRequest,
+    reused: bool,
+    max_credits: int | None,
+    location: Location | None,
+    context: Context,
+    log: TaskLog,
+) -> tuple[Location | None, str | None]:
+    """A completed single job's end: reported, its charge logged, its image stored, its link judged.
+
+    :param reused: the job was paid for by an earlier try; this try is charged nothing.
+    :param location: ``output_path``, if the task stores the image (see :func:`fetch_and_store`).
+    :param context: the task's context (its task instance owns the image's file).
+    :return: where the image went (``None`` without ``location``), and the URL for the image's link.
+    :raises AirflowFailException: when the image cannot be stored for good (see :func:`fetch_and_store`).
+    """
+    observe_end(client, job=None if reused else job, error=None, model=request.provider)
+    report_charge(log, job, reused=reused, estimate=request.estimated_credits, max_credits=max_credits)
+    stored = None
+    if location is not None:  # checked by the client, never over another task's file
+        stored = fetch_and_store(
+            client,
+            job_id=job.id,
+            url=job.url,
+            location=location,
+            log=log,
+            owner=task_owner(context),
+            job=job,
+            model=request.provider,
+        )
+    return stored, link_url(client, job_id=job.id, url=job.url, log=log)
+
+
+def announce(context: Context, outlets: Iterable[Any] | None, result: dict[str, Any]) -> None:
+    """Put the task's result on the asset events of its ``outlets`` (as each event's ``extra``)."""
+    for outlet in outlets or ():
+        if isinstance(outlet, Asset):
+            context["outlet_events"][outlet].extra = result
