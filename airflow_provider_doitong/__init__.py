@@ -7,7 +7,7 @@ puts all three into Airflow; each imports only the layers before it, and only th
 imports Airflow (but for the ``ObjectStoragePath`` that ``storage/`` writes through).
 
 Besides the layers, the root holds this face (the version and what Airflow's providers manager
-reads) and ``_compat.py``, where the differences between Airflow releases live.
+reads) and ``_compat/``, where the differences between Airflow releases live.
 ``tests/test_layers.py`` holds the layering against the imports.
 """
 

@@ -112,7 +112,7 @@ def test_dag_test_refuses_a_review_it_cannot_wait_for_before_the_first_credit(
     doitong_conn: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On 3.1 and 3.2 as they are; from 3.3 (where dag.test() can wait) as if the wait were a trigger."""
-    monkeypatch.setattr(_compat, "AWAITS_INPUT", False)
+    monkeypatch.setattr(_compat.human, "AWAITS_INPUT", False)
     dag = batch_dag(
         "review_in_dag_test", prompts=PROMPTS, output_path=str(tmp_path / "out"), require_approval=True
     )
