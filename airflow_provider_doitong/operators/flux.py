@@ -103,6 +103,18 @@ class FluxGenerateOperator(BaseOperator):
     operator_extra_links = (DoitongImageLink(),)
     ui_color = "#e8d7ff"
 
+    # What a try keeps (its ImageTry sets them), for lineage and the "Doitong image" link.
+    #: The task's result, as returned.
+    _result: dict[str, Any] | None = None
+    #: The connection's secrets, kept out of the XCom value, the asset event and lineage.
+    _secrets: tuple[str, ...] = ()
+    #: The finished image's URL, for the "Doitong image" link.
+    image_url: str | None = None
+    #: Where the image was stored, if anywhere (the link then opens the stored image).
+    stored_image: str | None = None
+    #: Where this try stored the image, if it did.
+    _stored: Location | None = None
+
     def __init__(
         self,
         *,
@@ -161,16 +173,8 @@ class FluxGenerateOperator(BaseOperator):
         self.on_clear = on_clear
         self.on_ambiguous_submission = on_ambiguous_submission
         self.cache_path, self.cache_max_age, self.cache_refresh = cache_path, cache_max_age, cache_refresh
+        #: The jobs this try submitted or found, for lineage and ``on_kill``.
         self._jobs: dict[str, Job] = {}
-        self._result: dict[str, Any] | None = None
-        #: The connection's secrets, kept out of the XCom value, the asset event and lineage.
-        self._secrets: tuple[str, ...] = ()
-        #: The finished image's URL, for the "Doitong image" link.
-        self.image_url: str | None = None
-        #: Where the image was stored, if anywhere (the link then opens the stored image).
-        self.stored_image: str | None = None
-        #: Where this try stored the image, if it did.
-        self._stored: Location | None = None
 
     # --- set-up: everything checked before any request -----------------------------------
     @cached_property
