@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
@@ -36,9 +36,67 @@ from airflow_provider_doitong.triggers.doitong import DoitongJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger
 
-    from airflow_provider_doitong.operators.flux import FluxGenerateOperator
+    from airflow_provider_doitong.client import DoitongClient
+    from airflow_provider_doitong.hooks.doitong import DoitongHook
     from airflow_provider_doitong.storage.cache import ImageCache
+
+
+class ImageTask(Protocol):
+    """What a try reads of ``FluxGenerateOperator`` (its parameters, hook, client, log and ``defer``)
+    and what it keeps there, for lineage, the image's link and ``on_kill``."""
+
+    image_url: str | None
+    stored_image: str | None
+    _stored: Location | None
+    _result: dict[str, Any] | None
+
+    @property
+    def hook(self) -> DoitongHook: ...
+    @property
+    def client(self) -> DoitongClient: ...
+    @property
+    def log(self) -> Any: ...
+    @property
+    def outlets(self) -> Any: ...
+    @property
+    def doitong_conn_id(self) -> str: ...
+    @property
+    def on_clear(self) -> str: ...
+    @property
+    def on_ambiguous_submission(self) -> str: ...
+    @property
+    def on_daily_limit(self) -> str: ...
+    @property
+    def deferrable(self) -> bool: ...
+    @property
+    def wait_for_completion(self) -> bool: ...
+    @property
+    def poll_interval(self) -> float: ...
+    @property
+    def max_credits(self) -> int | None: ...
+    @property
+    def credit_floor(self) -> int | None: ...
+    @property
+    def cache_path(self) -> str | None: ...
+    @property
+    def cache_max_age(self) -> float | timedelta | None: ...
+    @property
+    def cache_refresh(self) -> bool: ...
+    @property
+    def _jobs(self) -> dict[str, Job]: ...
+    @property
+    def _secrets(self) -> tuple[str, ...]: ...
+
+    def defer(
+        self,
+        *,
+        trigger: BaseTrigger,
+        method_name: str,
+        kwargs: dict[str, Any] | None = None,
+        timeout: timedelta | int | float | None = None,
+    ) -> NoReturn: ...
 
 
 @dataclass(kw_only=True)
@@ -49,7 +107,7 @@ class ImageTry:
     :param deadline: the Unix time the wait ends at (``None``: no limit), carried across deferrals.
     """
 
-    task: FluxGenerateOperator
+    task: ImageTask
     context: Context
     request: ImageRequest
     output: Location | None
