@@ -1,4 +1,8 @@
-"""``FluxGenerateOperator``: submit one image to Doitong, wait for it, and store it."""
+"""``FluxGenerateOperator``: submit one image to Doitong, wait for it, and store it.
+
+Here are its parameters, its checked request and Airflow's entry points; the course of one try
+(submit or reattach, wait, store) is :class:`~airflow_provider_doitong.operators.image_try.ImageTry`'s.
+"""
 
 from __future__ import annotations
 
