@@ -77,6 +77,7 @@ SHARED_AIRFLOW = {
     "tests/faults/": "airflow-faults",
     "tests/e2e/test_end_to_end.py": "airflow-faults",
     "tests/e2e/test_batch_end_to_end.py": "airflow-examples",
+    "tests/e2e/test_batch_kill_in_flight.py": "airflow-examples",
     "tests/e2e/test_examples_over_rest.py": "airflow-examples",
     "tests/ui/test_browser.py": "airflow-examples",
 }

@@ -9,10 +9,12 @@ item whose POST may really have been sent is ambiguous; the POSTs then go out to
 each accepted item becomes ``running`` with its job id, each refusal is judged by
 :func:`~airflow_provider_doitong.batch.verdicts.judge_submit_error` and recorded on its item, and
 all of it is flushed at once, before the runner makes any other request (so an accepted
-submission's record is durable before its item could be submitted again). A thread whose turn
-comes after a sibling's submission was refused (anything but a refused request) sends nothing: its
-item goes back to ``pending``, as an item the sequential loop had not reached yet did. What a
-verdict means for the whole batch (stop submitting, stop everything) is the runner's to apply.
+submission's record is durable before its item could be submitted again). While some answers
+are still awaited, those that came are flushed every :data:`ANSWER_RECORD_SECONDS`: a crash then
+costs a second charge only for a POST whose answer was on its way. A thread whose turn comes
+after a sibling's submission was refused (anything but a refused request) sends nothing: its item
+goes back to ``pending``, as an item the sequential loop had not reached yet did. What a verdict
+means for the whole batch (stop submitting, stop everything) is the runner's to apply.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import concurrent.futures
 import dataclasses
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +42,10 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
 )
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+
+#: The longest an accepted submission's job id waits in memory for its group's slowest answer
+#: before it is recorded (flushed): a crash loses no more than what was just answered.
+ANSWER_RECORD_SECONDS = 0.2
 
 
 def group_size(estimates: Sequence[int], *, headroom: int | None, worst_ratio: float | None) -> int:
@@ -221,23 +228,59 @@ class ItemSubmitter:
             )
             for index in indices
         ]
-        concurrent.futures.wait(futures)
+        early, failed = self._record_waiting(dict(zip(futures, indices, strict=True)))
         # A thread that raised what no verdict knows ends the step, but only once its siblings'
         # jobs are recorded (they are paid for); its own item stays ``submitting``: ambiguous.
         broken = [exc for exc in (future.exception() for future in futures) if exc is not None]
         answers = [(i, f.result()) for i, f in zip(indices, futures, strict=True) if f.exception() is None]
         try:
-            verdicts = self.record(answers)
+            verdicts = self.record(answers, recorded=early)
         finally:  # one fsync: every answer of the group recorded, before any other request
             self.ledger.flush()
-        if broken:
-            raise broken[0]
+        if broken or failed:
+            raise (broken or failed)[0]
         return verdicts
 
-    def record(self, group: list[tuple[int, Sent]]) -> list[SubmitVerdict]:
+    def _record_waiting(self, futures: dict[Future[Sent], int]) -> tuple[set[int], list[Exception]]:
+        """Wait for a group's answers; while some are still awaited, record (flushed) the jobs of
+        those that came, every :data:`ANSWER_RECORD_SECONDS`.
+
+        A job id held only in memory is lost with the process, and its item, still ``submitting``,
+        would be paid again by the next try: a slow sibling must not keep the others' answers off
+        the disk. A group whose answers all come within that time is recorded by one flush.
+
+        :return: the items recorded, and what recording them raised (once the group is recorded).
+        """
+        recorded: set[int] = set()
+        failed: list[Exception] = []
+        pending = set(futures)
+        while pending:
+            _, pending = concurrent.futures.wait(pending, timeout=ANSWER_RECORD_SECONDS)
+            if not pending:
+                break  # every answer is in: recorded with the refusals, by the group's one flush
+            answered = [
+                (index, future.result())
+                for future, index in futures.items()
+                if future.done() and index not in recorded and future.exception() is None
+            ]
+            accepted = [(index, sent.job, sent.at) for index, sent in answered if sent.job is not None]
+            for index, job, at in accepted:
+                recorded.add(index)
+                try:
+                    self._accepted(index, job, at)
+                except Exception as exc:  # the others' job ids are still recorded (and flushed)
+                    failed.append(exc)
+            if accepted:
+                self.ledger.flush()
+        return recorded, failed
+
+    def record(
+        self, group: list[tuple[int, Sent]], *, recorded: Set[int] = frozenset()
+    ) -> list[SubmitVerdict]:
         """Record a group's answers (not flushed): accepted items first, so that a refusal of the
         job slots counts them among this batch's running jobs; then refusals, in the items' order.
 
+        :param recorded: the accepted items already recorded while the group was in flight.
         :return: the verdicts on the refused submissions.
         """
         for _, sent in sorted(group, key=lambda pair: pair[1].at):
@@ -249,7 +292,7 @@ class ItemSubmitter:
             self._refusals = 0
         failed: list[Exception] = []
         for index, sent in group:
-            if sent.job is not None:
+            if sent.job is not None and index not in recorded:
                 try:
                     self._accepted(index, sent.job, sent.at)
                 except Exception as exc:  # the others' job ids are still recorded (and flushed)
