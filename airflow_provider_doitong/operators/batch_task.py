@@ -9,6 +9,7 @@ rendered somewhere else is refused rather than allowed to submit everything agai
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_doitong._compat import AirflowFailException, task_instance_region, task_state_store
 from airflow_provider_doitong.batch import manifest, saved_items
+from airflow_provider_doitong.batch.budget import counting_hits
 from airflow_provider_doitong.batch.items import BatchItem, budget_problem, estimated_credits
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger, LedgerError, summary_counts
 from airflow_provider_doitong.batch.ledger_manifest import write_ledger_manifest
@@ -211,20 +213,36 @@ def check_balance(
     found: Sequence[BatchItem],
     estimate: int,
     *,
+    max_credits: int | None = None,
     on_daily_limit: str,
     conn_id: str | None = None,
 ) -> None:
-    """Refuse a batch whose items still to generate cost more than the account's balance, or would
-    take it below the runner's credit floor.
+    """Refuse a batch estimated over ``max_credits``, or whose items still to generate cost more than
+    the account's balance, or would take it below the runner's credit floor.
+
+    The images the image cache holds cost nothing: when the full estimate is refused, they are looked
+    up (nothing claimed or written) and counted at 0 (:func:`~airflow_provider_doitong.batch.budget.counting_hits`).
 
     :param estimate: the whole batch's estimated credits (kept in the ledger for the manifest).
+    :param max_credits: the most the whole batch may spend, if capped (checked before the account is read).
     :param conn_id: the Airflow connection, named when its API key is refused.
     :raises AirflowFailException: if the balance does not cover them (nothing is submitted).
     :raises AirflowException: as :mod:`~airflow_provider_doitong.client.outcomes` says, if the account
         cannot be read.
     """
     ledger = runner.ledger
-    to_spend = estimated_credits(found, only=ledger.in_state(ItemState.PENDING))
+    pending = ledger.in_state(ItemState.PENDING)
+    to_spend = estimated_credits(found, only=pending)
+    hits = functools.cache(lambda: estimated_credits(found, only=_hits(runner, pending)))
+
+    def over_cap(off: int) -> str | None:  # stored cache copies cost 0 too, as the running budget says
+        return budget_problem(
+            images=len(found), estimate=estimate - off, to_spend=0, balance=None, max_credits=max_credits
+        )
+
+    problem = counting_hits(over_cap, lambda: hits() + _cached_credits(ledger, found))
+    if problem:
+        raise AirflowFailException(problem)
     balance = None
     if to_spend:
         try:
@@ -236,14 +254,18 @@ def check_balance(
                 doing="Reading the Doitong account failed",
                 conn_id=conn_id,
             ) from None
-    problem = budget_problem(
-        images=len(found),
-        estimate=estimate,
-        to_spend=to_spend,
-        balance=balance,
-        max_credits=None,
-        credit_floor=runner.credit_floor,
-    )
+
+    def short(off: int) -> str | None:
+        return budget_problem(
+            images=len(found),
+            estimate=estimate,
+            to_spend=to_spend - off,
+            balance=balance if to_spend - off else None,
+            max_credits=None,
+            credit_floor=runner.credit_floor,
+        )
+
+    problem = counting_hits(short, hits)
     if problem:
         raise AirflowFailException(problem)
     ledger.set_meta(credits_estimated=estimate)
@@ -255,6 +277,17 @@ def check_balance(
         f"; the account has {balance}" if balance is not None else "",
         shown(runner.folder),
     )
+
+
+def _hits(runner: BatchRunner, pending: list[int]) -> list[int]:
+    """The pending items the image cache holds now (none without a cache)."""
+    return [] if runner.cache is None else runner.cache.hits_now(pending)
+
+
+def _cached_credits(ledger: Ledger, found: Sequence[BatchItem]) -> int:
+    """The estimate of the items an earlier try stored from the image cache (they cost nothing)."""
+    copied = [i for i in ledger.in_state(ItemState.STORED) if ledger.records[i].from_cache]
+    return estimated_credits(found, only=copied) if copied else 0
 
 
 def write_manifest(
