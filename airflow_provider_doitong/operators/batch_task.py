@@ -233,14 +233,8 @@ def check_balance(
     ledger = runner.ledger
     pending = ledger.in_state(ItemState.PENDING)
     to_spend = estimated_credits(found, only=pending)
-    hits = functools.cache(lambda: estimated_credits(found, only=_hits(runner, pending)))
-
-    def over_cap(off: int) -> str | None:  # stored cache copies cost 0 too, as the running budget says
-        return budget_problem(
-            images=len(found), estimate=estimate - off, to_spend=0, balance=None, max_credits=max_credits
-        )
-
-    problem = counting_hits(over_cap, lambda: hits() + _cached_credits(ledger, found))
+    cached = functools.cache(lambda: _hits(runner, pending))  # looked up once, if at all
+    problem = _over_cap(found, estimate, max_credits, free=lambda: cached() + _copied(ledger))
     if problem:
         raise AirflowFailException(problem)
     balance = None
@@ -265,7 +259,7 @@ def check_balance(
             credit_floor=runner.credit_floor,
         )
 
-    problem = counting_hits(short, hits)
+    problem = counting_hits(short, lambda: estimated_credits(found, only=cached()))
     if problem:
         raise AirflowFailException(problem)
     ledger.set_meta(credits_estimated=estimate)
@@ -279,15 +273,30 @@ def check_balance(
     )
 
 
+def _over_cap(
+    found: Sequence[BatchItem], estimate: int, max_credits: int | None, *, free: Callable[[], list[int]]
+) -> str | None:
+    """Why the batch is over ``max_credits``, the items ``free`` names (cache hits, and copies an
+    earlier try stored: 0 credits, as the running budget counts them) counted at 0."""
+    items = functools.cache(free)
+
+    def over(off: int) -> str | None:
+        images = len(found) - (len(items()) if off else 0)
+        return budget_problem(
+            images=images, estimate=estimate - off, to_spend=0, balance=None, max_credits=max_credits
+        )
+
+    return counting_hits(over, lambda: estimated_credits(found, only=items()))
+
+
 def _hits(runner: BatchRunner, pending: list[int]) -> list[int]:
     """The pending items the image cache holds now (none without a cache)."""
     return [] if runner.cache is None else runner.cache.hits_now(pending)
 
 
-def _cached_credits(ledger: Ledger, found: Sequence[BatchItem]) -> int:
-    """The estimate of the items an earlier try stored from the image cache (they cost nothing)."""
-    copied = [i for i in ledger.in_state(ItemState.STORED) if ledger.records[i].from_cache]
-    return estimated_credits(found, only=copied) if copied else 0
+def _copied(ledger: Ledger) -> list[int]:
+    """The items an earlier try stored from the image cache (they cost nothing)."""
+    return [i for i in ledger.in_state(ItemState.STORED) if ledger.records[i].from_cache]
 
 
 def write_manifest(

@@ -241,12 +241,15 @@ def test_a_batch_that_waited_for_another_runs_image_releases_its_failed_items_cl
 
 
 @pytest.mark.parametrize(
-    "limit",
-    [{"max_credits": 0}, {"credit_floor": 100_000 - 10 * len(PROMPTS)}],
+    ("limit", "refusal"),
+    [
+        ({"max_credits": 0}, "1 images are estimated at 10 credits, over max_credits=0"),
+        ({"credit_floor": 100_000 - 10 * len(PROMPTS)}, "still to generate are estimated at 10 credits"),
+    ],
     ids=["max_credits", "credit_floor"],
 )
 def test_a_batch_the_cache_holds_whole_is_not_refused_for_its_estimate(
-    doitong_conn: Any, tmp_path: Path, limit: dict[str, int]
+    doitong_conn: Any, tmp_path: Path, capfd: Any, limit: dict[str, int], refusal: str
 ) -> None:
     """Its images cost 0: neither ``max_credits`` nor the balance's floor counts them at their estimate."""
     run_batch("cache_limit_a", tmp_path / "a", tmp_path / "cache")
@@ -266,6 +269,7 @@ def test_a_batch_the_cache_holds_whole_is_not_refused_for_its_estimate(
         )
     )
     assert task_states(run) == {"batch": "failed"} and posts(doitong_conn) == len(PROMPTS)
+    assert refusal in capfd.readouterr().out  # what is still to make, the hits at 0
     assert not list((tmp_path / "cache").rglob("*.claim"))  # the look claimed nothing
 
 
