@@ -1,7 +1,8 @@
 """``max_credits`` against what Doitong really charges, decided without I/O.
 
 Before a batch starts, its estimate is checked against ``max_credits``
-(:func:`~airflow_provider_doitong.batch.items.budget_problem`). The vendor's charged ``creditCost``
+(:func:`~airflow_provider_doitong.batch.items.budget_problem`), the images the image cache holds
+counted at 0 (:func:`counting_hits`). The vendor's charged ``creditCost``
 is the truth, though, and may be more. While the batch runs, :class:`CreditBudget` keeps the
 *projection*: what the items charged so far really cost, plus the estimate of every item not charged
 yet (running or still to submit), less the items that failed for good without a charge (failed
@@ -15,7 +16,7 @@ projection is a running sum, so a batch of a million items pays nothing per step
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from airflow_provider_doitong.batch.item_list import BatchItem, ItemList
@@ -59,6 +60,22 @@ def below_floor(*, balance: int, floor: int, estimate: int) -> str:
         f"the account has {balance} credits and its credit floor is {floor}: a job estimated at "
         f"{estimate} credits would take it below the floor"
     )
+
+
+def counting_hits(problem: Callable[[int], str | None], free: Callable[[], int]) -> str | None:
+    """Why a run must not start, counting the images the image cache holds at 0 credits: one rule for
+    the checks both operators make before their first credit (``max_credits``, the balance, the
+    credit floor).
+
+    :param problem: the check, given the credits to take off its estimate (``None``: it passes).
+    :param free: the estimated credits of the images the cache holds now; asked only when the full
+        estimate is refused, so a run without a cache, or within its budget anyway, reads nothing more.
+    """
+    refused = problem(0)
+    if refused is None:
+        return None
+    off = free()
+    return problem(off) if off else refused
 
 
 def item_estimates(items: Sequence[BatchItem]) -> Sequence[int]:

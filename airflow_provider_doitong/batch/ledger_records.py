@@ -41,6 +41,9 @@ class ItemRecord:
     :param submitted_at: Unix time (the worker's clock) the current job's id was recorded.
     :param ambiguous: submissions whose answer was never recorded (each may have been charged);
         ledgers written before this name hold it as ``unconfirmed``, read the same.
+    :param cached: the stored image was copied from the image cache (``job_id`` names the job, of
+        any run, that made it; ``credits`` is 0), even if jobs of its own failed before
+        (``job_ids``). Ledgers written before this field mark such an item by an empty ``job_ids``.
     """
 
     index: int
@@ -59,14 +62,22 @@ class ItemRecord:
     bytes: int | None = None
     error: str | None = None
     ambiguous: int = 0
+    cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "key": self.key, "state": self.state.value}
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
-            if value not in (None, [], 0):
+            if value not in (None, [], 0):  # (``False`` too)
                 out[name] = list(value) if name == "job_ids" else value
         return out
+
+    @property
+    def from_cache(self) -> bool:
+        """Stored from the image cache (0 credits), by the field or, in an older ledger, by having no job."""
+        return (
+            self.state is ItemState.STORED and self.job_id is not None and (self.cached or not self.job_ids)
+        )
 
     @property
     def pristine(self) -> bool:

@@ -83,6 +83,10 @@ def _digest(value: Any, what: str) -> str:
     return value
 
 
+def _flag(value: Any, what: str) -> bool:
+    return bool(typed(value, bool, what))
+
+
 def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
     return lambda value, what: None if value is None else check(value, what)
 
@@ -107,6 +111,7 @@ _FIELDS: dict[str, Callable[[Any, str], Any]] = {
     "bytes": _optional(count),
     "error": _optional(_text),
     "ambiguous": count,
+    "cached": _flag,
 }
 #: Fields ledgers written by earlier versions name otherwise: read under their current name.
 EARLIER_NAMES = {"unconfirmed": "ambiguous"}
@@ -139,6 +144,10 @@ def _owner(value: Any, what: str) -> dict[str, Any]:
     return owner
 
 
+def _counts(value: Any, what: str) -> list[int]:
+    return [count(item, what) for item in typed(value, list, what)]
+
+
 def _numbers(value: Any, what: str) -> list[float]:
     return [_number(item, what) for item in typed(value, list, what)]
 
@@ -154,6 +163,7 @@ _META: dict[str, Callable[[Any, str], Any]] = {
     "credits_estimated": _optional(count),
     "items_sha256": _digest,
     "items_bytes": count,
+    "cache_to_fill": _counts,
 }
 
 

@@ -141,7 +141,7 @@ def iter_entries_from_ledger(
             "completed_at": record.completed_at,
             "error": None if stored else record.error,
         }
-        if stored and record.job_id and not record.job_ids:  # from the image cache: no job of its own
+        if record.from_cache:
             entry["cached"] = True
             entry["source_job_id"] = record.job_id
         if len(record.job_ids) > 1 or record.ambiguous:

@@ -247,9 +247,10 @@ class BatchRunner:
 
         :param defer: deferrable mode's policy; ``None`` sleeps in the worker.
         """
-        if self.cache is not None:  # hits cost nothing: the budget counts them at 0
-            self.budget.learn((index, 0) for index in self.cache.resolve())
+        outcome: Finished | Defer | None = None
         try:
+            if self.cache is not None:  # hits cost nothing: the budget counts them at 0
+                self.budget.learn((index, 0) for index in self.cache.resolve())
             outcome = self._steps(defer)
             candidates = self._to_fill()
             self.images.drain()
@@ -257,6 +258,8 @@ class BatchRunner:
             return outcome
         finally:
             self.lanes.close()
+            if self.cache is not None:  # on every way out, even the final drain's failures
+                self.cache.release_unmade(pending=not isinstance(outcome, Defer))
 
     def _steps(self, defer: DeferPolicy | None) -> Finished | Defer:
         while True:
@@ -421,8 +424,9 @@ class BatchRunner:
         self._fill(candidates)
 
     def _to_fill(self) -> list[int]:
-        """The items whose images may be stored next, to fill the image cache with (none without one)."""
-        return self.ledger.in_state(ItemState.COMPLETED) if self.cache is not None else []
+        """The items whose images may be stored next, to fill the image cache with (none without one);
+        noted in the ledger with the next flush, which records them stored (see :meth:`.BatchCache.to_fill`)."""
+        return self.cache.to_fill() if self.cache is not None else []
 
     def _fill(self, candidates: list[int]) -> None:
         """Fill the image cache with those of ``candidates`` stored since :meth:`_to_fill`."""

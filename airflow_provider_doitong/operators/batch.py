@@ -42,7 +42,8 @@ class FluxBatchOperator(BaseOperator):
     """Generate a batch of images with Doitong in one task: a day's prompts, at the plan's pace.
 
     Every item is checked, and the whole batch's estimated credits compared with ``max_credits``
-    and the account's balance, before anything is submitted. The batch keeps the plan's job slots
+    and the account's balance (the images the image cache holds counting 0), before anything is
+    submitted. The batch keeps the plan's job slots
     full (a new job goes out as soon as one finishes) within its requests per minute, and reads
     every running job in one request just after the next of them is due. Each item's job id is in
     a ledger under ``output_path`` before anything else happens to it, so a retry, a worker crash
@@ -265,19 +266,19 @@ class FluxBatchOperator(BaseOperator):
             del found  # a traceback that shows locals (Airflow 3.0's) must not print the secret
             raise AirflowFailException(problem)
         estimate = batch_items.estimated_credits(found)
-        problem = batch_items.budget_problem(
-            images=len(found), estimate=estimate, to_spend=0, balance=None, max_credits=self._budget
-        )
-        if problem:
-            raise AirflowFailException(problem)
         folder, ledger = batch_task.open_ledger(context, Location.of(str(self.output_path)), found)
         links.publish(self, context)
         runner = self._runner(context, folder, ledger, found)
         try:
             self._new_try(context, runner)
             runner.resolve_ambiguous()
-            batch_task.check_balance(
-                runner, found, estimate, on_daily_limit=self.on_daily_limit, conn_id=self.doitong_conn_id
+            batch_task.check_balance(  # the images the cache holds count at 0
+                runner,
+                found,
+                estimate,
+                max_credits=self._budget,
+                on_daily_limit=self.on_daily_limit,
+                conn_id=self.doitong_conn_id,
             )
             check_output(context, folder, whole_folder=True)  # writable, and this task's alone
             batch_task.save_items(context, folder, ledger, found)  # what a resume reads

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong.batch.budget import counting_hits
 from airflow_provider_doitong.client import ImageRequest, Job
 from airflow_provider_doitong.client.times import seconds, utc_iso
 from airflow_provider_doitong.hooks.connection import read_cache_path
@@ -45,6 +46,25 @@ def open_cache(
     if path is None:
         return None
     return ImageCache(Location.of(path), max_age=seconds(max_age), refresh=refresh)
+
+
+def max_credits_problem(
+    cache: ImageCache | None, request: ImageRequest, max_credits: int | None
+) -> str | None:
+    """Why ``request`` must not be submitted under ``max_credits``, or ``None``: an image the cache
+    holds costs 0 credits, so its estimate does not count (looked up, nothing claimed or written,
+    only when the estimate is over; the same rule as the batch's, :func:`~airflow_provider_doitong.batch.budget.counting_hits`).
+    """
+
+    def over(off: int) -> str | None:
+        estimate = request.estimated_credits - off
+        if max_credits is None or estimate <= max_credits:
+            return None
+        return f"This image is estimated at {estimate} credits, over max_credits={max_credits}; nothing was submitted"
+
+    return counting_hits(
+        over, lambda: request.estimated_credits if cache is not None and cache.lookup(request) else 0
+    )
 
 
 def claimant(context: Context) -> str:

@@ -329,7 +329,7 @@ class ImageCache:
             found = _read_bounded(place, f"{key}.claim", MAX_RECORD_BYTES)
             if found is not None and _claim_of(found)[0] == owner:
                 place.remove(f"{key}.claim")
-        except (OSError, UnsafeOutputPath) as exc:
+        except (OSError, UnsafeOutputPath, CacheEntryInvalid) as exc:  # never over a task's own error
             log.warning("Cannot release the cache claim of %s: %s", key, exc)
 
     def wait(self, request: ImageRequest, owner: str, *, deadline: float | None) -> CacheEntry | None:

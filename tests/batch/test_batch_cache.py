@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from airflow.sdk import DAG
 from airflow_provider_doitong.batch.cache import BatchCache
 from airflow_provider_doitong.batch.items import ItemDefaults, build_items, entries_from_list
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
+from airflow_provider_doitong.batch.manifest import iter_entries_from_ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner, Finished
 from airflow_provider_doitong.batch.stores import LocalLedgerStore
@@ -24,6 +26,8 @@ from airflow_provider_doitong.client import DoitongClient
 from airflow_provider_doitong.operators.batch import FluxBatchOperator
 from airflow_provider_doitong.storage import storage_path
 from airflow_provider_doitong.storage.cache import ImageCache, cache_key
+from doitong_emulator import FaultConfig
+from doitong_emulator.images import render_image
 from tests.conftest import run_dag, task_states, xcom_value
 
 PROMPTS = [f"a harbour at noon, study {n}" for n in range(6)]
@@ -234,3 +238,137 @@ def test_a_batch_that_waited_for_another_runs_image_releases_its_failed_items_cl
     assert states == [ItemState.STORED, ItemState.FAILED]
     assert runner.ledger.records[0].job_id == "job-other"
     assert not list((tmp_path / "cache").rglob("*.claim"))  # the failed item's claim too
+
+
+@pytest.mark.parametrize(
+    ("limit", "refusal"),
+    [
+        ({"max_credits": 0}, "1 images are estimated at 10 credits, over max_credits=0"),
+        ({"credit_floor": 100_000 - 10 * len(PROMPTS)}, "still to generate are estimated at 10 credits"),
+    ],
+    ids=["max_credits", "credit_floor"],
+)
+def test_a_batch_the_cache_holds_whole_is_not_refused_for_its_estimate(
+    doitong_conn: Any, tmp_path: Path, capfd: Any, limit: dict[str, int], refusal: str
+) -> None:
+    """Its images cost 0: neither ``max_credits`` nor the balance's floor counts them at their estimate."""
+    run_batch("cache_limit_a", tmp_path / "a", tmp_path / "cache")
+    assert doitong_conn.credits() == 100_000 - 10 * len(
+        PROMPTS
+    )  # a floor at the balance: not a credit to spend
+    second, summary = run_batch("cache_limit_b", tmp_path / "b", tmp_path / "cache", **limit)
+    assert summary["credits_spent"] == 0 and all(entry["cached"] for entry in second["items"])
+    assert posts(doitong_conn) == len(PROMPTS)
+    run = run_dag(  # one prompt the cache does not hold: refused as before, nothing submitted
+        batch_dag(
+            "cache_limit_c",
+            prompts=[*PROMPTS, "a harbour at night"],
+            output_path=str(tmp_path / "c"),
+            cache_path=str(tmp_path / "cache"),
+            **limit,
+        )
+    )
+    assert task_states(run) == {"batch": "failed"} and posts(doitong_conn) == len(PROMPTS)
+    assert refusal in capfd.readouterr().out  # what is still to make, the hits at 0
+    assert not list((tmp_path / "cache").rglob("*.claim"))  # the look claimed nothing
+
+
+def test_an_item_failed_in_an_earlier_try_then_taken_from_the_cache_is_marked_cached(
+    doitong_conn: Any, tmp_path: Path
+) -> None:
+    prompt = "a lantern in the snow"
+    first = runner_for(doitong_conn, tmp_path, "one", [prompt])
+    first.item_retries, first.max_failed_items = 0, 1
+    first.start_try(try_number=1, deadline=None)
+    doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0, seed=1))
+    assert first.run() == Finished("")
+    first.client.close()
+    failed_job = first.ledger.records[0].job_ids[0]
+    doitong_conn.set_faults(FaultConfig())
+    image = render_image("job-other", prompt, 256, 256)  # another run makes the image meanwhile
+    ImageCache(str(tmp_path / "cache")).fill(
+        ImageRequest_of(prompt), data=image, job_id="job-other", credits=10
+    )
+    second = runner_for(doitong_conn, tmp_path, "one", [prompt])  # the task's next try
+    assert second.start_try(try_number=2, deadline=None) == 1
+    assert second.run() == Finished("")
+    second.client.close()
+    reopened = runner_for(doitong_conn, tmp_path, "one", [prompt])  # as the ledger was written
+    reopened.client.close()
+    (entry,) = iter_entries_from_ledger(reopened.items, reopened.ledger.records)
+    assert entry["cached"] is True and entry["source_job_id"] == entry["job_id"] == "job-other"
+    assert entry["credits"] == 0 and posts(doitong_conn) == 1
+    record = reopened.ledger.records[0]
+    assert record.state is ItemState.STORED and record.cached and record.job_ids == [failed_job]
+
+
+def test_an_item_failing_in_the_final_drain_gives_its_claim_back(doitong_conn: Any, tmp_path: Path) -> None:
+    """The try's deadline passes while the image downloads; the download then fails for good."""
+    runner = runner_for(doitong_conn, tmp_path, "one", ["a kite over dunes"])
+    # an output on a host the connection does not list: refused for good, never stored
+    doitong_conn.set_faults(FaultConfig(output_base_url=f"http://localhost:{doitong_conn.port}"))
+    download = runner.client.download
+
+    def slow_download(url: str, **kwargs: Any) -> Any:
+        time.sleep(0.5)  # still in flight when the loop ends
+        return download(url, **kwargs)
+
+    runner.client.download = slow_download  # type: ignore[method-assign]
+    poll = runner.poll
+
+    def poll_then_deadline() -> None:
+        poll()
+        if runner.ledger.count(ItemState.COMPLETED):
+            runner.planner.deadline = 1.0  # passed: the loop ends with the download in flight
+
+    runner.poll = poll_then_deadline  # type: ignore[method-assign]
+    assert runner.run() == Finished("deadline")
+    runner.client.close()
+    assert runner.ledger.records[0].state is ItemState.FAILED  # in the drain
+    assert not list((tmp_path / "cache").rglob("*.claim"))
+
+
+def test_a_run_ended_by_an_error_gives_back_the_claims_of_what_it_did_not_submit(
+    doitong_conn: Any, tmp_path: Path
+) -> None:
+    prompts = [f"a crane at dawn, study {n}" for n in range(7)]
+    runner = runner_for(doitong_conn, tmp_path, "one", prompts)  # 5 jobs at once
+
+    def lost() -> None:
+        raise RuntimeError("the worker was lost")
+
+    runner.poll = lost  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="worker was lost"):
+        runner.run()
+    runner.client.close()
+    assert runner.ledger.count(ItemState.RUNNING) == 5 and runner.ledger.count(ItemState.PENDING) == 2
+    claims = list((tmp_path / "cache").rglob("*.claim"))
+    assert len(claims) == 5  # the running jobs' stay: the next try stores their images
+
+
+def test_a_run_stopped_between_storing_and_filling_fills_the_cache_when_it_resumes(
+    doitong_conn: Any, tmp_path: Path
+) -> None:
+    prompts = [f"a pier in rain, study {n}" for n in range(3)]
+    first = runner_for(doitong_conn, tmp_path, "one", prompts)
+    assert first.cache is not None
+
+    def killed(_candidates: Any) -> None:
+        raise RuntimeError("killed after the ledger's flush")
+
+    first.cache.stored = killed  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="killed"):
+        first.run()
+    first.client.close()
+    cache = ImageCache(str(tmp_path / "cache"))
+    stored = first.ledger.in_state(ItemState.STORED)
+    assert stored and all(cache.lookup(ImageRequest_of(prompts[i])) is None for i in stored)
+    assert len(list((tmp_path / "cache").rglob("*.claim"))) == len(prompts)
+    second = runner_for(doitong_conn, tmp_path, "one", prompts)  # the resume, or the next try
+    assert second.run() == Finished("")
+    second.client.close()
+    assert posts(doitong_conn) == len(prompts)  # nothing made again
+    for prompt, record in zip(prompts, second.ledger.records, strict=True):
+        entry = cache.lookup(ImageRequest_of(prompt))
+        assert entry is not None and entry.job_id == record.job_id and entry.sha256 == record.sha256
+    assert not list((tmp_path / "cache").rglob("*.claim"))

@@ -6,7 +6,7 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
-from airflow_provider_doitong.batch.budget import CreditBudget, within_floor
+from airflow_provider_doitong.batch.budget import CreditBudget, counting_hits, within_floor
 from airflow_provider_doitong.batch.items import budget_problem
 from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.runner import BatchRunner
@@ -118,3 +118,20 @@ def test_an_account_read_that_cannot_succeed_stops_the_submissions_and_a_passing
     down = _floor_runner(DoitongServerError("down", status=503))
     assert BatchRunner._within_floor(down, [0, 1]) == []
     assert down.stop_submitting == "" and down.planner.submissions_blocked_until > 1_000.0
+
+
+def test_counting_hits_asks_the_cache_only_when_the_full_estimate_is_refused() -> None:
+    asked: list[str] = []
+
+    def free() -> int:
+        asked.append("cache")
+        return 30
+
+    def over_40(off: int) -> str | None:
+        return f"{50 - off} > 40" if 50 - off > 40 else None
+
+    assert counting_hits(lambda off: None, free) is None and asked == []  # within it: nothing read
+    assert counting_hits(over_40, free) is None and asked == ["cache"]  # 20 once the hits cost 0
+    assert counting_hits(over_40, lambda: 0) == "50 > 40"  # nothing cached: refused as before
+    over_anyway = counting_hits(lambda off: f"{100 - off} > 40" if 100 - off > 40 else None, free)
+    assert over_anyway == "70 > 40"  # still over: the reason counts the hits at 0

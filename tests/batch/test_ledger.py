@@ -330,3 +330,39 @@ def test_a_planted_link_in_the_ledger_folder_is_never_followed(tmp_path: Path) -
     with pytest.raises(UnsafeOutputPath, match="symlink"):
         Ledger.open(LocalLedgerStore(str(folder)), items=batch, owner=OWNER)
     assert victim.read_text() == "keep me"
+
+
+def test_an_item_from_the_image_cache_is_marked_so_and_older_ledgers_still_read(tmp_path: Path) -> None:
+    # A copy from the cache says so itself, even beside jobs of its own that failed before; a
+    # ledger written before the field marks one by having no job at all, read the same.
+    batch, ledger = _started(tmp_path, ["a", "b", "c"])
+    ledger.update(0, state=ItemState.STORED, job_id="j-other", job_ids=["j-failed"], credits=0, cached=True)
+    ledger.update(1, state=ItemState.STORED, job_id="j-own", job_ids=["j-own"], credits=10)
+    ledger.set_meta(cache_to_fill=[1])
+    ledger.flush()
+    ledger.close()
+    assert b'"cached":true' in (tmp_path / JOURNAL_NAME).read_bytes()
+    snapshot = tmp_path / "ledger.json"
+    doc = json.loads(snapshot.read_text())
+    doc["items"] = [{"index": 2, "key": batch[2].fingerprint, "state": "stored", "job_id": "j-old"}]
+    snapshot.write_text(json.dumps(doc))  # an older ledger's copy: no field, no job of its own
+    again = Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)
+    assert [record.from_cache for record in again] == [True, False, True]
+    assert [record.cached for record in again] == [True, False, False]
+    assert again.meta["cache_to_fill"] == [1]
+    again.close()
+
+
+@pytest.mark.parametrize(
+    ("event", "match"),
+    [({"i": 0, "set": {"cached": "yes"}}, "cached"), ({"meta": {"cache_to_fill": [-1]}}, "cache_to_fill")],
+    ids=["cached", "cache_to_fill"],
+)
+def test_a_cache_value_no_ledger_holds_is_refused(tmp_path: Path, event: dict, match: str) -> None:
+    batch, ledger = _started(tmp_path, ["a"])
+    ledger.close()
+    seq = json.loads((tmp_path / "ledger.json").read_text())["seq"]
+    with (tmp_path / JOURNAL_NAME).open("a") as handle:
+        handle.write(json.dumps({"q": seq + 1, **event}) + "\n")
+    with pytest.raises(LedgerError, match=match):
+        Ledger.open(LocalLedgerStore(str(tmp_path)), items=batch, owner=OWNER)

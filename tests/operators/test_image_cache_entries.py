@@ -258,3 +258,20 @@ def test_an_unwritable_cache_does_not_fail_the_fill(tmp_path: Path) -> None:
     (tmp_path / "cache").write_text("a file, not a folder")
     assert not ImageCache(str(tmp_path / "cache")).fill(FOX, data=IMAGE, job_id="job-fox", credits=10)
     assert os.path.isfile(tmp_path / "cache")
+
+
+# --- max_credits and a hit (the single image's check before its first credit) -------------------
+def test_max_credits_counts_an_image_the_cache_holds_at_0(tmp_path: Path) -> None:
+    from airflow_provider_doitong.operators.image_cache import max_credits_problem
+
+    empty = ImageCache(str(tmp_path / "empty"))
+    refused = "This image is estimated at 10 credits, over max_credits=5; nothing was submitted"
+    assert max_credits_problem(empty, FOX, 5) == refused
+    assert max_credits_problem(None, FOX, 5) == refused
+    assert max_credits_problem(empty, FOX, 10) is None and max_credits_problem(empty, FOX, None) is None
+    cache = filled(tmp_path)
+    assert max_credits_problem(cache, FOX, 0) is None  # a hit costs nothing
+    assert not list((tmp_path / "cache").rglob("*.claim"))  # looked at, not claimed
+    image, _ = entry_files(tmp_path / "cache")
+    image.write_bytes(IMAGE[:-10])  # a damaged entry is a miss: refused as before
+    assert max_credits_problem(cache, FOX, 5) == refused
