@@ -209,7 +209,7 @@ class FluxGenerateOperator(BaseOperator):
             quality=self.quality,
             version=self.version,
             webhook_url=self.webhook_url,
-            max_credits=self.max_credits,
+            max_credits=None,  # checked before the submission, counting a cache hit at 0
             secrets=self._secrets,
             conn_id=self.doitong_conn_id,
         )

@@ -155,6 +155,9 @@ class ImageTry:
         if self.output is not None:  # before the first credit: a folder that takes the image
             check_output(self.context, self.output, whole_folder=False)
         cache = self.cache()
+        problem = image_cache.max_credits_problem(cache, self.request, task.max_credits)
+        if problem is not None:
+            raise AirflowFailException(problem)
         if cache is not None:  # before the first credit too: the image may be there already
             hit = image_cache.before_submit(
                 cache, self.request, self.context, deadline=self.deadline, log=task.log

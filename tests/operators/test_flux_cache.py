@@ -71,6 +71,30 @@ def test_a_second_task_for_the_same_image_takes_it_from_the_cache(
     assert "cached" not in other and posts(doitong_conn) == 2
 
 
+def test_a_hit_is_not_refused_for_max_credits(doitong_conn: Any, tmp_path: Path) -> None:
+    """A hit costs 0 credits: an estimate over ``max_credits`` refuses only a miss."""
+    cache = str(tmp_path / "cache")
+    first = generate(tmp_path / "a", cache_path=cache)
+    second = generate(tmp_path / "b", cache_path=cache, max_credits=5)  # estimated at 10
+    assert second["cached"] is True and second["credit_cost"] == 0 and posts(doitong_conn) == 1
+    assert second["source_job_id"] == first["job_id"]
+    with DAG(
+        f"cache_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False
+    ) as dag:
+        FluxGenerateOperator(
+            task_id="generate",
+            prompt=PROMPT,
+            quality="high",
+            width=256,
+            height=256,
+            output_path=f"{tmp_path / 'c'}/",
+            cache_path=cache,
+            max_credits=5,
+        )
+    assert task_states(run_dag(dag)) == {"generate": "failed"}  # a miss over max_credits
+    assert posts(doitong_conn) == 1
+
+
 def test_the_connections_cache_path_extra(
     emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
