@@ -4,7 +4,8 @@ The runner (:mod:`~airflow_provider_doitong.batch.runner`) tells the :class:`Pla
 ledger holds and what the API answered; the planner answers with one :class:`BatchStep` at a time. It
 keeps the plan's job slots full (each job's slot is refilled as soon as its end is seen), and spends
 the window's requests (:mod:`.window`) on submissions first: a status read never takes a request
-that a submission waiting for the window could use. When to read is
+that a submission waiting for the window could use, and a read that would free a slot waits until
+the window allows the submission that fills it. When to read is
 :func:`~airflow_provider_doitong.client.pacing.next_read_at`'s decision (the schedule of the sync
 wait and the triggerer's poller too): every running job in one coalesced request just after the
 next of them is due once durations are learned (with items left to submit, only the jobs due
