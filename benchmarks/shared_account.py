@@ -10,6 +10,7 @@ request, and per DAG the run's state, failed tasks, duplicate submissions and mi
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import time
 from collections import Counter
@@ -160,6 +161,39 @@ def collect(
         "duplicate_submissions": sum(s["duplicate_submissions"] for s in per_side.values()),
         "missing_images": sum(s["missing_images"] for s in per_side.values()),
         "sides": per_side,
+        "timeline": timeline(emu, accepted[0] if accepted else 0.0, prompts),
+    }
+
+
+def timeline(emu: Any, t0: float, prompts: dict[str, list[str]]) -> dict[str, Any]:
+    """Requests per rate-limit window by kind, and each DAG's submissions, from the first accepted one.
+
+    ``windows``: for each window the emulator opened (a window opens at the first request after the
+    last one ended), its start and its requests by kind (``submit_429`` and ``status_429`` counted
+    apart); ``submitted``: each DAG's accepted submissions' times, in seconds after ``t0``.
+    """
+    log = sorted(emu.request_log(), key=lambda e: e["t"])
+    length = emu.state.accounts[0].window.length if emu.state.accounts else 60.0
+    windows: list[dict[str, Any]] = []
+    end = -1.0
+    for e in log:
+        if e["kind"] == "download":
+            continue
+        if e["t"] >= end:
+            end = math.floor(e["t"]) + length  # the emulator's windows end on whole seconds
+            windows.append({"start_s": round(e["t"] - t0, 1), "requests": Counter()})
+        kind = e["kind"] + ("_429" if e["status"] == 429 else "")
+        windows[-1]["requests"][kind] += 1
+    side_of = {p: side for side, ps in prompts.items() for p in ps}
+    with emu.state.lock:
+        jobs = list(emu.state.jobs.values())
+    submitted: dict[str, list[float]] = {side: [] for side in prompts}
+    for job in jobs:
+        if job.prompt in side_of:
+            submitted[side_of[job.prompt]].append(round(job.created_at - t0, 1))
+    return {
+        "windows": [{**w, "requests": dict(w["requests"])} for w in windows],
+        "submitted": {side: sorted(ts) for side, ts in submitted.items()},
     }
 
 

@@ -4,7 +4,8 @@ The runner (:mod:`~airflow_provider_doitong.batch.runner`) tells the :class:`Pla
 ledger holds and what the API answered; the planner answers with one :class:`BatchStep` at a time. It
 keeps the plan's job slots full (each job's slot is refilled as soon as its end is seen), and spends
 the window's requests (:mod:`.window`) on submissions first: a status read never takes a request
-that a submission waiting for the window could use. When to read is
+that a submission waiting for the window could use, and a read that would free a slot waits until
+the window allows the submission that fills it. When to read is
 :func:`~airflow_provider_doitong.client.pacing.next_read_at`'s decision (the schedule of the sync
 wait and the triggerer's poller too): every running job in one coalesced request just after the
 next of them is due once durations are learned (with items left to submit, only the jobs due
@@ -103,6 +104,9 @@ class Planner:
         :mod:`~airflow_provider_doitong.client.pacing`).
     :param deadline: a Unix time at which the batch stops waiting (``None``: none).
     :param durations: job durations learned earlier (from the ledger), oldest first.
+    :param window: the rate-limit window as the batch knew it before a deferral (from the ledger:
+        :meth:`RequestWindow.snapshot`), if any.
+    :param now: the Unix time, to tell whether that window is over.
     """
 
     def __init__(
@@ -112,6 +116,8 @@ class Planner:
         poll_interval: float,
         deadline: float | None = None,
         durations: Iterable[float] = (),
+        window: object = None,
+        now: float | None = None,
     ) -> None:
         if limits.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -126,13 +132,19 @@ class Planner:
         self.poll_now = False
         self.submissions_blocked_until = 0.0
         self.window = RequestWindow(requests_per_window=limits.requests_per_window, window_s=limits.window_s)
+        if window is not None and now is not None:
+            self.window.restore(window, now=now)
         #: How many jobs this batch keeps running at once: the plan's concurrent jobs (or the
         #: operator's ``concurrency``) until the account refuses a submission for its job slots,
-        #: which other work on the same account holds; then only the jobs this batch holds, so it
-        #: refills its own slots without asking for more. After each round of its own jobs (as many
-        #: ends as it has slots) it tries for one slot more, up to the plan's.
+        #: which other work on the same account holds; then half as many (at least the jobs it
+        #: holds, and one), so it leaves the others room without falling to one slot, whose every
+        #: refill would cost a status read. Until one of its own jobs ends it submits one item at a
+        #: time (a group sent at once into a full account is refused as a whole, each refusal a
+        #: request of the window). After each round of its own jobs (as many ends as it has slots)
+        #: it tries for one slot more, up to the plan's.
         self.job_slots = limits.concurrency
         self._ended_in_round = 0
+        self._shrunk = False  # halved since the last of its jobs ended (refusals of one round count once)
 
     # --- what the runner reports ----------------------------------------------------------
     def polled(self, now: float) -> None:
@@ -148,8 +160,9 @@ class Planner:
 
         :param duration: the job's processing time, if the API said.
         """
+        self._shrunk = False
         self._ended_in_round += 1
-        if self._ended_in_round >= self.job_slots:  # a round of its own jobs: try for one slot more
+        if self._ended_in_round >= self.job_slots:  # a round of its own jobs: one slot more
             self._ended_in_round = 0
             self.job_slots = min(self.limits.concurrency, self.job_slots + 1)
         if duration is not None and math.isfinite(duration) and duration >= 0:
@@ -175,15 +188,16 @@ class Planner:
     def refused(self, *, until: float, all_requests: bool, running: int | None = None) -> None:
         """The API answered 429: wait until ``until`` before the next submission (or any request).
 
-        A refusal for the account's job slots (``all_requests`` false) also shrinks :attr:`job_slots`
-        to the ``running`` jobs this batch holds: other work on the account holds the rest.
+        A refusal for the account's job slots (``all_requests`` false) also halves :attr:`job_slots`
+        (never below the ``running`` jobs this batch holds): other work on the account holds the rest.
 
         :param until: when a request may succeed again.
         :param all_requests: the window is spent (``RATE_LIMITED``), not only the job slots.
         :param running: this batch's running jobs when the job slots were refused.
         """
         if not all_requests and running is not None:
-            self.job_slots, self._ended_in_round = max(1, running), 0
+            half = self.job_slots if self._shrunk else self.job_slots // 2
+            self.job_slots, self._shrunk, self._ended_in_round = max(1, running, half), True, 0
         self.submissions_blocked_until = max(self.submissions_blocked_until, until)
         if all_requests:
             self.window.blocked_until = max(self.window.blocked_until, until)
@@ -250,6 +264,8 @@ class Planner:
         submit_now = can_submit and now >= self.submissions_blocked_until
         if submit_now:
             count = int(min(free, view.pending, available))
+            if self._shrunk:  # the account's slots were full: one at a time until a job of its own ends
+                count = min(count, 1)
             if count > 0:
                 return BatchStep(BatchAction.SUBMIT, count=count)
         # 2. read the running jobs when one is due, unless a submission waits for the window: the
@@ -262,6 +278,10 @@ class Planner:
         else:
             poll_at = self.next_poll_at(view.running, refill=refill)
         reads = math.ceil(running / JOBS_PER_READ)
+        if refill and not self.poll_now and free <= 0 and poll_at < math.inf:
+            # the read is for the slot it frees: not before the window allows the submission too
+            # (until then more jobs end, and one read later sees them all)
+            poll_at = max(poll_at, self._requests_ready_at(now, reads + 1))
         if running and now >= poll_at and available >= reads:
             return BatchStep(BatchAction.POLL)
         # 3. store finished images until something else is due

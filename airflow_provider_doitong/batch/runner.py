@@ -248,6 +248,7 @@ class BatchRunner:
         :param defer: deferrable mode's policy; ``None`` sleeps in the worker.
         """
         outcome: Finished | Defer | None = None
+        self.planner.saw_rate_limit(self.client.last_rate_limit)  # the balance read's, if any
         try:
             if self.cache is not None:  # hits cost nothing: the budget counts them at 0
                 self.budget.learn((index, 0) for index in self.cache.resolve())

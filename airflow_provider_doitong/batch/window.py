@@ -3,16 +3,25 @@
 The ``X-RateLimit-*`` headers are the account's, shared with every DAG, worker and triggerer using
 it. A batch counts its own answers in the current window; the rest of what the window has spent is
 someone else's. Alone on the account, the batch spends the window as fast as its work needs (a short
-batch then ends before the reset). Once anyone else spends it too, it spends the window no faster
-than evenly over the time left in it, past a burst of one round of its job slots, so that batches
-started together do not spend it first and all wait out the reset. Each window is judged by
-itself. A request waiting for a spent window goes
+batch then ends before the reset). Once anyone else spends it too, it leaves them what they are
+expected to spend until the reset, and may spend the rest of what remains now, past a burst of one
+round of its job slots: their pace is judged from how ``remaining`` fell between its own answers
+over the last :data:`RECENT_S` seconds (:meth:`RequestWindow.others_pace`), and what is kept for
+them is never more than the even share of the rest of the window (the requests the plan's rate
+allows from now to the reset: each party keeping that much for the others is the rule "as if
+alone", under which parties that start together spread a window whose work would fit in it to its
+reset). Each window is judged by itself. A request waiting for a spent window goes
 :data:`~airflow_provider_doitong.client.pacing.RESET_MARGIN` after its reset.
+
+A batch resumed after a deferral knows the window only as it was when it deferred
+(:meth:`RequestWindow.snapshot`, kept in its ledger): others have spent it since, so it sends one
+request to learn what is left before any other.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
@@ -22,6 +31,11 @@ from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 #: show as others'. At least this many, or this share of the window's limit.
 OTHERS_TOLERANCE = 2
 OTHERS_TOLERANCE_SHARE = 0.05
+#: The shortest part of a window over which the others' pace is judged (a burst at its start is
+#: not taken for their pace until the reset).
+MIN_ELAPSED_S = 5.0
+#: How far back the others' pace is judged (seconds).
+RECENT_S = 10.0
 
 
 class RequestWindow:
@@ -38,6 +52,10 @@ class RequestWindow:
         #: No request before this Unix time (the window is spent, or the API is unavailable).
         self.blocked_until = 0.0
         self._own = 0  # this batch's answers in the current window
+        self._stale = False  # the window as it was before a deferral: learn it with one request
+        #: (Unix time, requests others had spent in the window) when each new answer was first
+        #: judged: how fast ``remaining`` fell between the batch's own requests
+        self._samples: deque[tuple[float, int]] = deque(maxlen=64)
 
     # --- what the answers say -------------------------------------------------------------
     def saw(self, rate: RateLimitInfo | None) -> None:
@@ -45,14 +63,16 @@ class RequestWindow:
 
         :param rate: what the answer said, if anything.
         """
-        if rate is None or rate == self.rate:
+        if rate is None or (rate == self.rate and not self._stale):
             return
+        self._stale = False
         old = self.rate
         if old is not None and old.reset_at is not None and rate.reset_at is not None:
             if rate.reset_at < old.reset_at - 0.5:  # an answer from a window already over
                 return
             if rate.reset_at > old.reset_at + 0.5:  # a new window
                 self._own = 0
+                self._samples.clear()
             elif (
                 rate.remaining is not None and old.remaining is not None and rate.remaining > old.remaining
             ):  # an earlier answer of the same window, arriving late
@@ -87,11 +107,12 @@ class RequestWindow:
         return self.others > max(OTHERS_TOLERANCE, OTHERS_TOLERANCE_SHARE * limit)
 
     # --- what the batch may spend ---------------------------------------------------------
-    def available(self, now: float, *, burst: int) -> float:
+    def available(self, now: float, *, burst: int, judge: bool = True) -> float:
         """Requests the batch may make now (``inf`` when the plan does not limit them).
 
         :param now: the Unix time.
         :param burst: requests allowed ahead of the even share when shared (one round of job slots).
+        :param judge: take the latest answer into the others' pace (false: ``now`` is a time ahead).
         """
         if now < self.blocked_until:
             return 0
@@ -107,31 +128,97 @@ class RequestWindow:
             return limit
         if now >= rate.reset_at:  # the reset, as the API may not have seen it yet
             return 0
+        if self._stale:
+            return min(1, rate.remaining)
         if not self.shared:
             return rate.remaining
-        even_share_left = limit * min(1.0, (rate.reset_at - now) / self.window_s)
-        return max(0.0, rate.remaining - max(0.0, even_share_left - burst))
+        return max(0.0, rate.remaining - self._kept(now, burst, judge))
+
+    def _kept(self, now: float, burst: int, judge: bool) -> float:
+        """Requests of the rest of the window kept for the others (see the module)."""
+        assert self.rate is not None and self.rate.reset_at is not None and self.limit is not None
+        left = min(self.window_s, max(0.0, self.rate.reset_at - now))
+        even_share_left = self.limit * left / self.window_s
+        others_left = self.others_pace(now, judge=judge) * left  # the others, going on as lately
+        return max(0.0, min(even_share_left, others_left) - burst)
+
+    def others_pace(self, now: float, *, judge: bool = True) -> float:
+        """Requests a second the others spend, as the last :data:`RECENT_S` seconds of answers
+        show (from the window's start, over at least :data:`MIN_ELAPSED_S`, before there are any).
+
+        Between two answers of its own, ``remaining`` falls by one for the batch's request and by
+        whatever the others spent: their pace is what the answers of the last :data:`RECENT_S`
+        seconds showed them spend. A batch that has had no answer for that long assumes nothing
+        of them (its next answer tells), so one whose others have finished is not held back
+        until the reset by a pace they no longer keep.
+        """
+        others = self.others
+        if judge and (not self._samples or self._samples[-1][1] != others):
+            self._samples.append((now, others))
+        rate = self.rate
+        since, then = (rate.reset_at - self.window_s, 0) if rate and rate.reset_at else (now, others)
+        for at, spent in self._samples:  # the last sample at least RECENT_S old, if any
+            if at > now - RECENT_S:
+                break
+            since, then = at, spent
+        return max(0, others - then) / max(MIN_ELAPSED_S, now - since)
 
     def ready_at(self, now: float, need: float, *, burst: int, fallback: float) -> float:
-        """When the window allows ``need`` requests: now, when the even share lets them, or the reset.
+        """When the window allows ``need`` requests: now, when the share kept for the others lets
+        them (it shrinks as the reset nears), or the reset.
 
         :param fallback: how long to wait when nothing says when the window resets.
         """
         if self.available(now, burst=burst) >= need:
             return now
-        rate, limit = self.rate, self.limit
+        rate = self.rate
         if (
             self.shared
-            and limit
             and rate is not None
             and rate.remaining is not None
             and rate.reset_at is not None
             and rate.remaining >= need
             and now >= self.blocked_until
+            and not self._stale
         ):
-            share_left = (rate.remaining - need + burst) / limit
-            return max(now, rate.reset_at - share_left * self.window_s)
+            # what is kept only shrinks as time passes: the first moment it lets ``need`` through
+            low, high = now, rate.reset_at
+            for _ in range(30):
+                mid = (low + high) / 2
+                ok = self.available(mid, burst=burst, judge=False) >= need
+                low, high = (low, mid) if ok else (mid, high)
+            return high
         return self.reset_at(now, fallback=fallback)
+
+    # --- across a deferral ------------------------------------------------------------------
+    def snapshot(self) -> list[float] | None:
+        """What the batch knows of the current window, for its ledger: ``[limit, remaining,
+        reset_at, own answers]`` (``None`` when it knows nothing)."""
+        rate = self.rate
+        if rate is None or rate.limit is None or rate.remaining is None or rate.reset_at is None:
+            return None
+        return [rate.limit, rate.remaining, rate.reset_at, self._own]
+
+    def restore(self, value: object, *, now: float) -> None:
+        """Take up a :meth:`snapshot` read back from the ledger (untrusted: anything else is ignored,
+        as is a window already over); the next request learns what is left of it.
+
+        :param value: the snapshot.
+        :param now: the Unix time.
+        """
+        if not isinstance(value, list) or len(value) != 4:
+            return
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+        ):
+            return
+        limit, remaining, reset_at, own = (float(v) for v in value)
+        if not (0 <= remaining <= limit and 0 <= own <= limit and now < reset_at <= now + self.window_s):
+            return
+        self.rate = RateLimitInfo(
+            limit=int(limit), remaining=int(remaining), reset_at=reset_at, retry_at=None
+        )
+        self._own, self._stale = int(own), True
 
     def reset_at(self, now: float, *, fallback: float) -> float:
         """When the window (or a block on every request) is over."""

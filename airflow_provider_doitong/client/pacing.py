@@ -28,6 +28,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 
+from airflow_provider_doitong.client.contract import RATE_LIMIT_WINDOW_SECONDS
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
 #: The shortest gap between two status reads of one caller, whatever is due or asked for (jobs
@@ -58,8 +59,9 @@ DURATION_SAMPLES = 50
 #: How long after a spent window's reset the next request goes: a request at the reset itself may
 #: reach the API a moment before its window rolls over, and be refused.
 RESET_MARGIN = 0.1
-#: Share of each rate-limit window the triggerer's status polls may use; the rest of the window's
-#: limit is kept for submissions from workers on the same account (see :func:`status_budget`).
+#: Share of the rate-limit window the triggerer's status polls may use: the rest of the even share
+#: of the rest of the window is kept for submissions from workers on the same account (see
+#: :func:`status_budget`).
 STATUS_SHARE = 0.5
 
 
@@ -154,20 +156,29 @@ def _due_margin(typical_duration: float) -> float:
     return min(DUE_MARGIN, DUE_MARGIN_FRACTION * max(typical_duration, 0.0))
 
 
-def status_budget(rate_limit: RateLimitInfo) -> int:
+def status_budget(rate_limit: RateLimitInfo, *, now: float | None = None) -> int:
     """How many of the window's remaining requests the triggerer's status polls may still use.
 
     The rate-limit headers are account-wide, so every poller (one per connection per triggerer)
-    reads the same ``remaining``. Keeping a fixed part of the window's *limit* for submissions holds
-    however many triggerers poll: once the window is down to that reserve, all of them wait for the
-    reset. (A share of what *remains* does not: two pollers each taking half of it use it all.)
+    reads the same ``remaining``. Each keeps for the submissions of workers on the same account
+    ``1 - STATUS_SHARE`` of the even share of the rest of the window (the requests the plan's rate
+    allows from ``now`` to the reset): a reserve that holds however many triggerers poll (once the
+    window is down to it, all of them wait; a share of what *remains* does not hold: two pollers
+    each taking half of it use it all), and that shrinks as the reset nears, so the polls never
+    stop for the rest of a window the submissions have spent half of (a fixed reserve of half the
+    window's *limit* did: the jobs that ended meanwhile, whose slots and results the submitters
+    wait for, were seen only after the reset).
 
     :param rate_limit: the last answer's headers, with ``remaining`` known.
+    :param now: the Unix time (``None``, or no reset known: the whole window is ahead).
     """
     remaining = rate_limit.remaining or 0
     if rate_limit.limit is None:
         return int(remaining * STATUS_SHARE)
-    return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE)))
+    ahead = 1.0
+    if now is not None and rate_limit.reset_at is not None:
+        ahead = min(1.0, max(0.0, rate_limit.reset_at - now) / RATE_LIMIT_WINDOW_SECONDS)
+    return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE) * ahead - 1e-9))
 
 
 def next_read_delay(
@@ -193,7 +204,7 @@ def next_read_delay(
     interval, gap = poll_interval, MIN_POLL_GAP
     if rate_limit is not None and rate_limit.remaining is not None:
         if status_share:
-            rate_limit = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit))
+            rate_limit = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit, now=now))
         interval = rate_limit.pace_delay(now=now, min_interval=poll_interval)
         gap = rate_limit.pace_delay(now=now, min_interval=MIN_POLL_GAP)
         if (rate_limit.remaining or 0) <= 0 and rate_limit.reset_at is not None and rate_limit.reset_at > now:

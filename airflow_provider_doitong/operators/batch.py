@@ -226,6 +226,8 @@ class FluxBatchOperator(BaseOperator):
             poll_interval=self._poll,
             deadline=float(deadline) if deadline is not None else None,
             durations=ledger.meta.get("durations") or (),
+            window=ledger.meta.get("window"),  # as the window was when the task deferred
+            now=time.time(),
         )
         return BatchRunner(
             items=found,
@@ -339,7 +341,9 @@ class FluxBatchOperator(BaseOperator):
             lead = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD) * 1.25 + 0.5
             defer = DeferPolicy(resume_lead=lead, min_defer=self.min_defer_seconds)
         outcome = runner.run(defer=defer)
-        ledger.set_meta(durations=list(runner.planner.durations)[-20:])
+        ledger.set_meta(
+            durations=list(runner.planner.durations)[-20:], window=runner.planner.window.snapshot()
+        )
         ledger.flush()
         batch_task.save_pointer(context, ledger)
         if isinstance(outcome, Defer):

@@ -47,3 +47,33 @@ def test_the_same_answer_reported_twice_and_a_late_one_count_once() -> None:
     # an answer from a window already over changes nothing
     _answers(planner, [2], reset_at=1_000.0)
     assert planner.available_requests(1_010.0) == 57
+
+
+def test_a_batch_resumed_after_a_deferral_learns_the_window_with_one_request_first() -> None:
+    before = _planner()
+    _answers(before, list(range(59, 49, -1)))  # ten of its own answers, 50 left
+    snapshot = before.window.snapshot()
+    assert snapshot == [60, 50, 1_060.0, 10]
+    # resumed 20 s later: others may have spent the window meanwhile, so one request first
+    resumed = Planner(
+        limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0),
+        poll_interval=5.0,
+        window=snapshot,
+        now=1_020.0,
+    )
+    view = View(pending=20, running=[], to_store=0)
+    assert resumed.decide(view, 1_020.0) == BatchStep(BatchAction.SUBMIT, count=1)
+    # its answer: 20 left, 29 spent by others since: the window is shared, no burst of 10
+    _answers(resumed, [20])
+    assert resumed.window.shared
+    assert resumed.available_requests(1_020.0) < 10
+    # a window already over, or a snapshot no batch wrote, is not taken up
+    for value in ([60, 50, 1_010.0, 10], [60, 70, 1_060.0, 1], "60,50", [60, 50, True, 1], None):
+        fresh = Planner(
+            limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0),
+            poll_interval=5.0,
+            window=value,
+            now=1_020.0,
+        )
+        assert fresh.rate is None
+        assert fresh.decide(view, 1_020.0) == BatchStep(BatchAction.SUBMIT, count=10)

@@ -73,9 +73,14 @@ def test_next_read_at(
         pytest.param(
             _rate(remaining=0, reset_in=30.0), False, 30.0 + RESET_MARGIN, id="spent-waits-for-reset"
         ),
-        pytest.param(_rate(remaining=30, reset_in=30.0), True, 30.0 + RESET_MARGIN, id="status-share-spent"),
-        pytest.param(_rate(remaining=36, reset_in=30.0), True, 5.0, id="status-share-6-left"),
-        pytest.param(_rate(remaining=33, reset_in=30.0), True, 10.0, id="status-share-3-left"),
+        # half the window ahead: the submissions keep half of its even share, 15 requests
+        pytest.param(_rate(remaining=15, reset_in=30.0), True, 30.0 + RESET_MARGIN, id="status-share-spent"),
+        pytest.param(_rate(remaining=21, reset_in=30.0), True, 5.0, id="status-share-6-left"),
+        pytest.param(_rate(remaining=18, reset_in=30.0), True, 10.0, id="status-share-3-left"),
+        # half the limit spent halfway through: the polls go on (a fixed reserve of 30 stopped them)
+        pytest.param(
+            _rate(remaining=30, reset_in=30.0), True, 5.0, id="status-share-shrinks-with-the-window"
+        ),
     ],
 )
 def test_rate_limit_stretches_the_interval(rate: RateLimitInfo | None, share: bool, expected: float) -> None:
