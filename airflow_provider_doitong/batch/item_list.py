@@ -391,21 +391,23 @@ class ItemList(Sequence[BatchItem]):
         chunk = raw.decode("utf-8")
         # every prompt its own JSON string between quotes: one byte a character, none escaped
         unescaped = len(chunk) == len(raw) and len(_json_text(chunk)) == len(chunk) + 2
+        stops = [end - first for end in ends[start:stop]]
+        rows = zip(
+            range(0, len(keys), width), [0, *stops[:-1]], stops, self._shape_of[start:stop], strict=True
+        )
+        numbers = self._numbers[start:stop]
+        if unescaped and all(words):  # the common case (every source ``line 12``), in one expression
+            out = [
+                f'["{keys[at : at + width]}",{words[shape]}{number}","{chunk[begin:end]}",{tails[shape]}]'
+                for (at, begin, end, shape), number in zip(rows, numbers, strict=True)
+            ]
+            return "[" + ",".join(out) + "]"
         out = []
-        begin, offset = 0, 0
-        for index, end, shape, number in zip(
-            range(start, stop),
-            ends[start:stop],
-            self._shape_of[start:stop],
-            self._numbers[start:stop],
-            strict=True,
-        ):
-            end -= first
+        for (at, begin, end, shape), index, number in zip(rows, range(start, stop), numbers, strict=True):
             word = words[shape]
             source = f'{word}{number}"' if word else _json_text(other[index])
             prompt = f'"{chunk[begin:end]}"' if unescaped else _json_text(raw[begin:end].decode("utf-8"))
-            out.append(f'["{keys[offset : offset + width]}",{source},{prompt},{tails[shape]}]')
-            begin, offset = end, offset + width
+            out.append(f'["{keys[at : at + width]}",{source},{prompt},{tails[shape]}]')
         return "[" + ",".join(out) + "]"
 
     def estimated_credits(self, indices: Iterable[int] | None = None) -> int:
