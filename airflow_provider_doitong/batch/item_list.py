@@ -373,7 +373,7 @@ class ItemList(Sequence[BatchItem]):
     def estimates(self) -> array[int]:
         """Every item's estimated credits, by index, from its options alone (no item built)."""
         costs = [self._request_of(shape).estimated_credits for shape in self._shapes]
-        return array("Q", [costs[shape] for shape in self._shape_of])
+        return array("Q", map(costs.__getitem__, self._shape_of))
 
     def rows_json(self, start: int, stop: int) -> str:
         """The JSON array (compact, ASCII) of :meth:`rows` ``start`` to ``stop``: the text
@@ -413,9 +413,8 @@ class ItemList(Sequence[BatchItem]):
     def estimated_credits(self, indices: Iterable[int] | None = None) -> int:
         """What the items (all, or those at ``indices``) should cost, from their options alone."""
         costs = [self._request_of(shape).estimated_credits for shape in self._shapes]
-        chosen: Iterable[int] = range(len(self)) if indices is None else indices
-        shape_of = self._shape_of
-        return sum(costs[shape_of[index]] for index in chosen)
+        shapes = self._shape_of if indices is None else map(self._shape_of.__getitem__, indices)
+        return sum(map(costs.__getitem__, shapes))
 
     @staticmethod
     def _request_of(shape: Shape) -> ImageRequest:
