@@ -9,6 +9,7 @@ entries are consumed, never held whole.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,13 @@ class FileEntries(Iterator[tuple[str, Any]]):
             lines = (line for block in self.blocks() for line in block)
             self._entries = iter_entries(lines, jsonl=self.jsonl)
         return next(self._entries)
+
+    def size(self) -> int | None:
+        """The file's size in bytes, if it is local (``None`` otherwise, or if it cannot be read)."""
+        try:
+            return os.path.getsize(self.path.path) if is_local(self.path) else None
+        except OSError:
+            return None
 
     def blocks(self) -> Iterator[list[str]]:
         """The file's lines, in lists of about :data:`BLOCK_BYTES` (a local file read directly, not

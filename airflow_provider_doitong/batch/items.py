@@ -42,6 +42,9 @@ ITEM_KEYS = frozenset({"prompt", "provider", "width", "height", "quality", "vers
 #: The options an item dict may set, in the order :func:`_checked_options` takes them.
 _OPTION_NAMES = ("provider", "width", "height", "quality", "version")
 _OPTION_KEYS = frozenset(_OPTION_NAMES)
+#: Fewer bytes than a prompts file's line takes, as a rule: the file's size over it, the number of
+#: keys the table of keys seen is first sized for (a table that fills doubles, all the same).
+BYTES_PER_LINE = 64
 #: The most sets of options :func:`build_items` remembers having checked.
 MAX_OPTION_SETS = 4096
 #: The JSON scanner ``json.loads`` uses, called on a line directly (``json.loads`` checks a str's
@@ -180,6 +183,7 @@ class _Builder:
                 self.add(source, raw)
             return
         found = (short_keyer(plain), self.items.shape(plain, "line"))
+        self.seen = KeyTable.for_keys((entries.size() or 0) // BYTES_PER_LINE)  # none seen yet
         if entries.jsonl:
             self._json_lines(entries, found)
         else:

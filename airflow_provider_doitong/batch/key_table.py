@@ -9,6 +9,8 @@ from airflow_provider_doitong.client.fingerprint import SHORT_CHARS
 
 #: The bytes of an item's key.
 KEY_BYTES = SHORT_CHARS // 2
+#: The largest table :meth:`KeyTable.for_keys` makes at first: 16 MB, a million keys.
+MAX_FIRST_BITS = 21
 
 
 class KeyTable:
@@ -23,6 +25,11 @@ class KeyTable:
         self._table = array("Q", bytes(8 << bits))  # each key as a number, plus one; 0 a free slot
         self._mask = (1 << bits) - 1
         self._free = self._mask // 2  # keys still to add before the table doubles
+
+    @classmethod
+    def for_keys(cls, expected: int) -> KeyTable:
+        """A table sized for ``expected`` keys, up to a million (16 MB), without doubling."""
+        return cls(bits=min(MAX_FIRST_BITS, max(12, (2 * expected).bit_length())))
 
     def add(self, raw_key: bytes) -> bool:
         """Add a key; ``False`` if it was already there."""
