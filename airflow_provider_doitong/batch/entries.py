@@ -75,6 +75,11 @@ class FileEntries(Iterator[tuple[str, Any]]):
             self._entries = iter_entries(lines, jsonl=self.jsonl)
         return next(self._entries)
 
+    @property
+    def started(self) -> bool:
+        """Whether entries were taken from it already (:meth:`blocks` would read them again)."""
+        return self._entries is not None
+
     def size(self) -> int | None:
         """The file's size in bytes, if it is local (``None`` otherwise, or if it cannot be read)."""
         try:

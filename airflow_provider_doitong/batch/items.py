@@ -178,7 +178,7 @@ class _Builder:
         """Check a prompts file's lines: one of the common form kept here, any other an entry for
         :meth:`add` (which names what is wrong with it, as for any entry)."""
         plain = self.plain
-        if not isinstance(plain, ImageRequest):  # the defaults refused: each line says so
+        if not isinstance(plain, ImageRequest) or entries.started:  # defaults refused: each line says so
             for source, raw in entries:
                 self.add(source, raw)
             return

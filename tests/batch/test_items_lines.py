@@ -155,6 +155,15 @@ def test_refused_defaults_are_named_for_each_line_that_uses_them(tmp_path: Path,
         assert _by_blocks(ok, defaults)[0] == "kept"
 
 
+def test_a_file_whose_first_entries_were_taken_gives_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.txt"
+    path.write_text("a fox\na tram\na heron\n", encoding="utf-8")
+    entries = load_entries(prompts=None, prompts_file=str(path))
+    assert next(iter(entries)) == ("line 1", "a fox")
+    found, _ = build_items(entries, DEFAULTS)
+    assert [(item.index, item.source) for item in found] == [(0, "line 2"), (1, "line 3")]
+
+
 def test_many_random_lines_with_repeats_across_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
