@@ -175,6 +175,16 @@ class ItemList(Sequence[BatchItem]):
             (options.provider, options.width, options.height, options.quality, options.version, word)
         )
 
+    def shapes(self, options: Iterable[tuple[Any, ...]], word: str) -> list[int]:
+        """:meth:`shape` for many items, each of its checked ``(provider, width, height, quality,
+        version)``, their sources all ``word`` and a number."""
+        known, out = self._shape_index, []
+        for values in options:
+            shape: Shape = (*values, word)
+            found = known.get(shape)
+            out.append(self._shape(shape) if found is None else found)
+        return out
+
     def append_line(self, prompt: str, raw_key: bytes, number: int, shape: int) -> None:
         """Add an item of a checked ``prompt`` and key (as for :meth:`append_keyed`), its source
         :meth:`shape`'s word and ``number`` (not negative), its options those of ``shape``."""

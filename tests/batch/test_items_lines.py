@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_doitong.batch import entries as batch_entries
+from airflow_provider_doitong.batch import saved_items
 from airflow_provider_doitong.batch.item_list import ItemList
 from airflow_provider_doitong.batch.items import (
     BatchInputError,
@@ -220,3 +221,47 @@ def test_numbers_too_large_for_four_bytes_widen_their_array() -> None:
     with pytest.raises(ValueError):
         found.extend_lines(["e"], [b"\x05" * 6], [-1], shape)
     assert len(found) == 4
+
+
+ROW = ["0123456789ab", "line 3", "a fox", "flux-krea", 512, 512, "standard", "flux-krea"]
+
+
+@pytest.mark.parametrize(
+    ("at", "value"),
+    [
+        (None, None),  # the common form: added at once
+        (0, "0123456789AB"),
+        (0, "0123456789a"),
+        (0, "01 23456789ab"),
+        (0, 123456789),
+        (1, "line -1"),
+        (1, "line 07"),
+        (1, "line \u0663"),
+        (1, "item 3"),
+        (1, "line  3"),
+        (2, 7),
+        (4, True),
+        (4, 512.0),
+        (7, None),
+        (7, 0),
+    ],
+)
+def test_saved_rows_added_at_once_are_those_each_row_would_add(at: int | None, value: Any) -> None:
+    row = list(ROW)
+    if at is not None:
+        row[at] = value
+    rows = [list(ROW), row, [*ROW[:1], "line 4", *ROW[2:]]]
+    at_once, one_by_one = ItemList(), ItemList()
+    try:
+        for each in rows:
+            one_by_one.append_saved(*each)
+    except (ValueError, TypeError):
+        one_by_one = None
+    added = saved_items._extend(at_once, rows)
+    assert added == (at is None or value is None)  # a version of None is of the common form too
+    if added:
+        assert one_by_one is not None and list(at_once) == list(one_by_one)
+        assert at_once.packed_keys() == one_by_one.packed_keys()
+    else:
+        assert len(at_once) == 0
+    assert not saved_items._extend(ItemList(), [ROW, ROW[:7]]) and not saved_items._extend(ItemList(), [])
