@@ -1,4 +1,5 @@
-"""A batch's items: read from a list or a prompts file, every one checked before anything is spent.
+"""A batch's items: read from a list or a prompts file (:mod:`.entries`), every one checked before
+anything is spent.
 
 Sources: a list of prompts (strings), a list of item dicts (``prompt`` plus any of ``provider``,
 ``width``, ``height``, ``quality``, ``version``), or a prompts file: one prompt per line (blank
@@ -10,29 +11,45 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
+from airflow_provider_doitong.batch.entries import MAX_PROBLEMS_SHOWN as MAX_PROBLEMS_SHOWN
+from airflow_provider_doitong.batch.entries import BatchInputError as BatchInputError
+from airflow_provider_doitong.batch.entries import FileEntries, join_problems, json_entry
+from airflow_provider_doitong.batch.entries import NotJson as NotJson
+from airflow_provider_doitong.batch.entries import entries_from_list as entries_from_list
+from airflow_provider_doitong.batch.entries import entries_from_text as entries_from_text
+from airflow_provider_doitong.batch.entries import iter_entries as iter_entries
+from airflow_provider_doitong.batch.entries import load_entries as load_entries
+from airflow_provider_doitong.batch.entries import parse_jsonl as parse_jsonl
+from airflow_provider_doitong.batch.entries import parse_prompt_lines as parse_prompt_lines
 from airflow_provider_doitong.batch.item_list import SLUG_MAX_CHARS as SLUG_MAX_CHARS
 from airflow_provider_doitong.batch.item_list import BatchItem as BatchItem
 from airflow_provider_doitong.batch.item_list import ItemList as ItemList
 from airflow_provider_doitong.batch.item_list import slugify as slugify
 from airflow_provider_doitong.batch.item_list import trusted_request as trusted_request
+from airflow_provider_doitong.batch.key_table import KeyTable
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest, contract
 from airflow_provider_doitong.client.fingerprint import short_keyer
 from airflow_provider_doitong.client.models import checked_prompt
-from airflow_provider_doitong.client.redaction import holds_secret, secret_problem
-from airflow_provider_doitong.storage import is_local, shown, storage_path
+from airflow_provider_doitong.client.redaction import secret_problem
 
 #: The keys an item dict may have.
 ITEM_KEYS = frozenset({"prompt", "provider", "width", "height", "quality", "version"})
-#: How many problems an error message lists before summarising the rest.
-MAX_PROBLEMS_SHOWN = 20
-
-
-class BatchInputError(ValueError):
-    """The batch's input cannot be used; nothing was submitted. The message names every problem."""
+#: The options an item dict may set, in the order :func:`_checked_options` takes them.
+_OPTION_NAMES = ("provider", "width", "height", "quality", "version")
+_OPTION_KEYS = frozenset(_OPTION_NAMES)
+#: Fewer bytes than a prompts file's line takes, as a rule: the file's size over it, the number of
+#: keys the table of keys seen is first sized for (a table that fills doubles, all the same).
+BYTES_PER_LINE = 64
+#: The most sets of options :func:`build_items` remembers having checked.
+MAX_OPTION_SETS = 4096
+#: The JSON scanner ``json.loads`` uses, called on a line directly (``json.loads`` checks a str's
+#: ends and calls it; a stripped line's ends need no check).
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,56 +61,6 @@ class ItemDefaults:
     height: int | str = contract.DEFAULT_HEIGHT
     quality: str = contract.DEFAULT_QUALITY
     version: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NotJson:
-    """A JSON Lines line that is not JSON, kept in the stream so that it is reported with the rest."""
-
-    reason: str
-
-
-def iter_entries(lines: Iterable[str], *, jsonl: bool) -> Iterator[tuple[str, Any]]:
-    """``(source, prompt or item)`` for every line that is neither blank nor a ``#`` comment, one at a
-    time: a file of a million lines is never held whole.
-
-    :param lines: the file's lines (a text file object iterates them).
-    :param jsonl: each line is a JSON item; one that is not JSON comes as a :class:`NotJson`.
-    """
-    for number, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if not jsonl:
-            yield f"line {number}", stripped
-            continue
-        try:
-            yield f"line {number}", json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            yield f"line {number}", NotJson(exc.msg)
-
-
-def parse_prompt_lines(text: str) -> list[tuple[str, Any]]:
-    """``(source, prompt)`` for every line that is neither blank nor a ``#`` comment.
-
-    :param text: a prompts file's text.
-    """
-    return list(iter_entries(text.splitlines(), jsonl=False))
-
-
-def parse_jsonl(text: str) -> tuple[list[tuple[str, Any]], list[str]]:
-    """``(source, item)`` for every non-blank line of a JSON Lines file, and the lines that are not JSON.
-
-    :param text: the file's text.
-    """
-    out: list[tuple[str, Any]] = []
-    problems: list[str] = []
-    for source, raw in iter_entries(text.splitlines(), jsonl=True):
-        if isinstance(raw, NotJson):
-            problems.append(f"{source}: not JSON ({raw.reason})")
-        else:
-            out.append((source, raw))
-    return out, problems
 
 
 def _request(raw: Any, defaults: ItemDefaults) -> ImageRequest:
@@ -145,50 +112,176 @@ def build_items(entries: Iterable[tuple[str, Any]], defaults: ItemDefaults) -> t
 
     Entries are consumed one at a time and each kept compactly (:class:`ItemList`); each set of
     options is checked once (:class:`ImageRequest` with a placeholder prompt), each prompt on its
-    own, by the same rules.
+    own, by the same rules. A prompts file (:class:`~.entries.FileEntries`) is read a block of
+    lines at a time, and a line of the common form (a prompt; an object of a prompt and options
+    already checked) kept without an entry made for it; any other line is checked as an entry.
 
     :param entries: ``(source, prompt or item dict)`` pairs, in order.
     :param defaults: the options items do not set.
     :return: the items, and how many repeats were dropped.
     :raises BatchInputError: naming each invalid entry and why.
     """
-    items = ItemList()
-    problems: list[str] = []
-    seen: set[int] = set()
-    checked: dict[Any, ImageRequest | DoitongValidationError] = {}
-    keyers: dict[int, tuple[ImageRequest, Callable[[str], bytes]]] = {}
-    plain = _checked_options(_defaults(defaults), checked)
-    repeats = total = 0
-    for source, raw in entries:
-        total += 1
-        try:
-            if type(raw) is str and isinstance(plain, ImageRequest):
-                options, prompt = plain, checked_prompt(raw)
-            else:
-                options, prompt = _options_and_prompt(raw, defaults, checked)
-        except DoitongValidationError as exc:
-            problems.append(f"{source}{_shown(raw)}: {exc.message}")
-            continue
-        found = keyers.get(id(options))
-        if found is None:  # kept with its options, so that their id is not reused
-            found = keyers[id(options)] = (options, short_keyer(options))
-        raw_key = found[1](prompt)
-        digest = int.from_bytes(raw_key, "big")
-        if digest in seen:
-            repeats += 1
-            continue
-        seen.add(digest)
-        items.append_keyed(options, prompt, source=source, raw_key=raw_key)
-    if problems:
+    builder = _Builder(defaults)
+    if isinstance(entries, FileEntries):
+        builder.add_file(entries)
+    else:
+        for source, raw in entries:
+            builder.add(source, raw)
+    if builder.problems:
         raise BatchInputError(
-            f"{len(problems)} of {total} items are invalid; nothing was submitted: " + _join(problems)
+            f"{len(builder.problems)} of {builder.total} items are invalid; nothing was submitted: "
+            + join_problems(builder.problems)
         )
-    return items, repeats
+    return builder.items, builder.repeats
 
 
-#: The most sets of options :func:`build_items` remembers having checked.
-MAX_OPTION_SETS = 4096
-_OPTION_NAMES = ("provider", "width", "height", "quality", "version")
+#: What makes a line's items: its options' key maker and their number in the :class:`ItemList`.
+_LineOptions = tuple[Callable[[str], bytes], int]
+
+
+class _Builder:
+    """:func:`build_items`' work: the items kept, the problems found, the options checked."""
+
+    def __init__(self, defaults: ItemDefaults) -> None:
+        self.defaults = defaults
+        self.items = ItemList()
+        self.problems: list[str] = []
+        self.total = self.repeats = 0
+        self.seen = KeyTable()
+        self.checked: dict[Any, ImageRequest | DoitongValidationError] = {}
+        self.keyers: dict[int, tuple[ImageRequest, Callable[[str], bytes]]] = {}
+        self.plain = _checked_options(_defaults(defaults), self.checked)
+        #: a line's options (its item without the prompt) by their items and types, as checked
+        self.line_options: dict[Any, _LineOptions] = {}
+
+    def add(self, source: str, raw: Any) -> None:
+        """Check an entry (a prompt, an item dict, a :class:`NotJson`): kept, a repeat, or a problem."""
+        self.total += 1
+        try:
+            if type(raw) is str and isinstance(self.plain, ImageRequest):
+                options, prompt = self.plain, checked_prompt(raw)
+            else:
+                options, prompt = _options_and_prompt(raw, self.defaults, self.checked)
+        except DoitongValidationError as exc:
+            self.problems.append(f"{source}{_shown(raw)}: {exc.message}")
+            return
+        found = self.keyers.get(id(options))
+        if found is None:  # kept with its options, so that their id is not reused
+            found = self.keyers[id(options)] = (options, short_keyer(options))
+        raw_key = found[1](prompt)
+        if self.seen.add(raw_key):
+            self.items.append_keyed(options, prompt, source=source, raw_key=raw_key)
+        else:
+            self.repeats += 1
+
+    def add_file(self, entries: FileEntries) -> None:
+        """Check a prompts file's lines: one of the common form kept here, any other an entry for
+        :meth:`add` (which names what is wrong with it, as for any entry)."""
+        plain = self.plain
+        if not isinstance(plain, ImageRequest) or entries.started:  # defaults refused: each line says so
+            for source, raw in entries:
+                self.add(source, raw)
+            return
+        found = (short_keyer(plain), self.items.shape(plain, "line"))
+        self.seen = KeyTable.for_keys((entries.size() or 0) // BYTES_PER_LINE)  # none seen yet
+        if entries.jsonl:
+            self._json_lines(entries, found)
+        else:
+            self._prompt_lines(entries, found)
+
+    def _prompt_lines(self, entries: FileEntries, plain: _LineOptions) -> None:
+        """A plain prompts file's lines (see :func:`~.entries.iter_entries`), each a prompt."""
+        keyer, shape = plain
+        number = 0
+        for block in entries.blocks():
+            prompts: list[str] = []
+            numbers: list[int] = []
+            for line in block:
+                number += 1
+                text = line.strip()
+                if not text or text[0] == "#":
+                    continue
+                try:
+                    prompts.append(checked_prompt(text))
+                except DoitongValidationError:  # the lines before it kept first, in their order
+                    self._keep(prompts, numbers, list(map(keyer, prompts)), shape)
+                    prompts, numbers = [], []
+                    self.add(f"line {number}", text)
+                    continue
+                numbers.append(number)
+            self._keep(prompts, numbers, list(map(keyer, prompts)), shape)
+
+    def _json_lines(self, entries: FileEntries, plain: _LineOptions) -> None:
+        """A JSON Lines file's lines (see :func:`~.entries.iter_entries`): an object of a prompt and
+        options already checked kept here; any other line (not JSON, not such an object, options
+        not yet checked) read again by ``json.loads`` and checked as an entry."""
+        scan, known = _scan_json, self.line_options
+        number = 0
+        for block in entries.blocks():
+            prompts: list[str] = []
+            numbers: list[int] = []
+            found: list[_LineOptions] = []
+            for line in block:
+                number += 1
+                text = line.strip()
+                if not text or text[0] == "#":
+                    continue
+                options: _LineOptions | None = None
+                try:
+                    raw, end = scan(text, 0)
+                    if end == len(text) and type(raw) is dict:
+                        value = raw.pop("prompt")
+                        if not raw:
+                            options = plain
+                        else:
+                            options = known.get((tuple(raw.items()), tuple(map(type, raw.values()))))
+                            options = options or self._line_options(raw)
+                        prompt = checked_prompt(value)
+                except (StopIteration, ValueError, KeyError, TypeError):
+                    options = None
+                if options is None:  # the lines before it kept first, in their order
+                    self._keep_found(prompts, numbers, found)
+                    prompts, numbers, found = [], [], []
+                    self.add(f"line {number}", json_entry(text))
+                    continue
+                prompts.append(prompt)
+                numbers.append(number)
+                found.append(options)
+            self._keep_found(prompts, numbers, found)
+
+    def _keep_found(self, prompts: list[str], numbers: list[int], found: list[_LineOptions]) -> None:
+        keys = [keyer(prompt) for (keyer, _), prompt in zip(found, prompts, strict=True)]
+        self._keep(prompts, numbers, keys, [shape for _, shape in found])
+
+    def _keep(
+        self, prompts: list[str], numbers: list[int], keys: list[bytes], shape: int | list[int]
+    ) -> None:
+        """Keep checked lines (see :meth:`ItemList.extend_lines`) but the repeats."""
+        self.total += len(prompts)
+        fresh = self.seen.fresh(keys)
+        if not all(fresh):
+            self.repeats += fresh.count(False)
+            prompts, numbers = list(compress(prompts, fresh)), list(compress(numbers, fresh))
+            keys = list(compress(keys, fresh))
+            shape = shape if isinstance(shape, int) else list(compress(shape, fresh))
+        self.items.extend_lines(prompts, keys, numbers, shape)
+
+    def _line_options(self, raw: dict[str, Any]) -> _LineOptions | None:
+        """What makes the items of a line whose object, without its prompt, is ``raw``, remembered
+        (by its items and their types: ``512`` and ``512.0`` are not the same option); ``None``
+        where ``raw`` is not options, or they are refused (:meth:`add` names why)."""
+        if not raw.keys() <= _OPTION_KEYS:
+            return None
+        defaults = self.defaults
+        options = _checked_options(
+            tuple(raw.get(name, getattr(defaults, name)) for name in _OPTION_NAMES), self.checked
+        )
+        if not isinstance(options, ImageRequest):
+            return None
+        found = (short_keyer(options), self.items.shape(options, "line"))
+        if len(self.line_options) < MAX_OPTION_SETS:
+            self.line_options[(tuple(raw.items()), tuple(map(type, raw.values())))] = found
+        return found
 
 
 def _defaults(defaults: ItemDefaults) -> tuple[Any, ...]:
@@ -240,79 +333,6 @@ def _checked_options(
         if len(checked) < MAX_OPTION_SETS:
             checked[key] = found
     return found
-
-
-def _join(problems: Sequence[str]) -> str:
-    shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-    if len(problems) > MAX_PROBLEMS_SHOWN:
-        shown += f"; and {len(problems) - MAX_PROBLEMS_SHOWN} more"
-    return shown
-
-
-def entries_from_text(text: str, *, jsonl: bool) -> list[tuple[str, Any]]:
-    """The entries of a prompts file.
-
-    :param text: its text.
-    :param jsonl: read it as JSON Lines (one item per line) rather than one prompt per line.
-    :raises BatchInputError: for lines of a JSON Lines file that are not JSON.
-    """
-    if not jsonl:
-        return parse_prompt_lines(text)
-    entries, problems = parse_jsonl(text)
-    if problems:
-        raise BatchInputError(
-            f"{len(problems)} lines are not JSON; nothing was submitted: " + _join(problems)
-        )
-    return entries
-
-
-def entries_from_list(prompts: Any) -> list[tuple[str, Any]]:
-    """The entries of a ``prompts`` argument: a list of prompts or item dicts.
-
-    :param prompts: the rendered ``prompts``.
-    :raises BatchInputError: if it is not a list.
-    """
-    if isinstance(prompts, str | bytes) or not isinstance(prompts, Sequence):
-        raise BatchInputError(f"prompts must be a list of prompts or items, got {type(prompts).__name__}")
-    return [(f"item {number}", raw) for number, raw in enumerate(prompts, start=1)]
-
-
-def load_entries(*, prompts: Any, prompts_file: str | None) -> Iterable[tuple[str, Any]]:
-    """The entries of a batch, from ``prompts`` or from ``prompts_file`` (streamed: read line by line
-    as they are consumed, never held whole; see :func:`iter_entries`).
-
-    :param prompts: a list of prompts or items; a string is read as a JSON list (a template rendered
-        without native objects, e.g. with ``| tojson``).
-    :param prompts_file: a local path or an ``ObjectStoragePath`` URI, used when ``prompts`` is ``None``.
-    :raises BatchInputError: if the list or file cannot be read.
-    """
-    if prompts_file is None:
-        if isinstance(prompts, str):
-            try:
-                prompts = json.loads(prompts)
-            except ValueError:
-                raise BatchInputError(
-                    "prompts rendered to a string that is not a JSON list; pass a list, an XComArg, or "
-                    "render it with `| tojson`"
-                ) from None
-        return entries_from_list(prompts)
-    path = storage_path(str(prompts_file))
-    if not path.exists():
-        raise BatchInputError(f"The prompts file {shown(path)} does not exist")
-    return _file_entries(path)
-
-
-def _file_entries(path: Any) -> Iterator[tuple[str, Any]]:
-    """A prompts file's entries, read as they are consumed (a local file directly, not through the
-    object-storage layer)."""
-    try:
-        handle = open(path.path, encoding="utf-8") if is_local(path) else path.open("r", encoding="utf-8")
-        with handle:
-            yield from iter_entries(handle, jsonl=path.name.endswith(".jsonl"))
-    except FileNotFoundError:
-        raise BatchInputError(f"The prompts file {shown(path)} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BatchInputError(f"Cannot read the prompts file {shown(path)}: {exc}") from None
 
 
 def estimated_credits(items: Iterable[BatchItem], *, only: Iterable[int] | None = None) -> int:
@@ -375,8 +395,7 @@ def secret_items_problem(items: Sequence[BatchItem], secrets: Sequence[str], *, 
     """
     chosen = tuple(secrets)
     if isinstance(items, ItemList):  # the prompts alone looked at first: items are built for those found
-        found = [index for index, prompt in items.prompts() if holds_secret(prompt, chosen)]
-        suspects: Iterable[BatchItem] = (items[index] for index in found)
+        suspects: Iterable[BatchItem] = (items[index] for index in items.holding(chosen))
     else:
         suspects = items
     problems = [
@@ -386,4 +405,6 @@ def secret_items_problem(items: Sequence[BatchItem], secrets: Sequence[str], *, 
     ]
     if not problems:
         return None
-    return f"{len(problems)} of {len(items)} items are refused; nothing was submitted: " + _join(problems)
+    return f"{len(problems)} of {len(items)} items are refused; nothing was submitted: " + join_problems(
+        problems
+    )

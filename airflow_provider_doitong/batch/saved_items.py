@@ -22,11 +22,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from airflow_provider_doitong.batch.item_list import BatchItem, ItemList
+from airflow_provider_doitong.client.fingerprint import SHORT_CHARS
 from airflow_provider_doitong.storage import Place, UnsafeOutputPath
 
 ITEMS_NAME = "items.jsonl"
 FORMAT = "doitong-batch-items"
 VERSION = 1
+#: The bytes of an item's key.
+KEY_BYTES = SHORT_CHARS // 2
+_VERSION_TYPES = {str, type(None)}
 #: Items in one line of the file: parsed in one ``json.loads`` (a call per item would cost seconds).
 CHUNK_ITEMS = 4096
 
@@ -145,8 +149,39 @@ def _parse(lines: Iterator[bytes]) -> ItemList:
         raise ValueError("not a saved items file")
     found = ItemList()
     for line in lines:
-        for row in json.loads(line):
-            found.append_saved(*row)
+        rows = json.loads(line)
+        if not _extend(found, rows):  # a row of another form: each checked on its own
+            for row in rows:
+                found.append_saved(*row)
     if len(found) != header.get("items"):
         raise ValueError(f"{len(found)} items, the header says {header.get('items')}")
     return found
+
+
+def _extend(found: ItemList, rows: Any) -> bool:
+    """Add a line's rows at once where each is of the common form (every value of the type
+    :meth:`ItemList.append_saved` checks, a key of :data:`KEY_BYTES` bytes in lower-case hex, a
+    source ``line N``), as that method would one by one; ``False``, nothing added, otherwise."""
+    if type(rows) is not list or not rows or set(map(type, rows)) != {list} or set(map(len, rows)) != {8}:
+        return False
+    keys, sources, prompts, providers, widths, heights, qualities, versions = zip(*rows, strict=True)
+    strings = (keys, sources, prompts, providers, qualities)
+    if any(set(map(type, values)) != {str} for values in strings) or set(map(len, keys)) != {2 * KEY_BYTES}:
+        return False
+    if (
+        set(map(type, widths)) | set(map(type, heights)) != {int}
+        or not set(map(type, versions)) <= _VERSION_TYPES
+    ):
+        return False
+    text = "".join(keys)
+    try:
+        packed = bytes.fromhex(text)
+        numbers = [int(source[5:]) for source in sources]
+    except ValueError:
+        return False
+    if packed.hex() != text or min(numbers) < 0 or [f"line {number}" for number in numbers] != list(sources):
+        return False
+    shapes = found.shapes(zip(providers, widths, heights, qualities, versions, strict=True), "line")
+    raw_keys = [packed[at : at + KEY_BYTES] for at in range(0, len(packed), KEY_BYTES)]
+    found.extend_lines(list(prompts), raw_keys, numbers, shapes)
+    return True
