@@ -56,6 +56,12 @@ GOALS: tuple[tuple[str, ...], ...] = (
     ("throughput.pro_day.ratio", "pro plan's day: makespan / bound", "<= 1.10"),
     ("throughput.prompts_file.validate_s", "million-line prompts file: validated in (s)", "< 5"),
     ("throughput.prompts_file.peak_rss_mb", "million-line prompts file: peak RSS of the task (MB)", "< 300"),
+    ("throughput.prompts_file.jsonl.validate_s", "million-line .jsonl prompts file: validated in (s)", "< 5"),
+    (
+        "throughput.prompts_file.jsonl.peak_rss_mb",
+        "million-line .jsonl prompts file: peak RSS of the task (MB)",
+        "< 300",
+    ),
     *(
         (f"throughput.{run}.{key}", f"throughput {run.replace('.', ' ')}: {label}", "== 0")
         for run in ("short_jobs.sync", "short_jobs.deferrable", "pro_day", "enterprise")
