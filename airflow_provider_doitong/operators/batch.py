@@ -80,7 +80,10 @@ class FluxBatchOperator(BaseOperator):
         (after storing every finished image); fewer failures end the task successfully.
     :param deferrable: wait in the triggerer between completions, holding no worker slot.
     :param poll_interval: the longest gap between two status reads until the jobs' durations are
-        learned, in seconds; after that the batch reads when its jobs are due to end.
+        learned, in seconds; after that the batch reads when its jobs are due to end. A run whose
+        task's last successful run left its job durations in its result (``job_durations``, same
+        model, size and quality) reads its first wave at their expected end (see
+        :mod:`~airflow_provider_doitong.batch.prior`).
     :param timeout: how long one task try may wait, in seconds or a timedelta (``None``: no limit);
         jobs still running then keep running and the next try picks them up.
     :param on_ambiguous_submission: an item whose submission's answer was lost (a crash or a dropped
