@@ -22,6 +22,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from airflow_provider_doitong.batch.item_list import ItemList
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import Ledger
 from airflow_provider_doitong.batch.planner import Planner
@@ -42,7 +43,13 @@ Kind = tuple[str, int, int, str]
 
 
 def kind_of(items: Iterable[BatchItem]) -> Kind | None:
-    """The one ``(model, width, height, quality)`` of ``items``, or ``None`` when they differ (or none)."""
+    """The one ``(model, width, height, quality)`` of ``items``, or ``None`` when they differ (or none).
+
+    An :class:`~.item_list.ItemList` says without building its items (a million of them).
+    """
+    if isinstance(items, ItemList):
+        kinds = items.kinds()
+        return kinds.pop() if len(kinds) == 1 else None
     found: Kind | None = None
     for item in items:
         request = item.request
@@ -58,15 +65,18 @@ def summarize(ledger: Ledger, items: Sequence[BatchItem]) -> dict[str, Any] | No
     """The summary of the job durations the batch saw (its jobs of one kind), or ``None``.
 
     Images copied from the image cache and jobs the API gave no duration for are left out; a batch
-    of several kinds, or with fewer than :data:`MIN_JOBS` durations, has none.
+    whose items are of several kinds, or with fewer than :data:`MIN_JOBS` durations, has none.
     """
-    timed = [r for r in ledger if r.duration is not None and not r.from_cache and _plausible(r.duration)]
-    if len(timed) < MIN_JOBS:
+    durations = sorted(
+        float(r.duration)
+        for r in ledger
+        if r.duration is not None and not r.from_cache and _plausible(r.duration)
+    )
+    if len(durations) < MIN_JOBS:
         return None
-    kind = kind_of(items[r.index] for r in timed)
+    kind = kind_of(items)
     if kind is None:
         return None
-    durations = sorted(float(r.duration or 0.0) for r in timed)
     cuts = statistics.quantiles(durations, n=20, method="inclusive")  # every 5%
     values = (cuts[1], cuts[4], statistics.median(durations), cuts[14], cuts[17])
     model, width, height, quality = kind

@@ -163,3 +163,15 @@ def test_a_prior_far_too_long_costs_at_most_poll_interval_once(prior_s: float) -
     makespan = s.now - (s.first_submit or 0)
     assert makespan <= lower_bound(30, 10, 16.0, 60, 15.0) + 10.0 + 1.0, makespan
     assert s.planner.typical_duration == pytest.approx(16.0)
+
+
+def test_an_item_list_tells_its_kind_without_building_its_items() -> None:
+    from airflow_provider_doitong.batch.items import ItemDefaults, build_items
+
+    one, _ = build_items([("line 1", "a fox"), ("line 2", "a tram")], ItemDefaults(width=256, height=256))
+    assert prior.kind_of(one) == KIND
+    mixed, _ = build_items(
+        [("line 1", "a fox"), ("item 2", {"prompt": "a tram", "quality": "high"})],
+        ItemDefaults(width=256, height=256),
+    )
+    assert mixed.kinds() == {KIND, ("flux-krea", 256, 256, "high")} and prior.kind_of(mixed) is None
