@@ -5,8 +5,8 @@ name moved, arrived late or behaves differently. Most of the work is done by
 ``apache-airflow-providers-common-compat``, which tries the newest location first and falls back to
 the older one; this package adds only what it does not cover, one module a difference that needs
 more than a name: :mod:`.human` (human-in-the-loop requests), :mod:`.triggerer` (connections and
-secrets on the triggerer's event loop), :mod:`.ui` (the connection form, the UI plugin) and
-:mod:`.metrics` (Airflow's ``Stats``). Import every name from this package itself.
+secrets on the triggerer's event loop), :mod:`.ui` (the connection form, the UI plugin),
+:mod:`.metrics` (Airflow's ``Stats``) and :mod:`.xcom` (an earlier run's result). Import every name from this package itself.
 
 What differs here, and what this provider does about it:
 
@@ -64,6 +64,7 @@ from airflow_provider_doitong._compat.human import (
 from airflow_provider_doitong._compat.metrics import stats
 from airflow_provider_doitong._compat.triggerer import aextra, aget_connection, amask_secret
 from airflow_provider_doitong._compat.ui import api_base_url, connection_form_widgets, dag_details
+from airflow_provider_doitong._compat.xcom import earlier_result
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
@@ -93,6 +94,7 @@ __all__ = [
     "api_base_url",
     "connection_form_widgets",
     "dag_details",
+    "earlier_result",
     "human_review_problem",
     "mask_secret",
     "task_instance_region",

@@ -285,6 +285,10 @@ class ItemList(Sequence[BatchItem]):
     def __len__(self) -> int:
         return len(self._ends)
 
+    def kinds(self) -> set[tuple[str, int, int, str]]:
+        """The distinct ``(provider, width, height, quality)`` of its items, without building them."""
+        return {(str(s[0]), int(s[1]), int(s[2]), str(s[3])) for s in self._shapes}
+
     @overload
     def __getitem__(self, index: int) -> BatchItem: ...
 

@@ -15,6 +15,7 @@ from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.batch.cache import BatchCache
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
+from airflow_provider_doitong.batch.prior import SeededPlanner
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
 from airflow_provider_doitong.client import contract
 from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS
@@ -23,7 +24,15 @@ from airflow_provider_doitong.client.submission import ON_AMBIGUOUS
 from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID, read_credit_floor
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.operators import batch_task, image_cache, inputs, lineage, links, review
+from airflow_provider_doitong.operators import (
+    batch_prior,
+    batch_task,
+    image_cache,
+    inputs,
+    lineage,
+    links,
+    review,
+)
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.operators.outputs import check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
@@ -71,7 +80,10 @@ class FluxBatchOperator(BaseOperator):
         (after storing every finished image); fewer failures end the task successfully.
     :param deferrable: wait in the triggerer between completions, holding no worker slot.
     :param poll_interval: the longest gap between two status reads until the jobs' durations are
-        learned, in seconds; after that the batch reads when its jobs are due to end.
+        learned, in seconds; after that the batch reads when its jobs are due to end. A run whose
+        task's last successful run left its job durations in its result (``job_durations``, same
+        model, size and quality) reads its first wave at their expected end (see
+        :mod:`~airflow_provider_doitong.batch.prior`).
     :param timeout: how long one task try may wait, in seconds or a timedelta (``None``: no limit);
         jobs still running then keep running and the next try picks them up.
     :param on_ambiguous_submission: an item whose submission's answer was lost (a crash or a dropped
@@ -212,22 +224,32 @@ class FluxBatchOperator(BaseOperator):
 
     # --- the batch's state ---------------------------------------------------------------------
     def _runner(
-        self, context: Context, folder: Any, ledger: Ledger, found: Sequence[batch_items.BatchItem]
+        self,
+        context: Context,
+        folder: Any,
+        ledger: Ledger,
+        found: Sequence[batch_items.BatchItem],
+        seeds: Sequence[float] = (),
     ) -> BatchRunner:
+        """The batch's runner; ``seeds``: an earlier run's job durations (:mod:`.batch_prior`)."""
         plan = contract.PLANS[self.hook.checked_settings().plan]
         concurrency = self.concurrency or plan.concurrent_jobs
         deadline = ledger.meta.get("deadline")
-        planner = Planner(
-            limits=Limits(
+        settings: dict[str, Any] = {
+            "limits": Limits(
                 concurrency=concurrency,
                 requests_per_window=plan.requests_per_minute,
                 window_s=contract.RATE_LIMIT_WINDOW_SECONDS,
             ),
-            poll_interval=self._poll,
-            deadline=float(deadline) if deadline is not None else None,
-            durations=ledger.meta.get("durations") or (),
-            window=ledger.meta.get("window"),  # as the window was when the task deferred
-            now=time.time(),
+            "poll_interval": self._poll,
+            "deadline": float(deadline) if deadline is not None else None,
+            "window": ledger.meta.get("window"),  # as the window was when the task deferred
+            "now": time.time(),
+        }
+        planner = (
+            SeededPlanner(seeds=seeds, **settings)
+            if seeds
+            else Planner(durations=ledger.meta.get("durations") or (), **settings)
         )
         return BatchRunner(
             items=found,
@@ -270,7 +292,8 @@ class FluxBatchOperator(BaseOperator):
         estimate = batch_items.estimated_credits(found)
         folder, ledger = batch_task.open_ledger(context, Location.of(str(self.output_path)), found)
         links.publish(self, context)
-        runner = self._runner(context, folder, ledger, found)
+        seeds = batch_prior.seeds(context, ledger, found, self.log)  # none on a retry: it learned its own
+        runner = self._runner(context, folder, ledger, found, seeds)
         try:
             self._new_try(context, runner)
             runner.resolve_ambiguous()

@@ -26,6 +26,7 @@ from airflow_provider_doitong.batch.stores import ledger_parts, open_store
 from airflow_provider_doitong.client import DoitongError, DoitongJobFailed, DoitongTimeout
 from airflow_provider_doitong.client.outcomes import Role
 from airflow_provider_doitong.client.redaction import redact
+from airflow_provider_doitong.operators import batch_prior
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 from airflow_provider_doitong.storage import Location, Place, UnsafeOutputPath, shown
 
@@ -331,6 +332,7 @@ def write_manifest(
         "credits_spent": written["credits_spent"],
         "credits_estimated": estimated,
         **stopped,
+        **batch_prior.summary(ledger, found),  # what the task's next run expects its jobs to take
     }
     summary["ledger"] = ledger.store.location
     runner.log.info(

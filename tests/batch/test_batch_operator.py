@@ -82,7 +82,8 @@ def test_a_batch_stores_every_image_with_its_manifest(
     assert task_states(run) == {"batch": "success"}
     manifest = check_folder(folder, PROMPTS, doitong_conn)
     summary = xcom_value(run, "batch")
-    assert set(summary) == SUMMARY_KEYS  # counts and paths only, never the items
+    assert set(summary) == SUMMARY_KEYS | {"job_durations"}  # counts, paths, durations: never the items
+    assert summary["job_durations"]["jobs"] == len(PROMPTS) and summary["job_durations"]["width"] == 256
     assert summary["stored"] == summary["items"] == len(PROMPTS) and summary["failed"] == 0
     assert summary["credits_spent"] == manifest["credits_spent"] == 10 * len(PROMPTS)
     assert summary["credits_estimated"] == 10 * len(PROMPTS) == 100_000 - doitong_conn.credits()
