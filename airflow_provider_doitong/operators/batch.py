@@ -25,6 +25,7 @@ from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID, read_credit_floor
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators import (
+    batch_balance,
     batch_prior,
     batch_task,
     image_cache,
@@ -297,7 +298,7 @@ class FluxBatchOperator(BaseOperator):
         try:
             self._new_try(context, runner)
             runner.resolve_ambiguous()
-            batch_task.check_balance(  # the images the cache holds count at 0
+            batch_balance.check_balance(  # the images the cache holds count at 0
                 runner,
                 found,
                 estimate,
