@@ -8,7 +8,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import BaseOperator
 
 from airflow_provider_doitong._compat import AirflowFailException, conf
 from airflow_provider_doitong.batch import items as batch_items
@@ -35,7 +35,7 @@ from airflow_provider_doitong.operators import (
     review,
 )
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
-from airflow_provider_doitong.operators.outputs import check_output
+from airflow_provider_doitong.operators.outputs import announce, check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
 from airflow_provider_doitong.storage import Location
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger
@@ -427,9 +427,7 @@ class FluxBatchOperator(BaseOperator):
         return self._announce(context, review.conclude(self, event, summary))
 
     def _announce(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
-        for outlet in self.outlets or ():
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra = summary
+        announce(context, self.outlets, summary)
         return summary
 
     # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------------
