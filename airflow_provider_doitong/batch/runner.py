@@ -109,50 +109,61 @@ class BatchRunner:
         self._jobs: dict[str, Job] = {}
         #: The threads submissions and downloads run on (closed when :meth:`run` returns).
         self.lanes = Lanes(client)
-        self.images = ImageStorer(
-            items=items,
-            ledger=ledger,
-            client=client,
-            planner=planner,
-            folder=folder,
-            jobs=self._jobs,
-            log=self.log,
-            lanes=self.lanes,
-        )
-        self.submitter = ItemSubmitter(
-            items=items,
-            ledger=ledger,
-            client=client,
-            planner=planner,
-            jobs=self._jobs,
-            setback=self._setback,
-            charged=self._charged,
-            on_daily_limit=on_daily_limit,
-            clock=clock,
-            log=self.log,
-            lanes=self.lanes,
-        )
-        self.reader = JobReader(
-            ledger=ledger,
-            client=client,
-            planner=planner,
-            jobs=self._jobs,
-            job_failed=self._setback,
-            log=self.log,
-            clock=clock,
-            refresh_key=refresh_key,
-        )
+        self.images, self.submitter, self.reader = self._parts(refresh_key)
         self._last_progress = clock()
-        self.budget = CreditBudget(item_estimates(items), max_credits)
-        started = ledger.in_state(*(state for state in ItemState if state is not ItemState.PENDING))
-        known = [(index, ledger.records[index].credits) for index in started]
-        self.budget.learn(known)
-        self.sizer = GroupSizer(self.budget.estimates)
-        for index, credits in known:
-            self.sizer.charged(index, credits)
+        self.budget, self.sizer = self._budget(max_credits)
         #: Set when ``max_credits`` or the credit floor stopped the submissions: items may be left
         #: unsubmitted.
         self.budget_stopped = False
+
+    def _parts(self, refresh_key: Callable[[], str] | None) -> tuple[ImageStorer, ItemSubmitter, JobReader]:
+        """The storer, the submitter and the reader the loop's steps go through."""
+        images = ImageStorer(
+            items=self.items,
+            ledger=self.ledger,
+            client=self.client,
+            planner=self.planner,
+            folder=self.folder,
+            jobs=self._jobs,
+            log=self.log,
+            lanes=self.lanes,
+        )
+        submitter = ItemSubmitter(
+            items=self.items,
+            ledger=self.ledger,
+            client=self.client,
+            planner=self.planner,
+            jobs=self._jobs,
+            setback=self._setback,
+            charged=self._charged,
+            on_daily_limit=self.on_daily_limit,
+            clock=self.clock,
+            log=self.log,
+            lanes=self.lanes,
+        )
+        reader = JobReader(
+            ledger=self.ledger,
+            client=self.client,
+            planner=self.planner,
+            jobs=self._jobs,
+            job_failed=self._setback,
+            log=self.log,
+            clock=self.clock,
+            refresh_key=refresh_key,
+        )
+        return images, submitter, reader
+
+    def _budget(self, max_credits: int | None) -> tuple[CreditBudget, GroupSizer]:
+        """The running budget and the group sizer, each told what the items started so far charged."""
+        ledger = self.ledger
+        budget = CreditBudget(item_estimates(self.items), max_credits)
+        started = ledger.in_state(*(state for state in ItemState if state is not ItemState.PENDING))
+        known = [(index, ledger.records[index].credits) for index in started]
+        budget.learn(known)
+        sizer = GroupSizer(budget.estimates)
+        for index, credits in known:
+            sizer.charged(index, credits)
+        return budget, sizer
 
     # --- starting ---------------------------------------------------------------------------
     def start_try(self, *, try_number: int, deadline: float | None) -> int:

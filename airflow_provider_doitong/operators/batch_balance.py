@@ -50,17 +50,7 @@ def check_balance(
     problem = _over_cap(found, estimate, max_credits, free=lambda: cached() + _copied(ledger))
     if problem:
         raise AirflowFailException(problem)
-    balance = None
-    if to_spend:
-        try:
-            balance = runner.client.get_account().credits
-        except DoitongError as exc:
-            raise airflow_error(
-                exc,
-                on_daily_limit=on_daily_limit,
-                doing="Reading the Doitong account failed",
-                conn_id=conn_id,
-            ) from None
+    balance = _balance(runner, on_daily_limit=on_daily_limit, conn_id=conn_id) if to_spend else None
 
     def short(off: int) -> str | None:
         return budget_problem(
@@ -84,6 +74,19 @@ def check_balance(
         f"; the account has {balance}" if balance is not None else "",
         shown(runner.folder),
     )
+
+
+def _balance(runner: BatchRunner, *, on_daily_limit: str, conn_id: str | None) -> int:
+    """The account's credit balance, or the task's failure as the one outcome mapping says."""
+    try:
+        return runner.client.get_account().credits
+    except DoitongError as exc:
+        raise airflow_error(
+            exc,
+            on_daily_limit=on_daily_limit,
+            doing="Reading the Doitong account failed",
+            conn_id=conn_id,
+        ) from None
 
 
 def _over_cap(
