@@ -102,8 +102,7 @@ class BatchRunner:
         self.clock = clock
         self.sleep = sleep
         self.log = logger or log
-        self.stop_submitting = ""
-        self.fatal = ""
+        self.stop_submitting = self.fatal = ""
         #: The error that stopped the submissions (or everything), for the task's final answer.
         self.stop_error: DoitongError | None = None
         self._jobs: dict[str, Job] = {}
@@ -155,10 +154,9 @@ class BatchRunner:
 
     def _budget(self, max_credits: int | None) -> tuple[CreditBudget, GroupSizer]:
         """The running budget and the group sizer, each told what the items started so far charged."""
-        ledger = self.ledger
         budget = CreditBudget(item_estimates(self.items), max_credits)
-        started = ledger.in_state(*(state for state in ItemState if state is not ItemState.PENDING))
-        known = [(index, ledger.records[index].credits) for index in started]
+        started = self.ledger.in_state(*(state for state in ItemState if state is not ItemState.PENDING))
+        known = [(index, self.ledger.records[index].credits) for index in started]
         budget.learn(known)
         sizer = GroupSizer(budget.estimates)
         for index, credits in known:
