@@ -1,7 +1,7 @@
 """``max_credits`` against what Doitong really charges, decided without I/O.
 
 Before a batch starts, its estimate is checked against ``max_credits``
-(:func:`~airflow_provider_doitong.batch.items.budget_problem`), the images the image cache holds
+(:func:`budget_problem`), the images the image cache holds
 counted at 0 (:func:`counting_hits`). The vendor's charged ``creditCost``
 is the truth, though, and may be more. While the batch runs, :class:`CreditBudget` keeps the
 *projection*: what the items charged so far really cost, plus the estimate of every item not charged
@@ -150,3 +150,40 @@ class CreditBudget:
             f"max_credits={self.max_credits} would be passed: Doitong charged {self._excess_sum} credits more "
             f"than estimated, so the batch would cost {projected}"
         )
+
+
+def budget_problem(
+    *,
+    images: int,
+    estimate: int,
+    to_spend: int,
+    balance: int | None,
+    max_credits: int | None,
+    credit_floor: int | None = None,
+) -> str | None:
+    """Why a batch must not start, or ``None``.
+
+    :param images: how many images the batch has.
+    :param estimate: the estimated credits of the whole batch (what a first try spends).
+    :param to_spend: the estimate of what is still to be bought (less on a retry).
+    :param balance: the account's credit balance, if read.
+    :param max_credits: the most the whole batch may spend, if capped.
+    :param credit_floor: the balance the batch must leave the account at, if any.
+    """
+    if max_credits is not None and estimate > max_credits:
+        return (
+            f"{images} images are estimated at {estimate} credits, over max_credits={max_credits}; "
+            "nothing was submitted"
+        )
+    if balance is not None and to_spend > balance:
+        return (
+            f"Not enough Doitong credits: the images still to generate are estimated at {to_spend} "
+            f"credits, the account balance is {balance}; nothing was submitted"
+        )
+    if balance is not None and credit_floor is not None and balance - to_spend < credit_floor:
+        return (
+            f"The images still to generate are estimated at {to_spend} credits: they would take the "
+            f"account from {balance} to {balance - to_spend} credits, below its credit floor of "
+            f"{credit_floor}; nothing was submitted"
+        )
+    return None

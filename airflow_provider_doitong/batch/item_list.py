@@ -1,4 +1,4 @@
-"""A batch's items, and the compact list that holds a million of them.
+"""A batch's items (:mod:`.batch_item`), and the compact list that holds a million of them.
 
 :class:`ItemList` keeps each item's prompt as UTF-8 bytes in one buffer, its key as six bytes, its
 source as a number and its options (model, size, quality, version) as the index of one of the few
@@ -9,115 +9,35 @@ prompts of 70 characters take about 90 MB there, against about 450 MB as a milli
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import accumulate
 from json.encoder import encode_basestring_ascii
 from typing import Any, overload
 
+from airflow_provider_doitong.batch.batch_item import SLUG_MAX_CHARS as SLUG_MAX_CHARS
+from airflow_provider_doitong.batch.batch_item import BatchItem as BatchItem
+from airflow_provider_doitong.batch.batch_item import (
+    _check_types,
+    _new,
+    _set_height,
+    _set_index,
+    _set_key,
+    _set_prompt,
+    _set_provider,
+    _set_quality,
+    _set_request,
+    _set_source,
+    _set_version,
+    _set_webhook_url,
+    _set_width,
+)
+from airflow_provider_doitong.batch.batch_item import slugify as slugify
+from airflow_provider_doitong.batch.batch_item import trusted_request as trusted_request
 from airflow_provider_doitong.client import ImageRequest
-from airflow_provider_doitong.client.fingerprint import SHORT_CHARS, short_fingerprint
+from airflow_provider_doitong.client.fingerprint import SHORT_CHARS
 
-#: The longest slug in an image's file name.
-SLUG_MAX_CHARS = 40
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BatchItem:
-    """One image of a batch (slotted: a batch may hold a million of them).
-
-    :param index: its position in the batch, from 0; it names the image file and keys the ledger.
-    :param source: where it came from, for messages (``line 12``, ``item 3``).
-    :param key: the request's fingerprint, if already computed (:func:`build_items` does, once).
-    """
-
-    index: int
-    request: ImageRequest
-    source: str
-    key: str = ""
-
-    @property
-    def fingerprint(self) -> str:
-        """A digest of the request, so a ledger written for other prompts is never applied to these."""
-        return self.key or short_fingerprint(self.request)
-
-    def stem(self, total: int) -> str:
-        """The image's file name without extension: ``0007-a-fox-in-the-snow``.
-
-        :param total: the batch's size, which sets the number's width (at least four digits).
-        """
-        width = max(4, len(str(total)))
-        return f"{self.index + 1:0{width}d}-{slugify(self.request.prompt)}"
-
-
-def slugify(text: str) -> str:
-    """Lower-case ASCII words joined by ``-``, at most :data:`SLUG_MAX_CHARS` long; ``image`` if none.
-
-    :param text: a prompt.
-    """
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
-    slug = ""
-    for word in words:
-        candidate = f"{slug}-{word}" if slug else word
-        if len(candidate) > SLUG_MAX_CHARS:
-            break
-        slug = candidate
-    return slug or (words[0][:SLUG_MAX_CHARS] if words else "image")
-
-
-def _check_types(
-    prompt: object, provider: object, width: object, height: object, quality: object, version: object
-) -> None:
-    """The one type check of a saved item's values (exact types: ``True`` is no width)."""
-    if not (
-        type(prompt) is str
-        and type(provider) is str
-        and type(width) is int
-        and type(height) is int
-        and type(quality) is str
-        and (version is None or type(version) is str)
-    ):
-        raise TypeError("a saved item holds a value of the wrong type")
-
-
-def trusted_request(
-    *, prompt: str, provider: str, width: int, height: int, quality: str, version: str | None
-) -> ImageRequest:
-    """A request rebuilt from values that were checked when the batch read them (an
-    :class:`ItemList`, the batch's saved items whose digest was checked): none is checked again but
-    for its type (a million prompts would take seconds). Never for a value read from anywhere else."""
-    _check_types(prompt, provider, width, height, quality, version)
-    request = _new(ImageRequest)
-    _set_prompt(request, prompt)
-    _set_provider(request, provider)
-    _set_width(request, width)
-    _set_height(request, height)
-    _set_quality(request, quality)
-    _set_version(request, version)
-    _set_webhook_url(request, None)
-    return request
-
-
-# The slots' own setters: a frozen dataclass refuses ``setattr``, and ``__init__`` would check again.
-_new = object.__new__
-_slots: dict[str, Any] = dict(vars(ImageRequest))
-_set_prompt = _slots["prompt"].__set__
-_set_provider = _slots["provider"].__set__
-_set_width = _slots["width"].__set__
-_set_height = _slots["height"].__set__
-_set_quality = _slots["quality"].__set__
-_set_version = _slots["version"].__set__
-_set_webhook_url = _slots["webhook_url"].__set__
-_item_slots: dict[str, Any] = dict(vars(BatchItem))
-_set_index = _item_slots["index"].__set__
-_set_request = _item_slots["request"].__set__
-_set_source = _item_slots["source"].__set__
-_set_key = _item_slots["key"].__set__
 #: A string as ASCII JSON (the encoder's own function, as ``json.dumps`` calls it), and any value.
 _json_text: Any = encode_basestring_ascii
 _json = json.dumps

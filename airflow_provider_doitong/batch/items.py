@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
+from airflow_provider_doitong.batch.batch_item import SLUG_MAX_CHARS as SLUG_MAX_CHARS
+from airflow_provider_doitong.batch.batch_item import BatchItem as BatchItem
+from airflow_provider_doitong.batch.batch_item import slugify as slugify
+from airflow_provider_doitong.batch.batch_item import trusted_request as trusted_request
+from airflow_provider_doitong.batch.budget import budget_problem as budget_problem
 from airflow_provider_doitong.batch.entries import MAX_PROBLEMS_SHOWN as MAX_PROBLEMS_SHOWN
 from airflow_provider_doitong.batch.entries import BatchInputError as BatchInputError
 from airflow_provider_doitong.batch.entries import FileEntries, join_problems, json_entry
@@ -26,11 +31,7 @@ from airflow_provider_doitong.batch.entries import iter_entries as iter_entries
 from airflow_provider_doitong.batch.entries import load_entries as load_entries
 from airflow_provider_doitong.batch.entries import parse_jsonl as parse_jsonl
 from airflow_provider_doitong.batch.entries import parse_prompt_lines as parse_prompt_lines
-from airflow_provider_doitong.batch.item_list import SLUG_MAX_CHARS as SLUG_MAX_CHARS
-from airflow_provider_doitong.batch.item_list import BatchItem as BatchItem
 from airflow_provider_doitong.batch.item_list import ItemList as ItemList
-from airflow_provider_doitong.batch.item_list import slugify as slugify
-from airflow_provider_doitong.batch.item_list import trusted_request as trusted_request
 from airflow_provider_doitong.batch.key_table import KeyTable
 from airflow_provider_doitong.client import DoitongValidationError, ImageRequest, contract
 from airflow_provider_doitong.client.fingerprint import short_keyer
@@ -346,43 +347,6 @@ def estimated_credits(items: Iterable[BatchItem], *, only: Iterable[int] | None 
         listed = items if isinstance(items, Sequence) else list(items)
         return sum(listed[index].request.estimated_credits for index in only)
     return sum(item.request.estimated_credits for item in items)
-
-
-def budget_problem(
-    *,
-    images: int,
-    estimate: int,
-    to_spend: int,
-    balance: int | None,
-    max_credits: int | None,
-    credit_floor: int | None = None,
-) -> str | None:
-    """Why a batch must not start, or ``None``.
-
-    :param images: how many images the batch has.
-    :param estimate: the estimated credits of the whole batch (what a first try spends).
-    :param to_spend: the estimate of what is still to be bought (less on a retry).
-    :param balance: the account's credit balance, if read.
-    :param max_credits: the most the whole batch may spend, if capped.
-    :param credit_floor: the balance the batch must leave the account at, if any.
-    """
-    if max_credits is not None and estimate > max_credits:
-        return (
-            f"{images} images are estimated at {estimate} credits, over max_credits={max_credits}; "
-            "nothing was submitted"
-        )
-    if balance is not None and to_spend > balance:
-        return (
-            f"Not enough Doitong credits: the images still to generate are estimated at {to_spend} "
-            f"credits, the account balance is {balance}; nothing was submitted"
-        )
-    if balance is not None and credit_floor is not None and balance - to_spend < credit_floor:
-        return (
-            f"The images still to generate are estimated at {to_spend} credits: they would take the "
-            f"account from {balance} to {balance - to_spend} credits, below its credit floor of "
-            f"{credit_floor}; nothing was submitted"
-        )
-    return None
 
 
 def secret_items_problem(items: Sequence[BatchItem], secrets: Sequence[str], *, conn_id: str) -> str | None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from airflow_provider_doitong.batch import retries
 from airflow_provider_doitong.batch.budget import (
     CreditBudget,
     below_floor,
@@ -101,126 +102,79 @@ class BatchRunner:
         self.clock = clock
         self.sleep = sleep
         self.log = logger or log
-        self.stop_submitting = ""
-        self.fatal = ""
+        self.stop_submitting = self.fatal = ""
         #: The error that stopped the submissions (or everything), for the task's final answer.
         self.stop_error: DoitongError | None = None
         self._jobs: dict[str, Job] = {}
         #: The threads submissions and downloads run on (closed when :meth:`run` returns).
         self.lanes = Lanes(client)
-        self.images = ImageStorer(
-            items=items,
-            ledger=ledger,
-            client=client,
-            planner=planner,
-            folder=folder,
-            jobs=self._jobs,
-            log=self.log,
-            lanes=self.lanes,
-        )
-        self.submitter = ItemSubmitter(
-            items=items,
-            ledger=ledger,
-            client=client,
-            planner=planner,
-            jobs=self._jobs,
-            setback=self._setback,
-            charged=self._charged,
-            on_daily_limit=on_daily_limit,
-            clock=clock,
-            log=self.log,
-            lanes=self.lanes,
-        )
-        self.reader = JobReader(
-            ledger=ledger,
-            client=client,
-            planner=planner,
-            jobs=self._jobs,
-            job_failed=self._setback,
-            log=self.log,
-            clock=clock,
-            refresh_key=refresh_key,
-        )
+        self.images, self.submitter, self.reader = self._parts(refresh_key)
         self._last_progress = clock()
-        self.budget = CreditBudget(item_estimates(items), max_credits)
-        started = ledger.in_state(*(state for state in ItemState if state is not ItemState.PENDING))
-        known = [(index, ledger.records[index].credits) for index in started]
-        self.budget.learn(known)
-        self.sizer = GroupSizer(self.budget.estimates)
-        for index, credits in known:
-            self.sizer.charged(index, credits)
+        self.budget, self.sizer = self._budget(max_credits)
         #: Set when ``max_credits`` or the credit floor stopped the submissions: items may be left
         #: unsubmitted.
         self.budget_stopped = False
 
+    def _parts(self, refresh_key: Callable[[], str] | None) -> tuple[ImageStorer, ItemSubmitter, JobReader]:
+        """The storer, the submitter and the reader the loop's steps go through."""
+        images = ImageStorer(
+            items=self.items,
+            ledger=self.ledger,
+            client=self.client,
+            planner=self.planner,
+            folder=self.folder,
+            jobs=self._jobs,
+            log=self.log,
+            lanes=self.lanes,
+        )
+        submitter = ItemSubmitter(
+            items=self.items,
+            ledger=self.ledger,
+            client=self.client,
+            planner=self.planner,
+            jobs=self._jobs,
+            setback=self._setback,
+            charged=self._charged,
+            on_daily_limit=self.on_daily_limit,
+            clock=self.clock,
+            log=self.log,
+            lanes=self.lanes,
+        )
+        reader = JobReader(
+            ledger=self.ledger,
+            client=self.client,
+            planner=self.planner,
+            jobs=self._jobs,
+            job_failed=self._setback,
+            log=self.log,
+            clock=self.clock,
+            refresh_key=refresh_key,
+        )
+        return images, submitter, reader
+
+    def _budget(self, max_credits: int | None) -> tuple[CreditBudget, GroupSizer]:
+        """The running budget and the group sizer, each told what the items started so far charged."""
+        budget = CreditBudget(item_estimates(self.items), max_credits)
+        started = self.ledger.in_state(*(state for state in ItemState if state is not ItemState.PENDING))
+        known = [(index, self.ledger.records[index].credits) for index in started]
+        budget.learn(known)
+        sizer = GroupSizer(budget.estimates)
+        for index, credits in known:
+            sizer.charged(index, credits)
+        return budget, sizer
+
     # --- starting ---------------------------------------------------------------------------
     def start_try(self, *, try_number: int, deadline: float | None) -> int:
-        """Begin a task try (not flushed): items that failed in an earlier try get another round.
-
-        An item whose job completed but whose image could not be stored is stored again (its job
-        is not paid for twice); other failed items are submitted again (failed jobs are refunded),
-        except those an ambiguous submission failed under the ``fail`` policy.
-
-        :param try_number: the task's try.
-        :param deadline: the try's deadline (Unix time), if any.
-        :return: how many items got another round.
-        """
-        again = 0
-        if self.ledger.meta.get("try") not in (None, try_number):
-            for record in self.ledger:
-                if record.failures and record.state is not ItemState.FAILED:
-                    self.ledger.update(record.index, failures=0)  # item retries count per try
-            for index in self.ledger.in_state(ItemState.FAILED):
-                record = self.ledger.records[index]
-                if self.on_ambiguous_submission == "fail" and record.ambiguous:
-                    continue
-                state = ItemState.COMPLETED if record.job_id else ItemState.PENDING
-                self.ledger.update(index, state=state, failures=0)
-                again += 1
-        self.ledger.set_meta(**{"try": try_number, "deadline": deadline})
-        self.planner.deadline = deadline
-        return again
+        """Begin a task try (not flushed): see :func:`.retries.start_try`."""
+        return retries.start_try(self, try_number=try_number, deadline=deadline)
 
     def resolve_ambiguous(self) -> int:
-        """Settle items left ``submitting`` by a crash: their POST may have created a job (not flushed).
-
-        :return: how many there were.
-        """
-        found = self.ledger.in_state(ItemState.SUBMITTING)
-        for index in found:
-            item = self.items[index]
-            message = (
-                f"item {index + 1} ({item.source}) was being submitted when an earlier try stopped; its "
-                "answer was never recorded, so a job may exist and be charged"
-            )
-            self.log.warning("%s", message)
-            self._setback(index, message, ambiguous=True)
-        return len(found)
+        """Settle items left ``submitting`` by a crash (not flushed): see :func:`.retries.resolve_ambiguous`."""
+        return retries.resolve_ambiguous(self)
 
     def _setback(self, index: int, message: str, *, ambiguous: bool = False) -> None:
-        """An item's job failed (or its submission is ambiguous): submit it again, or fail it for good."""
-        record = self.ledger.records[index]
-        if not ambiguous:  # a job that ran and failed (refunded)
-            self.client.observer.count(observability.JOBS_FAILED, model=self.items[index].request.provider)
-        failures = record.failures + 1
-        changes: dict[str, Any] = {"failures": failures, "error": message, "job_id": None, "credits": None}
-        if ambiguous:
-            changes["ambiguous"] = record.ambiguous + 1
-        self.budget.refunded(index)  # a failed job is refunded; an ambiguous one counts at its estimate
-        final = failures > self.item_retries or (ambiguous and self.on_ambiguous_submission == "fail")
-        self.ledger.update(index, state=ItemState.FAILED if final else ItemState.PENDING, **changes)
-        if final:
-            self.log.error("Item %d/%d failed for good: %s", index + 1, len(self.items), message)
-        else:
-            self.log.warning(
-                "Item %d/%d: %s; submitting it again (retry %d of %d)%s",
-                index + 1,
-                len(self.items),
-                message,
-                failures,
-                self.item_retries,
-                ": this may charge it twice" if ambiguous else "",
-            )
+        """An item's job failed (or its submission is ambiguous): see :func:`.retries.setback`."""
+        retries.setback(self, index, message, ambiguous=ambiguous)
 
     def view(self) -> View:
         """What the ledger holds, for the planner."""

@@ -8,15 +8,12 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import BaseOperator
 
 from airflow_provider_doitong._compat import AirflowFailException, conf
 from airflow_provider_doitong.batch import items as batch_items
-from airflow_provider_doitong.batch.cache import BatchCache
-from airflow_provider_doitong.batch.ledger import ItemState, Ledger
-from airflow_provider_doitong.batch.planner import Limits, Planner
-from airflow_provider_doitong.batch.prior import SeededPlanner
-from airflow_provider_doitong.batch.runner import BatchRunner, Defer, DeferPolicy
+from airflow_provider_doitong.batch.ledger import ItemState
+from airflow_provider_doitong.batch.runner import BatchRunner, Defer
 from airflow_provider_doitong.client import contract
 from airflow_provider_doitong.client.outcomes import DAILY_LIMIT_ANSWERS
 from airflow_provider_doitong.client.redaction import redact
@@ -25,16 +22,18 @@ from airflow_provider_doitong.client.times import seconds
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID, read_credit_floor
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.operators import (
+    batch_balance,
     batch_prior,
+    batch_runner,
     batch_task,
-    image_cache,
     inputs,
     lineage,
     links,
     review,
 )
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
-from airflow_provider_doitong.operators.outputs import check_output
+from airflow_provider_doitong.operators.batch_runner import DEFAULT_RESUME_LEAD as DEFAULT_RESUME_LEAD
+from airflow_provider_doitong.operators.outputs import announce, check_output
 from airflow_provider_doitong.operators.prompt_files import prompt_file_location
 from airflow_provider_doitong.storage import Location
 from airflow_provider_doitong.triggers.batch import DoitongBatchTrigger
@@ -42,9 +41,6 @@ from airflow_provider_doitong.triggers.events import BATCH_ERROR, InvalidBatchEv
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-#: Seconds from a trigger firing to the task running again, until the batch has measured it.
-DEFAULT_RESUME_LEAD = 5.0
 
 
 class FluxBatchOperator(BaseOperator):
@@ -200,8 +196,8 @@ class FluxBatchOperator(BaseOperator):
         return DoitongHook(doitong_conn_id=self.doitong_conn_id)
 
     def _check_numbers(self) -> None:
-        """Read the templated numbers into ``_poll`` and ``_budget``."""
-        self._poll, self._budget = inputs.batch_numbers(self.poll_interval, self.max_credits)
+        """Read the templated numbers into ``poll_seconds`` and ``budget_credits``."""
+        self.poll_seconds, self.budget_credits = inputs.batch_numbers(self.poll_interval, self.max_credits)
 
     def _prompts_location(self) -> str | None:
         """The prompts file read, as a full path or URI (``None`` for a list of prompts)."""
@@ -222,63 +218,6 @@ class FluxBatchOperator(BaseOperator):
             prompts=self.prompts, prompts_file=self._prompts_location(), defaults=defaults, log=self.log
         )
 
-    # --- the batch's state ---------------------------------------------------------------------
-    def _runner(
-        self,
-        context: Context,
-        folder: Any,
-        ledger: Ledger,
-        found: Sequence[batch_items.BatchItem],
-        seeds: Sequence[float] = (),
-    ) -> BatchRunner:
-        """The batch's runner; ``seeds``: an earlier run's job durations (:mod:`.batch_prior`)."""
-        plan = contract.PLANS[self.hook.checked_settings().plan]
-        concurrency = self.concurrency or plan.concurrent_jobs
-        deadline = ledger.meta.get("deadline")
-        settings: dict[str, Any] = {
-            "limits": Limits(
-                concurrency=concurrency,
-                requests_per_window=plan.requests_per_minute,
-                window_s=contract.RATE_LIMIT_WINDOW_SECONDS,
-            ),
-            "poll_interval": self._poll,
-            "deadline": float(deadline) if deadline is not None else None,
-            "window": ledger.meta.get("window"),  # as the window was when the task deferred
-            "now": time.time(),
-        }
-        planner = (
-            SeededPlanner(seeds=seeds, **settings)
-            if seeds
-            else Planner(durations=ledger.meta.get("durations") or (), **settings)
-        )
-        return BatchRunner(
-            items=found,
-            ledger=ledger,
-            client=self.hook.get_conn(),
-            planner=planner,
-            folder=folder,
-            item_retries=self.item_retries,
-            max_failed_items=self.max_failed_items,
-            on_ambiguous_submission=self.on_ambiguous_submission,
-            on_daily_limit=self.on_daily_limit,
-            logger=self.log,
-            max_credits=self._budget,
-            refresh_key=self.hook.current_api_key,
-            credit_floor=self.hook.credit_floor(self.credit_floor),
-            cache=self._cache(context, folder, ledger, found),
-        )
-
-    def _cache(
-        self, context: Context, folder: Any, ledger: Ledger, found: Sequence[batch_items.BatchItem]
-    ) -> BatchCache | None:
-        cache = image_cache.open_cache(
-            self.hook, self.cache_path, max_age=self.cache_max_age, refresh=self.cache_refresh
-        )
-        if cache is None:
-            return None
-        owner = image_cache.claimant(context)
-        return BatchCache(cache=cache, items=found, ledger=ledger, folder=folder, owner=owner, log=self.log)
-
     # --- entry points ---------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         """Start (or, on a retry, pick up) the batch: check it all, then submit, wait and store."""
@@ -293,15 +232,15 @@ class FluxBatchOperator(BaseOperator):
         folder, ledger = batch_task.open_ledger(context, Location.of(str(self.output_path)), found)
         links.publish(self, context)
         seeds = batch_prior.seeds(context, ledger, found, self.log)  # none on a retry: it learned its own
-        runner = self._runner(context, folder, ledger, found, seeds)
+        runner = batch_runner.build_runner(self, context, folder, ledger, found, seeds)
         try:
             self._new_try(context, runner)
             runner.resolve_ambiguous()
-            batch_task.check_balance(  # the images the cache holds count at 0
+            batch_balance.check_balance(  # the images the cache holds count at 0
                 runner,
                 found,
                 estimate,
-                max_credits=self._budget,
+                max_credits=self.budget_credits,
                 on_daily_limit=self.on_daily_limit,
                 conn_id=self.doitong_conn_id,
             )
@@ -325,14 +264,9 @@ class FluxBatchOperator(BaseOperator):
         self._secrets = self.hook.checked_settings().secrets
         self._check_numbers()
         folder, ledger, found = batch_task.resume(context, Location.of(str(self.output_path)), self._items)
-        lead = max(0.0, time.time() - fired_at)
-        old = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD)
-        ledger.set_meta(
-            resume_lead_s=round(max(lead, (lead + old) / 2), 3),
-            resumes=int(ledger.meta.get("resumes", 0)) + 1,
-        )
+        lead = batch_runner.record_resume(ledger, fired_at)
         self.log.info("Resumed %.1fs after the trigger fired (%s: %s)", lead, status, message)
-        runner = self._runner(context, folder, ledger, found)
+        runner = batch_runner.build_runner(self, context, folder, ledger, found)
         if read_at is not None:  # the trigger's last read counts as the task's own
             runner.planner.polled(min(read_at, time.time()))
         runner.planner.poll_now = bool(ended) or status == BATCH_ERROR
@@ -359,10 +293,9 @@ class FluxBatchOperator(BaseOperator):
         self, context: Context, runner: BatchRunner, found: Sequence[batch_items.BatchItem]
     ) -> dict[str, Any]:
         ledger = runner.ledger
-        defer = None
-        if self.deferrable:
-            lead = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD) * 1.25 + 0.5
-            defer = DeferPolicy(resume_lead=lead, min_defer=self.min_defer_seconds)
+        defer = (
+            batch_runner.defer_policy(ledger, min_defer=self.min_defer_seconds) if self.deferrable else None
+        )
         outcome = runner.run(defer=defer)
         ledger.set_meta(
             durations=list(runner.planner.durations)[-20:], window=runner.planner.window.snapshot()
@@ -382,7 +315,7 @@ class FluxBatchOperator(BaseOperator):
                 trigger=DoitongBatchTrigger(
                     job_ids=outcome.job_ids,
                     doitong_conn_id=self.doitong_conn_id,
-                    poll_interval=self._poll,
+                    poll_interval=self.poll_seconds,
                     wake_at=outcome.wake_at,
                     deadline=deadline,
                     read_at=runner.planner.statuses_known_at(runner.view().running),
@@ -426,9 +359,7 @@ class FluxBatchOperator(BaseOperator):
         return self._announce(context, review.conclude(self, event, summary))
 
     def _announce(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
-        for outlet in self.outlets or ():
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra = summary
+        announce(context, self.outlets, summary)
         return summary
 
     # --- OpenLineage (called by its listener only; lineage.py imports OpenLineage) -----------------
