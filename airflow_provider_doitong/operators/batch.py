@@ -43,6 +43,34 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def _check_arguments(
+    *,
+    one_of: tuple[tuple[str, Any], tuple[str, Any]],
+    choices: tuple[str, str],
+    numbers: tuple[int, int, float, int | None],
+) -> None:
+    """Refuse, when the DAG is parsed, arguments no run could use.
+
+    :param one_of: ``prompts`` and ``prompts_file``, by name: exactly one is given.
+    :param choices: ``on_ambiguous_submission`` and ``on_daily_limit``.
+    :param numbers: ``item_retries``, ``max_failed_items``, ``min_defer_seconds`` and ``concurrency``.
+    :raises ValueError: for the first argument that breaks its rule.
+    """
+    on_ambiguous_submission, on_daily_limit = choices
+    inputs.check_arguments(
+        one_of=one_of,
+        choices={
+            "on_ambiguous_submission": (on_ambiguous_submission, ON_AMBIGUOUS),
+            "on_daily_limit": (on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
+        },
+    )
+    item_retries, max_failed_items, min_defer_seconds, concurrency = numbers
+    if item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
+        raise ValueError("item_retries, max_failed_items and min_defer_seconds must not be negative")
+    if concurrency is not None and concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+
+
 class FluxBatchOperator(BaseOperator):
     """Generate a batch of images with Doitong in one task: a day's prompts, at the plan's pace.
 
@@ -153,36 +181,21 @@ class FluxBatchOperator(BaseOperator):
         self.approval_timeout = review.checked_timeout(
             require_approval, approval_timeout, on_approval_timeout
         )
-        inputs.check_arguments(
+        _check_arguments(
             one_of=(("prompts", prompts), ("prompts_file", prompts_file)),
-            choices={
-                "on_ambiguous_submission": (on_ambiguous_submission, ON_AMBIGUOUS),
-                "on_daily_limit": (on_daily_limit, tuple(DAILY_LIMIT_ANSWERS)),
-            },
+            choices=(on_ambiguous_submission, on_daily_limit),
+            numbers=(item_retries, max_failed_items, min_defer_seconds, concurrency),
         )
-        if item_retries < 0 or max_failed_items < 0 or min_defer_seconds < 0:
-            raise ValueError("item_retries, max_failed_items and min_defer_seconds must not be negative")
-        if concurrency is not None and concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        self.prompts = prompts
-        self.prompts_file = prompts_file
-        self.output_path = output_path
-        self.provider = provider
-        self.width = width
-        self.height = height
-        self.quality = quality
-        self.version = version
+        self.prompts, self.prompts_file, self.output_path = prompts, prompts_file, output_path
+        self.provider, self.version, self.quality = provider, version, quality
+        self.width, self.height = width, height
         self.doitong_conn_id = doitong_conn_id
         self.max_credits = max_credits
         self.credit_floor = read_credit_floor(credit_floor)
         self.concurrency = concurrency
-        self.item_retries = item_retries
-        self.max_failed_items = max_failed_items
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = seconds(timeout)
-        self.on_ambiguous_submission = on_ambiguous_submission
-        self.on_daily_limit = on_daily_limit
+        self.item_retries, self.max_failed_items = item_retries, max_failed_items
+        self.deferrable, self.poll_interval, self.timeout = deferrable, poll_interval, seconds(timeout)
+        self.on_ambiguous_submission, self.on_daily_limit = on_ambiguous_submission, on_daily_limit
         self.min_defer_seconds = float(min_defer_seconds)
         self.cache_path, self.cache_max_age, self.cache_refresh = cache_path, cache_max_age, cache_refresh
         #: The connection's secrets, kept out of the summary, the manifest and lineage.

@@ -316,14 +316,22 @@ def ended(airflow: Setup, dag_id: str, run_id: str) -> str:
     return str(wait_until(state, f"{dag_id} {run_id} to finish"))
 
 
+def pause_reported(cluster: AirflowCluster, run_id: str, try_number: int) -> bool:
+    """Whether the scheduler has had the executor's report of the exit of the waiting try's process."""
+    lines = (cluster.home / "scheduler.log").read_text(errors="replace").splitlines()
+    key = f"(dag_id='{REVIEW}', task_id='generate', run_id='{run_id}', try_number={try_number},"
+    return any("Received executor event" in line and key in line for line in lines)
+
+
 @pytest.mark.skipif(bool(_compat.HUMAN_REVIEW_UNAVAILABLE), reason=str(_compat.HUMAN_REVIEW_UNAVAILABLE))
 def test_review_scheduled_rejected_and_triggered_approved_over_rest(airflow: Setup) -> None:
     """Both runs' batches wait for a person; the answers come through the REST API's HITL endpoints.
 
-    The manual run is queued behind the scheduled one (one active run at a time). Airflow's own race
-    can fail a try that an answer resumed before the executor reported the paused process's exit
-    ("state changed externally"); its retry asks again, and gets the same answer. So each round
-    answers whichever run is asking, until both have ended.
+    The manual run is queued behind the scheduled one (one active run at a time). Each request is
+    answered once the executor has reported the paused process's exit, as a person's answer would come:
+    an answer before it can lose the resumed try to Airflow's own race ("state changed externally",
+    which a loaded machine makes seconds long). Should a try be lost all the same, its retry asks
+    again and gets the same answer: each round answers whichever run is asking, until both have ended.
     """
     cluster, api, images = airflow.cluster, airflow.api, airflow.images
     cluster.wait_for_dag(REVIEW)
@@ -345,6 +353,8 @@ def test_review_scheduled_rejected_and_triggered_approved_over_rest(airflow: Set
             (request,) = asking
             ti = request["task_instance"]
             assert ti["task_id"] == "generate" and request["options"] == ["Approve", "Reject"]
+            if not pause_reported(cluster, run_id, int(ti["try_number"])):
+                continue
             kept = api.http.patch(
                 f"{path}/taskInstances/generate/-1/hitlDetails",
                 json={"chosen_options": ["Approve" if approve else "Reject"]},
