@@ -19,7 +19,7 @@ import enum
 import math
 import statistics
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from airflow_provider_doitong.batch.window import RequestWindow
@@ -140,11 +140,12 @@ class Planner:
         #: holds, and one), so it leaves the others room without falling to one slot, whose every
         #: refill would cost a status read. Until one of its own jobs ends it submits one item at a
         #: time (a group sent at once into a full account is refused as a whole, each refusal a
-        #: request of the window). After each round of its own jobs (as many ends as it has slots)
-        #: it tries for one slot more, up to the plan's.
+        #: request of the window). Each of its jobs that ends then gives one slot more, up to the
+        #: plan's: the slots it gave up come back within a round of its jobs once the others' work
+        #: is over, and while it is not, trying for more costs one refusal, not a group's.
         self.job_slots = limits.concurrency
-        self._ended_in_round = 0
         self._shrunk = False  # halved since the last of its jobs ended (refusals of one round count once)
+        self._first_wave = True
 
     # --- what the runner reports ----------------------------------------------------------
     def polled(self, now: float) -> None:
@@ -161,10 +162,7 @@ class Planner:
         :param duration: the job's processing time, if the API said.
         """
         self._shrunk = False
-        self._ended_in_round += 1
-        if self._ended_in_round >= self.job_slots:  # a round of its own jobs: one slot more
-            self._ended_in_round = 0
-            self.job_slots = min(self.limits.concurrency, self.job_slots + 1)
+        self.job_slots = min(self.limits.concurrency, self.job_slots + 1)
         if duration is not None and math.isfinite(duration) and duration >= 0:
             self.durations.append(float(duration))
 
@@ -197,10 +195,33 @@ class Planner:
         """
         if not all_requests and running is not None:
             half = self.job_slots if self._shrunk else self.job_slots // 2
-            self.job_slots, self._shrunk, self._ended_in_round = max(1, running, half), True, 0
+            self.job_slots, self._shrunk = max(1, running, half), True
         self.submissions_blocked_until = max(self.submissions_blocked_until, until)
         if all_requests:
             self.window.blocked_until = max(self.window.blocked_until, until)
+
+    def group_sizes(self) -> Iterator[int]:
+        """The most each group of a wave of submissions may hold, group after group (each sent once
+        the previous one's answers are in).
+
+        A group sent at once into job slots that others hold is refused as a whole, each refusal a
+        request of the window. So in the batch's first wave (no answer has shown yet whether it is
+        alone) and whenever the window is shared, the groups double from one, and go one at a time
+        once others' requests have come in between the last group's answers (another batch is filling
+        the same free slots now): the first refusal stops the wave. Alone, or where no window limits
+        the requests, a group holds what the submission threads send at once.
+        """
+        limited = self.window.limit is not None
+        probing, size, others = self._first_wave and limited, 1, self.window.others
+        self._first_wave = False
+        while True:
+            if probing or (limited and self.window.shared):
+                racing = self.window.others > others
+                others = self.window.others
+                yield 1 if racing else size
+                size = 2 if racing else size * 2
+            else:
+                yield self.limits.concurrency
 
     @property
     def typical_duration(self) -> float | None:

@@ -35,12 +35,7 @@ from airflow_provider_doitong.batch.results import Defer, DeferPolicy, Finished
 from airflow_provider_doitong.batch.storer import ImageStorer
 from airflow_provider_doitong.batch.submitter import GroupSizer, ItemSubmitter
 from airflow_provider_doitong.batch.verdicts import Verdict
-from airflow_provider_doitong.client import (
-    DoitongClient,
-    DoitongError,
-    Job,
-    observability,
-)
+from airflow_provider_doitong.client import DoitongClient, DoitongError, Job, observability
 from airflow_provider_doitong.client.retry import backoff, is_transient
 
 __all__ = ["PROGRESS_SECONDS", "BatchRunner", "Defer", "DeferPolicy", "Finished"]
@@ -262,14 +257,18 @@ class BatchRunner:
         """Submit up to ``count`` pending items, in groups sent at once (see :mod:`.submitter`).
 
         The credit floor is checked for all of them (one account read, as for a wave before),
-        ``max_credits`` before each group, whose size it bounds (:func:`.submitter.group_size`).
+        ``max_credits`` before each group, whose size it bounds (:func:`.submitter.group_size`), as
+        the planner does where others may hold the account's job slots (:meth:`.Planner.group_sizes`).
 
         :param count: how many.
         """
         pending = self.ledger.in_state(ItemState.PENDING)
         wave = self._within_floor((self.cache.ready(pending) if self.cache else pending)[:count])
+        sizes = self.planner.group_sizes()
         verdicts = self.submitter.submit_wave(
-            wave, over_budget=self._over_budget, group_limit=self._group_limit
+            wave,
+            over_budget=self._over_budget,
+            group_limit=lambda indices: min(self._group_limit(indices), next(sizes)),
         )
         for verdict in sorted(verdicts, key=lambda v: v.verdict is Verdict.FATAL):  # fatal last: it wins
             if verdict.verdict is Verdict.STOP:

@@ -343,7 +343,7 @@ def test_statuses_are_known_as_of_the_last_read_or_a_later_submission() -> None:
     assert planner.statuses_known_at([111.0, 112.0]) == 111.0  # both submitted after it
 
 
-def test_a_refusal_for_the_accounts_job_slots_halves_the_batchs_slots_and_a_round_gives_one_back() -> None:
+def test_a_refusal_for_the_accounts_job_slots_halves_the_batchs_slots_and_each_end_gives_one_back() -> None:
     planner = Planner(
         limits=Limits(concurrency=10, requests_per_window=600, window_s=60.0), poll_interval=5.0
     )
@@ -358,16 +358,15 @@ def test_a_refusal_for_the_accounts_job_slots_halves_the_batchs_slots_and_a_roun
     assert planner.decide(View(pending=20, running=[990.0] * 3, to_store=0), 1_002.0) == BatchStep(
         BatchAction.SUBMIT, count=1
     )
-    # a round of its own jobs (as many ends as it has slots) gives one slot back
-    for _ in range(5):
-        planner.learn(4.0)
+    # each of its own jobs that ends gives one slot back
+    planner.learn(4.0)
     assert planner.job_slots == 6
     # refused again after one of its jobs ended: halved again, never below what it holds
     planner.refused(until=1_003.0, all_requests=False, running=4)
     assert planner.job_slots == 4
     planner.refused(until=1_003.0, all_requests=False, running=0)
     assert planner.job_slots == 4  # one halving per round of refusals
-    for _ in range(100):
+    for _ in range(6):  # the others' work is over: the plan's slots are back within a round
         planner.learn(4.0)
     assert planner.job_slots == 10
     fresh = Planner(limits=Limits(concurrency=10, requests_per_window=600, window_s=60.0), poll_interval=5.0)
@@ -389,9 +388,10 @@ def test_batches_sharing_an_account_stop_asking_for_slots_the_others_hold() -> N
     ]
     run_together(sims)
     assert all(sorted(sim.stored) == list(range(30)) for sim in sims)
-    # each batch is refused about once per round of its own jobs (when it tries for one slot more),
-    # not once per wait: 90 jobs in 10 slots are 9 rounds between them
-    assert api.refusals <= 30, api.refusals
+    # a batch tries for one slot more as each of its jobs ends, one item at a time once refused:
+    # refused for fewer than half the 90 jobs, not once per wait, and the account's slots stay full
+    assert api.refusals < 45, api.refusals
+    assert max(sim.now for sim in sims) - 1_000.0 <= 1.1 * 9 * 4.0  # 90 jobs of 4 s in 10 slots
 
 
 def test_the_others_are_left_what_they_spend_at_their_pace_never_more_than_the_even_share() -> None:
@@ -477,3 +477,45 @@ def test_batches_sharing_the_accounts_window_spend_it_on_submissions() -> None:
     # the three hold 21 slots of 10 between them: each is refused about once per round of its
     # own jobs, when it tries for one slot more
     assert api.window_refusals + api.refusals <= 12, (api.window_refusals, api.refusals)
+
+
+def first(sizes: Iterator[int], count: int) -> list[int]:
+    return [next(sizes) for _ in range(count)]
+
+
+def test_groups_double_from_one_in_the_first_wave_and_while_the_window_is_shared() -> None:
+    limits = Limits(concurrency=10, requests_per_window=60, window_s=60.0)
+    planner = Planner(limits=limits, poll_interval=5.0)
+    # the first wave: nothing has shown yet whether another batch holds the account's job slots
+    assert first(planner.group_sizes(), 4) == [1, 2, 4, 8]
+    # alone in the window since (only its own answers spent it): one group takes the wave
+    for remaining in range(59, 49, -1):
+        planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=remaining, reset_at=1_060.0, retry_at=None))
+    assert first(planner.group_sizes(), 3) == [10, 10, 10]
+    # others spend the window too: doubling from one again, judged before each group
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=40, reset_at=1_060.0, retry_at=None))
+    sizes = planner.group_sizes()
+    assert first(sizes, 3) == [1, 2, 4]
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=60, reset_at=1_120.0, retry_at=None))
+    assert next(sizes) == 10  # a new window, no one else in it yet
+
+
+def test_groups_go_one_at_a_time_once_others_requests_come_in_between() -> None:
+    planner = Planner(limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=59, reset_at=1_060.0, retry_at=None))
+    sizes = planner.group_sizes()  # a first wave, as two batches started together send theirs
+    assert next(sizes) == 1
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=58, reset_at=1_060.0, retry_at=None))
+    assert next(sizes) == 2  # only its own answer since
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=54, reset_at=1_060.0, retry_at=None))
+    # another batch's requests came in between: it fills the same free slots now
+    assert next(sizes) == 1
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=53, reset_at=1_060.0, retry_at=None))
+    assert [next(sizes), next(sizes)] == [2, 4]
+
+
+def test_groups_take_the_wave_at_once_where_no_window_limits_the_requests() -> None:
+    planner = Planner(
+        limits=Limits(concurrency=10, requests_per_window=None, window_s=60.0), poll_interval=5.0
+    )
+    assert first(planner.group_sizes(), 2) == [10, 10]

@@ -112,7 +112,14 @@ def job(index: int) -> Job:
     return Job(id=f"job-{index}", status=JobStatus.QUEUED, raw_status="queued", credit_cost=10)
 
 
-def runner_for(count: int, answer: Any, *, hold: float = 0.0, max_credits: int | None = None) -> Any:
+def runner_for(
+    count: int,
+    answer: Any,
+    *,
+    hold: float = 0.0,
+    max_credits: int | None = None,
+    requests_per_window: int | None = None,
+) -> Any:
     items = build_items(entries_from_list([f"prompt {n}" for n in range(count)]), ItemDefaults())[0]
     store = MemoryStore()
     ledger = Ledger.open(store, items=items, owner=OWNER)
@@ -120,7 +127,8 @@ def runner_for(count: int, answer: Any, *, hold: float = 0.0, max_credits: int |
     ledger.flush()  # persisted, as the operator does before its first submission
     client = Answers(store, items, answer, hold)
     planner = Planner(
-        limits=Limits(concurrency=100, requests_per_window=None, window_s=60.0), poll_interval=1.0
+        limits=Limits(concurrency=100, requests_per_window=requests_per_window, window_s=60.0),
+        poll_interval=1.0,
     )
     runner = BatchRunner(
         items=items,
@@ -178,6 +186,26 @@ def test_each_verdict_of_a_concurrent_group_lands_on_its_own_item() -> None:
     assert runner.planner.job_slots == runner.planner.limits.concurrency // 2
     assert not runner.stop_submitting and not runner.fatal
     assert client.most_in_flight > 1
+
+
+def test_a_first_wave_into_slots_others_hold_is_refused_by_one_group_not_the_wave() -> None:
+    sent: list[int] = []
+
+    def answer(index: int) -> Job:  # another batch holds all but three of the account's job slots
+        sent.append(index)
+        if len(sent) > 3:
+            raise DoitongRateLimited(
+                "too many jobs", status=429, code="CONCURRENCY_LIMIT", retry_at=time.time() + 2.0
+            )
+        return job(index)
+
+    runner, store, _ = runner_for(10, answer, hold=0.05, requests_per_window=60)
+    runner.submit(10)
+    runner.lanes.close()
+    # groups of 1, 2 and 4: the third is refused and stops the wave (sent at once: 7 refusals)
+    assert set(range(4)) <= set(sent) <= set(range(7))  # its last may see a sibling refused first
+    assert durable_states(store, runner.items) == ["running"] * 3 + ["pending"] * 7
+    assert runner.planner.job_slots == 50  # the account's slots were refused: half the batch's
 
 
 def test_a_refused_key_in_a_group_ends_the_batch_and_keeps_the_others_jobs() -> None:
