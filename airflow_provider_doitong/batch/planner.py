@@ -205,21 +205,25 @@ class Planner:
         the previous one's answers are in).
 
         A group sent at once into job slots that others hold is refused as a whole, each refusal a
-        request of the window. So in the batch's first wave (no answer has shown yet whether it is
-        alone) and whenever the window is shared, the groups double from one, and go one at a time
-        once others' requests have come in between the last group's answers (another batch is filling
-        the same free slots now): the first refusal stops the wave. Alone, or where no window limits
-        the requests, a group holds what the submission threads send at once.
+        request of the window. So a batch's first wave starts with one submission, whose answer
+        tells whether anyone else is sending now; while the window is shared, the groups double
+        from one; and while other work's requests come in between a group's answers (another batch
+        filling the same free slots now), they go one at a time: the first refusal stops the wave.
+        Alone, or where no window limits the requests, a group holds what the submission threads
+        send at once.
         """
         limited = self.window.limit is not None
-        probing, size, others = self._first_wave and limited, 1, self.window.others
-        self._first_wave = False
+        first_wave, self._first_wave = self._first_wave and limited, False
+        size, others = 1, self.window.others
         while True:
-            if probing or (limited and self.window.shared):
-                racing = self.window.others > others
-                others = self.window.others
-                yield 1 if racing else size
-                size = 2 if racing else size * 2
+            racing = limited and self.window.others > others
+            others = self.window.others
+            if racing or first_wave:
+                first_wave, size = False, 2
+                yield 1
+            elif limited and self.window.shared:
+                yield size
+                size *= 2
             else:
                 yield self.limits.concurrency
 

@@ -486,10 +486,13 @@ def first(sizes: Iterator[int], count: int) -> list[int]:
 def test_groups_double_from_one_in_the_first_wave_and_while_the_window_is_shared() -> None:
     limits = Limits(concurrency=10, requests_per_window=60, window_s=60.0)
     planner = Planner(limits=limits, poll_interval=5.0)
-    # the first wave: nothing has shown yet whether another batch holds the account's job slots
-    assert first(planner.group_sizes(), 4) == [1, 2, 4, 8]
+    # the first wave: one submission first, whose answer shows whether anyone else sends now
+    sizes = planner.group_sizes()
+    assert next(sizes) == 1
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=59, reset_at=1_060.0, retry_at=None))
+    assert first(sizes, 2) == [10, 10]  # no one else: the rest at once
     # alone in the window since (only its own answers spent it): one group takes the wave
-    for remaining in range(59, 49, -1):
+    for remaining in range(58, 49, -1):
         planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=remaining, reset_at=1_060.0, retry_at=None))
     assert first(planner.group_sizes(), 3) == [10, 10, 10]
     # others spend the window too: doubling from one again, judged before each group
@@ -505,13 +508,15 @@ def test_groups_go_one_at_a_time_once_others_requests_come_in_between() -> None:
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=59, reset_at=1_060.0, retry_at=None))
     sizes = planner.group_sizes()  # a first wave, as two batches started together send theirs
     assert next(sizes) == 1
-    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=58, reset_at=1_060.0, retry_at=None))
-    assert next(sizes) == 2  # only its own answer since
-    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=54, reset_at=1_060.0, retry_at=None))
-    # another batch's requests came in between: it fills the same free slots now
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=56, reset_at=1_060.0, retry_at=None))
+    # another batch's requests came in with its answer: it fills the same free slots now
     assert next(sizes) == 1
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=54, reset_at=1_060.0, retry_at=None))
+    assert next(sizes) == 1  # and still does
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=53, reset_at=1_060.0, retry_at=None))
-    assert [next(sizes), next(sizes)] == [2, 4]
+    assert next(sizes) == 10  # only its own answer since, and the window is not shared yet
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=45, reset_at=1_060.0, retry_at=None))
+    assert [next(sizes), next(sizes), next(sizes)] == [1, 2, 4]  # others since, and shared
 
 
 def test_groups_take_the_wave_at_once_where_no_window_limits_the_requests() -> None:
