@@ -181,6 +181,22 @@ def status_budget(rate_limit: RateLimitInfo, *, now: float | None = None) -> int
     return max(0, remaining - math.ceil(rate_limit.limit * (1 - STATUS_SHARE) * ahead - 1e-9))
 
 
+def status_budget_opens_at(rate_limit: RateLimitInfo) -> float | None:
+    """When a spent :func:`status_budget` allows a read again, with ``remaining`` as it stands: the
+    reserve kept for submissions shrinks as the reset nears, below what is left some time before it
+    (the reset itself when nothing is left). ``None`` when the headers name no reset.
+
+    :param rate_limit: the last answer's headers.
+    """
+    if rate_limit.reset_at is None:
+        return None
+    remaining = rate_limit.remaining or 0
+    if rate_limit.limit is None or remaining <= 1:
+        return rate_limit.reset_at
+    reserve_per_second = rate_limit.limit * (1 - STATUS_SHARE) / RATE_LIMIT_WINDOW_SECONDS
+    return rate_limit.reset_at - (remaining - 1) / reserve_per_second
+
+
 def next_read_delay(
     *,
     now: float,
@@ -203,12 +219,19 @@ def next_read_delay(
     """
     interval, gap = poll_interval, MIN_POLL_GAP
     if rate_limit is not None and rate_limit.remaining is not None:
+        opens_at = rate_limit.reset_at  # when a spent window (or share of it) allows a read again
         if status_share:
-            rate_limit = dataclasses.replace(rate_limit, remaining=status_budget(rate_limit, now=now))
+            budget = status_budget(rate_limit, now=now)
+            if budget <= 0:
+                opens_at = status_budget_opens_at(rate_limit)
+            rate_limit = dataclasses.replace(rate_limit, remaining=budget)
         interval = rate_limit.pace_delay(now=now, min_interval=poll_interval)
         gap = rate_limit.pace_delay(now=now, min_interval=MIN_POLL_GAP)
-        if (rate_limit.remaining or 0) <= 0 and rate_limit.reset_at is not None and rate_limit.reset_at > now:
-            gap = interval = max(interval, rate_limit.reset_at - now + RESET_MARGIN)
+        if (rate_limit.remaining or 0) <= 0 and opens_at is not None and opens_at > now:
+            if opens_at == rate_limit.reset_at:  # the window itself: after its reset
+                gap = interval = max(interval, opens_at - now + RESET_MARGIN)
+            else:  # the status share: once the reserve for submissions is below what is left
+                gap = interval = opens_at - now
     at = next_read_at(
         last_read_at=last_read_at,
         poll_interval=interval,

@@ -74,7 +74,12 @@ def test_next_read_at(
             _rate(remaining=0, reset_in=30.0), False, 30.0 + RESET_MARGIN, id="spent-waits-for-reset"
         ),
         # half the window ahead: the submissions keep half of its even share, 15 requests
-        pytest.param(_rate(remaining=15, reset_in=30.0), True, 30.0 + RESET_MARGIN, id="status-share-spent"),
+        # ... spent now, but the reserve shrinks by half a request a second: 14 of the 15 left are
+        # the polls' again 2 s later (before: at the reset, 30 s later, the jobs that ended unseen)
+        pytest.param(_rate(remaining=15, reset_in=30.0), True, 2.0, id="status-share-spent-opens-again"),
+        pytest.param(
+            _rate(remaining=1, reset_in=30.0), True, 30.0 + RESET_MARGIN, id="status-share-last-one"
+        ),
         pytest.param(_rate(remaining=21, reset_in=30.0), True, 5.0, id="status-share-6-left"),
         pytest.param(_rate(remaining=18, reset_in=30.0), True, 10.0, id="status-share-3-left"),
         # half the limit spent halfway through: the polls go on (a fixed reserve of 30 stopped them)
