@@ -208,20 +208,21 @@ class Planner:
         request of the window. So a batch's first wave starts with one submission, whose answer
         tells whether anyone else is sending now; while the window is shared, the groups double
         from one; and while other work's requests come in between a group's answers (another batch
-        filling the same free slots now), they go one at a time: the first refusal stops the wave.
+        filling the same free slots now), they go one at a time, and double from one again for the
+        rest of the wave once the others' requests pause: the first refusal stops the wave.
         Alone, or where no window limits the requests, a group holds what the submission threads
         send at once.
         """
         limited = self.window.limit is not None
         first_wave, self._first_wave = self._first_wave and limited, False
-        size, others = 1, self.window.others
+        size, others, raced = 1, self.window.others, False
         while True:
             racing = limited and self.window.others > others
-            others = self.window.others
+            others, raced = self.window.others, raced or racing
             if racing or first_wave:
                 first_wave, size = False, 2
                 yield 1
-            elif limited and self.window.shared:
+            elif raced or (limited and self.window.shared):  # doubling again once the race pauses
                 yield size
                 size *= 2
             else:

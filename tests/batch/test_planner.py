@@ -514,9 +514,12 @@ def test_groups_go_one_at_a_time_once_others_requests_come_in_between() -> None:
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=54, reset_at=1_060.0, retry_at=None))
     assert next(sizes) == 1  # and still does
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=53, reset_at=1_060.0, retry_at=None))
-    assert next(sizes) == 10  # only its own answer since, and the window is not shared yet
+    # only its own answer since, and the window is not shared yet; but the other batch is still
+    # sending: doubling from one again for the rest of the wave, not the rest at once
+    assert [next(sizes), next(sizes)] == [2, 4]
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=45, reset_at=1_060.0, retry_at=None))
     assert [next(sizes), next(sizes), next(sizes)] == [1, 2, 4]  # others since, and shared
+    assert first(planner.group_sizes(), 2) == [1, 2]  # the next wave, in a shared window
 
 
 def test_groups_take_the_wave_at_once_where_no_window_limits_the_requests() -> None:
