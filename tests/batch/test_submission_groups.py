@@ -186,7 +186,9 @@ def test_each_verdict_of_a_concurrent_group_lands_on_its_own_item() -> None:
     runner.submit(6)
     runner.lanes.close()
     states = durable_states(store, runner.items)
-    assert states == ["running", "running", "failed", "pending", "pending", "running"]
+    assert states[:5] == ["running", "running", "failed", "pending", "pending"]
+    # the last, if its thread started only after a sibling's refusal (a loaded machine), is not sent
+    assert states[5] == ("running" if client.durable_at_post.get(5) else "pending")
     records = runner.ledger.records
     assert [records[i].attempts for i in (3, 4)] == [0, 0]  # refused: no job, no attempt counted
     assert runner.submitter._refusals == 1  # two 429s of one group are one round of refusals
