@@ -191,7 +191,7 @@ def status_budget_opens_at(rate_limit: RateLimitInfo) -> float | None:
     if rate_limit.reset_at is None:
         return None
     remaining = rate_limit.remaining or 0
-    if rate_limit.limit is None or remaining <= 1:
+    if not rate_limit.limit or remaining <= 1:  # no limit said (or a hostile 0): no reserve to shrink
         return rate_limit.reset_at
     reserve_per_second = rate_limit.limit * (1 - STATUS_SHARE) / RATE_LIMIT_WINDOW_SECONDS
     return rate_limit.reset_at - (remaining - 1) / reserve_per_second

@@ -183,3 +183,17 @@ def test_a_batch_reads_the_jobs_due_together_and_nothing_before_the_next_due() -
     assert next_read_at(**kw, predicted_cap=False, group=DUE_GROUP_FRACTION) == pytest.approx(
         1_006.3 + DUE_MARGIN
     )
+
+
+def test_a_spent_status_share_reopens_as_the_reserve_shrinks_whatever_the_headers_say() -> None:
+    from airflow_provider_doitong.client.pacing import status_budget_opens_at
+
+    reset = NOW + 30.0
+    # 60 a minute: the reserve shrinks by half a request a second; 14 of 15 are the polls' at reset - 28
+    assert status_budget_opens_at(RateLimitInfo(limit=60, remaining=15, reset_at=reset, retry_at=None)) == (
+        pytest.approx(reset - 28.0)
+    )
+    for limit, remaining in ((60, 1), (60, 0), (0, 15), (None, 15)):  # nothing left, or no reserve said
+        info = RateLimitInfo(limit=limit, remaining=remaining, reset_at=reset, retry_at=None)
+        assert status_budget_opens_at(info) == reset
+    assert status_budget_opens_at(RateLimitInfo(limit=60, remaining=15, reset_at=None, retry_at=None)) is None
