@@ -124,48 +124,61 @@ def authorization() -> Any:
     return authorized_ti
 
 
+def _page(html: str, status_code: int = status.HTTP_200_OK) -> HTMLResponse:
+    """An HTML page, under the contact sheet's Content-Security-Policy."""
+    return HTMLResponse(
+        html, status_code=status_code, headers={**_HEADERS, "Content-Security-Policy": sheet.CSP}
+    )
+
+
+async def _error_response(request: Request, exc: HTTPException) -> Response:
+    """The app's answer to an :class:`HTTPException`.
+
+    On the contact sheet's page (the UI's tab), a 401 redirects to the api-server's login and back,
+    and a 404 is a page saying what is missing; everything else is JSON.
+    """
+    page = request.url.path.rstrip("/").endswith("/batch")
+    if exc.status_code == status.HTTP_401_UNAUTHORIZED and page:
+        target = f"{request.url.path}?{request.url.query}"
+        login = f"{urlsplit(api_base_url()).path.rstrip('/')}/api/v2/auth/login"
+        return RedirectResponse(f"{login}?{urlencode({'next': target})}", headers=_HEADERS)
+    if page and exc.status_code == status.HTTP_404_NOT_FOUND:  # shown in the UI's tab
+        return _page(sheet.message(str(exc.detail)), status_code=exc.status_code)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=_HEADERS)
+
+
+def _contact_sheet(ti: TaskInstanceRef) -> Response:
+    """A batch's contact sheet: from its manifest, or while it runs from its progress snapshot.
+
+    A ``FluxGenerateOperator``'s task instance gets a page with its one image; an unfinished task
+    instance whose first progress snapshot is not stored yet, a page that refreshes until it is.
+    """
+    state, output_path, result = _ti_row(ti)
+    try:
+        batch = locate.batch_doc(output_path, ti.owner())
+    except locate.NotFound as exc:
+        try:  # a FluxGenerateOperator's task instance: its one image
+            locate.single_image(output_path, result)
+        except locate.NotFound:
+            if output_path and state in UNFINISHED:  # its first progress snapshot is on its way
+                text = f"the task is {state}; its images appear here as they are stored"
+                return _page(sheet.message(text, refresh=True))
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        return _page(sheet.single(result, query=ti.owner(), state=state))
+    live = batch.live and (state in UNFINISHED)
+    return _page(sheet.render(batch.doc, query=ti.owner(), live=live, state=state))
+
+
 def create_app() -> FastAPI:
     """The app the plugin registers under :data:`~airflow_provider_doitong.ui.URL_PREFIX`."""
     app = FastAPI(title="Doitong images", docs_url=None, redoc_url=None, openapi_url=None)
     authorized = Depends(authorization())  # route signatures' annotations resolve in module scope only
-
-    @app.exception_handler(HTTPException)
-    async def _errors(request: Request, exc: HTTPException) -> Response:
-        page = request.url.path.rstrip("/").endswith("/batch")
-        if exc.status_code == status.HTTP_401_UNAUTHORIZED and page:
-            target = f"{request.url.path}?{request.url.query}"
-            login = f"{urlsplit(api_base_url()).path.rstrip('/')}/api/v2/auth/login"
-            return RedirectResponse(f"{login}?{urlencode({'next': target})}", headers=_HEADERS)
-        if page and exc.status_code == status.HTTP_404_NOT_FOUND:  # shown in the UI's tab
-            return HTMLResponse(
-                sheet.message(str(exc.detail)),
-                status_code=exc.status_code,
-                headers={**_HEADERS, "Content-Security-Policy": sheet.CSP},
-            )
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=_HEADERS)
+    app.exception_handler(HTTPException)(_error_response)
 
     @app.get("/batch", response_class=HTMLResponse)
     def contact_sheet(ti: TaskInstanceRef = authorized) -> Response:
         """A batch's contact sheet: from its manifest, or while it runs from its progress snapshot."""
-        state, output_path, result = _ti_row(ti)
-        try:
-            batch = locate.batch_doc(output_path, ti.owner())
-        except locate.NotFound as exc:
-            try:  # a FluxGenerateOperator's task instance: its one image
-                locate.single_image(output_path, result)
-            except locate.NotFound:
-                if output_path and state in UNFINISHED:  # its first progress snapshot is on its way
-                    text = f"the task is {state}; its images appear here as they are stored"
-                    return HTMLResponse(
-                        sheet.message(text, refresh=True),
-                        headers={**_HEADERS, "Content-Security-Policy": sheet.CSP},
-                    )
-                raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-            page = sheet.single(result, query=ti.owner(), state=state)
-            return HTMLResponse(page, headers={**_HEADERS, "Content-Security-Policy": sheet.CSP})
-        live = batch.live and (state in UNFINISHED)
-        page = sheet.render(batch.doc, query=ti.owner(), live=live, state=state)
-        return HTMLResponse(page, headers={**_HEADERS, "Content-Security-Policy": sheet.CSP})
+        return _contact_sheet(ti)
 
     @app.get("/batch/manifest.json")
     def manifest_json(ti: TaskInstanceRef = authorized) -> Response:
