@@ -38,6 +38,45 @@ from airflow_provider_doitong.triggers.events import (
 from airflow_provider_doitong.triggers.poller import JobPoller, get_poller
 
 
+class _Watches:
+    """What one run's job watches share: the jobs ended, the errors, and the poller they read through.
+
+    :param needed: how many jobs must end before :attr:`enough` is set (an error sets it at once).
+    """
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+        self.ended: list[str] = []
+        self.errors: list[str] = []
+        self.enough = asyncio.Event()
+        self.poller: JobPoller | None = None
+        #: When the watches joined the poller: a read before then is not one of theirs.
+        self.watched_from: float | None = None
+
+    async def watch(self, job_id: str, source: JobPoller, poll_interval: float) -> None:
+        """Wait for one job to end; a job the API does not know has ended too."""
+        try:
+            async for job in source.watch(job_id, poll_interval=poll_interval):
+                if job.is_terminal:
+                    break
+        except DoitongNotFound:
+            pass
+        except DoitongError as exc:
+            self.errors.append(str(exc))
+            self.enough.set()
+            return
+        self.ended.append(job_id)
+        if len(self.ended) >= self.needed:
+            self.enough.set()
+
+    def last_read_at(self, default: float | None) -> float | None:
+        """When the poller last read the jobs for these watches, or ``default`` if it has not yet."""
+        last_read = self.poller.last_read_at if self.poller is not None else None
+        if self.watched_from is not None and last_read is not None and last_read >= self.watched_from:
+            return last_read
+        return default
+
+
 class DoitongBatchTrigger(BaseTrigger):
     """Fires when a deferred batch's task should resume.
 
@@ -97,52 +136,32 @@ class DoitongBatchTrigger(BaseTrigger):
         moment, status = min(moments)
         return max(0.0, moment - time.time()), status
 
+    async def _start_watching(self, watches: _Watches) -> None:
+        """Join the connection's poller and watch every job, no sooner than the first read is due."""
+        # The task read these jobs at ``read_at``: the next read is due a poll interval later.
+        if self.read_at is not None:
+            first = next_read_at(last_read_at=self.read_at, poll_interval=self.poll_interval)
+            await asyncio.sleep(max(0.0, first - time.time()))
+        source = watches.poller = get_poller(
+            self.doitong_conn_id,
+            self._client_factory,
+            DoitongHook(doitong_conn_id=self.doitong_conn_id).acurrent_api_key,
+        )
+        watches.watched_from = time.time()
+        self._tasks.extend(
+            asyncio.create_task(watches.watch(j, source, self.poll_interval)) for j in self.job_ids
+        )
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        ended: list[str] = []
-        errors: list[str] = []
-        enough = asyncio.Event()
-        needed = min(self.min_ended, len(self.job_ids))
-        read_at = self.read_at
-
-        async def watch(job_id: str, source: JobPoller) -> None:
-            try:
-                async for job in source.watch(job_id, poll_interval=self.poll_interval):
-                    if job.is_terminal:
-                        break
-            except DoitongNotFound:
-                pass
-            except DoitongError as exc:
-                errors.append(str(exc))
-                enough.set()
-                return
-            ended.append(job_id)
-            if len(ended) >= needed:
-                enough.set()
-
-        poller: JobPoller | None = None
-        watched_from: float | None = None
-
-        async def start_watching() -> None:
-            nonlocal poller, watched_from
-            # The task read these jobs at ``read_at``: the next read is due a poll interval later.
-            if self.read_at is not None:
-                first = next_read_at(last_read_at=self.read_at, poll_interval=self.poll_interval)
-                await asyncio.sleep(max(0.0, first - time.time()))
-            source = poller = get_poller(
-                self.doitong_conn_id,
-                self._client_factory,
-                DoitongHook(doitong_conn_id=self.doitong_conn_id).acurrent_api_key,
-            )
-            watched_from = time.time()
-            self._tasks.extend(asyncio.create_task(watch(j, source)) for j in self.job_ids)
-
+        watches = _Watches(needed=min(self.min_ended, len(self.job_ids)))
+        ended, errors, read_at = watches.ended, watches.errors, self.read_at
         if self.job_ids:
-            self._tasks = [asyncio.create_task(start_watching())]
+            self._tasks = [asyncio.create_task(self._start_watching(watches))]
         elif self.wake_at is None and self.deadline is None:
-            enough.set()  # nothing to wait for
+            watches.enough.set()  # nothing to wait for
         timeout, timer_status = self._timer()
         try:
-            await asyncio.wait_for(enough.wait(), timeout)
+            await asyncio.wait_for(watches.enough.wait(), timeout)
             status = BATCH_ERROR if errors and not ended else BATCH_ENDED
             message = (
                 errors[0] if status == BATCH_ERROR else f"{len(ended)} of {len(self.job_ids)} jobs ended"
@@ -153,9 +172,7 @@ class DoitongBatchTrigger(BaseTrigger):
                 f"{len(ended)} of {len(self.job_ids)} jobs ended by the {timer_status}",
             )
         finally:
-            last_read = poller.last_read_at if poller is not None else None
-            if watched_from is not None and last_read is not None and last_read >= watched_from:
-                read_at = last_read
+            read_at = watches.last_read_at(default=read_at)
             await self.cleanup()
         self.log.info("Doitong batch: %s", message)
         event = make_batch_event(
