@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
     parser.add_argument("--public-url", help="base URL put in job urls, if not http://HOST:PORT")
+    _add_account_options(parser)
+    _add_fault_options(parser)
+    _add_hostile_options(parser)
+    parser.add_argument("--state-file", help="load state from this file at start, save it on shutdown")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+    return parser
+
+
+def _add_account_options(parser: argparse.ArgumentParser) -> None:
+    """The account's options, its timing and its plan's limits (each a group in ``--help``)."""
     account = parser.add_argument_group("account")
     account.add_argument("--api-key", default=DEFAULT_API_KEY, help="the API key clients must send")
     account.add_argument("--plan", default=DEFAULT_PLAN, choices=sorted(PLANS), help="the account's plan")
@@ -64,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--requests-per-minute", type=int, help="requests a minute")
     limits.add_argument("--concurrent-jobs", type=int, help="jobs running at once")
     limits.add_argument("--daily-limit", type=int, help="submissions a day")
+
+
+def _add_fault_options(parser: argparse.ArgumentParser) -> None:
+    """The faults injected: errors, drops, latency, an outage, stale resets, a key rotation, failed or stuck jobs."""
     faults = parser.add_argument_group("faults")
     faults.add_argument(
         "--error-500-rate", type=float, default=0.0, help="share of API requests answered 500"
@@ -79,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--old-key-valid-for", type=float, default=0.0, help="...this many seconds later")
     faults.add_argument("--fail-job-rate", type=float, default=0.0, help="share of jobs that fail")
     faults.add_argument("--stuck-job-rate", type=float, default=0.0, help="share of jobs that never finish")
+
+
+def _add_hostile_options(parser: argparse.ArgumentParser) -> None:
+    """The hostile answers (job ids, output URLs, downloads) and hostile values (headers, fields, sizes)."""
     hostile = parser.add_argument_group("hostile answers (each off by default)")
     hostile.add_argument("--hostile-job-ids", action="store_true", help="job ids like ../../escape_<hex>")
     hostile.add_argument("--output-base-url", help="output URLs on this base URL (another host)")
@@ -100,13 +118,67 @@ def build_parser() -> argparse.ArgumentParser:
     values.add_argument("--huge-answer-mib", type=int, default=0, help="status answers of this many MiB")
     values.add_argument("--two-way-output-host", help="output URLs whose host parses two ways")
     values.add_argument("--hold-slot", type=float, default=0.0, help="another client holds a slot this long")
-    parser.add_argument("--state-file", help="load state from this file at start, save it on shutdown")
-    parser.add_argument("--log-level", default="INFO", help="logging level")
-    return parser
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:
     log.debug("Signal %d received after shutdown", signum)
+
+
+def _fault_config(args: argparse.Namespace) -> FaultConfig:
+    """The faults, hostile answers and hostile values the command line asks for."""
+    return FaultConfig(
+        error_500_rate=args.error_500_rate,
+        error_429_rate=args.error_429_rate,
+        drop_rate=args.drop_rate,
+        latency_s=args.latency,
+        outage_s=args.outage,
+        outage_after_s=args.outage_after,
+        outage_drop_rate=args.outage_drop_rate,
+        stale_reset_s=args.stale_reset,
+        fail_job_rate=args.fail_job_rate,
+        stuck_job_rate=args.stuck_job_rate,
+        seed=args.seed,
+        hostile_job_ids=args.hostile_job_ids,
+        output_base_url=args.output_base_url,
+        output_suffix=args.output_suffix,
+        output_format=args.output_format,
+        download_body=args.download_body,
+        download_faults=args.download_faults,
+        download_redirects=args.download_redirects,
+        redirect_base_url=args.redirect_base_url,
+        time_headers=args.time_headers,
+        credit_cost_as=args.credit_cost_as,
+        huge_answer_mib=args.huge_answer_mib,
+        two_way_output_host=args.two_way_output_host,
+        hold_slot_s=args.hold_slot,
+    )
+
+
+def _emulator(args: argparse.Namespace) -> DoitongEmulator:
+    """The emulator the command line describes (``ValueError`` or ``OSError`` if it cannot be made)."""
+    faults = _fault_config(args)
+    emulator = DoitongEmulator(
+        host=args.host,
+        port=args.port,
+        plan=args.plan,
+        api_key=args.api_key,
+        credits=args.credits,
+        webhook_secret=args.webhook_secret,
+        time_scale=args.time_scale,
+        job_seconds=args.job_seconds,
+        job_seconds_spread=args.job_seconds_spread,
+        queue_seconds=args.queue_seconds,
+        seed=args.seed,
+        faults=faults,
+        requests_per_minute=args.requests_per_minute,
+        concurrent_jobs=args.concurrent_jobs,
+        daily_limit=args.daily_limit,
+        public_url=args.public_url,
+        state_file=args.state_file,
+    )
+    if args.rotate_key:
+        emulator.rotate_key(args.rotate_key, old_key_valid_for=args.old_key_valid_for)
+    return emulator
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,53 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        faults = FaultConfig(
-            error_500_rate=args.error_500_rate,
-            error_429_rate=args.error_429_rate,
-            drop_rate=args.drop_rate,
-            latency_s=args.latency,
-            outage_s=args.outage,
-            outage_after_s=args.outage_after,
-            outage_drop_rate=args.outage_drop_rate,
-            stale_reset_s=args.stale_reset,
-            fail_job_rate=args.fail_job_rate,
-            stuck_job_rate=args.stuck_job_rate,
-            seed=args.seed,
-            hostile_job_ids=args.hostile_job_ids,
-            output_base_url=args.output_base_url,
-            output_suffix=args.output_suffix,
-            output_format=args.output_format,
-            download_body=args.download_body,
-            download_faults=args.download_faults,
-            download_redirects=args.download_redirects,
-            redirect_base_url=args.redirect_base_url,
-            time_headers=args.time_headers,
-            credit_cost_as=args.credit_cost_as,
-            huge_answer_mib=args.huge_answer_mib,
-            two_way_output_host=args.two_way_output_host,
-            hold_slot_s=args.hold_slot,
-        )
-        emulator = DoitongEmulator(
-            host=args.host,
-            port=args.port,
-            plan=args.plan,
-            api_key=args.api_key,
-            credits=args.credits,
-            webhook_secret=args.webhook_secret,
-            time_scale=args.time_scale,
-            job_seconds=args.job_seconds,
-            job_seconds_spread=args.job_seconds_spread,
-            queue_seconds=args.queue_seconds,
-            seed=args.seed,
-            faults=faults,
-            requests_per_minute=args.requests_per_minute,
-            concurrent_jobs=args.concurrent_jobs,
-            daily_limit=args.daily_limit,
-            public_url=args.public_url,
-            state_file=args.state_file,
-        )
-        if args.rotate_key:
-            emulator.rotate_key(args.rotate_key, old_key_valid_for=args.old_key_valid_for)
+        emulator = _emulator(args)
     except (ValueError, OSError) as error:
         print(f"doitong-emulator: {error}", file=sys.stderr)
         return 2
