@@ -35,6 +35,29 @@ log = logging.getLogger(__name__)
 BACKLOG = 2048
 
 
+def _accounts(
+    accounts: Sequence[EmulatorAccount] | None,
+    api_key: str,
+    plan: str,
+    credits: int,
+    webhook_secret: str,
+    name: str,
+) -> Sequence[EmulatorAccount]:
+    """``accounts``, or without them the one account the other arguments describe.
+
+    :raises ValueError: ``accounts`` is empty.
+    """
+    if accounts is None:
+        accounts = [
+            EmulatorAccount(
+                api_key=api_key, plan=plan, credits=credits, webhook_secret=webhook_secret, name=name
+            )
+        ]
+    if not accounts:
+        raise ValueError("at least one account is required")
+    return accounts
+
+
 class DoitongEmulator:
     """A local Doitong API server speaking the contract over real HTTP.
 
@@ -114,14 +137,7 @@ class DoitongEmulator:
             webhook_attempts=webhook_attempts,
             webhook_backoff_s=webhook_backoff_s,
         )
-        if accounts is None:
-            accounts = [
-                EmulatorAccount(
-                    api_key=api_key, plan=plan, credits=credits, webhook_secret=webhook_secret, name=name
-                )
-            ]
-        if not accounts:
-            raise ValueError("at least one account is required")
+        accounts = _accounts(accounts, api_key, plan, credits, webhook_secret, name)
         injector = FaultInjector(config=faults if faults is not None else FaultConfig(seed=seed))
         self.state = EmulatorState(config=config, accounts=accounts, faults=injector)
         if state_file is not None:
