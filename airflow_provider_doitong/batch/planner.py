@@ -15,85 +15,27 @@ before that at intervals growing with the jobs' age, at most ``poll_interval`` a
 
 from __future__ import annotations
 
-import enum
 import math
 import statistics
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
+from airflow_provider_doitong.batch.steps import BatchAction, BatchStep, Limits, View
 from airflow_provider_doitong.batch.window import RequestWindow
 from airflow_provider_doitong.client.pacing import (
     DUE_GROUP_FRACTION,
     DURATION_SAMPLES,
     POLL_FRACTION,
+    RESET_MARGIN,
     due_wave_end,
     next_read_at,
 )
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
+__all__ = ["JOBS_PER_READ", "BatchAction", "BatchStep", "Limits", "Planner", "View"]
+
 #: Jobs one status request reads (the API's coalesced query limit).
 JOBS_PER_READ = 100
-
-
-class BatchAction(str, enum.Enum):
-    """The kinds of a batch's step (a single image's try has its own: ``submission.Action``)."""
-
-    SUBMIT = "submit"
-    POLL = "poll"
-    STORE = "store"
-    SLEEP = "sleep"
-    DONE = "done"
-
-
-@dataclass(frozen=True)
-class BatchStep:
-    """One thing for the batch to do.
-
-    :param action: what.
-    :param count: for ``submit``, how many pending items.
-    :param seconds: for ``sleep``, how long; for ``store``, how long storing may go on before the
-        runner must ask again (a read or a submission is due then).
-    :param reason: for ``sleep`` and ``done``, why (for logs and the final answer).
-    """
-
-    action: BatchAction
-    count: int = 0
-    seconds: float = 0.0
-    reason: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """The plan's limits the batch keeps within.
-
-    :param concurrency: jobs running at once.
-    :param requests_per_window: requests per rate-limit window (``None``: not limited).
-    :param window_s: the window's length in seconds.
-    """
-
-    concurrency: int
-    requests_per_window: int | None
-    window_s: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class View:
-    """What the ledger holds now.
-
-    :param pending: items waiting to be submitted.
-    :param running: the ``submitted_at`` (Unix time) of every running job.
-    :param to_store: completed items whose image is not stored yet.
-    :param stop_submitting: set once the batch must not submit more (too many failures, a daily
-        limit, no credits left): running jobs are still waited for and stored.
-    :param fatal: set when nothing more can be done (the key was refused).
-    """
-
-    pending: int
-    running: Sequence[float]
-    to_store: int
-    stop_submitting: str = ""
-    fatal: str = ""
 
 
 class Planner:
@@ -146,6 +88,7 @@ class Planner:
         self.job_slots = limits.concurrency
         self._shrunk = False  # halved since the last of its jobs ended (refusals of one round count once)
         self._first_wave = True
+        self._work_left: int | None = None  # see :meth:`_requests_to_finish`
 
     # --- what the runner reports ----------------------------------------------------------
     def polled(self, now: float) -> None:
@@ -240,7 +183,7 @@ class Planner:
 
         :param now: the Unix time.
         """
-        return self.window.available(now, burst=self.job_slots + 1)
+        return self.window.available(now, burst=self.job_slots + 1, work_left=self._work_left)
 
     def statuses_known_at(self, running: Sequence[float]) -> float | None:
         """When every running job's status was last known: the last read, or the earliest
@@ -283,16 +226,18 @@ class Planner:
             return BatchStep(BatchAction.DONE, reason="deadline")
         if running == 0 and view.to_store == 0 and (view.pending == 0 or view.stop_submitting):
             return BatchStep(BatchAction.DONE, reason=view.stop_submitting)
+        self._work_left = self._requests_to_finish(view)
         available = self.available_requests(now)
         # 1. fill free job slots: an idle slot is what lengthens a batch
         free = self.job_slots - running
         can_submit = view.pending > 0 and free > 0 and not view.stop_submitting
         submit_now = can_submit and now >= self.submissions_blocked_until
+        group = self._refill_group(view, free, now) if can_submit else 1
         if submit_now:
             count = int(min(free, view.pending, available))
             if self._shrunk:  # the account's slots were full: one at a time until a job of its own ends
                 count = min(count, 1)
-            if count > 0:
+            if count >= group:
                 return BatchStep(BatchAction.SUBMIT, count=count)
         # 2. read the running jobs when one is due, unless a submission waits for the window: the
         # read would take its request, and only the slots it frees (there are free ones) need it
@@ -307,7 +252,7 @@ class Planner:
         if refill and not self.poll_now and free <= 0 and poll_at < math.inf:
             # the read is for the slot it frees: not before the window allows the submission too
             # (until then more jobs end, and one read later sees them all)
-            poll_at = max(poll_at, self._requests_ready_at(now, reads + 1))
+            poll_at = max(poll_at, self._requests_ready_at(now, reads + self._refills_per_read(view)))
         if running and now >= poll_at and available >= reads:
             return BatchStep(BatchAction.POLL)
         # 3. store finished images until something else is due
@@ -315,7 +260,7 @@ class Planner:
             poll_at = max(poll_at, self._requests_ready_at(now, reads))
         candidates = [poll_at]
         if can_submit:
-            candidates.append(max(self._requests_ready_at(now, 1), self.submissions_blocked_until))
+            candidates.append(max(self._requests_ready_at(now, group), self.submissions_blocked_until))
         if self.deadline is not None:
             candidates.append(self.deadline)
         wake = min(candidates)
@@ -326,9 +271,45 @@ class Planner:
             return BatchStep(BatchAction.STORE, seconds=seconds)
         return BatchStep(BatchAction.SLEEP, seconds=seconds, reason=self._why(wake, poll_at))
 
+    def _requests_to_finish(self, view: View) -> int | None:
+        """The requests the batch's remaining work needs (its submissions, a read per round of its
+        job slots and a last one), for :meth:`RequestWindow.available`; ``None`` while other work
+        holds some of its job slots: spending the window faster would only take slots from it."""
+        if self._shrunk or self.job_slots < self.limits.concurrency:
+            return None
+        pending = 0 if view.stop_submitting else view.pending
+        return pending + math.ceil(pending / self.job_slots) + (1 if view.running else 0)
+
+    def _refills_per_read(self, view: View) -> int:
+        """The submissions a read that frees job slots waits for the window to allow besides itself:
+        one, or, while the window is shared (and no refusal holds the batch to one at a time), a
+        round of its slots, so that the read sees every job that ended meanwhile and one group
+        refills them (see :meth:`_refill_group`)."""
+        if self._shrunk or not self.window.shared:
+            return 1
+        return max(1, min(view.pending, self.job_slots))
+
+    def _refill_group(self, view: View, free: int, now: float) -> int:
+        """The fewest submissions to send at once into ``free`` job slots.
+
+        While the window is shared and its requests, not the job slots, bind, submissions sent one
+        by one as the window lets them through start jobs that end one by one, each end a status
+        read of its own (a pool's share of four slots: about one read a job). So the batch waits
+        for the window to allow a group for all its free slots, when it will before its reset:
+        their jobs are then due together and read by one request. Alone, or where the reset comes
+        first, whatever the window allows goes at once (1).
+        """
+        want = 1 if self._shrunk else min(free, view.pending)
+        if want <= 1 or not self.window.shared or self.available_requests(now) >= want:
+            return 1
+        resets_at = self.window.reset_at(now, fallback=self.poll_interval) - RESET_MARGIN
+        return want if self._requests_ready_at(now, want) < resets_at else 1
+
     def _requests_ready_at(self, now: float, need: float) -> float:
         """When the window allows ``need`` requests (see :meth:`RequestWindow.ready_at`)."""
-        return self.window.ready_at(now, need, burst=self.job_slots + 1, fallback=self.poll_interval)
+        return self.window.ready_at(
+            now, need, burst=self.job_slots + 1, fallback=self.poll_interval, work_left=self._work_left
+        )
 
     def _why(self, wake: float, poll_at: float) -> str:
         if wake >= poll_at:
@@ -354,7 +335,8 @@ class Planner:
                 events.append(due)
         free = self.job_slots - len(view.running)
         if refill and free > 0:
-            events.append(max(now, self.submissions_blocked_until, self._requests_ready_at(now, 1)))
+            group = self._refill_group(view, free, now)
+            events.append(max(now, self.submissions_blocked_until, self._requests_ready_at(now, group)))
         if self.deadline is not None:
             events.append(self.deadline)
         return events

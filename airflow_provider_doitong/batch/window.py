@@ -36,6 +36,9 @@ OTHERS_TOLERANCE_SHARE = 0.05
 MIN_ELAPSED_S = 5.0
 #: How far back the others' pace is judged (seconds).
 RECENT_S = 10.0
+#: A batch whose remaining work needs at most this share of what is left of a shared window spends
+#: as its work needs (see :meth:`RequestWindow.available`).
+FINISHING_SHARE = 0.5
 
 
 class RequestWindow:
@@ -107,12 +110,21 @@ class RequestWindow:
         return self.others > max(OTHERS_TOLERANCE, OTHERS_TOLERANCE_SHARE * limit)
 
     # --- what the batch may spend ---------------------------------------------------------
-    def available(self, now: float, *, burst: int, judge: bool = True) -> float:
+    def available(
+        self, now: float, *, burst: int, judge: bool = True, work_left: float | None = None
+    ) -> float:
         """Requests the batch may make now (``inf`` when the plan does not limit them).
+
+        In a shared window, a batch whose remaining work needs at most :data:`FINISHING_SHARE` of
+        what is left spends as its work needs: the batch closest to done goes first (the others keep
+        the rest and the windows after it), where keeping the others' pace for them until the reset
+        would spread a last window's work, which fits in it, to its reset.
 
         :param now: the Unix time.
         :param burst: requests allowed ahead of the even share when shared (one round of job slots).
         :param judge: take the latest answer into the others' pace (false: ``now`` is a time ahead).
+        :param work_left: the requests the batch's remaining work needs, if it may finish first
+            (``None``: it may not, as when other work holds some of its job slots).
         """
         if now < self.blocked_until:
             return 0
@@ -130,7 +142,7 @@ class RequestWindow:
             return 0
         if self._stale:
             return min(1, rate.remaining)
-        if not self.shared:
+        if not self.shared or (work_left is not None and work_left <= FINISHING_SHARE * rate.remaining):
             return rate.remaining
         return max(0.0, rate.remaining - self._kept(now, burst, judge))
 
@@ -163,13 +175,16 @@ class RequestWindow:
             since, then = at, spent
         return max(0, others - then) / max(MIN_ELAPSED_S, now - since)
 
-    def ready_at(self, now: float, need: float, *, burst: int, fallback: float) -> float:
+    def ready_at(
+        self, now: float, need: float, *, burst: int, fallback: float, work_left: float | None = None
+    ) -> float:
         """When the window allows ``need`` requests: now, when the share kept for the others lets
         them (it shrinks as the reset nears), or the reset.
 
         :param fallback: how long to wait when nothing says when the window resets.
+        :param work_left: as for :meth:`available`.
         """
-        if self.available(now, burst=burst) >= need:
+        if self.available(now, burst=burst, work_left=work_left) >= need:
             return now
         rate = self.rate
         if (
@@ -185,7 +200,7 @@ class RequestWindow:
             low, high = now, rate.reset_at
             for _ in range(30):
                 mid = (low + high) / 2
-                ok = self.available(mid, burst=burst, judge=False) >= need
+                ok = self.available(mid, burst=burst, judge=False, work_left=work_left) >= need
                 low, high = (low, mid) if ok else (mid, high)
             return high
         return self.reset_at(now, fallback=fallback)
