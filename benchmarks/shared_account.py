@@ -158,11 +158,21 @@ def collect(
         "http_429": sum(refused.values()),
         "http_429_by_kind": dict(refused),
         "failed_tasks": sum(s["failed_tasks"] for s in per_side.values()),
+        "airflow_state_races": airflow_state_races(cluster),
         "duplicate_submissions": sum(s["duplicate_submissions"] for s in per_side.values()),
         "missing_images": sum(s["missing_images"] for s in per_side.values()),
         "sides": per_side,
         "timeline": timeline(emu, accepted[0] if accepted else 0.0, prompts),
     }
+
+
+def airflow_state_races(cluster: AirflowCluster) -> int:
+    """Tries the scheduler failed because a deferred task resumed before the executor reported the
+    deferring process's exit (Airflow's own race, apache/airflow#67287 and #72716): each is retried
+    after the DAG's ``retry_delay`` (the window's length here), which a makespan then includes."""
+    log = cluster.home / "scheduler.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum(1 for line in text.splitlines() if "but the task instance's state attribute is" in line)
 
 
 def timeline(emu: Any, t0: float, prompts: dict[str, list[str]]) -> dict[str, Any]:
@@ -244,6 +254,7 @@ def run_shared_account(
             tmp.cleanup()
     say(
         f"shared_account: makespan {result['makespan_s']}, ratio {result['ratio']}, "
-        f"429s {result['http_429']}, failed tasks {result['failed_tasks']}"
+        f"429s {result['http_429']}, failed tasks {result['failed_tasks']}, "
+        f"Airflow's state races {result['airflow_state_races']}"
     )
     return result
