@@ -11,7 +11,9 @@ end is seen at most that long after it happens. Three things move a read:
   :data:`YOUNG_JOB_GAP` apart); a job seen running past its expected end is read again after a
   twentieth of the typical duration (:data:`OVERDUE_FRACTION`), or a tenth of its age if longer;
 - *later*, when the plan's rate limit needs it: the requests left in the window are spread over the
-  time left in it (:meth:`RateLimitInfo.pace_delay`);
+  time left in it (:meth:`RateLimitInfo.pace_delay`); the triggerer's poller keeps to its share of
+  the window (:func:`status_budget`), which delays a read of jobs due by one typical duration at
+  most;
 - *never sooner* than :data:`MIN_POLL_GAP` after the last read, whatever interval was asked for
   (a quarter of the typical duration of jobs shorter than a second, whose due reads come
   :data:`DUE_MARGIN_FRACTION` of it after their expected end).
@@ -218,6 +220,7 @@ def next_read_delay(
         poller), not all of it.
     """
     interval, gap = poll_interval, MIN_POLL_GAP
+    share_spent = False
     if rate_limit is not None and rate_limit.remaining is not None:
         opens_at = rate_limit.reset_at  # when a spent window (or share of it) allows a read again
         if status_share:
@@ -232,6 +235,7 @@ def next_read_delay(
                 gap = interval = max(interval, opens_at - now + RESET_MARGIN)
             else:  # the status share: once the reserve for submissions is below what is left
                 gap = interval = opens_at - now
+                share_spent = True
     at = next_read_at(
         last_read_at=last_read_at,
         poll_interval=interval,
@@ -239,4 +243,14 @@ def next_read_delay(
         typical_duration=typical_duration,
         min_gap=min(gap, interval),
     )
+    if share_spent and typical_duration is not None:
+        # a spent share delays the read of jobs due by one of their durations at most: their ends
+        # are seen within twice it, however fast the workers spend the window
+        due = next_read_at(
+            last_read_at=last_read_at,
+            poll_interval=poll_interval,
+            started=started,
+            typical_duration=typical_duration,
+        )
+        at = min(at, due + max(MIN_POLL_GAP, typical_duration))
     return max(0.0, at - now)

@@ -197,3 +197,20 @@ def test_a_spent_status_share_reopens_as_the_reserve_shrinks_whatever_the_header
         info = RateLimitInfo(limit=limit, remaining=remaining, reset_at=reset, retry_at=None)
         assert status_budget_opens_at(info) == reset
     assert status_budget_opens_at(RateLimitInfo(limit=60, remaining=15, reset_at=None, retry_at=None)) is None
+
+
+def test_a_spent_status_share_delays_the_read_of_jobs_due_by_one_of_their_durations_at_most() -> None:
+    # 20 left and 49 s to the reset: the reserve for submissions (half the plan's rate until the
+    # reset, 24.5) is more than what is left; it shrinks below 19 only 11 s from now
+    rate = RateLimitInfo(limit=60, remaining=20, reset_at=NOW + 49.0, retry_at=None)
+    kw = {"now": NOW, "last_read_at": NOW, "poll_interval": 5.0, "rate_limit": rate, "status_share": True}
+    # two jobs of 4 s started 1.4 s ago are due 2.6 s from now: read then, or 4 s later at most
+    delay = next_read_delay(**kw, started=[NOW - 1.4] * 2, typical_duration=4.0)
+    assert 2.6 < delay <= 2.64 + 4.0
+    # jobs whose end is not predicted yet wait for the share to reopen
+    assert next_read_delay(**kw, started=[NOW - 1.4] * 2) == pytest.approx(11.0)
+    # with the share open, the read comes when they are due
+    open_share = dict(
+        kw, rate_limit=RateLimitInfo(limit=60, remaining=55, reset_at=NOW + 49.0, retry_at=None)
+    )
+    assert next_read_delay(**open_share, started=[NOW - 1.4] * 2, typical_duration=4.0) == pytest.approx(2.64)
