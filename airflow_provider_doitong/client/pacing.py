@@ -220,8 +220,9 @@ def next_read_delay(
         poller), not all of it.
     """
     interval, gap = poll_interval, MIN_POLL_GAP
-    share_spent = False
+    share_only = False  # the share, not the window, holds the read back
     if rate_limit is not None and rate_limit.remaining is not None:
+        share_only = status_share and rate_limit.remaining > 0
         opens_at = rate_limit.reset_at  # when a spent window (or share of it) allows a read again
         if status_share:
             budget = status_budget(rate_limit, now=now)
@@ -235,7 +236,6 @@ def next_read_delay(
                 gap = interval = max(interval, opens_at - now + RESET_MARGIN)
             else:  # the status share: once the reserve for submissions is below what is left
                 gap = interval = opens_at - now
-                share_spent = True
     at = next_read_at(
         last_read_at=last_read_at,
         poll_interval=interval,
@@ -243,9 +243,9 @@ def next_read_delay(
         typical_duration=typical_duration,
         min_gap=min(gap, interval),
     )
-    if share_spent and typical_duration is not None:
-        # a spent share delays the read of jobs due by one of their durations at most: their ends
-        # are seen within twice it, however fast the workers spend the window
+    if share_only and typical_duration is not None:
+        # the share delays the read of jobs due by one of their durations at most: their ends are
+        # seen within twice it, however fast the workers spend the window
         due = next_read_at(
             last_read_at=last_read_at,
             poll_interval=poll_interval,

@@ -199,7 +199,7 @@ def test_a_spent_status_share_reopens_as_the_reserve_shrinks_whatever_the_header
     assert status_budget_opens_at(RateLimitInfo(limit=60, remaining=15, reset_at=None, retry_at=None)) is None
 
 
-def test_a_spent_status_share_delays_the_read_of_jobs_due_by_one_of_their_durations_at_most() -> None:
+def test_the_status_share_delays_the_read_of_jobs_due_by_one_of_their_durations_at_most() -> None:
     # 20 left and 49 s to the reset: the reserve for submissions (half the plan's rate until the
     # reset, 24.5) is more than what is left; it shrinks below 19 only 11 s from now
     rate = RateLimitInfo(limit=60, remaining=20, reset_at=NOW + 49.0, retry_at=None)
@@ -207,6 +207,13 @@ def test_a_spent_status_share_delays_the_read_of_jobs_due_by_one_of_their_durati
     # two jobs of 4 s started 1.4 s ago are due 2.6 s from now: read then, or 4 s later at most
     delay = next_read_delay(**kw, started=[NOW - 1.4] * 2, typical_duration=4.0)
     assert 2.6 < delay <= 2.64 + 4.0
+    # a share nearly spent (3 reads left of it, spread over the 53 s to the reset) holds it back no longer
+    nearly = dict(kw, rate_limit=RateLimitInfo(limit=60, remaining=30, reset_at=NOW + 53.0, retry_at=None))
+    assert next_read_delay(**nearly, started=[NOW - 1.4] * 2) > 15.0
+    assert 2.6 < next_read_delay(**nearly, started=[NOW - 1.4] * 2, typical_duration=4.0) <= 2.64 + 4.0
+    # the window itself spent: nothing before its reset, whatever is due
+    spent = dict(kw, rate_limit=RateLimitInfo(limit=60, remaining=0, reset_at=NOW + 49.0, retry_at=None))
+    assert next_read_delay(**spent, started=[NOW - 1.4] * 2, typical_duration=4.0) >= 49.0
     # jobs whose end is not predicted yet wait for the share to reopen
     assert next_read_delay(**kw, started=[NOW - 1.4] * 2) == pytest.approx(11.0)
     # with the share open, the read comes when they are due
