@@ -12,8 +12,8 @@ end is seen at most that long after it happens. Three things move a read:
   twentieth of the typical duration (:data:`OVERDUE_FRACTION`), or a tenth of its age if longer;
 - *later*, when the plan's rate limit needs it: the requests left in the window are spread over the
   time left in it (:meth:`RateLimitInfo.pace_delay`); the triggerer's poller keeps to its share of
-  the window (:func:`status_budget`), which delays a read of jobs due by one typical duration at
-  most;
+  the window (:func:`status_budget`), which delays the first read of jobs after their expected end
+  by one typical duration at most;
 - *never sooner* than :data:`MIN_POLL_GAP` after the last read, whatever interval was asked for
   (a quarter of the typical duration of jobs shorter than a second, whose due reads come
   :data:`DUE_MARGIN_FRACTION` of it after their expected end).
@@ -243,14 +243,14 @@ def next_read_delay(
         typical_duration=typical_duration,
         min_gap=min(gap, interval),
     )
-    if share_only and typical_duration is not None:
-        # the share delays the read of jobs due by one of their durations at most: their ends are
-        # seen within twice it, however fast the workers spend the window
-        due = next_read_at(
-            last_read_at=last_read_at,
-            poll_interval=poll_interval,
-            started=started,
-            typical_duration=typical_duration,
-        )
+    due = (
+        None
+        if typical_duration is None
+        else due_wave_end(started, typical_duration=typical_duration, last_read_at=last_read_at)
+    )
+    if share_only and due is not None and typical_duration is not None:
+        # the share delays the first read of jobs after their expected end by one of their durations
+        # at most (their ends are seen within twice it, however fast the workers spend the window);
+        # jobs seen running past it, or whose end is not predicted, wait for the share
         at = min(at, due + max(MIN_POLL_GAP, typical_duration))
     return max(0.0, at - now)

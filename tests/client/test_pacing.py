@@ -211,6 +211,10 @@ def test_the_status_share_delays_the_read_of_jobs_due_by_one_of_their_durations_
     nearly = dict(kw, rate_limit=RateLimitInfo(limit=60, remaining=30, reset_at=NOW + 53.0, retry_at=None))
     assert next_read_delay(**nearly, started=[NOW - 1.4] * 2) > 15.0
     assert 2.6 < next_read_delay(**nearly, started=[NOW - 1.4] * 2, typical_duration=4.0) <= 2.64 + 4.0
+    # a job already read past its expected end (a slow one, or durations an answer put at 0) waits
+    # for the share: the share gives way once a job, for its first read after its expected end
+    for started, typical in (([NOW - 10.0], 4.0), ([NOW - 1.4], 0.0)):
+        assert next_read_delay(**nearly, started=started, typical_duration=typical) > 15.0
     # the window itself spent: nothing before its reset, whatever is due
     spent = dict(kw, rate_limit=RateLimitInfo(limit=60, remaining=0, reset_at=NOW + 49.0, retry_at=None))
     assert next_read_delay(**spent, started=[NOW - 1.4] * 2, typical_duration=4.0) >= 49.0
