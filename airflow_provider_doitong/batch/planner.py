@@ -195,6 +195,20 @@ class Planner:
             return None
         return max(self.last_poll_at, min(running))
 
+    def trigger_read_at(self, running: Sequence[float]) -> float | None:
+        """When a deferred batch's trigger should first read the jobs at ``running``: the read this
+        planner would make next, and no sooner than ``poll_interval`` after their statuses were
+        known (``None`` with no job running). Jobs whose end is predicted are thus read at it, as
+        the sync form reads them, not ``poll_interval`` after the task's last read: the wake that
+        brings the task back for them comes first, and the trigger reads nothing.
+
+        :param running: the ``submitted_at`` of every running job.
+        """
+        known = self.statuses_known_at(running)
+        if known is None:
+            return None
+        return max(self.next_poll_at(running), known + self.poll_interval)
+
     def next_poll_at(self, running: Sequence[float], *, refill: bool = False) -> float:
         """When the next status read is worth making, for jobs submitted at ``running``.
 

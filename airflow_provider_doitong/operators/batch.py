@@ -323,7 +323,7 @@ class FluxBatchOperator(BaseOperator):
                 if outcome.wake_at is None
                 else f"in {max(0.0, outcome.wake_at - time.time()):.1f}s, or sooner if one ends",
             )
-            deadline = runner.planner.deadline
+            deadline, running = runner.planner.deadline, runner.view().running
             self.defer(
                 trigger=DoitongBatchTrigger(
                     job_ids=outcome.job_ids,
@@ -331,7 +331,8 @@ class FluxBatchOperator(BaseOperator):
                     poll_interval=self.poll_seconds,
                     wake_at=outcome.wake_at,
                     deadline=deadline,
-                    read_at=runner.planner.statuses_known_at(runner.view().running),
+                    read_at=runner.planner.statuses_known_at(running),
+                    first_read_at=runner.planner.trigger_read_at(running),
                 ),
                 method_name="execute_complete",
             )

@@ -9,8 +9,9 @@ the deadline. Its kwargs are plain JSON: job ids and times, never prompts or sec
 says why it fired and when the jobs were last read; the task reads them itself when it resumes,
 no sooner than its schedule asks after that read.
 
-The task has just read (or submitted) the jobs when it defers, so the trigger's first read comes a
-``poll_interval`` after that (``read_at``), not at once; a wake-up due before then costs no read at all.
+The task has just read (or submitted) the jobs when it defers, so the trigger's first read comes when
+the task's planner would read next (``first_read_at``: jobs whose end is predicted at that end, others
+a ``poll_interval`` after the task's read), not at once; a wake-up due before then costs no read at all.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class DoitongBatchTrigger(BaseTrigger):
     :param deadline: a Unix time after which the batch gives up waiting.
     :param min_ended: fire once this many jobs have ended (all of them if fewer are watched).
     :param read_at: when the task last knew every job's status (``None``: read at once).
+    :param first_read_at: when to read first (``None``: a ``poll_interval`` after ``read_at``, as a
+        trigger serialized by an earlier release says nothing of it).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class DoitongBatchTrigger(BaseTrigger):
         deadline: float | None = None,
         min_ended: int = 1,
         read_at: float | None = None,
+        first_read_at: float | None = None,
     ) -> None:
         super().__init__()
         self.job_ids = [str(j) for j in job_ids]
@@ -108,6 +112,7 @@ class DoitongBatchTrigger(BaseTrigger):
         self.deadline = float(deadline) if deadline is not None else None
         self.min_ended = max(1, int(min_ended))
         self.read_at = float(read_at) if read_at is not None else None
+        self.first_read_at = float(first_read_at) if first_read_at is not None else None
         self._tasks: list[asyncio.Task[None]] = []
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -121,6 +126,7 @@ class DoitongBatchTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "min_ended": self.min_ended,
                 "read_at": self.read_at,
+                "first_read_at": self.first_read_at,
             },
         )
 
@@ -138,9 +144,10 @@ class DoitongBatchTrigger(BaseTrigger):
 
     async def _start_watching(self, watches: _Watches) -> None:
         """Join the connection's poller and watch every job, no sooner than the first read is due."""
-        # The task read these jobs at ``read_at``: the next read is due a poll interval later.
-        if self.read_at is not None:
+        first = self.first_read_at
+        if first is None and self.read_at is not None:
             first = next_read_at(last_read_at=self.read_at, poll_interval=self.poll_interval)
+        if first is not None:
             await asyncio.sleep(max(0.0, first - time.time()))
         source = watches.poller = get_poller(
             self.doitong_conn_id,

@@ -45,6 +45,7 @@ def test_kwargs_are_plain_json_job_ids_and_times() -> None:
             "deadline": None,
             "min_ended": 1,
             "read_at": None,
+            "first_read_at": None,
         }
     )
     assert DoitongBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -125,6 +126,19 @@ def test_a_wake_before_the_next_read_is_due_costs_no_read(doitong_conn: Any) -> 
     assert (event.status, event.ended) == ("wake", [])
     assert event.read_at == read_at  # still the task's own read: the trigger made none
     assert status_reads(doitong_conn) == []
+
+
+def test_a_first_read_due_after_the_wake_costs_no_read(doitong_conn: Any) -> None:
+    # Jobs whose end the task predicts: it wakes before they are due, and reads them itself then.
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=1))
+    ids = submit(doitong_conn, 2)
+    now = time.time()
+    trigger = DoitongBatchTrigger(
+        job_ids=ids, poll_interval=0.2, wake_at=now + 0.8, read_at=now, first_read_at=now + 30
+    )
+    event = read_batch_event(first_event(trigger))
+    assert (event.status, event.read_at) == ("wake", now)
+    assert status_reads(doitong_conn) == []  # a poll interval (0.2 s) after the task's read: 3 reads
 
 
 def test_the_first_read_comes_a_poll_interval_after_the_tasks_read(doitong_conn: Any) -> None:

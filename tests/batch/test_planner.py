@@ -343,6 +343,22 @@ def test_statuses_are_known_as_of_the_last_read_or_a_later_submission() -> None:
     assert planner.statuses_known_at([111.0, 112.0]) == 111.0  # both submitted after it
 
 
+def test_a_deferred_batchs_trigger_first_reads_where_the_planner_would() -> None:
+    limits = Limits(concurrency=10, requests_per_window=60, window_s=60)
+    young = Planner(limits=limits, poll_interval=10)
+    assert young.trigger_read_at([]) is None
+    young.polled(103.0)
+    assert young.trigger_read_at([100.0, 100.5]) == pytest.approx(113.0)  # a poll interval after its read
+    learned = Planner(limits=limits, poll_interval=10, durations=[16.0] * 5)
+    learned.polled(103.0)
+    # Due at 116.5 and more: not read at 113.0, a poll interval after the task's read, as before.
+    assert learned.trigger_read_at([100.0, 100.5]) == pytest.approx(learned.next_poll_at([100.0, 100.5]))
+    assert learned.trigger_read_at([100.0, 100.5]) > 116.5
+    late = Planner(limits=limits, poll_interval=10, durations=[2.0] * 5)
+    late.polled(103.0)
+    assert late.trigger_read_at([102.0]) == pytest.approx(113.0)  # never sooner than the interval
+
+
 def test_a_refusal_for_the_accounts_job_slots_halves_the_batchs_slots_and_each_end_gives_one_back() -> None:
     planner = Planner(
         limits=Limits(concurrency=10, requests_per_window=600, window_s=60.0), poll_interval=5.0
