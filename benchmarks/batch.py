@@ -373,8 +373,12 @@ def run_batch(
     say: Callable[[str], None] = print,
     keep: Path | None = None,
     sides: tuple[str, ...] = tuple(SIDES),
+    second_nights: bool = True,
 ) -> dict[str, Any]:
-    """Run every side in ``sides``, one after the other, each on its own fresh emulator, in one Airflow."""
+    """Run every side in ``sides``, one after the other, each on its own fresh emulator, in one Airflow.
+
+    :param second_nights: run each batch side a second time, as the next night's run (:func:`second_night`).
+    """
     prompts = make_prompts(settings.prompts)
     tmp = tempfile.TemporaryDirectory(prefix="doitong-bench-")
     work = Path(keep or tmp.name)
@@ -407,7 +411,7 @@ def run_batch(
                         "say": say,
                     }
                     results[side] = run_one(cluster, emus[side], name=side, **run)
-                    if dag_id in dags.BATCH_CONN_IDS:
+                    if second_nights and dag_id in dags.BATCH_CONN_IDS:
                         second_night(cluster, emus[side], side=side, first=results[side], **run)
                 seen = dict(cluster.states_seen)
         _count_deferred(results, seen)

@@ -110,6 +110,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="ours,baseline,batch,batch_deferrable",
         help="batch sides to run: ours (mapped), baseline (HTTP provider), batch, batch_deferrable",
     )
+    parser.add_argument(
+        "--no-second-night", action="store_true", help="run each batch side once (no next night's run)"
+    )
     parser.add_argument("--batch-poll-interval", type=float, help="FluxBatchOperator's poll_interval")
     parser.add_argument("--scale-prompts", type=int, help="prompts of the scale section")
     parser.add_argument("--scale-time-scale", type=float, help="emulator time scale of the scale section")
@@ -214,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         triggerer = run_triggerer(trig_settings, say=say)
     if "batch" in sections:
         sides = tuple(side.strip() for side in args.sides.split(",") if side.strip())
-        batch = run_batch(batch_settings, say=say, keep=args.keep, sides=sides)
+        batch = run_batch(
+            batch_settings, say=say, keep=args.keep, sides=sides, second_nights=not args.no_second_night
+        )
     if "scale" in sections:
         scale = run_scale(
             scale_settings,
