@@ -210,16 +210,19 @@ class Planner:
         return max(self.next_poll_at(running), known + self.poll_interval)
 
     def next_poll_at(self, running: Sequence[float], *, refill: bool = False) -> float:
-        """When the next status read is worth making, for jobs submitted at ``running``.
+        """When the next status read is worth making, for jobs submitted at ``running``: counted
+        from when their statuses were last known (:meth:`statuses_known_at`), so a batch that has
+        not read yet does not read at once, as if its last read were long ago.
 
         :param running: the ``submitted_at`` of every running job.
         :param refill: items wait for the slots these jobs hold: read the jobs due together
             (:data:`~airflow_provider_doitong.client.pacing.DUE_GROUP_FRACTION`), not a whole wave.
         """
-        if not running:
+        known = self.statuses_known_at(running)
+        if known is None:
             return math.inf
         return next_read_at(
-            last_read_at=self.last_poll_at,
+            last_read_at=known,
             poll_interval=self.poll_interval,
             started=running,
             typical_duration=self.typical_duration,
