@@ -164,6 +164,7 @@ _META: dict[str, Callable[[Any, str], Any]] = {
     "items_sha256": _digest,
     "items_bytes": count,
     "cache_to_fill": _counts,
+    "seeded": _optional(_counts),
 }
 
 

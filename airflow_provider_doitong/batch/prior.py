@@ -169,3 +169,31 @@ class SeededPlanner(Planner):
             return at
         at = min(at, known + self.poll_interval)
         return max(at, self.last_poll_at + min(YOUNG_JOB_GAP, self.poll_interval))
+
+    def counts(self) -> list[int] | None:
+        """``[seeds, own]`` while the seeds still outnumber the batch's own durations, for its ledger
+        (see :func:`planner_from_ledger`); ``None`` once they do not."""
+        return [self.seeds, self.own] if self.own < self.seeds else None
+
+
+def seeded_counts(planner: Planner) -> list[int] | None:
+    """What :func:`planner_from_ledger` needs to seed a resumed or retried task's planner again."""
+    return planner.counts() if isinstance(planner, SeededPlanner) else None
+
+
+def planner_from_ledger(*, durations: Sequence[float], seeded: Any, **settings: Any) -> Planner:
+    """The planner of a task picking a batch up from its ledger (a resume, a retry): a
+    :class:`SeededPlanner` again while the seeds it started with outnumbered its own durations
+    (``seeded``: :func:`seeded_counts` as the ledger kept it, untrusted), so that its reads still
+    come at most ``poll_interval`` apart; else a plain :class:`Planner` of ``durations``.
+
+    :param durations: the durations the ledger kept, the seeds first.
+    :param settings: the planner's other keyword arguments.
+    """
+    if isinstance(seeded, list) and len(seeded) == 2 and all(type(n) is int for n in seeded):
+        seeds, own = seeded
+        if 0 <= own < seeds and seeds + own <= len(durations):
+            planner = SeededPlanner(seeds=durations, **settings)
+            planner.seeds, planner.own = seeds, own
+            return planner
+    return Planner(durations=durations, **settings)

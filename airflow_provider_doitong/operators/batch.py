@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
@@ -310,33 +310,29 @@ class FluxBatchOperator(BaseOperator):
             batch_runner.defer_policy(ledger, min_defer=self.min_defer_seconds) if self.deferrable else None
         )
         outcome = runner.run(defer=defer)
-        ledger.set_meta(
-            durations=list(runner.planner.durations)[-20:], window=runner.planner.window.snapshot()
-        )
+        batch_runner.keep_planner(ledger, runner.planner)
         ledger.flush()
         batch_task.save_pointer(context, ledger)
         if isinstance(outcome, Defer):
-            self.log.info(
-                "Deferring with %d jobs running; the trigger wakes this task %s",
-                len(outcome.job_ids),
-                "when one ends"
-                if outcome.wake_at is None
-                else f"in {max(0.0, outcome.wake_at - time.time()):.1f}s, or sooner if one ends",
-            )
-            deadline, running = runner.planner.deadline, runner.view().running
-            self.defer(
-                trigger=DoitongBatchTrigger(
-                    job_ids=outcome.job_ids,
-                    doitong_conn_id=self.doitong_conn_id,
-                    poll_interval=self.poll_seconds,
-                    wake_at=outcome.wake_at,
-                    deadline=deadline,
-                    read_at=runner.planner.statuses_known_at(running),
-                    first_read_at=runner.planner.trigger_read_at(running),
-                ),
-                method_name="execute_complete",
-            )
+            self._defer(runner, outcome)
         return self._finish(context, runner, found, outcome.reason)
+
+    def _defer(self, runner: BatchRunner, outcome: Defer) -> NoReturn:
+        """Leave the worker until :class:`DoitongBatchTrigger` fires (it reads when the planner would)."""
+        running = runner.view().running
+        first_read = runner.planner.trigger_read_at(running)
+        note = batch_runner.deferral_note(outcome.wake_at, first_read, now=time.time())
+        self.log.info("Deferring with %d jobs running; %s", len(outcome.job_ids), note)
+        trigger = DoitongBatchTrigger(
+            job_ids=outcome.job_ids,
+            doitong_conn_id=self.doitong_conn_id,
+            poll_interval=self.poll_seconds,
+            wake_at=outcome.wake_at,
+            deadline=runner.planner.deadline,
+            read_at=runner.planner.statuses_known_at(running),
+            first_read_at=first_read,
+        )
+        self.defer(trigger=trigger, method_name="execute_complete")
 
     def _finish(
         self, context: Context, runner: BatchRunner, found: Sequence[batch_items.BatchItem], reason: str

@@ -17,7 +17,7 @@ from airflow_provider_doitong.batch.cache import BatchCache
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import Ledger
 from airflow_provider_doitong.batch.planner import Limits, Planner
-from airflow_provider_doitong.batch.prior import SeededPlanner
+from airflow_provider_doitong.batch.prior import SeededPlanner, planner_from_ledger, seeded_counts
 from airflow_provider_doitong.batch.runner import BatchRunner, DeferPolicy
 from airflow_provider_doitong.client import contract
 from airflow_provider_doitong.operators import image_cache
@@ -58,7 +58,9 @@ def build_runner(
     planner = (
         SeededPlanner(seeds=seeds, **settings)
         if seeds
-        else Planner(durations=ledger.meta.get("durations") or (), **settings)
+        else planner_from_ledger(
+            durations=ledger.meta.get("durations") or (), seeded=ledger.meta.get("seeded"), **settings
+        )
     )
     return BatchRunner(
         items=found,
@@ -107,3 +109,25 @@ def defer_policy(ledger: Ledger, *, min_defer: float) -> DeferPolicy:
     """When deferrable mode leaves the worker: the measured resume lead, with a margin."""
     lead = float(ledger.meta.get("resume_lead_s") or DEFAULT_RESUME_LEAD) * 1.25 + 0.5
     return DeferPolicy(resume_lead=lead, min_defer=min_defer)
+
+
+def keep_planner(ledger: Ledger, planner: Planner) -> None:
+    """Keep in the ledger what the next task picking the batch up plans with (queued for its next
+    flush): the last durations learned, the window as it was, and whether seeds still outnumber
+    the batch's own durations (:func:`~airflow_provider_doitong.batch.prior.planner_from_ledger`)."""
+    ledger.set_meta(
+        durations=list(planner.durations)[-20:],
+        window=planner.window.snapshot(),
+        seeded=seeded_counts(planner),
+    )
+
+
+def deferral_note(wake_at: float | None, first_read_at: float | None, *, now: float) -> str:
+    """What the task log says of a deferral: when the trigger wakes the task, and whether a job's
+    end can wake it sooner (not when the trigger's first read comes after the wake)."""
+    if wake_at is None:
+        return "the trigger wakes this task when one ends"
+    wake = f"the trigger wakes this task in {max(0.0, wake_at - now):.1f}s"
+    if first_read_at is not None and first_read_at >= wake_at:
+        return f"{wake}, just before its jobs are due"
+    return f"{wake}, or sooner if one ends"

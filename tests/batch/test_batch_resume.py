@@ -141,3 +141,31 @@ def test_saved_items_deleted_are_read_again_checked_and_saved_again(
     assert saved.read_text() == deleted[0]  # saved again, the same
     assert read_manifest(str(folder))["image_count"] == len(FIRST)
     assert doitong_conn.stats()["submissions_by_prompt"] == {prompt: 1 for prompt in FIRST}
+
+
+def test_each_deferral_hands_the_trigger_the_planners_next_read(
+    doitong_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    triggers: list[Any] = []
+    original = FluxBatchOperator.defer
+
+    def defer(self: FluxBatchOperator, **kwargs: Any) -> Any:
+        triggers.append(kwargs["trigger"])
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(FluxBatchOperator, "defer", defer)
+    dag = batch_dag(
+        "batch_first_read",
+        prompts=FIRST,
+        output_path=str(tmp_path / "out"),
+        deferrable=True,
+        min_defer_seconds=0,
+        concurrency=2,
+    )
+    assert task_states(run_dag(dag)) == {"batch": "success"}
+    assert triggers
+    for trigger in triggers:  # never sooner than a poll interval after the task's own read
+        assert trigger.read_at is not None and trigger.first_read_at is not None
+        assert trigger.first_read_at >= trigger.read_at + trigger.poll_interval - 1e-6
+    # once the jobs' durations are known, at their expected end (0.4-s jobs: later than 0.2 s)
+    assert any(t.first_read_at > t.read_at + t.poll_interval + 0.05 for t in triggers)

@@ -165,6 +165,35 @@ def test_a_prior_far_too_long_costs_at_most_poll_interval_once(prior_s: float) -
     assert s.planner.typical_duration == pytest.approx(16.0)
 
 
+def test_a_task_picking_up_a_seeded_batch_still_reads_at_most_poll_interval_apart() -> None:
+    limits = Limits(concurrency=10, requests_per_window=60, window_s=60.0)
+    first = prior.SeededPlanner(seeds=[540.0, 570.0, 600.0, 630.0, 660.0], limits=limits, poll_interval=10.0)
+    for _ in range(3):  # today's jobs take a minute: three have ended by the deferral
+        first.learn(60.0)
+    assert prior.seeded_counts(first) == [5, 3]
+    resumed = prior.planner_from_ledger(
+        durations=list(first.durations), seeded=prior.seeded_counts(first), limits=limits, poll_interval=10.0
+    )
+    resumed.polled(1_068.0)
+    running = [1_000.0 + i for i in range(7)]
+    # the median of the ledger's durations is 570 s: a plain planner would read at 1,570 s
+    assert resumed.trigger_read_at(running) == pytest.approx(1_078.0)
+    assert resumed.next_poll_at(running) <= 1_078.0
+    for _ in range(2):
+        first.learn(60.0)
+    assert prior.seeded_counts(first) is None  # its own durations outnumber the seeds: plan as usual
+    assert prior.seeded_counts(Planner(limits=limits, poll_interval=10.0)) is None
+
+
+@pytest.mark.parametrize("seeded", [None, [3, 5], [5, 5], [5, -1], [5, True], ["5", 3], [9, 3], [5], "53"])
+def test_seed_counts_a_ledger_cannot_back_plan_as_usual(seeded: Any) -> None:
+    limits = Limits(concurrency=10, requests_per_window=60, window_s=60.0)
+    planner = prior.planner_from_ledger(
+        durations=[600.0] * 5 + [60.0] * 3, seeded=seeded, limits=limits, poll_interval=10.0
+    )
+    assert type(planner) is Planner
+
+
 def test_an_item_list_tells_its_kind_without_building_its_items() -> None:
     from airflow_provider_doitong.batch.items import ItemDefaults, build_items
 
