@@ -208,11 +208,13 @@ class RequestWindow:
     # --- across a deferral ------------------------------------------------------------------
     def snapshot(self) -> list[float] | None:
         """What the batch knows of the current window, for its ledger: ``[limit, remaining,
-        reset_at, own answers]`` (``None`` when it knows nothing)."""
+        reset_at, own answers, blocked until]`` (``None`` when it knows nothing). The block is a
+        refusal's for the spent window, which a resumed batch keeps to instead of sending one
+        request to learn the window into it."""
         rate = self.rate
         if rate is None or rate.limit is None or rate.remaining is None or rate.reset_at is None:
             return None
-        return [rate.limit, rate.remaining, rate.reset_at, self._own]
+        return [rate.limit, rate.remaining, rate.reset_at, self._own, self.blocked_until]
 
     def restore(self, value: object, *, now: float) -> None:
         """Take up a :meth:`snapshot` read back from the ledger (untrusted: anything else is ignored,
@@ -221,19 +223,21 @@ class RequestWindow:
         :param value: the snapshot.
         :param now: the Unix time.
         """
-        if not isinstance(value, list) or len(value) != 4:
+        if not isinstance(value, list) or len(value) not in (4, 5):  # 4: written before the block
             return
         if not all(
             isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
         ):
             return
-        limit, remaining, reset_at, own = (float(v) for v in value)
+        limit, remaining, reset_at, own, *blocked = (float(v) for v in value)
         if not (0 <= remaining <= limit and 0 <= own <= limit and now < reset_at <= now + self.window_s):
             return
         self.rate = RateLimitInfo(
             limit=int(limit), remaining=int(remaining), reset_at=reset_at, retry_at=None
         )
         self._own, self._stale = int(own), True
+        if blocked and now < blocked[0] <= reset_at + self.window_s:
+            self.blocked_until = blocked[0]
 
     def reset_at(self, now: float, *, fallback: float) -> float:
         """When the window (or a block on every request) is over."""

@@ -53,7 +53,7 @@ def test_a_batch_resumed_after_a_deferral_learns_the_window_with_one_request_fir
     before = _planner()
     _answers(before, list(range(59, 49, -1)))  # ten of its own answers, 50 left
     snapshot = before.window.snapshot()
-    assert snapshot == [60, 50, 1_060.0, 10]
+    assert snapshot == [60, 50, 1_060.0, 10, 0.0]
     # resumed 20 s later: others may have spent the window meanwhile, so one request first
     resumed = Planner(
         limits=Limits(concurrency=10, requests_per_window=60, window_s=60.0),
@@ -77,6 +77,26 @@ def test_a_batch_resumed_after_a_deferral_learns_the_window_with_one_request_fir
         )
         assert fresh.rate is None
         assert fresh.decide(view, 1_020.0) == BatchStep(BatchAction.SUBMIT, count=10)
+
+
+def test_a_batch_resumed_while_a_refusal_blocks_the_spent_window_sends_nothing_before_the_reset() -> None:
+    limits = Limits(concurrency=10, requests_per_window=60, window_s=60.0)
+    before = _planner()
+    _answers(before, list(range(59, 54, -1)))  # its last answer said 55 left; others spent the rest
+    before.refused(until=1_060.1, all_requests=True)  # a submission refused: the window is spent
+    snapshot = before.window.snapshot()
+    view = View(pending=20, running=[], to_store=0)
+    # woken five seconds early to be back by the reset: no request into the spent window
+    resumed = Planner(limits=limits, poll_interval=5.0, window=snapshot, now=1_055.0)
+    step = resumed.decide(view, 1_055.0)
+    assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(5.1)
+    assert resumed.decide(view, 1_060.2) == BatchStep(BatchAction.SUBMIT, count=10)
+    # a ledger written before the block was kept reads as before; a block beyond any window is not
+    older = Planner(limits=limits, poll_interval=5.0, window=snapshot[:4], now=1_055.0)
+    assert older.decide(view, 1_055.0) == BatchStep(BatchAction.SUBMIT, count=1)
+    for block in (1e12, True):
+        odd = Planner(limits=limits, poll_interval=5.0, window=[*snapshot[:4], block], now=1_055.0)
+        assert odd.window.blocked_until == 0.0
 
 
 def _pool_share(planner: Planner, *, others: int) -> None:
