@@ -13,7 +13,7 @@ from tenacity import Retrying
 from airflow_provider_doitong.client import protocol
 from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
 from airflow_provider_doitong.client.downloads import CHUNK_BYTES, WHAT, Download, request_headers
-from airflow_provider_doitong.client.errors import DoitongConnectionError, DoitongError
+from airflow_provider_doitong.client.errors import DoitongConnectionError, DoitongError, DoitongTimeout
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
@@ -239,3 +239,30 @@ class DoitongClient(ClientBase):
             if step.done:
                 return step.result()
             time.sleep(step.sleep)
+
+    def wait_while_young(
+        self,
+        job_id: str,
+        *,
+        until: float,
+        poll_interval: float = 5.0,
+        deadline: float | None = None,
+        refresh_key: Callable[[], str] | None = None,
+    ) -> Job | None:
+        """Wait for a job just submitted until ``until``: the completed job, or ``None`` if it still
+        runs then (or the API is unavailable then), for the caller to hand the wait over.
+
+        The first read comes ``poll_interval`` from now (the submission's answer is the first
+        status), never later than ``until``; the last read is at ``until``. A failed or unknown job
+        raises as in :meth:`wait_for_job`, and so does a ``deadline`` passed first.
+        """
+        end = until if deadline is None else min(until, deadline)
+        time.sleep(max(0.0, min(poll_interval, end - self.clock())))
+        try:
+            return self.wait_for_job(
+                job_id, poll_interval=poll_interval, deadline=end, refresh_key=refresh_key
+            )
+        except DoitongTimeout:
+            if deadline is not None and deadline <= until:
+                raise
+            return None

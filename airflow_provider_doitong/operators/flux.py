@@ -61,6 +61,10 @@ class FluxGenerateOperator(BaseOperator):
     :param doitong_conn_id: the ``doitong`` connection.
     :param wait_for_completion: wait for the job; if False, return right after submission.
     :param deferrable: wait in the triggerer, holding no worker slot.
+    :param min_defer_seconds: deferrable mode first waits in the worker until the job has run this
+        long (reading it every ``poll_interval``) and defers only if it still runs then: a short job
+        costs no resume (a task process start) and no resume moments after the deferral, when
+        Airflow's scheduler can fail the resumed task (apache/airflow#72716). 0: defer at once.
     :param poll_interval: the longest wait between two status polls, in seconds (stretched only to
         stay within the plan's rate, never under 0.25 s; see :mod:`~airflow_provider_doitong.client.pacing`).
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;
@@ -134,6 +138,7 @@ class FluxGenerateOperator(BaseOperator):
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
+        min_defer_seconds: float = 10.0,
         timeout: float | timedelta | None = 3600.0,
         output_path: str | None = None,
         max_credits: int | None = None,
@@ -157,6 +162,8 @@ class FluxGenerateOperator(BaseOperator):
         )
         if not poll_interval > 0:
             raise ValueError("poll_interval must be positive")
+        if not min_defer_seconds >= 0:
+            raise ValueError("min_defer_seconds must not be negative")
         self.prompt = prompt
         self.prompt_file = prompt_file
         self.provider = provider
@@ -169,6 +176,7 @@ class FluxGenerateOperator(BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.min_defer_seconds = float(min_defer_seconds)
         self.timeout = seconds(timeout)
         self.output_path = output_path
         self.max_credits = max_credits

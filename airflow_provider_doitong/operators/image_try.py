@@ -75,6 +75,8 @@ class ImageTask(Protocol):
     @property
     def poll_interval(self) -> float: ...
     @property
+    def min_defer_seconds(self) -> float: ...
+    @property
     def max_credits(self) -> int | None: ...
     @property
     def credit_floor(self) -> int | None: ...
@@ -179,14 +181,22 @@ class ImageTry:
                 kwargs={"deadline": self.deadline, "attempt": job.attempt},
             )
         task._jobs[job.id] = job
-        return self._wait(job.id, job)
+        return self._wait(job.id, job, submitted_at=time.time())
 
-    def _wait(self, job_id: str, job: Job | None) -> dict[str, Any]:
-        """Wait for the job: not at all, in the triggerer (the task defers), or polling here."""
+    def _wait(self, job_id: str, job: Job | None, *, submitted_at: float | None = None) -> dict[str, Any]:
+        """Wait for the job: not at all, in the triggerer (the task defers), or polling here.
+
+        :param submitted_at: when this try submitted the job (``None``: an earlier try did): a
+            deferrable task waits here until it has run ``min_defer_seconds``.
+        """
         task = self.task
         if not task.wait_for_completion:
             return self.finish(job or read_job(task.client, job_id, conn_id=task.doitong_conn_id))
         if task.deferrable:
+            if submitted_at is not None and task.min_defer_seconds > 0:
+                done = self._poll_here(job_id, hand_over_at=submitted_at + task.min_defer_seconds)
+                if done is not None:
+                    return self.finish(done)
             backstop = None if self.deadline is None else timedelta(seconds=self.deadline - time.time() + 60)
             task.defer(
                 trigger=DoitongJobTrigger(
@@ -198,22 +208,43 @@ class ImageTry:
                 method_name="execute_complete",
                 timeout=backstop,
             )
+        done = self._poll_here(job_id)
+        assert done is not None
+        return self.finish(done)
+
+    def _poll_here(self, job_id: str, *, hand_over_at: float | None = None) -> Job | None:
+        """The job completed, polled from the worker (``None``: still running at ``hand_over_at``)."""
+        task = self.task
         started = time.monotonic()
         try:
-            done = task.client.wait_for_job(
-                job_id,
-                poll_interval=task.poll_interval,
-                deadline=self.deadline,
-                refresh_key=task.hook.current_api_key,
-            )
+            if hand_over_at is None:
+                done: Job | None = task.client.wait_for_job(
+                    job_id,
+                    poll_interval=task.poll_interval,
+                    deadline=self.deadline,
+                    refresh_key=task.hook.current_api_key,
+                )
+            else:
+                done = task.client.wait_while_young(
+                    job_id,
+                    until=hand_over_at,
+                    poll_interval=task.poll_interval,
+                    deadline=self.deadline,
+                    refresh_key=task.hook.current_api_key,
+                )
         except DoitongError as exc:
             observe_end(task.client, job=None, error=exc, model=self.request.provider)
             self.release_claim()
             raise airflow_error(
                 exc, doing=f"Waiting for Doitong job {job_id} failed", conn_id=task.doitong_conn_id
             ) from None
-        task.log.info("Doitong job %s completed after %.1fs", job_id, time.monotonic() - started)
-        return self.finish(done)
+        if done is not None:
+            task.log.info("Doitong job %s completed after %.1fs", job_id, time.monotonic() - started)
+        else:
+            task.log.info(
+                "Doitong job %s still runs after %.1fs: deferring", job_id, time.monotonic() - started
+            )
+        return done
 
     def finish(self, job: Job, *, reused: bool = False) -> dict[str, Any]:
         """Store a completed job's image and return the task's result.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -78,6 +79,7 @@ class FakeClient:
         self.retry_policy = RetryPolicy()  # a client's own, as DoitongClient's default
         self.reads: list[str] = []
         self.waits: list[str] = []
+        self.young_waits: list[tuple[str, float]] = []
 
     def submit(self, request: ImageRequest, *, retry_policy: Any = None) -> Job:
         self.submitted.append(request)
@@ -97,6 +99,13 @@ class FakeClient:
     def wait_for_job(self, job_id: str, **kwargs: Any) -> Job:
         self.waits.append(job_id)
         return _job(job_id, "completed")
+
+    #: what ``wait_while_young`` finds: the job still running at ``until`` (or completed before).
+    runs_long = False
+
+    def wait_while_young(self, job_id: str, *, until: float, **kwargs: Any) -> Job | None:
+        self.young_waits.append((job_id, until))
+        return None if self.runs_long else _job(job_id, "completed")
 
     def close(self) -> None:
         pass
@@ -237,8 +246,6 @@ def test_without_a_state_store_it_submits_and_says_so(capfd: pytest.CaptureFixtu
 
 # --- how a submission error ends the try ------------------------------------------------------
 def _429(code: str = "RATE_LIMITED", retry_in: float | None = None) -> DoitongRateLimited:
-    import time
-
     retry_at = None if retry_in is None else time.time() + retry_in
     return DoitongRateLimited("slow down", status=429, code=code, retry_at=retry_at)
 
@@ -312,7 +319,7 @@ def test_refusals_are_waited_out_with_the_clients_own_backoff(_no_sleeping: list
 def test_the_refusal_count_survives_in_the_record_when_deferral_kwargs_are_lost() -> None:
     """``dag.test()`` resumes with the trigger's event only; the record still knows the count."""
     store = FakeStore()
-    op = _operator(FakeClient(submit_errors=[_429(retry_in=30.0)] * 2), deferrable=True)
+    op = _operator(FakeClient(submit_errors=[_429(retry_in=30.0)] * 2), deferrable=True, min_defer_seconds=0)
     with pytest.raises(TaskDeferred) as info:
         op.execute({"task_state_store": store})
     assert info.value.method_name == "resume_submission" and info.value.kwargs["attempt"] == 1
@@ -333,15 +340,13 @@ def test_deferrable_refusals_carry_their_count_across_deferrals() -> None:
         _operator(client, deferrable=True).resume_submission({"task_state_store": FakeStore()}, attempt=4)
     assert info.value.kwargs["attempt"] == 5 and info.value.method_name == "resume_submission"
     moment = info.value.trigger.moment.timestamp()
-    import time
-
     assert moment - time.time() >= 0.5 * 2**4 - 1  # the fifth refusal waits at least 8 s
 
 
 def test_a_short_refusal_is_slept_in_the_worker_even_when_deferrable(_no_sleeping: list[float]) -> None:
     client = FakeClient(submit_errors=[_429(retry_in=-30.0)])  # the floor: 0.5 s, not worth a deferral
     with pytest.raises(TaskDeferred) as info:  # submitted: the job's wait is deferred
-        _operator(client, deferrable=True).execute({"task_state_store": FakeStore()})
+        _operator(client, deferrable=True, min_defer_seconds=0).execute({"task_state_store": FakeStore()})
     assert info.value.method_name == "execute_complete" and len(client.submitted) == 2
     assert len(_no_sleeping) == 1 and _no_sleeping[0] < SHORTEST_DEFERRAL_S
 
@@ -351,6 +356,44 @@ def test_a_refusal_past_the_deadline_fails_the_try() -> None:
         _operator(FakeClient(submit_errors=[_429(retry_in=600)]), timeout=5).execute(
             {"task_state_store": FakeStore()}
         )
+
+
+# --- a deferrable task waits in the worker while its job is young -------------------------------
+def test_a_job_that_ends_young_is_finished_in_the_worker_without_a_deferral() -> None:
+    client = FakeClient()
+    before = time.time()
+    result = _operator(client, deferrable=True, min_defer_seconds=10).execute(
+        {"task_state_store": FakeStore()}
+    )
+    assert result["job_id"] == "new-1" and result["status"] == "completed"
+    [(job_id, until)] = client.young_waits
+    assert job_id == "new-1" and before + 10 <= until <= time.time() + 10
+    assert client.waits == []  # no wait of the sync kind after it
+
+
+def test_a_job_still_running_after_min_defer_seconds_is_handed_to_the_triggerer() -> None:
+    client = FakeClient()
+    client.runs_long = True
+    with pytest.raises(TaskDeferred) as info:
+        _operator(client, deferrable=True, min_defer_seconds=10).execute({"task_state_store": FakeStore()})
+    assert info.value.method_name == "execute_complete" and info.value.trigger.job_id == "new-1"
+    assert len(client.young_waits) == 1 and client.waits == []
+
+
+def test_a_job_an_earlier_try_submitted_is_handed_to_the_triggerer_at_once() -> None:
+    client = FakeClient(jobs={"j": _job("j", "processing")})
+    with pytest.raises(TaskDeferred):
+        _operator(client, deferrable=True).execute({"task_state_store": FakeStore(_record("submitted", "j"))})
+    assert client.young_waits == [] and client.submitted == []
+
+
+def test_min_defer_seconds_zero_defers_at_once_and_a_negative_one_is_refused() -> None:
+    client = FakeClient()
+    with pytest.raises(TaskDeferred):
+        _operator(client, deferrable=True, min_defer_seconds=0).execute({"task_state_store": FakeStore()})
+    assert client.young_waits == []
+    with pytest.raises(ValueError, match="min_defer_seconds"):
+        _operator(client, min_defer_seconds=-1)
 
 
 # --- what the trigger's event becomes ---------------------------------------------------------
