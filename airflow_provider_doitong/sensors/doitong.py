@@ -37,6 +37,10 @@ class DoitongJobSensor(BaseSensorOperator):
     :param doitong_conn_id: the ``doitong`` connection.
     :param deferrable: wait in the triggerer.
     :param poll_interval: seconds between polls in deferrable mode (``poke_interval`` otherwise).
+    :param min_defer_seconds: deferrable mode reads the job at once and then waits in the worker up
+        to this long before it defers, as ``FluxGenerateOperator`` does: a job that is done or
+        nearly done costs no resume, and is not resumed seconds after the deferral (when Airflow
+        3.3's scheduler can fail the resumed task, apache/airflow#72716). 0: defer at once.
     """
 
     template_fields: Sequence[str] = ("job_id",)
@@ -49,11 +53,15 @@ class DoitongJobSensor(BaseSensorOperator):
         doitong_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
+        min_defer_seconds: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
+        if not min_defer_seconds >= 0:
+            raise ValueError(f"min_defer_seconds must not be negative, got {min_defer_seconds!r}")
+        self.min_defer_seconds = float(min_defer_seconds)
         self.job_id = job_id
         self.doitong_conn_id = doitong_conn_id
         self.deferrable = deferrable
@@ -63,6 +71,10 @@ class DoitongJobSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         deadline = time.time() + self.timeout if self.timeout else None
+        if self.min_defer_seconds > 0:
+            done = self._wait_here(context, deadline=deadline)
+            if done is not None:
+                return done
         self.defer(
             trigger=DoitongJobTrigger(
                 job_id=str(self.job_id),
@@ -73,6 +85,26 @@ class DoitongJobSensor(BaseSensorOperator):
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + 60) if self.timeout else None,
         )
+
+    def _wait_here(self, context: Context, *, deadline: float | None) -> dict[str, Any] | None:
+        """The completed job, read at once and then for up to ``min_defer_seconds`` (``None``: defer)."""
+        first = self.poke(context)
+        if first.is_done:
+            assert isinstance(first.xcom_value, dict)  # poke's value for a completed job
+            return first.xcom_value
+        hook = DoitongHook(doitong_conn_id=self.doitong_conn_id)
+        with hook.get_conn() as client:
+            try:
+                job = client.wait_while_young(
+                    str(self.job_id),
+                    until=time.time() + self.min_defer_seconds,
+                    poll_interval=self.poll_interval,
+                    deadline=deadline,
+                    refresh_key=hook.current_api_key,
+                )
+            except DoitongError as exc:
+                raise airflow_error(exc, role=Role.WATCHER, conn_id=self.doitong_conn_id) from None
+        return None if job is None else job.to_dict()
 
     def poke(self, context: Context) -> PokeReturnValue:
         job_id = str(self.job_id)

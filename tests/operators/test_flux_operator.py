@@ -41,6 +41,8 @@ def make_dag(**op_kwargs: Any) -> DAG:
     with DAG(
         f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False
     ) as dag:
+        # a deferrable task defers at once here, so that "deferrable" runs the triggerer's path
+        op_kwargs.setdefault("min_defer_seconds", 0)
         FluxGenerateOperator(task_id="generate", poll_interval=0.1, **op_kwargs)
     return dag
 
@@ -158,6 +160,7 @@ def test_mapped_prompts_each_submitted_once(doitong_conn: Any, tmp_path: Any) ->
             width=256,
             height=256,
             deferrable=True,
+            min_defer_seconds=0,
             poll_interval=0.1,
             output_path=f"{tmp_path}/",
         ).expand(prompt=prompts)
@@ -166,6 +169,22 @@ def test_mapped_prompts_each_submitted_once(doitong_conn: Any, tmp_path: Any) ->
     assert doitong_conn.stats()["submissions_by_prompt"] == {p: 1 for p in prompts}
     files = sorted(p.name for p in tmp_path.glob("*.jpg"))
     assert len(files) == len(prompts)
+
+
+@pytest.mark.parametrize(("min_defer", "runs"), [(5.0, 1), (0.1, 2)], ids=["young", "deferred"])
+def test_a_deferrable_task_defers_only_a_job_that_outlives_min_defer_seconds(
+    doitong_conn: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture, min_defer: float, runs: int
+) -> None:
+    """The emulator's jobs take 0.4 s: done within 5 s, the task never leaves the worker."""
+    dag = make_dag(
+        prompt="a quick sketch", width=256, height=256, deferrable=True, min_defer_seconds=min_defer
+    )
+    run = run_dag(dag)
+    assert task_states(run) == {"generate": "success"}
+    assert xcom_value(run, "generate")["status"] == "completed"
+    started = [m for m in caplog.messages if "[DAG TEST] running task" in m and ".generate " in m]
+    assert len(started) == runs  # once, or once more after the deferral
+    assert submissions(doitong_conn) == 1
 
 
 BAD_INPUTS = [
@@ -354,8 +373,12 @@ def test_retry_reattaches_to_the_submitted_job(doitong_conn: Any, tmp_path: Any,
     assert (tmp_path / f"{result['job_id']}.jpg").exists()
 
 
-@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
-def test_submit_then_sense(doitong_conn: Any, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "runs"), [("poke", 1), ("reschedule", 1), ("deferrable", 2), ("deferrable-young", 1)]
+)
+def test_submit_then_sense(doitong_conn: Any, caplog: pytest.LogCaptureFixture, mode: str, runs: int) -> None:
+    """``deferrable`` defers at once; ``deferrable-young`` (the default ``min_defer_seconds``) sees the
+    0.4-s job end from the worker, without a deferral."""
     with DAG(f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
         submit = FluxGenerateOperator(
             task_id="submit", prompt="sensed", width=256, height=256, wait_for_completion=False
@@ -366,12 +389,16 @@ def test_submit_then_sense(doitong_conn: Any, mode: str) -> None:
             poke_interval=0.1,
             poll_interval=0.1,
             timeout=30,
-            deferrable=mode == "deferrable",
+            deferrable=mode.startswith("deferrable"),
+            min_defer_seconds=0 if mode == "deferrable" else 10,
             mode="reschedule" if mode == "reschedule" else "poke",
         )
         submit >> sense
     run = run_dag(dag)
     assert task_states(run) == {"submit": "success", "sense": "success"}
+    if mode.startswith("deferrable"):
+        started = [m for m in caplog.messages if "[DAG TEST] running task" in m and ".sense " in m]
+        assert len(started) == runs
     submitted = xcom_value(run, "submit")
     assert submitted["status"] in ("queued", "processing") and submitted["output_path"] is None
     sensed = xcom_value(run, "sense")
@@ -390,6 +417,7 @@ def test_sensor_fails_with_the_jobs_error(doitong_conn: Any, capfd: Any) -> None
             poll_interval=0.1,
             timeout=30,
             deferrable=True,
+            min_defer_seconds=0,  # the trigger's failure event
         )
         submit >> sense
     run = run_dag(dag)

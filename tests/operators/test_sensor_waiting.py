@@ -36,6 +36,38 @@ def test_poll_interval_must_be_positive(interval: float) -> None:
         DoitongJobSensor(task_id="sense", job_id="j", poll_interval=interval)
 
 
+def test_min_defer_seconds_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="min_defer_seconds must not be negative"):
+        DoitongJobSensor(task_id="sense", job_id="j", min_defer_seconds=-1)
+
+
+def test_a_deferrable_sensor_returns_a_job_done_in_its_first_seconds_without_deferring(
+    doitong_conn: Any,
+) -> None:
+    with DoitongClient(base_url=doitong_conn.base_url, api_key=doitong_conn.api_key) as client:
+        job = client.submit(ImageRequest(provider="flux-krea", prompt="sensed", width=256, height=256))
+    sensor = DoitongJobSensor(task_id="sense", job_id=job.id, poll_interval=0.1, deferrable=True, timeout=30)
+    result = sensor.execute({})  # no TaskDeferred: the 0.4-s job ended within min_defer_seconds
+    assert result["id"] == job.id and result["status"] == "completed"
+
+
+def test_a_deferrable_sensor_defers_a_job_that_outlives_min_defer_seconds(doitong_conn: Any) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    doitong_conn.set_faults(FaultConfig(stuck_job_rate=1.0, seed=1))
+    with DoitongClient(base_url=doitong_conn.base_url, api_key=doitong_conn.api_key) as client:
+        job = client.submit(ImageRequest(provider="flux-krea", prompt="sensed", width=256, height=256))
+    sensor = DoitongJobSensor(
+        task_id="sense", job_id=job.id, poll_interval=0.1, deferrable=True, min_defer_seconds=0.3, timeout=30
+    )
+    started = time.monotonic()
+    with pytest.raises(TaskDeferred):
+        sensor.execute({})
+    assert 0.3 <= time.monotonic() - started < 5
+    statuses = [e["status"] for e in doitong_conn.request_log() if e["kind"] == "status"]
+    assert 2 <= len(statuses) <= 6  # at once, then every 0.1 s to 0.3 s
+
+
 @pytest.mark.parametrize(
     "faults",
     [
