@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -140,22 +141,28 @@ class DoitongClient(ClientBase):
         self.observe_submit(request, job, None)
         return job
 
-    def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job | None]:
+    def get_jobs(
+        self, job_ids: Iterable[str], *, retry_policy: RetryPolicy | None = None
+    ) -> dict[str, Job | None]:
         """Read many jobs, :data:`~airflow_provider_doitong.client.protocol.MAX_JOBS_PER_QUERY` per aliased GraphQL request.
 
         :param job_ids: the jobs; an unknown one maps to ``None``.
+        :param retry_policy: overrides the client's policy for these reads.
         """
         found: dict[str, Job | None] = {}
         for request in protocol.build_jobs_queries(job_ids):
-            found.update(protocol.parse_jobs(self.send(request).body, request.job_ids))
+            found.update(
+                protocol.parse_jobs(self.send(request, retry_policy=retry_policy).body, request.job_ids)
+            )
         return found
 
-    def get_job(self, job_id: str) -> Job | None:
+    def get_job(self, job_id: str, *, retry_policy: RetryPolicy | None = None) -> Job | None:
         """Read one job; ``None`` if the API does not know it.
 
         :param job_id: the job.
+        :param retry_policy: overrides the client's policy for this read.
         """
-        return self.get_jobs([job_id])[job_id]
+        return self.get_jobs([job_id], retry_policy=retry_policy)[job_id]
 
     def get_account(self) -> Account:
         """[A] The account's plan and credit balance."""
@@ -219,16 +226,32 @@ class DoitongClient(ClientBase):
         :param refresh_key: called once when the API refuses the key, for the current one (a
             rotated key); without it a 401 ends the wait.
         """
+        return self._wait(job_id, poll_interval=poll_interval, deadline=deadline, refresh_key=refresh_key)
+
+    def _wait(
+        self,
+        job_id: str,
+        *,
+        poll_interval: float,
+        deadline: float | None,
+        refresh_key: Callable[[], str] | None,
+        hand_over: bool = False,
+    ) -> Job:
         wait = JobWait(
             job_id=job_id,
             poll_interval=poll_interval,
             deadline=deadline,
             clock=self.clock,
             policy=self.retry_policy,
+            hand_over=hand_over,
         )
+        # a wait that hands over sends each read once: its outages are waited out between reads
+        read_policy = dataclasses.replace(self.retry_policy, max_attempts=1) if hand_over else None
         while True:
             try:
-                step = wait.observe(self.get_job(job_id), rate_limit=self.last_rate_limit)
+                step = wait.observe(
+                    self.get_job(job_id, retry_policy=read_policy), rate_limit=self.last_rate_limit
+                )
             except DoitongError as exc:
                 step = wait.observe_error(exc)
                 if step.reauth:
@@ -253,14 +276,15 @@ class DoitongClient(ClientBase):
         runs then (or the API is unavailable then), for the caller to hand the wait over.
 
         The first read comes ``poll_interval`` from now (the submission's answer is the first
-        status), never later than ``until``; the last read is at ``until``. A failed or unknown job
-        raises as in :meth:`wait_for_job`, and so does a ``deadline`` passed first.
+        status), never later than ``until``; the last read is at ``until``. Each read is sent once:
+        a 429 or an outage is waited out between reads, never past ``until``. A failed or unknown
+        job raises as in :meth:`wait_for_job`, and so does a ``deadline`` passed first.
         """
         end = until if deadline is None else min(until, deadline)
         time.sleep(max(0.0, min(poll_interval, end - self.clock())))
         try:
-            return self.wait_for_job(
-                job_id, poll_interval=poll_interval, deadline=end, refresh_key=refresh_key
+            return self._wait(
+                job_id, poll_interval=poll_interval, deadline=end, refresh_key=refresh_key, hand_over=True
             )
         except DoitongTimeout:
             if deadline is not None and deadline <= until:

@@ -179,6 +179,9 @@ class JobWait:
     :param clock: the source of the current Unix time.
     :param policy: the backoff between failed polls: the client's own (the default is only for
         judging answers, as a sensor's single poke does).
+    :param hand_over: the deadline is when the caller hands the wait over (to the triggerer), not
+        when it gives up: a failed poll whose backoff reaches it ends the wait at once, instead of
+        one more read at the deadline into a window that is still spent.
     """
 
     job_id: str
@@ -186,6 +189,7 @@ class JobWait:
     deadline: float | None = None
     clock: Callable[[], float] = time.time
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    hand_over: bool = False
     started: float = field(default_factory=time.monotonic)
     last_status: str | None = None
     failures: int = 0
@@ -232,7 +236,11 @@ class JobWait:
         if step.reauth:
             self.reauthed = True
             log.warning("Doitong refused the API key (%s); reading the connection again", error)
-        elif not step.done:
+            return step
+        if self.hand_over and not step.done and self.deadline is not None:
+            if self.clock() + step.sleep >= self.deadline:
+                return WaitStep(error=timeout_error(self.job_id, None, cause=error))
+        if not step.done:
             log.warning(
                 "Polling Doitong job %s failed (%d in a row): %s; polling again in %.1fs",
                 self.job_id,

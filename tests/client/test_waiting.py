@@ -154,6 +154,20 @@ def test_429_while_waiting_sleeps_until_the_reset() -> None:
     assert 20.0 <= step.sleep <= 21.0
 
 
+def test_a_wait_that_hands_over_ends_at_a_429_whose_reset_is_past_its_deadline() -> None:
+    handing = JobWait(
+        job_id="j", poll_interval=1.0, deadline=NOW + 5, clock=lambda: NOW, policy=POLICY, hand_over=True
+    )
+    step = handing.observe_error(_429)  # reset 20 s away: no read at the deadline into a spent window
+    assert isinstance(step.error, DoitongTimeout)
+    keeping = JobWait(job_id="j", poll_interval=1.0, deadline=NOW + 5, clock=lambda: NOW, policy=POLICY)
+    assert keeping.observe_error(_429).sleep == 5.0  # the sync wait reads once more at its deadline
+    sooner = JobWait(
+        job_id="j", poll_interval=1.0, deadline=NOW + 60, clock=lambda: NOW, policy=POLICY, hand_over=True
+    )
+    assert 20.0 <= sooner.observe_error(_429).sleep <= 21.0  # a reset before the deadline is waited for
+
+
 def test_job_wait_rereads_once_per_streak_and_forgets_after_a_good_poll() -> None:
     wait = JobWait(job_id="j", poll_interval=1.0, clock=lambda: NOW, policy=POLICY)
     assert wait.observe_error(_401).reauth

@@ -79,3 +79,21 @@ def test_a_failed_job_ends_the_short_wait_with_its_error(emu: DoitongEmulator) -
             api.wait_while_young(job.id, until=time.time() + 5, poll_interval=0.2)
     finally:
         api.close()
+
+
+def test_a_refused_read_is_sent_once_and_a_reset_past_until_hands_over_at_once(
+    doitong_emulators: EmulatorFactory,
+) -> None:
+    """A window spent by others: one refused read, then the wait is handed over, not sat out here."""
+    with doitong_emulators(time_scale=0.05, job_seconds=400, requests_per_minute=2) as emu:  # 3-s windows
+        api = _api(emu)
+        try:
+            job = api.submit(REQUEST)
+            api.get_account()  # the window's second request: the next is refused until the reset
+            started = time.monotonic()
+            done = api.wait_while_young(job.id, until=time.time() + 0.5, poll_interval=0.1)
+            waited = time.monotonic() - started
+        finally:
+            api.close()
+    assert done is None and waited < 0.5
+    assert statuses(emu, "status") == [429]  # sent once, not retried inside the read
