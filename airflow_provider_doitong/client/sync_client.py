@@ -16,6 +16,7 @@ from airflow_provider_doitong.client.base import USER_AGENT, ClientBase
 from airflow_provider_doitong.client.downloads import CHUNK_BYTES, WHAT, Download, request_headers
 from airflow_provider_doitong.client.errors import DoitongConnectionError, DoitongError, DoitongTimeout
 from airflow_provider_doitong.client.models import Account, ImageRequest, Job
+from airflow_provider_doitong.client.pacing import RESET_MARGIN, next_read_delay
 from airflow_provider_doitong.client.protocol import ApiRequest, ApiResponse
 from airflow_provider_doitong.client.retry import RetryPolicy, retry_args
 from airflow_provider_doitong.client.untrusted import CappedBody
@@ -276,12 +277,19 @@ class DoitongClient(ClientBase):
         runs then (or the API is unavailable then), for the caller to hand the wait over.
 
         The first read comes ``poll_interval`` from now (the submission's answer is the first
-        status), never later than ``until``; the last read is at ``until``. Each read is sent once:
+        status), or when the plan's window allows it (no read at all, if not before ``until``),
+        never later than ``until``; the last read is at ``until``. Each read is sent once:
         a 429 or an outage is waited out between reads, never past ``until``. A failed or unknown
         job raises as in :meth:`wait_for_job`, and so does a ``deadline`` passed first.
         """
         end = until if deadline is None else min(until, deadline)
-        time.sleep(max(0.0, min(poll_interval, end - self.clock())))
+        now = self.clock()
+        first = now + next_read_delay(
+            now=now, last_read_at=now, poll_interval=poll_interval, rate_limit=self.last_rate_limit
+        )
+        if first > end + RESET_MARGIN:  # the plan's window allows no read in time: hand over now
+            return None
+        time.sleep(max(0.0, min(first, end) - now))
         try:
             return self._wait(
                 job_id, poll_interval=poll_interval, deadline=end, refresh_key=refresh_key, hand_over=True

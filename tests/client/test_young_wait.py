@@ -81,19 +81,34 @@ def test_a_failed_job_ends_the_short_wait_with_its_error(emu: DoitongEmulator) -
         api.close()
 
 
-def test_a_refused_read_is_sent_once_and_a_reset_past_until_hands_over_at_once(
-    doitong_emulators: EmulatorFactory,
-) -> None:
-    """A window spent by others: one refused read, then the wait is handed over, not sat out here."""
+def test_a_window_known_to_be_spent_hands_over_without_a_read(doitong_emulators: EmulatorFactory) -> None:
     with doitong_emulators(time_scale=0.05, job_seconds=400, requests_per_minute=2) as emu:  # 3-s windows
         api = _api(emu)
         try:
             job = api.submit(REQUEST)
-            api.get_account()  # the window's second request: the next is refused until the reset
-            started = time.monotonic()
+            api.get_account()  # the window's second request: its answer says the window is spent
             done = api.wait_while_young(job.id, until=time.time() + 0.5, poll_interval=0.1)
-            waited = time.monotonic() - started
         finally:
             api.close()
-    assert done is None and waited < 0.5
+    assert done is None and statuses(emu, "status") == []
+
+
+def test_a_refused_read_is_sent_once_and_a_reset_past_until_hands_over_at_once(
+    doitong_emulators: EmulatorFactory,
+) -> None:
+    """Another process spends the window after this one's last answer: one refused read, then the
+    wait is handed over, not sat out until the reset."""
+    with doitong_emulators(time_scale=0.05, job_seconds=400, requests_per_minute=4) as emu:  # 3-s windows
+        api, other = _api(emu), _api(emu)
+        try:
+            job = api.submit(REQUEST)  # 3 requests left, as this client knows
+            for _ in range(3):
+                other.get_account()
+            until = time.time() + 2.0
+            done = api.wait_while_young(job.id, until=until, poll_interval=0.1)
+            ended = time.time()
+        finally:
+            api.close()
+            other.close()
+    assert done is None and ended < until  # handed over at the refusal, the reset being past `until`
     assert statuses(emu, "status") == [429]  # sent once, not retried inside the read
