@@ -62,9 +62,11 @@ class FluxGenerateOperator(BaseOperator):
     :param wait_for_completion: wait for the job; if False, return right after submission.
     :param deferrable: wait in the triggerer, holding no worker slot.
     :param min_defer_seconds: deferrable mode first waits in the worker until the job has run this
-        long (reading it every ``poll_interval``) and defers only if it still runs then: a short job
-        costs no resume (a task process start) and no resume moments after the deferral, when
-        Airflow's scheduler can fail the resumed task (apache/airflow#72716). 0: defer at once.
+        long (reading it every ``poll_interval``) and defers only if it still runs then (0, the
+        default: defer at once). A short job then costs no resume (a task process start) and no
+        resume moments after the deferral, when Airflow's scheduler can fail the resumed task
+        (apache/airflow#72716); but each task reads its job itself, where the triggerer reads many
+        tasks' jobs in one request: leave it at 0 where many tasks share a busy account's window.
     :param poll_interval: the longest wait between two status polls, in seconds (stretched only to
         stay within the plan's rate, never under 0.25 s; see :mod:`~airflow_provider_doitong.client.pacing`).
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;
@@ -138,7 +140,7 @@ class FluxGenerateOperator(BaseOperator):
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
-        min_defer_seconds: float = 10.0,
+        min_defer_seconds: float = 0.0,
         timeout: float | timedelta | None = 3600.0,
         output_path: str | None = None,
         max_credits: int | None = None,

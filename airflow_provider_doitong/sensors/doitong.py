@@ -38,9 +38,9 @@ class DoitongJobSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer.
     :param poll_interval: seconds between polls in deferrable mode (``poke_interval`` otherwise).
     :param min_defer_seconds: deferrable mode reads the job at once and then waits in the worker up
-        to this long before it defers, as ``FluxGenerateOperator`` does: a job that is done or
-        nearly done costs no resume, and is not resumed seconds after the deferral (when Airflow
-        3.3's scheduler can fail the resumed task, apache/airflow#72716). 0: defer at once.
+        to this long before it defers, as ``FluxGenerateOperator`` does (0, the default: defer at
+        once): a job that is done or nearly done costs no resume, and is not resumed seconds after
+        the deferral (when Airflow 3.3's scheduler can fail the resumed task, apache/airflow#72716).
     """
 
     template_fields: Sequence[str] = ("job_id",)
@@ -53,7 +53,7 @@ class DoitongJobSensor(BaseSensorOperator):
         doitong_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
-        min_defer_seconds: float = 10.0,
+        min_defer_seconds: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -153,7 +153,6 @@ def test_mapped_deferrable_batch_submits_each_prompt_once_and_stores_one_file_ea
             width=256,
             height=256,
             deferrable=True,
-            min_defer_seconds=0,
             poll_interval=0.1,
             output_path=f"{tmp_path}/",
         ).expand(prompt=prompts)
@@ -189,7 +188,6 @@ def test_what_a_retry_reattaches_to(doitong_conn: Any, deferrable: bool) -> None
             width=256,
             height=256,
             deferrable=deferrable,
-            min_defer_seconds=0,
             poll_interval=0.1,
             timeout=0.5,
             retries=1,

@@ -41,14 +41,7 @@ def _dag() -> DAG:
 def _single_dag(calls: list[str], tmp_path: Path, **kwargs: Any) -> DAG:
     with _dag() as dag:
 
-        @task.doitong(
-            width=256,
-            height=256,
-            poll_interval=0.1,
-            min_defer_seconds=0,
-            output_path=f"{tmp_path}/",
-            **kwargs,
-        )
+        @task.doitong(width=256, height=256, poll_interval=0.1, output_path=f"{tmp_path}/", **kwargs)
         def hero(subject: str, run_id: str | None = None) -> str:
             calls.append(subject)
             assert run_id  # the task context reaches the function, as with @task
@@ -88,14 +81,7 @@ def test_mapped_deferrable_tasks_each_resume_with_their_own_prompt(doitong_conn:
     calls: list[str] = []
     with _dag() as dag:
 
-        @task.doitong(
-            width=256,
-            height=256,
-            poll_interval=0.1,
-            deferrable=True,
-            min_defer_seconds=0,
-            output_path=f"{tmp_path}/",
-        )
+        @task.doitong(width=256, height=256, poll_interval=0.1, deferrable=True, output_path=f"{tmp_path}/")
         def hero(subject: str) -> str:
             calls.append(subject)
             return f"a poster of {subject}"
@@ -132,9 +118,7 @@ def test_a_refused_submission_resumes_without_running_the_function_again(
     calls: list[str] = []
     with _dag() as dag:
 
-        @task.doitong(
-            width=256, height=256, poll_interval=0.1, deferrable=True, min_defer_seconds=0, timeout=120
-        )
+        @task.doitong(width=256, height=256, poll_interval=0.1, deferrable=True, timeout=120)
         def hero(subject: str) -> str:
             calls.append(subject)
             with DoitongClient(base_url=emu.base_url, api_key=key) as client:

@@ -43,7 +43,7 @@ DAG_FILE = textwrap.dedent(
             return dag_run.conf["prompts"]
 
         FluxGenerateOperator.partial(
-            task_id="generate", width=256, height=256, deferrable=True, min_defer_seconds=0, poll_interval=%(poll)s,
+            task_id="generate", width=256, height=256, deferrable=True, poll_interval=%(poll)s,
             output_path="{{ dag_run.conf['output'] }}/", pool="doitong", retries=2, retry_delay=1,
         ).expand(prompt=prompts())
     """

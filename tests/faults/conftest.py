@@ -38,7 +38,7 @@ DAG_TEMPLATE = textwrap.dedent(
             return dag_run.conf["prompts"]
 
         FluxGenerateOperator.partial(
-            task_id="generate", width=256, height=256, deferrable=%(deferrable)s, min_defer_seconds=0, poll_interval=%(poll)r,
+            task_id="generate", width=256, height=256, deferrable=%(deferrable)s, poll_interval=%(poll)r,
             timeout=%(timeout)r, output_path="{{ dag_run.conf['output'] }}/", pool="doitong",
             retries=%(retries)d, retry_delay=timedelta(seconds=1),
         ).expand(prompt=prompts())
@@ -58,7 +58,7 @@ CLEAR_DAG = textwrap.dedent(
 
     with DAG("%(dag_id)s", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False):
         FluxGenerateOperator(
-            task_id="generate", width=256, height=256, deferrable=True, min_defer_seconds=0, poll_interval=%(poll)r,
+            task_id="generate", width=256, height=256, deferrable=True, poll_interval=%(poll)r,
             prompt="{{ var.value.doitong_clear_prompt }}", output_path="{{ var.value.doitong_clear_output }}/",
         )
     """

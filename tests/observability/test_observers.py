@@ -165,7 +165,6 @@ def test_the_single_image_reports_its_job_and_stored_image(
             height=512,
             poll_interval=0.1,
             deferrable=deferrable,
-            min_defer_seconds=0,
             output_path=f"{tmp_path}/",
         )
     run = run_dag(dag)
@@ -194,12 +193,7 @@ def test_a_failed_job_is_counted_by_both_operators(
     doitong_conn.set_faults(FaultConfig(fail_job_rate=1.0))
     with DAG(f"doitong_obs_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
         FluxGenerateOperator(
-            task_id="generate",
-            prompt="a storm",
-            poll_interval=0.1,
-            deferrable=deferrable,
-            min_defer_seconds=0,
-            retries=0,
+            task_id="generate", prompt="a storm", poll_interval=0.1, deferrable=deferrable, retries=0
         )
         FluxBatchOperator(
             task_id="batch",

@@ -48,7 +48,6 @@ def main(work: Path) -> dict[str, object]:
             quality="high",
             output_path=f"{work / 'images'}/",
             deferrable=True,
-            min_defer_seconds=0,
             doitong_conn_id="doitong_lineage",
         ),
         _dag(FAILS, work, prompt="a storm that never ends", doitong_conn_id="doitong_failing"),

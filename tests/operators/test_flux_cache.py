@@ -36,7 +36,7 @@ def generate(out: Path, **kwargs: Any) -> dict[str, Any]:
             height=256,
             poll_interval=0.1,
             output_path=f"{out}/",
-            **{"min_defer_seconds": 0, **kwargs},  # deferrable: the triggerer's path
+            **kwargs,
         )
     run = run_dag(dag)
     assert task_states(run) == {"generate": "success"}
@@ -164,7 +164,6 @@ def test_a_failed_job_releases_the_claim(doitong_conn: Any, tmp_path: Path, defe
             output_path=f"{tmp_path / 'out'}/",
             cache_path=str(cache),
             deferrable=deferrable,
-            min_defer_seconds=0,
         )
     run = run_dag(dag)
     assert task_states(run) == {"generate": "failed"} and posts(doitong_conn) == 1

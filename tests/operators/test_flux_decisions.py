@@ -319,7 +319,7 @@ def test_refusals_are_waited_out_with_the_clients_own_backoff(_no_sleeping: list
 def test_the_refusal_count_survives_in_the_record_when_deferral_kwargs_are_lost() -> None:
     """``dag.test()`` resumes with the trigger's event only; the record still knows the count."""
     store = FakeStore()
-    op = _operator(FakeClient(submit_errors=[_429(retry_in=30.0)] * 2), deferrable=True, min_defer_seconds=0)
+    op = _operator(FakeClient(submit_errors=[_429(retry_in=30.0)] * 2), deferrable=True)
     with pytest.raises(TaskDeferred) as info:
         op.execute({"task_state_store": store})
     assert info.value.method_name == "resume_submission" and info.value.kwargs["attempt"] == 1
@@ -346,7 +346,7 @@ def test_deferrable_refusals_carry_their_count_across_deferrals() -> None:
 def test_a_short_refusal_is_slept_in_the_worker_even_when_deferrable(_no_sleeping: list[float]) -> None:
     client = FakeClient(submit_errors=[_429(retry_in=-30.0)])  # the floor: 0.5 s, not worth a deferral
     with pytest.raises(TaskDeferred) as info:  # submitted: the job's wait is deferred
-        _operator(client, deferrable=True, min_defer_seconds=0).execute({"task_state_store": FakeStore()})
+        _operator(client, deferrable=True).execute({"task_state_store": FakeStore()})
     assert info.value.method_name == "execute_complete" and len(client.submitted) == 2
     assert len(_no_sleeping) == 1 and _no_sleeping[0] < SHORTEST_DEFERRAL_S
 
@@ -383,14 +383,17 @@ def test_a_job_still_running_after_min_defer_seconds_is_handed_to_the_triggerer(
 def test_a_job_an_earlier_try_submitted_is_handed_to_the_triggerer_at_once() -> None:
     client = FakeClient(jobs={"j": _job("j", "processing")})
     with pytest.raises(TaskDeferred):
-        _operator(client, deferrable=True).execute({"task_state_store": FakeStore(_record("submitted", "j"))})
+        _operator(client, deferrable=True, min_defer_seconds=10).execute(
+            {"task_state_store": FakeStore(_record("submitted", "j"))}
+        )
     assert client.young_waits == [] and client.submitted == []
 
 
 def test_min_defer_seconds_zero_defers_at_once_and_a_negative_one_is_refused() -> None:
     client = FakeClient()
+    assert _operator(client).min_defer_seconds == 0  # the default: as before, at once
     with pytest.raises(TaskDeferred):
-        _operator(client, deferrable=True, min_defer_seconds=0).execute({"task_state_store": FakeStore()})
+        _operator(client, deferrable=True).execute({"task_state_store": FakeStore()})
     assert client.young_waits == []
     with pytest.raises(ValueError, match="min_defer_seconds"):
         _operator(client, min_defer_seconds=-1)

@@ -41,8 +41,6 @@ def make_dag(**op_kwargs: Any) -> DAG:
     with DAG(
         f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False
     ) as dag:
-        # a deferrable task defers at once here, so that "deferrable" runs the triggerer's path
-        op_kwargs.setdefault("min_defer_seconds", 0)
         FluxGenerateOperator(task_id="generate", poll_interval=0.1, **op_kwargs)
     return dag
 
@@ -160,7 +158,6 @@ def test_mapped_prompts_each_submitted_once(doitong_conn: Any, tmp_path: Any) ->
             width=256,
             height=256,
             deferrable=True,
-            min_defer_seconds=0,
             poll_interval=0.1,
             output_path=f"{tmp_path}/",
         ).expand(prompt=prompts)
@@ -377,8 +374,8 @@ def test_retry_reattaches_to_the_submitted_job(doitong_conn: Any, tmp_path: Any,
     ("mode", "runs"), [("poke", 1), ("reschedule", 1), ("deferrable", 2), ("deferrable-young", 1)]
 )
 def test_submit_then_sense(doitong_conn: Any, caplog: pytest.LogCaptureFixture, mode: str, runs: int) -> None:
-    """``deferrable`` defers at once; ``deferrable-young`` (the default ``min_defer_seconds``) sees the
-    0.4-s job end from the worker, without a deferral."""
+    """``deferrable`` defers at once (the default); ``deferrable-young`` (``min_defer_seconds=10``)
+    sees the 0.4-s job end from the worker, without a deferral."""
     with DAG(f"doitong_op_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1)) as dag:
         submit = FluxGenerateOperator(
             task_id="submit", prompt="sensed", width=256, height=256, wait_for_completion=False
@@ -390,7 +387,7 @@ def test_submit_then_sense(doitong_conn: Any, caplog: pytest.LogCaptureFixture, 
             poll_interval=0.1,
             timeout=30,
             deferrable=mode.startswith("deferrable"),
-            min_defer_seconds=0 if mode == "deferrable" else 10,
+            min_defer_seconds=10 if mode == "deferrable-young" else 0,
             mode="reschedule" if mode == "reschedule" else "poke",
         )
         submit >> sense
@@ -417,7 +414,6 @@ def test_sensor_fails_with_the_jobs_error(doitong_conn: Any, capfd: Any) -> None
             poll_interval=0.1,
             timeout=30,
             deferrable=True,
-            min_defer_seconds=0,  # the trigger's failure event
         )
         submit >> sense
     run = run_dag(dag)

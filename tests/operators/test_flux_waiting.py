@@ -32,7 +32,6 @@ def _dag(**op_kwargs: Any) -> DAG:
     with DAG(
         f"doitong_wait_{next(_ids)}", schedule=None, start_date=pendulum.datetime(2025, 1, 1), catchup=False
     ) as dag:
-        op_kwargs.setdefault("min_defer_seconds", 0)  # deferrable: the triggerer's path
         FluxGenerateOperator(task_id="generate", width=256, height=256, poll_interval=0.1, **op_kwargs)
     return dag
 

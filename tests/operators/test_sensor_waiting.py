@@ -46,7 +46,9 @@ def test_a_deferrable_sensor_returns_a_job_done_in_its_first_seconds_without_def
 ) -> None:
     with DoitongClient(base_url=doitong_conn.base_url, api_key=doitong_conn.api_key) as client:
         job = client.submit(ImageRequest(provider="flux-krea", prompt="sensed", width=256, height=256))
-    sensor = DoitongJobSensor(task_id="sense", job_id=job.id, poll_interval=0.1, deferrable=True, timeout=30)
+    sensor = DoitongJobSensor(
+        task_id="sense", job_id=job.id, poll_interval=0.1, deferrable=True, min_defer_seconds=10, timeout=30
+    )
     result = sensor.execute({})  # no TaskDeferred: the 0.4-s job ended within min_defer_seconds
     assert result["id"] == job.id and result["status"] == "completed"
 

@@ -32,7 +32,6 @@ def make_dag(**op_kwargs: Any) -> DAG:
         start_date=pendulum.datetime(2025, 1, 1),
         catchup=False,
     ) as dag:
-        op_kwargs.setdefault("min_defer_seconds", 0)  # deferrable: the triggerer's path
         FluxGenerateOperator(task_id="generate", poll_interval=0.1, width=256, height=256, **op_kwargs)
     return dag
 
