@@ -67,6 +67,7 @@ class FluxGenerateOperator(BaseOperator):
         resume moments after the deferral, when Airflow's scheduler can fail the resumed task
         (apache/airflow#72716); but each task reads its job itself, where the triggerer reads many
         tasks' jobs in one request: leave it at 0 where many tasks share a busy account's window.
+        A refused submission's wait shorter than this (and any under 5 s) is slept in the worker too.
     :param poll_interval: the longest wait between two status polls, in seconds (stretched only to
         stay within the plan's rate, never under 0.25 s; see :mod:`~airflow_provider_doitong.client.pacing`).
     :param timeout: a deadline for the wait (and for rate-limit waits), in seconds or a timedelta;

@@ -136,6 +136,7 @@ class ImageTry:
             on_daily_limit=task.on_daily_limit,
             deadline=self.deadline,
             may_defer=task.deferrable,
+            shortest_deferral=task.min_defer_seconds,
             log=task.log,
             credit_floor=task.hook.credit_floor(task.credit_floor),
         )

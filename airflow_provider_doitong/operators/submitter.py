@@ -54,8 +54,10 @@ class Submitter:
     :param records: the task's record of this request's submission.
     :param conn_id: the connection, named in a refused key's message.
     :param deadline: the Unix time past which a refusal is not waited out.
-    :param may_defer: a wait of :data:`SHORTEST_DEFERRAL_S` or more is handed back as
-        :class:`Refused` rather than slept.
+    :param may_defer: a wait of ``shortest_deferral`` or more is handed back as :class:`Refused`
+        rather than slept.
+    :param shortest_deferral: the shortest refusal wait worth a deferral (at least
+        :data:`SHORTEST_DEFERRAL_S`; a task's ``min_defer_seconds`` if longer).
     :param credit_floor: the balance the submission must leave the account at (``None``: none).
     """
 
@@ -70,6 +72,7 @@ class Submitter:
     may_defer: bool
     log: Any
     credit_floor: int | None = None
+    shortest_deferral: float = SHORTEST_DEFERRAL_S
 
     def first_step(self) -> Step:
         """What this try does with what earlier tries left: submit, wait, or reuse a completed job."""
@@ -126,7 +129,7 @@ class Submitter:
             except DoitongError as exc:
                 refused = self._refused(exc, attempt)
             now = time.time()
-            if self.may_defer and refused.resume_at - now >= SHORTEST_DEFERRAL_S:
+            if self.may_defer and refused.resume_at - now >= max(SHORTEST_DEFERRAL_S, self.shortest_deferral):
                 return refused
             time.sleep(max(0.0, refused.resume_at - now))
         self.records.save(RecordState.SUBMITTED, job.id)

@@ -351,6 +351,19 @@ def test_a_short_refusal_is_slept_in_the_worker_even_when_deferrable(_no_sleepin
     assert len(_no_sleeping) == 1 and _no_sleeping[0] < SHORTEST_DEFERRAL_S
 
 
+def test_a_refusal_wait_under_min_defer_seconds_is_slept_in_the_worker(_no_sleeping: list[float]) -> None:
+    client = FakeClient(submit_errors=[_429(retry_in=8.0)])
+    result = _operator(client, deferrable=True, min_defer_seconds=10).execute(
+        {"task_state_store": FakeStore()}
+    )
+    assert result["job_id"] == "new-2" and len(_no_sleeping) == 1 and 7 <= _no_sleeping[0] <= 8.5
+    with pytest.raises(TaskDeferred) as info:  # by default an 8-s wait is deferred
+        _operator(FakeClient(submit_errors=[_429(retry_in=8.0)]), deferrable=True).execute(
+            {"task_state_store": FakeStore()}
+        )
+    assert info.value.method_name == "resume_submission"
+
+
 def test_a_refusal_past_the_deadline_fails_the_try() -> None:
     with pytest.raises(AirflowException, match="past the task's deadline"):
         _operator(FakeClient(submit_errors=[_429(retry_in=600)]), timeout=5).execute(
