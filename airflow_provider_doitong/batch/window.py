@@ -4,8 +4,9 @@ The ``X-RateLimit-*`` headers are the account's, shared with every DAG, worker a
 it. A batch counts its own answers in the current window; the rest of what the window has spent is
 someone else's. Alone on the account, the batch spends the window as fast as its work needs (a short
 batch then ends before the reset). Once anyone else spends it too, it leaves them what they are
-expected to spend until the reset, and may spend the rest of what remains now, past a burst of one
-round of its job slots: their pace is judged from how ``remaining`` fell between its own answers
+expected to spend until the reset, and may spend the rest of what is likely left now (the last
+answer's ``remaining`` less what they spent since at their pace), past a burst of one round of its
+job slots: their pace is judged from how ``remaining`` fell between its own answers
 over the last :data:`RECENT_S` seconds (:meth:`RequestWindow.others_pace`), and what is kept for
 them is never more than the even share of the rest of the window (the requests the plan's rate
 allows from now to the reset: each party keeping that much for the others is the rule "as if
@@ -56,6 +57,8 @@ class RequestWindow:
         self.blocked_until = 0.0
         self._own = 0  # this batch's answers in the current window
         self._stale = False  # the window as it was before a deferral: learn it with one request
+        #: When the latest answer was first judged (``None``: not yet): what the others spent since.
+        self._answered_at: float | None = None
         #: (Unix time, requests others had spent in the window) when each new answer was first
         #: judged: how fast ``remaining`` fell between the batch's own requests
         self._samples: deque[tuple[float, int]] = deque(maxlen=64)
@@ -83,6 +86,7 @@ class RequestWindow:
                 return
         self._own += 1
         self.rate = rate
+        self._answered_at = None
 
     @property
     def limit(self) -> int | None:
@@ -142,9 +146,30 @@ class RequestWindow:
             return 0
         if self._stale:
             return min(1, rate.remaining)
-        if not self.shared or (work_left is not None and work_left <= FINISHING_SHARE * rate.remaining):
+        if not self.shared:
             return rate.remaining
-        return max(0.0, rate.remaining - self._kept(now, burst, judge))
+        remaining = self.remaining_now(now, judge=judge)
+        if work_left is not None and work_left <= FINISHING_SHARE * remaining:
+            return remaining
+        return max(0.0, remaining - self._kept(now, burst, judge))
+
+    def remaining_now(self, now: float, *, judge: bool = True) -> float:
+        """What is likely left of a shared window now: the latest answer's ``remaining`` less what
+        the others have spent since at their pace (:meth:`others_pace`). A batch that waited a while
+        for its job slots, while the others spent the end of the window, thus waits for the reset
+        instead of learning it from a refusal; after :data:`RECENT_S` seconds without an answer it
+        assumes nothing of them, and its next request tells.
+
+        :param now: the Unix time.
+        :param judge: as for :meth:`available`.
+        """
+        assert self.rate is not None and self.rate.remaining is not None
+        if self._answered_at is None:
+            if not judge:
+                return float(self.rate.remaining)
+            self._answered_at = now
+        since = max(0.0, now - self._answered_at)
+        return max(0.0, self.rate.remaining - self.others_pace(now, judge=judge) * since)
 
     def _kept(self, now: float, burst: int, judge: bool) -> float:
         """Requests of the rest of the window kept for the others (see the module)."""

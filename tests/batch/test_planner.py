@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from airflow_provider_doitong.batch.planner import BatchAction, BatchStep, Limits, Planner, View
+from airflow_provider_doitong.batch.window import RECENT_S, RequestWindow
 from airflow_provider_doitong.client.pacing import RESET_MARGIN, YOUNG_JOB_GAP
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
@@ -437,11 +438,28 @@ def test_the_others_are_left_what_they_spend_at_their_pace_never_more_than_the_e
     assert step.action is BatchAction.SLEEP and step.seconds == pytest.approx(10.0)
     # an answer at 1035: the others spent 3 more since 1030, 0.3 a second over the last 10 s, 6 of
     # the 20 s left at 1040; only what they go on spending is kept from the batch (not the even
-    # share, 20), past its burst of 11: all 6 now
+    # share, 20), past its burst of 11: all of what is likely left of the 6 at 1040, less what they
+    # have spent since the answer (5 s at 0.3 a second)
     planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=6, reset_at=1_060.0, retry_at=None))
     planner.decide(View(pending=30, running=[], to_store=0), 1_035.0)
     assert planner.window.others_pace(1_040.0) == pytest.approx(0.3)
-    assert planner.available_requests(1_040.0) == 6
+    assert planner.available_requests(1_040.0) == pytest.approx(4.5)
+
+
+def test_a_shared_window_is_judged_by_what_the_others_spent_since_the_last_answer() -> None:
+    window = RequestWindow(requests_per_window=60, window_s=60.0)
+    window.saw(RateLimitInfo(limit=60, remaining=59, reset_at=1_060.0, retry_at=None))
+    assert window.available(1_000.0, burst=0) == 59  # alone: all of it
+    window.saw(RateLimitInfo(limit=60, remaining=20, reset_at=1_060.0, retry_at=None))  # 38 others'
+    window.available(1_010.0, burst=0)
+    window.saw(RateLimitInfo(limit=60, remaining=4, reset_at=1_060.0, retry_at=None))  # 15 more
+    assert window.shared and window.others_pace(1_020.0) == pytest.approx(1.5)
+    assert window.remaining_now(1_020.0) == 4  # the answer just judged
+    assert window.remaining_now(1_022.0) == pytest.approx(1.5)  # 2 s at 15 in the last 12 s
+    assert window.available(1_023.0, burst=20) == 0  # likely spent by the others: no request
+    # the reset, or an answer after RECENT_S seconds without one, tells what is left
+    assert window.ready_at(1_023.0, 1, burst=20, fallback=60.0) < 1_060.0
+    assert window.remaining_now(1_020.0 + RECENT_S + 0.1) == 4
 
 
 def test_a_short_batch_alone_on_the_account_keeps_to_the_bound_of_its_job_slots() -> None:
