@@ -38,7 +38,7 @@ OURS = textwrap.dedent(
         images = FluxGenerateOperator.partial(
             task_id="generate", width=%(size)d, height=%(size)d, deferrable=True,
             poll_interval=%(poll_interval)r, output_path="{{ dag_run.conf['output'] }}/", pool="doitong",
-            retries=%(retries)d, retry_delay=timedelta(seconds=%(retry_delay)r),
+            retries=%(retries)d, retry_delay=timedelta(seconds=%(retry_delay)r),%(min_defer)s
         ).expand(prompt=prompts())
     """
 )
@@ -119,10 +119,12 @@ def ours_dag(
     size: int,
     dag_id: str = OURS_DAG_ID,
     retries: int = 2,
+    min_defer: float = 0.0,
     then: str = "",
 ) -> str:
     """The provider's DAG: one mapped ``FluxGenerateOperator``, deferrable, in the ``doitong`` pool.
 
+    :param min_defer: the tasks' ``min_defer_seconds`` (0, the default: each defers at once).
     :param then: more of the DAG's body, indented as it is (the mapped task is ``images``).
     """
     body = OURS % {
@@ -131,6 +133,7 @@ def ours_dag(
         "retry_delay": retry_delay,
         "size": size,
         "retries": retries,
+        "min_defer": f" min_defer_seconds={min_defer!r}," if min_defer else "",
     }
     return body + then
 

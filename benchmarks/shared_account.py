@@ -50,6 +50,8 @@ class SharedAccountSettings:
     #: Each batch's hard share (``concurrency`` and ``pool_slots`` in the plan-sized ``doitong``
     #: pool, where the mapped tasks take one slot each); ``None``: no share, each paces itself.
     batch_share: int | None = None
+    #: The mapped tasks' ``min_defer_seconds`` (see ``docs/sharing.md``).
+    mapped_min_defer: float = 0.0
 
     def as_batch(self) -> BatchSettings:
         """The same account as one batch of every prompt (its bound is the three DAGs' bound)."""
@@ -223,7 +225,12 @@ def run_shared_account(
     dags_dir.mkdir(parents=True, exist_ok=True)
     retry_delay = batch.window_real_seconds
     (dags_dir / "bench_ours.py").write_text(
-        dags.ours_dag(poll_interval=settings.poll_interval, retry_delay=retry_delay, size=settings.size)
+        dags.ours_dag(
+            poll_interval=settings.poll_interval,
+            retry_delay=retry_delay,
+            size=settings.size,
+            min_defer=settings.mapped_min_defer,
+        )
     )
     dags.write_batch_dags(batch, dags_dir, retry_delay=retry_delay, share=settings.batch_share)
     timeout = 600 + 6 * lower_bound(batch)["lower_bound_s"]
