@@ -25,6 +25,9 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # A deferred single-image wait is resumed no sooner than this after its deferral (8 s by
+        # default, for Airflow's resume race); 1 s keeps the rule in every test's path at less cost.
+        "AIRFLOW__DOITONG__DEFERRAL_SETTLE_SECONDS": "1",
     }
 )
 os.environ.pop("AIRFLOW_CONN_DOITONG_DEFAULT", None)

@@ -30,6 +30,17 @@ What differs here, and what this provider does about it:
   ``region_index``, which also tell apart nested expansions). :func:`task_instance_region` names it,
   so that a batch's ledger and manifest belong to one iteration; before 3.4 there is none.
 
+* A deferred task resumed within seconds of its deferral can be failed by the scheduler on every
+  supported release (apache/airflow#66374, #67287, #72716): the executor's report that the
+  deferring process exited, drained after the resume, reads as a state changed externally, and
+  the try fails (a run fails where the task has no retries). Guards in 3.2.2 and 3.3 cover some
+  of its forms, not all: it was seen on 3.3.2 with a 4-s job, the report drained 5.7 s after the
+  deferral. So no task of this provider is resumed sooner than :func:`deferral_settle_s` after
+  its deferral (:data:`DEFERRAL_SETTLE_S` unless ``[doitong] deferral_settle_seconds`` says
+  otherwise): a shorter refusal wait is slept in the worker, and a trigger (a job's, a batch's)
+  that would fire sooner holds its event until then. A batch defers only for a quiet stretch of
+  its ``min_defer_seconds`` (10 s by default), so its hold matters where that is set lower.
+
 What 3.4 changes that needs nothing here: ``BaseTrigger.supports_triggerer_queue`` is now
 ``trigger_queue_inherited_from_task``, beside a new ``queue`` attribute; the provider's triggers set
 neither (and have no attribute of their own by that name), so with ``[triggerer] queues_enabled``
@@ -73,9 +84,30 @@ if TYPE_CHECKING:
 #: ``task_state_store`` (Airflow 3.3 and later); False where every try starts afresh.
 DURABLE_RETRIES: bool = "task_state_store" in getattr(Context, "__annotations__", {})
 
+#: The shortest time from a deferral to its resume by default (seconds): sooner, Airflow may fail
+#: the resumed try (see above).
+DEFERRAL_SETTLE_S = 8.0
+#: The longest ``[doitong] deferral_settle_seconds`` taken (seconds).
+MAX_DEFERRAL_SETTLE_S = 600.0
+
+
+def deferral_settle_s() -> float:
+    """The shortest time from a deferral to its resume in force: ``[doitong]
+    deferral_settle_seconds`` (0 where the deployment's Airflow has the race fixed, more where its
+    executor reports a process's exit slowly), else :data:`DEFERRAL_SETTLE_S`; a value that is not
+    a number from 0 to :data:`MAX_DEFERRAL_SETTLE_S` is ignored.
+    """
+    try:
+        value = conf.getfloat("doitong", "deferral_settle_seconds", fallback=DEFERRAL_SETTLE_S)
+    except Exception:  # not a number: Airflow's own error differs between releases
+        return DEFERRAL_SETTLE_S
+    return value if 0 <= value <= MAX_DEFERRAL_SETTLE_S else DEFERRAL_SETTLE_S
+
 
 __all__ = [
     "AWAITS_INPUT",
+    "DEFERRAL_SETTLE_S",
+    "MAX_DEFERRAL_SETTLE_S",
     "DURABLE_RETRIES",
     "AirflowException",
     "AirflowFailException",
@@ -90,6 +122,7 @@ __all__ = [
     "asset_schedule",
     "await_human",
     "conf",
+    "deferral_settle_s",
     "stats",
     "api_base_url",
     "connection_form_widgets",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_doitong._compat import AirflowFailException, conf
+from airflow_provider_doitong._compat import AirflowFailException, conf, deferral_settle_s
 from airflow_provider_doitong.batch import items as batch_items
 from airflow_provider_doitong.batch.ledger import ItemState
 from airflow_provider_doitong.batch.runner import BatchRunner, Defer
@@ -331,6 +331,7 @@ class FluxBatchOperator(BaseOperator):
             deadline=runner.planner.deadline,
             read_at=runner.planner.statuses_known_at(running),
             first_read_at=first_read,
+            not_before=time.time() + deferral_settle_s(),
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 

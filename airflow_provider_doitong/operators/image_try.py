@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-from airflow_provider_doitong._compat import AirflowFailException, task_state_store
+from airflow_provider_doitong._compat import AirflowFailException, deferral_settle_s, task_state_store
 from airflow_provider_doitong.client import DoitongError, ImageRequest, Job, contract
 from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.client.submission import Action, Records, RecordState, job_result
@@ -205,6 +205,7 @@ class ImageTry:
                     doitong_conn_id=task.doitong_conn_id,
                     poll_interval=task.poll_interval,
                     deadline=self.deadline,
+                    not_before=time.time() + deferral_settle_s(),
                 ),
                 method_name="execute_complete",
                 timeout=backstop,

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_doitong._compat import AirflowFailException
+from airflow_provider_doitong._compat import DEFERRAL_SETTLE_S, AirflowFailException, deferral_settle_s
 from airflow_provider_doitong.batch.budget import below_floor, within_floor
 from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongTimeout, ImageRequest, Job
 from airflow_provider_doitong.client.outcomes import resubmit_after_wait
@@ -30,10 +30,10 @@ from airflow_provider_doitong.client.submission import (
 from airflow_provider_doitong.client.times import utc_iso
 from airflow_provider_doitong.operators.airflow_errors import airflow_error
 
-#: A shorter wait is slept in the worker even by a deferrable task: a deferral costs a task process
-#: start (seconds), and a trigger that fires before the executor has reported the deferring
-#: process's exit makes Airflow fail the try ("task state changed externally").
-SHORTEST_DEFERRAL_S = 5.0
+#: A shorter wait is slept in the worker even by a deferrable task, by default: a deferral costs a
+#: task process start (seconds), and a resume sooner than this after the deferral may make Airflow
+#: fail the try (:func:`~airflow_provider_doitong._compat.deferral_settle_s`, in force).
+SHORTEST_DEFERRAL_S = DEFERRAL_SETTLE_S
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Submitter:
             except DoitongError as exc:
                 refused = self._refused(exc, attempt)
             now = time.time()
-            if self.may_defer and refused.resume_at - now >= max(SHORTEST_DEFERRAL_S, self.shortest_deferral):
+            if self.may_defer and refused.resume_at - now >= max(deferral_settle_s(), self.shortest_deferral):
                 return refused
             time.sleep(max(0.0, refused.resume_at - now))
         self.records.save(RecordState.SUBMITTED, job.id)

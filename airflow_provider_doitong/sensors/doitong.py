@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_doitong._compat import conf
+from airflow_provider_doitong._compat import conf, deferral_settle_s
 from airflow_provider_doitong.client import DoitongError
 from airflow_provider_doitong.client.outcomes import Role
 from airflow_provider_doitong.client.waiting import JobWait
@@ -81,6 +81,7 @@ class DoitongJobSensor(BaseSensorOperator):
                 doitong_conn_id=self.doitong_conn_id,
                 poll_interval=self.poll_interval,
                 deadline=deadline,
+                not_before=time.time() + deferral_settle_s(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + 60) if self.timeout else None,

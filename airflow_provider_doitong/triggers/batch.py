@@ -28,7 +28,7 @@ from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, Do
 from airflow_provider_doitong.client.pacing import next_read_at
 from airflow_provider_doitong.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_doitong.hooks.doitong import DoitongHook
-from airflow_provider_doitong.triggers.doitong import redacted_event
+from airflow_provider_doitong.triggers.doitong import hold_until, redacted_event
 from airflow_provider_doitong.triggers.events import (
     BATCH_ENDED,
     BATCH_ERROR,
@@ -90,6 +90,8 @@ class DoitongBatchTrigger(BaseTrigger):
     :param read_at: when the task last knew every job's status (``None``: read at once).
     :param first_read_at: when to read first (``None``: a ``poll_interval`` after ``read_at``, as a
         trigger serialized by an earlier release says nothing of it).
+    :param not_before: a Unix time before which it does not fire (see
+        :func:`~airflow_provider_doitong.triggers.doitong.hold_until`).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class DoitongBatchTrigger(BaseTrigger):
         min_ended: int = 1,
         read_at: float | None = None,
         first_read_at: float | None = None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.job_ids = [str(j) for j in job_ids]
@@ -113,6 +116,7 @@ class DoitongBatchTrigger(BaseTrigger):
         self.min_ended = max(1, int(min_ended))
         self.read_at = float(read_at) if read_at is not None else None
         self.first_read_at = float(first_read_at) if first_read_at is not None else None
+        self.not_before = float(not_before) if not_before is not None else None
         self._tasks: list[asyncio.Task[None]] = []
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -127,6 +131,7 @@ class DoitongBatchTrigger(BaseTrigger):
                 "min_ended": self.min_ended,
                 "read_at": self.read_at,
                 "first_read_at": self.first_read_at,
+                "not_before": self.not_before,
             },
         )
 
@@ -182,6 +187,7 @@ class DoitongBatchTrigger(BaseTrigger):
             read_at = watches.last_read_at(default=read_at)
             await self.cleanup()
         self.log.info("Doitong batch: %s", message)
+        await hold_until(self.not_before)
         event = make_batch_event(
             status=status, ended=ended, fired_at=time.time(), message=message, read_at=read_at
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_doitong._compat import deferral_settle_s
 from airflow_provider_doitong.client import DoitongError, Job
 from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.client.waiting import JobWait, timeout_error
@@ -32,6 +33,16 @@ async def redacted_event(conn_id: str, event: dict[str, Any]) -> dict[str, Any]:
     return redact(event, settings.secrets)
 
 
+async def hold_until(not_before: float | None) -> None:
+    """Wait until ``not_before`` (a Unix time the deferring task set, ``None``: no wait), so that
+    Airflow does not resume the task sooner after its deferral than
+    :func:`~airflow_provider_doitong._compat.deferral_settle_s`; never longer than that, however
+    far ahead the worker's clock was.
+    """
+    if not_before is not None and not_before > time.time():
+        await asyncio.sleep(min(not_before - time.time(), deferral_settle_s()))
+
+
 class DoitongJobTrigger(BaseTrigger):
     """Fires when a Doitong job completes, fails, vanishes or passes its deadline.
 
@@ -43,6 +54,8 @@ class DoitongJobTrigger(BaseTrigger):
     :param doitong_conn_id: the ``doitong`` connection.
     :param poll_interval: the longest wait between two polls of the job, in seconds.
     :param deadline: a Unix time after which the trigger gives up (the job keeps running).
+    :param not_before: a Unix time before which it does not fire: a job that ends sooner is told at
+        it (:func:`~airflow_provider_doitong._compat.deferral_settle_s` after the deferral).
     """
 
     def __init__(
@@ -52,12 +65,14 @@ class DoitongJobTrigger(BaseTrigger):
         doitong_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 5.0,
         deadline: float | None = None,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
         self.doitong_conn_id = doitong_conn_id
         self.poll_interval = float(poll_interval)
         self.deadline = float(deadline) if deadline is not None else None
+        self.not_before = float(not_before) if not_before is not None else None
         self._updates: AsyncGenerator[Job, None] | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -68,6 +83,7 @@ class DoitongJobTrigger(BaseTrigger):
                 "doitong_conn_id": self.doitong_conn_id,
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
+                "not_before": self.not_before,
             },
         )
 
@@ -103,6 +119,7 @@ class DoitongJobTrigger(BaseTrigger):
             )
         finally:
             await self.cleanup()
+        await hold_until(self.not_before)
         yield TriggerEvent(
             await redacted_event(self.doitong_conn_id, events.event_for(self.job_id, outcome, last=last))
         )

@@ -46,9 +46,17 @@ def test_kwargs_are_plain_json_job_ids_and_times() -> None:
             "min_ended": 1,
             "read_at": None,
             "first_read_at": None,
+            "not_before": None,
         }
     )
     assert DoitongBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_no_event_before_not_before() -> None:
+    not_before = time.time() + 0.8  # within the tests' settle time (1 s)
+    payload = first_event(DoitongBatchTrigger(job_ids=[], wake_at=time.time(), not_before=not_before))
+    assert time.time() >= not_before and payload["status"] == "wake"
+    assert read_batch_event(payload)[2] >= not_before  # the event says when it fired: after the hold
 
 
 def test_fires_when_a_job_ends(doitong_conn: Any) -> None:

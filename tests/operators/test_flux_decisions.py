@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
 
+from airflow_provider_doitong._compat import DEFERRAL_SETTLE_S, deferral_settle_s
 from airflow_provider_doitong.client import (
     DoitongBadRequest,
     DoitongConnectionError,
@@ -357,8 +358,8 @@ def test_a_refusal_wait_under_min_defer_seconds_is_slept_in_the_worker(_no_sleep
         {"task_state_store": FakeStore()}
     )
     assert result["job_id"] == "new-2" and len(_no_sleeping) == 1 and 7 <= _no_sleeping[0] <= 8.5
-    with pytest.raises(TaskDeferred) as info:  # by default an 8-s wait is deferred
-        _operator(FakeClient(submit_errors=[_429(retry_in=8.0)]), deferrable=True).execute(
+    with pytest.raises(TaskDeferred) as info:  # by default a 9-s wait is deferred
+        _operator(FakeClient(submit_errors=[_429(retry_in=9.0)]), deferrable=True).execute(
             {"task_state_store": FakeStore()}
         )
     assert info.value.method_name == "resume_submission"
@@ -400,6 +401,40 @@ def test_a_job_an_earlier_try_submitted_is_handed_to_the_triggerer_at_once() -> 
             {"task_state_store": FakeStore(_record("submitted", "j"))}
         )
     assert client.young_waits == [] and client.submitted == []
+
+
+def test_a_deferred_wait_is_not_resumed_within_the_settle_time_of_its_deferral() -> None:
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        _operator(FakeClient(), deferrable=True).execute({"task_state_store": FakeStore()})
+    not_before = info.value.trigger.not_before
+    settle = deferral_settle_s()  # the tests' 1 s
+    assert before + settle <= not_before <= time.time() + settle
+
+
+@pytest.mark.parametrize(
+    ("setting", "settle"), [(None, 8.0), ("2.5", 2.5), ("0", 0.0), ("-1", 8.0), ("nan", 8.0), ("soon", 8.0)]
+)
+def test_the_settle_time_is_the_configured_one_within_bounds(
+    monkeypatch: pytest.MonkeyPatch, setting: str | None, settle: float
+) -> None:
+    if setting is None:
+        monkeypatch.delenv("AIRFLOW__DOITONG__DEFERRAL_SETTLE_SECONDS", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW__DOITONG__DEFERRAL_SETTLE_SECONDS", setting)
+    assert deferral_settle_s() == settle
+    assert DEFERRAL_SETTLE_S == SHORTEST_DEFERRAL_S == 8.0
+
+
+def test_a_refusal_wait_shorter_than_the_settle_time_is_slept_in_the_worker(
+    monkeypatch: pytest.MonkeyPatch, _no_sleeping: list[float]
+) -> None:
+    monkeypatch.setenv("AIRFLOW__DOITONG__DEFERRAL_SETTLE_SECONDS", "12")
+    client = FakeClient(submit_errors=[_429(retry_in=9.0)])
+    with pytest.raises(TaskDeferred) as info:  # submitted after the wait: the job's wait is deferred
+        _operator(client, deferrable=True).execute({"task_state_store": FakeStore()})
+    assert info.value.method_name == "execute_complete" and len(client.submitted) == 2
+    assert len(_no_sleeping) == 1 and 8 <= _no_sleeping[0] <= 9.5
 
 
 def test_min_defer_seconds_zero_defers_at_once_and_a_negative_one_is_refused() -> None:

@@ -37,10 +37,44 @@ def test_serialize_is_plain_json_without_secrets() -> None:
     )
     assert trigger.serialize() == (
         "airflow_provider_doitong.triggers.doitong.DoitongJobTrigger",
-        {"job_id": "abc", "doitong_conn_id": "my_conn", "poll_interval": 2.0, "deadline": 1700000000.5},
+        {
+            "job_id": "abc",
+            "doitong_conn_id": "my_conn",
+            "poll_interval": 2.0,
+            "deadline": 1700000000.5,
+            "not_before": None,
+        },
     )
     classpath, kwargs = trigger.serialize()
     assert DoitongJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+    # a trigger serialized before ``not_before`` existed is still read
+    del kwargs["not_before"]
+    assert DoitongJobTrigger(**kwargs).not_before is None
+
+
+def test_a_job_that_ends_before_not_before_is_told_at_it(doitong_conn: Any) -> None:
+    job_id = submit(doitong_conn)
+    with DoitongClient(base_url=doitong_conn.base_url, api_key=doitong_conn.api_key) as client:
+        assert (
+            client.wait_for_job(job_id, poll_interval=0.05, deadline=time.time() + 30).status.value
+            == "completed"
+        )
+    not_before = time.time() + 1.0
+    payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05, not_before=not_before))
+    assert time.time() >= not_before
+    assert events.read_event(payload)[:2] == ("success", job_id)
+
+
+@pytest.mark.timeout(60)
+def test_not_before_holds_the_event_no_longer_than_the_settle_time(
+    doitong_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__DOITONG__DEFERRAL_SETTLE_SECONDS", "0.3")
+    job_id = submit(doitong_conn)
+    started = time.monotonic()  # a worker's clock an hour ahead of the triggerer's
+    payload = first_event(DoitongJobTrigger(job_id=job_id, poll_interval=0.05, not_before=time.time() + 3600))
+    assert events.read_event(payload)[:2] == ("success", job_id)
+    assert time.monotonic() - started < 30
 
 
 def test_completed_job_gives_a_success_event(doitong_conn: Any) -> None:
