@@ -129,11 +129,7 @@ def collect(
     bound = lower_bound(settings)
     stored = {j.prompt for j in jobs if j.outcome == "completed" and j.id in files}
     by_prompt: Counter[str] = Counter(stats["submissions_by_prompt"])
-    kinds = Counter(e["kind"] for e in log)
-    status_codes = Counter(e["status"] for e in log)
     phases = _phases(settings, jobs, files, tis, log, prompts, final_task, first_submit)
-    failed = [ti for ti in tis if ti["state"] in ("failed", "upstream_failed")]
-    retried = [ti for ti in tis if int(ti["try_number"] or 0) > 1]
     result = {
         "name": name,
         "run_state": run_state,
@@ -142,18 +138,9 @@ def collect(
         "run_duration_s": (run_end - run_start) if run_start and run_end else None,
         **bound,
         "ratio": (makespan / bound["lower_bound_s"]) if makespan else None,
-        "total_requests": len(log),
-        "requests_by_kind": dict(kinds),
-        "responses_by_status": {str(k): v for k, v in sorted(status_codes.items())},
-        "status_requests": kinds.get("status", 0),
-        "status_requests_per_job": kinds.get("status", 0) / len(prompts),
-        "first_wave_status_requests": first_wave_reads(log, jobs),
+        **request_figures(log, jobs, prompts=len(prompts)),
         "http_429": stats["http_429"],
-        "failed_tasks": len(failed),
-        "failed_task_ids": sorted(f"{ti['task_id']}[{ti['map_index']}]" for ti in failed),
-        "retried_tasks": len(retried),
-        "tasks_failed_by_429": failed_by_429(cluster, dag_id, run_id, tis),
-        "task_tries": sum(int(ti["try_number"] or 0) for ti in tis),
+        **task_figures(cluster, dag_id, run_id, tis),
         "duplicate_submissions": sum(c - 1 for c in by_prompt.values() if c > 1),
         "missing_files": len(set(prompts) - stored),
         "max_jobs_in_flight": stats["max_in_flight"]["overall"],
@@ -176,6 +163,34 @@ def collect(
         )
         result.update(figures, resumes=resumes(cluster, dag_id, run_id, tis))
     return result
+
+
+def task_figures(
+    cluster: AirflowCluster, dag_id: str, run_id: str, tis: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The run's task instances: failed (and for a 429), retried, tries in all."""
+    failed = [ti for ti in tis if ti["state"] in ("failed", "upstream_failed")]
+    return {
+        "failed_tasks": len(failed),
+        "failed_task_ids": sorted(f"{ti['task_id']}[{ti['map_index']}]" for ti in failed),
+        "retried_tasks": sum(1 for ti in tis if int(ti["try_number"] or 0) > 1),
+        "tasks_failed_by_429": failed_by_429(cluster, dag_id, run_id, tis),
+        "task_tries": sum(int(ti["try_number"] or 0) for ti in tis),
+    }
+
+
+def request_figures(log: list[dict[str, Any]], jobs: list[Any], *, prompts: int) -> dict[str, Any]:
+    """What the emulator was asked: every request, by kind and by answer, and the status reads."""
+    kinds = Counter(e["kind"] for e in log)
+    status_codes = Counter(e["status"] for e in log)
+    return {
+        "total_requests": len(log),
+        "requests_by_kind": dict(kinds),
+        "responses_by_status": {str(k): v for k, v in sorted(status_codes.items())},
+        "status_requests": kinds.get("status", 0),
+        "status_requests_per_job": kinds.get("status", 0) / prompts,
+        "first_wave_status_requests": first_wave_reads(log, jobs),
+    }
 
 
 def first_wave_reads(log: list[dict[str, Any]], jobs: list[Any]) -> int | None:

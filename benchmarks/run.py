@@ -42,6 +42,8 @@ from benchmarks.triggerer import TriggererSettings, run_triggerer  # noqa: E402
 SECTIONS = ("batch", "scale", "triggerer", "parse")
 #: Sections run only when named in ``--only``.
 OPTIONAL_SECTIONS = ("distributed", "shared_account", "throughput", "cache")
+#: The shared-account scenario's two forms: (name, each batch's share of the plan's job slots).
+SHARED_ACCOUNT_FORMS = (("paced", None), ("pooled", 4))
 PROFILES = {
     "quick": {
         "batch": BatchSettings(
@@ -147,6 +149,119 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _chosen(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _with(settings: Any, overrides: dict[str, Any]) -> Any:
+    """``settings`` (a dataclass) with the overrides that were given (not ``None``)."""
+    return type(settings)(**{**settings.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _batch_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "prompts": args.prompts,
+        "time_scale": args.time_scale,
+        "job_seconds": args.job_seconds,
+        "poll_interval": args.poll_interval,
+        "batch_poll_interval": args.batch_poll_interval,
+    }
+
+
+def _run_sections(
+    args: argparse.Namespace, profile: dict[str, Any], sections: list[str], say: Any
+) -> dict[str, Any]:
+    """Each section named, in order; a section not run is ``None``."""
+    overrides = _batch_overrides(args)
+    keep: Path | None = args.keep
+    out: dict[str, Any] = dict.fromkeys(
+        ("batch", "triggerer", "parse", "scale", "distributed", "shared_account", "throughput", "cache")
+    )
+    if "distributed" in sections:
+        chosen: dict[str, Any] = {"scenarios": _chosen(args.scenarios)} if args.scenarios else {}
+        if args.cache_prompts:
+            chosen["cache_prompts"] = args.cache_prompts
+        out["distributed"] = _run_distributed(
+            {**profile["distributed"], **chosen}, overrides, keep=keep, say=say
+        )
+    if "parse" in sections:
+        out["parse"] = run_parse(repetitions=args.repetitions or profile["parse_repetitions"], say=say)
+    if "triggerer" in sections:
+        out["triggerer"] = run_triggerer(_with(profile["triggerer"], {"waits": args.waits or None}), say=say)
+    if "batch" in sections:
+        out["batch"] = run_batch(
+            _with(profile["batch"], overrides),
+            say=say,
+            keep=keep,
+            sides=_chosen(args.sides),
+            second_nights=not args.no_second_night,
+        )
+    if "scale" in sections:
+        scale = {
+            "prompts": args.scale_prompts,
+            "time_scale": args.scale_time_scale,
+            "job_seconds": args.scale_job_seconds,
+        }
+        out["scale"] = run_scale(
+            _with(profile["scale"], scale),
+            say=say,
+            keep=keep / "scale" if keep else None,
+            mapped=not args.no_mapped_scale,
+        )
+    if "shared_account" in sections:
+        out["shared_account"] = {
+            name: run_shared_account(
+                SharedAccountSettings(batch_share=share),
+                say=say,
+                keep=keep / f"shared-{name}" if keep else None,
+            )
+            for name, share in SHARED_ACCOUNT_FORMS
+        }
+    if "throughput" in sections:
+        day = {
+            "prompts": args.day_prompts,
+            "time_scale": args.day_time_scale,
+            "job_seconds": args.day_job_seconds,
+        }
+        out["throughput"] = run_throughput(
+            with_changes(profile["throughput"], day=day, enterprise_deadline_s=args.enterprise_deadline),
+            scenarios=_chosen(args.throughput_scenarios),
+            say=say,
+            keep=keep / "throughput" if keep else None,
+        )
+    if "cache" in sections:
+        out["cache"] = run_cache(CacheSettings(), say=say)
+    return out
+
+
+def _unknown(sections: list[str], throughput: tuple[str, ...]) -> str | None:
+    """What an argument names that does not exist, if anything."""
+    unknown = set(sections) - set(SECTIONS) - set(OPTIONAL_SECTIONS)
+    if unknown:
+        return f"unknown section(s): {', '.join(sorted(unknown))}"
+    unknown_tp = set(throughput) - set(THROUGHPUT_SCENARIOS)
+    if unknown_tp:
+        return f"unknown throughput scenario(s): {', '.join(sorted(unknown_tp))}"
+    return None
+
+
+def _write(doc: dict[str, Any], json_path: Path, *, batch: dict[str, Any] | None) -> None:
+    """The JSON, the Markdown beside it (and printed), and the plot of the batch section's run."""
+    cache = doc.get("cache")
+    if batch is not None:
+        doc["meta"]["plot"] = str(plot_requests(batch, json_path.with_suffix(".png")))
+    json_path.write_text(json.dumps(doc, indent=1, default=str))
+    table = markdown(doc)
+    if cache is not None:
+        table += cache_markdown(cache)
+    json_path.with_suffix(".md").write_text(table)
+    print()
+    print(table)
+    print(f"JSON: {json_path}\nMarkdown: {json_path.with_suffix('.md')}")
+    if "plot" in doc["meta"]:
+        print(f"Plot: {doc['meta']['plot']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.render:
@@ -155,42 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(doc))
         return 0
     profile_name = "quick" if args.quick else "full"
-    profile = PROFILES[profile_name]
-    sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(sections) - set(SECTIONS) - set(OPTIONAL_SECTIONS)
-    if unknown:
-        print(f"unknown section(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+    sections = list(_chosen(args.only))
+    problem = _unknown(sections, _chosen(args.throughput_scenarios))
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
-    chosen_tp = tuple(x.strip() for x in args.throughput_scenarios.split(",") if x.strip())
-    unknown_tp = set(chosen_tp) - set(THROUGHPUT_SCENARIOS)
-    if unknown_tp:
-        print(f"unknown throughput scenario(s): {', '.join(sorted(unknown_tp))}", file=sys.stderr)
-        return 2
-    batch_settings: BatchSettings = profile["batch"]
-    overrides = {
-        "prompts": args.prompts,
-        "time_scale": args.time_scale,
-        "job_seconds": args.job_seconds,
-        "poll_interval": args.poll_interval,
-        "batch_poll_interval": args.batch_poll_interval,
-    }
-    batch_settings = BatchSettings(
-        **{**batch_settings.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
-    )
-    scale_settings: BatchSettings = profile["scale"]
-    scale_overrides = {
-        "prompts": args.scale_prompts,
-        "time_scale": args.scale_time_scale,
-        "job_seconds": args.scale_job_seconds,
-    }
-    scale_settings = BatchSettings(
-        **{**scale_settings.__dict__, **{k: v for k, v in scale_overrides.items() if v is not None}}
-    )
-    trig_settings: TriggererSettings = profile["triggerer"]
-    if args.waits:
-        trig_settings = TriggererSettings(**{**trig_settings.__dict__, "waits": args.waits})
-    repetitions = args.repetitions or profile["parse_repetitions"]
-
     started = time.time()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     json_path = args.json or ROOT / "benchmarks" / "results" / f"bench-{profile_name}-{stamp}.json"
@@ -199,57 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.time() - started:6.0f}s] {message}", flush=True)
 
-    batch = triggerer = parse = scale = distributed = shared_account = throughput = None
-    if "distributed" in sections:
-        chosen: dict[str, Any] = (
-            {"scenarios": tuple(x.strip() for x in args.scenarios.split(",") if x.strip())}
-            if args.scenarios
-            else {}
-        )
-        if args.cache_prompts:
-            chosen["cache_prompts"] = args.cache_prompts
-        distributed = _run_distributed(
-            {**profile["distributed"], **chosen}, overrides, keep=args.keep, say=say
-        )
-    if "parse" in sections:
-        parse = run_parse(repetitions=repetitions, say=say)
-    if "triggerer" in sections:
-        triggerer = run_triggerer(trig_settings, say=say)
-    if "batch" in sections:
-        sides = tuple(side.strip() for side in args.sides.split(",") if side.strip())
-        batch = run_batch(
-            batch_settings, say=say, keep=args.keep, sides=sides, second_nights=not args.no_second_night
-        )
-    if "scale" in sections:
-        scale = run_scale(
-            scale_settings,
-            say=say,
-            keep=args.keep / "scale" if args.keep else None,
-            mapped=not args.no_mapped_scale,
-        )
-    if "shared_account" in sections:
-        shared_account = {
-            name: run_shared_account(
-                SharedAccountSettings(batch_share=share),
-                say=say,
-                keep=args.keep / f"shared-{name}" if args.keep else None,
-            )
-            for name, share in (("paced", None), ("pooled", 4))
-        }
-    if "throughput" in sections:
-        day = {
-            "prompts": args.day_prompts,
-            "time_scale": args.day_time_scale,
-            "job_seconds": args.day_job_seconds,
-        }
-        throughput = run_throughput(
-            with_changes(profile["throughput"], day=day, enterprise_deadline_s=args.enterprise_deadline),
-            scenarios=chosen_tp,
-            say=say,
-            keep=args.keep / "throughput" if args.keep else None,
-        )
-    # the image cache (benchmarks/cache.py)
-    cache = run_cache(CacheSettings(), say=say) if "cache" in sections else None
+    results = _run_sections(args, PROFILES[profile_name], sections, say)
+    cache = results.pop("cache")
     meta = {
         "started": datetime.fromtimestamp(started, tz=timezone.utc).isoformat(timespec="seconds"),
         "profile": profile_name,
@@ -259,31 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         **git_state(),
     }
-    doc = assemble(
-        meta=meta,
-        batch=batch,
-        triggerer=triggerer,
-        parse=parse,
-        scale=scale,
-        distributed=distributed,
-        shared_account=shared_account,
-        throughput=throughput,
-    )
+    doc = assemble(meta=meta, **results)
     if cache is not None:  # the image cache (benchmarks/cache.py)
         doc["cache"] = cache
-    if batch is not None:
-        png = plot_requests(batch, json_path.with_suffix(".png"))
-        doc["meta"]["plot"] = str(png)
-    json_path.write_text(json.dumps(doc, indent=1, default=str))
-    table = markdown(doc)
-    if cache is not None:  # the image cache (benchmarks/cache.py)
-        table += cache_markdown(cache)
-    json_path.with_suffix(".md").write_text(table)
-    print()
-    print(table)
-    print(f"JSON: {json_path}\nMarkdown: {json_path.with_suffix('.md')}")
-    if batch is not None:
-        print(f"Plot: {doc['meta']['plot']}")
+    _write(doc, json_path, batch=results["batch"])
     return 0
 
 

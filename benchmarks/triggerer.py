@@ -68,6 +68,74 @@ class _Sampler(threading.Thread):
                 return
 
 
+def _environment(emu: DoitongEmulator, work: Path) -> dict[str, str]:
+    """The load process's environment: its Airflow home and the two providers' connections."""
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(work / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW_CONN_DOITONG_DEFAULT": json.dumps(
+            {"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key}
+        ),
+        f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": emu.port,
+                "schema": "http",
+                "extra": {"X-API-Key": emu.api_key},
+            }
+        ),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _load(
+    kind: str, settings: TriggererSettings, emu: DoitongEmulator, work: Path, say: Callable[[str], None]
+) -> tuple[dict[str, Any], float]:
+    """Run the load process for ``kind`` until its waits are over: its result, and its peak RSS
+    as sampled from outside (bytes)."""
+    result_file, ids_file, log_file = (work / f"{kind}{end}" for end in (".json", "-ids.json", ".log"))
+    max_seconds = settings.job_seconds * 3 + 60
+    command = [sys.executable, "-m", "benchmarks.trigger_load", "--kind", kind, "--poll", str(settings.poll)]
+    command += ["--max-seconds", str(max_seconds), "--conn-id", HTTP_CONN_ID, "--result", str(result_file)]
+    with open(log_file, "wb") as log:
+        child = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=_environment(emu, work),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        sampler = _Sampler(child.pid)
+        sampler.start()
+        line = child.stdout.readline()
+        if not line.startswith("IMPORTED"):
+            child.kill()
+            raise RuntimeError(f"trigger load ({kind}) did not start; see {log_file}")
+        drain = threading.Thread(target=_copy, args=(child.stdout, log), daemon=True)
+        drain.start()
+        ids_file.write_text(json.dumps(_submit_jobs(emu, settings.waits)))
+        child.stdin.write(f"{ids_file}\n")
+        child.stdin.flush()
+        say(f"triggerer/{kind}: {settings.waits} waits started")
+        try:
+            rc = child.wait(timeout=max_seconds + 120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            sampler.stop.set()
+            drain.join(timeout=10)
+        if rc != 0:
+            raise RuntimeError(f"trigger load ({kind}) exited with {rc}; see {log_file}")
+    return json.loads(result_file.read_text()), sampler.peak_rss
+
+
 def _one(kind: str, settings: TriggererSettings, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
     emu = DoitongEmulator(
         plan="pro",
@@ -81,84 +149,13 @@ def _one(kind: str, settings: TriggererSettings, work: Path, say: Callable[[str]
         daily_limit=UNLIMITED,
     )
     with emu:
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(work / "airflow"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW_CONN_DOITONG_DEFAULT": json.dumps(
-                {"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key}
-            ),
-            f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(
-                {
-                    "conn_type": "http",
-                    "host": "127.0.0.1",
-                    "port": emu.port,
-                    "schema": "http",
-                    "extra": {"X-API-Key": emu.api_key},
-                }
-            ),
-            "PYTHONPATH": str(ROOT),
-        }
-        result_file = work / f"{kind}.json"
-        ids_file = work / f"{kind}-ids.json"
-        log_file = work / f"{kind}.log"
-        max_seconds = settings.job_seconds * 3 + 60
-        with open(log_file, "wb") as log:
-            child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.trigger_load",
-                    "--kind",
-                    kind,
-                    "--poll",
-                    str(settings.poll),
-                    "--max-seconds",
-                    str(max_seconds),
-                    "--conn-id",
-                    HTTP_CONN_ID,
-                    "--result",
-                    str(result_file),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-            assert child.stdin is not None and child.stdout is not None
-            sampler = _Sampler(child.pid)
-            sampler.start()
-            line = child.stdout.readline()
-            if not line.startswith("IMPORTED"):
-                child.kill()
-                raise RuntimeError(f"trigger load ({kind}) did not start; see {log_file}")
-            drain = threading.Thread(target=_copy, args=(child.stdout, log), daemon=True)
-            drain.start()
-            ids = _submit_jobs(emu, settings.waits)
-            ids_file.write_text(json.dumps(ids))
-            child.stdin.write(f"{ids_file}\n")
-            child.stdin.flush()
-            say(f"triggerer/{kind}: {settings.waits} waits started")
-            try:
-                rc = child.wait(timeout=max_seconds + 120)
-            finally:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
-                sampler.stop.set()
-                drain.join(timeout=10)
-            if rc != 0:
-                raise RuntimeError(f"trigger load ({kind}) exited with {rc}; see {log_file}")
-        result: dict[str, Any] = json.loads(result_file.read_text())
+        result, peak_rss = _load(kind, settings, emu, work, say)
         log_entries = emu.request_log()
         window = [e for e in log_entries if result["started_at"] <= e["t"] <= result["finished_at"]]
         minutes = max(result["wall_s"], 1e-9) / 60
         result.update(
             {
-                "sampled_peak_rss_mb": sampler.peak_rss / 2**20,
+                "sampled_peak_rss_mb": peak_rss / 2**20,
                 "requests": len(window),
                 "requests_per_minute": len(window) / minutes,
                 "responses_by_status": _count(str(e["status"]) for e in window),
