@@ -206,9 +206,26 @@ def timeline(emu: Any, t0: float, prompts: dict[str, list[str]]) -> dict[str, An
     return {
         "windows": [{**w, "requests": dict(w["requests"])} for w in windows],
         "submitted": {side: sorted(ts) for side, ts in submitted.items()},
+        "read": _reads_by_side(emu, t0, {job.id: side_of.get(job.prompt) for job in jobs}),
     }
 
 
+def _reads_by_side(emu: Any, t0: float, side_of_job: dict[str, str | None]) -> dict[str, list[float]]:
+    """Each DAG's status reads, in seconds after ``t0``: its jobs' reads, those within
+    :data:`ONE_READ_S` of each other counted as one request (one read asks for many jobs)."""
+    reads: dict[str, list[float]] = {}
+    for entry in sorted(emu.read_log(), key=lambda e: e["t"]):
+        side = side_of_job.get(entry["job"])
+        if side is None:
+            continue
+        times = reads.setdefault(side, [])
+        if not times or entry["t"] - t0 - times[-1] > ONE_READ_S:
+            times.append(round(entry["t"] - t0, 2))
+    return reads
+
+
+#: Job reads of one DAG this close together are one status request.
+ONE_READ_S = 0.05
 #: Seconds to wait after the cluster is up, before the DAGs are triggered.
 WARM_UP_S = 15.0
 

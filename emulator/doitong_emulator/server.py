@@ -238,6 +238,10 @@ class DoitongEmulator:
         """``[{"t", "kind", "status"}, ...]`` for every API request."""
         return self.state.request_log()
 
+    def read_log(self) -> list[dict[str, Any]]:
+        """``[{"t", "job"}, ...]`` for every job read: which jobs each status request asked for."""
+        return self.state.read_log()
+
     def reset(self) -> None:
         """Forget jobs and counters and restore the starting credits."""
         self.state.reset()

@@ -167,6 +167,7 @@ class EmulatorState:
         """A job of this account (another account's job is not found); counts one job read."""
         with self.lock:
             self.stats.jobs_read += 1
+            self.stats.reads.append((self.clock(), job_id))
             job = self.jobs.get(job_id)
             if job is None or job.account != account.name:
                 return None
@@ -276,6 +277,11 @@ class EmulatorState:
         """Every API request as ``{"t", "kind", "status", "form"}``."""
         with self.lock:
             return self.stats.request_log()
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """Every job read as ``{"t", "job"}``: which jobs each status request asked for."""
+        with self.lock:
+            return self.stats.read_log()
 
     def reset(self) -> None:
         """Forget jobs and counters, restore starting credits, restart the seeded draws."""

@@ -40,6 +40,8 @@ class Stats:
     log: deque[tuple[float, str, int, str | None]] = field(
         default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE)
     )
+    #: ``(Unix time, job id)`` of every job read, the last :data:`REQUEST_LOG_SIZE`.
+    reads: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
 
     def record_request(self, t: float, kind: str, status: int, *, form: str | None = None) -> None:
         """Count one API request and log it.
@@ -58,6 +60,10 @@ class Stats:
         elif status >= 500:
             self.http_5xx += 1
         self.log.append((t, kind, status, form))
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """Every logged job read as ``{"t", "job"}`` (a request that reads several jobs: one each)."""
+        return [{"t": t, "job": job_id} for t, job_id in self.reads]
 
     def request_log(self) -> list[dict[str, Any]]:
         """Every logged request as ``{"t", "kind", "status", "form"}``."""

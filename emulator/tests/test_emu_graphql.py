@@ -72,6 +72,7 @@ def test_aliases_read_many_jobs_in_one_request_and_count_once(emu, api):
     assert error["path"] == ["missing"]
     assert int(response.headers["X-RateLimit-Remaining"]) == remaining_before - 1
     assert emu.stats()["jobs_read"] == reads_before + 6
+    assert [r["job"] for r in emu.read_log()[-6:]] == [*ids, "does-not-exist"]
 
 
 def test_job_query_with_variables(api):
