@@ -195,19 +195,33 @@ class Planner:
             return None
         return max(self.last_poll_at, min(running))
 
-    def trigger_read_at(self, running: Sequence[float]) -> float | None:
-        """When a deferred batch's trigger should first read the jobs at ``running``: the read this
+    def trigger_read_at(self, view: View, now: float) -> float | None:
+        """When a deferred batch's trigger should first read its running jobs: the read this
         planner would make next, and no sooner than ``poll_interval`` after their statuses were
         known (``None`` with no job running). Jobs whose end is predicted are thus read at it, as
         the sync form reads them, not ``poll_interval`` after the task's last read: the wake that
-        brings the task back for them comes first, and the trigger reads nothing.
+        brings the task back for them comes first, and the trigger reads nothing; nor sooner
+        than the window allows the refills of the slots it frees (:meth:`_read_for_refills_at`).
 
-        :param running: the ``submitted_at`` of every running job.
+        :param view: what the ledger holds now.
+        :param now: the Unix time.
         """
+        running = view.running
         known = self.statuses_known_at(running)
         if known is None:
             return None
-        return max(self.next_poll_at(running), known + self.poll_interval)
+        at = max(self.next_poll_at(running), known + self.poll_interval)
+        return self._read_for_refills_at(view, now, at)
+
+    def _read_for_refills_at(self, view: View, now: float, poll_at: float) -> float:
+        """When a read due at ``poll_at`` goes: one that frees job slots for waiting items (every
+        slot is full) waits until the window allows their submissions too (until then more jobs
+        end, and one read later sees them all; sooner, it takes a request others could use)."""
+        refill = view.pending > 0 and not view.stop_submitting
+        if not refill or self.poll_now or len(view.running) < self.job_slots or poll_at == math.inf:
+            return poll_at
+        reads = math.ceil(len(view.running) / JOBS_PER_READ)
+        return max(poll_at, self._requests_ready_at(now, reads + self._refills_per_read(view)))
 
     def next_poll_at(self, running: Sequence[float], *, refill: bool = False) -> float:
         """When the next status read is worth making, for jobs submitted at ``running``: counted
@@ -266,10 +280,7 @@ class Planner:
         else:
             poll_at = self.next_poll_at(view.running, refill=refill)
         reads = math.ceil(running / JOBS_PER_READ)
-        if refill and not self.poll_now and free <= 0 and poll_at < math.inf:
-            # the read is for the slot it frees: not before the window allows the submission too
-            # (until then more jobs end, and one read later sees them all)
-            poll_at = max(poll_at, self._requests_ready_at(now, reads + self._refills_per_read(view)))
+        poll_at = self._read_for_refills_at(view, now, poll_at)
         if running and now >= poll_at and available >= reads:
             return BatchStep(BatchAction.POLL)
         # 3. store finished images until something else is due

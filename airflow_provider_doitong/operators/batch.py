@@ -319,8 +319,9 @@ class FluxBatchOperator(BaseOperator):
 
     def _defer(self, runner: BatchRunner, outcome: Defer) -> NoReturn:
         """Leave the worker until :class:`DoitongBatchTrigger` fires (it reads when the planner would)."""
-        running = runner.view().running
-        first_read = runner.planner.trigger_read_at(running)
+        view = runner.view()
+        running = view.running
+        first_read = runner.planner.trigger_read_at(view, time.time())
         note = batch_runner.deferral_note(outcome.wake_at, first_read, now=time.time())
         self.log.info("Deferring with %d jobs running; %s", len(outcome.job_ids), note)
         trigger = DoitongBatchTrigger(

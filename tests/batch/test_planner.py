@@ -358,20 +358,53 @@ def test_statuses_are_known_as_of_the_last_read_or_a_later_submission() -> None:
     assert planner.statuses_known_at([111.0, 112.0]) == 111.0  # both submitted after it
 
 
+def _running(running: list[float], pending: int = 0) -> View:
+    return View(pending=pending, running=running, to_store=0)
+
+
 def test_a_deferred_batchs_trigger_first_reads_where_the_planner_would() -> None:
     limits = Limits(concurrency=10, requests_per_window=60, window_s=60)
     young = Planner(limits=limits, poll_interval=10)
-    assert young.trigger_read_at([]) is None
+    assert young.trigger_read_at(_running([]), 103.0) is None
     young.polled(103.0)
-    assert young.trigger_read_at([100.0, 100.5]) == pytest.approx(113.0)  # a poll interval after its read
+    assert young.trigger_read_at(_running([100.0, 100.5]), 103.0) == pytest.approx(
+        113.0
+    )  # a poll interval after its read
     learned = Planner(limits=limits, poll_interval=10, durations=[16.0] * 5)
     learned.polled(103.0)
     # Due at 116.5 and more: not read at 113.0, a poll interval after the task's read, as before.
-    assert learned.trigger_read_at([100.0, 100.5]) == pytest.approx(learned.next_poll_at([100.0, 100.5]))
-    assert learned.trigger_read_at([100.0, 100.5]) > 116.5
+    assert learned.trigger_read_at(_running([100.0, 100.5]), 103.0) == pytest.approx(
+        learned.next_poll_at([100.0, 100.5])
+    )
+    assert learned.trigger_read_at(_running([100.0, 100.5]), 103.0) > 116.5
     late = Planner(limits=limits, poll_interval=10, durations=[2.0] * 5)
     late.polled(103.0)
-    assert late.trigger_read_at([102.0]) == pytest.approx(113.0)  # never sooner than the interval
+    assert late.trigger_read_at(_running([102.0]), 103.0) == pytest.approx(
+        113.0
+    )  # never sooner than the interval
+
+
+def test_a_deferred_batchs_trigger_reads_for_its_slots_no_sooner_than_the_window_allows_their_refills() -> (
+    None
+):
+    planner = Planner(limits=Limits(concurrency=4, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    planner.learn(4.0)
+    full = _running([1_000.0] * 4, pending=10)
+    # others spent the window down to two requests: a read at the jobs' end (1,004) would free
+    # slots that no group of refills could fill before the reset, and take a request the others
+    # could use
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=2, reset_at=1_030.0, retry_at=None))
+    step = planner.decide(full, 1_000.5)
+    assert step.action is BatchAction.SLEEP
+    assert planner.trigger_read_at(full, 1_000.5) == pytest.approx(1_030.0 + RESET_MARGIN)
+    assert planner.trigger_read_at(full, 1_000.5) == pytest.approx(1_000.5 + step.seconds)
+    # with nothing left to submit the read is for the results: at the jobs' end
+    assert planner.trigger_read_at(_running([1_000.0] * 4), 1_000.5) < 1_005.5
+    # a window with room for the refills: the read goes when the jobs are due
+    roomy = Planner(limits=Limits(concurrency=4, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    roomy.learn(4.0)
+    roomy.saw_rate_limit(RateLimitInfo(limit=60, remaining=50, reset_at=1_030.0, retry_at=None))
+    assert roomy.trigger_read_at(full, 1_000.5) < 1_005.5
 
 
 def test_a_refusal_for_the_accounts_job_slots_halves_the_batchs_slots_and_each_end_gives_one_back() -> None:

@@ -12,7 +12,7 @@ from airflow_provider_doitong.batch import prior
 from airflow_provider_doitong.batch.items import BatchItem
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.ledger_records import ItemRecord
-from airflow_provider_doitong.batch.planner import Limits, Planner
+from airflow_provider_doitong.batch.planner import Limits, Planner, View
 from airflow_provider_doitong.client import ImageRequest
 from tests.batch.test_planner import FakeApi, Sim, lower_bound
 
@@ -177,7 +177,9 @@ def test_a_task_picking_up_a_seeded_batch_still_reads_at_most_poll_interval_apar
     resumed.polled(1_068.0)
     running = [1_000.0 + i for i in range(7)]
     # the median of the ledger's durations is 570 s: a plain planner would read at 1,570 s
-    assert resumed.trigger_read_at(running) == pytest.approx(1_078.0)
+    assert resumed.trigger_read_at(View(pending=0, running=running, to_store=0), 1_068.0) == pytest.approx(
+        1_078.0
+    )
     assert resumed.next_poll_at(running) <= 1_078.0
     for _ in range(2):
         first.learn(60.0)
