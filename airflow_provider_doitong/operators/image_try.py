@@ -19,6 +19,7 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
 from airflow_provider_doitong._compat import AirflowFailException, deferral_settle_s, task_state_store
 from airflow_provider_doitong.client import DoitongError, ImageRequest, Job, contract
+from airflow_provider_doitong.client.models import parse_api_time
 from airflow_provider_doitong.client.redaction import redact
 from airflow_provider_doitong.client.submission import Action, Records, RecordState, job_result
 from airflow_provider_doitong.operators import image_cache
@@ -206,6 +207,7 @@ class ImageTry:
                     poll_interval=task.poll_interval,
                     deadline=self.deadline,
                     not_before=time.time() + deferral_settle_s(),
+                    started_at=_started_at(job, submitted_at),
                 ),
                 method_name="execute_complete",
                 timeout=backstop,
@@ -302,3 +304,9 @@ class ImageTry:
         announce(self.context, self.task.outlets, result)
         self.task._result = result
         return result
+
+
+def _started_at(job: Job | None, submitted_at: float | None) -> float | None:
+    """When the job started, as the API's ``createdAt`` says, else when this try submitted it."""
+    created = parse_api_time(job.created_at) if job is not None else None
+    return created if created is not None else submitted_at

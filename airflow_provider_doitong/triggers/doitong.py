@@ -56,6 +56,8 @@ class DoitongJobTrigger(BaseTrigger):
     :param deadline: a Unix time after which the trigger gives up (the job keeps running).
     :param not_before: a Unix time before which it does not fire: a job that ends sooner is told at
         it (:func:`~airflow_provider_doitong._compat.deferral_settle_s` after the deferral).
+    :param started_at: when the job was created, if the deferring task knows (its submission): the
+        shared poller then reads it first when it is due, not at once to learn its start.
     """
 
     def __init__(
@@ -66,9 +68,11 @@ class DoitongJobTrigger(BaseTrigger):
         poll_interval: float = 5.0,
         deadline: float | None = None,
         not_before: float | None = None,
+        started_at: float | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
+        self.started_at = float(started_at) if started_at is not None else None
         self.doitong_conn_id = doitong_conn_id
         self.poll_interval = float(poll_interval)
         self.deadline = float(deadline) if deadline is not None else None
@@ -84,6 +88,7 @@ class DoitongJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "not_before": self.not_before,
+                "started_at": self.started_at,
             },
         )
 
@@ -96,7 +101,9 @@ class DoitongJobTrigger(BaseTrigger):
             self._client_factory,
             DoitongHook(doitong_conn_id=self.doitong_conn_id).acurrent_api_key,
         )
-        updates = self._updates = poller.watch(self.job_id, poll_interval=self.poll_interval)
+        updates = self._updates = poller.watch(
+            self.job_id, poll_interval=self.poll_interval, started_at=self.started_at
+        )
         wait = JobWait(job_id=self.job_id, poll_interval=self.poll_interval, deadline=self.deadline)
         last: Job | None = None
         outcome: Job | BaseException

@@ -87,17 +87,24 @@ class JobPoller:
         #: The Unix time polls started failing, while they fail.
         self.failing_since: float | None = None
 
-    async def watch(self, job_id: str, *, poll_interval: float) -> AsyncGenerator[Job, None]:
+    async def watch(
+        self, job_id: str, *, poll_interval: float, started_at: float | None = None
+    ) -> AsyncGenerator[Job, None]:
         """Yield the job each time its status changes, ending after a terminal status.
 
-        The first poll of a newly watched job comes with the poller's next cycle.
+        The first poll of a newly watched job comes with the poller's next cycle. A poller that
+        starts for jobs whose starts it is told reads first when the schedule says (at their
+        expected end, once durations are learned), not at once to learn when they started.
 
         :param poll_interval: the longest this watcher wants between polls.
+        :param started_at: when the job was created (the API's ``createdAt``), if the caller knows.
         :raises DoitongNotFound: if the API does not know the job.
         :raises DoitongError: what polling cannot get past (a 401 after a fresh client, a 400,
             ``max_consecutive_errors`` answers in a row that break the contract).
         """
         watcher = _Watcher(poll_interval=poll_interval)
+        if started_at is not None:
+            self._created_at.setdefault(job_id, started_at)
         self._register(job_id, watcher)
         try:
             while True:
@@ -140,16 +147,24 @@ class JobPoller:
                 self._stopping = True
                 self._task.cancel()
 
-    def _interval(self) -> float:
+    def _interval(self, *, last_read_at: float | None = None) -> float:
         return next_read_delay(
             now=time.time(),
-            last_read_at=self._last_poll_at,
+            last_read_at=self._last_poll_at if last_read_at is None else last_read_at,
             poll_interval=min(w.poll_interval for ws in self._watchers.values() for w in ws),
             started=[self._created_at[j] for j in self._watchers if j in self._created_at],
             typical_duration=statistics.median(self._durations) if self._durations else None,
             rate_limit=self._client.last_rate_limit if self._client else None,
             status_share=True,
         )
+
+    def _first_delay(self) -> float:
+        """How long a starting poller waits before its first read: not at all while a watched job's
+        start is unknown (the read tells it); else as the schedule says, counting the jobs as known
+        now (their triggers just told where they stand)."""
+        if not self._watchers or any(j not in self._created_at for j in self._watchers):
+            return 0.0
+        return self._interval(last_read_at=time.time())
 
     async def _poll_once(self, client: AsyncDoitongClient) -> None:
         ids = list(self._watchers)
@@ -219,6 +234,8 @@ class JobPoller:
         failures, reauthed = 0, False
         client: AsyncDoitongClient | None = None
         try:
+            if (first := self._first_delay()) > 0:
+                await asyncio.sleep(first)
             while self._watchers:
                 if client is None:
                     client = self._client = await self._client_factory()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -219,3 +220,23 @@ def test_answers_that_keep_breaking_the_contract_end_the_wait() -> None:
 def _fresh_registry() -> Any:
     yield
     poller_module._REGISTRY.clear()
+
+
+def test_a_starting_poller_told_its_jobs_starts_reads_first_when_they_are_due() -> None:
+    """No read at once to learn when a job started: at its expected end (durations learned)."""
+    make, polls, _ = _factory(_all("completed"))
+    poller_module._DURATIONS["told"] = deque([0.6] * 3, maxlen=50)
+
+    async def scenario(key: str, started_at: float | None) -> float:
+        began = time.monotonic()
+        updates = get_poller(key, make).watch("j", poll_interval=5.0, started_at=started_at)
+        await asyncio.wait_for(anext(updates), 5)
+        await updates.aclose()
+        return polls[-1][0] - began
+
+    told = asyncio.run(scenario("told", time.time()))
+    assert 0.55 <= told <= 1.5  # at the job's expected end (0.6 s), not at once
+    poller_module._DURATIONS["untold"] = deque([0.6] * 3, maxlen=50)
+    untold = asyncio.run(scenario("untold", None))
+    assert untold < 0.3  # the read tells when it started
+    assert len(polls) == 2

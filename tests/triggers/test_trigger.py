@@ -43,6 +43,7 @@ def test_serialize_is_plain_json_without_secrets() -> None:
             "poll_interval": 2.0,
             "deadline": 1700000000.5,
             "not_before": None,
+            "started_at": None,
         },
     )
     classpath, kwargs = trigger.serialize()
