@@ -240,9 +240,15 @@ class Planner:
             poll_interval=self.poll_interval,
             started=running,
             typical_duration=self.typical_duration,
-            group=DUE_GROUP_FRACTION if refill else POLL_FRACTION,
+            group=self._read_group(refill),
             predicted_cap=False,
         )
+
+    def _read_group(self, refill: bool) -> float:
+        """The share of the typical duration within which due jobs are read together: each freed
+        slot's own (:data:`DUE_GROUP_FRACTION`) while items wait for slots, but a wave's
+        (:data:`POLL_FRACTION`) while the window is shared, where every read is a submission less."""
+        return DUE_GROUP_FRACTION if refill and not self.window.shared else POLL_FRACTION
 
     def decide(self, view: View, now: float) -> BatchStep:
         """The next step.
@@ -357,7 +363,7 @@ class Planner:
                 view.running,
                 typical_duration=typical,
                 last_read_at=self.last_poll_at,
-                group=DUE_GROUP_FRACTION if refill else POLL_FRACTION,
+                group=self._read_group(refill),
             )
             if due is not None:
                 events.append(due)

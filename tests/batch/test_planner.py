@@ -630,3 +630,15 @@ def test_batches_with_a_pools_share_each_spend_the_shared_window_on_submissions(
     assert makespan <= 1.35 * bound, (makespan, bound, statuses)
     assert statuses <= 42, statuses
     assert api.refusals == 0 and api.window_refusals <= 2, (api.refusals, api.window_refusals)
+
+
+def test_in_a_shared_window_jobs_due_close_together_are_read_together() -> None:
+    planner = Planner(limits=Limits(concurrency=4, requests_per_window=60, window_s=60.0), poll_interval=5.0)
+    planner.learn(4.0)
+    running = [1_000.0, 1_000.2, 1_000.2, 1_000.2]
+    # alone: each freed slot is read (and refilled) at its own job's end
+    assert planner.next_poll_at(running, refill=True) == pytest.approx(1_004.04)
+    # others spend the window too: one read after the last of the jobs due together
+    planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=40, reset_at=1_050.0, retry_at=None))
+    assert planner.window.shared
+    assert planner.next_poll_at(running, refill=True) == pytest.approx(1_004.24)
