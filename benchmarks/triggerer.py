@@ -68,6 +68,14 @@ class _Sampler(threading.Thread):
                 return
 
 
+def _http_connection(emu: DoitongEmulator) -> str:
+    """The HTTP provider's connection to the emulator, as an ``AIRFLOW_CONN_*`` value."""
+    extra = {"X-API-Key": emu.api_key}
+    return json.dumps(
+        {"conn_type": "http", "host": "127.0.0.1", "port": emu.port, "schema": "http", "extra": extra}
+    )
+
+
 def _environment(emu: DoitongEmulator, work: Path) -> dict[str, str]:
     """The load process's environment: its Airflow home and the two providers' connections."""
     return {
@@ -78,15 +86,7 @@ def _environment(emu: DoitongEmulator, work: Path) -> dict[str, str]:
         "AIRFLOW_CONN_DOITONG_DEFAULT": json.dumps(
             {"conn_type": "doitong", "host": emu.base_url, "password": emu.api_key}
         ),
-        f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(
-            {
-                "conn_type": "http",
-                "host": "127.0.0.1",
-                "port": emu.port,
-                "schema": "http",
-                "extra": {"X-API-Key": emu.api_key},
-            }
-        ),
+        f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": _http_connection(emu),
         "PYTHONPATH": str(ROOT),
     }
 
@@ -199,15 +199,7 @@ def http_sensor_trigger_on_job_endpoint(work: Path) -> dict[str, Any]:
         env = {
             **os.environ,
             "AIRFLOW_HOME": str(work / "airflow"),
-            f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps(
-                {
-                    "conn_type": "http",
-                    "host": "127.0.0.1",
-                    "port": emu.port,
-                    "schema": "http",
-                    "extra": {"X-API-Key": emu.api_key},
-                }
-            ),
+            f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": _http_connection(emu),
         }
         out = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True
