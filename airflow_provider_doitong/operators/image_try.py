@@ -207,7 +207,7 @@ class ImageTry:
                     poll_interval=task.poll_interval,
                     deadline=self.deadline,
                     not_before=time.time() + deferral_settle_s(),
-                    started_at=_started_at(job, submitted_at),
+                    started_at=started_at(job, submitted_at),
                 ),
                 method_name="execute_complete",
                 timeout=backstop,
@@ -306,7 +306,10 @@ class ImageTry:
         return result
 
 
-def _started_at(job: Job | None, submitted_at: float | None) -> float | None:
-    """When the job started, as the API's ``createdAt`` says, else when this try submitted it."""
+def started_at(job: Job | None, submitted_at: float | None) -> float | None:
+    """When the job started, for its trigger's first read: when this try submitted it, else (a job
+    of an earlier try) the API's ``createdAt``, never later than now (``None``: unknown)."""
+    if submitted_at is not None:
+        return submitted_at
     created = parse_api_time(job.created_at) if job is not None else None
-    return created if created is not None else submitted_at
+    return None if created is None else min(created, time.time())

@@ -33,7 +33,7 @@ from airflow_provider_doitong.client import (
 from airflow_provider_doitong.client.downloads import DownloadPolicy
 from airflow_provider_doitong.client.fingerprint import fingerprint
 from airflow_provider_doitong.client.observability import NO_OBSERVER
-from airflow_provider_doitong.operators import flux
+from airflow_provider_doitong.operators import flux, image_try
 from airflow_provider_doitong.operators.flux import FluxGenerateOperator
 from airflow_provider_doitong.operators.submitter import SHORTEST_DEFERRAL_S
 from airflow_provider_doitong.triggers import events
@@ -410,6 +410,30 @@ def test_a_deferred_wait_is_not_resumed_within_the_settle_time_of_its_deferral()
     not_before = info.value.trigger.not_before
     settle = deferral_settle_s()  # the tests' 1 s
     assert before + settle <= not_before <= time.time() + settle
+    assert before <= info.value.trigger.started_at <= time.time()  # when this try submitted the job
+
+
+@pytest.mark.parametrize(
+    ("created", "expected"),
+    [
+        ("2025-01-01T00:00:00Z", 1_735_689_600.0),
+        ("9999-12-31T00:00:00Z", "now"),
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_a_trigger_is_told_when_an_earlier_trys_job_started_never_later_than_now(
+    created: str | None, expected: float | str | None
+) -> None:
+    job = Job.from_api({"id": "j", "status": "processing", "createdAt": created})
+    before = time.time()
+    told = image_try.started_at(job, None)
+    if expected == "now":
+        assert told is not None and before <= told <= time.time()
+    else:
+        assert told == expected
+    assert image_try.started_at(None, None) is None
+    assert image_try.started_at(job, 123.0) == 123.0  # this try's own submission comes first
 
 
 @pytest.mark.parametrize(
