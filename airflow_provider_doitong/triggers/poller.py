@@ -160,11 +160,13 @@ class JobPoller:
 
     def _first_delay(self) -> float:
         """How long a starting poller waits before its first read: not at all while a watched job's
-        start is unknown (the read tells it); else as the schedule says, counting the jobs as known
-        now (their triggers just told where they stand)."""
-        if not self._watchers or any(j not in self._created_at for j in self._watchers):
+        start is unknown (the read tells it); else as the schedule says, with the jobs' statuses
+        known as of their starts (a job of an expected duration is read at its end; one that has run
+        longer than ``poll_interval``, as after a triggerer's restart, at once)."""
+        starts = [self._created_at.get(j) for j in self._watchers]
+        if not starts or any(s is None for s in starts):
             return 0.0
-        return self._interval(last_read_at=time.time())
+        return self._interval(last_read_at=max(s for s in starts if s is not None))
 
     async def _poll_once(self, client: AsyncDoitongClient) -> None:
         ids = list(self._watchers)

@@ -239,4 +239,7 @@ def test_a_starting_poller_told_its_jobs_starts_reads_first_when_they_are_due() 
     poller_module._DURATIONS["untold"] = deque([0.6] * 3, maxlen=50)
     untold = asyncio.run(scenario("untold", None))
     assert untold < 0.3  # the read tells when it started
-    assert len(polls) == 2
+    poller_module._DURATIONS["old"] = deque([0.6] * 3, maxlen=50)
+    old = asyncio.run(scenario("old", time.time() - 600))
+    assert old < 0.3  # long past its expected end (a triggerer's restart): read at once
+    assert len(polls) == 3
