@@ -73,7 +73,11 @@ class Planner:
         #: Read the running jobs at once (set after a resume: the ledger's running jobs may be done).
         self.poll_now = False
         self.submissions_blocked_until = 0.0
-        self.window = RequestWindow(requests_per_window=limits.requests_per_window, window_s=limits.window_s)
+        self.window = RequestWindow(
+            requests_per_window=limits.requests_per_window,
+            window_s=limits.window_s,
+            keep_own_pace=limits.slot_share,
+        )
         if window is not None and now is not None:
             self.window.restore(window, now=now)
         #: How many jobs this batch keeps running at once: the plan's concurrent jobs (or the

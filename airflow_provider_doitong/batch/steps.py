@@ -45,11 +45,14 @@ class Limits:
     :param concurrency: jobs running at once.
     :param requests_per_window: requests per rate-limit window (``None``: not limited).
     :param window_s: the window's length in seconds.
+    :param slot_share: ``concurrency`` is a share of the account's job slots, below the plan's (a
+        pool's share, say): slots the batch leaves idle go to no one else, nor do others' to it.
     """
 
     concurrency: int
     requests_per_window: int | None
     window_s: float
+    slot_share: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

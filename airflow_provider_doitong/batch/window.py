@@ -11,7 +11,11 @@ over the last :data:`RECENT_S` seconds (:meth:`RequestWindow.others_pace`), and 
 them is never more than the even share of the rest of the window (the requests the plan's rate
 allows from now to the reset: each party keeping that much for the others is the rule "as if
 alone", under which parties that start together spread a window whose work would fit in it to its
-reset). Each window is judged by itself. A request waiting for a spent window goes
+reset). A batch with a share of the job slots (a pool's) keeps for the others at least what it
+spends itself, at its own pace in the window so far: the others' pace does not show a batch that
+waits its turn for the window, and the share a batch starting first takes, it would keep; what ends
+the whole is then the work each has left on its own slots at the reset, since no one takes over the
+slots of a batch that is done. Each window is judged by itself. A request waiting for a spent window goes
 :data:`~airflow_provider_doitong.client.pacing.RESET_MARGIN` after its reset.
 
 A batch resumed after a deferral knows the window only as it was when it deferred
@@ -47,11 +51,15 @@ class RequestWindow:
 
     :param requests_per_window: the plan's requests per window (``None``: not limited).
     :param window_s: the window's length in seconds.
+    :param keep_own_pace: keep for the others at least the batch's own pace (see the module).
     """
 
-    def __init__(self, *, requests_per_window: int | None, window_s: float) -> None:
+    def __init__(
+        self, *, requests_per_window: int | None, window_s: float, keep_own_pace: bool = False
+    ) -> None:
         self.requests_per_window = requests_per_window
         self.window_s = window_s
+        self.keep_own_pace = keep_own_pace
         self.rate: RateLimitInfo | None = None
         #: No request before this Unix time (the window is spent, or the API is unavailable).
         self.blocked_until = 0.0
@@ -176,8 +184,11 @@ class RequestWindow:
         assert self.rate is not None and self.rate.reset_at is not None and self.limit is not None
         left = min(self.window_s, max(0.0, self.rate.reset_at - now))
         even_share_left = self.limit * left / self.window_s
-        others_left = self.others_pace(now, judge=judge) * left  # the others, going on as lately
-        return max(0.0, min(even_share_left, others_left) - burst)
+        pace = self.others_pace(now, judge=judge)  # the others, going on as lately
+        if self.keep_own_pace:
+            started = self.rate.reset_at - self.window_s
+            pace = max(pace, self._own / max(MIN_ELAPSED_S, now - started))
+        return max(0.0, min(even_share_left, pace * left) - burst)
 
     def others_pace(self, now: float, *, judge: bool = True) -> float:
         """Requests a second the others spend, as the last :data:`RECENT_S` seconds of answers

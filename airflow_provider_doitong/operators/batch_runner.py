@@ -49,6 +49,7 @@ def build_runner(
             concurrency=concurrency,
             requests_per_window=plan.requests_per_minute,
             window_s=contract.RATE_LIMIT_WINDOW_SECONDS,
+            slot_share=concurrency < plan.concurrent_jobs,
         ),
         "poll_interval": task.poll_seconds,
         "deadline": float(deadline) if deadline is not None else None,

@@ -632,6 +632,50 @@ def test_batches_with_a_pools_share_each_spend_the_shared_window_on_submissions(
     assert api.refusals == 0 and api.window_refusals <= 2, (api.refusals, api.window_refusals)
 
 
+def test_a_batch_with_a_share_of_the_slots_keeps_for_the_others_what_it_spends_itself() -> None:
+    # the batch that started first spent 20 of the window in 10 s, the others 5 (a batch waiting for
+    # the window shows no pace of its own): kept for them at their pace alone, it would take 15
+    # more now; with a share of the job slots, where the work each has left on its own slots at the
+    # reset ends the whole, it keeps them what it spends itself, until they catch up
+    windows = {
+        share: RequestWindow(requests_per_window=60, window_s=60.0, keep_own_pace=share)
+        for share in (False, True)
+    }
+    for window in windows.values():
+        for own in range(1, 21):
+            others = 5 if own == 20 else 0
+            window.saw(RateLimitInfo(limit=60, remaining=60 - own - others, reset_at=1_060.0, retry_at=None))
+    assert windows[True].others == 5 and windows[True].shared
+    assert windows[False].available(1_010.0, burst=5) == pytest.approx(15.0)
+    assert windows[True].available(1_010.0, burst=5) == 0
+    # a batch that spent less than the others keeps for them their pace, as without a share
+    for window in windows.values():
+        window.saw(RateLimitInfo(limit=60, remaining=59, reset_at=1_120.0, retry_at=None))  # a new window
+        window.saw(RateLimitInfo(limit=60, remaining=52, reset_at=1_120.0, retry_at=None))  # 6 others'
+    assert windows[True].available(1_070.0, burst=5) == windows[False].available(1_070.0, burst=5) == 27
+
+
+@pytest.mark.parametrize("late", [(0.0, 4.4, 3.0), (5.0, 3.0, 0.0)])
+def test_batches_with_a_pools_share_leave_each_other_the_same_work_for_the_reset(
+    late: tuple[float, float, float],
+) -> None:
+    # 4 + 4 slots and 2 of a pool, started a few seconds apart, the window binding: the batch that
+    # started first took the share the others waited for, left them two rounds more than itself at
+    # the reset, and its slots idle while they worked them off (1.27 of the bound)
+    api = FakeApi(duration=4.0, concurrency=10, per_window=60, window=60.0)
+    sims = []
+    for (n, share), at in zip(((30, 4), (30, 4), (12, 2)), late, strict=True):
+        limits = Limits(concurrency=share, requests_per_window=60, window_s=60.0, slot_share=True)
+        planner = Planner(limits=limits, poll_interval=10.0)
+        sims.append(Sim(n=n, api=api, planner=planner, strict=False, submit_seconds=0.05, now=1_000.0 + at))
+    run_together(sims)
+    assert [sorted(sim.stored) for sim in sims] == [list(range(sim.n)) for sim in sims]
+    start = min(sim.first_submit or math.inf for sim in sims)
+    ends = [(sim.finished_at or math.inf) - start for sim in sims]
+    assert max(ends) <= 1.25 * lower_bound(72, 10, 4.0, 60, 60.0), ends
+    assert abs(ends[0] - ends[1]) < 4.0, ends  # the two batches of 30 end in the same round
+
+
 def test_in_a_shared_window_jobs_due_close_together_are_read_together() -> None:
     planner = Planner(limits=Limits(concurrency=4, requests_per_window=60, window_s=60.0), poll_interval=5.0)
     planner.learn(4.0)
