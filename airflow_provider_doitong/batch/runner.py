@@ -268,7 +268,9 @@ class BatchRunner:
         verdicts = self.submitter.submit_wave(
             wave,
             over_budget=self._over_budget,
-            group_limit=lambda indices: min(self._group_limit(indices), next(sizes)),
+            group_limit=lambda indices: min(
+                self._group_limit(indices), next(sizes), self._window_room(indices)
+            ),
         )
         for verdict in sorted(verdicts, key=lambda v: v.verdict is Verdict.FATAL):  # fatal last: it wins
             if verdict.verdict is Verdict.STOP:
@@ -276,6 +278,13 @@ class BatchRunner:
             elif verdict.verdict is Verdict.FATAL:
                 self.fatal, self.stop_error = verdict.message, verdict.error
         self.ledger.flush()
+
+    def _window_room(self, indices: list[int]) -> int:
+        """How many of ``indices`` the window allows now, as the wave's latest answers show it: a
+        wave whose answers show others spending the window's last requests stops (0) rather than
+        learn it from refusals."""
+        room = self.planner.available_requests(self.clock())
+        return len(indices) if room >= len(indices) else int(room)
 
     def _group_limit(self, indices: list[int]) -> int:
         """How many of ``indices`` the next group may hold, by ``max_credits`` (see :class:`GroupSizer`)."""

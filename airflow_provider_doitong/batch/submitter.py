@@ -184,7 +184,7 @@ class ItemSubmitter:
         group_limit: Callable[[list[int]], int],
     ) -> list[SubmitVerdict]:
         """Submit ``wave`` in groups (:meth:`submit_group`) until one is refused for more than its
-        own request, or the budget says stop.
+        own request, the budget says stop, or ``group_limit`` allows none.
 
         :param over_budget: whether ``max_credits`` stops the submissions now (asked before each group).
         :param group_limit: how many of the next items (at most the lanes' submission threads, so
@@ -196,6 +196,8 @@ class ItemSubmitter:
         left = list(wave)
         while left and not over_budget():
             size = group_limit(left[: self.lanes.submissions])
+            if size < 1:  # the window allows no more now: the planner says when
+                break
             group, left = left[:size], left[size:]
             verdicts += self.submit_group(group)
             if any(v.verdict is not Verdict.ITEM_FAILED for v in verdicts):  # the next may not go out now

@@ -128,6 +128,7 @@ def runner_for(
     max_credits: int | None = None,
     requests_per_window: int | None = None,
     rates: Any = None,
+    concurrency: int = 100,
 ) -> Any:
     items = build_items(entries_from_list([f"prompt {n}" for n in range(count)]), ItemDefaults())[0]
     store = MemoryStore()
@@ -136,7 +137,7 @@ def runner_for(
     ledger.flush()  # persisted, as the operator does before its first submission
     client = Answers(store, items, answer, hold, rates)
     planner = Planner(
-        limits=Limits(concurrency=100, requests_per_window=requests_per_window, window_s=60.0),
+        limits=Limits(concurrency=concurrency, requests_per_window=requests_per_window, window_s=60.0),
         poll_interval=1.0,
     )
     runner = BatchRunner(
@@ -221,6 +222,30 @@ def test_a_first_wave_beside_another_batch_sending_is_refused_once_not_for_the_r
     assert sent == [0, 1, 2, 3]
     assert durable_states(store, runner.items) == ["running"] * 3 + ["pending"] * 7
     assert runner.planner.job_slots == 50  # the account's slots were refused: half the batch's
+
+
+def test_a_wave_stops_where_the_windows_latest_answer_leaves_the_others_share() -> None:
+    sent: list[int] = []
+    reset_at = time.time() + 30.0
+
+    def answer(index: int) -> Job:  # two requests are left after the first answer, then none
+        sent.append(index)
+        if len(sent) > 3:
+            raise DoitongRateLimited("window spent", status=429, code="RATE_LIMITED", retry_at=reset_at)
+        return job(index)
+
+    def rates(n: int) -> RateLimitInfo:
+        return RateLimitInfo(limit=60, remaining=max(0, 2 - n), reset_at=reset_at, retry_at=None)
+
+    runner, store, _ = runner_for(8, answer, requests_per_window=60, rates=rates, concurrency=4)
+    # half the window spent, 20 requests of it by others: shared
+    runner.planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=40, reset_at=reset_at, retry_at=None))
+    runner.submit(4)
+    runner.lanes.close()
+    # the first answer shows the others spending the window's end at their pace: the wave stops
+    # there, where groups of one and two more were sent before, the last refused
+    assert sent == [0]
+    assert durable_states(store, runner.items) == ["running"] + ["pending"] * 7
 
 
 def test_a_refused_key_in_a_group_ends_the_batch_and_keeps_the_others_jobs() -> None:
