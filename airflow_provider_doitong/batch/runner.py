@@ -280,10 +280,10 @@ class BatchRunner:
         self.ledger.flush()
 
     def _window_room(self, indices: list[int]) -> int:
-        """How many of ``indices`` the window allows now, as the wave's latest answers show it: a
-        wave whose answers show others spending the window's last requests stops (0) rather than
-        learn it from refusals."""
-        room = self.planner.available_requests(self.clock())
+        """How many of ``indices`` are likely left of the window now, as the wave's latest answers
+        show it: a wave whose answers show the others spending the window's last requests stops
+        (0) rather than learn it from refusals."""
+        room = self.planner.window_left(self.clock())
         return len(indices) if room >= len(indices) else int(room)
 
     def _group_limit(self, indices: list[int]) -> int:

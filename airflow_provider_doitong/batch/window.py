@@ -123,7 +123,13 @@ class RequestWindow:
 
     # --- what the batch may spend ---------------------------------------------------------
     def available(
-        self, now: float, *, burst: int, judge: bool = True, work_left: float | None = None
+        self,
+        now: float,
+        *,
+        burst: int,
+        judge: bool = True,
+        work_left: float | None = None,
+        keep: bool = True,
     ) -> float:
         """Requests the batch may make now (``inf`` when the plan does not limit them).
 
@@ -137,6 +143,7 @@ class RequestWindow:
         :param judge: take the latest answer into the others' pace (false: ``now`` is a time ahead).
         :param work_left: the requests the batch's remaining work needs, if it may finish first
             (``None``: it may not, as when other work holds some of its job slots).
+        :param keep: keep the others' share (false: what is likely left of the window at all).
         """
         if now < self.blocked_until:
             return 0
@@ -157,7 +164,7 @@ class RequestWindow:
         if not self.shared:
             return rate.remaining
         remaining = self.remaining_now(now, judge=judge)
-        if work_left is not None and work_left <= FINISHING_SHARE * remaining:
+        if not keep or (work_left is not None and work_left <= FINISHING_SHARE * remaining):
             return remaining
         return max(0.0, remaining - self._kept(now, burst, judge))
 

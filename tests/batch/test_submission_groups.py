@@ -224,7 +224,7 @@ def test_a_first_wave_beside_another_batch_sending_is_refused_once_not_for_the_r
     assert runner.planner.job_slots == 50  # the account's slots were refused: half the batch's
 
 
-def test_a_wave_stops_where_the_windows_latest_answer_leaves_the_others_share() -> None:
+def test_a_wave_stops_where_its_latest_answers_show_the_window_spent() -> None:
     sent: list[int] = []
     reset_at = time.time() + 30.0
 
@@ -237,15 +237,16 @@ def test_a_wave_stops_where_the_windows_latest_answer_leaves_the_others_share() 
     def rates(n: int) -> RateLimitInfo:
         return RateLimitInfo(limit=60, remaining=max(0, 2 - n), reset_at=reset_at, retry_at=None)
 
-    runner, store, _ = runner_for(8, answer, requests_per_window=60, rates=rates, concurrency=4)
+    runner, store, _ = runner_for(8, answer, requests_per_window=60, rates=rates, concurrency=8)
     # half the window spent, 20 requests of it by others: shared
     runner.planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=40, reset_at=reset_at, retry_at=None))
-    runner.submit(4)
+    runner.submit(8)
     runner.lanes.close()
-    # the first answer shows the others spending the window's end at their pace: the wave stops
-    # there, where groups of one and two more were sent before, the last refused
-    assert sent == [0]
-    assert durable_states(store, runner.items) == ["running"] + ["pending"] * 7
+    # the first answer shows the others spent the window down to 2: the wave sends those two and
+    # stops, where its groups of one, two and four went on and the fourth submission was refused
+    assert sent == [0, 1, 2]
+    assert durable_states(store, runner.items) == ["running"] * 3 + ["pending"] * 5
+    assert runner.planner.requests_blocked_until == 0  # no refusal
 
 
 def test_a_refused_key_in_a_group_ends_the_batch_and_keeps_the_others_jobs() -> None:
