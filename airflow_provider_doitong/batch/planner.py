@@ -189,14 +189,6 @@ class Planner:
         """
         return self.window.available(now, burst=self.job_slots + 1, work_left=self._work_left)
 
-    def window_left(self, now: float) -> float:
-        """What is likely left of the window now, the others' share not kept (``inf`` when the plan
-        does not limit requests): a wave's groups never go past it, whatever they were sized for.
-
-        :param now: the Unix time.
-        """
-        return self.window.available(now, burst=0, keep=False)
-
     def statuses_known_at(self, running: Sequence[float]) -> float | None:
         """When every running job's status was last known: the last read, or the earliest
         submission after it (a job is known at its submission). ``None`` with no job running.

@@ -265,26 +265,22 @@ class BatchRunner:
         pending = self.ledger.in_state(ItemState.PENDING)
         wave = self._within_floor((self.cache.ready(pending) if self.cache else pending)[:count])
         sizes = self.planner.group_sizes()
-        verdicts = self.submitter.submit_wave(
-            wave,
-            over_budget=self._over_budget,
-            group_limit=lambda indices: min(
-                self._group_limit(indices), next(sizes), self._window_room(indices)
-            ),
-        )
+        groups: list[int] = []  # the sizes of the wave's groups so far
+
+        def group_limit(indices: list[int]) -> int:
+            size = min(self._group_limit(indices), next(sizes))
+            if groups:  # the first group is the planner's decision; the next ones, its answers'
+                size = min(size, self.planner.window.room(self.clock(), len(indices)))
+            groups.append(size)
+            return size
+
+        verdicts = self.submitter.submit_wave(wave, over_budget=self._over_budget, group_limit=group_limit)
         for verdict in sorted(verdicts, key=lambda v: v.verdict is Verdict.FATAL):  # fatal last: it wins
             if verdict.verdict is Verdict.STOP:
                 self.stop_submitting, self.stop_error = verdict.message, verdict.error
             elif verdict.verdict is Verdict.FATAL:
                 self.fatal, self.stop_error = verdict.message, verdict.error
         self.ledger.flush()
-
-    def _window_room(self, indices: list[int]) -> int:
-        """How many of ``indices`` are likely left of the window now, as the wave's latest answers
-        show it: a wave whose answers show the others spending the window's last requests stops
-        (0) rather than learn it from refusals."""
-        room = self.planner.window_left(self.clock())
-        return len(indices) if room >= len(indices) else int(room)
 
     def _group_limit(self, indices: list[int]) -> int:
         """How many of ``indices`` the next group may hold, by ``max_credits`` (see :class:`GroupSizer`)."""

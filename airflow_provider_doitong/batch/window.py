@@ -168,6 +168,17 @@ class RequestWindow:
             return remaining
         return max(0.0, remaining - self._kept(now, burst, judge))
 
+    def room(self, now: float, want: int) -> int:
+        """How many of ``want`` requests are likely left of the window now, the others' share not
+        kept: a wave's groups never go past it, so a wave whose answers show the others spending
+        the window's last requests stops (0) rather than learn it from refusals.
+
+        :param now: the Unix time.
+        :param want: the requests wanted.
+        """
+        room = self.available(now, burst=0, keep=False)
+        return want if room >= want else int(room)
+
     def remaining_now(self, now: float, *, judge: bool = True) -> float:
         """What is likely left of a shared window now: the latest answer's ``remaining`` less what
         the others have spent since at their pace (:meth:`others_pace`). A batch that waited a while

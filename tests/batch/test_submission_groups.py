@@ -249,6 +249,25 @@ def test_a_wave_stops_where_its_latest_answers_show_the_window_spent() -> None:
     assert runner.planner.requests_blocked_until == 0  # no refusal
 
 
+def test_a_waves_first_group_is_the_planners_decision_and_goes_out() -> None:
+    reset_at = time.time() + 30.0
+    runner, store, _ = runner_for(
+        4,
+        job,
+        requests_per_window=60,
+        concurrency=4,
+        rates=lambda n: RateLimitInfo(limit=60, remaining=0, reset_at=reset_at, retry_at=None),
+    )
+    # the last request of a window the others spend fast: what is likely left of it falls under one
+    # as the clock moves; the planner decided on it, and the first group goes (a wave that sent
+    # nothing would be decided again at once), the next ones are what its answers leave: none
+    runner.planner.saw_rate_limit(RateLimitInfo(limit=60, remaining=1, reset_at=reset_at, retry_at=None))
+    runner.planner.window.available(time.time(), burst=0)  # judged: the others' pace is counted from now
+    runner.submit(4)
+    runner.lanes.close()
+    assert durable_states(store, runner.items) == ["running"] + ["pending"] * 3
+
+
 def test_a_refused_key_in_a_group_ends_the_batch_and_keeps_the_others_jobs() -> None:
     def answer(index: int) -> Job:
         if index == 1:
