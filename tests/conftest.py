@@ -28,6 +28,9 @@ os.environ.update(
         # A deferred single-image wait is resumed no sooner than this after its deferral (8 s by
         # default, for Airflow's resume race); 1 s keeps the rule in every test's path at less cost.
         "AIRFLOW__DOITONG__DEFERRAL_SETTLE_SECONDS": "1",
+        # The boards on which processes tell each other that an account's window is spent: the
+        # session's own (each test gets one of its own below), never the user's.
+        "DOITONG_BOARD_DIR": str(_HOME / "board"),
     }
 )
 os.environ.pop("AIRFLOW_CONN_DOITONG_DEFAULT", None)
@@ -142,6 +145,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 def airflow_home() -> Path:
     """The isolated ``AIRFLOW_HOME`` of this test session."""
     return _HOME
+
+
+@pytest.fixture(autouse=True)
+def _own_window_boards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's processes tell each other of spent windows on a board no other test reads (an
+    emulator's port may be reused, and its window starts afresh)."""
+    monkeypatch.setenv("DOITONG_BOARD_DIR", str(tmp_path / "board"))
 
 
 @pytest.fixture

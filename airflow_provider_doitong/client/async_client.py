@@ -55,6 +55,7 @@ class AsyncDoitongClient(ClientBase):
         await self.aclose()
 
     async def _send_once(self, request: ApiRequest) -> ApiResponse:
+        self.hold_if_spent(request)
         body = CappedBody(what=request.what)
         try:
             # Streamed: read up to the cap, never the whole of an answer of any size.
@@ -71,11 +72,7 @@ class AsyncDoitongClient(ClientBase):
         except httpx.TransportError as exc:
             raise _connection_error(exc, request.what) from None
         self.observe_answer(request, resp.status_code)
-        answer = protocol.interpret(
-            request, status=resp.status_code, headers=resp.headers, content=body.content(), now=self.clock()
-        )
-        self.last_rate_limit = answer.rate_limit
-        return answer
+        return self.judge(request, status=resp.status_code, headers=resp.headers, content=body.content())
 
     async def send(self, request: ApiRequest, *, retry_policy: RetryPolicy | None = None) -> ApiResponse:
         """Send a request under the retry policy.

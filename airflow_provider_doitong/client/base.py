@@ -1,19 +1,23 @@
-"""What the sync and async clients share: configuration, URLs and headers."""
+"""What the sync and async clients share: configuration, URLs, headers and the judging of answers."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from airflow_provider_doitong.client import contract, observability
+from airflow_provider_doitong.client import contract, observability, protocol
+from airflow_provider_doitong.client.board import WindowBoard
 from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.downloads import DownloadPolicy
+from airflow_provider_doitong.client.errors import DoitongRateLimited
 from airflow_provider_doitong.client.models import ImageRequest, Job
-from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, auth_headers
+from airflow_provider_doitong.client.pacing import RESET_MARGIN
+from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, ApiResponse, auth_headers
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.safety import UrlRefused, parse_strict_url
+from airflow_provider_doitong.client.times import utc_iso
 
 
 def _installed_version() -> str:
@@ -97,6 +101,8 @@ class ClientBase:
         the API's own host and the vendor's CDN (``contract.DEFAULT_DOWNLOAD_HOSTS``), 64 MiB, 300 s.
     :param observer: told of every answer, submission and refusal (see :mod:`~airflow_provider_doitong.client.observability`);
         by default nobody.
+    :param board: where the processes of this host that use the account tell each other that its
+        request window is spent (see :mod:`~airflow_provider_doitong.client.board`); by default none.
     """
 
     #: What the rate-limit headers of the last answer said.
@@ -113,6 +119,7 @@ class ClientBase:
         clock: Callable[[], float] = time.time,
         download_policy: DownloadPolicy | None = None,
         observer: observability.Observer = observability.NO_OBSERVER,
+        board: WindowBoard | None = None,
     ) -> None:
         api_key = check_api_key(api_key)
         check_choice("transport", transport, TRANSPORTS)
@@ -125,6 +132,7 @@ class ClientBase:
         self.download_policy = download_policy or DownloadPolicy.for_api(self.base_url)
         self.last_rate_limit = None
         self.observer = observer
+        self.board = board
 
     def set_api_key(self, api_key: str) -> None:
         """Use another key from now on (a rotated one)."""
@@ -162,3 +170,38 @@ class ClientBase:
             self.observer.count(
                 observability.JOBS_REFUSED, model=request.provider, kind=observability.refusal_kind(error)
             )
+
+    def hold_if_spent(self, request: ApiRequest) -> None:
+        """Refuse, unsent, a request into a window another process of this host saw spent.
+
+        :raises DoitongRateLimited: ``RATE_LIMITED``, with no HTTP status, resuming at the reset.
+        """
+        if self.board is None:
+            return
+        until = self.board.spent_until(self.clock())
+        own = self.last_rate_limit
+        if until is None or (own is not None and own.reset_at is not None and own.reset_at > until + 0.5):
+            return  # nothing told, or this client has already seen the next window
+        raise DoitongRateLimited(
+            f"Doitong {request.what}: the account's request window is spent until {utc_iso(until)} "
+            "(seen by another process on this host); not sent",
+            retry_at=until + RESET_MARGIN,
+            code=contract.ErrorCode.RATE_LIMITED.value,
+        )
+
+    def judge(
+        self, request: ApiRequest, *, status: int, headers: Mapping[str, str], content: bytes
+    ) -> ApiResponse:
+        """:func:`protocol.interpret` an answer, and tell the board when it shows the window spent."""
+        now = self.clock()
+        try:
+            answer = protocol.interpret(request, status=status, headers=headers, content=content, now=now)
+        except DoitongRateLimited as exc:
+            rate_limited = exc.code == contract.ErrorCode.RATE_LIMITED.value
+            if self.board is not None and rate_limited and exc.retry_at is not None:
+                self.board.post(exc.retry_at, now)
+            raise
+        self.last_rate_limit = rate = answer.rate_limit
+        if self.board is not None and rate.remaining == 0 and rate.reset_at is not None:
+            self.board.post(rate.reset_at, now)
+        return answer

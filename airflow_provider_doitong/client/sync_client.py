@@ -87,6 +87,7 @@ class DoitongClient(ClientBase):
         self.close()
 
     def _send_once(self, request: ApiRequest) -> ApiResponse:
+        self.hold_if_spent(request)
         body = CappedBody(what=request.what)
         try:
             with self._session.request(
@@ -105,11 +106,7 @@ class DoitongClient(ClientBase):
         except requests.RequestException as exc:
             raise _connection_error(exc, request.what) from None
         self.observe_answer(request, resp.status_code)
-        answer = protocol.interpret(
-            request, status=resp.status_code, headers=resp.headers, content=body.content(), now=self.clock()
-        )
-        self.last_rate_limit = answer.rate_limit
-        return answer
+        return self.judge(request, status=resp.status_code, headers=resp.headers, content=body.content())
 
     def send(self, request: ApiRequest, *, retry_policy: RetryPolicy | None = None) -> ApiResponse:
         """Send a request under the retry policy.

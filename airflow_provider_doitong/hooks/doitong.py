@@ -16,6 +16,7 @@ from airflow_provider_doitong._compat import (
     mask_secret,
 )
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
+from airflow_provider_doitong.client.board import WindowBoard
 from airflow_provider_doitong.hooks.connection import (
     CONN_FIELDS,
     CONN_TYPE,
@@ -163,6 +164,7 @@ class DoitongHook(BaseHook):
             "retry_policy": self.retry_policy,
             "download_policy": settings.download_policy(),
             "observer": observer_for(self.doitong_conn_id),
+            "board": WindowBoard.for_account(base_url=settings.base_url, api_key=settings.api_key),
         }
 
     def get_conn(self) -> DoitongClient:

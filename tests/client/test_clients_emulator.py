@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,7 @@ from airflow_provider_doitong.client import (
     contract,
     protocol,
 )
+from airflow_provider_doitong.client.board import WindowBoard
 from doitong_emulator import FaultConfig
 from doitong_emulator.pytest_plugin import EmulatorFactory
 
@@ -267,6 +269,47 @@ def test_429_beyond_max_rate_limit_wait_gives_up_at_once(emu: Any, make_api: Mak
     assert info.value.code == "RATE_LIMITED"
     assert info.value.retry_at is not None and info.value.retry_at > time.time()
     assert statuses(emu, "account") == [200, 429]
+
+
+def test_a_window_another_process_saw_spent_is_waited_for_without_a_request(
+    emu: Any, make_api: MakeApi, tmp_path: Path
+) -> None:
+    def board() -> WindowBoard | None:  # each client's own, as each process makes it
+        return WindowBoard.for_account(base_url=emu.base_url, api_key=key_of("slow"), directory=tmp_path)
+
+    first = make_api(api_key=key_of("slow"), board=board())  # one request per window
+    assert first.get_account().plan == "pro"  # the window's last request: the board is told
+    impatient = make_api(
+        api_key=key_of("slow"),
+        board=board(),
+        retry_policy=dataclasses.replace(FAST, max_rate_limit_wait=WINDOW_SECONDS / 10),
+    )
+    with pytest.raises(DoitongRateLimited) as info:
+        impatient.get_account()
+    assert info.value.status is None and info.value.code == "RATE_LIMITED" and "not sent" in str(info.value)
+    second = make_api(api_key=key_of("slow"), board=board())
+    job = second.submit(REQUEST)  # held until the reset, then sent once: no 429 at all
+    entries = log_of(emu)
+    assert [(e["kind"], e["status"]) for e in entries] == [("account", 200), ("submit", 200)]
+    assert entries[1]["t"] >= entries[0]["t"] + WINDOW_SECONDS - 0.01
+    assert emu.job(job.id) is not None and emu.stats()["jobs"]["total"] == 1
+
+
+def test_a_refusal_for_the_window_is_told_to_the_others(emu: Any, make_api: MakeApi, tmp_path: Path) -> None:
+    def board() -> WindowBoard | None:
+        return WindowBoard.for_account(base_url=emu.base_url, api_key=key_of("slow"), directory=tmp_path)
+
+    make_api(api_key=key_of("slow")).get_account()  # a process that keeps no board spends the window
+    refused = make_api(
+        api_key=key_of("slow"),
+        board=board(),
+        retry_policy=dataclasses.replace(FAST, max_rate_limit_wait=WINDOW_SECONDS / 10),
+    )
+    with pytest.raises(DoitongRateLimited):
+        refused.get_account()  # answered 429: the board is told
+    third = make_api(api_key=key_of("slow"), board=board())
+    assert third.get_account().plan == "pro"
+    assert statuses(emu, "account") == [200, 429, 200]
 
 
 def test_429_injected_with_retry_after_is_retried(emu: Any, make_api: MakeApi) -> None:
