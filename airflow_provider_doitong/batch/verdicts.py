@@ -88,9 +88,10 @@ def judge_submit_error(
     if resubmit_after_wait(exc, on_daily_limit=on_daily_limit):
         if isinstance(exc, DoitongRateLimited):
             until = rate_limit_resume_at(exc, attempt=max(1, refusals), policy=policy, now=now)
+            what = "A submission was held unsent" if exc.held else "Doitong refused a submission"
             return SubmitVerdict(
                 Verdict.LATER,
-                f"Doitong refused a submission ({exc.code}); the next one waits {until - now:.1f}s",
+                f"{what} ({exc.code}); the next one waits {until - now:.1f}s",
                 until=until,
                 all_requests=exc.code in (ErrorCode.RATE_LIMITED.value, ErrorCode.DAILY_LIMIT.value),
             )

@@ -160,7 +160,10 @@ class ClientBase:
             self.observer.count(observability.RATE_LIMITED)
 
     def observe_submit(self, request: ImageRequest, job: Job | None, error: BaseException | None) -> None:
-        """Count a submission made (with its estimated credits) or refused (by kind)."""
+        """Count a submission made (with its estimated credits) or refused (by kind); one held unsent
+        for a spent window is neither."""
+        if isinstance(error, DoitongRateLimited) and error.held:
+            return
         if job is not None:
             self.observer.count(observability.JOBS_SUBMITTED, model=request.provider)
             self.observer.count(
@@ -187,6 +190,7 @@ class ClientBase:
             "(seen by another process on this host); not sent",
             retry_at=until + RESET_MARGIN,
             code=contract.ErrorCode.RATE_LIMITED.value,
+            held=True,
         )
 
     def judge(

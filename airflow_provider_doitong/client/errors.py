@@ -102,14 +102,23 @@ class DoitongRateLimited(DoitongError):
     :param retry_at: the Unix time at which a retry may succeed, if the answer said.
     :param window_limit: the requests the plan allows per rate-limit window, if the answer said
         (``X-RateLimit-Limit``): a refused client waits at least one request's share of the window.
+    :param held: the request was never sent: another process on this host saw the window spent
+        (:mod:`~airflow_provider_doitong.client.board`).
     """
 
     def __init__(
-        self, message: str, *, retry_at: float | None = None, window_limit: int | None = None, **kwargs: Any
+        self,
+        message: str,
+        *,
+        retry_at: float | None = None,
+        window_limit: int | None = None,
+        held: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
         self.retry_at = retry_at
         self.window_limit = window_limit
+        self.held = held
 
     @property
     def is_daily_limit(self) -> bool:

@@ -16,7 +16,14 @@ from typing import Any
 
 from airflow_provider_doitong._compat import DEFERRAL_SETTLE_S, AirflowFailException, deferral_settle_s
 from airflow_provider_doitong.batch.budget import below_floor, within_floor
-from airflow_provider_doitong.client import DoitongClient, DoitongError, DoitongTimeout, ImageRequest, Job
+from airflow_provider_doitong.client import (
+    DoitongClient,
+    DoitongError,
+    DoitongRateLimited,
+    DoitongTimeout,
+    ImageRequest,
+    Job,
+)
 from airflow_provider_doitong.client.outcomes import resubmit_after_wait
 from airflow_provider_doitong.client.retry import compute_wait
 from airflow_provider_doitong.client.submission import (
@@ -180,5 +187,7 @@ class Submitter:
         if self.deadline is not None and resume_at > self.deadline:
             late = DoitongTimeout(f"Doitong refuses the submission past the task's deadline: {exc}")
             raise airflow_error(late) from None
-        self.log.warning("Doitong refused the submission (%s); trying again at %s", exc, utc_iso(resume_at))
+        held = isinstance(exc, DoitongRateLimited) and exc.held  # never sent: no refusal
+        what = "Held the submission" if held else "Doitong refused the submission"
+        self.log.warning("%s (%s); trying again at %s", what, exc, utc_iso(resume_at))
         return Refused(resume_at, attempt)

@@ -35,6 +35,14 @@ def test_a_429_waits_for_its_reset_and_never_less_than_a_growing_floor() -> None
     assert stale.all_requests and (stale.until or 0) >= NOW + 4  # a past reset still backs off
 
 
+def test_a_submission_held_for_a_window_seen_spent_waits_for_its_reset_and_says_it_was_not_sent() -> None:
+    held = DoitongRateLimited("spent", retry_at=NOW + 7, code="RATE_LIMITED", held=True)
+    verdict = judge_submit_error(held, now=NOW, policy=POLICY, item=1)
+    assert verdict.verdict is Verdict.LATER and verdict.all_requests
+    assert NOW + 7 <= (verdict.until or 0) <= NOW + 8
+    assert verdict.message.startswith("A submission was held unsent")
+
+
 @pytest.mark.parametrize(
     ("policy", "verdict"), [("fail", Verdict.STOP), ("skip", Verdict.STOP), ("wait", Verdict.LATER)]
 )

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_doitong.client import DoitongClient, DoitongRateLimited, protocol
+from airflow_provider_doitong.client import (
+    DoitongClient,
+    DoitongRateLimited,
+    ImageRequest,
+    RetryPolicy,
+    protocol,
+)
 from airflow_provider_doitong.client.board import BOARD_DIR_ENV, WindowBoard, default_directory
 from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+from tests.observability.recorder import RecordingObserver
 
 BASE = "https://api.doitong.example"
 KEY = "sk-live-0123456789abcdef"
@@ -110,7 +117,7 @@ def test_a_client_holds_a_request_into_a_window_told_spent_and_never_sends_it(tm
     request = protocol.build_account(transport="graphql")
     with pytest.raises(DoitongRateLimited) as info:
         client(tmp_path, NOW + 5).hold_if_spent(request)
-    assert info.value.status is None and info.value.code == "RATE_LIMITED"
+    assert info.value.status is None and info.value.code == "RATE_LIMITED" and info.value.held
     assert info.value.retry_at == NOW + 30 + RESET_MARGIN
     assert "not sent" in str(info.value) and KEY not in str(info.value)
     seen_next = client(tmp_path, NOW + 5)
@@ -140,3 +147,20 @@ def test_a_client_tells_the_board_when_an_answer_shows_the_window_spent(tmp_path
             content=refused.encode(),
         )
     assert board(tmp_path).spent_until(NOW + 32) == NOW + 90
+
+
+def test_a_submission_held_unsent_is_counted_neither_made_nor_refused(tmp_path: Path) -> None:
+    seen = RecordingObserver()
+    board(tmp_path).post(NOW + 30, NOW)
+    held = DoitongClient(
+        api_key=KEY,
+        base_url=BASE,
+        board=board(tmp_path),
+        clock=lambda: NOW + 1,
+        observer=seen,
+        retry_policy=RetryPolicy(max_rate_limit_wait=0),
+    )
+    request = ImageRequest(provider="flux-dev", prompt="a kite over the dunes", width=512, height=512)
+    with pytest.raises(DoitongRateLimited) as info:
+        held.submit(request)
+    assert info.value.held and not seen.counts
