@@ -288,7 +288,7 @@ class ItemSubmitter:
         for _, sent in sorted(group, key=lambda pair: pair[1].at):
             if sent.job is not None or sent.error is not None:
                 self.planner.saw_rate_limit(sent.rate)
-        if any(isinstance(sent.error, DoitongRateLimited) for _, sent in group):
+        if any(isinstance(sent.error, DoitongRateLimited) and not sent.error.held for _, sent in group):
             self._refusals += 1  # one round of refusals, however many of the group were refused
         elif any(sent.job is not None or sent.error is not None for _, sent in group):
             self._refusals = 0

@@ -135,8 +135,12 @@ class ClientBase:
         self.board = board
 
     def set_api_key(self, api_key: str) -> None:
-        """Use another key from now on (a rotated one)."""
+        """Use another key from now on (a rotated one), and its board."""
         self._api_key = check_api_key(api_key)
+        if self.board is not None:
+            self.board = WindowBoard.for_account(
+                base_url=self.base_url, api_key=self._api_key, directory=self.board.path.parent
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, transport={self.transport!r})"
@@ -175,7 +179,7 @@ class ClientBase:
             )
 
     def hold_if_spent(self, request: ApiRequest) -> None:
-        """Refuse, unsent, a request into a window another process of this host saw spent.
+        """Refuse, unsent, a request into a window seen spent on this host (by any process).
 
         :raises DoitongRateLimited: ``RATE_LIMITED``, with no HTTP status, resuming at the reset.
         """
@@ -187,7 +191,7 @@ class ClientBase:
             return  # nothing told, or this client has already seen the next window
         raise DoitongRateLimited(
             f"Doitong {request.what}: the account's request window is spent until {utc_iso(until)} "
-            "(seen by another process on this host); not sent",
+            "(seen on this host); not sent",
             retry_at=until + RESET_MARGIN,
             code=contract.ErrorCode.RATE_LIMITED.value,
             held=True,

@@ -9,10 +9,12 @@ and key) reads it before a request that counts toward the window, and holds the 
 (:class:`~airflow_provider_doitong.client.errors.DoitongRateLimited`, never sent). Processes on
 other hosts learn as before, from their own answers.
 
-The file is advisory and untrusted: a folder that is not the user's own and private, a file that is
-a symlink, not a regular file, too large, torn or not as written, or that says something impossible
-(a reset further than two windows ahead, a sighting from the future or from windows ago) holds
-nothing. Its name is a keyed hash of the account, which the key cannot be recovered from.
+The file is advisory and untrusted: a folder that is not the user's own and private (checked at
+each read and write: a temporary folder may be cleaned and taken by someone else), a file that is
+not the user's own and private, a symlink, not a regular file, too large, torn or not as written,
+or that says something impossible (a reset more than a window after it was seen, a sighting from
+the future or from a window ago) holds nothing. Its name is a keyed hash of the account, which the
+key cannot be recovered from.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import stat
@@ -35,9 +38,10 @@ from airflow_provider_doitong.client.contract import RATE_LIMIT_WINDOW_SECONDS
 BOARD_DIR_ENV = "DOITONG_BOARD_DIR"
 #: The largest board file read (bytes).
 MAX_BOARD_BYTES = 256
-#: The furthest ahead of its sighting a reset is believed, in windows.
-MAX_HOLD_WINDOWS = 2.0
 _FORMAT = 1
+
+log = logging.getLogger(__name__)
+_refused_folders: set[Path] = set()
 
 
 def default_directory() -> Path | None:
@@ -48,16 +52,21 @@ def default_directory() -> Path | None:
     return Path(named) if named else Path(tempfile.gettempdir()) / f"doitong-board-{os.getuid()}"
 
 
-def private_directory(path: Path) -> bool:
-    """Create ``path`` (mode 0700) if missing; whether it is a real folder of this user's that no one
-    else may write or read."""
-    with contextlib.suppress(FileExistsError, OSError):
-        path.mkdir(mode=0o700, parents=False)
+def _private(info: os.stat_result) -> bool:
+    return info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
+def private_directory(path: Path, *, create: bool = True) -> bool:
+    """Whether ``path`` is a real folder of this user's that no one else may write or read (made so,
+    mode 0700, when missing and ``create``)."""
+    if create:
+        with contextlib.suppress(FileExistsError, OSError):
+            path.mkdir(mode=0o700, parents=False)
     try:
         info = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+    return stat.S_ISDIR(info.st_mode) and _private(info)
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,12 @@ class WindowBoard:
         :param directory: the folder (by default :func:`default_directory`).
         """
         folder = directory if directory is not None else default_directory()
-        if folder is None or not private_directory(folder):
+        if folder is None:
+            return None
+        if not private_directory(folder):
+            if folder not in _refused_folders:
+                _refused_folders.add(folder)
+                log.warning("No board for spent windows in %s: not a private folder of this user's", folder)
             return None
         name = hmac.new(api_key.encode(), base_url.encode(), hashlib.sha256).hexdigest()[:32]
         return cls(path=folder / f"{name}.json")
@@ -90,13 +104,15 @@ class WindowBoard:
             return None
         reset_at, seen_at = seen
         fresh = now - self.window_s <= seen_at <= now + 1.0
-        believable = seen_at <= reset_at <= seen_at + MAX_HOLD_WINDOWS * self.window_s
+        believable = seen_at <= reset_at <= seen_at + self.window_s + 1.0
         return reset_at if fresh and believable and now < reset_at else None
 
     def post(self, reset_at: float, now: float) -> None:
         """Tell the others the window is spent until ``reset_at`` (kept if already told)."""
         told = self.spent_until(now)
         if told is not None and told >= reset_at - 0.5:
+            return
+        if not private_directory(self.path.parent, create=False):
             return
         data = json.dumps({"format": _FORMAT, "reset_at": reset_at, "seen_at": now}).encode()
         try:
@@ -112,13 +128,15 @@ class WindowBoard:
                 os.unlink(tmp)
 
     def _read(self) -> tuple[float, float] | None:
+        if not private_directory(self.path.parent, create=False):
+            return None
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BOARD_BYTES:
+            if not stat.S_ISREG(info.st_mode) or not _private(info) or info.st_size > MAX_BOARD_BYTES:
                 return None
             raw = os.read(fd, MAX_BOARD_BYTES + 1)
         except OSError:

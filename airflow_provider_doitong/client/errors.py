@@ -102,9 +102,11 @@ class DoitongRateLimited(DoitongError):
     :param retry_at: the Unix time at which a retry may succeed, if the answer said.
     :param window_limit: the requests the plan allows per rate-limit window, if the answer said
         (``X-RateLimit-Limit``): a refused client waits at least one request's share of the window.
-    :param held: the request was never sent: another process on this host saw the window spent
+    :param held: the request was never sent: the window was seen spent on this host
         (:mod:`~airflow_provider_doitong.client.board`).
     """
+
+    held: bool = False
 
     def __init__(
         self,

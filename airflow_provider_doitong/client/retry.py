@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import RetryCallState, stop_after_attempt
+from tenacity import RetryCallState
 
 from airflow_provider_doitong.client.contract import RATE_LIMIT_WINDOW_SECONDS
 from airflow_provider_doitong.client.errors import (
@@ -95,11 +95,14 @@ def rate_limit_resume_at(
     already past (a stale header, a server clock behind ours) or missing still spaces the attempts
     out (exponentially, and at the plan's pace at least) instead of resending at once. Jitter (up to a second) follows, so callers
     refused together do not all return together. ``attempt`` counts the 429s in a row, across
-    deferrals.
+    deferrals. A request held unsent for a window seen spent (``error.held``) goes at the reset it
+    was held for, exactly: there was no refusal.
 
     :param attempt: the attempt that was refused, from 1.
     :returns: a Unix time.
     """
+    if error.held and error.retry_at is not None:
+        return error.retry_at  # never sent: no refusal to back off from, only the reset to wait for
     floor = now + refusal_floor(error, attempt=attempt, policy=policy, now=now)
     resume = floor if error.retry_at is None else max(error.retry_at, floor)
     return resume + (rng or random).uniform(0, min(1.0, backoff_ceiling(policy, attempt)))
@@ -169,6 +172,14 @@ def retry_args(
     :param clock: the source of the current Unix time.
     """
 
+    held: set[int] = set()  # the attempts held unsent for a spent window: not counted
+
+    def _stop(state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, DoitongRateLimited) and error.held:
+            held.add(state.attempt_number)
+        return state.attempt_number - len(held) >= policy.max_attempts
+
     def _retry(state: RetryCallState) -> bool:
         if state.outcome is None or not state.outcome.failed:
             return False
@@ -183,6 +194,9 @@ def retry_args(
 
     def _before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, DoitongRateLimited) and error.held:
+            log.info("%s; sending it in %.2fs", error, state.upcoming_sleep)
+            return
         log.warning(
             "Doitong request failed (attempt %d of %d): %s; retrying in %.2fs",
             state.attempt_number,
@@ -192,7 +206,7 @@ def retry_args(
         )
 
     return {
-        "stop": stop_after_attempt(policy.max_attempts),
+        "stop": _stop,
         "retry": _retry,
         "wait": _wait,
         "before_sleep": _before_sleep,

@@ -21,6 +21,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongJobFailed,
     DoitongNotFound,
     DoitongProtocolError,
+    DoitongRateLimited,
     DoitongTimeout,
     DoitongUnauthorized,
 )
@@ -81,6 +82,12 @@ def timeout_error(job_id: str, job: Job | None, *, cause: BaseException | None =
     :param job: the job as last read, if any poll answered.
     :param cause: the last failed poll's error, if the API was unavailable at the end.
     """
+    if isinstance(cause, DoitongRateLimited) and cause.held:
+        return DoitongTimeout(
+            f"Doitong job {job_id} did not finish by its deadline: the account's request window was "
+            f"spent ({cause}); the job may still be running at Doitong",
+            job=job,
+        )
     if cause is not None:
         return DoitongTimeout(
             f"Doitong job {job_id} did not finish by its deadline: the API did not answer ({cause}); "
@@ -222,12 +229,14 @@ class JobWait:
         )
 
     def observe_error(self, error: DoitongError) -> WaitStep:
-        """Judge a poll that raised ``error`` (see :func:`after_poll_error`); logs what it decided."""
-        self.failures += 1
+        """Judge a poll that raised ``error`` (see :func:`after_poll_error`); logs what it decided.
+        A read held unsent for a window seen spent is no failed poll: it waits for the reset."""
+        held = isinstance(error, DoitongRateLimited) and error.held
+        self.failures += 0 if held else 1
         step = after_poll_error(
             self.job_id,
             error,
-            failures=self.failures,
+            failures=max(1, self.failures),
             reauthed=self.reauthed,
             now=self.clock(),
             deadline=self.deadline,
@@ -240,7 +249,9 @@ class JobWait:
         if self.hand_over and not step.done and self.deadline is not None:
             if self.clock() + step.sleep >= self.deadline:
                 return WaitStep(error=timeout_error(self.job_id, None, cause=error))
-        if not step.done:
+        if held and not step.done:
+            log.info("Polling Doitong job %s: %s; polling again in %.1fs", self.job_id, error, step.sleep)
+        elif not step.done:
             log.warning(
                 "Polling Doitong job %s failed (%d in a row): %s; polling again in %.1fs",
                 self.job_id,

@@ -135,6 +135,7 @@ class Submitter:
                 break
             except DoitongError as exc:
                 refused = self._refused(exc, attempt)
+                attempt = refused.attempt
             now = time.time()
             if self.may_defer and refused.resume_at - now >= max(deferral_settle_s(), self.shortest_deferral):
                 return refused
@@ -180,14 +181,15 @@ class Submitter:
         if not resubmit_after_wait(exc, on_daily_limit=self.on_daily_limit):
             self.records.forget()
             raise airflow_error(exc, on_daily_limit=self.on_daily_limit, conn_id=self.conn_id) from None
+        held = isinstance(exc, DoitongRateLimited) and exc.held  # never sent: not a refusal
+        refusals = attempt - 1 if held else attempt
         # No job exists; the count outlives a deferral even where its kwargs are lost.
-        self.records.save(RecordState.REFUSED, refusals=attempt)
+        self.records.save(RecordState.REFUSED, refusals=refusals)
         now = time.time()
         resume_at = now + compute_wait(exc, attempt=attempt, policy=self.client.retry_policy, now=now)
         if self.deadline is not None and resume_at > self.deadline:
-            late = DoitongTimeout(f"Doitong refuses the submission past the task's deadline: {exc}")
-            raise airflow_error(late) from None
-        held = isinstance(exc, DoitongRateLimited) and exc.held  # never sent: no refusal
+            why = "the account's window stays spent" if held else "Doitong refuses the submission"
+            raise airflow_error(DoitongTimeout(f"{why} past the task's deadline: {exc}")) from None
         what = "Held the submission" if held else "Doitong refused the submission"
         self.log.warning("%s (%s); trying again at %s", what, exc, utc_iso(resume_at))
-        return Refused(resume_at, attempt)
+        return Refused(resume_at, refusals)

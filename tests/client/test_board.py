@@ -18,6 +18,8 @@ from airflow_provider_doitong.client import (
 from airflow_provider_doitong.client.board import BOARD_DIR_ENV, WindowBoard, default_directory
 from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
+from airflow_provider_doitong.client.retry import rate_limit_resume_at
+from airflow_provider_doitong.client.waiting import JobWait
 from tests.observability.recorder import RecordingObserver
 
 BASE = "https://api.doitong.example"
@@ -164,3 +166,37 @@ def test_a_submission_held_unsent_is_counted_neither_made_nor_refused(tmp_path: 
     with pytest.raises(DoitongRateLimited) as info:
         held.submit(request)
     assert info.value.held and not seen.counts
+
+
+def test_a_board_file_or_folder_that_is_not_the_users_own_and_private_holds_nothing(tmp_path: Path) -> None:
+    one = board(tmp_path / "boards")
+    one.post(NOW + 30, NOW)
+    one.path.chmod(0o644)  # a file others may read
+    assert one.spent_until(NOW + 1) is None
+    one.path.chmod(0o600)
+    assert one.spent_until(NOW + 1) == NOW + 30
+    (tmp_path / "boards").chmod(0o777)  # the folder, opened to others since
+    assert one.spent_until(NOW + 1) is None
+    one.post(NOW + 90, NOW + 31)
+    (tmp_path / "boards").chmod(0o700)
+    assert one.spent_until(NOW + 32) is None  # nothing was written into it either
+
+
+def test_a_rotated_key_has_the_board_of_its_own_account(tmp_path: Path) -> None:
+    rotated = client(tmp_path, NOW + 1)
+    board(tmp_path, key="sk-live-rotated-0002").post(NOW + 30, NOW)
+    request = protocol.build_account(transport="graphql")
+    rotated.hold_if_spent(request)  # the old key's board says nothing
+    rotated.set_api_key("sk-live-rotated-0002")
+    with pytest.raises(DoitongRateLimited):
+        rotated.hold_if_spent(request)
+
+
+def test_a_held_request_waits_for_the_reset_exactly_and_is_no_failed_poll() -> None:
+    held = DoitongRateLimited("spent", retry_at=NOW + 7, code="RATE_LIMITED", held=True)
+    assert rate_limit_resume_at(held, attempt=5, policy=RetryPolicy(), now=NOW) == NOW + 7
+    wait = JobWait(job_id="j", poll_interval=1.0, clock=lambda: NOW)
+    step = wait.observe_error(held)
+    assert step.sleep == pytest.approx(7.0) and not step.done and wait.failures == 0
+    late = JobWait(job_id="j", poll_interval=1.0, deadline=NOW, clock=lambda: NOW).observe_error(held)
+    assert late.error is not None and "window was spent" in str(late.error)

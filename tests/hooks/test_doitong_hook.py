@@ -186,6 +186,22 @@ def test_get_conn_and_get_async_conn(doitong_conn: Any) -> None:
     assert [e["kind"] for e in emu.request_log()][0] == "submit"
 
 
+def test_every_client_of_the_hook_keeps_the_accounts_board_for_spent_windows(
+    doitong_conn: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOITONG_BOARD_DIR", str(tmp_path / "boards"))
+    hook = DoitongHook()
+    with hook.get_conn() as client:
+        board = client.board
+    aclient = asyncio.run(hook.get_async_conn())
+    asyncio.run(aclient.aclose())
+    assert board is not None and aclient.board == board
+    assert board.path.parent == tmp_path / "boards" and doitong_conn.api_key not in board.path.name
+    monkeypatch.setenv("DOITONG_BOARD_DIR", "off")
+    with hook.get_conn() as client:
+        assert client.board is None
+
+
 def test_async_settings_read_the_same_connection(doitong_conn: Any) -> None:
     hook = DoitongHook()
     assert asyncio.run(hook.aget_settings()) == hook.settings
