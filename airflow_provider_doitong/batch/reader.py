@@ -20,6 +20,7 @@ from typing import Any
 from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.planner import Planner
 from airflow_provider_doitong.client import DoitongClient, DoitongError, Job, JobStatus
+from airflow_provider_doitong.client.errors import was_held
 from airflow_provider_doitong.client.waiting import after_poll_error
 
 
@@ -80,11 +81,12 @@ class JobReader:
         return None
 
     def _failed(self, exc: DoitongError, now: float) -> DoitongError | None:
-        self._failures += 1
+        held = was_held(exc)  # unsent for a window seen spent: no failure, a wait for its reset
+        self._failures += 0 if held else 1
         step = after_poll_error(
             "(the batch's running jobs)",
             exc,
-            failures=self._failures,
+            failures=max(1, self._failures),
             reauthed=self._reauthed,
             now=now,
             deadline=None,
@@ -103,6 +105,9 @@ class JobReader:
             return exc
         self.planner.polled(now)
         self.planner.refused(until=now + step.sleep, all_requests=True)
+        if held:
+            self.log.info("%s; reading again in %.1fs", exc, step.sleep)
+            return None
         self.log.warning(
             "Reading the running jobs failed (%d in a row): %s; reading again in %.1fs",
             self._failures,

@@ -41,6 +41,7 @@ from airflow_provider_doitong.client import (
     Job,
     RetryPolicy,
 )
+from airflow_provider_doitong.client.errors import was_held
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 
 #: The longest an accepted submission's job id waits in memory for its group's slowest answer
@@ -288,7 +289,7 @@ class ItemSubmitter:
         for _, sent in sorted(group, key=lambda pair: pair[1].at):
             if sent.job is not None or sent.error is not None:
                 self.planner.saw_rate_limit(sent.rate)
-        if any(isinstance(sent.error, DoitongRateLimited) and not sent.error.held for _, sent in group):
+        if any(isinstance(e := sent.error, DoitongRateLimited) and not was_held(e) for _, sent in group):
             self._refusals += 1  # one round of refusals, however many of the group were refused
         elif any(sent.job is not None or sent.error is not None for _, sent in group):
             self._refusals = 0

@@ -18,6 +18,7 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
 )
 from airflow_provider_doitong.client.contract import ErrorCode
+from airflow_provider_doitong.client.errors import was_held
 from airflow_provider_doitong.client.outcomes import (
     Answer,
     Kind,
@@ -88,7 +89,7 @@ def judge_submit_error(
     if resubmit_after_wait(exc, on_daily_limit=on_daily_limit):
         if isinstance(exc, DoitongRateLimited):
             until = rate_limit_resume_at(exc, attempt=max(1, refusals), policy=policy, now=now)
-            what = "A submission was held unsent" if exc.held else "Doitong refused a submission"
+            what = "A submission was held unsent" if was_held(exc) else "Doitong refused a submission"
             return SubmitVerdict(
                 Verdict.LATER,
                 f"{what} ({exc.code}); the next one waits {until - now:.1f}s",

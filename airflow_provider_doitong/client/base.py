@@ -10,7 +10,7 @@ from airflow_provider_doitong.client import contract, observability, protocol
 from airflow_provider_doitong.client.board import WindowBoard
 from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.downloads import DownloadPolicy
-from airflow_provider_doitong.client.errors import DoitongRateLimited
+from airflow_provider_doitong.client.errors import DoitongRateLimited, was_held
 from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, ApiResponse, auth_headers
@@ -166,7 +166,7 @@ class ClientBase:
     def observe_submit(self, request: ImageRequest, job: Job | None, error: BaseException | None) -> None:
         """Count a submission made (with its estimated credits) or refused (by kind); one held unsent
         for a spent window is neither."""
-        if isinstance(error, DoitongRateLimited) and error.held:
+        if error is not None and was_held(error):
             return
         if job is not None:
             self.observer.count(observability.JOBS_SUBMITTED, model=request.provider)

@@ -127,6 +127,11 @@ class DoitongRateLimited(DoitongError):
         return self.code == ErrorCode.DAILY_LIMIT.value
 
 
+def was_held(error: BaseException) -> bool:
+    """Whether ``error`` is a request held unsent for a window seen spent: no refusal, no failure."""
+    return isinstance(error, DoitongRateLimited) and error.held
+
+
 class DoitongServerError(DoitongError):
     """5xx: the API failed; the contract says to retry."""
 

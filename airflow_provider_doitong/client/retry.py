@@ -22,6 +22,7 @@ from airflow_provider_doitong.client.errors import (
     DoitongProtocolError,
     DoitongRateLimited,
     DoitongServerError,
+    was_held,
 )
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def rate_limit_resume_at(
     :param attempt: the attempt that was refused, from 1.
     :returns: a Unix time.
     """
-    if error.held and error.retry_at is not None:
+    if was_held(error) and error.retry_at is not None:
         return error.retry_at  # never sent: no refusal to back off from, only the reset to wait for
     floor = now + refusal_floor(error, attempt=attempt, policy=policy, now=now)
     resume = floor if error.retry_at is None else max(error.retry_at, floor)
@@ -176,7 +177,7 @@ def retry_args(
 
     def _stop(state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, DoitongRateLimited) and error.held:
+        if error is not None and was_held(error):
             held.add(state.attempt_number)
         return state.attempt_number - len(held) >= policy.max_attempts
 
@@ -194,7 +195,7 @@ def retry_args(
 
     def _before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, DoitongRateLimited) and error.held:
+        if error is not None and was_held(error):
             log.info("%s; sending it in %.2fs", error, state.upcoming_sleep)
             return
         log.warning(

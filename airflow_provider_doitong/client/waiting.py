@@ -21,9 +21,9 @@ from airflow_provider_doitong.client.errors import (
     DoitongJobFailed,
     DoitongNotFound,
     DoitongProtocolError,
-    DoitongRateLimited,
     DoitongTimeout,
     DoitongUnauthorized,
+    was_held,
 )
 from airflow_provider_doitong.client.models import Job
 from airflow_provider_doitong.client.pacing import MIN_POLL_GAP, next_read_delay
@@ -82,7 +82,7 @@ def timeout_error(job_id: str, job: Job | None, *, cause: BaseException | None =
     :param job: the job as last read, if any poll answered.
     :param cause: the last failed poll's error, if the API was unavailable at the end.
     """
-    if isinstance(cause, DoitongRateLimited) and cause.held:
+    if cause is not None and was_held(cause):
         return DoitongTimeout(
             f"Doitong job {job_id} did not finish by its deadline: the account's request window was "
             f"spent ({cause}); the job may still be running at Doitong",
@@ -231,7 +231,7 @@ class JobWait:
     def observe_error(self, error: DoitongError) -> WaitStep:
         """Judge a poll that raised ``error`` (see :func:`after_poll_error`); logs what it decided.
         A read held unsent for a window seen spent is no failed poll: it waits for the reset."""
-        held = isinstance(error, DoitongRateLimited) and error.held
+        held = was_held(error)
         self.failures += 0 if held else 1
         step = after_poll_error(
             self.job_id,

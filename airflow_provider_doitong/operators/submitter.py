@@ -19,11 +19,11 @@ from airflow_provider_doitong.batch.budget import below_floor, within_floor
 from airflow_provider_doitong.client import (
     DoitongClient,
     DoitongError,
-    DoitongRateLimited,
     DoitongTimeout,
     ImageRequest,
     Job,
 )
+from airflow_provider_doitong.client.errors import was_held
 from airflow_provider_doitong.client.outcomes import resubmit_after_wait
 from airflow_provider_doitong.client.retry import compute_wait
 from airflow_provider_doitong.client.submission import (
@@ -181,7 +181,7 @@ class Submitter:
         if not resubmit_after_wait(exc, on_daily_limit=self.on_daily_limit):
             self.records.forget()
             raise airflow_error(exc, on_daily_limit=self.on_daily_limit, conn_id=self.conn_id) from None
-        held = isinstance(exc, DoitongRateLimited) and exc.held  # never sent: not a refusal
+        held = was_held(exc)  # never sent: not a refusal
         refusals = attempt - 1 if held else attempt
         # No job exists; the count outlives a deferral even where its kwargs are lost.
         self.records.save(RecordState.REFUSED, refusals=refusals)

@@ -30,6 +30,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongError, DoitongNotFound, Job, JobStatus
+from airflow_provider_doitong.client.errors import was_held
 from airflow_provider_doitong.client.models import parse_api_time
 from airflow_provider_doitong.client.pacing import DURATION_SAMPLES, MIN_POLL_GAP, next_read_delay
 from airflow_provider_doitong.client.retry import RetryPolicy
@@ -202,8 +203,15 @@ class JobPoller:
                 watcher.queue.put_nowait(item)
 
     def _failed(self, exc: DoitongError, failures: int, reauthed: bool, policy: RetryPolicy) -> WaitStep:
-        """Judge a failed poll (see :func:`after_poll_error`), log it, and tell every watcher if it is final."""
+        """Judge a failed poll (see :func:`after_poll_error`), log it, and tell every watcher if it is final.
+        A poll held unsent for a spent window waits for its reset, and is no failure."""
         now = time.time()
+        if was_held(exc):
+            step = after_poll_error(
+                "", exc, failures=1, reauthed=reauthed, now=now, deadline=None, policy=policy
+            )
+            log.info("%s; polling again in %.1fs", exc, step.sleep)
+            return step
         if self.failing_since is None:
             self.failing_since = now
         self.last_error = exc
@@ -245,7 +253,7 @@ class JobPoller:
                 try:
                     await self._poll_once(client)
                 except DoitongError as exc:
-                    failures += 1
+                    failures += 0 if was_held(exc) else 1
                     step = self._failed(
                         exc,
                         failures,

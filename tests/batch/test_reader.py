@@ -20,6 +20,7 @@ from airflow_provider_doitong.batch.planner import Limits, Planner
 from airflow_provider_doitong.batch.reader import JobReader
 from airflow_provider_doitong.batch.stores import LocalLedgerStore
 from airflow_provider_doitong.client import DoitongClient, DoitongUnauthorized, RetryPolicy
+from airflow_provider_doitong.client.board import WindowBoard
 from doitong_emulator import FaultConfig
 
 OWNER = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1}
@@ -95,3 +96,21 @@ def test_a_refused_read_waits_by_the_clients_own_retry_policy(emulator: Any, bat
     assert batch.reader.poll() is None
     assert batch.planner.requests_blocked_until - before >= 30.0
     assert batch.planner.available_requests(time.time()) == 0  # every request waits, submissions too
+
+
+def test_a_read_held_for_a_window_seen_spent_waits_for_its_reset_and_is_no_failure(
+    emulator: Any, batches: Any, tmp_path: Path
+) -> None:
+    """Backoff 30 s as above: a hold waits for the reset it was held for, exactly, and counts nothing."""
+    batch = batches(
+        policy=RetryPolicy(max_attempts=1, backoff_base=30.0, backoff_max=30.0, max_rate_limit_wait=0)
+    )
+    board = WindowBoard.for_account(base_url=emulator.base_url, api_key=emulator.api_key, directory=tmp_path)
+    assert board is not None
+    batch.client.board = board
+    before = time.time()
+    board.post(before + 5.0, before)  # another process saw the window spent
+    assert batch.reader.poll() is None
+    assert before + 5.0 <= batch.planner.requests_blocked_until < before + 6.0
+    assert batch.reader._failures == 0 and not batch.failed
+    assert [e["kind"] for e in emulator.request_log()] == ["submit"]  # the read was never sent

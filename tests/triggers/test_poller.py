@@ -13,6 +13,7 @@ import pytest
 from airflow_provider_doitong.client import (
     DoitongError,
     DoitongProtocolError,
+    DoitongRateLimited,
     DoitongServerError,
     DoitongUnauthorized,
     Job,
@@ -158,6 +159,20 @@ def test_an_outage_reaches_no_watcher_and_ends_when_the_api_answers() -> None:
     poller = JobPoller(key="outage", client_factory=make, retry_policy=FAST, max_consecutive_errors=3)
     assert _run_watch(poller, 10) == ["completed"]
     assert len(polls) == 13 and poller.last_error is None
+
+
+def test_polls_held_for_a_window_seen_spent_are_no_failures_and_wait_for_its_reset() -> None:
+    """More holds in a row than ``max_consecutive_errors``: no wait ends, nothing is taken for an outage."""
+
+    def answer(n: int, ids: list[str]) -> dict[str, Job | None]:
+        if n <= 5:
+            raise DoitongRateLimited("held", retry_at=time.time() + 0.05, code="RATE_LIMITED", held=True)
+        return {i: _job(i, "completed") for i in ids}
+
+    make, polls, _ = _factory(answer)
+    poller = JobPoller(key="held", client_factory=make, retry_policy=FAST, max_consecutive_errors=2)
+    assert _run_watch(poller, 10) == ["completed"]
+    assert len(polls) == 6 and poller.last_error is None and poller.failing_since is None
 
 
 def test_a_refused_key_is_read_again_once_then_fails() -> None:
