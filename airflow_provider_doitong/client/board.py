@@ -14,7 +14,9 @@ each read and write: a temporary folder may be cleaned and taken by someone else
 not the user's own and private, a symlink, not a regular file, too large, torn or not as written,
 or that says something impossible (a reset more than a window after it was seen, a sighting from
 the future or from a window ago) holds nothing. Its name is a keyed hash of the account, which the
-key cannot be recovered from.
+key cannot be recovered from. A read is a few system calls on a file of a few dozen bytes, made in
+the caller's thread (the triggerer's event loop too, where it costs microseconds); a write, once a
+window, is a new file renamed over the old.
 """
 
 from __future__ import annotations
