@@ -148,10 +148,10 @@ def airflow_home() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _own_window_boards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _own_window_boards(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test's processes tell each other of spent windows on a board no other test reads (an
-    emulator's port may be reused, and its window starts afresh)."""
-    monkeypatch.setenv("DOITONG_BOARD_DIR", str(tmp_path / "board"))
+    emulator's port may be reused, and its window starts afresh), outside the test's own folder."""
+    monkeypatch.setenv("DOITONG_BOARD_DIR", str(tmp_path_factory.mktemp("boards") / "board"))
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_doitong._compat import deferral_settle_s
 from airflow_provider_doitong.client import DoitongClient, ImageRequest
+from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from airflow_provider_doitong.sensors.doitong import DoitongJobSensor
 from doitong_emulator import FaultConfig
+from doitong_emulator.gate import INJECTED_RETRY_AFTER_SECONDS
 
 
 def _submit(emu: Any) -> str:
@@ -94,6 +96,10 @@ def test_a_poke_while_the_api_is_unavailable_says_not_yet(
     answer = DoitongJobSensor(task_id="sense", job_id=job_id, poll_interval=0.1).poke({})
     assert answer.is_done is False  # the job is completed, but the API cannot say so now
     doitong_conn.set_faults(FaultConfig())
+    if faults.error_429_rate:
+        # a 429 says when to try again (its Retry-After, 0.02 s here), which every process of this
+        # host keeps to (the board of spent windows), a margin past it
+        time.sleep(INJECTED_RETRY_AFTER_SECONDS * 0.02 + RESET_MARGIN + 0.05)
     assert DoitongJobSensor(task_id="sense", job_id=job_id, poll_interval=0.1).poke({}).is_done is True
 
 
