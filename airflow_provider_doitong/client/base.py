@@ -189,6 +189,7 @@ class ClientBase:
         own = self.last_rate_limit
         if until is None or (own is not None and own.reset_at is not None and own.reset_at > until + 0.5):
             return  # nothing told, or this client has already seen the next window
+        self.observer.count(observability.REQUESTS_HELD)
         raise DoitongRateLimited(
             f"Doitong {request.what}: the account's request window is spent until {utc_iso(until)} "
             "(seen on this host); not sent",

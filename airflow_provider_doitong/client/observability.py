@@ -27,6 +27,7 @@ IMAGES_STORED = "doitong.images.stored"
 IMAGES_BYTES = "doitong.images.bytes"
 STATUS_REQUESTS = "doitong.status_requests"
 RATE_LIMITED = "doitong.rate_limited"
+REQUESTS_HELD = "doitong.requests.held"
 #: Timers, in milliseconds.
 JOB_TURNAROUND = "doitong.job.turnaround"
 JOB_END_TO_STORED = "doitong.job.end_to_stored"
@@ -42,6 +43,7 @@ COUNTERS = (
     IMAGES_BYTES,
     STATUS_REQUESTS,
     RATE_LIMITED,
+    REQUESTS_HELD,
 )
 TIMERS = (JOB_TURNAROUND, JOB_END_TO_STORED)
 

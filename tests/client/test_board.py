@@ -15,6 +15,7 @@ from airflow_provider_doitong.client import (
     RetryPolicy,
     protocol,
 )
+from airflow_provider_doitong.client import observability as obs
 from airflow_provider_doitong.client.board import BOARD_DIR_ENV, WindowBoard, default_directory
 from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
@@ -151,7 +152,7 @@ def test_a_client_tells_the_board_when_an_answer_shows_the_window_spent(tmp_path
     assert board(tmp_path).spent_until(NOW + 32) == NOW + 90
 
 
-def test_a_submission_held_unsent_is_counted_neither_made_nor_refused(tmp_path: Path) -> None:
+def test_a_submission_held_unsent_is_counted_as_held_neither_made_nor_refused(tmp_path: Path) -> None:
     seen = RecordingObserver()
     board(tmp_path).post(NOW + 30, NOW)
     held = DoitongClient(
@@ -165,7 +166,7 @@ def test_a_submission_held_unsent_is_counted_neither_made_nor_refused(tmp_path: 
     request = ImageRequest(provider="flux-dev", prompt="a kite over the dunes", width=512, height=512)
     with pytest.raises(DoitongRateLimited) as info:
         held.submit(request)
-    assert info.value.held and not seen.counts
+    assert info.value.held and dict(seen.counts) == {(obs.REQUESTS_HELD, None, None): 1}
 
 
 def test_a_board_file_or_folder_that_is_not_the_users_own_and_private_holds_nothing(tmp_path: Path) -> None:
