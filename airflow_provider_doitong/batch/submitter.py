@@ -355,7 +355,7 @@ class ItemSubmitter:
             self._setback(index, verdict.message, ambiguous=True)
         else:
             self._revert(index)
-            self.log.warning("%s", verdict.message)
+            (self.log.info if was_held(exc) else self.log.warning)("%s", verdict.message)
         if verdict.until is not None:
             self.planner.refused(
                 until=verdict.until,

@@ -46,6 +46,7 @@ class AsyncDoitongClient(ClientBase):
         )
 
     async def aclose(self) -> None:
+        self.close_slots()
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncDoitongClient:
@@ -56,23 +57,28 @@ class AsyncDoitongClient(ClientBase):
 
     async def _send_once(self, request: ApiRequest) -> ApiResponse:
         self.hold_if_spent(request)
-        body = CappedBody(what=request.what)
-        try:
-            # Streamed: read up to the cap, never the whole of an answer of any size.
-            async with self._http.stream(
-                request.method,
-                self.url_for(request),
-                json=request.json_body,
-                headers=self.headers_for(request),
-                follow_redirects=False,
-            ) as resp:
-                body.declared(resp.headers.get("Content-Length"), status=resp.status_code)
-                async for chunk in resp.aiter_bytes():
-                    body.feed(chunk, status=resp.status_code)
-        except httpx.TransportError as exc:
-            raise _connection_error(exc, request.what) from None
-        self.observe_answer(request, resp.status_code)
-        return self.judge(request, status=resp.status_code, headers=resp.headers, content=body.content())
+        with self.job_slot(request) as answered:  # a submission: held while the host's slots are all taken
+            body = CappedBody(what=request.what)
+            try:
+                # Streamed: read up to the cap, never the whole of an answer of any size.
+                async with self._http.stream(
+                    request.method,
+                    self.url_for(request),
+                    json=request.json_body,
+                    headers=self.headers_for(request),
+                    follow_redirects=False,
+                ) as resp:
+                    body.declared(resp.headers.get("Content-Length"), status=resp.status_code)
+                    async for chunk in resp.aiter_bytes():
+                        body.feed(chunk, status=resp.status_code)
+            except httpx.TransportError as exc:
+                raise _connection_error(exc, request.what) from None
+            self.observe_answer(request, resp.status_code)
+            answer = self.judge(
+                request, status=resp.status_code, headers=resp.headers, content=body.content()
+            )
+            answered.append(answer)
+            return answer
 
     async def send(self, request: ApiRequest, *, retry_policy: RetryPolicy | None = None) -> ApiResponse:
         """Send a request under the retry policy.
@@ -113,6 +119,7 @@ class AsyncDoitongClient(ClientBase):
         found: dict[str, Job | None] = {}
         for request in protocol.build_jobs_queries(job_ids):
             found.update(protocol.parse_jobs((await self.send(request)).body, request.job_ids))
+        self.saw_jobs(found)
         return found
 
     async def get_job(self, job_id: str) -> Job | None:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from airflow_provider_doitong.client import contract, observability, protocol
 from airflow_provider_doitong.client.board import WindowBoard
 from airflow_provider_doitong.client.choices import check_choice
 from airflow_provider_doitong.client.downloads import DownloadPolicy
-from airflow_provider_doitong.client.errors import DoitongRateLimited, was_held
+from airflow_provider_doitong.client.errors import DoitongError, DoitongRateLimited, was_held
 from airflow_provider_doitong.client.models import ImageRequest, Job
 from airflow_provider_doitong.client.pacing import RESET_MARGIN
 from airflow_provider_doitong.client.protocol import TRANSPORTS, ApiRequest, ApiResponse, auth_headers
 from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 from airflow_provider_doitong.client.retry import RetryPolicy
 from airflow_provider_doitong.client.safety import UrlRefused, parse_strict_url
+from airflow_provider_doitong.client.slots import SlotBoard
 from airflow_provider_doitong.client.times import utc_iso
 
 
@@ -88,6 +90,14 @@ def check_api_key(api_key: object) -> str:
     return key
 
 
+def _job_of(answered: list[ApiResponse]) -> Job | None:
+    """The job a submission's answer made, if it was accepted and says so."""
+    try:
+        return protocol.parse_job(answered[0].body) if answered else None
+    except DoitongError:
+        return None
+
+
 class ClientBase:
     """Settings shared by :class:`DoitongClient` and :class:`AsyncDoitongClient`.
 
@@ -103,6 +113,9 @@ class ClientBase:
         by default nobody.
     :param board: where the processes of this host that use the account tell each other that its
         request window is spent (see :mod:`~airflow_provider_doitong.client.board`); by default none.
+    :param slots: where they tell each other the account's jobs they know running, so that a
+        submission into job slots all taken is held unsent (see
+        :mod:`~airflow_provider_doitong.client.slots`); by default none.
     """
 
     #: What the rate-limit headers of the last answer said.
@@ -120,6 +133,7 @@ class ClientBase:
         download_policy: DownloadPolicy | None = None,
         observer: observability.Observer = observability.NO_OBSERVER,
         board: WindowBoard | None = None,
+        slots: SlotBoard | None = None,
     ) -> None:
         api_key = check_api_key(api_key)
         check_choice("transport", transport, TRANSPORTS)
@@ -133,6 +147,7 @@ class ClientBase:
         self.last_rate_limit = None
         self.observer = observer
         self.board = board
+        self.slots = slots
 
     def set_api_key(self, api_key: str) -> None:
         """Use another key from now on (a rotated one), and its board."""
@@ -140,6 +155,13 @@ class ClientBase:
         if self.board is not None:
             self.board = WindowBoard.for_account(
                 base_url=self.base_url, api_key=self._api_key, directory=self.board.path.parent
+            )
+        if self.slots is not None:
+            self.slots = SlotBoard.for_account(
+                base_url=self.base_url,
+                api_key=self._api_key,
+                concurrency=self.slots.concurrency,
+                directory=self.slots.folder,
             )
 
     def __repr__(self) -> str:
@@ -197,6 +219,50 @@ class ClientBase:
             code=contract.ErrorCode.RATE_LIMITED.value,
             held=True,
         )
+
+    @contextlib.contextmanager
+    def job_slot(self, request: ApiRequest) -> Iterator[list[ApiResponse]]:
+        """Around each attempt to send a submission: hold it unsent while this host's processes know
+        the account's job slots all taken; the job of the answer put in the yielded list (when one
+        is accepted) counts from then on. Any other request passes.
+
+        :raises DoitongRateLimited: ``CONCURRENCY_LIMIT``, with no HTTP status, resuming when the
+            first of the jobs may have ended.
+        """
+        if self.slots is None or request.kind != "submit":
+            yield []
+            return
+        held = self.slots.claim(self.clock())
+        if held is not None:
+            until, taken = held
+            self.observer.count(observability.REQUESTS_HELD)
+            raise DoitongRateLimited(
+                f"Doitong {request.what}: the account's {self.slots.concurrency} job slots are taken "
+                f"({taken} jobs known running on this host); not sent",
+                retry_at=until,
+                code=contract.ErrorCode.CONCURRENCY_LIMIT.value,
+                held=True,
+            )
+        answered: list[ApiResponse] = []
+        try:
+            yield answered
+        finally:
+            self.slots.settle(_job_of(answered), self.clock())
+
+    def forget_jobs(self, job_ids: Iterable[str]) -> None:
+        """Jobs no longer watched by this client (see :meth:`job_slot`): it stops telling of them."""
+        if self.slots is not None:
+            self.slots.forget(job_ids, self.clock())
+
+    def close_slots(self) -> None:
+        """The client closes: the jobs it told of count as those of a process that has ended."""
+        if self.slots is not None:
+            self.slots.close(self.clock())
+
+    def saw_jobs(self, jobs: Mapping[str, Job | None]) -> None:
+        """Jobs read: tell this host's processes which ended (see :meth:`job_slot`)."""
+        if self.slots is not None:
+            self.slots.saw(jobs, self.clock())
 
     def judge(
         self, request: ApiRequest, *, status: int, headers: Mapping[str, str], content: bytes

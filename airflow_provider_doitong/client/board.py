@@ -71,6 +71,66 @@ def private_directory(path: Path, *, create: bool = True) -> bool:
     return stat.S_ISDIR(info.st_mode) and _private(info)
 
 
+def board_folder(directory: Path | None = None) -> Path | None:
+    """The boards' folder (``directory``, by default :func:`default_directory`), made if missing;
+    ``None`` when boards are off or it is not a private folder of this user's (said once)."""
+    folder = directory if directory is not None else default_directory()
+    if folder is None:
+        return None
+    if not private_directory(folder):
+        if folder not in _refused_folders:
+            _refused_folders.add(folder)
+            log.warning("No boards in %s: not a private folder of this user's", folder)
+        return None
+    return folder
+
+
+def account_name(*, base_url: str, api_key: str) -> str:
+    """An account's name on the boards: a keyed hash, which the key cannot be recovered from."""
+    return hmac.new(api_key.encode(), base_url.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def read_private_file(path: Path, max_bytes: int) -> bytes | None:
+    """The bytes of ``path``, if it is a regular file of this user's, private, of at most
+    ``max_bytes``, in a private folder of this user's (a symlink is never followed)."""
+    if not private_directory(path.parent, create=False):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or not _private(info) or info.st_size > max_bytes:
+            return None
+        raw = os.read(fd, max_bytes + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return raw if len(raw) <= max_bytes else None
+
+
+def write_private_file(path: Path, data: bytes) -> bool:
+    """Replace ``path`` by a new private file holding ``data`` (renamed over it: whole or not at all
+    for every reader, never written through a link), if its folder is a private one of this user's."""
+    if not private_directory(path.parent, create=False):
+        return False
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".board-")
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class WindowBoard:
     """One account's board on this host.
@@ -88,15 +148,10 @@ class WindowBoard:
 
         :param directory: the folder (by default :func:`default_directory`).
         """
-        folder = directory if directory is not None else default_directory()
+        folder = board_folder(directory)
         if folder is None:
             return None
-        if not private_directory(folder):
-            if folder not in _refused_folders:
-                _refused_folders.add(folder)
-                log.warning("No board for spent windows in %s: not a private folder of this user's", folder)
-            return None
-        name = hmac.new(api_key.encode(), base_url.encode(), hashlib.sha256).hexdigest()[:32]
+        name = account_name(base_url=base_url, api_key=api_key)
         return cls(path=folder / f"{name}.json")
 
     def spent_until(self, now: float) -> float | None:
@@ -114,37 +169,13 @@ class WindowBoard:
         told = self.spent_until(now)
         if told is not None and told >= reset_at - 0.5:
             return
-        if not private_directory(self.path.parent, create=False):
-            return
         data = json.dumps({"format": _FORMAT, "reset_at": reset_at, "seen_at": now}).encode()
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".board-")
-        except OSError:
-            return
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, self.path)  # whole or not at all, for every reader
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        write_private_file(self.path, data)
 
     def _read(self) -> tuple[float, float] | None:
-        if not private_directory(self.path.parent, create=False):
+        raw = read_private_file(self.path, MAX_BOARD_BYTES)
+        if raw is None:
             return None
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or not _private(info) or info.st_size > MAX_BOARD_BYTES:
-                return None
-            raw = os.read(fd, MAX_BOARD_BYTES + 1)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
         try:
             value = json.loads(raw)
         except ValueError:

@@ -78,6 +78,7 @@ class DoitongClient(ClientBase):
         self._session = session or requests.Session()
 
     def close(self) -> None:
+        self.close_slots()
         self._session.close()
 
     def __enter__(self) -> DoitongClient:
@@ -88,25 +89,30 @@ class DoitongClient(ClientBase):
 
     def _send_once(self, request: ApiRequest) -> ApiResponse:
         self.hold_if_spent(request)
-        body = CappedBody(what=request.what)
-        try:
-            with self._session.request(
-                request.method,
-                self.url_for(request),
-                json=request.json_body,
-                headers=self.headers_for(request),
-                timeout=self.timeout,
-                # A redirect is answered with an error, never followed: the key stays with the API.
-                allow_redirects=False,
-                stream=True,  # read up to the cap, never the whole of an answer of any size
-            ) as resp:
-                body.declared(resp.headers.get("Content-Length"), status=resp.status_code)
-                for chunk in resp.iter_content(CHUNK_BYTES):
-                    body.feed(chunk, status=resp.status_code)
-        except requests.RequestException as exc:
-            raise _connection_error(exc, request.what) from None
-        self.observe_answer(request, resp.status_code)
-        return self.judge(request, status=resp.status_code, headers=resp.headers, content=body.content())
+        with self.job_slot(request) as answered:  # a submission: held while the host's slots are all taken
+            body = CappedBody(what=request.what)
+            try:
+                with self._session.request(
+                    request.method,
+                    self.url_for(request),
+                    json=request.json_body,
+                    headers=self.headers_for(request),
+                    timeout=self.timeout,
+                    # A redirect is answered with an error, never followed: the key stays with the API.
+                    allow_redirects=False,
+                    stream=True,  # read up to the cap, never the whole of an answer of any size
+                ) as resp:
+                    body.declared(resp.headers.get("Content-Length"), status=resp.status_code)
+                    for chunk in resp.iter_content(CHUNK_BYTES):
+                        body.feed(chunk, status=resp.status_code)
+            except requests.RequestException as exc:
+                raise _connection_error(exc, request.what) from None
+            self.observe_answer(request, resp.status_code)
+            answer = self.judge(
+                request, status=resp.status_code, headers=resp.headers, content=body.content()
+            )
+            answered.append(answer)
+            return answer
 
     def send(self, request: ApiRequest, *, retry_policy: RetryPolicy | None = None) -> ApiResponse:
         """Send a request under the retry policy.
@@ -152,6 +158,7 @@ class DoitongClient(ClientBase):
             found.update(
                 protocol.parse_jobs(self.send(request, retry_policy=retry_policy).body, request.job_ids)
             )
+        self.saw_jobs(found)
         return found
 
     def get_job(self, job_id: str, *, retry_policy: RetryPolicy | None = None) -> Job | None:

@@ -17,6 +17,8 @@ from airflow_provider_doitong._compat import (
 )
 from airflow_provider_doitong.client import AsyncDoitongClient, DoitongClient, DoitongError, RetryPolicy
 from airflow_provider_doitong.client.board import WindowBoard
+from airflow_provider_doitong.client.contract import PLANS
+from airflow_provider_doitong.client.slots import SlotBoard
 from airflow_provider_doitong.hooks.connection import (
     CONN_FIELDS,
     CONN_TYPE,
@@ -165,6 +167,11 @@ class DoitongHook(BaseHook):
             "download_policy": settings.download_policy(),
             "observer": observer_for(self.doitong_conn_id),
             "board": WindowBoard.for_account(base_url=settings.base_url, api_key=settings.api_key),
+            "slots": SlotBoard.for_account(
+                base_url=settings.base_url,
+                api_key=settings.api_key,
+                concurrency=PLANS[settings.plan].concurrent_jobs,
+            ),
         }
 
     def get_conn(self) -> DoitongClient:

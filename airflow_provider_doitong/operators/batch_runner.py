@@ -63,10 +63,13 @@ def build_runner(
             durations=ledger.meta.get("durations") or (), seeded=ledger.meta.get("seeded"), **settings
         )
     )
+    client = hook.get_conn()
+    if client.slots is not None:  # a batch told it may run more jobs than the plan's table says
+        client.slots.concurrency = max(client.slots.concurrency, concurrency)
     return BatchRunner(
         items=found,
         ledger=ledger,
-        client=hook.get_conn(),
+        client=client,
         planner=planner,
         folder=folder,
         item_retries=task.item_retries,

@@ -43,6 +43,13 @@ from airflow_provider_doitong.operators.airflow_errors import airflow_error
 SHORTEST_DEFERRAL_S = DEFERRAL_SETTLE_S
 
 
+#: Why a submission held unsent on this host waits past the deadline, by the hold's code.
+_HELD_PAST_DEADLINE = {
+    "RATE_LIMITED": "the account's window stays spent",
+    "CONCURRENCY_LIMIT": "the account's job slots stay taken on this host",
+}
+
+
 @dataclass(frozen=True)
 class Refused:
     """Submissions refused in a way that proves no job was made: submit again at ``resume_at``.
@@ -188,8 +195,11 @@ class Submitter:
         now = time.time()
         resume_at = now + compute_wait(exc, attempt=attempt, policy=self.client.retry_policy, now=now)
         if self.deadline is not None and resume_at > self.deadline:
-            why = "the account's window stays spent" if held else "Doitong refuses the submission"
+            why = _HELD_PAST_DEADLINE.get(exc.code or "", "") if held else ""
+            why = why or "Doitong refuses the submission"
             raise airflow_error(DoitongTimeout(f"{why} past the task's deadline: {exc}")) from None
         what = "Held the submission" if held else "Doitong refused the submission"
-        self.log.warning("%s (%s); trying again at %s", what, exc, utc_iso(resume_at))
+        (self.log.info if held else self.log.warning)(
+            "%s (%s); trying again at %s", what, exc, utc_iso(resume_at)
+        )
         return Refused(resume_at, refusals)

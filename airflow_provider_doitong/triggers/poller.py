@@ -140,6 +140,8 @@ class JobPoller:
         if not watchers:
             self._watchers.pop(job_id, None)
             self._created_at.pop(job_id, None)
+            if self._client is not None:  # no one waits for it here any more (ended, or given up)
+                self._client.forget_jobs([job_id])
         if not self._watchers:
             pollers = _REGISTRY.get(asyncio.get_running_loop(), {})
             if pollers.get(self.key) is self:

@@ -36,6 +36,7 @@ from airflow_provider_doitong.client import (
     protocol,
 )
 from airflow_provider_doitong.client.board import WindowBoard
+from airflow_provider_doitong.client.slots import SlotBoard
 from doitong_emulator import FaultConfig
 from doitong_emulator.pytest_plugin import EmulatorFactory
 
@@ -313,6 +314,30 @@ def test_a_refusal_for_the_window_is_told_to_the_others(emu: Any, make_api: Make
     third = make_api(api_key=key_of("slow"), board=board())
     assert third.get_account().plan == "pro"
     assert statuses(emu, "account") == [200, 429, 200]
+
+
+def test_job_slots_another_process_holds_are_waited_for_without_a_request(
+    emu: Any, make_api: MakeApi, tmp_path: Path
+) -> None:
+    def slots() -> SlotBoard | None:  # each client's own, as each process makes it
+        return SlotBoard.for_account(
+            base_url=emu.base_url, api_key=key_of("single"), concurrency=1, directory=tmp_path
+        )
+
+    first = make_api(api_key=key_of("single"), slots=slots())
+    job = first.submit(REQUEST)  # the account's one job slot, taken
+    other = make_api(
+        api_key=key_of("single"),
+        slots=slots(),
+        retry_policy=dataclasses.replace(FAST, max_rate_limit_wait=0),
+    )
+    with pytest.raises(DoitongRateLimited) as info:
+        other.submit(REQUEST)
+    assert info.value.held and info.value.code == "CONCURRENCY_LIMIT" and info.value.status is None
+    assert statuses(emu, "submit") == [200]  # held, not sent
+    first.wait_for_job(job.id, poll_interval=POLL, deadline=time.time() + 10)  # seen ended: told
+    second = other.submit(REQUEST)
+    assert statuses(emu, "submit") == [200, 200] and emu.job(second.id) is not None
 
 
 def test_429_injected_with_retry_after_is_retried(emu: Any, make_api: MakeApi) -> None:

@@ -38,6 +38,10 @@ class FakeClient:
         self.last_rate_limit = None
         self.closed = False
         self.api_key = "old"
+        self.forgotten: list[str] = []
+
+    def forget_jobs(self, job_ids: list[str]) -> None:
+        self.forgotten.extend(job_ids)
 
     def set_api_key(self, api_key: str) -> None:
         self.api_key = api_key
@@ -88,7 +92,7 @@ def test_a_watcher_arriving_as_the_last_one_leaves_is_still_polled() -> None:
 
 
 def test_departed_watchers_leave_nothing_behind() -> None:
-    make, _, _ = _factory(_all("processing"))
+    make, _, clients = _factory(_all("processing"))
 
     async def scenario() -> JobPoller:
         poller = get_poller("cleanup", make)
@@ -98,6 +102,7 @@ def test_departed_watchers_leave_nothing_behind() -> None:
         assert set(poller._created_at) == {"x", "y"}
         await updates[0].aclose()
         assert set(poller._created_at) == {"y"}
+        assert clients[0].forgotten == ["x"]  # no longer told of as running on the host's board
         await updates[1].aclose()
         return poller
 
