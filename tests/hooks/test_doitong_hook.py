@@ -19,6 +19,7 @@ from airflow_provider_doitong.client import (
     JobStatus,
     RetryPolicy,
 )
+from airflow_provider_doitong.client.contract import PLANS
 from airflow_provider_doitong.hooks.connection import DoitongConnectionInvalid
 from airflow_provider_doitong.hooks.doitong import DoitongHook
 from doitong_emulator import EmulatorAccount, FaultConfig
@@ -197,9 +198,12 @@ def test_every_client_of_the_hook_keeps_the_accounts_board_for_spent_windows(
     asyncio.run(aclient.aclose())
     assert board is not None and aclient.board == board
     assert board.path.parent == tmp_path / "boards" and doitong_conn.api_key not in board.path.name
+    assert client.slots is not None and aclient.slots is not None
+    assert client.slots.concurrency == PLANS[hook.settings.plan].concurrent_jobs  # the connection's plan
+    assert client.slots.folder == tmp_path / "boards" and client.slots.account == aclient.slots.account
     monkeypatch.setenv("DOITONG_BOARD_DIR", "off")
     with hook.get_conn() as client:
-        assert client.board is None
+        assert client.board is None and client.slots is None
 
 
 def test_async_settings_read_the_same_connection(doitong_conn: Any) -> None:
