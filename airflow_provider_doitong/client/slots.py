@@ -266,11 +266,13 @@ class SlotBoard:
     def forget(self, job_ids: Iterable[str], now: float) -> None:
         """Jobs this client no longer watches (a wait given up): it no longer tells of them."""
         with self._lock:
+            told = len(self._own.running)
             for job_id in job_ids:
                 key = job_key(job_id)
                 self._own.running.pop(key, None)
                 self._mine.discard(key)
-            self._write(now)
+            if len(self._own.running) < told:  # a job seen ended was forgotten when it was seen
+                self._write(now)
 
     def close(self, now: float) -> None:
         """The client is closed: what it told of counts as a departed process's would."""

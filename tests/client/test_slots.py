@@ -252,3 +252,15 @@ def test_a_closed_clients_jobs_count_for_a_lease_and_a_job_given_up_not_at_all(t
     assert board.claim(NOW + 21) is not None
     watching.forget(["b"], NOW + 22)  # its trigger was cancelled: no one here reads it any more
     assert board.claim(NOW + 22.1) is None
+
+
+def test_forgetting_jobs_already_seen_ended_writes_nothing(tmp_path: Path) -> None:
+    board = slots(tmp_path)
+    board.saw({"a": running("a"), "b": running("b")}, NOW)
+    board.saw({"a": completed("a")}, NOW + 1)
+    written = board.path.stat().st_mtime_ns
+    os.utime(board.path, ns=(written - 10**9, written - 10**9))
+    board.forget(["a"], NOW + 2)  # a trigger's job, its watcher gone once it ended: nothing to tell
+    assert board.path.stat().st_mtime_ns == written - 10**9
+    board.forget(["b"], NOW + 3)
+    assert job_key("b") not in board.path.read_text()
