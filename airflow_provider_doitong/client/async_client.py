@@ -73,12 +73,9 @@ class AsyncDoitongClient(ClientBase):
                         body.feed(chunk, status=resp.status_code)
             except httpx.TransportError as exc:
                 raise _connection_error(exc, request.what) from None
-            self.observe_answer(request, resp.status_code)
-            answer = self.judge(
-                request, status=resp.status_code, headers=resp.headers, content=body.content()
+            return self.answered(
+                request, status=resp.status_code, headers=resp.headers, content=body.content(), into=answered
             )
-            answered.append(answer)
-            return answer
 
     async def send(self, request: ApiRequest, *, retry_policy: RetryPolicy | None = None) -> ApiResponse:
         """Send a request under the retry policy.

@@ -264,6 +264,22 @@ class ClientBase:
         if self.slots is not None:
             self.slots.saw(jobs, self.clock())
 
+    def answered(
+        self,
+        request: ApiRequest,
+        *,
+        status: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        into: list[ApiResponse],
+    ) -> ApiResponse:
+        """An answer received: counted, judged (:meth:`judge`), and kept ``into`` the list of
+        :meth:`job_slot` (a submission's job counts from then on)."""
+        self.observe_answer(request, status)
+        answer = self.judge(request, status=status, headers=headers, content=content)
+        into.append(answer)
+        return answer
+
     def judge(
         self, request: ApiRequest, *, status: int, headers: Mapping[str, str], content: bytes
     ) -> ApiResponse:

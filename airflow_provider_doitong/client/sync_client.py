@@ -107,12 +107,9 @@ class DoitongClient(ClientBase):
                         body.feed(chunk, status=resp.status_code)
             except requests.RequestException as exc:
                 raise _connection_error(exc, request.what) from None
-            self.observe_answer(request, resp.status_code)
-            answer = self.judge(
-                request, status=resp.status_code, headers=resp.headers, content=body.content()
+            return self.answered(
+                request, status=resp.status_code, headers=resp.headers, content=body.content(), into=answered
             )
-            answered.append(answer)
-            return answer
 
     def send(self, request: ApiRequest, *, retry_policy: RetryPolicy | None = None) -> ApiResponse:
         """Send a request under the retry policy.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from airflow_provider_doitong.storage.cache import ImageCache, cache_key
 from doitong_emulator import FaultConfig
 from doitong_emulator.images import render_image
 from tests.conftest import run_dag, task_states, xcom_value
+from tests.support.threads import run_together
 
 PROMPTS = [f"a harbour at noon, study {n}" for n in range(6)]
 
@@ -164,12 +164,7 @@ def test_two_batches_of_the_same_prompts_at_once_make_each_image_once(
 ) -> None:
     prompts = [f"a market at dusk, study {n}" for n in range(12)]
     runners = [runner_for(doitong_conn, tmp_path, name, prompts) for name in ("one", "two")]
-    outcomes: list[Any] = []
-    threads = [threading.Thread(target=lambda r=r: outcomes.append(r.run())) for r in runners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    outcomes = run_together(runners)
     assert outcomes == [Finished(""), Finished("")]
     assert doitong_conn.stats()["submissions_by_prompt"] == {prompt: 1 for prompt in prompts}
     for runner in runners:
@@ -192,12 +187,7 @@ def test_two_batches_each_making_half_of_the_others_images_wait_for_nothing_they
     cache = ImageCache(str(tmp_path / "cache"))
     for n, prompt in enumerate(prompts):
         assert cache.claim(ImageRequest_of(prompt), "one" if n % 2 else "two")
-    outcomes: list[Any] = []
-    threads = [threading.Thread(target=lambda r=r: outcomes.append(r.run())) for r in runners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    outcomes = run_together(runners)
     assert outcomes == [Finished(""), Finished("")]
     assert doitong_conn.stats()["submissions_by_prompt"] == {prompt: 1 for prompt in prompts}
     one, two = (runner.ledger.records for runner in runners)

@@ -4,7 +4,6 @@ host would have them (the Airflow-free runner, in two threads), against the emul
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from airflow_provider_doitong.client.slots import SlotBoard
 from airflow_provider_doitong.storage import storage_path
 from doitong_emulator.pytest_plugin import EmulatorFactory
 from tests.observability.recorder import RecordingObserver
+from tests.support.threads import run_together
 
 PLAN = PLANS["starter"]  # 3 jobs at once, 30 requests a minute
 
@@ -46,16 +46,6 @@ def runner_for(emu: Any, tmp_path: Path, name: str, *, slots: SlotBoard | None) 
         max_failed_items=0,
         logger=logging.getLogger(f"batch.{name}"),
     )
-
-
-def run_together(runners: list[BatchRunner]) -> list[Any]:
-    outcomes: list[Any] = []
-    threads = [threading.Thread(target=lambda r=r: outcomes.append(r.run())) for r in runners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    return outcomes
 
 
 def test_two_batches_telling_each_other_their_jobs_are_never_refused_a_job_slot(
