@@ -291,8 +291,10 @@ class ItemSubmitter:
                 self.planner.saw_rate_limit(sent.rate)
         if any(isinstance(e := sent.error, DoitongRateLimited) and not was_held(e) for _, sent in group):
             self._refusals += 1  # one round of refusals, however many of the group were refused
-        elif any(sent.job is not None or sent.error is not None for _, sent in group):
-            self._refusals = 0
+        elif any(
+            sent.job is not None or (sent.error is not None and not was_held(sent.error)) for _, sent in group
+        ):
+            self._refusals = 0  # answered; a group held unsent leaves the count of refusals as it was
         failed: list[Exception] = []
         for index, sent in group:
             if sent.job is not None and index not in recorded:

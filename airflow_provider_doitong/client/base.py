@@ -157,6 +157,7 @@ class ClientBase:
                 base_url=self.base_url, api_key=self._api_key, directory=self.board.path.parent
             )
         if self.slots is not None:
+            self.slots.close(self.clock())  # the old key's account: its jobs count as a departed process's
             self.slots = SlotBoard.for_account(
                 base_url=self.base_url,
                 api_key=self._api_key,

@@ -37,6 +37,7 @@ import secrets
 import stat
 import statistics
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from airflow_provider_doitong.client.board import (
     read_private_file,
     write_private_file,
 )
+from airflow_provider_doitong.client.contract import JobStatus
 from airflow_provider_doitong.client.models import Job, parse_api_time
 
 #: A job counts at least this long after it was last seen running (seconds), and a submission in
@@ -63,15 +65,19 @@ ORPHAN_LEASE_S = 10.0
 END_MARGIN_S = 1.0
 #: A job never counts longer than this after it was last seen running (seconds).
 MAX_LEASE_S = 600.0
-#: The shortest and longest hold before the slots are counted again (seconds).
+#: The shortest hold, and the longest before any job duration is known (seconds); once one is, a
+#: hold lasts until the first job may have ended, one typical duration at most.
 MIN_HOLD_S, MAX_HOLD_S = 0.2, 2.0
+#: How long a claim waits for the account's lock before it counts without it (seconds).
+LOCK_WAIT_S = 0.5
 #: A file untouched this long is removed by the next process that writes its own (seconds).
 STALE_FILE_S = 3600.0
 #: What one file may hold; the files read at most.
 MAX_SLOTS_FILE_BYTES = 512 * 1024
-MAX_ENTRIES, MAX_DURATIONS, MAX_FILES = 4096, 20, 64
+MAX_ENTRIES, MAX_DURATIONS, MAX_FILES = 4096, 20, 128
 #: How long a job seen ended is told to the others (seconds): longer than the leases it cancels.
-ENDED_KEPT_S = 300.0
+#: A file of a process that has ended, or of a closed client, is removed once this old.
+ENDED_KEPT_S = MAX_LEASE_S + 60.0
 _FORMAT = 1
 _KEY_CHARS = 16
 _HEX = "0123456789abcdef"
@@ -114,7 +120,7 @@ def parse_slots_file(raw: bytes, now: float) -> _Known:
     known = _Known()
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         return known
     if not isinstance(value, dict) or value.get("format") != _FORMAT:
         return known
@@ -160,7 +166,7 @@ def _alive(name: str, prefix: str) -> bool:
         os.kill(int(name[len(prefix) :].split("-", 1)[0]), 0)
     except ProcessLookupError:
         return False
-    except (ValueError, OSError):
+    except (ValueError, OverflowError, OSError):
         return True  # no pid to tell by, or one this user may not signal: assume it runs
     return True
 
@@ -177,10 +183,26 @@ def _host_lock(path: Path) -> Iterator[None]:
     try:
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_within(fd, LOCK_WAIT_S)
         yield
     finally:
         os.close(fd)  # lets the lock go
+
+
+def _lock_within(fd: int, wait_s: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` within ``wait_s`` (a process that hangs holding it, a
+    file system without locks: then none)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        except OSError:
+            return False
 
 
 class SlotBoard:
@@ -221,7 +243,7 @@ class SlotBoard:
         how many jobs this host knows running or submitting; :meth:`settle` gives the slot back."""
         with self._lock, _host_lock(self.folder / f"{self.account}.lock"):
             others = list(self._others(now))
-            ends, flying = self._counted(now, others)
+            ends, flying, typical = self._counted(now, others)
             taken = len(ends) + flying
             if taken < self.concurrency:
                 self._own.in_flight.append(now)
@@ -229,7 +251,8 @@ class SlotBoard:
                 return None
         over = taken - self.concurrency  # the jobs that must end before a slot is free, less one
         at = ends[over] if over < len(ends) else now + MIN_HOLD_S
-        return min(max(at, now + MIN_HOLD_S), now + MAX_HOLD_S), taken
+        longest = MAX_HOLD_S if typical is None else max(MAX_HOLD_S, typical)
+        return min(max(at, now + MIN_HOLD_S), now + longest), taken
 
     def settle(self, job: Job | None, now: float) -> None:
         """A claimed slot's submission is answered: ``job`` accepted, or nothing made."""
@@ -253,7 +276,8 @@ class SlotBoard:
                         self._mine.discard(key)
                     else:  # another process accepted it, and may still count it
                         self._ended_at.setdefault(key, now)
-                    if job is not None and (took := job.turnaround) is not None and 0 < took <= MAX_LEASE_S:
+                    took = job.turnaround if job is not None and job.status is JobStatus.COMPLETED else None
+                    if took is not None and 0 < took <= MAX_LEASE_S:
                         self._durations.append(took)
                 else:
                     accepted = self._own.running.get(key, (None, now))[0]
@@ -280,12 +304,13 @@ class SlotBoard:
             self._closed = True
             self._write(now)
 
-    def _counted(self, now: float, others: Sequence[_Known]) -> tuple[list[float], int]:
-        """When each job that counts stops counting (earliest first), and the submissions in flight."""
+    def _counted(self, now: float, others: Sequence[_Known]) -> tuple[list[float], int, float | None]:
+        """When each job that counts stops counting (earliest first), the submissions in flight, and
+        the host's typical job duration (``None`` when there is room whatever ends)."""
         # another's claim counts a short while (its answer may have been lost with its process)
         flying = len(self._own.in_flight) + sum(now - t <= MIN_LEASE_S for k in others for t in k.in_flight)
         if sum(len(k.running) for k in (self._own, *others)) + flying < self.concurrency:
-            return [now] * sum(len(k.running) for k in (self._own, *others)), flying  # room, whatever ends
+            return [now] * sum(len(k.running) for k in (self._own, *others)), flying, None  # room
         ended = set(self._ended_at).union(*(k.ended for k in others))
         durations = [*self._durations, *(d for k in others for d in k.durations)]
         typical = statistics.median(durations) if durations else None
@@ -295,7 +320,7 @@ class SlotBoard:
                 end = counts_until(accepted, seen, typical, alive=known.alive)
                 if key not in ended and end > now:
                     until[key] = max(until.get(key, end), end)
-        return sorted(until.values()), flying
+        return sorted(until.values()), flying, typical
 
     def _others(self, now: float) -> Iterator[_Known]:
         """The other files of this account, each read again only when it changed."""
@@ -307,20 +332,22 @@ class SlotBoard:
         except OSError:
             return
         self._read = {e.name: self._read[e.name] for e in entries if e.name in self._read}
+        stats = []
         for entry in entries:
+            with contextlib.suppress(OSError):
+                stats.append((entry, entry.stat(follow_symlinks=False)))
+        stats.sort(key=lambda pair: -pair[1].st_mtime)  # the newest first, if there are too many
+        for entry, info in stats:
             if entry.path == str(self.path) or found >= MAX_FILES:
                 continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if now - info.st_mtime > STALE_FILE_S:  # its process is long gone
+            cached = self._read.get(entry.name)
+            gone = cached is not None and not cached[1].alive
+            if now - info.st_mtime > (ENDED_KEPT_S if gone else STALE_FILE_S):  # nothing in it counts
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                 continue
             found += 1
             stamp = (info.st_ino, info.st_ctime_ns, info.st_size)  # a chmod, a rewrite: read again
-            cached = self._read.get(entry.name)
             if cached is None or cached[0] != stamp:
                 raw = read_private_file(Path(entry.path), MAX_SLOTS_FILE_BYTES)
                 cached = (stamp, parse_slots_file(raw, now) if raw is not None else _Known())

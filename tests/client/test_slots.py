@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -13,6 +14,7 @@ from airflow_provider_doitong.client import DoitongClient, DoitongRateLimited, I
 from airflow_provider_doitong.client import observability as obs
 from airflow_provider_doitong.client.models import Job
 from airflow_provider_doitong.client.slots import (
+    LOCK_WAIT_S,
     MAX_HOLD_S,
     MAX_SLOTS_FILE_BYTES,
     MIN_HOLD_S,
@@ -115,7 +117,7 @@ def test_durations_seen_by_one_process_tell_every_other_when_its_jobs_should_end
     one.saw({"old": completed("old", took=30.0)}, NOW + 30)
     accept(two, "new", now=NOW + 31)
     until, taken = three.claim(NOW + 35) or (0.0, 0)
-    assert taken == 1 and until == NOW + 35 + MAX_HOLD_S  # counted again while the job runs
+    assert taken == 1 and until == pytest.approx(NOW + 62, abs=0.01)  # until it may have ended
     assert counts_until(NOW + 31, NOW + 31, 30.0) == NOW + 62  # its expected end, and a margin
     assert three.claim(NOW + 62.1) is None  # past it: the API judges
 
@@ -264,3 +266,41 @@ def test_forgetting_jobs_already_seen_ended_writes_nothing(tmp_path: Path) -> No
     assert board.path.stat().st_mtime_ns == written - 10**9
     board.forget(["b"], NOW + 3)
     assert job_key("b") not in board.path.read_text()
+
+
+def test_a_file_nested_past_the_parsers_depth_or_named_with_an_impossible_pid_counts_nothing(
+    tmp_path: Path,
+) -> None:
+    board = slots(tmp_path, concurrency=1)
+    deep = tmp_path / f"{board.account}.slots.1-deadbeef.json"
+    deep.write_bytes(b"[" * 200_000)
+    huge_pid = tmp_path / f"{board.account}.slots.99999999999999999999-feed.json"
+    huge_pid.write_text(json.dumps({"format": 1, "running": {job_key("j"): [NOW, NOW]}}))
+    for path in (deep, huge_pid):
+        path.chmod(0o600)
+    assert board.claim(NOW) is not None  # the second counts (its process taken to run), the first not
+    huge_pid.unlink()
+    assert board.claim(NOW) is None
+
+
+def test_a_lock_held_by_a_process_that_hangs_delays_a_claim_briefly_not_forever(tmp_path: Path) -> None:
+    board = slots(tmp_path)
+    lock = tmp_path / f"{board.account}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another process's, never let go
+        started = time.monotonic()
+        assert board.claim(NOW) is None
+        assert time.monotonic() - started < LOCK_WAIT_S + 1.0
+    finally:
+        os.close(fd)
+
+
+def test_once_the_hosts_typical_duration_is_known_a_hold_lasts_until_the_first_job_may_have_ended(
+    tmp_path: Path,
+) -> None:
+    one, two = slots(tmp_path, concurrency=1), slots(tmp_path, concurrency=1)
+    accept(one, "old")
+    one.saw({"old": completed("old", took=30.0)}, NOW + 30)
+    accept(one, "new", now=NOW + 31)
+    assert two.claim(NOW + 35) == (pytest.approx(NOW + 62, abs=0.01), 1)  # not counted again each 2 s
