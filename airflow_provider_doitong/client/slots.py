@@ -22,7 +22,7 @@ The files are untrusted as the window's board is: a folder or file that is not t
 private, a symlink, anything but a regular file, a file over :data:`MAX_SLOTS_FILE_BYTES`, torn, of
 another format, or any entry of the wrong type or an impossible time counts for nothing. Job ids are
 kept as hashes (they are never paths); a file left by a process that is gone stops counting as its
-jobs' leases run out, and is removed after :data:`STALE_FILE_S`.
+jobs' leases run out, and is removed after :data:`ENDED_KEPT_S` (any file after :data:`STALE_FILE_S`).
 """
 
 from __future__ import annotations
