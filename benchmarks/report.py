@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.first_runs import first_runs_markdown
+
 GOALS: tuple[tuple[str, ...], ...] = (
     ("batch.ratio", "batch makespan / plan lower bound", "<= 1.15"),
     ("batch.tasks_failed_by_429", "429s that failed a task", "== 0"),
@@ -54,6 +56,16 @@ GOALS: tuple[tuple[str, ...], ...] = (
         "<= 20",
     ),
     ("throughput.pro_day.ratio", "pro plan's day: makespan / bound", "<= 1.10"),
+    (
+        "throughput.first_runs.median_ratio",
+        "first run, 14-18-s jobs: median makespan / bound",
+        "<= 1.03",
+    ),
+    (
+        "throughput.first_runs.max_status_requests_per_job",
+        "first run, 14-18-s jobs: status requests per image, worst",
+        "< 0.5",
+    ),
     ("throughput.prompts_file.validate_s", "million-line prompts file: validated in (s)", "< 5"),
     ("throughput.prompts_file.peak_rss_mb", "million-line prompts file: peak RSS of the task (MB)", "< 300"),
     ("throughput.prompts_file.jsonl.validate_s", "million-line .jsonl prompts file: validated in (s)", "< 5"),
@@ -64,7 +76,7 @@ GOALS: tuple[tuple[str, ...], ...] = (
     ),
     *(
         (f"throughput.{run}.{key}", f"throughput {run.replace('.', ' ')}: {label}", "== 0")
-        for run in ("short_jobs.sync", "short_jobs.deferrable", "pro_day", "enterprise")
+        for run in ("short_jobs.sync", "short_jobs.deferrable", "pro_day", "enterprise", "first_runs")
         for key, label in (("duplicate_submissions", "duplicates"), ("missing_files", "missing files"))
     ),
     *(
@@ -473,6 +485,9 @@ def throughput_markdown(doc: dict[str, Any]) -> list[str]:
         out.append("| prompts x job, plan | " + " | ".join(cells) + " |")
         for label, key, digits in _THROUGHPUT_ROWS:
             out.append(f"| {label} | " + " | ".join(_f(side.get(key), digits) for *_, side in columns) + " |")
+    first = lookup(doc, "throughput.first_runs")
+    if isinstance(first, dict):
+        out.extend(["", *first_runs_markdown(first)])
     pf = lookup(doc, "throughput.prompts_file")
     if isinstance(pf, dict):
         if pf.get("skipped"):

@@ -44,23 +44,27 @@ SECTIONS = ("batch", "scale", "triggerer", "parse")
 OPTIONAL_SECTIONS = ("distributed", "shared_account", "throughput", "cache")
 #: The shared-account scenario's two forms: (name, each batch's share of the plan's job slots).
 SHARED_ACCOUNT_FORMS = (("paced", None), ("pooled", 4))
+#: The quick profile's batch: the realistic profile of 16-s jobs.
+REALISTIC_16S = BatchSettings(
+    prompts=30,
+    time_scale=0.25,
+    job_seconds=64.0,
+    poll_interval=3.2,
+    batch_poll_interval=10.0,
+    batch_min_defer=5.0,
+)
 PROFILES = {
     "quick": {
-        "batch": BatchSettings(
-            prompts=30,
-            time_scale=0.25,
-            job_seconds=64.0,
-            poll_interval=3.2,
-            batch_poll_interval=10.0,
-            batch_min_defer=5.0,
-        ),
+        "batch": REALISTIC_16S,
         "scale": BatchSettings(
             prompts=1_200, time_scale=0.02, job_seconds=20.0, poll_interval=3.2, batch_poll_interval=2.0
         ),
         "triggerer": TriggererSettings(waits=1000, job_seconds=20.0, poll=2.0),
         "parse_repetitions": 7,
         "distributed": {"prompts": 20, "time_scale": 0.25, "job_seconds": 64.0, "poll_interval": 8.0},
-        "throughput": throughput_profile(day_prompts=2_000, enterprise_deadline_s=300.0),
+        "throughput": throughput_profile(
+            day_prompts=2_000, enterprise_deadline_s=300.0, first_runs=REALISTIC_16S
+        ),
     },
     "full": {
         "batch": BatchSettings(
@@ -72,7 +76,9 @@ PROFILES = {
         "triggerer": TriggererSettings(waits=1000, job_seconds=60.0, poll=2.0),
         "parse_repetitions": 25,
         "distributed": {"prompts": 60, "time_scale": 0.25, "job_seconds": 160.0, "poll_interval": 20.0},
-        "throughput": throughput_profile(day_prompts=10_000, enterprise_deadline_s=900.0),
+        "throughput": throughput_profile(
+            day_prompts=10_000, enterprise_deadline_s=900.0, first_runs=REALISTIC_16S
+        ),
     },
 }
 

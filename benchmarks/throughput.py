@@ -7,6 +7,8 @@ Scenarios (each against its own fresh emulator, one after the other, in one real
 * ``enterprise``: 1,500 prompts of 1-second jobs with 1,000 jobs at once and 6,000 requests a
   minute (emulator overrides), every API answer delayed by 100 ms (the emulator's ``latency_s``);
   it runs last, under a deadline: past it the run is stopped and recorded as not finished;
+* ``first_runs``: the realistic 16-s profile's first run at several job durations around it
+  (``benchmarks/first_runs.py``), each in its own Airflow;
 * ``prompts_file``: a million-line prompts file, validated and resumed
   (``benchmarks/prompts_file.py``, skipped when that module is absent).
 
@@ -33,13 +35,14 @@ from airflow_provider_doitong.client.protocol import MAX_JOBS_PER_QUERY
 from benchmarks import dags
 from benchmarks.batch import WARM_UP_S, BatchSettings, collect, lower_bound, make_prompts, settings_doc
 from benchmarks.batch_operator import airflow_cpu_seconds, batch_figures, resumes
+from benchmarks.first_runs import run_first_runs
 from doitong_emulator import DoitongEmulator
 from doitong_emulator.faults import FaultConfig
 from tests.support.airflow_cluster import AirflowCluster
 
 #: The scenarios that run in Airflow, in the order they run (the one with a deadline last).
 CLUSTER_SCENARIOS = ("short_jobs", "pro_day", "enterprise")
-SCENARIOS = (*CLUSTER_SCENARIOS, "prompts_file")
+SCENARIOS = (*CLUSTER_SCENARIOS, "first_runs", "prompts_file")
 #: The sides of a scenario: sync, or sync and deferrable.
 SIDES = {"short_jobs": ("sync", "deferrable"), "pro_day": ("sync",), "enterprise": ("sync",)}
 
@@ -70,17 +73,24 @@ class ThroughputSettings(BatchSettings):
 
 @dataclass(frozen=True)
 class ThroughputProfile:
-    """What one profile runs: each scenario's settings, and the prompts file's size."""
+    """What one profile runs: each scenario's settings, and the prompts file's size.
+
+    :param first_runs: the batch whose first run ``first_runs`` repeats over job durations.
+    """
 
     short_jobs: ThroughputSettings
     pro_day: ThroughputSettings
     enterprise: ThroughputSettings
+    first_runs: BatchSettings
     prompts_file_lines: int = 1_000_000
 
 
-def profile(*, day_prompts: int, enterprise_deadline_s: float) -> ThroughputProfile:
+def profile(
+    *, day_prompts: int, enterprise_deadline_s: float, first_runs: BatchSettings
+) -> ThroughputProfile:
     """The scenarios of issue-sized runs; ``day_prompts`` and the enterprise deadline vary by profile."""
     return ThroughputProfile(
+        first_runs=first_runs,
         short_jobs=ThroughputSettings(
             prompts=40, time_scale=1.0, job_seconds=3.0, batch_poll_interval=10.0, batch_min_defer=2.0
         ),
@@ -167,6 +177,9 @@ def run_throughput(
     runs = _runs(scenarios)
     if runs:
         result.update(_run_cluster(prof, runs, say=say, keep=keep))
+    if "first_runs" in scenarios:
+        kept = keep / "first_runs" if keep else None
+        result["first_runs"] = run_first_runs(prof.first_runs, say=say, keep=kept)
     if "prompts_file" in scenarios:
         result["prompts_file"] = run_prompts_file_scenario(prof.prompts_file_lines, say=say)
     return result

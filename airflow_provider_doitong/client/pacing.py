@@ -37,8 +37,10 @@ from airflow_provider_doitong.client.ratelimit import RateLimitInfo
 #: of a known duration shorter than four times this: a quarter of it).
 MIN_POLL_GAP = 0.25
 #: The shortest gap between two reads of jobs whose end cannot be predicted yet (nor more than
-#: ``poll_interval``).
-YOUNG_JOB_GAP = 1.0
+#: ``poll_interval``). From 15 s of age the gap is a tenth of it: shorter jobs' first end is seen
+#: within 1.5 s, longer ones' within a tenth of their duration, as before any of them ends nothing
+#: tells which.
+YOUNG_JOB_GAP = 1.5
 #: Share of a job's age (while its end cannot be predicted) allowed between two reads of it.
 POLL_FRACTION = 0.1
 #: ... and never below this, however short the jobs.
