@@ -2,7 +2,8 @@
 """Run the benchmarks: ``python benchmarks/run.py [--quick] [--json PATH] [--only batch,triggerer,parse]``.
 
 ``--only throughput`` runs the batch operator against what the plan allows (short jobs, the pro plan's
-day, enterprise limits with a 100-ms round trip, a million-line prompts file).
+day, enterprise limits with a 100-ms round trip, a first run over job durations, a million-line
+prompts file).
 
 ``--only distributed`` runs the batch on a distributed Airflow (CeleryExecutor, Redis, PostgreSQL,
 two workers, two triggerers, S3); it needs the ``distributed`` extra: ``python3 dev.py distributed``.

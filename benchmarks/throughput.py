@@ -1,6 +1,7 @@
 """Throughput: how close ``FluxBatchOperator`` comes to what the plan allows, side by side in one Airflow.
 
-Scenarios (each against its own fresh emulator, one after the other, in one real Airflow):
+Scenarios (each against its own fresh emulator, one after the other, in one real Airflow; the
+first runs each in an Airflow of its own):
 
 * ``short_jobs``: pro plan, 40 prompts, 3-second jobs at time scale 1, sync and deferrable;
 * ``pro_day``: the pro plan's day (10,000 prompts; the quick profile runs fewer), time-scaled;
@@ -172,7 +173,8 @@ def run_throughput(
     say: Callable[[str], None] = print,
     keep: Path | None = None,
 ) -> dict[str, Any]:
-    """Every chosen scenario: the Airflow ones in one cluster, then the prompts file."""
+    """Every chosen scenario: the Airflow ones in one cluster, then the first runs (each in its
+    own), then the prompts file."""
     result: dict[str, Any] = {}
     runs = _runs(scenarios)
     if runs:

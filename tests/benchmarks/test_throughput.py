@@ -141,6 +141,7 @@ def test_the_table_puts_the_realistic_profiles_beside_the_scenarios() -> None:
 def _first_run(seconds: float, ratio: float, reads: int) -> dict[str, Any]:
     return {
         "job_real_seconds": seconds,
+        "run_state": "success",
         "ratio": ratio,
         "status_requests_per_job": reads / 30,
         "first_wave_status_requests": reads - 2,
@@ -166,3 +167,15 @@ def test_first_runs_keep_the_median_and_the_worst_of_each_duration() -> None:
     text = markdown(doc)
     assert "| 14 | 1.030 | 0.40 | 10 |" in text
     assert "| worst | 1.030 | 0.50 | |" in text
+
+
+def test_a_first_run_that_did_not_succeed_leaves_the_medians_unmeasured() -> None:
+    runs = [_first_run(14.0, 1.03, 12), {"job_real_seconds": 16.0, "run_state": "error: RuntimeError()"}]
+    found = summarize(runs, settings=BatchSettings(prompts=30, time_scale=0.25, job_seconds=64.0))
+    assert found["runs_succeeded"] == 1
+    assert found["median_ratio"] is found["max_status_requests_per_job"] is found["missing_files"] is None
+    doc = _doc()
+    doc["throughput"]["first_runs"] = found
+    assert _goals(doc)["throughput.first_runs.median_ratio"]["met"] is not True
+    doc["goals"] = evaluate_goals(doc)
+    assert "| 16 | n/a | n/a | n/a |" in markdown(doc)
