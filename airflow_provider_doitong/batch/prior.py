@@ -160,15 +160,20 @@ class SeededPlanner(Planner):
 
     def next_poll_at(self, running: Sequence[float], *, refill: bool = False) -> float:
         """As :meth:`Planner.next_poll_at` while the seeds outnumber the batch's own durations, but
-        no later than ``poll_interval`` after the last known statuses, and no sooner than
-        :data:`~airflow_provider_doitong.client.pacing.YOUNG_JOB_GAP` after the last read (as
-        jobs of an unknown duration are read): a prior far too short costs no more reads than none."""
+        no later than ``poll_interval`` after the last known statuses, and, once the last read saw
+        a job running past the end the seeds predicted, no sooner than
+        :data:`~airflow_provider_doitong.client.pacing.YOUNG_JOB_GAP` after it (as jobs of an
+        unknown duration are read): a prior far too short costs no more reads than none. A read
+        just before the predicted end does not delay the read at it."""
         at = super().next_poll_at(running, refill=refill)
         known = self.statuses_known_at(running)
         if known is None or self.own >= self.seeds:
             return at
         at = min(at, known + self.poll_interval)
-        return max(at, self.last_poll_at + min(YOUNG_JOB_GAP, self.poll_interval))
+        typical = self.typical_duration
+        if typical is not None and any(start + typical <= self.last_poll_at for start in running):
+            at = max(at, self.last_poll_at + min(YOUNG_JOB_GAP, self.poll_interval))
+        return at
 
     def counts(self) -> list[int] | None:
         """``[seeds, own]`` while the seeds still outnumber the batch's own durations, for its ledger

@@ -14,6 +14,7 @@ from airflow_provider_doitong.batch.ledger import ItemState, Ledger
 from airflow_provider_doitong.batch.ledger_records import ItemRecord
 from airflow_provider_doitong.batch.planner import Limits, Planner, View
 from airflow_provider_doitong.client import ImageRequest
+from airflow_provider_doitong.client.pacing import YOUNG_JOB_GAP
 from tests.batch.test_planner import FakeApi, Sim, lower_bound
 
 KIND = ("flux-krea", 256, 256, "standard")
@@ -153,6 +154,17 @@ def test_a_prior_far_too_short_is_corrected_by_the_overdue_reads(prior_s: float)
     assert s.status_requests() <= plain.status_requests() + 3
     assert s.now - (s.first_submit or 0) <= lower_bound(30, 10, 16.0, 60, 15.0) + 0.1 * 16 * 3 + 1.0
     assert s.planner.typical_duration == pytest.approx(16.0)  # its own durations outweigh the seeds
+
+
+def test_a_read_just_before_the_predicted_end_does_not_delay_the_read_at_it() -> None:
+    limits = Limits(concurrency=10, requests_per_window=60, window_s=60.0)
+    planner = prior.SeededPlanner(seeds=[16.0] * 5, limits=limits, poll_interval=10.0)
+    running = [1_000.0 + 0.002 * i for i in range(10)]
+    planner.polled(1_015.1)  # read at poll_interval after the task's resume: all still running
+    assert planner.next_poll_at(running) == pytest.approx(1_016.068)  # just after the predicted end
+    short = prior.SeededPlanner(seeds=[4.0] * 5, limits=limits, poll_interval=10.0)
+    short.polled(1_005.0)  # past the 4-s end the seeds predicted, the jobs still ran
+    assert short.next_poll_at(running) == pytest.approx(1_005.0 + YOUNG_JOB_GAP)
 
 
 @pytest.mark.parametrize("prior_s", [60.0, 600.0])
