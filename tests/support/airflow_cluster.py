@@ -84,7 +84,9 @@ class AirflowCluster:
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            # A writer waits up to 30 s for the database's lock (5 s by default): on a loaded
+            # machine a request from the scheduler, the api-server or a task can hold it longer.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}?timeout=30",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API_AUTH__JWT_SECRET": "doitong-test-cluster-jwt-secret-0123456789",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
