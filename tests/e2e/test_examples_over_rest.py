@@ -85,11 +85,26 @@ class Api:
         return {name: param["value"] for name, param in params.items()}
 
     def trigger(self, dag_id: str) -> dict[str, Any]:
-        """Start a run as the Trigger button does: no logical date, the form's defaults."""
+        """Start a run as the Trigger button does: no logical date, the form's defaults.
+
+        An answer 5xx that created no run is tried again, as a person clicks again: on a loaded
+        machine Airflow's SQLite metadata database can refuse a write (its lock held too long).
+        """
         body = {"logical_date": None, "conf": self.form_defaults(dag_id)}
-        answer = self.http.post(f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        before = {r["dag_run_id"] for r in self.runs(dag_id, "manual")}
+        for _ in range(3):
+            answer = self.http.post(f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+            if answer.status_code < 500:
+                break
+            time.sleep(2)
+            created = [r for r in self.runs(dag_id, "manual") if r["dag_run_id"] not in before]
+            if created:
+                return self._manual(created[0])
         assert answer.status_code == 200, answer.text
-        run: dict[str, Any] = answer.json()
+        return self._manual(answer.json())
+
+    @staticmethod
+    def _manual(run: dict[str, Any]) -> dict[str, Any]:
         assert run["logical_date"] is None and run["run_type"] == "manual"
         return run
 
